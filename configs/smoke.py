@@ -1,0 +1,17 @@
+"""Smoke test: the whole PCFG counter study at toy scale (8 pretraining and 16 fine-tuning members).
+
+    fttrace run configs/smoke.py --workdir /tmp/smoke
+
+Checks that everything runs, not what it finds: < 60 s on a 2-core CPU.
+"""
+from fttrace.defaults import pcfg_config
+
+
+def get_config():
+    c = pcfg_config()
+    c.model.update(d_model=32, n_layers=2, n_heads=2, d_mlp=64)
+    c.pretrain.update(steps=200, batch_size=16, eval_every=100, warmup_steps=20)
+    c.finetune.update(steps=100, batch_size=16, eval_every=50)
+    c.sweep.update(seeds=4, prior=("high", "low"), finetune_lr=("medium",), spurious=(0.0, 1.0))
+    c.eval.examples = 256
+    return c

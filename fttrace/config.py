@@ -1,0 +1,159 @@
+"""Configs: load a `get_config()` file, apply `--config.KEY=VALUE` overrides, validate.
+
+Config files are plain Python modules with `get_config(arg=None)` returning an `ml_collections.ConfigDict`
+(big_vision style); `path/to/file.py:arg` passes `arg`. Overrides follow ml_collections conventions: the value
+is parsed as a Python literal (`8`, `1e-3`, `"(1e-3,1e-4)"`, `True`) and falls back to a plain string, and it
+must keep the type of the default it replaces. Keys under `sweep.shapes` may be new (each is a model field
+swept across groups).
+"""
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import pathlib
+from typing import Iterable
+
+import ml_collections
+
+from fttrace.errors import UserError
+
+
+def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """Load a config file (`path.py` or `path.py:arg`), apply overrides and validate it."""
+    path, _, arg = spec.partition(":")
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise UserError(f"config file not found: {path}")
+    module_spec = importlib.util.spec_from_file_location(f"fttrace_config_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except SyntaxError as e:
+        raise UserError(f"config file {path} line {e.lineno}: syntax error: {e.msg}") from None
+    except Exception as e:  # noqa: BLE001 -- any failure while executing user config code
+        raise UserError(f"config file {path} failed to load: {type(e).__name__}: {e}") from None
+    if not hasattr(module, "get_config"):
+        raise UserError(f"config file {path} defines no get_config()")
+    try:
+        config = module.get_config(arg) if arg else module.get_config()
+    except Exception as e:  # noqa: BLE001 -- any failure inside user config code
+        raise UserError(f"config file {path}: get_config({arg or ''}) failed: {type(e).__name__}: {e}") from None
+    if not isinstance(config, ml_collections.ConfigDict):
+        raise UserError(f"config file {path}: get_config() must return an ml_collections.ConfigDict")
+    for item in overrides:
+        apply_override(config, item)
+    validate(config)
+    return config
+
+
+def parse_value(text: str):
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
+    """Apply one `KEY=VALUE` (KEY dotted, without the `config.` prefix)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise UserError(f"bad override {item!r}: expected --config.KEY=VALUE")
+    parts = key.split(".")
+    node = config
+    for i, part in enumerate(parts[:-1]):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            raise UserError(f"unknown config key {'.'.join(parts[:i + 1])!r}")
+        node = node[part]
+    leaf = parts[-1]
+    value = parse_value(text)
+    growable = parts[:-1] == ["sweep", "shapes"]
+    if not isinstance(node, ml_collections.ConfigDict) or (leaf not in node and not growable):
+        raise UserError(f"unknown config key {key!r}")
+    if isinstance(value, list):
+        value = tuple(value)
+    old = node.get(leaf)
+    if isinstance(old, tuple) and not isinstance(value, tuple):
+        value = (value,)  # a single value for a swept axis
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    try:
+        if leaf in node:
+            node[leaf] = value
+        else:
+            with node.unlocked():
+                node[leaf] = value
+    except TypeError as e:
+        raise UserError(f"config key {key!r}: expected a value of type {type(old).__name__}, got {text!r}") from None
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"config key {key!r}: {message}")
+
+
+def _positive_int(config, key):
+    value = config
+    for part in key.split("."):
+        value = value[part]
+    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, key,
+             f"must be a positive integer, got {value!r}")
+    return value
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Check the config's values; the error names the offending key."""
+    for section in ("task", "model", "pretrain", "finetune", "sweep", "eval"):
+        _require(section in config, section, "missing section")
+    from fttrace.tasks import registry  # local import: tasks import jax
+    _require(config.task.name in registry.TASKS, "task.name",
+             f"unknown task {config.task.name!r}; known: {', '.join(registry.TASKS)}")
+    for key in ("model.d_model", "model.n_layers", "model.n_heads", "sweep.seeds", "eval.examples"):
+        _positive_int(config, key)
+    _require(config.model.d_model % config.model.n_heads == 0 or config.model.get("head_dim", 0) > 0,
+             "model.n_heads", "must divide model.d_model (or set model.head_dim)")
+    _require(config.model.get("dtype", "float32") in ("float32", "bfloat16"), "model.dtype",
+             "must be 'float32' or 'bfloat16'")
+    _require(config.model.get("activation", "gelu") in ("gelu", "relu"), "model.activation",
+             "must be 'gelu' or 'relu'")
+    for phase in ("pretrain", "finetune"):
+        steps = _positive_int(config, f"{phase}.steps")
+        every = _positive_int(config, f"{phase}.eval_every")
+        _positive_int(config, f"{phase}.batch_size")
+        _require(steps % every == 0, f"{phase}.eval_every", f"must divide {phase}.steps ({steps})")
+        _require(config[phase].schedule in ("constant", "cosine"), f"{phase}.schedule",
+                 "must be 'constant' or 'cosine'")
+        _require(0 <= config[phase].warmup_steps <= steps, f"{phase}.warmup_steps", f"must be in [0, {steps}]")
+    sweep = config.sweep
+    for axis in ("pretrain_lr", "prior", "finetune_lr", "spurious"):
+        _require(isinstance(sweep[axis], tuple) and len(sweep[axis]) > 0, f"sweep.{axis}",
+                 "must be a non-empty tuple")
+    for lr in sweep.pretrain_lr:
+        _require(isinstance(lr, (int, float)) and lr > 0, "sweep.pretrain_lr", f"bad learning rate {lr!r}")
+    for name in sweep.finetune_lr:
+        if isinstance(name, str):
+            _require(name in config.finetune.lr_scale, "sweep.finetune_lr",
+                     f"unknown name {name!r}; known: {', '.join(config.finetune.lr_scale)}")
+        else:
+            _require(isinstance(name, (int, float)) and name > 0, "sweep.finetune_lr", f"bad value {name!r}")
+    for p in sweep.prior:
+        if isinstance(p, str):
+            _require(p in config.task.priors, "sweep.prior",
+                     f"unknown name {p!r}; known: {', '.join(config.task.priors)}")
+        else:
+            _require(isinstance(p, (int, float)) and 0 <= p <= 1, "sweep.prior", f"{p!r} is not in [0, 1]")
+    for c in sweep.spurious:
+        _require(isinstance(c, (int, float)) and 0 <= c <= 1, "sweep.spurious", f"{c!r} is not in [0, 1]")
+    for key, values in sweep.get("shapes", {}).items():
+        _require(key in config.model, f"sweep.shapes.{key}", "is not a model field")
+        _require(isinstance(values, tuple) and len(values) > 0, f"sweep.shapes.{key}", "must be a non-empty tuple")
+    registry.build_task(config)  # raises UserError on a bad task config
+    evals = config.get("evals", ())
+    from fttrace.evals import EVALS  # local import: evals import jax
+    for name in evals:
+        _require(name in EVALS, "evals", f"unknown evaluation {name!r}; known: {', '.join(EVALS)}")
+
+
+def to_json(config: ml_collections.ConfigDict) -> str:
+    """Canonical JSON of a config (sorted keys), used in the manifest and to recognise a run's config."""
+    return json.dumps(config.to_dict(), sort_keys=True, default=str)

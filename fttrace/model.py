@@ -1,0 +1,149 @@
+"""A small decoder-only transformer (Flax linen).
+
+Pre-LayerNorm by default; with `layer_norm=False` the residual stream is untouched between blocks, which is the
+layout Tracr-compiled weights expect. The forward pass can return every intermediate the microscope needs:
+the residual stream after the embeddings and after each block, each block's attention output and weights,
+and the MLP hidden units. Optional multiplicative masks switch off MLP neurons and attention heads (pruning).
+
+Layers are a Python loop, not a `lax.scan`: on XLA:CPU the unrolled form is about twice as fast for these tiny
+models, and the layer count is small enough that compile time stays low.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ACTIVATIONS = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+}
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int
+    max_len: int
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    head_dim: int = 0  # 0: d_model // n_heads
+    d_mlp: int = 0  # 0: 4 * d_model
+    layer_norm: bool = True
+    causal: bool = True
+    activation: str = "gelu"
+    use_bias: bool = True
+    dtype: str = "float32"  # compute dtype; parameters stay float32
+
+    @property
+    def hd(self) -> int:
+        return self.head_dim or self.d_model // self.n_heads
+
+    @property
+    def mlp(self) -> int:
+        return self.d_mlp or 4 * self.d_model
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "ModelConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in dict(cfg).items() if k in fields})
+
+
+_init = nn.initializers.normal(stddev=0.02)
+
+
+class Attention(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, head_mask=None):
+        c = self.cfg
+        dt = DTYPES[c.dtype]
+        proj = lambda name: nn.DenseGeneral(  # noqa: E731
+            (c.n_heads, c.hd), use_bias=c.use_bias, kernel_init=_init, dtype=dt, name=name)
+        q, k, v = proj("query")(x), proj("key")(x), proj("value")(x)  # [B, T, H, hd]
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(c.hd).astype(jnp.float32)
+        if c.causal:
+            t = x.shape[-2]
+            logits = jnp.where(jnp.tril(jnp.ones((t, t), bool)), logits, jnp.finfo(jnp.float32).min)
+        weights = jax.nn.softmax(logits, axis=-1)
+        heads = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(dt), v)
+        if head_mask is not None:
+            heads = heads * head_mask[:, None].astype(dt)
+        out = nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=c.use_bias, kernel_init=_init, dtype=dt,
+                              name="out")(heads)
+        return out, weights
+
+
+class MLP(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, neuron_mask=None):
+        c = self.cfg
+        dt = DTYPES[c.dtype]
+        h = ACTIVATIONS[c.activation](nn.Dense(c.mlp, use_bias=c.use_bias, kernel_init=_init, dtype=dt,
+                                               name="fc_in")(x))
+        if neuron_mask is not None:
+            h = h * neuron_mask.astype(dt)
+        return nn.Dense(c.d_model, use_bias=c.use_bias, kernel_init=_init, dtype=dt, name="fc_out")(h), h
+
+
+class Block(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x, head_mask=None, neuron_mask=None):
+        norm = (lambda name: nn.LayerNorm(name=name, dtype=jnp.float32)) if self.cfg.layer_norm else (
+            lambda name: (lambda y: y))
+        attn_out, weights = Attention(self.cfg, name="attn")(norm("ln1")(x), head_mask)
+        x = x + attn_out
+        mlp_out, hidden = MLP(self.cfg, name="mlp")(norm("ln2")(x), neuron_mask)
+        x = x + mlp_out
+        return x, dict(attn_out=attn_out, attn_weights=weights, mlp_hidden=hidden)
+
+
+class Transformer(nn.Module):
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, tokens, masks=None, capture: bool = False):
+        """tokens [B, T] int -> logits [B, T, V] (float32).
+
+        masks: optional {"heads": [L, H], "neurons": [L, d_mlp]} multiplicative masks.
+        capture: also return {"residual": [L+1, B, T, d], "attn_out": [L, B, T, d],
+                              "attn_weights": [L, B, H, T, T], "mlp_hidden": [L, B, T, d_mlp]}.
+        """
+        c = self.cfg
+        t = tokens.shape[-1]
+        x = nn.Embed(c.vocab_size, c.d_model, embedding_init=_init, name="embed")(tokens)
+        x = x + self.param("pos_embed", _init, (c.max_len, c.d_model))[:t]
+        x = x.astype(DTYPES[c.dtype])
+        residual, captured = [x], []
+        for i in range(c.n_layers):
+            head_mask = None if masks is None else masks["heads"][i]
+            neuron_mask = None if masks is None else masks["neurons"][i]
+            x, inner = Block(c, name=f"block_{i}")(x, head_mask, neuron_mask)
+            residual.append(x)
+            captured.append(inner)
+        if c.layer_norm:
+            x = nn.LayerNorm(name="ln_f", dtype=jnp.float32)(x)
+        logits = nn.Dense(c.vocab_size, use_bias=False, kernel_init=_init, dtype=DTYPES[c.dtype],
+                          name="unembed")(x).astype(jnp.float32)
+        if not capture:
+            return logits
+        stacked = {k: jnp.stack([inner[k] for inner in captured]) for k in captured[0]}
+        return logits, dict(residual=jnp.stack(residual), **stacked)
+
+
+def full_masks(cfg: ModelConfig) -> dict:
+    """Masks that keep every head and neuron (the identity for `Transformer(masks=...)`)."""
+    return {"heads": jnp.ones((cfg.n_layers, cfg.n_heads)), "neurons": jnp.ones((cfg.n_layers, cfg.mlp))}
+
+
+def init_params(cfg: ModelConfig, key: jax.Array):
+    return Transformer(cfg).init(key, jnp.zeros((1, cfg.max_len), jnp.int32))["params"]

@@ -1,0 +1,33 @@
+"""Progress display for long phases: phase, step, members, member-steps/s, ETA (silenced by -q)."""
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    def __init__(self, quiet: bool = False, stream=None):
+        self.quiet = quiet
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=self.stream, flush=True)
+
+    def phase(self, label: str, members: int):
+        """Returns an `on_chunk(step, total, seconds)` callback for `PhaseLoop.run`."""
+        start = time.perf_counter()
+
+        def on_chunk(step: int, total: int, seconds: float) -> None:
+            if self.quiet:
+                return
+            elapsed = time.perf_counter() - start
+            rate = members * step / elapsed if elapsed > 0 else 0.0
+            eta = elapsed / step * (total - step)
+            line = (f"{label:<24} step {step:>6}/{total:<6} members {members:<5} "
+                    f"{rate:>9.0f} member-steps/s  ETA {eta:6.1f}s")
+            end = "\n" if step == total or not self.tty else ""
+            print(("\r" if self.tty else "") + line, end=end, file=self.stream, flush=True)
+
+        return on_chunk

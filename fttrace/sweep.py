@@ -1,0 +1,77 @@
+"""The sweep grid: groups (same static shapes) of members (same program, per-member hyperparameters).
+
+Axes that change array shapes (`sweep.shapes.*`, model fields) split the grid into groups. Inside a group,
+pretraining members are seeds x pretraining LRs x sampling priors; each feeds one fine-tuning member per
+(fine-tuning LR x spurious strength) — the fan-out, a gather along the member axis by `parent_index`.
+
+Member ids are stable strings numbered across the whole grid (`pt0`, `pt1`, ..., `ft0`, ...), so results of
+separate groups, shards or resumed runs join without renumbering. Named values resolve to numbers here:
+priors through `task.priors`, fine-tuning LRs through `finetune.lr_scale` (relative to the member's pretraining
+LR); both keep their name in a `*_name` column.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+
+import pandas as pd
+
+from fttrace.model import ModelConfig
+from fttrace.tasks.registry import build_task
+
+
+@dataclasses.dataclass
+class Group:
+    index: int
+    shape: dict  # model-field overrides shared by the group's members
+    model: ModelConfig
+    pretrain: pd.DataFrame  # one row per pretraining member
+    finetune: pd.DataFrame  # one row per fine-tuning member; `parent_index` indexes `pretrain` rows
+
+    @property
+    def parent_index(self):
+        return self.finetune["parent_index"].to_numpy()
+
+
+def _named(value, table):
+    return (float(table[value]), value) if isinstance(value, str) else (float(value), "")
+
+
+def model_config(config, shape: dict) -> ModelConfig:
+    task = build_task(config)
+    fields = dict(config.model)
+    fields.update(shape)
+    fields.setdefault("vocab_size", task.vocab.size)
+    fields["vocab_size"] = fields["vocab_size"] or task.vocab.size
+    fields["max_len"] = fields.get("max_len") or task.seq_len
+    return ModelConfig.from_config(fields)
+
+
+def build_groups(config) -> list[Group]:
+    sweep = config.sweep
+    shapes = dict(sweep.get("shapes", {}))
+    shape_keys = sorted(shapes)
+    seeds = [sweep.get("seed_offset", 0) + s for s in range(sweep.seeds)]
+    groups, n_pt, n_ft = [], 0, 0
+    for g, shape_values in enumerate(itertools.product(*(shapes[k] for k in shape_keys))):
+        shape = dict(zip(shape_keys, shape_values))
+        pt_rows = []
+        for seed, lr, prior in itertools.product(seeds, sweep.pretrain_lr, sweep.prior):
+            p, p_name = _named(prior, config.task.priors)
+            pt_rows.append(dict(member=f"pt{n_pt}", seed=seed, pretrain_lr=float(lr), prior=p, prior_name=p_name,
+                                group=g, **shape))
+            n_pt += 1
+        ft_rows = []
+        for i, parent in enumerate(pt_rows):
+            for ft_lr, spurious in itertools.product(sweep.finetune_lr, sweep.spurious):
+                scale, lr_name = _named(ft_lr, config.finetune.lr_scale)
+                lr = parent["pretrain_lr"] * scale if lr_name else scale
+                ft_rows.append(dict(parent, member=f"ft{n_ft}", parent=parent["member"], parent_index=i,
+                                    finetune_lr=lr, finetune_lr_name=lr_name, spurious=float(spurious)))
+                n_ft += 1
+        groups.append(Group(g, shape, model_config(config, shape), pd.DataFrame(pt_rows), pd.DataFrame(ft_rows)))
+    return groups
+
+
+HYPERPARAMETER_COLUMNS = ("group", "seed", "pretrain_lr", "prior", "prior_name", "finetune_lr", "finetune_lr_name",
+                          "spurious")

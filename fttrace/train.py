@@ -1,0 +1,183 @@
+"""Training state, optimiser and the jitted phase loop, vmapped over the member axis.
+
+Every leaf of a `TrainState` has a leading member axis. A phase is a Python loop over *chunks* of
+`eval_every` steps; one chunk is one jitted call: `lax.scan` over steps of the vmapped train step, then the
+vmapped evaluation. Batches are sampled on device inside the step from the member's key, so nothing crosses
+to the host inside a chunk. Per-member hyperparameters (learning rate, task mixture, shortcut strength) are
+arrays: the learning rate lives in the optimiser state through `optax.inject_hyperparams`.
+
+A member whose loss, gradients or new parameters are non-finite is frozen (its parameters and optimiser state
+stop changing) and flagged with the step; vmap keeps its neighbours' arithmetic independent of it.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fttrace.model import ModelConfig, Transformer, init_params
+
+
+@flax.struct.dataclass
+class TrainState:
+    params: Any
+    opt_state: Any
+    key: jax.Array  # uint32[2], this member's stream for the phase
+    step: jax.Array  # int32
+    diverged: jax.Array  # bool: frozen because something became non-finite
+    diverged_step: jax.Array  # int32, -1 while healthy
+
+
+@flax.struct.dataclass
+class DataSpec:
+    """Per-member parameters of the training distribution (scalars per member)."""
+    p_ft_operand: jax.Array  # probability that a sequence asks about the fine-tuning operand
+    spurious: jax.Array  # probability that a sequence carries the shortcut
+
+
+def lr_multiplier(phase) -> Callable:
+    """The schedule's shape (peak 1); the per-member peak LR is an injected hyperparameter."""
+    warmup = phase.warmup_steps
+    if phase.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0 if warmup else 1.0, 1.0, max(warmup, 1), phase.steps,
+                                                  end_value=phase.get("final_lr_fraction", 0.0))
+    return optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup), optax.constant_schedule(1.0)],
+                                [warmup]) if warmup else optax.constant_schedule(1.0)
+
+
+def make_optimizer(phase, lr) -> optax.GradientTransformation:
+    parts = [optax.clip_by_global_norm(phase.grad_clip)] if phase.grad_clip > 0 else []
+    parts += [optax.inject_hyperparams(optax.adamw)(learning_rate=lr, b1=phase.b1, b2=phase.b2,
+                                                    weight_decay=phase.weight_decay),
+              optax.scale_by_schedule(lr_multiplier(phase))]
+    return optax.chain(*parts)
+
+
+def member_key(base_seed: int, seed, phase_id: int):
+    """The key of one member in one phase: depends only on the member's seed, never on its sweep position."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(base_seed), seed), phase_id)
+
+
+PHASE_IDS = {"init": 0, "pretrain": 1, "finetune": 2, "reft": 3, "eval": 4, "control": 5}
+
+
+def init_members(cfg: ModelConfig, phase, base_seed: int, seeds, lrs) -> TrainState:
+    """Fresh members: parameters from each seed's init key, optimiser state with each member's LR."""
+    @jax.jit
+    @jax.vmap
+    def init(seed, lr):
+        params = init_params(cfg, member_key(base_seed, seed, PHASE_IDS["init"]))
+        return new_state(params, phase, lr, member_key(base_seed, seed, PHASE_IDS["pretrain"]))
+    return init(jnp.asarray(seeds, jnp.int32), jnp.asarray(lrs, jnp.float32))
+
+
+def new_state(params, phase, lr, key) -> TrainState:
+    return TrainState(params=params, opt_state=make_optimizer(phase, lr).init(params), key=key,
+                      step=jnp.zeros((), jnp.int32), diverged=jnp.zeros((), bool),
+                      diverged_step=jnp.full((), -1, jnp.int32))
+
+
+def fan_out(parent: TrainState, parent_index, phase, lrs, keys) -> TrainState:
+    """Children of `parent` members: gathered parameters, a fresh optimiser with each child's LR and key.
+
+    A diverged parent stays diverged in its children (with its step), so a broken lineage is never revived.
+    """
+    idx = jnp.asarray(parent_index)
+    params = jax.tree.map(lambda x: x[idx], parent.params)
+    fresh = jax.jit(jax.vmap(lambda p, lr, k: new_state(p, phase, lr, k)))(params, jnp.asarray(lrs, jnp.float32),
+                                                                           keys)
+    return fresh.replace(diverged=parent.diverged[idx], diverged_step=parent.diverged_step[idx])
+
+
+def answer_loss(model: Transformer, params, tokens, answers, masks=None):
+    """Cross-entropy and accuracy of the answer predicted at the last position."""
+    logits = model.apply({"params": params}, tokens, masks=masks)[:, -1]
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, answers).mean()
+    acc = (logits.argmax(-1) == answers).mean()
+    return loss, acc
+
+
+def _all_finite(tree) -> jax.Array:
+    return jnp.all(jnp.asarray([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def train_step(model, task, phase, state: TrainState, data: DataSpec):
+    """One step of one member (vmapped by the caller). Returns the new state and the training loss."""
+    key, k_batch = jax.random.split(state.key)
+    tokens, answers = task.sample(k_batch, phase.batch_size, data.p_ft_operand, data.spurious)
+    (loss, _), grads = jax.value_and_grad(lambda p: answer_loss(model, p, tokens, answers), has_aux=True)(
+        state.params)
+    tx = make_optimizer(phase, 0.0)  # the LR is read from opt_state (inject_hyperparams)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ok = ~state.diverged & jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
+    diverging = ~state.diverged & ~ok
+    return state.replace(
+        params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state), key=key,
+        step=state.step + 1, diverged=state.diverged | diverging,
+        diverged_step=jnp.where(diverging, state.step, state.diverged_step)), jnp.where(ok, loss, jnp.nan)
+
+
+def evaluate(model, params, eval_sets: dict) -> dict:
+    """Loss and accuracy of one member on each held-out set ({name: (tokens, answers)})."""
+    out = {}
+    for name, (tokens, answers) in eval_sets.items():
+        out[f"{name}_loss"], out[f"{name}_acc"] = answer_loss(model, params, tokens, answers)
+    return out
+
+
+class PhaseLoop:
+    """Runs one training phase of a member-stacked state: jitted chunks of steps, evaluation between chunks."""
+
+    def __init__(self, model_cfg: ModelConfig, task, phase, eval_sets: dict):
+        self.model = Transformer(model_cfg)
+        self.task, self.phase, self.eval_sets = task, phase, eval_sets
+        step = lambda s, d: train_step(self.model, task, phase, s, d)  # noqa: E731
+        eval_fn = jax.vmap(lambda p, sets: evaluate(self.model, p, sets), in_axes=(0, None))
+
+        def chunk(state, data, sets):
+            def body(s, _):
+                return jax.vmap(step)(s, data)
+            state, losses = jax.lax.scan(body, state, None, length=phase.eval_every)
+            metrics = eval_fn(state.params, sets)
+            metrics["train_loss"] = jnp.nanmean(losses, axis=0)
+            return state, metrics
+
+        self._chunk = jax.jit(chunk, donate_argnums=0)
+        self._eval = jax.jit(lambda params, sets: eval_fn(params, sets))
+
+    def run(self, state: TrainState, data: DataSpec, on_chunk=None):
+        """Train for `phase.steps`; returns the final state and [(step, {metric: [members]}), ...].
+
+        The first record (step 0) evaluates the state before any update. `on_chunk(step, total, seconds)` is
+        called after each chunk (progress display).
+        """
+        records = [(0, dict(self._eval(state.params, self.eval_sets), train_loss=jnp.full(state.step.shape,
+                                                                                             jnp.nan)))]
+        steps, every = self.phase.steps, self.phase.eval_every
+        for done in range(every, steps + 1, every):
+            t0 = time.perf_counter()
+            state, metrics = self._chunk(state, data, self.eval_sets)
+            metrics = jax.device_get(metrics)
+            records.append((done, metrics))
+            if on_chunk is not None:
+                on_chunk(done, steps, time.perf_counter() - t0)
+        return state, [(s, {k: np.asarray(v) for k, v in m.items()}) for s, m in records]
+
+
+def eval_sets_for(task, examples: int, seed: int, spurious_test: float = 0.0) -> dict:
+    """Held-out sets shared by every member: C_PT (pretraining operand) and C_FT (fine-tuning operand)."""
+    key = jax.random.fold_in(jax.random.PRNGKey(seed), PHASE_IDS["eval"])
+    k_pt, k_ft = jax.random.split(key)
+    return {"pt": task.sample(k_pt, examples, 0.0, 0.0), "ft": task.sample(k_ft, examples, 1.0, spurious_test)}
+
+
+def param_count(params) -> int:
+    return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))

@@ -1,0 +1,18 @@
+"""Shared test settings: tiny configs that compile and run in seconds on a 2-core CPU."""
+import pathlib
+
+from fttrace import config as config_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.py")
+
+TINY = [
+    "model.d_model=16", "model.n_heads=2", "model.d_mlp=32", "model.n_layers=1",
+    "pretrain.steps=20", "pretrain.eval_every=10", "pretrain.batch_size=8", "pretrain.warmup_steps=2",
+    "finetune.steps=10", "finetune.eval_every=10", "finetune.batch_size=8",
+    "eval.examples=64", "sweep.prior=('high',)", "sweep.finetune_lr=('large',)", "sweep.spurious=(1.0,)",
+]
+
+
+def tiny_config(*overrides):
+    return config_lib.load(SMOKE, TINY + list(overrides))

@@ -1,0 +1,83 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from fttrace.cli import main
+from helpers import ROOT, SMOKE, TINY
+
+
+def fttrace(*args):
+    return main([*args])
+
+
+def overrides(*items):
+    return [f"--config.{o}" for o in TINY + list(items)]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("cli") / "run"
+    assert fttrace("run", SMOKE, "--workdir", str(workdir), "-q", *overrides("sweep.seeds=2")) == 0
+    return workdir
+
+
+def test_run_writes_results_and_manifest(finished_run, capsys):
+    frame = pd.read_parquet(finished_run / "results.parquet")
+    assert set(frame.phase) == {"pretrain", "finetune"}
+    manifest = json.loads((finished_run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["wall_s"] > 0
+    assert manifest["config"]["sweep"]["seeds"] == 2
+    assert {"jax", "flax", "optax"} <= set(manifest["versions"]) and manifest["devices"]
+    assert not list(finished_run.glob("**/*.tmp"))
+
+
+def snapshot(workdir):
+    return {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.sweep.seedz=2"], "unknown config key 'sweep.seedz'"),
+    (["--config.model.nope.x=2"], "unknown config key 'model.nope'"),
+    (["--config.sweep.seeds=many"], "config key 'sweep.seeds': expected a value of type int"),
+    (["--config.model.n_heads=3"], "config key 'model.n_heads'"),
+    (["--config.sweep.prior=('huge',)"], "config key 'sweep.prior': unknown name 'huge'"),
+    (["--config.pretrain.eval_every=7"], "config key 'pretrain.eval_every': must divide"),
+    (["--config.task.data_len=5"], "data_len"),
+    (["--config.sweep.seeds=4"], "holds a run of a different config"),
+])
+def test_bad_input_is_refused_and_nothing_is_lost(finished_run, capsys, args, message):
+    before = snapshot(finished_run)
+    assert fttrace("run", SMOKE, "--workdir", str(finished_run), "-q", *overrides("sweep.seeds=2"), *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert snapshot(finished_run) == before
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert fttrace("run", str(tmp_path / "nope.py"), "--workdir", str(tmp_path / "w")) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_broken_config_file(tmp_path, capsys):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def get_config(:\n")
+    assert fttrace("run", str(bad), "--workdir", str(tmp_path / "w")) == 2
+    assert "syntax error" in capsys.readouterr().err
+
+
+def test_unwritable_workdir(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    assert fttrace("run", SMOKE, "--workdir", str(blocker / "sub"), "-q") == 2
+    assert "is not writable" in capsys.readouterr().err
+    assert blocker.read_text() == "keep me"
+
+
+def test_console_script_reports_errors_with_exit_status():
+    out = subprocess.run([sys.executable, "-m", "fttrace.cli", "run", SMOKE, "--workdir", "/tmp/x",
+                          "--config.sweep.bogus=1"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 2 and "unknown config key 'sweep.bogus'" in out.stderr

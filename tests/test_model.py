@@ -1,0 +1,88 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fttrace.model import ModelConfig, Transformer, full_masks, init_params
+
+CFG = ModelConfig(vocab_size=20, max_len=12, d_model=16, n_layers=3, n_heads=2, d_mlp=32)
+
+
+@pytest.fixture(scope="module")
+def params():
+    return init_params(CFG, jax.random.PRNGKey(0))
+
+
+def tokens(key=1, batch=3, length=10):
+    return jax.random.randint(jax.random.PRNGKey(key), (batch, length), 0, CFG.vocab_size)
+
+
+def test_shapes_and_captured_intermediates(params):
+    logits, inter = Transformer(CFG).apply({"params": params}, tokens(), capture=True)
+    assert logits.shape == (3, 10, 20) and logits.dtype == jnp.float32
+    assert inter["residual"].shape == (4, 3, 10, 16)
+    assert inter["attn_out"].shape == (3, 3, 10, 16)
+    assert inter["attn_weights"].shape == (3, 3, 2, 10, 10)
+    assert inter["mlp_hidden"].shape == (3, 3, 10, 32)
+    np.testing.assert_allclose(inter["attn_weights"].sum(-1), 1.0, rtol=1e-5)
+
+
+def test_residual_stream_is_the_sum_of_block_outputs():
+    cfg = ModelConfig(**{**CFG.__dict__, "layer_norm": False})
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    _, inter = Transformer(cfg).apply({"params": params}, tokens(), capture=True)
+    r = inter["residual"]
+    # Without LayerNorm: r[i+1] - r[i] = attention output + MLP output of block i.
+    for i in range(cfg.n_layers):
+        mlp_out = r[i + 1] - r[i] - inter["attn_out"][i]
+        h = inter["mlp_hidden"][i]
+        p = params[f"block_{i}"]["mlp"]["fc_out"]
+        np.testing.assert_allclose(mlp_out, h @ p["kernel"] + p["bias"], atol=1e-5)
+
+
+def test_causal_masking(params):
+    x = tokens()
+    y = x.at[:, 7:].set(0)
+    a = Transformer(CFG).apply({"params": params}, x)
+    b = Transformer(CFG).apply({"params": params}, y)
+    np.testing.assert_allclose(a[:, :7], b[:, :7], atol=1e-5)
+    assert not np.allclose(a[:, 7:], b[:, 7:])
+
+
+def test_non_causal_sees_the_future():
+    cfg = ModelConfig(**{**CFG.__dict__, "causal": False})
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    x = tokens()
+    a = Transformer(cfg).apply({"params": params}, x)
+    b = Transformer(cfg).apply({"params": params}, x.at[:, 9].set(0))
+    assert not np.allclose(a[:, 0], b[:, 0])
+
+
+def test_masks_identity_and_effect(params):
+    x = tokens()
+    model = Transformer(CFG)
+    plain = model.apply({"params": params}, x)
+    np.testing.assert_allclose(model.apply({"params": params}, x, masks=full_masks(CFG)), plain, atol=1e-6)
+    masks = full_masks(CFG)
+    masks["neurons"] = masks["neurons"].at[1, :].set(0)
+    masks["heads"] = masks["heads"].at[0, 1].set(0)
+    logits, inter = model.apply({"params": params}, x, masks=masks, capture=True)
+    assert not np.allclose(logits, plain)
+    assert np.all(inter["mlp_hidden"][1] == 0)
+
+
+def test_no_layernorm_has_no_norm_params():
+    cfg = ModelConfig(**{**CFG.__dict__, "layer_norm": False})
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    assert "ln_f" not in params and "ln1" not in params["block_0"]
+    assert "ln_f" in init_params(CFG, jax.random.PRNGKey(0))
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+    cfg = ModelConfig(**{**CFG.__dict__, "dtype": "bfloat16"})
+    params = init_params(cfg, jax.random.PRNGKey(0))
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+    logits = Transformer(cfg).apply({"params": params}, tokens())
+    assert logits.dtype == jnp.float32
+    ref = Transformer(CFG).apply({"params": params}, tokens())
+    np.testing.assert_allclose(logits, ref, atol=0.05)

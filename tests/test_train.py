@@ -1,0 +1,64 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from fttrace.pipeline import run_study
+from helpers import tiny_config
+
+
+def run(tmp_path, name, *overrides):
+    return pd.read_parquet(run_study(tiny_config(*overrides), tmp_path / name, quiet=True))
+
+
+@pytest.fixture(scope="module")
+def sweep_and_alone(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    # 8 pretraining members: seeds 0-3 x (a sane LR, an LR that makes members diverge).
+    sweep = run(tmp, "sweep", "sweep.seeds=4", "sweep.pretrain_lr=(1e-3,1e30)")
+    alone = run(tmp, "alone", "sweep.seeds=1", "sweep.seed_offset=2", "sweep.pretrain_lr=(1e-3,)")
+    return sweep, alone
+
+
+def test_member_alone_equals_member_inside_a_sweep_of_8(sweep_and_alone):
+    sweep, alone = sweep_and_alone
+    assert sweep[sweep.phase == "pretrain"].member.nunique() == 8
+    keys = ["phase", "step", "metric"]
+    inside = sweep[(sweep.seed == 2) & (sweep.pretrain_lr == 1e-3)].set_index(keys).value.sort_index()
+    single = alone.set_index(keys).value.sort_index()
+    assert list(inside.index) == list(single.index)
+    acc = inside.index.get_level_values("metric").str.endswith("acc")
+    np.testing.assert_allclose(single[~acc].to_numpy(), inside[~acc].to_numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(single[acc].to_numpy(), inside[acc].to_numpy(), atol=1.5 / 64)
+
+
+def test_diverged_members_are_frozen_and_flagged_without_touching_neighbours(sweep_and_alone):
+    sweep, _ = sweep_and_alone
+    bad = sweep[sweep.pretrain_lr == 1e30]
+    good = sweep[sweep.pretrain_lr == 1e-3]
+    assert (bad.status == "diverged").all() and (good.status == "ok").all()
+    steps = bad[(bad.metric == "diverged_step") & (bad.phase == "pretrain")].value
+    assert ((steps >= 0) & (steps < 20)).all()
+    # Children of a diverged parent stay diverged; healthy members have finite metrics throughout.
+    assert (bad[bad.phase == "finetune"].status == "diverged").all()
+    assert np.isfinite(good[good.metric.isin(["pt_loss", "ft_loss"])].value).all()
+
+
+def test_results_schema(sweep_and_alone):
+    sweep, _ = sweep_and_alone
+    for column in ("member", "parent", "phase", "step", "metric", "value", "status", "seed", "pretrain_lr",
+                   "prior", "finetune_lr", "spurious"):
+        assert column in sweep.columns
+    pt, ft = sweep[sweep.phase == "pretrain"], sweep[sweep.phase == "finetune"]
+    assert pt.parent.isna().all() and ft.finetune_lr.notna().all()
+    assert set(ft.parent) == set(pt.member)
+    assert set(pt.step) == {0, 10, 20} and set(ft.step) == {0, 10}
+    assert {"pt_acc", "ft_acc", "pt_loss", "ft_loss", "train_loss"} <= set(sweep.metric)
+
+
+def test_pretraining_learns_the_counter(tmp_path):
+    frame = run(tmp_path, "learn", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "model.n_layers=2",
+                "pretrain.steps=400", "pretrain.eval_every=400", "pretrain.batch_size=32",
+                "pretrain.warmup_steps=40", "sweep.pretrain_lr=(3e-3,)", "sweep.seeds=2", "eval.examples=512")
+    final = frame[(frame.phase == "pretrain") & (frame.metric == "pt_acc") & (frame.step == 400)]
+    assert len(final) == 2
+    assert (final.value >= 0.95).all(), final.value.tolist()
