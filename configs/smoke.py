@@ -1,4 +1,5 @@
-"""Smoke test: the whole PCFG counter study at toy scale (8 pretraining and 16 fine-tuning members).
+"""Smoke test: the whole PCFG counter study at toy scale (8 pretraining and 16 fine-tuning members), with
+every evaluation (reFT and its control, pruning, probes, attention).
 
     fttrace run configs/smoke.py --workdir /tmp/smoke
 
@@ -14,4 +15,8 @@ def get_config():
     c.finetune.update(steps=100, batch_size=16, eval_every=50)
     c.sweep.update(seeds=4, prior=("high", "low"), finetune_lr=("medium",), spurious=(0.0, 1.0))
     c.eval.examples = 256
+    c.reft.update(steps=100, eval_every=25, batch_size=16)
+    c.probe.update(steps=100, train_examples=256, test_examples=128)
+    c.prune.update(examples=128, mask_steps=20, mask_examples=64, neuron_ks=(0, 1, 2, 4, 8), head_ks=(0, 1, 2))
+    c.attention.examples = 64
     return c

@@ -1,6 +1,9 @@
 """`fttrace` command line: a thin layer over library functions.
 
-    fttrace run CONFIG --workdir DIR [--config.KEY=VALUE ...] [-q] [--overwrite]
+    fttrace run CONFIG --workdir DIR [--config.KEY=VALUE ...] [-q] [--overwrite] [--shard I/N]
+                [--distributed | --coordinator HOST:PORT --num-processes N --process-id K]
+    fttrace merge DIR [DIR ...] --out DIR [--overwrite]
+    fttrace bench CONFIG [--config.KEY=VALUE ...] [--out FILE.json]
 
 Bad input (UserError) prints one line `fttrace: error: ...` and exits with status 2; nothing else is touched.
 """
@@ -43,38 +46,109 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config", help="config file (path.py or path.py:arg)")
     run.add_argument("--workdir", required=True, help="where results.parquet and manifest.json go")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress display")
-    run.add_argument("--overwrite", action="store_true", help="replace a run of a different config in workdir")
+    run.add_argument("--overwrite", action="store_true",
+                     help="start over: replace whatever run the workdir holds (default: resume a run of the same "
+                          "config, refuse any other)")
+    run.add_argument("--shard", metavar="I/N", help="run only shard I of N of the grid (lineages dealt round-robin; "
+                     "each shard into its own workdir, joined by `fttrace merge`)")
+    hosts = run.add_argument_group("multi-host runs (one process per host, all running the same command)")
+    hosts.add_argument("--distributed", action="store_true",
+                       help="join the other processes as found in the environment (TPU pods, SLURM, Open MPI)")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (with --num-processes, "
+                       "--process-id)")
+    hosts.add_argument("--num-processes", type=int)
+    hosts.add_argument("--process-id", type=int)
+    merge = sub.add_parser("merge", help="merge the workdirs of a sharded run (--shard) into one results store")
+    merge.add_argument("workdirs", nargs="+", metavar="DIR", help="workdirs of the shards")
+    merge.add_argument("--out", required=True, help="where the merged results.parquet and manifest.json go")
+    merge.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    bench = sub.add_parser("bench", help="measure training throughput: vmapped members against one member at a "
+                           "time and a plain PyTorch loop (configs/bench.py)")
+    bench.add_argument("config", help="config file (path.py or path.py:arg)")
+    bench.add_argument("--out", metavar="FILE.json", help="also write the results here as JSON")
     return parser
 
 
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """`I/N` -> (I, N) with 0 <= I < N."""
+    if text is None:
+        return None
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise UserError(f"--shard {text}: expected I/N with 0 <= I < N, e.g. --shard 0/4")
+    return int(index), int(count)
+
+
+def join_processes_from_flags(args) -> None:
+    """Connect a multi-host run's processes; must come before anything touches a JAX backend."""
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is not None for v in explicit) and any(v is None for v in explicit):
+        raise UserError("--coordinator, --num-processes and --process-id go together")
+    from fttrace.placement import join_processes
+    join_processes(*explicit, auto=args.distributed)
+
+
 def enable_compilation_cache() -> None:
-    """Reuse compiled programs across runs of the same shapes (FTTRACE_COMPILATION_CACHE=off disables)."""
+    """Reuse compiled programs across runs of the same shapes (FTTRACE_COMPILATION_CACHE=off disables).
+
+    Programs that compile in under a second are not cached unless JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS says
+    otherwise (0 caches everything: what short repeated runs such as tests want).
+    """
     where = os.environ.get("FTTRACE_COMPILATION_CACHE", str(Path.home() / ".cache" / "fttrace" / "xla"))
     if where.lower() in ("", "off", "0", "none"):
         return
     import jax
     jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def cmd_run(args, overrides) -> int:
+    import jax
+
     from fttrace import config as config_lib
     from fttrace.pipeline import run_study
     from fttrace.summary import headline
 
+    shard = parse_shard(args.shard)
+    join_processes_from_flags(args)
     config = config_lib.load(args.config, overrides)
     enable_compilation_cache()
-    results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite)
-    if not args.quiet:
+    results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite, shard=shard)
+    if not args.quiet and jax.process_index() == 0:
         print(headline(results))
     print(f"results: {results}")
     return 0
 
 
-COMMANDS = {"run": cmd_run}
+def cmd_merge(args, overrides) -> int:
+    from fttrace.merge import merge_workdirs
+
+    if overrides:
+        raise UserError("merge takes no --config overrides")
+    print(f"results: {merge_workdirs(args.workdirs, args.out, overwrite=args.overwrite)}")
+    return 0
+
+
+def cmd_bench(args, overrides) -> int:
+    from fttrace import config as config_lib
+    from fttrace.bench import format_table, run_bench
+    from fttrace.results import write_json
+
+    config = config_lib.load(args.config, overrides)
+    report = run_bench(config, log=lambda line: print(line, file=sys.stderr, flush=True))
+    print(format_table(report))
+    if args.out:
+        write_json(args.out, report)
+        print(f"results: {args.out}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "merge": cmd_merge, "bench": cmd_bench}
 
 
 def main(argv: list[str] | None = None) -> int:
+    program = argv is None  # run as the `fttrace` program, not called from Python
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     try:
@@ -83,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args, overrides)
     except UserError as e:
         print(f"fttrace: error: {e}", file=sys.stderr)
+        if program:  # leave at once: I/O threads of an abandoned checkpoint read may print during a shutdown
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         return 2
     except KeyboardInterrupt:
         print("fttrace: interrupted", file=sys.stderr)

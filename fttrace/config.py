@@ -103,12 +103,13 @@ def _positive_int(config, key):
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Check the config's values; the error names the offending key."""
-    for section in ("task", "model", "pretrain", "finetune", "sweep", "eval"):
+    for section in ("task", "model", "pretrain", "finetune", "sweep", "eval", "checkpoint"):
         _require(section in config, section, "missing section")
     from fttrace.tasks import registry  # local import: tasks import jax
     _require(config.task.name in registry.TASKS, "task.name",
              f"unknown task {config.task.name!r}; known: {', '.join(registry.TASKS)}")
-    for key in ("model.d_model", "model.n_layers", "model.n_heads", "sweep.seeds", "eval.examples"):
+    for key in ("model.d_model", "model.n_layers", "model.n_heads", "sweep.seeds", "eval.examples",
+                "eval.member_batch"):
         _positive_int(config, key)
     _require(config.model.d_model % config.model.n_heads == 0 or config.model.get("head_dim", 0) > 0,
              "model.n_heads", "must divide model.d_model (or set model.head_dim)")
@@ -116,7 +117,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
              "must be 'float32' or 'bfloat16'")
     _require(config.model.get("activation", "gelu") in ("gelu", "relu"), "model.activation",
              "must be 'gelu' or 'relu'")
-    for phase in ("pretrain", "finetune"):
+    evals = config.get("evals", ())
+    for phase in ("pretrain", "finetune") + (("reft",) if "reft" in evals else ()):
         steps = _positive_int(config, f"{phase}.steps")
         every = _positive_int(config, f"{phase}.eval_every")
         _positive_int(config, f"{phase}.batch_size")
@@ -147,11 +149,31 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for key, values in sweep.get("shapes", {}).items():
         _require(key in config.model, f"sweep.shapes.{key}", "is not a model field")
         _require(isinstance(values, tuple) and len(values) > 0, f"sweep.shapes.{key}", "must be a non-empty tuple")
+    every = config.checkpoint.every_chunks
+    _require(isinstance(every, int) and not isinstance(every, bool) and every >= 0, "checkpoint.every_chunks",
+             f"must be a non-negative integer, got {every!r}")
+    _positive_int(config, "checkpoint.keep")
     registry.build_task(config)  # raises UserError on a bad task config
-    evals = config.get("evals", ())
     from fttrace.evals import EVALS  # local import: evals import jax
     for name in evals:
         _require(name in EVALS, "evals", f"unknown evaluation {name!r}; known: {', '.join(EVALS)}")
+        _require(name in config, name, f"missing section (needed by evaluation {name!r})")
+    if "prune" in evals:
+        _require(config.prune.score in ("taylor", "abs"), "prune.score", "must be 'taylor' or 'abs'")
+        _require(0 <= config.prune.tolerance <= 1, "prune.tolerance", "must be in [0, 1]")
+        for key in ("neuron_ks", "head_ks"):
+            _require(all(isinstance(k, int) and k >= 0 for k in config.prune[key]), f"prune.{key}",
+                     "must hold non-negative integers")
+        n_heads = config.model.n_layers * config.model.n_heads
+        _require(max(config.prune.head_ks) <= n_heads, "prune.head_ks", f"exceeds the model's {n_heads} heads")
+        for key in ("weight_fractions", "mask_budgets"):
+            _require(all(0 <= f <= 1 for f in config.prune[key]), f"prune.{key}", "must hold fractions in [0, 1]")
+    if "reft" in evals:
+        _require(config.reft.lr_factor > 0, "reft.lr_factor", "must be positive")
+        _require(0 < config.reft.threshold <= 1, "reft.threshold", "must be in (0, 1]")
+    if "probe" in evals:
+        for key in ("probe.train_examples", "probe.test_examples", "probe.steps"):
+            _positive_int(config, key)
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

@@ -42,6 +42,32 @@ def pcfg_config() -> ml_collections.ConfigDict:
         spurious=(0.0, 1.0),  # C_Tr: fraction of fine-tuning sequences that carry the shortcut
         shapes=ml_collections.ConfigDict(),  # model fields swept across groups, e.g. d_model=(64, 128)
     )
-    c.eval = dict(examples=1024, seed=1234)
-    c.evals = ()
+    # member_batch: members evaluated together (bounds evaluation memory; raise it on accelerators).
+    c.eval = dict(examples=1024, seed=1234, member_batch=8)
+    # Checkpoints (WORKDIR/checkpoints/): every `every_chunks` chunks of `eval_every` steps (0: only at the end of
+    # each phase, where they are always written); the newest `keep` of each phase are kept.
+    c.checkpoint = dict(every_chunks=5, keep=2)
+
+    # The microscope (fttrace/evals/), run after fine-tuning in run-tree order.
+    c.evals = ("reft", "prune", "probe", "attention")
+    c.reft = dict(
+        steps=500, batch_size=32, eval_every=25, schedule="constant", warmup_steps=0, weight_decay=0.01,
+        grad_clip=1.0, b1=0.9, b2=0.999,
+        lr_factor=0.1,  # reFT LR = fine-tuning LR x lr_factor (the study revives with a smaller LR)
+        threshold=0.95,  # revived: C_PT >= threshold x the lineage's pretrained C_PT
+        control=True,  # also train the control pretrained without C_PT
+        control_lr_factors=(1.0, 10.0),  # the control at the reFT LR and at a larger one
+    )
+    c.prune = dict(
+        score="taylor",  # taylor: remove units whose removal lowers the C_PT loss most; abs: |g.w|
+        examples=512,  # sequences used to score units
+        neuron_ks=(0, 1, 2, 3, 5, 8, 10, 15, 20, 30, 50),
+        head_ks=(0, 1, 2, 3, 4),
+        weight_fractions=(0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
+        mask_budgets=(0.01, 0.05),  # learned-mask budgets: fraction of MLP neurons removed
+        mask_steps=100, mask_lr=0.1, mask_penalty=10.0, mask_examples=128,
+        tolerance=0.05,  # k_revive: C_PT within this of the pretrained C_PT
+    )
+    c.probe = dict(train_examples=1024, test_examples=512, steps=300, lr=0.01, weight_decay=1e-4)
+    c.attention = dict(examples=256)
     return ml_collections.ConfigDict(c)

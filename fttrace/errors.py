@@ -3,7 +3,26 @@
 The CLI prints its message on one line, without a traceback, and exits non-zero. Anything else that escapes is
 a bug and keeps its traceback.
 """
+import os
+import re
 
 
 class UserError(Exception):
     """Bad input from the user; the message names the problem."""
+
+
+def os_reason(error: Exception) -> str | None:
+    """The operating system's reason behind an I/O failure (`No space left on device`, ...), if it gave one.
+
+    tensorstore (under orbax) reports OS errors as ValueError text carrying `os_error_code='28'`.
+    """
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    code = re.search(r"os_error_code='?(\d+)", str(error))
+    return os.strerror(int(code.group(1))) if code else None
+
+
+def io_reason(error: Exception) -> str:
+    """`os_reason`, or else the first line of the error."""
+    text = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    return os_reason(error) or text

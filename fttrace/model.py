@@ -7,6 +7,11 @@ and the MLP hidden units. Optional multiplicative masks switch off MLP neurons a
 
 Layers are a Python loop, not a `lax.scan`: on XLA:CPU the unrolled form is about twice as fast for these tiny
 models, and the layer count is small enough that compile time stays low.
+
+Training and evaluation only read the logits at the answer (last) position. `answer_only=True` computes just
+what those need: the last block's keys and values at every position but its query, attention output and MLP at
+the last position only, and the unembedding there. That removes about half of the last block's work and most
+of the unembedding; the values are those of the full forward pass at that position.
 """
 from __future__ import annotations
 
@@ -60,14 +65,16 @@ class Attention(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, head_mask=None):
+    def __call__(self, x, head_mask=None, last_query_only=False):
+        """x [B, T, d] -> output [B, Tq, d] and weights [B, H, Tq, T]; Tq is 1 with `last_query_only`."""
         c = self.cfg
         dt = DTYPES[c.dtype]
         proj = lambda name: nn.DenseGeneral(  # noqa: E731
             (c.n_heads, c.hd), use_bias=c.use_bias, kernel_init=_init, dtype=dt, name=name)
-        q, k, v = proj("query")(x), proj("key")(x), proj("value")(x)  # [B, T, H, hd]
+        q = proj("query")(x[..., -1:, :] if last_query_only else x)  # [B, Tq, H, hd]
+        k, v = proj("key")(x), proj("value")(x)  # [B, T, H, hd]
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(c.hd).astype(jnp.float32)
-        if c.causal:
+        if c.causal and not last_query_only:  # the last query sees every position anyway
             t = x.shape[-2]
             logits = jnp.where(jnp.tril(jnp.ones((t, t), bool)), logits, jnp.finfo(jnp.float32).min)
         weights = jax.nn.softmax(logits, axis=-1)
@@ -97,11 +104,12 @@ class Block(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, head_mask=None, neuron_mask=None):
+    def __call__(self, x, head_mask=None, neuron_mask=None, last_only=False):
+        """last_only: the block's output at the last position only ([B, 1, d])."""
         norm = (lambda name: nn.LayerNorm(name=name, dtype=jnp.float32)) if self.cfg.layer_norm else (
             lambda name: (lambda y: y))
-        attn_out, weights = Attention(self.cfg, name="attn")(norm("ln1")(x), head_mask)
-        x = x + attn_out
+        attn_out, weights = Attention(self.cfg, name="attn")(norm("ln1")(x), head_mask, last_only)
+        x = (x[..., -1:, :] if last_only else x) + attn_out
         mlp_out, hidden = MLP(self.cfg, name="mlp")(norm("ln2")(x), neuron_mask)
         x = x + mlp_out
         return x, dict(attn_out=attn_out, attn_weights=weights, mlp_hidden=hidden)
@@ -111,13 +119,16 @@ class Transformer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens, masks=None, capture: bool = False):
+    def __call__(self, tokens, masks=None, capture: bool = False, answer_only: bool = False):
         """tokens [B, T] int -> logits [B, T, V] (float32).
 
         masks: optional {"heads": [L, H], "neurons": [L, d_mlp]} multiplicative masks.
         capture: also return {"residual": [L+1, B, T, d], "attn_out": [L, B, T, d],
                               "attn_weights": [L, B, H, T, T], "mlp_hidden": [L, B, T, d_mlp]}.
+        answer_only: return only the logits at the last position, [B, V] (computed without the rest).
         """
+        if capture and answer_only:
+            raise ValueError("capture=True needs every position; it cannot be combined with answer_only=True")
         c = self.cfg
         t = tokens.shape[-1]
         x = nn.Embed(c.vocab_size, c.d_model, embedding_init=_init, name="embed")(tokens)
@@ -127,9 +138,12 @@ class Transformer(nn.Module):
         for i in range(c.n_layers):
             head_mask = None if masks is None else masks["heads"][i]
             neuron_mask = None if masks is None else masks["neurons"][i]
-            x, inner = Block(c, name=f"block_{i}")(x, head_mask, neuron_mask)
+            last_only = answer_only and i == c.n_layers - 1
+            x, inner = Block(c, name=f"block_{i}")(x, head_mask, neuron_mask, last_only)
             residual.append(x)
             captured.append(inner)
+        if answer_only:
+            x = x[..., -1, :]
         if c.layer_norm:
             x = nn.LayerNorm(name="ln_f", dtype=jnp.float32)(x)
         logits = nn.Dense(c.vocab_size, use_bias=False, kernel_init=_init, dtype=DTYPES[c.dtype],

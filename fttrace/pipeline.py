@@ -1,119 +1,255 @@
 """The run tree of a study, group by group: pretrain -> fan-out -> fine-tune -> evaluations.
 
-Each phase of a group is one jitted program over all of the group's members; each finished phase is written to
-the results store at once, so a long sweep shows its results as it goes.
+Each phase of a group is one jitted program over all of the group's members, with the member axis sharded over
+every device (placement.py). Each finished phase is written to the results store at once, so a long sweep shows
+its results as it goes, and checkpointed (checkpoint.py), so a run started again into its workdir resumes:
+phases whose results part exists are skipped, an interrupted phase goes on from its newest checkpoint, and the
+results equal those of an uninterrupted run.
 """
 from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+from etils import epath
 
+import fttrace
 from fttrace import config as config_lib
+from fttrace.checkpoint import CHECKPOINTS_DIR, START_OVER, Checkpoints, PhaseCheckpoints, run_fingerprint
 from fttrace.errors import UserError
-from fttrace.evals import EVALS
+from fttrace.evals import EVALS, in_run_order
+from fttrace.placement import Placement, sync
 from fttrace.progress import Progress
 from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
-from fttrace.sweep import Group, build_groups
+from fttrace.sweep import Group, build_groups, shard_groups
 from fttrace.tasks.registry import build_task
 from fttrace.train import PHASE_IDS, DataSpec, PhaseLoop, TrainState, eval_sets_for, fan_out, init_members, \
     member_key
 
 
-def status_of(state: TrainState) -> np.ndarray:
-    return np.where(np.asarray(state.diverged), "diverged", "ok").astype(object)
+def status_of(diverged) -> np.ndarray:
+    return np.where(np.asarray(diverged), "diverged", "ok").astype(object)
 
 
-def with_divergence(records, state: TrainState):
+def with_divergence(records, diverged_step):
     """Adds each member's divergence step (-1 if healthy) to the last record of a phase."""
     step, metrics = records[-1]
-    return records[:-1] + [(step, dict(metrics, diverged_step=np.asarray(state.diverged_step, np.float64)))]
+    return records[:-1] + [(step, dict(metrics, diverged_step=np.asarray(diverged_step, np.float64)))]
 
 
 def phase_keys(base_seed: int, seeds, phase: str):
-    return jax.vmap(lambda s: member_key(base_seed, s, PHASE_IDS[phase]))(jnp.asarray(seeds, jnp.int32))
+    return jax.vmap(lambda s: member_key(base_seed, s, PHASE_IDS[phase]))(np.asarray(seeds, np.int32))
+
+
+def run_identity(config, shard: tuple[int, int] | None = None) -> dict:
+    """What makes two runs the same run: the config and the shard of the grid."""
+    return dict(config=json.loads(config_lib.to_json(config)), shard=list(shard) if shard else None)
+
+
+class PhaseStates(dict):
+    """Phase-final states by phase. A built-in phase that a resumed run skipped is always `in` the states: asking
+    for it re-enters the phase, which restores its final checkpoint instead of training."""
+
+    def __init__(self, phases: dict):
+        super().__init__()
+        self._phases = phases
+
+    def __missing__(self, phase: str) -> TrainState:
+        if phase not in self._phases:
+            raise KeyError(phase)
+        return self._phases[phase]()
+
+    def __contains__(self, phase) -> bool:
+        return super().__contains__(phase) or phase in self._phases
 
 
 class GroupRun:
-    """One group's members through the run tree; keeps the phase-final states for later phases."""
+    """One group's members through the run tree; keeps the phase-final states for later phases.
 
-    def __init__(self, config, group: Group, task, eval_sets, store: ResultsStore, progress: Progress):
+    Evaluations (fttrace/evals) receive the GroupRun and use:
+      config, group, task, eval_sets, store, progress, placement
+      states[phase]     phase-final TrainStates: "pretrain", "finetune" and the phases evaluations train
+      train_phase(phase, members, state, data, phase_cfg=None)
+                        trains, checkpoints and writes part `part_name(phase)`; when that part exists already (a
+                        resumed run) it restores the phase's final state from its checkpoint instead of training
+      part_name(phase)  "g<group>-<phase>": the results part and checkpoint directory of a phase of this group
+      done(part)        whether results part `part` is written (by every process): an evaluation skips the work
+                        behind a part that is done, so a resumed run redoes nothing
+      write_phase(phase, members, records, state=None)
+                        writes records [(step, {metric: per-member values})] as part `part_name(phase)`
+    Member-stacked arrays (states, eval outputs) carry a member axis padded to a multiple of the device count with
+    copies of member 0, after the real members; `members` tables list the real members only. train_phase pads its
+    inputs itself; write_phase keeps the rows of this process's real members and drops the rest.
+    """
+
+    def __init__(self, config, group: Group, task, eval_sets, store: ResultsStore, progress: Progress,
+                 placement: Placement | None = None, checkpoints: Checkpoints | None = None):
         self.config, self.group, self.task, self.eval_sets = config, group, task, eval_sets
         self.store, self.progress = store, progress
-        self.states: dict[str, TrainState] = {}
+        self.placement = placement or Placement()
+        self.checkpoints = checkpoints or Checkpoints(
+            store.workdir / CHECKPOINTS_DIR, run_fingerprint(run_identity(config)), self.placement,
+            config.checkpoint.every_chunks, config.checkpoint.keep)
+        self.states = PhaseStates({"pretrain": self.pretrain, "finetune": self.finetune})
 
-    def train_phase(self, phase: str, members: pd.DataFrame, state: TrainState, data: DataSpec) -> TrainState:
-        phase_cfg = self.config[phase] if phase in self.config else self.config.finetune
-        loop = PhaseLoop(self.group.model, self.task, phase_cfg, self.eval_sets)
-        label = f"group {self.group.index} {phase}"
-        state, records = loop.run(state, data, self.progress.phase(label, len(members)))
-        frame = long_frame(members, phase, with_divergence(records, state), status_of(state))
-        self.store.write_part(f"g{self.group.index}-{phase}", frame)
+    def part_name(self, phase: str) -> str:
+        return f"g{self.group.index}-{phase}"
+
+    def done(self, part: str) -> bool:
+        return self.store.has_part(part)
+
+    def train_phase(self, phase: str, members: pd.DataFrame, state: TrainState, data: DataSpec,
+                    phase_cfg=None) -> TrainState:
+        """Train `state` for one phase, write its results part and keep its final state in `states`.
+
+        phase_cfg: the phase's optimiser/steps section (default: the config section named like the phase).
+        """
+        phase_cfg = self.config[phase] if phase_cfg is None else phase_cfg
+        part = self.part_name(phase)
+        state, data = self.placement.place(state), self.placement.place(data)
+        with self.checkpoints.phase(part) as checkpoints:
+            if self.done(part):
+                state = self._restore_final(part, checkpoints, state, phase_cfg.steps)
+            else:
+                state = self._train(phase, members, state, data, phase_cfg, checkpoints)
         self.states[phase] = state
         return state
 
+    def _train(self, phase, members, state, data, phase_cfg, checkpoints: PhaseCheckpoints) -> TrainState:
+        label = f"group {self.group.index} {phase}"
+        records = None
+        if saved := checkpoints.steps():
+            state, records = checkpoints.restore(state, saved[-1])
+            self.progress.say(f"{label}: resuming from the checkpoint at step {saved[-1]}")
+        loop = PhaseLoop(self.group.model, self.task, phase_cfg, self.eval_sets, self.config.eval.member_batch,
+                         sharding=self.placement.members)
+        state, records = loop.run(state, data, self.progress.phase(label, len(members)), records=records,
+                                  on_records=lambda s, r: checkpoints.after_chunk(s, r, phase_cfg.steps))
+        self.write_phase(phase, members, records, state)
+        return state
+
+    @staticmethod
+    def _restore_final(part: str, checkpoints: PhaseCheckpoints, like: TrainState, final_step: int) -> TrainState:
+        if final_step not in checkpoints.steps():
+            raise UserError(f"results part {part} is written but its final checkpoint {checkpoints.path(final_step)} "
+                            f"is missing; delete the part to train the phase again, {START_OVER}")
+        return checkpoints.restore(like, final_step)[0]
+
+    def write_phase(self, phase: str, members: pd.DataFrame, records, state: TrainState | None = None) -> None:
+        """Write one phase's records; with its final `state`, also each member's status and divergence step."""
+        rows = self.placement.local_rows(len(members))
+        local = [(step, self.placement.fetch(metrics, rows)) for step, metrics in records]
+        status = None
+        if state is not None:
+            diverged, diverged_step = self.placement.fetch((state.diverged, state.diverged_step), rows)
+            local, status = with_divergence(local, diverged_step), status_of(diverged)
+        self.store.write_part(self.part_name(phase), long_frame(members.iloc[rows], phase, local, status))
+
     def pretrain(self) -> TrainState:
         pt = self.group.pretrain
-        state = init_members(self.group.model, self.config.pretrain, self.config.seed, pt.seed.to_numpy(),
-                             pt.pretrain_lr.to_numpy())
-        data = DataSpec(p_ft_operand=jnp.asarray(pt.prior.to_numpy(), jnp.float32),
-                        spurious=jnp.zeros(len(pt), jnp.float32))
+        seeds, lrs = self.placement.place((pt.seed.to_numpy(np.int32), pt.pretrain_lr.to_numpy(np.float32)))
+        state = init_members(self.group.model, self.config.pretrain, self.config.seed, seeds, lrs)
+        data = DataSpec(p_ft_operand=pt.prior.to_numpy(np.float32), spurious=np.zeros(len(pt), np.float32))
         return self.train_phase("pretrain", pt, state, data)
 
     def finetune(self) -> TrainState:
         ft = self.group.finetune
-        state = fan_out(self.states["pretrain"], self.group.parent_index, self.config.finetune,
-                        ft.finetune_lr.to_numpy(), phase_keys(self.config.seed, ft.seed.to_numpy(), "finetune"))
-        data = DataSpec(p_ft_operand=jnp.ones(len(ft), jnp.float32),
-                        spurious=jnp.asarray(ft.spurious.to_numpy(), jnp.float32))
+        parents, lrs, keys = self.placement.place((
+            self.group.parent_index.astype(np.int32), ft.finetune_lr.to_numpy(np.float32),
+            phase_keys(self.config.seed, ft.seed.to_numpy(), "finetune")))
+        state = fan_out(self.states["pretrain"], parents, self.config.finetune, lrs, keys)
+        data = DataSpec(p_ft_operand=np.ones(len(ft), np.float32), spurious=ft.spurious.to_numpy(np.float32))
         return self.train_phase("finetune", ft, state, data)
 
     def run(self) -> None:
-        self.pretrain()
-        self.finetune()
-        for name in self.config.get("evals", ()):
+        for phase, train in (("pretrain", self.pretrain), ("finetune", self.finetune)):
+            if not self.done(self.part_name(phase)):
+                train()
+        for name in in_run_order(self.config.get("evals", ())):
             EVALS[name](self)
 
 
-def check_workdir(store: ResultsStore, config_json: str, overwrite: bool) -> None:
-    """Refuse to mix two different configs in one workdir (unless --overwrite)."""
+def check_workdir(store: ResultsStore, identity: dict, layout: dict, overwrite: bool) -> None:
+    """Refuse to mix two runs in one workdir (unless --overwrite): another config, shard, fttrace version or
+    device layout (checkpoints hold the member axis padded for the devices that wrote them)."""
     path = store.workdir / MANIFEST_FILE
     if not path.exists():
         return
     try:
-        previous = json.loads(path.read_text())["config"]
+        previous = json.loads(path.read_text())
+        config, shard, versions = previous["config"], previous.get("shard"), previous["versions"]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"{path} is unreadable or not an fttrace manifest; use another --workdir") from None
-    if json.dumps(previous, sort_keys=True, default=str) != config_json and not overwrite:
-        raise UserError(f"workdir {store.workdir} holds a run of a different config; choose another --workdir "
-                        "or pass --overwrite")
-
-
-def run_study(config, workdir, quiet: bool = False, overwrite: bool = False) -> Path:
-    """Run every group of the config's sweep; returns the path of results.parquet."""
-    start = time.time()
-    store = ResultsStore(Path(workdir))
-    config_json = config_lib.to_json(config)
-    store.prepare()
-    check_workdir(store, config_json, overwrite)
     if overwrite:
-        for part in store.parts.glob("*.parquet"):
-            part.unlink()
-    devices = [str(d) for d in jax.devices()]
-    write_json(store.workdir / MANIFEST_FILE, manifest(json.loads(config_json), devices, status="running"))
-    progress = Progress(quiet)
+        return
+    workdir, advice = store.workdir, "choose another --workdir or pass --overwrite"
+    if json.dumps(config, sort_keys=True, default=str) != json.dumps(identity["config"], sort_keys=True):
+        raise UserError(f"workdir {workdir} holds a run of a different config; {advice}")
+    if shard != identity["shard"]:
+        raise UserError(f"workdir {workdir} holds {describe_shard(shard)}, not {describe_shard(identity['shard'])}; "
+                        f"{advice}")
+    if versions.get("fttrace") != fttrace.__version__:
+        raise UserError(f"workdir {workdir} holds a run of fttrace {versions.get('fttrace')} and this is fttrace "
+                        f"{fttrace.__version__}; resume it with that version, or {advice}")
+    before = (len(previous.get("devices", ())), previous.get("processes", 1))
+    now = (len(layout["devices"]), layout["processes"])
+    if before != now:
+        raise UserError(f"workdir {workdir} holds a run on {before[0]} device(s) in {before[1]} process(es) and this "
+                        f"one has {now[0]} in {now[1]}; resume it on the same layout, or {advice}")
+
+
+def describe_shard(shard) -> str:
+    return f"shard {shard[0]}/{shard[1]} of the grid" if shard else "the whole grid"
+
+
+def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
+              shard: tuple[int, int] | None = None) -> epath.Path:
+    """Run every group of the config's sweep (or of one shard of it); returns the path of results.parquet.
+
+    A workdir that holds an unfinished run of the same config and shard is resumed. With several processes
+    (placement.join_processes), each trains and writes its own members; process 0 writes the manifest.
+    """
+    start = time.time()
+    placement = Placement()
+    store = ResultsStore(workdir, jax.process_index(), jax.process_count())
+    identity = run_identity(config, shard)
+    layout = dict(devices=[str(d) for d in jax.devices()], processes=jax.process_count())
+    store.prepare()
+    check_workdir(store, identity, layout, overwrite)
+    checkpoints = Checkpoints(store.workdir / CHECKPOINTS_DIR, run_fingerprint(identity), placement,
+                              config.checkpoint.every_chunks, config.checkpoint.keep)
+
+    def write_manifest(**extra) -> None:
+        write_json(store.workdir / MANIFEST_FILE, manifest(identity["config"], shard=identity["shard"], **layout,
+                                                           **extra))
+
+    if store.writes_results:
+        store.remove_temporaries()
+        if overwrite:
+            store.clear()
+            checkpoints.remove_all()
+        store.merge_parts()  # results.parquet holds every part that a killed run had finished
+        write_manifest(status="running")
+    sync("fttrace-start")  # the other processes write nothing before process 0 has cleared the workdir
+    progress = Progress(quiet or not store.writes_results)
     task = build_task(config)
-    eval_sets = eval_sets_for(task, config.eval.examples, config.eval.seed, config.task.spurious_test)
+    # Jitted: one compiled program instead of a couple of hundred eagerly compiled sampler ops (same values).
+    eval_sets = placement.replicate(jax.jit(lambda: eval_sets_for(task, config.eval.examples, config.eval.seed,
+                                                                  config.task.spurious_test))())
     groups = build_groups(config)
+    if shard:
+        groups = shard_groups(groups, *shard)
     n_members = sum(len(g.pretrain) + len(g.finetune) for g in groups)
-    progress.say(f"fttrace: {len(groups)} group(s), {n_members} members, devices: {', '.join(devices)}")
+    progress.say(f"fttrace: {describe_shard(identity['shard'])}: {len(groups)} group(s), {n_members} members, "
+                 f"{placement.device_count} device(s) in {jax.process_count()} process(es): "
+                 f"{', '.join(layout['devices'])}")
     for group in groups:
-        GroupRun(config, group, task, eval_sets, store, progress).run()
-    write_json(store.workdir / MANIFEST_FILE, manifest(json.loads(config_json), devices, status="complete",
-                                                       wall_s=round(time.time() - start, 3)))
+        GroupRun(config, group, task, eval_sets, store, progress, placement, checkpoints).run()
+    sync("fttrace-end")
+    if store.writes_results:
+        store.merge_parts()  # also covers a run killed between writing its last part and merging it
+        write_manifest(status="complete", wall_s=round(time.time() - start, 3))
     return store.results_path

@@ -6,7 +6,10 @@
 
 Rows: member, parent, phase, step, metric, value, status, and the member's hyperparameters as columns.
 Every write goes to a temporary file in the same directory and is renamed into place, so a reader (or a run
-killed mid-write) never sees a partial file.
+killed mid-write) never sees a partial file; a write that fails (full disk, no permission) raises a UserError
+naming the file and leaves the previous version in place. Paths go through etils.epath, so WORKDIR may be a
+`gs://` location. In a multi-process run each process writes the parts of its own members
+(`<group>-<phase>.process-<k>-of-<n>.parquet`) and process 0 writes results.parquet and the manifest.
 """
 from __future__ import annotations
 
@@ -14,18 +17,18 @@ import contextlib
 import datetime
 import importlib.metadata
 import json
-import os
 import platform
 import subprocess
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from etils import epath
 
-from fttrace.errors import UserError
+from fttrace.errors import UserError, io_reason
 
 RESULTS_FILE = "results.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -33,24 +36,41 @@ PARTS_DIR = "parts"
 BASE_COLUMNS = ("member", "parent", "phase", "step", "metric", "value", "status")
 
 
+TEMPORARY_SUFFIX = ".tmp"
+
+
 @contextlib.contextmanager
-def atomic_path(path: Path):
-    """Yields a temporary path beside `path`; on success it replaces `path` in one rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+def atomic_path(path):
+    """Yields a temporary path beside `path`; on success it replaces `path` in one rename.
+
+    (On object stores such as gs:// an object appears whole once written, which gives the same guarantee.)
+    """
+    path = epath.Path(path)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        yield tmp
+        tmp.replace(path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write {path}: {io_reason(e)}") from None
         raise
 
 
-def write_json(path: Path, obj) -> None:
+def write_json(path, obj) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def write_parquet(path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f)
+
+
+def read_parquet(path) -> pd.DataFrame:
+    with epath.Path(path).open("rb") as f:
+        return pd.read_parquet(f)
 
 
 def long_frame(members: pd.DataFrame, phase: str, records, status: np.ndarray | None = None,
@@ -69,7 +89,8 @@ def long_frame(members: pd.DataFrame, phase: str, records, status: np.ndarray | 
             values = np.asarray(values, np.float64).reshape(n)
             pieces.append(pd.DataFrame({"row": np.arange(n), "step": step, "metric": metric, "value": values}))
     frame = pd.concat(pieces, ignore_index=True)
-    info = members.reset_index(drop=True).drop(columns=[c for c in ("parent_index",) if c in members])
+    # Positional helper columns (parent_index, pretrain_index) index arrays of one run; they are not results.
+    info = members.reset_index(drop=True).drop(columns=[c for c in members if c.endswith("_index")])
     if parent_column is None or parent_column not in info:
         info = info.assign(parent=None)
     info = info.assign(status=status, phase=phase)
@@ -80,45 +101,75 @@ def long_frame(members: pd.DataFrame, phase: str, records, status: np.ndarray | 
 
 
 class ResultsStore:
-    def __init__(self, workdir: Path):
-        self.workdir = Path(workdir)
+    def __init__(self, workdir, process_index: int = 0, process_count: int = 1):
+        self.workdir = epath.Path(workdir)
         self.parts = self.workdir / PARTS_DIR
+        self.process_index, self.process_count = process_index, process_count
 
     @property
-    def results_path(self) -> Path:
+    def results_path(self) -> epath.Path:
         return self.workdir / RESULTS_FILE
+
+    @property
+    def writes_results(self) -> bool:
+        """Process 0 writes results.parquet and the manifest; every process writes its own parts."""
+        return self.process_index == 0
 
     def prepare(self) -> None:
         """Create the workdir and check that it is writable (before any work is done)."""
         try:
             self.parts.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=self.workdir, prefix=".write-check-"):
-                pass
+            probe = self.workdir / f".write-check-{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
+            probe.write_text("")
+            probe.unlink()
         except OSError as e:
-            raise UserError(f"workdir {self.workdir} is not writable: {e.strerror or e}") from None
+            raise UserError(f"workdir {self.workdir} is not writable: {io_reason(e)}") from None
 
-    def part_path(self, name: str) -> Path:
-        return self.parts / f"{name}.parquet"
+    def remove_temporaries(self) -> None:
+        """Delete the temporary files of writes that a killed run left unfinished."""
+        for folder in (self.workdir, self.parts):
+            for tmp in folder.glob(f".*{TEMPORARY_SUFFIX}"):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+    def clear(self) -> None:
+        """Delete every result of a previous run (for --overwrite)."""
+        for path in [*self.parts.glob("*.parquet"), self.results_path]:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def part_path(self, name: str, process: int | None = None) -> epath.Path:
+        """This process's file of part `name` (or that of process `process`)."""
+        if self.process_count == 1:
+            return self.parts / f"{name}.parquet"
+        process = self.process_index if process is None else process
+        return self.parts / f"{name}.process-{process}-of-{self.process_count}.parquet"
 
     def has_part(self, name: str) -> bool:
-        return self.part_path(name).exists()
+        """Whether every process has written part `name`.
+
+        Every process gets the same answer without talking to the others: a process checks a part before it
+        writes its own file of it, so within a run the answer only depends on files written by earlier runs.
+        """
+        return all(self.part_path(name, k).exists() for k in range(self.process_count))
 
     def write_part(self, name: str, frame: pd.DataFrame) -> None:
         """Store one finished part and refresh results.parquet."""
-        with atomic_path(self.part_path(name)) as tmp:
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        write_parquet(self.part_path(name), frame)
         self.merge_parts()
 
     def merge_parts(self) -> None:
+        """Rewrite results.parquet from every part (process 0 only)."""
         files = sorted(self.parts.glob("*.parquet"))
-        if not files:
+        if not files or not self.writes_results:
             return
-        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        with atomic_path(self.results_path) as tmp:
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp)
+        write_parquet(self.results_path, pd.concat([read_parquet(f) for f in files], ignore_index=True))
 
     def read(self) -> pd.DataFrame:
-        return pd.read_parquet(self.results_path)
+        return read_parquet(self.results_path)
+
+    def read_part(self, name: str) -> pd.DataFrame:
+        return read_parquet(self.part_path(name))
 
 
 def _versions() -> dict:

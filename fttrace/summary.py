@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from fttrace.results import read_parquet
+
 CELL_COLUMNS = ("prior_name", "prior", "finetune_lr_name", "finetune_lr", "spurious")
 
 
@@ -29,6 +31,6 @@ def headline_table(frame: pd.DataFrame, metrics=("pt_acc", "ft_acc")) -> pd.Data
 
 
 def headline(results_path: Path) -> str:
-    frame = pd.read_parquet(results_path)
+    frame = read_parquet(results_path)
     with pd.option_context("display.width", 160, "display.max_rows", 200):
         return "Final accuracy (mean over members) per phase and cell:\n" + headline_table(frame).to_string()

@@ -5,15 +5,18 @@ pretraining members are seeds x pretraining LRs x sampling priors; each feeds on
 (fine-tuning LR x spurious strength) — the fan-out, a gather along the member axis by `parent_index`.
 
 Member ids are stable strings numbered across the whole grid (`pt0`, `pt1`, ..., `ft0`, ...), so results of
-separate groups, shards or resumed runs join without renumbering. Named values resolve to numbers here:
-priors through `task.priors`, fine-tuning LRs through `finetune.lr_scale` (relative to the member's pretraining
-LR); both keep their name in a `*_name` column.
+separate groups, shards or resumed runs join without renumbering. `shard_groups` deals the grid's lineages (a
+pretraining member and its fine-tuning children) to independent runs (`fttrace run --shard i/N`).
+
+Named values resolve to numbers here: priors through `task.priors`, fine-tuning LRs through `finetune.lr_scale`
+(relative to the member's pretraining LR); both keep their name in a `*_name` column.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
 
+import numpy as np
 import pandas as pd
 
 from fttrace.model import ModelConfig
@@ -71,6 +74,26 @@ def build_groups(config) -> list[Group]:
                 n_ft += 1
         groups.append(Group(g, shape, model_config(config, shape), pd.DataFrame(pt_rows), pd.DataFrame(ft_rows)))
     return groups
+
+
+def shard_groups(groups: list[Group], index: int, count: int) -> list[Group]:
+    """Shard `index` of `count`: the lineages whose pretraining member's grid-wide number is `index` modulo `count`.
+
+    Dealing round-robin keeps shards equal in size within every group; each shard is self-contained (parents
+    travel with their children) and keeps the grid-wide member ids and group indices. Empty groups are dropped.
+    """
+    out, first = [], 0
+    for group in groups:
+        keep = (first + np.arange(len(group.pretrain))) % count == index
+        first += len(group.pretrain)
+        if not keep.any():
+            continue
+        new_index = np.cumsum(keep) - 1  # old pretraining row -> row within the shard
+        finetune = group.finetune[keep[group.parent_index]].reset_index(drop=True)
+        finetune["parent_index"] = new_index[finetune["parent_index"].to_numpy()]
+        out.append(dataclasses.replace(group, pretrain=group.pretrain[keep].reset_index(drop=True),
+                                       finetune=finetune))
+    return out
 
 
 HYPERPARAMETER_COLUMNS = ("group", "seed", "pretrain_lr", "prior", "prior_name", "finetune_lr", "finetune_lr_name",

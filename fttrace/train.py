@@ -8,6 +8,10 @@ arrays: the learning rate lives in the optimiser state through `optax.inject_hyp
 
 A member whose loss, gradients or new parameters are non-finite is frozen (its parameters and optimiser state
 stop changing) and flagged with the step; vmap keeps its neighbours' arithmetic independent of it.
+
+The optimiser works on the parameters flattened into one vector per member: its state holds one array per
+moment, so the update, the finiteness checks and the freeze are a few large kernels instead of a few per
+parameter array. On XLA:CPU that halves the compile time of a training chunk and trims the step.
 """
 from __future__ import annotations
 
@@ -17,17 +21,18 @@ from typing import Any, Callable
 
 import flax
 import jax
+import jax.flatten_util
 import jax.numpy as jnp
-import numpy as np
 import optax
 
+from fttrace.members import map_members
 from fttrace.model import ModelConfig, Transformer, init_params
 
 
 @flax.struct.dataclass
 class TrainState:
     params: Any
-    opt_state: Any
+    opt_state: Any  # the optimiser's state for the flattened parameter vector (`flat_params`)
     key: jax.Array  # uint32[2], this member's stream for the phase
     step: jax.Array  # int32
     diverged: jax.Array  # bool: frozen because something became non-finite
@@ -77,8 +82,13 @@ def init_members(cfg: ModelConfig, phase, base_seed: int, seeds, lrs) -> TrainSt
     return init(jnp.asarray(seeds, jnp.int32), jnp.asarray(lrs, jnp.float32))
 
 
+def flat_params(params) -> tuple[jax.Array, Callable]:
+    """All parameters of one member as one vector, and the function that restores the tree."""
+    return jax.flatten_util.ravel_pytree(params)
+
+
 def new_state(params, phase, lr, key) -> TrainState:
-    return TrainState(params=params, opt_state=make_optimizer(phase, lr).init(params), key=key,
+    return TrainState(params=params, opt_state=make_optimizer(phase, lr).init(flat_params(params)[0]), key=key,
                       step=jnp.zeros((), jnp.int32), diverged=jnp.zeros((), bool),
                       diverged_step=jnp.full((), -1, jnp.int32))
 
@@ -97,14 +107,10 @@ def fan_out(parent: TrainState, parent_index, phase, lrs, keys) -> TrainState:
 
 def answer_loss(model: Transformer, params, tokens, answers, masks=None):
     """Cross-entropy and accuracy of the answer predicted at the last position."""
-    logits = model.apply({"params": params}, tokens, masks=masks)[:, -1]
+    logits = model.apply({"params": params}, tokens, masks=masks, answer_only=True)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, answers).mean()
     acc = (logits.argmax(-1) == answers).mean()
     return loss, acc
-
-
-def _all_finite(tree) -> jax.Array:
-    return jnp.all(jnp.asarray([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
 
 
 def train_step(model, task, phase, state: TrainState, data: DataSpec):
@@ -113,16 +119,27 @@ def train_step(model, task, phase, state: TrainState, data: DataSpec):
     tokens, answers = task.sample(k_batch, phase.batch_size, data.p_ft_operand, data.spurious)
     (loss, _), grads = jax.value_and_grad(lambda p: answer_loss(model, p, tokens, answers), has_aux=True)(
         state.params)
+    flat, unflatten = flat_params(state.params)
+    flat_grads = flat_params(grads)[0]
     tx = make_optimizer(phase, 0.0)  # the LR is read from opt_state (inject_hyperparams)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    ok = ~state.diverged & jnp.isfinite(loss) & _all_finite(grads) & _all_finite(params)
+    updates, opt_state = tx.update(flat_grads, state.opt_state, flat)
+    new_flat = flat + updates
+    ok = ~state.diverged & jnp.isfinite(loss) & jnp.isfinite(flat_grads).all() & jnp.isfinite(new_flat).all()
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
     diverging = ~state.diverged & ~ok
     return state.replace(
-        params=keep(params, state.params), opt_state=keep(opt_state, state.opt_state), key=key,
+        params=unflatten(keep(new_flat, flat)), opt_state=keep(opt_state, state.opt_state), key=key,
         step=state.step + 1, diverged=state.diverged | diverging,
         diverged_step=jnp.where(diverging, state.step, state.diverged_step)), jnp.where(ok, loss, jnp.nan)
+
+
+def train_steps(model, task, phase, steps: int) -> Callable:
+    """`steps` steps of every member: (state, data) -> (state, losses [steps, members]), to be jitted."""
+    def run(state: TrainState, data: DataSpec):
+        def body(s, _):
+            return jax.vmap(lambda s1, d1: train_step(model, task, phase, s1, d1))(s, data)
+        return jax.lax.scan(body, state, None, length=steps)
+    return run
 
 
 def evaluate(model, params, eval_sets: dict) -> dict:
@@ -136,40 +153,53 @@ def evaluate(model, params, eval_sets: dict) -> dict:
 class PhaseLoop:
     """Runs one training phase of a member-stacked state: jitted chunks of steps, evaluation between chunks."""
 
-    def __init__(self, model_cfg: ModelConfig, task, phase, eval_sets: dict):
+    def __init__(self, model_cfg: ModelConfig, task, phase, eval_sets: dict, eval_member_batch: int = 8,
+                 sharding=None):
+        """sharding: where the member axis of states and metrics lives (placement.Placement.members)."""
         self.model = Transformer(model_cfg)
         self.task, self.phase, self.eval_sets = task, phase, eval_sets
-        step = lambda s, d: train_step(self.model, task, phase, s, d)  # noqa: E731
-        eval_fn = jax.vmap(lambda p, sets: evaluate(self.model, p, sets), in_axes=(0, None))
+        advance = train_steps(self.model, task, phase, phase.eval_every)
+        member_batch = eval_member_batch
+
+        def eval_fn(params, sets):
+            return map_members(lambda p: evaluate(self.model, p, sets), params, batch=member_batch)
 
         def chunk(state, data, sets):
-            def body(s, _):
-                return jax.vmap(step)(s, data)
-            state, losses = jax.lax.scan(body, state, None, length=phase.eval_every)
+            state, losses = advance(state, data)
             metrics = eval_fn(state.params, sets)
             metrics["train_loss"] = jnp.nanmean(losses, axis=0)
             return state, metrics
 
-        self._chunk = jax.jit(chunk, donate_argnums=0)
-        self._eval = jax.jit(lambda params, sets: eval_fn(params, sets))
+        def first_record(params, sets):
+            metrics = eval_fn(params, sets)
+            metrics["train_loss"] = jnp.full(jax.tree.leaves(params)[0].shape[:1], jnp.nan)
+            return metrics
 
-    def run(self, state: TrainState, data: DataSpec, on_chunk=None):
+        placed = {} if sharding is None else {"out_shardings": sharding}
+        self._chunk = jax.jit(chunk, donate_argnums=0, **placed)
+        self._eval = jax.jit(first_record, **placed)
+
+    def run(self, state: TrainState, data: DataSpec, on_chunk=None, records=None, on_records=None):
         """Train for `phase.steps`; returns the final state and [(step, {metric: [members]}), ...].
 
-        The first record (step 0) evaluates the state before any update. `on_chunk(step, total, seconds)` is
-        called after each chunk (progress display).
+        The first record (step 0) evaluates the state before any update. Metrics stay on device (with several
+        processes, each holds only its members' values). `on_chunk(step, total, seconds)` is called after each
+        chunk (progress display), `on_records(state, records)` too (checkpoints). To resume, pass the records of
+        the interrupted run with its state: training goes on after the last recorded step.
         """
-        records = [(0, dict(self._eval(state.params, self.eval_sets), train_loss=jnp.full(state.step.shape,
-                                                                                             jnp.nan)))]
+        if records is None:
+            records = [(0, self._eval(state.params, self.eval_sets))]
+        records = list(records)
         steps, every = self.phase.steps, self.phase.eval_every
-        for done in range(every, steps + 1, every):
+        for done in range(records[-1][0] + every, steps + 1, every):
             t0 = time.perf_counter()
             state, metrics = self._chunk(state, data, self.eval_sets)
-            metrics = jax.device_get(metrics)
-            records.append((done, metrics))
+            records.append((done, jax.block_until_ready(metrics)))
+            if on_records is not None:
+                on_records(state, records)
             if on_chunk is not None:
                 on_chunk(done, steps, time.perf_counter() - t0)
-        return state, [(s, {k: np.asarray(v) for k, v in m.items()}) for s, m in records]
+        return state, records
 
 
 def eval_sets_for(task, examples: int, seed: int, spurious_test: float = 0.0) -> dict:

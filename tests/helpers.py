@@ -11,7 +11,12 @@ TINY = [
     "pretrain.steps=20", "pretrain.eval_every=10", "pretrain.batch_size=8", "pretrain.warmup_steps=2",
     "finetune.steps=10", "finetune.eval_every=10", "finetune.batch_size=8",
     "eval.examples=64", "sweep.prior=('high',)", "sweep.finetune_lr=('large',)", "sweep.spurious=(1.0,)",
+    "reft.steps=20", "reft.eval_every=10", "reft.batch_size=8",
+    "probe.steps=30", "probe.train_examples=128", "probe.test_examples=64",
+    "prune.examples=64", "prune.mask_steps=5", "prune.mask_examples=32", "prune.neuron_ks=(0,1,2)",
+    "prune.head_ks=(0,1)", "attention.examples=32",
 ]
+NO_EVALS = "evals=()"
 
 
 def tiny_config(*overrides):

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fttrace.cli import main
-from helpers import ROOT, SMOKE, TINY
+from helpers import NO_EVALS, ROOT, SMOKE, TINY
 
 
 def fttrace(*args):
@@ -14,7 +14,7 @@ def fttrace(*args):
 
 
 def overrides(*items):
-    return [f"--config.{o}" for o in TINY + list(items)]
+    return [f"--config.{o}" for o in TINY + [NO_EVALS] + list(items)]
 
 
 @pytest.fixture(scope="module")

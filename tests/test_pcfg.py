@@ -40,7 +40,8 @@ def test_jax_sampler_matches_python_reference_distribution(jax_strings):
     assert abs(lengths.mean() - ref_len.mean()) < 4 * se
     h_jax = np.bincount(lengths, minlength=28) / len(lengths)
     h_ref = np.bincount(ref_len, minlength=28) / len(ref_len)
-    assert np.abs(h_jax - h_ref).sum() < 0.08
+    # Two samples of 3000 from the same distribution: L1 distance median 0.08, 99.99% quantile 0.14.
+    assert np.abs(h_jax - h_ref).sum() < 0.14
     # Terminal frequencies agree.
     f_jax = np.bincount(strings[strings >= 0], minlength=10) / (strings >= 0).sum()
     flat = [t for s in ref for t in s]

@@ -3,11 +3,11 @@ import pandas as pd
 import pytest
 
 from fttrace.pipeline import run_study
-from helpers import tiny_config
+from helpers import NO_EVALS, tiny_config
 
 
 def run(tmp_path, name, *overrides):
-    return pd.read_parquet(run_study(tiny_config(*overrides), tmp_path / name, quiet=True))
+    return pd.read_parquet(run_study(tiny_config(NO_EVALS, *overrides), tmp_path / name, quiet=True))
 
 
 @pytest.fixture(scope="module")

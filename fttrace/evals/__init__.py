@@ -1,3 +1,16 @@
-"""Evaluations run as phases after fine-tuning (the microscope): each is jitted and vmapped over members."""
+"""Evaluations run as phases after fine-tuning (the microscope): each is jitted and vmapped over members.
 
-EVALS: dict = {}
+Each is a function of a `pipeline.GroupRun` that reads the phase-final states (`run.states`), may train further
+phases (`run.train_phase`) and writes its own results part. They run in run-tree order whatever order the config
+lists them in: reFT first, so that probes and attention maps also cover the reverse-fine-tuned members.
+"""
+from fttrace.evals.attention import run_attention
+from fttrace.evals.probe import run_probe
+from fttrace.evals.prune import run_prune
+from fttrace.evals.reft import run_reft
+
+EVALS = {"reft": run_reft, "prune": run_prune, "probe": run_probe, "attention": run_attention}
+
+
+def in_run_order(names) -> list[str]:
+    return [name for name in EVALS if name in names]

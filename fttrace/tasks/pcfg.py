@@ -3,6 +3,10 @@
 The grammar is *layered*: level 0 holds the start symbol, each nonterminal of level l rewrites to 1-3 symbols of
 level l+1, and the symbols of the last level are terminals. Generation is therefore a fixed number of parallel
 rewrite passes over a fixed-size buffer, which JAX can jit and vmap; the longest string is 3**depth tokens.
+A batch spends one uniform draw per random choice (rules, shortcut edits, operand), all taken at once: on XLA:CPU
+every separate `jax.random` call is a loop of its own, and sorts and scatters are slow, so the sampler uses
+neither (rules are picked by comparing a draw with cumulative probabilities, strings are compacted and edit
+positions ranked by comparisons).
 
 A sequence is laid out as
 
@@ -120,51 +124,72 @@ class Grammar:
                     if not 1 <= len(rhs) <= 3 or not all(0 <= s < n_next for s in rhs):
                         raise ValueError(f"grammar level {level} symbol {nt}: bad right-hand side {rhs}")
 
+    @property
+    def rule_draws(self) -> int:
+        """Uniform draws that one string takes: one per slot of each rewrite pass (1 + 3 + 9 + ...)."""
+        return sum(3 ** level for level in range(self.depth))
+
     def tables(self):
-        """Dense arrays per level: log-probabilities [n, R], right-hand sides [n, R, 3], lengths [n, R]."""
+        """Dense arrays per level: thresholds [n, R-1], right-hand sides [n, R, 3], lengths [n, R].
+
+        A uniform draw u picks rule #(thresholds <= u): thresholds are the cumulative probabilities, padded with
+        2.0 (never reached) where a symbol has fewer than R rules.
+        """
         out = []
         for nts in self.rules:
             r = max(len(a) for a in nts)
-            logp = np.full((len(nts), r), -np.inf, np.float32)
+            thresholds = np.full((len(nts), r - 1), 2.0, np.float32)
             rhs = np.zeros((len(nts), r, 3), np.int32)
             lens = np.zeros((len(nts), r), np.int32)
             for i, alternatives in enumerate(nts):
-                for j, (p, symbols) in enumerate(alternatives):
-                    logp[i, j] = np.log(p)
+                thresholds[i, :len(alternatives) - 1] = np.cumsum([p for p, _ in alternatives])[:-1]
+                for j, (_, symbols) in enumerate(alternatives):
                     rhs[i, j, :len(symbols)] = symbols
                     lens[i, j] = len(symbols)
-            out.append((jnp.asarray(logp), jnp.asarray(rhs), jnp.asarray(lens)))
+            out.append((jnp.asarray(thresholds), jnp.asarray(rhs), jnp.asarray(lens)))
         return out
 
 
 def sample_strings(grammar: Grammar, key: jax.Array, n: int):
     """n strings from the grammar: terminal indices [n, 3**depth] (-1 past the end) and lengths [n]."""
-    tables = grammar.tables()
-
-    def one(key):
-        symbols = jnp.zeros((1,), jnp.int32)
-        valid = jnp.ones((1,), bool)
-        for level, (logp, rhs, lens) in enumerate(tables):
-            key, sub = jax.random.split(key)
-            choice = jax.random.categorical(sub, logp[symbols])  # [cap]
-            new_syms = rhs[symbols, choice]  # [cap, 3]
-            new_lens = jnp.where(valid, lens[symbols, choice], 0)
-            start = jnp.cumsum(new_lens) - new_lens
-            cap = symbols.shape[0] * 3
-            slot = jnp.arange(3)
-            dest = jnp.where(slot[None] < new_lens[:, None], start[:, None] + slot[None], cap)  # cap = dropped
-            symbols = jnp.zeros((cap,), jnp.int32).at[dest.reshape(-1)].set(new_syms.reshape(-1), mode="drop")
-            valid = jnp.arange(cap) < new_lens.sum()
-        return jnp.where(valid, symbols, -1), valid.sum()
-
-    return jax.vmap(one)(jax.random.split(key, n))
+    return expand(grammar, jax.random.uniform(key, (n, grammar.rule_draws)))
 
 
-def _random_pick(key, candidates, k):
-    """Boolean mask choosing min(k, #candidates) positions uniformly at random among `candidates`."""
-    score = jnp.where(candidates, jax.random.uniform(key, candidates.shape), 2.0)
-    rank = jnp.argsort(jnp.argsort(score))
-    return candidates & (rank < k)
+def expand(grammar: Grammar, draws):
+    """Strings from uniform draws [n, grammar.rule_draws]: terminal indices [n, 3**depth] (-1 past the end), lengths.
+
+    Every symbol of a pass owns three child slots, of which its rule fills the first 1-3; the leaves of the
+    full tree, read in order with the empty slots removed, are the string.
+    """
+    n = draws.shape[0]
+    symbols = jnp.zeros((n, 1), jnp.int32)
+    filled = jnp.ones((n, 1), bool)
+    start = 0
+    for thresholds, rhs, lens in grammar.tables():
+        width = symbols.shape[1]
+        u = draws[:, start:start + width]
+        start += width
+        choice = (u[..., None] >= thresholds[symbols]).sum(-1)  # [n, width]
+        filled = filled[..., None] & (jnp.arange(3) < lens[symbols, choice][..., None])
+        symbols, filled = rhs[symbols, choice].reshape(n, -1), filled.reshape(n, -1)
+    lengths = filled.sum(-1)
+    position = jnp.cumsum(filled, axis=-1) - 1  # where each filled leaf goes
+    slot = jnp.arange(symbols.shape[1])
+    lands = filled[:, None, :] & (position[:, None, :] == slot[None, :, None])  # [n, slot, leaf]
+    strings = jnp.where(lands, symbols[:, None, :], 0).sum(-1)
+    return jnp.where(slot < lengths[:, None], strings, -1), lengths
+
+
+def _random_pick(scores, candidates, k):
+    """Boolean mask choosing min(k, #candidates) of the `candidates` positions [..., L] uniformly at random.
+
+    scores: uniform draws [..., L]; the chosen candidates are those whose score ranks below k among the
+    candidates (ties broken by position). k: [..., 1].
+    """
+    s = jnp.where(candidates, scores, 2.0)
+    i = jnp.arange(s.shape[-1])
+    before = (s[..., None, :] < s[..., :, None]) | ((s[..., None, :] == s[..., :, None]) & (i < i[:, None]))
+    return candidates & (before.sum(-1) < k)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,23 +232,28 @@ class PCFGTask:
         first = jnp.argmax(hit, axis=-1)
         return jnp.where(hit.any(-1), self.vocab.number(first), self.vocab.none)
 
-    def _shortcut(self, key, data, n):
-        """Edit one string (terminal indices [L], length n) so that O_PT's answer determines O_FT's."""
+    def _shortcut(self, data, lengths, fill, scores):
+        """Edit strings (terminal indices [B, L], lengths [B]) so that O_PT's answer determines O_FT's.
+
+        fill, scores: uniform draws [B, L] that choose the filler terminals and the positions to edit.
+        """
         pt, ft = self.pt_operand, self.ft_operand
-        fillers = jnp.asarray([t for t in range(self.grammar.n_terminals) if t not in (pt, ft)])
-        k_fill, k_pick, k_drop = jax.random.split(key, 3)
-        filler = fillers[jax.random.randint(k_fill, data.shape, 0, fillers.shape[0])]
-        valid = jnp.arange(data.shape[0]) < n
+        fillers = np.asarray([t for t in range(self.grammar.n_terminals) if t not in (pt, ft)], np.int32)
+        filler = jnp.asarray(fillers)[jnp.minimum((fill * len(fillers)).astype(jnp.int32), len(fillers) - 1)]
+        position = jnp.arange(data.shape[-1])
+        valid = position < lengths[:, None]
         is_pt, is_ft = data == pt, data == ft
         if self.task == "counter":
-            surplus = is_pt.sum() - is_ft.sum()
-            drop = _random_pick(k_drop, is_pt, surplus)
-            add = _random_pick(k_pick, valid & ~is_pt & ~is_ft, -surplus)
+            surplus = is_pt.sum(-1, keepdims=True) - is_ft.sum(-1, keepdims=True)
+            # The dropped and the added positions are disjoint sets and only one of them is non-empty, so
+            # they can rank the same scores.
+            drop = _random_pick(scores, is_pt, surplus)
+            add = _random_pick(scores, valid & ~is_pt & ~is_ft, -surplus)
             return jnp.where(drop, filler, jnp.where(add, pt, data))
         data = jnp.where(is_pt, filler, data)
-        after = jnp.argmax(is_ft) + 1
-        place = is_ft.any() & (after < n)
-        return jnp.where(place & (jnp.arange(data.shape[0]) == after), pt, data)
+        after = jnp.argmax(is_ft, axis=-1, keepdims=True) + 1
+        place = is_ft.any(-1, keepdims=True) & (after < lengths[:, None])
+        return jnp.where(place & (position == after), pt, data)
 
     def sample(self, key, batch: int, p_ft_operand, spurious):
         """A batch: tokens [batch, seq_len] int32 and answer tokens [batch].
@@ -233,12 +263,15 @@ class PCFGTask:
         Both may be traced scalars (per-member hyperparameters).
         """
         v = self.vocab
-        k_str, k_op, k_sp, k_edit = jax.random.split(key, 4)
-        strings, lengths = sample_strings(self.grammar, k_str, batch)
-        data = jnp.full((batch, self.data_len), -1, jnp.int32).at[:, :strings.shape[1]].set(strings)
-        edited = jax.vmap(self._shortcut)(jax.random.split(k_edit, batch), data, lengths)
-        data = jnp.where(jax.random.bernoulli(k_sp, spurious, (batch, 1)), edited, data)
-        use_ft = jax.random.bernoulli(k_op, p_ft_operand, (batch,))
+        n = self.data_len
+        widths = (self.grammar.rule_draws, n, n, 1, 1)  # rules, fillers, edit positions, shortcut?, operand
+        draws = jnp.split(jax.random.uniform(key, (batch, sum(widths))), np.cumsum(widths)[:-1], axis=1)
+        rules, fill, scores, u_spurious, u_operand = draws
+        strings, lengths = expand(self.grammar, rules)
+        data = jnp.pad(strings, ((0, 0), (0, n - strings.shape[1])), constant_values=-1)
+        edited = self._shortcut(data, lengths, fill, scores)
+        data = jnp.where(u_spurious < spurious, edited, data)
+        use_ft = u_operand[:, 0] < p_ft_operand
         operand = jnp.where(use_ft, self.ft_operand, self.pt_operand)
         answers = self.answer(data, operand[:, None])
         data_tokens = jnp.where(data >= 0, v.terminal(data), v.PAD)

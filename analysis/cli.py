@@ -1,0 +1,43 @@
+"""`python -m analysis`: the report and the terminal summary of one study (one store, or the shard stores of a
+sweep). Bad input prints one line, `analysis: error: ...`, and exits with status 2."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from analysis.analyse import analyse
+from analysis.errors import AnalysisError
+from analysis.report import write_report
+from analysis.wrapper import Thresholds
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="analysis", description="Offline analysis of fttrace results stores.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("rundirs", nargs="+", metavar="RUNDIR",
+                        help="fttrace workdir(s); several are analysed together as shards of one sweep")
+    common.add_argument("--by", action="append", default=[], metavar="COLUMN",
+                        help="also split settings by this results column (e.g. d_model); repeatable")
+    common.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
+                        help="override a wrapper threshold (e.g. probe_ratio=0.8); repeatable")
+    report = commands.add_parser("report", parents=[common], help="write OUTDIR/index.html")
+    report.add_argument("--out", required=True, metavar="OUTDIR", help="directory for the report")
+    commands.add_parser("summary", parents=[common], help="print the headline table")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        analysis = analyse(args.rundirs, Thresholds.from_strings(args.threshold), by=args.by)
+        if args.command == "report":
+            print(f"report: {write_report(analysis, args.out)}")
+        else:
+            print(analysis.summary_text())
+    except AnalysisError as e:
+        print(f"analysis: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0

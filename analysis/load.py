@@ -1,0 +1,233 @@
+"""Reading results stores: one fttrace workdir, or the shard workdirs of one sweep, as one study.
+
+A store is a directory holding `results.parquet` (long format: one row per member, phase, step and metric, with
+the member's hyperparameters as columns) and `manifest.json` (config, versions, devices, git commit, wall time,
+status). Several stores given together are one sweep split across machines: they must hold the same config, and
+no (member, phase, step, metric) row may come from two of them.
+
+`Study.members` has one row per member: its kind in the run tree (the phase that trained it), its parent, its
+pretrained ancestor, its status and hyperparameters. `Study.lineage` has one row per fine-tuned member with the ids
+of its pretrained parent and reverse-fine-tuned child. Paths are local.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis.errors import AnalysisError
+
+RESULTS_FILE = "results.parquet"
+MANIFEST_FILE = "manifest.json"
+KEY = ["member", "phase", "step", "metric"]
+BASE_COLUMNS = ("member", "parent", "phase", "step", "metric", "value", "status")
+REQUIRED_HYPERPARAMETERS = ("group", "seed", "pretrain_lr", "prior", "prior_name")
+# Present once a store holds fine-tuning (or reFT / control) rows; added empty before that.
+LATER_HYPERPARAMETERS = {"finetune_lr": np.nan, "finetune_lr_name": "", "spurious": np.nan, "reft_lr": np.nan,
+                         "control_lr_factor": np.nan}
+# The phase that trains a member names its place in the run tree.
+KIND_OF_PHASE = {"pretrain": "pretrained", "finetune": "finetuned", "reft": "reft",
+                 "control_pretrain": "control_pretrained", "control_reft": "control_reft"}
+SHOWN = 5  # examples named in an error message
+
+
+@dataclasses.dataclass(frozen=True)
+class Store:
+    path: Path
+    manifest: dict
+    results: pd.DataFrame
+
+    @property
+    def status(self) -> str:
+        return str(self.manifest.get("status", "unknown"))
+
+    @property
+    def shard(self) -> tuple[int, int] | None:
+        shard = self.manifest.get("shard")
+        return (int(shard[0]), int(shard[1])) if shard else None
+
+
+@dataclasses.dataclass
+class Study:
+    """Every row of one sweep, with its members joined to their lineage and hyperparameters."""
+    stores: list[Store]
+    results: pd.DataFrame  # long format, all stores
+    members: pd.DataFrame  # one row per member
+    notes: list[str]  # what a reader must know about the stores (runs in progress, missing shards)
+
+    @property
+    def config(self) -> dict:
+        return self.stores[0].manifest["config"]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [store.path for store in self.stores]
+
+    @property
+    def lineage(self) -> pd.DataFrame:
+        """One row per fine-tuned member: `finetuned`, `pretrained` and `reft` ids (NaN without reFT), settings."""
+        members = self.members
+        finetuned = members[members.kind == "finetuned"].rename(columns={"member": "finetuned"})
+        reft = members[members.kind == "reft"][["member", "parent"]].rename(
+            columns={"member": "reft", "parent": "finetuned"})
+        table = finetuned.drop(columns=["kind", "parent"]).merge(reft, on="finetuned", how="left")
+        first = ["finetuned", "pretrained", "reft"]
+        return table[first + [c for c in table.columns if c not in first]].reset_index(drop=True)
+
+
+def _read_manifest(path: Path) -> dict:
+    file = path / MANIFEST_FILE
+    if not file.exists():
+        raise AnalysisError(f"{path}: no {MANIFEST_FILE}; not an fttrace workdir")
+    try:
+        found = json.loads(file.read_text())
+    except (OSError, ValueError) as e:
+        raise AnalysisError(f"{file}: unreadable ({e})") from None
+    if not isinstance(found, dict) or not isinstance(found.get("config"), dict):
+        raise AnalysisError(f"{file}: not an fttrace manifest (no config)")
+    return found
+
+
+def _read_results(path: Path) -> pd.DataFrame:
+    file = path / RESULTS_FILE
+    if not file.exists():
+        raise AnalysisError(f"{path}: no {RESULTS_FILE} (not an fttrace workdir, or its run has not finished a "
+                            "phase yet)")
+    try:
+        frame = pq.read_table(file).to_pandas()
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise AnalysisError(f"{file}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+    missing = [c for c in (*BASE_COLUMNS, *REQUIRED_HYPERPARAMETERS) if c not in frame]
+    if missing:
+        raise AnalysisError(f"{file}: not an fttrace results store (missing columns: {', '.join(missing)})")
+    return frame
+
+
+def _duplicates(frame: pd.DataFrame) -> str:
+    """'' when every (member, phase, step, metric) occurs once, else a few of the repeated keys."""
+    repeated = frame[frame.duplicated(KEY, keep="first")]
+    if repeated.empty:
+        return ""
+    shown = "; ".join(f"{r.member} {r.phase} step {r.step} {r.metric}" for r in repeated.head(SHOWN).itertuples())
+    more = len(repeated) - SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def read_store(path) -> Store:
+    """One workdir (or its results.parquet); raises AnalysisError naming the path if it is no fttrace store."""
+    path = Path(path)
+    if path.name == RESULTS_FILE and path.is_file():
+        path = path.parent
+    if not path.exists():
+        raise AnalysisError(f"{path}: no such directory")
+    if not path.is_dir():
+        raise AnalysisError(f"{path}: not a directory (name an fttrace workdir)")
+    results = _read_results(path)
+    manifest = _read_manifest(path)
+    if repeated := _duplicates(results):
+        raise AnalysisError(f"{path / RESULTS_FILE}: repeated rows ({repeated})")
+    return Store(path, manifest, results)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _check_same_config(stores: list[Store]) -> None:
+    first = _flat(stores[0].manifest["config"])
+    for store in stores[1:]:
+        other = _flat(store.manifest["config"])
+        differ = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
+        if differ:
+            keys = ", ".join(differ[:SHOWN]) + (f" and {len(differ) - SHOWN} more" if len(differ) > SHOWN else "")
+            raise AnalysisError(f"{store.path} and {stores[0].path} hold different configs ({keys}); "
+                                "stores analysed together must be shards of one sweep")
+
+
+def _shard_notes(stores: list[Store]) -> list[str]:
+    shards = [store.shard for store in stores]
+    if all(shard is None for shard in shards):
+        return []
+    if any(shard is None for shard in shards):
+        return ["some stores hold the whole grid and others a shard of it"]
+    counts = {count for _, count in shards}
+    if len(counts) > 1:
+        raise AnalysisError(f"the stores are shards of different splits (into {' and '.join(map(str, counts))}): "
+                            f"{', '.join(str(s.path) for s in stores)}")
+    count = counts.pop()
+    missing = sorted(set(range(count)) - {index for index, _ in shards})
+    if missing:
+        return [f"shard(s) {', '.join(f'{i}/{count}' for i in missing)} of the sweep are not among the stores: "
+                "these results cover part of the grid"]
+    return []
+
+
+def _combine(stores: list[Store]) -> pd.DataFrame:
+    frames = [store.results.assign(store=i) for i, store in enumerate(stores)]
+    frame = pd.concat(frames, ignore_index=True)
+    if len(stores) > 1 and (repeated := _duplicates(frame)):
+        clash = frame[frame.duplicated(KEY, keep=False)].store.unique()
+        names = " and ".join(str(stores[i].path) for i in sorted(clash)[:2])
+        raise AnalysisError(f"{names} hold the same rows ({repeated}): the same store given twice, or a merged "
+                            "store together with its shards?")
+    for column, empty in LATER_HYPERPARAMETERS.items():
+        if column not in frame:
+            frame[column] = empty
+    frame["finetune_lr_name"] = frame["finetune_lr_name"].fillna("").astype(str)
+    frame["prior_name"] = frame["prior_name"].fillna("").astype(str)
+    return frame
+
+
+def label(name: pd.Series, value: pd.Series) -> pd.Series:
+    """A setting's name where it has one ("medium"), else its value ("0.0003"); "" where it has neither."""
+    numbers = value.map(lambda v: "" if pd.isna(v) else f"{v:g}")
+    return name.where(name != "", numbers)
+
+
+def _members(frame: pd.DataFrame) -> pd.DataFrame:
+    hyper = [c for c in frame.columns if c not in (*BASE_COLUMNS, "store")]
+    by_member = frame.groupby("member", sort=False)
+    members = by_member[["parent", "store", *hyper]].first()
+    training = frame[frame.phase.isin(list(KIND_OF_PHASE))]
+    members["kind"] = training.groupby("member").phase.first().map(KIND_OF_PHASE).reindex(members.index)
+    members["status"] = np.where(by_member.status.agg(lambda s: (s == "diverged").any()), "diverged", "ok")
+    members = members.reset_index()
+    parents = dict(zip(members.member, members.parent))
+    root = members.member.copy()
+    for _ in range(len(KIND_OF_PHASE)):  # the run tree is at most this deep
+        up = root.map(parents)
+        root = root.where(up.isna(), up)
+    members["pretrained"] = root
+    members["finetune_lr_label"] = label(members.finetune_lr_name, members.finetune_lr)
+    members["prior_label"] = label(members.prior_name, members.prior)
+    first = ["member", "kind", "parent", "pretrained", "status"]
+    return members[first + [c for c in members.columns if c not in first]]
+
+
+def load_study(paths) -> Study:
+    """One or more stores as one study; raises AnalysisError for missing, foreign or incompatible stores."""
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    if not paths:
+        raise AnalysisError("no results store given")
+    resolved = [p.resolve() for p in paths]
+    for i, p in enumerate(resolved):
+        if p in resolved[:i]:
+            raise AnalysisError(f"{paths[i]}: given twice")
+    stores = [read_store(p) for p in paths]
+    _check_same_config(stores)
+    notes = _shard_notes(stores)
+    notes += [f"{store.path}: run status {store.status!r}, not 'complete': these are its results so far"
+              for store in stores if store.status != "complete"]
+    results = _combine(stores)
+    return Study(stores, results, _members(results), notes)

@@ -1,0 +1,182 @@
+"""Statistics over seeds: bootstrap intervals, rates with Wilson intervals, paired one-sided tests, Holm's
+correction and logistic regression. Generic tools; `emergence` and `claims` apply them to the study.
+
+The seed is the unit of replication: members of one seed share their initialisation and, across the cells of one
+prior, their pretrained parent, so intervals and tests first average within a seed and then vary over seeds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import numpy as np
+import pandas as pd
+import scipy.stats
+import statsmodels.api as sm
+from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
+
+CONFIDENCE = 0.95
+N_BOOT = 2000
+
+
+def bootstrap_mean(values, confidence: float = CONFIDENCE, n_boot: int = N_BOOT, seed: int = 0):
+    """(mean, low, high): percentile bootstrap interval of the mean; NaN bounds with fewer than two values."""
+    values = np.asarray(values, float)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return np.nan, np.nan, np.nan
+    if len(values) == 1:
+        return float(values[0]), np.nan, np.nan
+    means = values[np.random.default_rng(seed).integers(0, len(values), (n_boot, len(values)))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(values.mean()), float(low), float(high)
+
+
+def _as_tuple(key) -> tuple:
+    return key if isinstance(key, tuple) else (key,)
+
+
+def seed_means(frame: pd.DataFrame, value: str, by=()) -> pd.DataFrame:
+    """Mean of `value` within each (by..., seed): one number per seed and cell."""
+    keys = list(dict.fromkeys([*by, "seed"]))
+    return frame.dropna(subset=[value]).groupby(keys, sort=False, dropna=False)[value].mean().reset_index()
+
+
+def cell_intervals(frame: pd.DataFrame, value: str, cells, confidence: float = CONFIDENCE,
+                   log: bool = False) -> pd.DataFrame:
+    """Per cell: seeds, mean over seeds of `value` and its bootstrap interval (columns value, value_lo, value_hi).
+
+    log: summarise log(value) and report exp of the mean and bounds (the geometric mean; for ratios).
+    """
+    cells = list(cells)
+    data = frame.assign(**{value: np.log(frame[value]) if log else frame[value]})
+    per_seed = seed_means(data, value, cells)
+    rows = []
+    for key, group in per_seed.groupby(cells, sort=False, dropna=False) if cells else [((), per_seed)]:
+        mean, low, high = bootstrap_mean(group[value], confidence)
+        if log:
+            mean, low, high = np.exp([mean, low, high])
+        rows.append({**dict(zip(cells, _as_tuple(key))), "seeds": len(group),
+                     value: mean, f"{value}_lo": low, f"{value}_hi": high})
+    return pd.DataFrame(rows, columns=[*cells, "seeds", value, f"{value}_lo", f"{value}_hi"])
+
+
+def wilson_interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (unlike a bootstrap, not degenerate at 0/n or n/n)."""
+    if n == 0:
+        return np.nan, np.nan
+    z = scipy.stats.norm.ppf((1 + confidence) / 2)
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def rate_intervals(frame: pd.DataFrame, indicator: str, cells, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Per cell: members with a 0/1 `indicator` (n), how many are 1 (k), the rate and its Wilson interval."""
+    cells = list(cells)
+    rows = []
+    for key, group in frame.groupby(cells, sort=False, dropna=False):
+        values = group[indicator].dropna()
+        k, n = int(values.sum()), len(values)
+        low, high = wilson_interval(k, n, confidence)
+        rows.append({**dict(zip(cells, _as_tuple(key))), "k": k, "n": n, "rate": k / n if n else np.nan,
+                     "rate_lo": low, "rate_hi": high})
+    return pd.DataFrame(rows, columns=[*cells, "k", "n", "rate", "rate_lo", "rate_hi"])
+
+
+@dataclasses.dataclass
+class PairedTest:
+    """One-sided Wilcoxon signed-rank test that per-seed differences are > 0, with the mean difference."""
+    n: int  # seeds
+    effect: float  # mean per-seed difference
+    effect_lo: float
+    effect_hi: float
+    rank_biserial: float  # (W+ - W-) / (W+ + W-): -1..1, the share of rank mass favouring the effect
+    p: float
+    min_p: float  # the smallest p the exact test can give with this many seeds
+
+
+def paired_test(differences, confidence: float = CONFIDENCE) -> PairedTest:
+    d = np.asarray(differences, float)
+    d = d[~np.isnan(d)]
+    effect, low, high = bootstrap_mean(d, confidence)
+    nonzero = d[d != 0]
+    if len(nonzero) == 0:
+        return PairedTest(len(d), effect, low, high, 0.0, 1.0, 0.5 ** len(d))
+    ranks = scipy.stats.rankdata(np.abs(nonzero))
+    w_plus, w_minus = ranks[nonzero > 0].sum(), ranks[nonzero < 0].sum()
+    p = float(scipy.stats.wilcoxon(nonzero, alternative="greater").pvalue)
+    return PairedTest(len(d), effect, low, high, float((w_plus - w_minus) / (w_plus + w_minus)), p,
+                      0.5 ** len(nonzero))
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment (family-wise error control); NaN entries are not part of the family."""
+    p = np.asarray(pvalues, float)
+    out = np.full_like(p, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested])]
+    m, running = len(order), 0.0
+    for i, j in enumerate(order):
+        running = max(running, (m - i) * p[j])
+        out[j] = min(1.0, running)
+    return out
+
+
+@dataclasses.dataclass
+class LogisticFit:
+    reason: str  # why there is no fit ("" when there is one)
+    n: int
+    table: pd.DataFrame | None = None  # per term: coef, se, odds_ratio, or_lo, or_hi, p
+    dropped: list[str] = dataclasses.field(default_factory=list)  # constant predictors left out
+
+    @property
+    def available(self) -> bool:
+        return not self.reason
+
+
+MIN_MEMBERS = 10
+
+
+def _separating(x: pd.Series, y: pd.Series) -> bool:
+    """Whether x alone separates the outcomes (every 1 above every 0, or below), ties at the border included."""
+    ones, zeros = x[y == 1], x[y == 0]
+    return ones.min() >= zeros.max() or ones.max() <= zeros.min()
+
+
+def logistic_regression(y: pd.Series, predictors: pd.DataFrame, confidence: float = CONFIDENCE) -> LogisticFit:
+    """Logit of a 0/1 outcome on the predictors; a reason instead of a fit where none is meaningful.
+
+    Standard errors treat the rows as independent.
+    """
+    known = y.notna() & predictors.notna().all(axis=1)
+    y, x = y[known].astype(float), predictors[known].astype(float)
+    n = len(y)
+    if n < MIN_MEMBERS:
+        return LogisticFit(f"too few members with an indicator ({n}; at least {MIN_MEMBERS} needed)", n)
+    if y.nunique() < 2:
+        return LogisticFit(f"the outcome is {'1' if y.iloc[0] else '0'} for all {n} members: nothing to explain", n)
+    dropped = [c for c in x if x[c].nunique() < 2]
+    x = x.drop(columns=dropped)
+    if x.empty:
+        return LogisticFit("no predictor varies across these members", n, dropped=dropped)
+    separating = [c for c in x if _separating(x[c], y)]
+    if separating:
+        return LogisticFit(f"separation: {', '.join(separating)} splits the outcomes without overlap (ties at the "
+                           "border included), so the maximum-likelihood coefficient is infinite; read the rates per "
+                           "setting instead", n, dropped=dropped)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fit = sm.Logit(y, sm.add_constant(x, has_constant="add")).fit(disp=0, maxiter=200)
+        except (PerfectSeparationError, np.linalg.LinAlgError) as e:
+            return LogisticFit(f"the fit failed ({e})", n, dropped=dropped)
+    trouble = {type(w.message) for w in caught} & {PerfectSeparationWarning, ConvergenceWarning}
+    if trouble or not fit.mle_retvals.get("converged", True) or not np.isfinite(fit.bse).all():
+        return LogisticFit("the settings (jointly) separate the outcome, so the fit does not converge (see the "
+                           "rates per setting instead)", n, dropped=dropped)
+    interval = fit.conf_int(1 - confidence)
+    table = pd.DataFrame({"coef": fit.params, "se": fit.bse, "odds_ratio": np.exp(fit.params),
+                          "or_lo": np.exp(interval[0]), "or_hi": np.exp(interval[1]), "p": fit.pvalues})
+    return LogisticFit("", n, table.rename_axis("term").reset_index(), dropped)

@@ -1,0 +1,288 @@
+"""`fttrace bench`: how fast the engine trains members, against one member at a time and a plain PyTorch loop.
+
+For a named model shape and each member count, three modes train for the same number of steps:
+
+  vmap        the engine's training loop (`train.train_steps`: `lax.scan` over steps of the vmapped `train_step`,
+              batches sampled on device from each member's key), every member in one program
+  sequential  the same program with one member, run for each member in turn
+  torch       a plain PyTorch loop, one model at a time (`fttrace.bench_torch`; only where torch is installed)
+
+Throughput is member-steps per second: members x steps / seconds of the fastest of `repeats` timed runs (after
+one untimed run); the modes take turns, so that they share the machine's other load alike. FLOPs are the matrix-multiply FLOPs a training step needs (`train_flops`): forward x 3, with
+the last block and the unembedding at the answer position only, since the loss reads nothing else. Every mode
+is credited the same FLOPs per step, whatever it computes beyond them. MFU divides achieved FLOP/s by a peak:
+the device's published dense peak for the compute dtype where it is known (`SPEC_PEAK_FLOPS`), else a large
+matmul timed in the same run (always reported as `matmul_flops`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fttrace import train
+from fttrace.errors import UserError
+from fttrace.model import DTYPES, ModelConfig, Transformer
+from fttrace.tasks.registry import build_task
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchShape:
+    d_model: int
+    n_layers: int
+    n_heads: int
+    context: int
+    vocab: int
+    batch: int  # sequences per member per step
+
+
+SHAPES = {
+    "ref": BenchShape(d_model=128, n_layers=4, n_heads=4, context=64, vocab=64, batch=64),
+    "large": BenchShape(d_model=256, n_layers=6, n_heads=8, context=128, vocab=512, batch=32),
+    "small": BenchShape(d_model=64, n_layers=2, n_heads=4, context=32, vocab=32, batch=16),
+    "tiny": BenchShape(d_model=32, n_layers=2, n_heads=2, context=16, vocab=16, batch=8),
+}
+MODES = ("vmap", "sequential", "torch")
+DATA = ("random", "task")
+
+# Published dense matmul peaks (FLOP/s) by device kind and compute dtype; float32 matmuls run as TF32 on these.
+SPEC_PEAK_FLOPS = {
+    "H100": {"bfloat16": 989e12, "float32": 494e12},
+    "H200": {"bfloat16": 989e12, "float32": 494e12},
+    "A100": {"bfloat16": 312e12, "float32": 156e12},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomTokens:
+    """Uniform random sequences and answers: data of a shape's context and vocabulary, sampled on device."""
+    context: int
+    vocab: int
+
+    def sample(self, key, batch: int, p_ft_operand, spurious):
+        del p_ft_operand, spurious  # the task's mixture knobs mean nothing here
+        draws = jax.random.randint(key, (batch, self.context + 1), 0, self.vocab, jnp.int32)
+        return draws[:, :-1], draws[:, -1]
+
+
+@dataclasses.dataclass
+class Setup:
+    """What every mode trains: model, data, optimiser phase, and the run's fixed choices."""
+    shape_name: str
+    model: ModelConfig
+    task: object
+    phase: object  # the pretraining section, with the shape's batch size
+    batch: int
+    context: int
+    steps: int
+    repeats: int
+    seed: int
+    lr: float
+    programs: dict = dataclasses.field(default_factory=dict, repr=False)  # members -> (compiled, compile_s)
+
+    @property
+    def flops_per_member_step(self) -> float:
+        return train_flops(self.model, self.batch, self.context)
+
+    def program(self, state: train.TrainState, data: train.DataSpec):
+        """The compiled training loop for the members of `state` and its compile time (compiled once per count)."""
+        n = state.step.shape[0]
+        if n not in self.programs:
+            run = jax.jit(train.train_steps(Transformer(self.model), self.task, self.phase, self.steps),
+                          donate_argnums=0)
+            t0 = time.perf_counter()
+            compiled = run.lower(state, data).compile()
+            self.programs[n] = compiled, time.perf_counter() - t0
+        return self.programs[n]
+
+
+def train_flops(cfg: ModelConfig, batch: int, context: int) -> float:
+    """Matmul FLOPs of one member's training step: 3 x the answer-position forward pass of `batch` sequences."""
+    d, f, inner, t = cfg.d_model, cfg.mlp, cfg.n_heads * cfg.hd, context
+
+    def block(queries: int) -> int:  # one sequence: `queries` query positions over `t` keys
+        return 2 * (d * inner * queries + 2 * d * inner * t + 2 * queries * t * inner + inner * d * queries
+                    + 2 * d * f * queries)
+
+    forward = (cfg.n_layers - 1) * block(t) + block(1) + 2 * d * cfg.vocab_size
+    return 3.0 * batch * forward
+
+
+def setup_from_config(config) -> Setup:
+    """Checks the bench keys of a config (bad input -> UserError) and builds what the modes train."""
+    if config.shape not in SHAPES:
+        raise UserError(f"config key 'shape': unknown shape {config.shape!r}; known: {', '.join(SHAPES)}")
+    members = config.members
+    if not (isinstance(members, tuple) and members and all(
+            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in members)):
+        raise UserError(f"config key 'members': must be a tuple of positive integers, got {members!r}")
+    unknown = [m for m in config.modes if m not in MODES]
+    if unknown or not config.modes:
+        raise UserError(f"config key 'modes': unknown mode(s) {unknown}; known: {', '.join(MODES)}")
+    if config.data not in DATA:
+        raise UserError(f"config key 'data': must be one of {', '.join(DATA)}, got {config.data!r}")
+    for key in ("steps", "repeats"):
+        if not (isinstance(config[key], int) and config[key] > 0):
+            raise UserError(f"config key {key!r}: must be a positive integer, got {config[key]!r}")
+    shape = SHAPES[config.shape]
+    if config.data == "task":
+        task = build_task(config)
+        context, vocab = task.seq_len, task.vocab.size
+    else:
+        context, vocab = shape.context, shape.vocab
+        task = RandomTokens(context, vocab)
+    m = config.model
+    model = ModelConfig(vocab_size=vocab, max_len=context, d_model=shape.d_model, n_layers=shape.n_layers,
+                        n_heads=shape.n_heads, layer_norm=m.layer_norm, causal=m.causal, activation=m.activation,
+                        use_bias=m.use_bias, dtype=m.dtype)
+    phase = config.pretrain.copy_and_resolve_references()
+    phase.batch_size = shape.batch
+    return Setup(config.shape, model, task, phase, shape.batch, context, config.steps, config.repeats, config.seed,
+                 float(config.lr))
+
+
+def device_name() -> str:
+    device = jax.devices()[0]
+    return f"{device.platform}:{device.device_kind}"
+
+
+def matmul_flops(dtype: str, size: int | None = None, repeats: int = 3) -> float:
+    """FLOP/s of the fastest of `repeats` timed runs of a large square matmul in `dtype` on the default device."""
+    on_cpu = jax.devices()[0].platform == "cpu"
+    size = size or (2048 if on_cpu else 8192)
+    calls = 2 if on_cpu else 20
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), DTYPES[dtype])
+    matmul = jax.jit(lambda x: x @ x).lower(a).compile()
+    jax.block_until_ready(matmul(a))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        outs = [matmul(a) for _ in range(calls)]
+        jax.block_until_ready(outs)
+        best = min(best, (time.perf_counter() - t0) / calls)
+    return 2 * size ** 3 / best
+
+
+def spec_peak_flops(dtype: str) -> float | None:
+    kind = jax.devices()[0].device_kind
+    return next((peaks[dtype] for name, peaks in SPEC_PEAK_FLOPS.items() if name in kind), None)
+
+
+def program_memory_mb(compiled) -> float:
+    """Peak memory the compiler plans for a program: arguments + outputs (less donated aliases) + temporaries."""
+    m = compiled.memory_analysis()
+    return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes) / 2**20
+
+
+def device_peak_mb() -> float | None:
+    """The process's peak device memory so far (accelerators report it; XLA:CPU does not)."""
+    stats = jax.devices()[0].memory_stats()
+    return stats["peak_bytes_in_use"] / 2**20 if stats and "peak_bytes_in_use" in stats else None
+
+
+class JaxRunner:
+    """The engine's loop over every member at once, or over one member at a time (`sequential`), ready to time."""
+
+    def __init__(self, setup: Setup, members: int, sequential: bool):
+        stacked = train.init_members(setup.model, setup.phase, setup.seed, np.arange(members),
+                                     np.full(members, setup.lr))
+        self.states = [jax.tree.map(lambda x, i=i: x[i:i + 1], stacked) for i in range(members)] if sequential \
+            else [stacked]
+        n = 1 if sequential else members
+        self.data = train.DataSpec(p_ft_operand=jnp.zeros(n), spurious=jnp.zeros(n))
+        self.compiled, compile_s = setup.program(self.states[0], self.data)
+        self.states[0], _ = self.compiled(self.states[0], self.data)  # untimed: first-run allocations
+        jax.block_until_ready(self.states[0])
+        self.info = dict(compile_s=compile_s, peak_mem_per_member_mb=program_memory_mb(self.compiled) / n,
+                         peak_mem_source="compiled program (XLA memory_analysis)", device=device_name())
+
+    def run(self) -> float:
+        """Seconds to train every member for the setup's steps."""
+        t0 = time.perf_counter()
+        for i, state in enumerate(self.states):
+            self.states[i], self.losses = self.compiled(state, self.data)
+        jax.block_until_ready((self.states, self.losses))
+        return time.perf_counter() - t0
+
+    def finish(self) -> dict:
+        return dict(self.info, device_peak_mb=device_peak_mb(), final_loss=float(jnp.nanmean(self.losses[-1])))
+
+
+def runner(setup: Setup, mode: str, members: int):
+    if mode == "torch":
+        from fttrace import bench_torch  # torch is imported only here, and only when asked for
+        return bench_torch.TorchRunner(setup, members)
+    return JaxRunner(setup, members, sequential=mode == "sequential")
+
+
+def run_bench(config, log=None) -> dict:
+    """Every mode at every member count; the results as a JSON-ready dict. `log(line)` hears progress.
+
+    At each member count the modes are prepared (compiled, warmed up), then timed in turns, `repeats` rounds, so
+    that every mode sees the same share of whatever else the machine is doing; the fastest round counts. The
+    large matmul is timed before each member count too, and its best counts.
+    """
+    setup = setup_from_config(config)
+    modes = list(config.modes)
+    notes = []
+    if "torch" in modes:
+        from fttrace.bench_torch import available
+        if not available():
+            modes.remove("torch")
+            notes.append("torch is not installed (pip install 'fttrace[torch]'): the torch mode was skipped")
+    measured, results = 0.0, []
+    for members in config.members:
+        measured = max(measured, matmul_flops(setup.model.dtype))
+        if log:
+            log(f"{members} members: preparing {', '.join(modes)}")
+        runners = {mode: runner(setup, mode, members) for mode in modes}
+        seconds = {mode: [] for mode in modes}
+        for round_ in range(setup.repeats):
+            if log:
+                log(f"{members} members: timed round {round_ + 1}/{setup.repeats}")
+            for mode, r in runners.items():
+                seconds[mode].append(r.run())
+        for mode, r in runners.items():
+            rate = members * setup.steps / min(seconds[mode])
+            results.append(dict(mode=mode, shape=setup.shape_name, members=members, member_steps_per_s=rate,
+                                tokens_per_s=rate * setup.batch * setup.context,
+                                tflops=rate * setup.flops_per_member_step / 1e12, seconds=seconds[mode],
+                                **r.finish()))
+        del runners
+    spec = spec_peak_flops(setup.model.dtype)
+    peak, basis = (spec, "published peak") if spec else (measured, "measured matmul")
+    for r in results:
+        r.update(mfu=r["tflops"] * 1e12 / peak, matmul_fraction=r["tflops"] * 1e12 / measured)
+        torch_rate = next((t["member_steps_per_s"] for t in results
+                           if t["mode"] == "torch" and t["members"] == r["members"]), None)
+        r["speedup_vs_torch"] = r["member_steps_per_s"] / torch_rate if torch_rate else None
+    return dict(shape=dict(name=setup.shape_name, **dataclasses.asdict(SHAPES[setup.shape_name]),
+                           context_used=setup.context, vocab_used=setup.model.vocab_size),
+                data=config.data, dtype=setup.model.dtype, steps=setup.steps, repeats=setup.repeats,
+                flops_per_member_step=setup.flops_per_member_step, matmul_flops=measured, spec_peak_flops=spec,
+                mfu_basis=basis, device=device_name(), jax_version=jax.__version__, notes=notes, results=results)
+
+
+def format_table(report: dict) -> str:
+    """The results as an aligned text table, one line per (members, mode)."""
+    header = ("mode", "members", "member-steps/s", "x torch", "tokens/s", "TFLOP/s", "MFU", "mem/member MB",
+              "compile s")
+    rows = []
+    for r in report["results"]:
+        speedup = f"{r['speedup_vs_torch']:.2f}" if r["speedup_vs_torch"] else "-"
+        mem = f"{r['peak_mem_per_member_mb']:.1f}" if r["peak_mem_per_member_mb"] is not None else "-"
+        compile_s = f"{r['compile_s']:.1f}" if r["compile_s"] is not None else "-"
+        rows.append((r["mode"], str(r["members"]), f"{r['member_steps_per_s']:,.0f}", speedup,
+                     f"{r['tokens_per_s']:,.0f}", f"{r['tflops']:.4f}", f"{100 * r['mfu']:.1f}%", mem, compile_s))
+    widths = [max(len(x) for x in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    shape = report["shape"]
+    title = (f"{shape['name']}: d{shape['d_model']} L{shape['n_layers']} H{shape['n_heads']} "
+             f"T{shape['context_used']} V{shape['vocab_used']} B{shape['batch']}, {report['dtype']}, "
+             f"{report['steps']} steps, {report['device']}; MFU against {report['mfu_basis']} "
+             f"{report['spec_peak_flops'] or report['matmul_flops']:.3g} FLOP/s "
+             f"(large matmul here: {report['matmul_flops']:.3g})")
+    return "\n".join([title, line(header), *map(line, rows), *report["notes"]])

@@ -1,0 +1,138 @@
+"""Checkpoints of training phases: the member-stacked TrainState plus the phase's metric records so far.
+
+    WORKDIR/checkpoints/g<group>-<phase>/<step>/{state,records,meta}     one orbax CheckpointManager per phase
+
+A phase is checkpointed every `checkpoint.every_chunks` chunks (0: only at its end) and always at its end, which
+is where the next phase starts from; the newest `checkpoint.keep` are kept. Orbax writes a checkpoint into a
+temporary directory and renames it once complete, so a run killed at any moment leaves complete checkpoints only,
+and a resumed phase goes on from the newest. Saving is synchronous: the next chunk donates the state's buffers.
+In a multi-process run every process writes the shards of its own members (`ocdbt.process_<k>/`).
+
+`meta` names the run (a fingerprint of its config and shard), the fttrace version and the device count. A
+checkpoint of another run, version or device count is refused, as is one that cannot be read; the message names
+its path. A restored state is bit-for-bit the saved one, so a resumed phase continues exactly where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+import fttrace
+from fttrace.errors import UserError, io_reason, os_reason
+from fttrace.placement import Placement
+
+CHECKPOINTS_DIR = "checkpoints"
+START_OVER = "or start over with --overwrite"
+
+
+def run_fingerprint(identity: dict) -> str:
+    """A short stable hash of what makes two runs the same run (config and shard)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def damaged(path, reason: str) -> UserError:
+    return UserError(f"checkpoint {path} is damaged or incomplete ({reason}); delete it to resume from the checkpoint "
+                     f"before it, {START_OVER}")
+
+
+class Checkpoints:
+    """The checkpoints of one run: where they live, whose they are and how often a phase writes one."""
+
+    def __init__(self, root, fingerprint: str, placement: Placement, every_chunks: int, keep: int):
+        self.root = epath.Path(root)
+        self.fingerprint, self.placement = fingerprint, placement
+        self.every_chunks, self.keep = every_chunks, keep
+
+    def phase(self, name: str) -> "PhaseCheckpoints":
+        """The checkpoints of one phase of one group (`name` as its results part: g<group>-<phase>)."""
+        return PhaseCheckpoints(self, name)
+
+    def remove_all(self) -> None:
+        """Delete every checkpoint of the workdir (for --overwrite)."""
+        if self.root.exists():
+            self.root.rmtree()
+
+
+class PhaseCheckpoints:
+    """Save and restore one phase's (state, records); use as a context manager."""
+
+    def __init__(self, run: Checkpoints, name: str):
+        self.run = run
+        self.directory = run.root / name
+        options = ocp.CheckpointManagerOptions(
+            create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True,
+            preservation_policy=ocp.checkpoint_managers.LatestN(run.keep))
+        handlers = dict(state=ocp.StandardCheckpointHandler(), records=ocp.StandardCheckpointHandler(),
+                        meta=ocp.JsonCheckpointHandler())
+        try:
+            self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot use checkpoint directory {self.directory}: {io_reason(e)}") from None
+
+    def __enter__(self) -> "PhaseCheckpoints":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._manager.close()
+
+    def steps(self) -> list[int]:
+        """Steps of the complete checkpoints, oldest first."""
+        return sorted(self._manager.all_steps())
+
+    def path(self, step: int) -> epath.Path:
+        return self.directory / str(step)
+
+    def after_chunk(self, state, records, final_step: int) -> None:
+        """Checkpoint if this chunk is due (every `every_chunks` chunks) or ends the phase."""
+        chunks, step = len(records) - 1, records[-1][0]
+        every = self.run.every_chunks
+        if step == final_step or (every and chunks % every == 0):
+            self.save(state, records)
+
+    def save(self, state, records) -> None:
+        step = records[-1][0]
+        meta = dict(fttrace=fttrace.__version__, run=self.run.fingerprint, devices=self.run.placement.device_count,
+                    steps=[s for s, _ in records])
+        args = ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                  records=ocp.args.StandardSave([metrics for _, metrics in records]),
+                                  meta=ocp.args.JsonSave(meta))
+        try:
+            self._manager.save(step, args=args)
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot write checkpoint {self.path(step)}: {io_reason(e)}") from None
+
+    def restore(self, like, step: int):
+        """(state, records) of the checkpoint at `step`; `like` is a state of the same structure and shapes."""
+        path = self.path(step)
+        try:
+            meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # noqa: BLE001 -- whatever an unreadable checkpoint makes orbax raise
+            raise damaged(path, os_reason(e) or "its metadata cannot be read") from None
+        self._check(meta, path)
+        members = self.run.placement.members
+        state_target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=members), like)
+        try:
+            records_target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=members),
+                                          self._manager.item_metadata(step)["records"])
+            out = self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(state_target), records=ocp.args.StandardRestore(records_target)))
+        except Exception as e:  # noqa: BLE001 -- a damaged array file surfaces as tensorstore/orbax errors
+            raise damaged(path, os_reason(e) or "its arrays cannot be read") from None
+        return out["state"], list(zip(meta["steps"], out["records"]))
+
+    def _check(self, meta, path) -> None:
+        if not isinstance(meta, dict) or not {"fttrace", "run", "devices", "steps"} <= set(meta):
+            raise UserError(f"checkpoint {path} has no fttrace metadata; {START_OVER}")
+        if meta["fttrace"] != fttrace.__version__:
+            raise UserError(f"checkpoint {path} was written by fttrace {meta['fttrace']} and this is fttrace "
+                            f"{fttrace.__version__}: resume it with fttrace {meta['fttrace']}, {START_OVER}")
+        if meta["run"] != self.run.fingerprint:
+            raise UserError(f"checkpoint {path} belongs to a run of another config or shard; use another --workdir, "
+                            f"{START_OVER}")
+        if meta["devices"] != self.run.placement.device_count:
+            raise UserError(f"checkpoint {path} was written on {meta['devices']} devices and this run has "
+                            f"{self.run.placement.device_count}: resume it on {meta['devices']} devices, {START_OVER}")

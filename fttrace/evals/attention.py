@@ -1,0 +1,68 @@
+"""Attention maps: where does each head look from the answer position, before and after fine-tuning?
+
+Per layer and head, the mean attention weight from the answer position to
+  operand    the query's operand slot
+  pt_tokens  all data tokens equal to O_PT (summed per sequence)
+  ft_tokens  all data tokens equal to O_FT (summed per sequence)
+averaged over the held-out C_PT inputs (`pt_query`) and C_FT inputs (`ft_query`), for pretrained, fine-tuned
+and (when run) reverse-fine-tuned members.
+
+Rows: phase "attention", step = layer, metrics "<query>.h<head>.<target>".
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import pandas as pd
+
+from fttrace.evals.common import as_numpy, member_sets
+from fttrace.members import map_members
+from fttrace.model import Transformer
+from fttrace.results import long_frame
+
+PHASE = "attention"
+OPERAND_SLOT = 1  # sequences are [task, operand, data..., ANS]
+
+
+def attention_targets(task, tokens):
+    """Boolean key-position masks [3, N, T]: operand slot, O_PT tokens, O_FT tokens."""
+    positions = jnp.arange(tokens.shape[1])
+    operand = jnp.broadcast_to(positions == OPERAND_SLOT, tokens.shape)
+    data = (positions > OPERAND_SLOT) & (positions < tokens.shape[1] - 1)
+    pt = data & (tokens == task.vocab.terminal(task.pt_operand))
+    ft = data & (tokens == task.vocab.terminal(task.ft_operand))
+    return jnp.stack([operand, pt, ft])
+
+
+TARGETS = ("operand", "pt_tokens", "ft_tokens")
+
+
+def attention_mass(model, params, tokens, targets):
+    """[L, H, 3] mean attention from the last position onto each target set."""
+    _, inter = model.apply({"params": params}, tokens, capture=True)
+    last = inter["attn_weights"][:, :, :, -1, :]  # [L, N, H, T]
+    mass = jnp.einsum("lnhk,cnk->lhcn", last, targets.astype(last.dtype))
+    return mass.mean(-1)
+
+
+def run_attention(run) -> None:
+    part = run.part_name(PHASE)
+    if run.done(part):
+        return
+    model = Transformer(run.group.model)
+    queries = {"pt_query": run.eval_sets["pt"][0], "ft_query": run.eval_sets["ft"][0]}
+    tokens_of = {q: tokens[:run.config.attention.examples] for q, tokens in queries.items()}
+    masks = {q: attention_targets(run.task, tokens) for q, tokens in tokens_of.items()}
+    frames = []
+    for member_set in member_sets(run):
+        per_member = jax.jit(lambda params: map_members(
+            lambda p: {q: attention_mass(model, p, tokens_of[q], masks[q]) for q in tokens_of}, params,
+            batch=run.config.eval.member_batch))
+        mass = as_numpy(per_member(member_set.params))  # {query: [members, L, H, 3]}
+        records = []
+        for layer in range(run.group.model.n_layers):
+            metrics = {f"{q}.h{h}.{target}": m[:, layer, h, c] for q, m in mass.items()
+                       for h in range(m.shape[2]) for c, target in enumerate(TARGETS)}
+            records.append((layer, metrics))
+        frames.append(long_frame(member_set.members, PHASE, records))
+    run.store.write_part(part, pd.concat(frames, ignore_index=True))

@@ -1,0 +1,58 @@
+"""Pieces every evaluation uses: which member sets to examine, extra held-out data, accuracy under masks."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from fttrace.members import map_members
+from fttrace.model import Transformer
+from fttrace.train import PHASE_IDS, answer_loss
+
+
+@dataclasses.dataclass
+class MemberSet:
+    """Member-stacked parameters of one run-tree level, with their member table (ids, parents, hyperparameters)."""
+    level: str  # "pretrain" | "finetune" | "reft" | "init"
+    members: pd.DataFrame
+    params: object
+
+
+def member_sets(run, levels=("pretrain", "finetune", "reft")) -> list[MemberSet]:
+    """The levels of the run tree that exist so far, in run-tree order."""
+    tables = {"pretrain": run.group.pretrain, "finetune": run.group.finetune,
+              "reft": getattr(run, "reft_members", None)}
+    return [MemberSet(level, tables[level], run.states[level].params) for level in levels
+            if level in run.states and tables[level] is not None]
+
+
+def reference_pt_acc(run, member_set: MemberSet) -> jax.Array:
+    """Each member's pretrained C_PT accuracy (its own if pretrained, else its pretraining ancestor's)."""
+    model = Transformer(run.group.model)
+    tokens, answers = run.eval_sets["pt"]
+    acc = jax.jit(lambda params: map_members(lambda p: answer_loss(model, p, tokens, answers)[1], params,
+                                             batch=run.config.eval.member_batch))(run.states["pretrain"].params)
+    if member_set.level == "pretrain":
+        return acc
+    ancestor = member_set.members["pretrain_index"] if "pretrain_index" in member_set.members else \
+        member_set.members["parent_index"]
+    return acc[jnp.asarray(ancestor.to_numpy())]
+
+
+def extra_key(run, name: str) -> jax.Array:
+    """A key for evaluation data other than the shared eval sets (shared by all members)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(run.config.eval.seed), PHASE_IDS["eval"]),
+                              sum(map(ord, name)))
+
+
+def masked_accuracy(model, params, sets: dict, masks=None) -> dict:
+    """{"pt_acc", "ft_acc"} of one member under optional pruning masks."""
+    return {f"{name}_acc": answer_loss(model, params, tokens, answers, masks)[1]
+            for name, (tokens, answers) in sets.items()}
+
+
+def as_numpy(tree):
+    return jax.tree.map(np.asarray, jax.device_get(tree))

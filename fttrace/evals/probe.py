@@ -1,0 +1,131 @@
+"""Linear probes: is the pretraining capability still readable from the residual stream?
+
+For every site — the residual stream after the embeddings and after each block (`resid`, step = 0..L) and
+each block's attention output (`attn`, step = 1..L) — at the answer position, a linear softmax probe is trained
+on frozen activations to read
+  pt        the pretraining target (the task's answer for O_PT on that input)
+  ft        the fine-tuning target (the answer for O_FT)
+  shuffled  the pretraining target with shuffled labels (a control that must stay near chance)
+and its accuracy on held-out inputs is reported. Inputs ask about O_PT or O_FT with equal probability and carry
+no shortcut. Probes are fitted with full-batch Adam on standardised features, vmapped over members x sites x
+targets. Pretrained, fine-tuned and (when run) reverse-fine-tuned members are probed, and so is each pretraining
+seed's randomly initialised model (metrics prefixed `init_`, on the pretraining members' rows) as a control.
+
+Rows: phase "probe", step = layer position, metrics "<site>.<target>_acc".
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pandas as pd
+
+from fttrace.evals.common import as_numpy, extra_key, member_sets
+from fttrace.members import map_members
+from fttrace.model import Transformer
+from fttrace.results import long_frame
+from fttrace.train import init_members
+
+PHASE = "probe"
+TARGETS = ("pt", "ft", "shuffled")
+
+
+def data_of(task, tokens):
+    """Terminal indices of the data slots (-1 for padding) of task sequences."""
+    data = tokens[:, 2:-1] - task.vocab.first_terminal
+    return jnp.where(tokens[:, 2:-1] == task.vocab.PAD, -1, data)
+
+
+def probe_data(task, key, examples: int):
+    """Inputs and the three label sets [3, N] (pt, ft, shuffled pt)."""
+    k_data, k_shuffle = jax.random.split(key)
+    tokens, _ = task.sample(k_data, examples, 0.5, 0.0)
+    data = data_of(task, tokens)
+    pt = task.answer(data, task.pt_operand)
+    ft = task.answer(data, task.ft_operand)
+    return tokens, jnp.stack([pt, ft, jax.random.permutation(k_shuffle, pt)])
+
+
+def site_features(model, params, tokens):
+    """Activations at the answer position: [L+1 + L, N, d] (residual sites, then attention outputs)."""
+    _, inter = model.apply({"params": params}, tokens, capture=True)
+    return jnp.concatenate([inter["residual"][:, :, -1], inter["attn_out"][:, :, -1]]).astype(jnp.float32)
+
+
+def fit_probe(x_train, y_train, x_test, y_test, n_classes: int, cfg):
+    """Held-out accuracy of a softmax probe trained on (x_train, y_train)."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    params = (jnp.zeros((x_train.shape[1], n_classes)), jnp.zeros((n_classes,)))
+    tx = optax.adam(cfg.lr)
+
+    def loss(p):
+        logits = x_train @ p[0] + p[1]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y_train).mean() + \
+            cfg.weight_decay * jnp.sum(p[0] ** 2)
+
+    def step(carry, _):
+        p, opt = carry
+        updates, opt = tx.update(jax.grad(loss)(p), opt)
+        return (optax.apply_updates(p, updates), opt), None
+    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=cfg.steps)
+    return ((x_test @ params[0] + params[1]).argmax(-1) == y_test).mean()
+
+
+class Prober:
+    def __init__(self, run):
+        self.cfg = run.config.probe
+        self.model = Transformer(run.group.model)
+        self.n_classes = run.task.vocab.size
+        self.member_batch = run.config.eval.member_batch
+        self.train = probe_data(run.task, extra_key(run, "probe-train"), self.cfg.train_examples)
+        self.test = probe_data(run.task, extra_key(run, "probe-test"), self.cfg.test_examples)
+
+    def accuracies(self, params):
+        """[sites, targets] held-out probe accuracy of one member."""
+        x_train = site_features(self.model, params, self.train[0])
+        x_test = site_features(self.model, params, self.test[0])
+        fit = functools.partial(fit_probe, n_classes=self.n_classes, cfg=self.cfg)
+        per_target = jax.vmap(fit, in_axes=(None, 0, None, 0))
+        per_site = jax.vmap(per_target, in_axes=(0, None, 0, None))
+        return per_site(x_train, self.train[1], x_test, self.test[1])
+
+    def records(self, params, n_layers: int, prefix: str = ""):
+        batch = self.member_batch
+        acc = as_numpy(jax.jit(lambda p: map_members(self.accuracies, p, batch=batch))(params))
+        # acc: [members, sites, targets]
+        records = {}
+        for site in range(acc.shape[1]):
+            kind, step = ("resid", site) if site <= n_layers else ("attn", site - n_layers)
+            for t, target in enumerate(TARGETS):
+                records.setdefault(step, {})[f"{prefix}{kind}.{target}_acc"] = acc[:, site, t]
+        return records
+
+
+def merge_records(*many):
+    out: dict = {}
+    for records in many:
+        for step, metrics in records.items():
+            out.setdefault(step, {}).update(metrics)
+    return sorted(out.items())
+
+
+def run_probe(run) -> None:
+    part = run.part_name(PHASE)
+    if run.done(part):
+        return
+    prober = Prober(run)
+    n_layers = run.group.model.n_layers
+    frames = []
+    for member_set in member_sets(run):
+        records = [prober.records(member_set.params, n_layers)]
+        if member_set.level == "pretrain":
+            pt = member_set.members
+            init = init_members(run.group.model, run.config.pretrain, run.config.seed, pt.seed.to_numpy(),
+                                pt.pretrain_lr.to_numpy())
+            records.append(prober.records(init.params, n_layers, prefix="init_"))
+        frames.append(long_frame(member_set.members, PHASE, merge_records(*records)))
+    run.store.write_part(part, pd.concat(frames, ignore_index=True))

@@ -1,0 +1,112 @@
+"""Reverse fine-tuning (reFT): how fast does the pretraining capability come back?
+
+Every fine-tuned member `ftN` gets a child `rftN` trained on the pretraining task (queries about O_PT only, no
+shortcut) at `reft.lr_factor` x its fine-tuning LR (the study revives with an LR smaller than the fine-tuning
+one). Its C_PT curve is logged every `reft.eval_every` steps (phase "reft").
+
+The control has no latent copy of the capability: for each (seed, pretraining LR) a member `cptN` is pretrained
+on the same grammar and budget but never asked about O_PT (phase "control_pretrain"; `ptN` is the first
+pretraining member of that seed and LR), then trained on the pretraining task like the reFT members, at each
+reFT LR x `reft.control_lr_factors` (phase "control_reft", members `cptN-<ft LR name>-x<factor>`).
+
+Summary rows (step 0 of their phase): `steps_to_threshold`, the first logged step whose C_PT accuracy reaches
+`reft.threshold` x the pretrained C_PT accuracy of the lineage (NaN if never), and `reached` (0/1).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fttrace.results import long_frame
+from fttrace.train import DataSpec, fan_out, init_members
+
+REFT, CONTROL_PRETRAIN, CONTROL_REFT = "reft", "control_pretrain", "control_reft"
+
+
+def reft_members(group, lr_factor: float) -> pd.DataFrame:
+    ft = group.finetune
+    rf = ft.assign(member="r" + ft.member, parent=ft.member, pretrain_index=ft.parent_index,
+                   parent_index=np.arange(len(ft)), reft_lr=ft.finetune_lr * lr_factor)
+    return rf.reset_index(drop=True)
+
+
+def control_members(group, reft: pd.DataFrame, factors) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Control pretraining members (one per seed x pretraining LR) and their C_PT training members."""
+    pt = group.pretrain.reset_index(drop=True)
+    first = pt.groupby(["seed", "pretrain_lr"], sort=False).head(1)
+    cp = first.assign(member="c" + first.member, prior=1.0, prior_name="control",
+                      pretrain_index=first.index.to_numpy()).reset_index(drop=True)
+    rows = []
+    lrs = reft.drop_duplicates(["seed", "pretrain_lr", "finetune_lr"])
+    for i, parent in cp.iterrows():
+        mine = lrs[(lrs.seed == parent.seed) & (lrs.pretrain_lr == parent.pretrain_lr)]
+        for _, cell in mine.iterrows():
+            for factor in factors:
+                name = cell.finetune_lr_name or f"{cell.finetune_lr:g}"
+                rows.append(dict(parent.to_dict(), member=f"{parent.member}-{name}-x{factor:g}", parent=parent.member,
+                                 parent_index=i, finetune_lr=cell.finetune_lr,
+                                 finetune_lr_name=cell.finetune_lr_name, reft_lr=cell.reft_lr * factor,
+                                 control_lr_factor=float(factor)))
+    return cp, pd.DataFrame(rows)
+
+
+def steps_to_threshold(curve: pd.DataFrame, reference: dict, threshold: float) -> pd.DataFrame:
+    """Per member: first logged step with pt_acc >= threshold x reference[member] (NaN if none)."""
+    pt = curve[curve.metric == "pt_acc"].sort_values("step")
+    out = {}
+    for member, rows in pt.groupby("member", sort=False):
+        hit = rows.step[rows.value.to_numpy() >= threshold * reference[member]]
+        out[member] = float(hit.iloc[0]) if len(hit) else np.nan
+    return pd.Series(out)
+
+
+def pretrained_pt_acc(run) -> np.ndarray:
+    part = run.store.read_part(f"g{run.group.index}-pretrain")
+    final = part[(part.metric == "pt_acc") & (part.step == part.step.max())].set_index("member").value
+    return final.reindex(run.group.pretrain.member).to_numpy()
+
+
+def summary_frame(members, phase, curve, reference, threshold):
+    steps = steps_to_threshold(curve, dict(zip(members.member, reference)), threshold).reindex(members.member)
+    records = [(0, {"steps_to_threshold": steps.to_numpy(), "reached": steps.notna().to_numpy(float)})]
+    status = curve.groupby("member").status.first().reindex(members.member).to_numpy()
+    return long_frame(members, phase, records, status)
+
+
+def train_on_pretraining_task(run, phase, members, state):
+    data = DataSpec(p_ft_operand=np.zeros(len(members), np.float32), spurious=np.zeros(len(members), np.float32))
+    return run.train_phase(phase, members, state, data, phase_cfg=run.config.reft)
+
+
+def run_reft(run) -> None:
+    """reFT of every fine-tuned member, then the control; a resumed run restores finished phases."""
+    from fttrace.pipeline import phase_keys  # the pipeline imports the evaluations
+    cfg = run.config.reft
+    group = run.group
+    run.reft_members = rf = reft_members(group, cfg.lr_factor)
+    pt_acc = pretrained_pt_acc(run)
+    state = fan_out(run.states["finetune"], rf.parent_index.to_numpy(), cfg, rf.reft_lr.to_numpy(),
+                    phase_keys(run.config.seed, rf.seed.to_numpy(), REFT))
+    train_on_pretraining_task(run, REFT, rf, state)
+    write_summary(run, REFT, rf, pt_acc[rf.pretrain_index])
+    if not cfg.control:
+        return
+    cp, cr = control_members(group, rf, cfg.control_lr_factors)
+    state = init_members(group.model, run.config.pretrain, run.config.seed, cp.seed.to_numpy(),
+                         cp.pretrain_lr.to_numpy())
+    data = DataSpec(p_ft_operand=np.ones(len(cp), np.float32), spurious=np.zeros(len(cp), np.float32))
+    state = run.train_phase(CONTROL_PRETRAIN, cp, state, data, phase_cfg=run.config.pretrain)
+    state = fan_out(state, cr.parent_index.to_numpy(), cfg, cr.reft_lr.to_numpy(),
+                    phase_keys(run.config.seed, cr.seed.to_numpy(), REFT))
+    train_on_pretraining_task(run, CONTROL_REFT, cr, state)
+    # The control's reference: the mean pretrained C_PT of the real members of the same seed and LR.
+    ref = group.pretrain.assign(pt_acc=pt_acc).groupby(["seed", "pretrain_lr"]).pt_acc.mean()
+    write_summary(run, CONTROL_REFT, cr, [ref[(s, lr)] for s, lr in zip(cr.seed, cr.pretrain_lr)])
+
+
+def write_summary(run, phase, members, reference) -> None:
+    part = run.part_name(phase)
+    if not run.done(f"{part}-summary"):
+        curve = run.store.read_part(part)
+        run.store.write_part(f"{part}-summary",
+                             summary_frame(members, phase, curve, reference, run.config.reft.threshold))

@@ -1,0 +1,107 @@
+"""`fttrace merge`: one results store from the workdirs of a sharded run (`fttrace run --shard i/N`).
+
+The sources must be complete runs of one config and, together, shards 0..N-1 of its grid, each exactly once.
+The merged rows are checked against the grid: every pretraining and fine-tuning member is present, and no
+member of any phase comes from two sources. Anything else is refused with a message naming the shards or members
+at fault, and nothing is written. The output holds results.parquet and a manifest naming the sources; paths may
+be local or gs:// (etils.epath).
+"""
+from __future__ import annotations
+
+import json
+
+import ml_collections
+import pandas as pd
+from etils import epath
+
+from fttrace.errors import UserError
+from fttrace.results import MANIFEST_FILE, RESULTS_FILE, ResultsStore, manifest, read_parquet, write_json, \
+    write_parquet
+from fttrace.sweep import build_groups
+
+SHOWN = 8  # members named in an error message
+
+
+def read_manifest(workdir: epath.Path) -> dict:
+    path = workdir / MANIFEST_FILE
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        found = None
+    if not isinstance(found, dict) or not {"config", "status", "devices"} <= set(found):
+        raise UserError(f"{workdir} is not an fttrace workdir ({path} is missing or unreadable)")
+    return found
+
+
+def check_shards(sources: list[epath.Path], manifests: list[dict]) -> None:
+    """The sources are shards 0..N-1 of one split, each once (or a single whole-grid run)."""
+    shards = [m.get("shard") for m in manifests]
+    if None in shards:
+        if len(sources) > 1:
+            whole = sources[shards.index(None)]
+            raise UserError(f"{whole} holds the whole grid, not a shard; merge the shards of one sharded run")
+        return
+    counts = sorted({count for _, count in shards})
+    if len(counts) > 1:
+        raise UserError(f"the sources are shards of different splits (into {' and '.join(map(str, counts))})")
+    count, seen = counts[0], {}
+    for source, (index, _) in zip(sources, shards):
+        if index in seen:
+            raise UserError(f"shard {index}/{count} is given twice: {seen[index]} and {source}")
+        seen[index] = source
+    missing = [f"{i}/{count}" for i in range(count) if i not in seen]
+    if missing:
+        raise UserError(f"shard(s) {', '.join(missing)} missing from the merge")
+
+
+def _listing(pairs) -> str:
+    pairs = sorted(pairs)
+    shown = ", ".join(f"{phase} {member}" for phase, member in pairs[:SHOWN])
+    return shown + (f" and {len(pairs) - SHOWN} more" if len(pairs) > SHOWN else "")
+
+
+def check_members(config: dict, sources: list[epath.Path], frames: list[pd.DataFrame]) -> None:
+    """Every grid member present for pretraining and fine-tuning; no (phase, member) in two sources."""
+    owner, twice = {}, set()
+    for source, frame in zip(sources, frames):
+        for pair in frame[["phase", "member"]].drop_duplicates().itertuples(index=False, name=None):
+            if pair in owner:
+                twice.add(pair)
+            owner.setdefault(pair, source)
+    if twice:
+        raise UserError(f"members in more than one source: {_listing(twice)}")
+    expected = set()
+    for group in build_groups(ml_collections.ConfigDict(config)):
+        expected |= {("pretrain", m) for m in group.pretrain.member} | {("finetune", m) for m in group.finetune.member}
+    missing = expected - set(owner)
+    if missing:
+        raise UserError(f"members missing from the merge: {_listing(missing)}")
+
+
+def merge_workdirs(sources, out, overwrite: bool = False) -> epath.Path:
+    """Merge the results of sharded runs into `out`; returns the path of the merged results.parquet."""
+    sources, out = [epath.Path(s) for s in sources], epath.Path(out)
+    if not sources:
+        raise UserError("nothing to merge: name the workdirs of the shards")
+    if out in sources:
+        raise UserError(f"--out {out} is one of the sources; choose another directory")
+    manifests = [read_manifest(s) for s in sources]
+    for source, found in zip(sources, manifests):
+        if found["status"] != "complete":
+            raise UserError(f"{source} holds an unfinished run (status {found['status']!r}); finish it first "
+                            "(running it again resumes it)")
+        if found["config"] != manifests[0]["config"]:
+            raise UserError(f"{source} holds a run of a different config than {sources[0]}")
+    check_shards(sources, manifests)
+    frames = [read_parquet(s / RESULTS_FILE) for s in sources]
+    check_members(manifests[0]["config"], sources, frames)
+    if (out / MANIFEST_FILE).exists() and not overwrite:
+        raise UserError(f"{out} already holds results; choose another --out or pass --overwrite")
+    store = ResultsStore(out)
+    store.prepare()
+    write_parquet(store.results_path, pd.concat(frames, ignore_index=True))
+    merged_from = [dict(workdir=str(s), shard=m.get("shard"), host=m.get("host"), devices=m.get("devices"))
+                   for s, m in zip(sources, manifests)]
+    write_json(out / MANIFEST_FILE, manifest(manifests[0]["config"], [d for m in manifests for d in m["devices"]],
+                                             status="complete", shard=None, merged_from=merged_from))
+    return store.results_path

@@ -1,0 +1,110 @@
+"""Where members live: the member axis over every device of every process.
+
+One mesh axis, "members", spans `jax.devices()` (all processes' devices in a multi-host run), and every
+member-stacked array is sharded along it with `NamedSharding(mesh, P("members"))`: each device trains a slice of
+the members and, since members never talk to each other, no step communicates. A member count that the device
+count does not divide is padded by copies of member 0; pad members train like any other but never reach the
+results, because results are written from `local_rows`: the real members held by this process's devices.
+
+A multi-host run joins its processes with `join_processes` before anything touches a JAX backend.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from fttrace.errors import UserError
+
+MEMBER_AXIS = "members"
+
+
+def join_processes(coordinator: str | None = None, num_processes: int | None = None,
+                   process_id: int | None = None, auto: bool = False) -> None:
+    """Connect to the other processes of a multi-host run (`jax.distributed.initialize`).
+
+    `coordinator` (host:port), `num_processes` and `process_id` name the run explicitly; `auto` lets JAX find them
+    in the environment (TPU pods, SLURM, Open MPI, Kubernetes). With neither, this is a single-process run.
+    """
+    if coordinator is None and not auto:
+        return
+    try:
+        jax.distributed.initialize(coordinator, num_processes, process_id)
+    except (RuntimeError, ValueError) as e:
+        raise UserError(f"cannot join the multi-process run: {e}") from None
+
+
+def sync(name: str) -> None:
+    """Wait until every process reaches this point (`name` unique per barrier; a no-op with one process)."""
+    if jax.process_count() > 1:
+        ocp.multihost.sync_global_processes(name)
+
+
+class Placement:
+    """Pads, shards and fetches member-stacked pytrees (every leaf has a leading member axis)."""
+
+    def __init__(self, devices=None):
+        devices = jax.devices() if devices is None else devices
+        self.mesh = Mesh(np.asarray(devices), (MEMBER_AXIS,))
+        self.members = NamedSharding(self.mesh, PartitionSpec(MEMBER_AXIS))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+
+    @property
+    def device_count(self) -> int:
+        return self.mesh.size
+
+    def padded(self, n: int) -> int:
+        return -(-n // self.device_count) * self.device_count
+
+    def place(self, tree):
+        """Pad each leaf's member axis to `padded` and shard it over the members (a no-op where already so)."""
+        return jax.tree.map(self._place_leaf, tree)
+
+    def _place_leaf(self, x):
+        n = np.shape(x)[0]
+        pad = self.padded(n) - n
+        # Exactly `self.members`, not merely an equivalent sharding: jitted phases compile (and hit the compilation
+        # cache) once per phase only if fresh, trained and restored states all arrive sharded alike.
+        if isinstance(x, jax.Array) and not pad and x.sharding == self.members:
+            return x
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:  # spans processes: pad on device
+            return jax.jit(lambda a: _pad(a, pad, jnp), out_shardings=self.members)(x)
+        if isinstance(x, jax.Array) and not pad and self.members.is_fully_addressable:  # one process: reshard
+            return jax.device_put(x, self.members)                                         # without the host
+        host = _pad(np.asarray(x), pad, np)
+        return jax.make_array_from_callback(host.shape, self.members, lambda index: host[index])
+
+    def replicate(self, tree):
+        """Every leaf whole on every device (shared inputs such as the evaluation sets)."""
+        def leaf(x):
+            host = np.asarray(x)
+            return jax.make_array_from_callback(host.shape, self.replicated, lambda index: host[index])
+        return jax.tree.map(leaf, tree)
+
+    def local_rows(self, n: int) -> np.ndarray:
+        """The real members (of `n`) whose rows live on this process's devices, in member order."""
+        index_map = self.members.addressable_devices_indices_map((self.padded(n),))
+        rows = np.unique(np.concatenate([np.arange(self.padded(n))[index[0]] for index in index_map.values()]))
+        return rows[rows < n]
+
+    def fetch(self, tree, rows: np.ndarray):
+        """The given rows of each leaf as numpy, read from this process's shards only."""
+        return jax.tree.map(lambda x: _fetch_rows(x, rows), tree)
+
+
+def _pad(x, pad: int, xp):
+    """`x` with `pad` copies of its first row appended (xp: numpy or jax.numpy)."""
+    return xp.concatenate([x, xp.repeat(x[:1], pad, axis=0)]) if pad else x
+
+
+def _fetch_rows(x, rows: np.ndarray) -> np.ndarray:
+    if not isinstance(x, jax.Array) or x.is_fully_addressable:
+        return np.asarray(x)[rows]
+    out = np.empty((len(rows),) + x.shape[1:], x.dtype)
+    for shard in x.addressable_shards:
+        held = np.arange(x.shape[0])[shard.index[0]]
+        wanted = np.isin(held, rows)
+        out[np.searchsorted(rows, held[wanted])] = np.asarray(shard.data)[wanted]
+    return out

@@ -1,0 +1,477 @@
+"""Sweeps that survive: resume after SIGKILL, many devices, several processes, shards of the grid, bad input.
+
+The runs are real `fttrace run` subprocesses on one small grid (3 seeds x pretraining LRs 1e-3 and 1e30, which
+diverges at once; one fine-tuning child per lineage), sharing one compilation cache. Pretraining and fine-tuning
+are configured alike, so both phases run one compiled program; the runs on 8 devices and on 2 processes start
+first, in the background, because they compile their own programs.
+"""
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import fttrace
+from fttrace.checkpoint import Checkpoints
+from fttrace.cli import main
+from fttrace.errors import UserError
+from fttrace.merge import merge_workdirs
+from fttrace.pipeline import check_workdir, run_identity
+from fttrace.placement import Placement
+from fttrace.results import ResultsStore, manifest, write_json
+from fttrace.sweep import build_groups, shard_groups
+from helpers import NO_EVALS, ROOT, SMOKE, TINY, tiny_config
+
+GRID = TINY + [NO_EVALS, "sweep.seeds=3", "sweep.pretrain_lr=(1e-3,1e30)", "pretrain.schedule=constant",
+               "pretrain.warmup_steps=0", "finetune.steps=20", "checkpoint.every_chunks=1"]
+KEYS = ["phase", "member", "step", "metric"]
+TIMEOUT = 900
+
+
+def config_args(*extra):
+    return [f"--config.{o}" for o in GRID + list(extra)]
+
+
+def sorted_frame(path) -> pd.DataFrame:
+    return pd.read_parquet(path).sort_values(KEYS).reset_index(drop=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def snapshot(workdir, skip=("manifest.json",)) -> dict:
+    """Every file's bytes, but the manifest (rewritten by each start) and orbax's unfinished temporaries."""
+    return {p: p.read_bytes() for p in workdir.rglob("*")
+            if p.is_file() and p.name not in skip and "orbax-checkpoint-tmp" not in str(p)}
+
+
+class Runs:
+    """`fttrace run` subprocesses sharing a compilation cache, each logging to tmp/<name>.log.
+
+    Run `name` works in tmp/<name>; `name#k` also works there (several processes, or runs one after another).
+    """
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        self.env.update(FTTRACE_COMPILATION_CACHE=str(tmp / "xla-cache"),
+                        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")  # cache even the small programs
+        self.running = {}
+
+    def start(self, name, *args, fault=None, devices=None, config=()):
+        """Start `fttrace run SMOKE --workdir tmp/<name> ARGS` (through the fault driver with `fault`)."""
+        program = [sys.executable, str(ROOT / "tests" / "fault_driver.py"), fault] if fault else \
+            [sys.executable, "-m", "fttrace.cli"]
+        env = dict(self.env)
+        if devices:  # must be set before jax is imported, hence in the subprocess's environment
+            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        log = open(self.tmp / f"{name}.log", "w")
+        command = [*program, "run", SMOKE, "--workdir", str(self.workdir(name.split("#")[0])), "-q", *args,
+                   *config_args(*config)]
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.running[name] = (process, log)
+        return process
+
+    def wait(self, name):
+        process, log = self.running.pop(name)
+        process.wait(TIMEOUT)
+        log.close()
+        return process.returncode, (self.tmp / f"{name}.log").read_text()
+
+    def run(self, name, *args, **kwargs):
+        self.start(name, *args, **kwargs)
+        return self.wait(name)
+
+    def workdir(self, name):
+        return self.tmp / name
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    runs = Runs(tmp_path_factory.mktemp("survive"))
+    port = free_port()
+    runs.start("devices8", devices=8)
+    for k in range(2):  # the same command on two "hosts", 2 devices each
+        runs.start(f"processes#{k}", "--coordinator", f"localhost:{port}", "--num-processes", "2",
+                   "--process-id", str(k), devices=2)
+    code, log = runs.run("reference")
+    assert code == 0, log
+    for index in range(2):  # shards of a grid twice as large, with the same shapes as the reference
+        runs.start(f"shard{index}", "--shard", f"{index}/2", config=["sweep.seeds=6"])
+    yield runs
+    for name in list(runs.running):
+        runs.running[name][0].kill()
+        runs.wait(name)
+
+
+@pytest.fixture(scope="module")
+def reference(runs):
+    return sorted_frame(runs.workdir("reference") / "results.parquet")
+
+
+@pytest.fixture(scope="module")
+def interrupted(runs):
+    """One workdir through kills and failures, each run resuming the last; what was seen at each point."""
+    seen, work = {}, runs.workdir("interrupted")
+    process = runs.start("interrupted#1")  # killed from outside once its first checkpoint exists
+    deadline = time.time() + TIMEOUT
+    while not (work / "checkpoints" / "g0-pretrain" / "10").exists() and process.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    seen["kill"] = runs.wait("interrupted#1")
+    seen["kill_manifest"] = json.loads((work / "manifest.json").read_text())
+    shutil.copytree(work, runs.workdir("damaged"))
+
+    before = snapshot(work)  # checkpoint 10 of pretraining
+    seen["disk_full"] = runs.run("interrupted#2", fault="disk-full-checkpoint:2")  # pretrain ends, fine-tuning fails
+    after = snapshot(work)
+    seen["disk_full_kept"] = all(after.get(path) == data for path, data in before.items())
+    seen["disk_full_results"] = pd.read_parquet(work / "results.parquet")
+
+    seen["kill_writing"] = runs.run("interrupted#3", fault="kill-writing-results:2")  # the 1st write is at start
+    seen["kill_writing_results"] = pd.read_parquet(work / "results.parquet")
+    seen["kill_writing_temporaries"] = list(work.glob(".results.parquet.*.tmp"))
+
+    seen["last"] = runs.run("interrupted#4")
+    return seen
+
+
+def test_sweep_killed_and_resumed_equals_an_uninterrupted_run(runs, interrupted, reference):
+    code, _ = interrupted["kill"]
+    assert code == -signal.SIGKILL and interrupted["kill_manifest"]["status"] == "running"
+    assert interrupted["last"][0] == 0, interrupted["last"][1]
+    work = runs.workdir("interrupted")
+    pd.testing.assert_frame_equal(sorted_frame(work / "results.parquet"), reference, check_exact=True)
+    assert json.loads((work / "manifest.json").read_text())["status"] == "complete"
+    assert not list(work.rglob("*.tmp"))
+
+
+def test_divergence_isolation_survives_resume(runs, interrupted, reference):
+    resumed = sorted_frame(runs.workdir("interrupted") / "results.parquet")
+    status = resumed.groupby("member").status.first()
+    assert set(status[status == "diverged"].index) == {"pt1", "pt3", "pt5", "ft1", "ft3", "ft5"}
+    assert set(status[status == "ok"].index) == {"pt0", "pt2", "pt4", "ft0", "ft2", "ft4"}
+    steps = resumed[resumed.metric == "diverged_step"].set_index(["phase", "member"]).value
+    # They diverged before the first checkpoint (step 10): their frozen states crossed every resume.
+    assert steps[[("pretrain", m) for m in ("pt1", "pt3", "pt5")]].between(0, 9).all()
+    healthy = resumed[resumed.member.isin(["pt0", "pt2", "pt4"]) & resumed.metric.str.endswith("loss")]
+    assert np.isfinite(healthy.value.dropna()).all() and healthy.step.max() == 20
+
+
+def test_results_file_is_never_partial(interrupted):
+    code, _ = interrupted["kill_writing"]
+    assert code == -signal.SIGKILL and interrupted["kill_writing_temporaries"]  # killed halfway through the write
+    pd.testing.assert_frame_equal(interrupted["kill_writing_results"], interrupted["disk_full_results"])
+    assert set(interrupted["kill_writing_results"].phase) == {"pretrain"}  # the previous version, whole
+
+
+def test_full_disk_is_one_clear_error_and_loses_nothing(interrupted):
+    code, log = interrupted["disk_full"]
+    assert code == 2 and interrupted["disk_full_kept"]
+    error = log.strip().splitlines()[-1]
+    assert error.startswith("fttrace: error: cannot write checkpoint ") and "g0-finetune/10" in error
+    assert error.endswith("No space left on device") and "Traceback" not in log
+    assert set(interrupted["disk_full_results"].phase) == {"pretrain"}  # what finished before stays
+
+
+def test_damaged_checkpoint_is_refused_and_kept(runs, interrupted):
+    work = runs.workdir("damaged")
+    biggest = max((p for p in (work / "checkpoints" / "g0-pretrain" / "10" / "state").rglob("*") if p.is_file()),
+                  key=lambda p: p.stat().st_size)
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])
+    before = snapshot(work)
+    code, log = runs.run("damaged")
+    assert code == 2 and "Traceback" not in log, log
+    assert log.strip().splitlines()[-1].startswith(
+        f"fttrace: error: checkpoint {work}/checkpoints/g0-pretrain/10 is damaged or incomplete")
+    assert snapshot(work) == before
+
+
+def test_eight_devices_equal_one_device(runs, reference):
+    code, log = runs.wait("devices8")
+    assert code == 0, log
+    assert len(json.loads((runs.workdir("devices8") / "manifest.json").read_text())["devices"]) == 8
+    # 6 lineages padded to 8: the pad members must not reach the results.
+    assert_same_members_close_values(sorted_frame(runs.workdir("devices8") / "results.parquet"), reference)
+
+
+def assert_same_members_close_values(frame, reference):
+    """Same rows (no pad member leaks in) and values equal to float32 rounding: rtol 1e-5, atol 1e-6."""
+    pd.testing.assert_frame_equal(frame.drop(columns="value"), reference.drop(columns="value"))
+    np.testing.assert_allclose(frame.value, reference.value, rtol=1e-5, atol=1e-6)
+
+
+def test_two_processes_each_write_their_own_members(runs, reference):
+    for k in range(2):
+        code, log = runs.wait(f"processes#{k}")
+        assert code == 0, log
+    work = runs.workdir("processes")
+    assert_same_members_close_values(sorted_frame(work / "results.parquet"), reference)
+    # 6 lineages padded to 8 over 2 x 2 devices: process 0 holds pt0-pt3, process 1 pt4, pt5 and two pads.
+    held = {k: set(pd.read_parquet(work / "parts" / f"g0-pretrain.process-{k}-of-2.parquet").member)
+            for k in (0, 1)}
+    assert held == {0: {"pt0", "pt1", "pt2", "pt3"}, 1: {"pt4", "pt5"}}
+    state = work / "checkpoints" / "g0-pretrain" / "20" / "state"
+    assert (state / "ocdbt.process_0").is_dir() and (state / "ocdbt.process_1").is_dir()
+    found = json.loads((work / "manifest.json").read_text())
+    assert found["processes"] == 2 and len(found["devices"]) == 4 and found["status"] == "complete"
+
+
+@pytest.fixture(scope="module")
+def shards(runs):
+    for index in range(2):
+        code, log = runs.wait(f"shard{index}")
+        assert code == 0, log
+    return [runs.workdir(f"shard{index}") for index in range(2)]
+
+
+def test_shards_merge_into_the_whole_grid(shards, reference, tmp_path):
+    assert main(["merge", *map(str, shards), "--out", str(tmp_path / "merged")]) == 0
+    merged = sorted_frame(tmp_path / "merged" / "results.parquet")
+    assert set(merged[merged.phase == "pretrain"].member) == {f"pt{i}" for i in range(12)}
+    assert set(merged[merged.phase == "finetune"].member) == {f"ft{i}" for i in range(12)}
+    halves = [set(pd.read_parquet(s / "results.parquet").member) for s in shards]
+    assert not halves[0] & halves[1] and "pt0" in halves[0] and "pt1" in halves[1]  # grid-wide ids, dealt in turn
+    # The reference grid's members are the first 6 of this grid, trained alone: equal to float tolerance.
+    common = merged[merged.member.isin(reference.member)].reset_index(drop=True)
+    np.testing.assert_allclose(common.value, reference.value, rtol=1e-4, atol=1e-5)
+    assert json.loads((tmp_path / "merged" / "manifest.json").read_text())["merged_from"][1]["shard"] == [1, 2]
+
+
+def copy_with(source, target, edit):
+    shutil.copytree(source, target)
+    edit(target)
+    return target
+
+
+def drop_member(member):
+    def edit(work):
+        frame = pd.read_parquet(work / "results.parquet")
+        frame[frame.member != member].to_parquet(work / "results.parquet")
+    return edit
+
+
+def set_manifest(**changes):
+    def edit(work):
+        found = json.loads((work / "manifest.json").read_text())
+        found.update(changes)
+        (work / "manifest.json").write_text(json.dumps(found))
+    return edit
+
+
+@pytest.mark.parametrize("which, edit, message", [
+    ([0], None, "shard(s) 1/2 missing from the merge"),
+    ([0, 0], None, "shard 0/2 is given twice"),
+    ([0, 1], drop_member("ft3"), "members missing from the merge: finetune ft3"),
+    ([0, 1], set_manifest(status="running"), "holds an unfinished run (status 'running')"),
+    ([0, 1], set_manifest(shard=[0, 2]), "shard 0/2 is given twice"),
+    ([0, 1], set_manifest(config={"other": 1}), "holds a run of a different config"),
+])
+def test_merge_refuses_incomplete_or_overlapping_shards(shards, tmp_path, which, edit, message):
+    sources = [shards[i] for i in which]
+    if edit:
+        sources[-1] = copy_with(sources[-1], tmp_path / "edited", edit)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        merge_workdirs(sources, tmp_path / "merged")
+    assert not (tmp_path / "merged").exists()
+
+
+def test_merge_refuses_a_member_in_two_shards(shards, tmp_path):
+    def add_pt1(work):
+        other = pd.read_parquet(shards[1] / "results.parquet")
+        both = pd.concat([pd.read_parquet(work / "results.parquet"), other[other.member == "pt1"]])
+        both.to_parquet(work / "results.parquet")
+    sources = [copy_with(shards[0], tmp_path / "edited", add_pt1), shards[1]]
+    with pytest.raises(UserError, match="members in more than one source: pretrain pt1"):
+        merge_workdirs(sources, tmp_path / "merged")
+
+
+def test_shard_groups_deal_self_contained_lineages():
+    config = tiny_config(NO_EVALS, "sweep.seeds=3", "sweep.spurious=(0.0,1.0)", "sweep.shapes.d_model=(16,32)")
+    groups = build_groups(config)
+    seen = []
+    for index in range(4):
+        for group in shard_groups(groups, index, 4):
+            pt, ft = group.pretrain, group.finetune
+            assert (pt.member.to_numpy()[ft.parent_index] == ft.parent.to_numpy()).all()  # parents travel along
+            seen += [(group.index, m) for m in [*pt.member, *ft.member]]
+    everything = [(g.index, m) for g in groups for m in [*g.pretrain.member, *g.finetune.member]]
+    assert sorted(seen) == sorted(everything) and len(set(seen)) == len(seen)
+
+
+def small_state(n=2):
+    return {"w": jnp.arange(n * 3, dtype=jnp.float32).reshape(n, 3), "step": jnp.full((n,), 7, jnp.int32)}
+
+
+def checkpoints(workdir, fingerprint="run-a", every_chunks=2, keep=2):
+    return Checkpoints(workdir / "checkpoints", fingerprint, Placement(), every_chunks, keep)
+
+
+def records(steps, n=2):
+    return [(s, {"pt_acc": jnp.full((n,), s / 100, jnp.float32)}) for s in steps]
+
+
+def test_checkpoints_round_trip_and_follow_the_interval(tmp_path):
+    with checkpoints(tmp_path).phase("g0-pretrain") as phase:
+        for last in (10, 20, 30, 40, 50):  # chunk 1 .. 5 of a 50-step phase, every 2 chunks and at the end
+            phase.after_chunk(small_state(), records(range(0, last + 1, 10)), final_step=50)
+        assert phase.steps() == [40, 50]  # 20 and 40 were due, 50 ends the phase; the newest 2 are kept
+        state, restored = phase.restore(small_state(), 50)
+    assert all((np.asarray(state[k]) == np.asarray(small_state()[k])).all() for k in state)
+    assert [s for s, _ in restored] == [0, 10, 20, 30, 40, 50]
+    np.testing.assert_array_equal(restored[-1][1]["pt_acc"], np.full(2, 0.5, np.float32))
+
+
+def tamper_meta(directory, **changes):
+    meta = directory / "checkpoints" / "g0-pretrain" / "10" / "meta" / "metadata"
+    found = json.loads(meta.read_text())
+    found.update(changes)
+    meta.write_text(json.dumps(found))
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda d: tamper_meta(d, fttrace="0.0.1"),
+     f"was written by fttrace 0.0.1 and this is fttrace {fttrace.__version__}"),
+    (lambda d: tamper_meta(d, run="run-b"), "belongs to a run of another config or shard"),
+    (lambda d: tamper_meta(d, devices=8), "was written on 8 devices and this run has 1"),
+    (lambda d: (d / "checkpoints" / "g0-pretrain" / "10" / "meta" / "metadata").write_text("{garbled"),
+     "is damaged or incomplete (its metadata cannot be read)"),
+    (lambda d: [p.write_bytes(b"") for p in (d / "checkpoints" / "g0-pretrain" / "10" / "state").rglob("*")
+                if p.is_file() and p.stat().st_size > 100],
+     "is damaged or incomplete (its arrays cannot be read)"),
+])
+def test_checkpoint_of_another_run_or_version_or_damaged_is_refused(tmp_path, tamper, message):
+    with checkpoints(tmp_path).phase("g0-pretrain") as phase:
+        phase.save(small_state(), records([0, 10]))
+    tamper(tmp_path)
+    with checkpoints(tmp_path).phase("g0-pretrain") as phase, pytest.raises(UserError) as error:
+        phase.restore(small_state(), 10)
+    assert message in str(error.value) and str(tmp_path / "checkpoints" / "g0-pretrain" / "10") in str(error.value)
+
+
+def test_a_part_that_cannot_be_written_keeps_the_previous_one(tmp_path, monkeypatch):
+    store = ResultsStore(tmp_path)
+    store.prepare()
+    store.write_part("g0-pretrain", pd.DataFrame({"member": ["pt0"], "value": [1.0]}))
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(pq, "write_table", full_disk)
+    with pytest.raises(UserError, match=r"cannot write .*g0-pretrain.parquet: No space left on device"):
+        store.write_part("g0-pretrain", pd.DataFrame({"member": ["pt0"], "value": [2.0]}))
+    monkeypatch.undo()
+    assert store.read_part("g0-pretrain").value.tolist() == [1.0] and store.read().value.tolist() == [1.0]
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("previous, message", [
+    (dict(shard=[1, 4]), "holds shard 1/4 of the grid, not the whole grid"),
+    (dict(fttrace="0.0.1"), f"holds a run of fttrace 0.0.1 and this is fttrace {fttrace.__version__}"),
+    (dict(devices=["cpu:0", "cpu:1"]), "holds a run on 2 device(s) in 1 process(es) and this one has 1 in 1"),
+])
+def test_workdir_of_another_shard_version_or_device_layout_is_refused(tmp_path, previous, message):
+    config = tiny_config(NO_EVALS)
+    identity = run_identity(config)
+    store = ResultsStore(tmp_path)
+    store.prepare()
+    found = manifest(identity["config"], previous.get("devices", ["cpu:0"]), shard=previous.get("shard"),
+                     processes=1)
+    found["versions"]["fttrace"] = previous.get("fttrace", fttrace.__version__)
+    write_json(tmp_path / "manifest.json", found)
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_workdir(store, identity, dict(devices=["cpu:0"], processes=1), overwrite=False)
+    check_workdir(store, identity, dict(devices=["cpu:0"], processes=1), overwrite=True)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--shard", "2/2"], "--shard 2/2: expected I/N with 0 <= I < N"),
+    (["--shard", "one/two"], "--shard one/two: expected I/N"),
+    (["--coordinator", "localhost:1234"], "--coordinator, --num-processes and --process-id go together"),
+    (["--config.checkpoint.every_chunks=-1"], "config key 'checkpoint.every_chunks': must be a non-negative integer"),
+    (["--config.checkpoint.keep=0"], "config key 'checkpoint.keep': must be a positive integer"),
+])
+def test_bad_run_options_are_refused(tmp_path, capsys, args, message):
+    assert main(["run", SMOKE, "--workdir", str(tmp_path / "w"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+LAUNCH = ROOT / "launch"
+
+
+def dry_run(script, *args, **env):
+    out = subprocess.run(["bash", str(LAUNCH / script), *args], capture_output=True, text=True, cwd=ROOT,
+                         env=dict(os.environ, DRY_RUN="1", FTTRACE="echo fttrace", REMOTE_DIR=".", **env))
+    assert out.returncode == 0, out.stderr
+    return [line for line in out.stdout.splitlines() if line]
+
+
+def remote(command: str, **env) -> str:
+    """Run a printed remote command (`echo fttrace ...`) here, as the remote shell would."""
+    return subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, **env)).stdout.strip()
+
+
+def option(line: str, name: str) -> str:
+    words = shlex.split(line)
+    return words[words.index(name) + 1]
+
+
+@pytest.mark.parametrize("script", sorted(p.name for p in LAUNCH.glob("*.sh")))
+def test_launch_script_parses_and_explains_itself(script):
+    assert subprocess.run(["bash", "-n", str(LAUNCH / script)]).returncode == 0
+    lines = (LAUNCH / script).read_text().splitlines()
+    if script != "common.sh":  # sourced by the others
+        assert lines[0] == "#!/usr/bin/env bash" and lines[1].startswith("# ")
+        assert any(line.startswith("# When: ") for line in lines)
+
+
+def test_launch_local_and_multi_gpu_run_fttrace_here():
+    assert dry_run("local.sh", "configs/smoke.py", "runs/x", "--config.sweep.seeds=2") == [
+        "echo fttrace run configs/smoke.py --workdir runs/x --config.sweep.seeds=2"]
+    [line] = dry_run("multi_gpu.sh", "configs/smoke.py", "/shared/x", GPUS="0,1", COORDINATOR="gpu0:8476",
+                     NUM_PROCESSES="2", PROCESS_ID="1")
+    assert remote(line) == "fttrace run configs/smoke.py --workdir /shared/x --coordinator gpu0:8476 " \
+                           "--num-processes 2 --process-id 1"
+    assert line.startswith("env CUDA_VISIBLE_DEVICES=0\\,1 ")
+
+
+def test_launch_tpu_pod_runs_one_command_on_every_host():
+    [line] = dry_run("tpu_pod.sh", "configs/smoke.py", "gs://bucket/study",
+                     "--config.sweep.finetune_lr=(1e-5,1e-4)", TPU_NAME="slice", ZONE="us-central2-b")
+    assert line.startswith("gcloud compute tpus tpu-vm ssh slice --zone us-central2-b --worker=all --command ")
+    assert remote(option(line, "--command")) == "fttrace run configs/smoke.py --workdir gs://bucket/study " \
+                                                "--distributed --config.sweep.finetune_lr=(1e-5,1e-4)"
+
+
+def test_launch_cloud_vms_runs_one_shard_per_vm_then_merges():
+    *ssh, merge = dry_run("cloud_vms.sh", "configs/smoke.py", "gs://b/s", VMS="vm-a vm-b vm-c", ZONE="z")
+    assert [remote(option(line, "--command")) for line in ssh] == [
+        f"fttrace run configs/smoke.py --workdir gs://b/s/shard-{i} --shard {i}/3 -q" for i in range(3)]
+    assert [option(line, "ssh") for line in ssh] == ["vm-a", "vm-b", "vm-c"]
+    assert merge == "echo fttrace merge gs://b/s/shard-0 gs://b/s/shard-1 gs://b/s/shard-2 --out gs://b/s/merged"
+
+
+def test_launch_slurm_array_runs_shard_per_task_then_merges():
+    array, merge = dry_run("slurm_array.sh", "configs/smoke.py", "/shared/s", "4", "--config.sweep.seeds=8",
+                           SBATCH_ARGS="--partition=gpu --gres=gpu:4")
+    assert "--array=0-3" in array and "--partition=gpu" in array and "--requeue" in array
+    assert remote(option(array, "--wrap"), SLURM_ARRAY_TASK_ID="2") == \
+        "fttrace run configs/smoke.py --workdir /shared/s/shard-2 --shard 2/4 -q --config.sweep.seeds=8"
+    assert "--dependency=afterok:" in merge
+    assert remote(option(merge, "--wrap")) == "fttrace merge " + " ".join(
+        f"/shared/s/shard-{i}" for i in range(4)) + " --out /shared/s/merged"
