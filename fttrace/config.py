@@ -101,6 +101,15 @@ def _positive_int(config, key):
     return value
 
 
+def _check_named_values(values, names, key: str, in_range, problem: str) -> None:
+    """Each value of a swept axis is a name from `names` or a number for which `in_range` holds."""
+    for value in values:
+        if isinstance(value, str):
+            _require(value in names, key, f"unknown name {value!r}; known: {', '.join(names)}")
+        else:
+            _require(isinstance(value, (int, float)) and in_range(value), key, f"{value!r} {problem}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Check the config's values; the error names the offending key."""
     for section in ("task", "model", "pretrain", "finetune", "sweep", "eval", "checkpoint"):
@@ -132,18 +141,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
                  "must be a non-empty tuple")
     for lr in sweep.pretrain_lr:
         _require(isinstance(lr, (int, float)) and lr > 0, "sweep.pretrain_lr", f"bad learning rate {lr!r}")
-    for name in sweep.finetune_lr:
-        if isinstance(name, str):
-            _require(name in config.finetune.lr_scale, "sweep.finetune_lr",
-                     f"unknown name {name!r}; known: {', '.join(config.finetune.lr_scale)}")
-        else:
-            _require(isinstance(name, (int, float)) and name > 0, "sweep.finetune_lr", f"bad value {name!r}")
-    for p in sweep.prior:
-        if isinstance(p, str):
-            _require(p in config.task.priors, "sweep.prior",
-                     f"unknown name {p!r}; known: {', '.join(config.task.priors)}")
-        else:
-            _require(isinstance(p, (int, float)) and 0 <= p <= 1, "sweep.prior", f"{p!r} is not in [0, 1]")
+    _check_named_values(sweep.finetune_lr, config.finetune.lr_scale, "sweep.finetune_lr", lambda v: v > 0,
+                        "is not a positive learning rate")
+    _check_named_values(sweep.prior, config.task.priors, "sweep.prior", lambda v: 0 <= v <= 1, "is not in [0, 1]")
     for c in sweep.spurious:
         _require(isinstance(c, (int, float)) and 0 <= c <= 1, "sweep.spurious", f"{c!r} is not in [0, 1]")
     for key, values in sweep.get("shapes", {}).items():
