@@ -54,7 +54,7 @@ class Analysis:
         for criterion in CRITERIA:
             out[f"% {CRITERION_NAMES[criterion]}"] = table[f"{criterion}_rate"].map(
                 lambda v: f"{v:.0%}" if np.isfinite(v) else "n/a")
-        out["reFT speed-up [95% CI]"] = [
+        out["reFT speed-up, C_PT lost [95% CI]"] = [
             "n/a" if not np.isfinite(m) else f"x{m:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if np.isfinite(lo) else "")
             for m, lo, hi in zip(table.reft_speedup, table.reft_speedup_lo, table.reft_speedup_hi)]
         if (table.left_out != "").any():

@@ -2,7 +2,7 @@
 
 Per setting (fine-tuning LR x sampling prior x spurious strength, plus any columns the user groups by): how many
 fine-tuned members could be judged, the wrapper rate with its Wilson interval, the rate of each criterion, C_PT
-before and after fine-tuning, the reFT speed-up (geometric mean over seeds, bootstrap interval), and a verdict:
+before and after fine-tuning, the reFT speed-up of the members that lost C_PT (geometric mean over seeds, bootstrap interval), and a verdict:
   yes           the interval lies above 1/2: most members of this setting form a wrapper
   no            the interval lies below 1/2
   inconclusive  the interval contains 1/2 (more seeds would decide)
@@ -88,7 +88,9 @@ def setting_table(evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE)
     for value in ("pt_acc_pretrained", "pt_acc_finetuned", "ft_acc_finetuned"):
         extra[value] = grouped[value].mean()
     table = table.join(extra, on=columns)
-    speedup = cell_intervals(judged, "reft_speedup", columns, confidence, log=True).drop(columns="seeds")
+    # Only a member that lost C_PT has something to revive; one that kept it would show the control's budget.
+    speedup = cell_intervals(judged[judged.lost == 1], "reft_speedup", columns, confidence,
+                             log=True).drop(columns="seeds")
     table = table.merge(speedup, on=columns, how="left")
     table["verdict"] = [verdict(r.n, r.rate_lo, r.rate_hi) for r in table.itertuples()]
     return in_setting_order(table, evidence, columns)

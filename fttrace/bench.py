@@ -2,15 +2,17 @@
 
 For a named model shape and each member count, three modes train for the same number of steps:
 
-  vmap        the engine's training loop (`train.train_steps`: `lax.scan` over steps of the vmapped `train_step`,
-              batches sampled on device from each member's key), every member in one program
+  vmap        the engine's training loop (`train.train_steps`: `train_step` vmapped over members inside a
+              `lax.scan` over steps, batches sampled on device from each member's key), every member in one
+              program; on a lone CPU the members are vmapped in cache-sized groups that take turns (`group`)
   sequential  the same program with one member, run for each member in turn
   torch       a plain PyTorch loop, one model at a time (`fttrace.bench_torch`; only where torch is installed)
 
 Throughput is member-steps per second: members x steps / seconds of the fastest of `repeats` timed runs (after
-one untimed run); the modes take turns, so that they share the machine's other load alike. FLOPs are the matrix-multiply FLOPs a training step needs (`train_flops`): forward x 3, with
-the last block and the unembedding at the answer position only, since the loss reads nothing else. Every mode
-is credited the same FLOPs per step, whatever it computes beyond them. MFU divides achieved FLOP/s by a peak:
+one untimed run); the modes take turns, so that they share the machine's other load alike. FLOPs are the
+matrix-multiply FLOPs a training step needs (`train_flops`): forward x 3, with the last block and the
+unembedding at the answer position only, since the loss reads nothing else. Every mode is credited the same
+FLOPs per step, whatever it computes beyond them. MFU divides achieved FLOP/s by a peak:
 the device's published dense peak for the compute dtype where it is known (`SPEC_PEAK_FLOPS`), else a large
 matmul timed in the same run (always reported as `matmul_flops`).
 """
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fttrace import train
+from fttrace import bench_torch, train
 from fttrace.errors import UserError
 from fttrace.model import DTYPES, ModelConfig, Transformer
 from fttrace.tasks.registry import build_task
@@ -81,18 +83,32 @@ class Setup:
     repeats: int
     seed: int
     lr: float
+    matmul_size: int  # side of the square matmul timed for the peak; 0: 2048 on CPU, 8192 on accelerators
+    max_members: int
     programs: dict = dataclasses.field(default_factory=dict, repr=False)  # members -> (compiled, compile_s)
+    initial: train.TrainState | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def member_batch(self) -> int | None:
+        return train.train_member_batch(self.model, self.phase)
 
     @property
     def flops_per_member_step(self) -> float:
         return train_flops(self.model, self.batch, self.context)
 
+    def initial_state(self, members: int) -> train.TrainState:
+        """The first `members` members, freshly initialised (all counts share one initialisation)."""
+        if self.initial is None:
+            self.initial = train.init_members(self.model, self.phase, self.seed, np.arange(self.max_members),
+                                              np.full(self.max_members, self.lr))
+        return jax.tree.map(lambda x: jnp.array(x[:members], copy=True), self.initial)  # runs donate their state
+
     def program(self, state: train.TrainState, data: train.DataSpec):
         """The compiled training loop for the members of `state` and its compile time (compiled once per count)."""
         n = state.step.shape[0]
         if n not in self.programs:
-            run = jax.jit(train.train_steps(Transformer(self.model), self.task, self.phase, self.steps),
-                          donate_argnums=0)
+            run = jax.jit(train.train_steps(Transformer(self.model), self.task, self.phase, self.steps,
+                                            self.member_batch), donate_argnums=0)
             t0 = time.perf_counter()
             compiled = run.lower(state, data).compile()
             self.programs[n] = compiled, time.perf_counter() - t0
@@ -127,6 +143,9 @@ def setup_from_config(config) -> Setup:
     for key in ("steps", "repeats"):
         if not (isinstance(config[key], int) and config[key] > 0):
             raise UserError(f"config key {key!r}: must be a positive integer, got {config[key]!r}")
+    if not (isinstance(config.matmul_size, int) and config.matmul_size >= 0):
+        raise UserError(f"config key 'matmul_size': must be 0 (automatic) or a positive integer, "
+                        f"got {config.matmul_size!r}")
     shape = SHAPES[config.shape]
     if config.data == "task":
         task = build_task(config)
@@ -138,10 +157,13 @@ def setup_from_config(config) -> Setup:
     model = ModelConfig(vocab_size=vocab, max_len=context, d_model=shape.d_model, n_layers=shape.n_layers,
                         n_heads=shape.n_heads, layer_norm=m.layer_norm, causal=m.causal, activation=m.activation,
                         use_bias=m.use_bias, dtype=m.dtype)
+    if "torch" in config.modes and not bench_torch.supports(model):
+        raise UserError("config key 'modes': the torch loop mirrors the default architecture only (model.layer_norm, "
+                        "model.causal and model.use_bias True)")
     phase = config.pretrain.copy_and_resolve_references()
     phase.batch_size = shape.batch
     return Setup(config.shape, model, task, phase, shape.batch, context, config.steps, config.repeats, config.seed,
-                 float(config.lr))
+                 float(config.lr), config.matmul_size, max(members))
 
 
 def device_name() -> str:
@@ -187,8 +209,7 @@ class JaxRunner:
     """The engine's loop over every member at once, or over one member at a time (`sequential`), ready to time."""
 
     def __init__(self, setup: Setup, members: int, sequential: bool):
-        stacked = train.init_members(setup.model, setup.phase, setup.seed, np.arange(members),
-                                     np.full(members, setup.lr))
+        stacked = setup.initial_state(members)
         self.states = [jax.tree.map(lambda x, i=i: x[i:i + 1], stacked) for i in range(members)] if sequential \
             else [stacked]
         n = 1 if sequential else members
@@ -196,7 +217,8 @@ class JaxRunner:
         self.compiled, compile_s = setup.program(self.states[0], self.data)
         self.states[0], _ = self.compiled(self.states[0], self.data)  # untimed: first-run allocations
         jax.block_until_ready(self.states[0])
-        self.info = dict(compile_s=compile_s, peak_mem_per_member_mb=program_memory_mb(self.compiled) / n,
+        self.info = dict(member_batch=train.group_size(n, setup.member_batch), compile_s=compile_s,
+                         peak_mem_per_member_mb=program_memory_mb(self.compiled) / n,
                          peak_mem_source="compiled program (XLA memory_analysis)", device=device_name())
 
     def run(self) -> float:
@@ -213,8 +235,7 @@ class JaxRunner:
 
 def runner(setup: Setup, mode: str, members: int):
     if mode == "torch":
-        from fttrace import bench_torch  # torch is imported only here, and only when asked for
-        return bench_torch.TorchRunner(setup, members)
+        return bench_torch.TorchRunner(setup, members)  # imports torch
     return JaxRunner(setup, members, sequential=mode == "sequential")
 
 
@@ -229,13 +250,12 @@ def run_bench(config, log=None) -> dict:
     modes = list(config.modes)
     notes = []
     if "torch" in modes:
-        from fttrace.bench_torch import available
-        if not available():
+        if not bench_torch.available():
             modes.remove("torch")
             notes.append("torch is not installed (pip install 'fttrace[torch]'): the torch mode was skipped")
     measured, results = 0.0, []
     for members in config.members:
-        measured = max(measured, matmul_flops(setup.model.dtype))
+        measured = max(measured, matmul_flops(setup.model.dtype, setup.matmul_size or None))
         if log:
             log(f"{members} members: preparing {', '.join(modes)}")
         runners = {mode: runner(setup, mode, members) for mode in modes}
@@ -268,15 +288,15 @@ def run_bench(config, log=None) -> dict:
 
 def format_table(report: dict) -> str:
     """The results as an aligned text table, one line per (members, mode)."""
-    header = ("mode", "members", "member-steps/s", "x torch", "tokens/s", "TFLOP/s", "MFU", "mem/member MB",
-              "compile s")
-    rows = []
-    for r in report["results"]:
-        speedup = f"{r['speedup_vs_torch']:.2f}" if r["speedup_vs_torch"] else "-"
-        mem = f"{r['peak_mem_per_member_mb']:.1f}" if r["peak_mem_per_member_mb"] is not None else "-"
-        compile_s = f"{r['compile_s']:.1f}" if r["compile_s"] is not None else "-"
-        rows.append((r["mode"], str(r["members"]), f"{r['member_steps_per_s']:,.0f}", speedup,
-                     f"{r['tokens_per_s']:,.0f}", f"{r['tflops']:.4f}", f"{100 * r['mfu']:.1f}%", mem, compile_s))
+    header = ("mode", "members", "group", "member-steps/s", "x torch", "tokens/s", "TFLOP/s", "MFU",
+              "mem/member MB", "compile s")
+    def cell(value, form):
+        return "-" if value is None else format(value, form)
+
+    rows = [(r["mode"], str(r["members"]), cell(r.get("member_batch"), "d"), cell(r["member_steps_per_s"], ",.0f"),
+             cell(r["speedup_vs_torch"], ".2f"), cell(r["tokens_per_s"], ",.0f"), cell(r["tflops"], ".4f"),
+             cell(r["mfu"], ".1%"), cell(r["peak_mem_per_member_mb"], ".1f"), cell(r["compile_s"], ".1f"))
+            for r in report["results"]]
     widths = [max(len(x) for x in column) for column in zip(header, *rows)]
     line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     shape = report["shape"]

@@ -19,6 +19,11 @@ def available() -> bool:
     return importlib.util.find_spec("torch") is not None
 
 
+def supports(cfg) -> bool:
+    """Whether the PyTorch model mirrors this `ModelConfig` (it always has LayerNorm, biases, causal attention)."""
+    return cfg.layer_norm and cfg.causal and cfg.use_bias
+
+
 def _modules():
     import torch
     from torch import nn

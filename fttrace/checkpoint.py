@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import threading
 
 import jax
 import orbax.checkpoint as ocp
@@ -37,6 +39,29 @@ def run_fingerprint(identity: dict) -> str:
 def damaged(path, reason: str) -> UserError:
     return UserError(f"checkpoint {path} is damaged or incomplete ({reason}); delete it to resume from the checkpoint "
                      f"before it, {START_OVER}")
+
+
+def ignore_abandoned_reads() -> None:
+    """Keep late completions of an abandoned checkpoint read from printing tracebacks.
+
+    When one array of a checkpoint cannot be read, orbax gives up and closes its event loop while tensorstore
+    still has reads of the other arrays in flight. As they complete, tensorstore's I/O threads call into the
+    closed loop and print the resulting `RuntimeError: Event loop is closed` (through `sys.excepthook`), racing
+    the one-line error that explains the damaged checkpoint. Only that error, raised off the main thread, is
+    dropped; everything else still reaches the previous hook. Installing it twice is harmless.
+    """
+    previous = sys.excepthook
+    if getattr(previous, "ignores_abandoned_reads", False):
+        return
+
+    def hook(kind, error, traceback):
+        if (kind is RuntimeError and str(error) == "Event loop is closed"
+                and threading.current_thread() is not threading.main_thread()):
+            return
+        previous(kind, error, traceback)
+
+    hook.ignores_abandoned_reads = True
+    sys.excepthook = hook
 
 
 class Checkpoints:
@@ -115,6 +140,7 @@ class PhaseCheckpoints:
         self._check(meta, path)
         members = self.run.placement.members
         state_target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=members), like)
+        ignore_abandoned_reads()
         try:
             records_target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=members),
                                           self._manager.item_metadata(step)["records"])

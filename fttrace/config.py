@@ -83,7 +83,7 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
         else:
             with node.unlocked():
                 node[leaf] = value
-    except TypeError as e:
+    except TypeError:
         raise UserError(f"config key {key!r}: expected a value of type {type(old).__name__}, got {text!r}") from None
 
 

@@ -29,11 +29,13 @@ def pcfg_config() -> ml_collections.ConfigDict:
         max_len=0,  # 0: the task's sequence length
     )
     c.pretrain = dict(steps=2000, batch_size=64, eval_every=200, schedule="cosine", warmup_steps=100,
-                      weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.999)
+                      weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.999, member_batch=0)
     c.finetune = dict(steps=1000, batch_size=64, eval_every=100, schedule="constant", warmup_steps=0,
-                      weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.999,
+                      weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.999, member_batch=0,
                       # The study's convention: fine-tuning LR = pretraining LR x scale.
                       lr_scale=dict(small=1e-3, medium=1e-2, large=1e-1))
+    # A phase's `member_batch`: members vmapped together in one training step (0: as many as fit the device's
+    # activation budget, or all of them when members are sharded over several devices).
     c.sweep = dict(
         seeds=10, seed_offset=0,
         pretrain_lr=(1e-3,),
@@ -52,7 +54,7 @@ def pcfg_config() -> ml_collections.ConfigDict:
     c.evals = ("reft", "prune", "probe", "attention")
     c.reft = dict(
         steps=500, batch_size=32, eval_every=25, schedule="constant", warmup_steps=0, weight_decay=0.01,
-        grad_clip=1.0, b1=0.9, b2=0.999,
+        grad_clip=1.0, b1=0.9, b2=0.999, member_batch=0,
         lr_factor=0.1,  # reFT LR = fine-tuning LR x lr_factor (the study revives with a smaller LR)
         threshold=0.95,  # revived: C_PT >= threshold x the lineage's pretrained C_PT
         control=True,  # also train the control pretrained without C_PT

@@ -133,12 +133,48 @@ def train_step(model, task, phase, state: TrainState, data: DataSpec):
         diverged_step=jnp.where(diverging, state.step, state.diverged_step)), jnp.where(ok, loss, jnp.nan)
 
 
-def train_steps(model, task, phase, steps: int) -> Callable:
-    """`steps` steps of every member: (state, data) -> (state, losses [steps, members]), to be jitted."""
+# Members train in groups of at most this many activations (batch x context x d_model x layers per group):
+# on a lone CPU, groups that stay in cache train faster one after another than all members at once; on an
+# accelerator, all at once is fastest until activations overflow its memory (the reference shape d128 L4 T64
+# B64 fit 256 members in an 80 GB H100 and asked for 95 GB at 512). Measurements: benchmarks/NOTES.md.
+GROUP_ACTIVATIONS = {"cpu": 2**15, "accelerator": 2**29}
+
+
+def train_member_batch(model_cfg: ModelConfig, phase) -> int | None:
+    """How many members train together: `phase.member_batch` if set; all of them (None) when members are spread
+    over several devices; else the largest power of two whose activations fit `GROUP_ACTIVATIONS`."""
+    if phase.get("member_batch", 0):
+        return phase.member_batch
+    if jax.device_count() > 1:
+        return None
+    budget = GROUP_ACTIVATIONS["cpu" if jax.default_backend() == "cpu" else "accelerator"]
+    per_member = phase.batch_size * model_cfg.max_len * model_cfg.d_model * model_cfg.n_layers
+    return 2 ** int(math.log2(max(budget // per_member, 1)))
+
+
+def group_size(members: int, member_batch: int | None) -> int:
+    """Members per group: the largest divisor of `members` up to `member_batch` (None: all of them). A size that
+    does not divide the count would leave a remainder group, and compile the step a second time for it."""
+    return max(g for g in range(1, min(member_batch or members, members) + 1) if members % g == 0)
+
+
+def train_steps(model, task, phase, steps: int, member_batch: int | None = None) -> Callable:
+    """`steps` steps of every member: (state, data) -> (state, losses [steps, members]), to be jitted.
+
+    member_batch: members trained together (vmapped, in groups of `group_size`); groups take turns (`lax.map`),
+    each running all its steps before the next starts. None: every member at once.
+    """
+    def one_member(state: TrainState, data: DataSpec):
+        return jax.lax.scan(lambda s, _: train_step(model, task, phase, s, data), state, None, length=steps)
+
     def run(state: TrainState, data: DataSpec):
-        def body(s, _):
-            return jax.vmap(lambda s1, d1: train_step(model, task, phase, s1, d1))(s, data)
-        return jax.lax.scan(body, state, None, length=steps)
+        members = state.step.shape[0]
+        group = group_size(members, member_batch)
+        if group == members:  # one group: a plain vmap, which keeps a member axis sharded over devices as it is
+            state, losses = jax.vmap(one_member)(state, data)
+        else:
+            state, losses = map_members(one_member, state, data, batch=group)
+        return state, losses.T
     return run
 
 
@@ -158,7 +194,8 @@ class PhaseLoop:
         """sharding: where the member axis of states and metrics lives (placement.Placement.members)."""
         self.model = Transformer(model_cfg)
         self.task, self.phase, self.eval_sets = task, phase, eval_sets
-        advance = train_steps(self.model, task, phase, phase.eval_every)
+        advance = train_steps(self.model, task, phase, phase.eval_every,
+                              train_member_batch(model_cfg, phase))
         member_batch = eval_member_batch
 
         def eval_fn(params, sets):

@@ -45,6 +45,7 @@ class Plant:
     spurious: tuple = (0.0, 1.0)
     wrapper_rate: Callable[[str, str, float], float] = lambda lr, prior, spurious: 0.0
     rewritten_probe_ratio: float = 0.5
+    kept: Callable[[str, str, float], bool] = lambda lr, prior, spurious: False  # fine-tuning left C_PT intact
     noise: float = 0.02
     diverged: tuple = ()  # fine-tuned member ids marked diverged
     phases: tuple = ("pretrain", "finetune", "reft", "control_pretrain", "control_reft", "prune", "probe",
@@ -188,7 +189,8 @@ def build_frame(plant: Plant = Plant(), seed: int = 0) -> pd.DataFrame:
                 n_ft += 1
                 wrapper = b.rng.uniform() < plant.wrapper_rate(lr, pt["prior_name"], spurious)
                 status = "diverged" if ft["member"] in plant.diverged else "ok"
-                lost = float(b.noisy(0.1))
+                kept = plant.kept(lr, pt["prior_name"], spurious)
+                lost = pt["pt_acc"] if kept else float(b.noisy(0.1))
                 b.training(ft, "finetune", FINETUNE_STEPS, {"pt_acc": pt["pt_acc"], "ft_acc": 0.3},
                            {"pt_acc": lost, "ft_acc": 0.9}, status)
                 ratio = 1.0 if wrapper else plant.rewritten_probe_ratio
@@ -196,7 +198,8 @@ def build_frame(plant: Plant = Plant(), seed: int = 0) -> pd.DataFrame:
                 b.attention(ft, pt["pattern"] if wrapper else b.rng.uniform(0, 1, pt["pattern"].shape))
                 b.prune(ft, lost, pt["pt_acc"], REVIVE_K if wrapper else None)
                 rft = dict(ft, member="r" + ft["member"], parent=ft["member"], reft_lr=ft["finetune_lr"] * 0.1)
-                b.reft_like(rft, "reft", lost, pt["pt_acc"], WRAPPER_REFT_STEP if wrapper else _slow_step(b.rng))
+                b.reft_like(rft, "reft", lost, pt["pt_acc"],
+                            0 if kept else WRAPPER_REFT_STEP if wrapper else _slow_step(b.rng))
                 b.add(rft, "probe", b.probe(rft, pt["probe"]))
                 b.attention(rft, pt["pattern"])
     for s, pt in first_of_seed.items():

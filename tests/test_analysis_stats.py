@@ -54,6 +54,16 @@ def test_the_headline_says_yes_exactly_where_a_wrapper_was_planted(planted):
     assert "fine-tuning LR small, prior high, C_Tr 0: YES — 8/8 (100%, 95% CI 68%-100%)" in result.sentences
 
 
+def test_the_speed_up_counts_only_members_that_lost_the_capability(tmp_path):
+    """A member that kept C_PT meets the reFT threshold at once; its 'speed-up' would only echo the control's
+    budget, so a setting where every member kept C_PT has none."""
+    plant = Plant(seeds=4, priors=("high",), lrs=LRS, spurious=(0.0,), kept=lambda lr, prior, s: lr == "small")
+    table = headline(_evidence(tmp_path, plant)).table.set_index("finetune_lr_label")
+    assert table.loc["small", "lost_rate"] == 0 and np.isnan(table.loc["small", "reft_speedup"])
+    assert (table.loc[["medium", "large"], "lost_rate"] == 1).all()
+    assert np.isfinite(table.loc[["medium", "large"], "reft_speedup"]).all()
+
+
 def test_claims_are_supported_where_planted(tmp_path):
     everywhere_but_large = Plant(seeds=10, priors=("high",), lrs=LRS, spurious=(0.0,),
                                  wrapper_rate=lambda lr, prior, s: float(lr != "large"))

@@ -8,7 +8,7 @@ from fttrace.cli import main
 from helpers import ROOT
 
 BENCH = str(ROOT / "configs" / "bench.py")
-QUICK = ["shape=tiny", "members=(1,2)", "steps=3", "repeats=1"]
+QUICK = ["shape=tiny", "members=(1,2)", "steps=3", "repeats=1", "matmul_size=512"]
 FIELDS = {"mode", "shape", "members", "member_steps_per_s", "tokens_per_s", "tflops", "mfu",
           "peak_mem_per_member_mb", "compile_s", "device"}
 
@@ -53,6 +53,7 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     ("shape=huge", "config key 'shape': unknown shape 'huge'; known: ref, large, small, tiny"),
     ("members=(0,4)", "config key 'members'"),
     ("modes=('jit',)", "config key 'modes': unknown mode"),
+    ("model.layer_norm=False", "the torch loop mirrors the default architecture only"),
 ])
 def test_bad_bench_config_is_refused(tmp_path, capsys, override, message):
     out = tmp_path / "bench.json"

@@ -86,3 +86,19 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     assert logits.dtype == jnp.float32
     ref = Transformer(CFG).apply({"params": params}, tokens())
     np.testing.assert_allclose(logits, ref, atol=0.05)
+
+
+@pytest.mark.parametrize("layer_norm,causal", [(True, True), (False, False)])
+def test_answer_only_equals_the_last_position_of_the_full_pass(layer_norm, causal):
+    cfg = ModelConfig(vocab_size=20, max_len=12, d_model=16, n_layers=3, n_heads=2, d_mlp=32,
+                      layer_norm=layer_norm, causal=causal)
+    p = init_params(cfg, jax.random.PRNGKey(2))
+    masks = full_masks(cfg)
+    masks["neurons"] = masks["neurons"].at[2, :5].set(0)  # masks act on the answer-only path too
+    model = Transformer(cfg)
+    full = model.apply({"params": p}, tokens(), masks=masks)
+    last = model.apply({"params": p}, tokens(), masks=masks, answer_only=True)
+    assert last.shape == (3, 20)
+    np.testing.assert_allclose(last, full[:, -1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="capture"):
+        model.apply({"params": p}, tokens(), capture=True, answer_only=True)

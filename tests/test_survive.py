@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import jax.numpy as jnp
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import fttrace
-from fttrace.checkpoint import Checkpoints
+from fttrace.checkpoint import Checkpoints, ignore_abandoned_reads
 from fttrace.cli import main
 from fttrace.errors import UserError
 from fttrace.merge import merge_workdirs
@@ -35,6 +36,7 @@ from helpers import NO_EVALS, ROOT, SMOKE, TINY, tiny_config
 GRID = TINY + [NO_EVALS, "sweep.seeds=3", "sweep.pretrain_lr=(1e-3,1e30)", "pretrain.schedule=constant",
                "pretrain.warmup_steps=0", "finetune.steps=20", "checkpoint.every_chunks=1"]
 KEYS = ["phase", "member", "step", "metric"]
+EVALS = "evals=('reft','prune','probe','attention')"
 TIMEOUT = 900
 
 
@@ -107,6 +109,12 @@ def runs(tmp_path_factory):
     for k in range(2):  # the same command on two "hosts", 2 devices each
         runs.start(f"processes#{k}", "--coordinator", f"localhost:{port}", "--num-processes", "2",
                    "--process-id", str(k), devices=2)
+    runs.start("evals-reference", config=[EVALS])
+    runs.start("evals-devices8", devices=8, config=[EVALS])
+    eval_port = free_port()
+    for k in range(2):
+        runs.start(f"evals-processes#{k}", "--coordinator", f"localhost:{eval_port}", "--num-processes", "2",
+                   "--process-id", str(k), devices=2, config=[EVALS])
     code, log = runs.run("reference")
     assert code == 0, log
     for index in range(2):  # shards of a grid twice as large, with the same shapes as the reference
@@ -229,6 +237,47 @@ def test_two_processes_each_write_their_own_members(runs, reference):
     assert (state / "ocdbt.process_0").is_dir() and (state / "ocdbt.process_1").is_dir()
     found = json.loads((work / "manifest.json").read_text())
     assert found["processes"] == 2 and len(found["devices"]) == 4 and found["status"] == "complete"
+
+
+@pytest.fixture(scope="module")
+def eval_reference(runs):
+    code, log = runs.wait("evals-reference")
+    assert code == 0, log
+    return sorted_frame(runs.workdir("evals-reference") / "results.parquet")
+
+
+def assert_same_evaluations(frame, reference):
+    """Same rows and values as on one device. A probe's held-out accuracy counts examples on either side of a
+    boundary the probe learned from features that differ in the last float bits between device layouts, so it
+    may differ by a flipped example or two (1/64 each here); everything else within float32 rounding."""
+    pd.testing.assert_frame_equal(frame.drop(columns="value"), reference.drop(columns="value"))
+    probe = (frame.phase == "probe").to_numpy()
+    np.testing.assert_allclose(frame.value[~probe], reference.value[~probe], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(frame.value[probe], reference.value[probe], atol=2 / 64 + 1e-6)
+
+
+def test_evaluations_on_eight_devices_equal_one_device(runs, eval_reference):
+    code, log = runs.wait("evals-devices8")
+    assert code == 0, log
+    assert set(eval_reference.phase) == {"pretrain", "finetune", "reft", "control_pretrain", "control_reft",
+                                         "prune", "probe", "attention"}
+    # 6 lineages (and 6 controls) padded to 8 devices: no pad member reaches any evaluation's results.
+    assert_same_evaluations(sorted_frame(runs.workdir("evals-devices8") / "results.parquet"), eval_reference)
+
+
+def test_evaluations_in_two_processes_each_write_their_own_members(runs, eval_reference):
+    for k in range(2):
+        code, log = runs.wait(f"evals-processes#{k}")
+        assert code == 0, log
+    work = runs.workdir("evals-processes")
+    assert_same_evaluations(sorted_frame(work / "results.parquet"), eval_reference)
+    # reFT thresholds need every lineage's pretrained accuracy, which the other process trained.
+    for part, held in (("prune", {0: {"pt0", "pt1", "pt2", "pt3", "ft0", "ft1", "ft2", "ft3"},
+                                  1: {"pt4", "pt5", "ft4", "ft5"}}),
+                       ("reft-summary", {0: {"rft0", "rft1", "rft2", "rft3"}, 1: {"rft4", "rft5"}})):
+        found = {k: set(pd.read_parquet(work / "parts" / f"g0-{part}.process-{k}-of-2.parquet").member)
+                 for k in (0, 1)}
+        assert found == held, part
 
 
 @pytest.fixture(scope="module")
@@ -475,3 +524,22 @@ def test_launch_slurm_array_runs_shard_per_task_then_merges():
     assert "--dependency=afterok:" in merge
     assert remote(option(merge, "--wrap")) == "fttrace merge " + " ".join(
         f"/shared/s/shard-{i}" for i in range(4)) + " --out /shared/s/merged"
+
+
+def test_late_reads_of_an_abandoned_checkpoint_stay_quiet(monkeypatch):
+    """tensorstore's I/O threads report a closed event loop through sys.excepthook; only that report is dropped."""
+    seen = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, error, tb: seen.append((kind, str(error))))
+    ignore_abandoned_reads()
+    ignore_abandoned_reads()  # idempotent: one filter, not two
+
+    def report(error):
+        sys.excepthook(type(error), error, None)
+
+    for error in (RuntimeError("Event loop is closed"), RuntimeError("other"), ValueError("Event loop is closed")):
+        thread = threading.Thread(target=report, args=(error,))
+        thread.start()
+        thread.join()
+    report(RuntimeError("Event loop is closed"))  # on the main thread it is not an abandoned read
+    assert seen == [(RuntimeError, "other"), (ValueError, "Event loop is closed"),
+                    (RuntimeError, "Event loop is closed")]

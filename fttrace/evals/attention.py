@@ -11,12 +11,10 @@ Rows: phase "attention", step = layer, metrics "<query>.h<head>.<target>".
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import pandas as pd
 
-from fttrace.evals.common import as_numpy, member_sets
-from fttrace.members import map_members
+from fttrace.evals.common import evaluate_members, member_sets
 from fttrace.model import Transformer
 from fttrace.results import long_frame
 
@@ -55,14 +53,13 @@ def run_attention(run) -> None:
     masks = {q: attention_targets(run.task, tokens) for q, tokens in tokens_of.items()}
     frames = []
     for member_set in member_sets(run):
-        per_member = jax.jit(lambda params: map_members(
-            lambda p: {q: attention_mass(model, p, tokens_of[q], masks[q]) for q in tokens_of}, params,
-            batch=run.config.eval.member_batch))
-        mass = as_numpy(per_member(member_set.params))  # {query: [members, L, H, 3]}
+        rows, mass = evaluate_members(  # mass: {query: [members, L, H, 3]}
+            run, lambda p: {q: attention_mass(model, p, tokens_of[q], masks[q]) for q in tokens_of},
+            member_set.params, member_set.members)
         records = []
         for layer in range(run.group.model.n_layers):
             metrics = {f"{q}.h{h}.{target}": m[:, layer, h, c] for q, m in mass.items()
                        for h in range(m.shape[2]) for c, target in enumerate(TARGETS)}
             records.append((layer, metrics))
-        frames.append(long_frame(member_set.members, PHASE, records))
+        frames.append(long_frame(member_set.members.iloc[rows], PHASE, records))
     run.store.write_part(part, pd.concat(frames, ignore_index=True))

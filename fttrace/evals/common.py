@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -29,17 +28,37 @@ def member_sets(run, levels=("pretrain", "finetune", "reft")) -> list[MemberSet]
             if level in run.states and tables[level] is not None]
 
 
-def reference_pt_acc(run, member_set: MemberSet) -> jax.Array:
-    """Each member's pretrained C_PT accuracy (its own if pretrained, else its pretraining ancestor's)."""
+def pretrained_pt_acc(run) -> np.ndarray:
+    """Every pretrained member's C_PT accuracy on the shared eval set, whole on every process (pads dropped)."""
     model = Transformer(run.group.model)
     tokens, answers = run.eval_sets["pt"]
     acc = jax.jit(lambda params: map_members(lambda p: answer_loss(model, p, tokens, answers)[1], params,
-                                             batch=run.config.eval.member_batch))(run.states["pretrain"].params)
+                                             batch=run.config.eval.member_batch),
+                  out_shardings=run.placement.replicated)(run.states["pretrain"].params)
+    return np.asarray(acc)[:len(run.group.pretrain)]
+
+
+def reference_pt_acc(run, member_set: MemberSet) -> np.ndarray:
+    """Each member's pretrained C_PT accuracy (its own if pretrained, else its pretraining ancestor's)."""
+    acc = pretrained_pt_acc(run)
     if member_set.level == "pretrain":
         return acc
     ancestor = member_set.members["pretrain_index"] if "pretrain_index" in member_set.members else \
         member_set.members["parent_index"]
-    return acc[jnp.asarray(ancestor.to_numpy())]
+    return acc[ancestor.to_numpy()]
+
+
+def evaluate_members(run, fn, params, members: pd.DataFrame) -> tuple[np.ndarray, object]:
+    """`fn(member params)` for every member, `eval.member_batch` members at a time on each device.
+
+    Returns (rows, outputs): the rows of `members` that this process holds (real members only, in order) and
+    `fn`'s outputs for them as numpy. The outputs stay sharded like the members, so every process reads only
+    its own rows and pad members never leave the device.
+    """
+    out = jax.jit(lambda p: map_members(fn, p, batch=run.config.eval.member_batch),
+                  out_shardings=run.placement.members)(run.placement.place(params))
+    rows = run.placement.local_rows(len(members))
+    return rows, run.placement.fetch(out, rows)
 
 
 def extra_key(run, name: str) -> jax.Array:
@@ -52,7 +71,3 @@ def masked_accuracy(model, params, sets: dict, masks=None) -> dict:
     """{"pt_acc", "ft_acc"} of one member under optional pruning masks."""
     return {f"{name}_acc": answer_loss(model, params, tokens, answers, masks)[1]
             for name, (tokens, answers) in sets.items()}
-
-
-def as_numpy(tree):
-    return jax.tree.map(np.asarray, jax.device_get(tree))

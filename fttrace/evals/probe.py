@@ -19,12 +19,10 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import pandas as pd
 
-from fttrace.evals.common import as_numpy, extra_key, member_sets
-from fttrace.members import map_members
+from fttrace.evals.common import evaluate_members, extra_key, member_sets
 from fttrace.model import Transformer
 from fttrace.results import long_frame
 from fttrace.train import init_members
@@ -80,7 +78,7 @@ class Prober:
         self.cfg = run.config.probe
         self.model = Transformer(run.group.model)
         self.n_classes = run.task.vocab.size
-        self.member_batch = run.config.eval.member_batch
+        self.run = run
         self.train = probe_data(run.task, extra_key(run, "probe-train"), self.cfg.train_examples)
         self.test = probe_data(run.task, extra_key(run, "probe-test"), self.cfg.test_examples)
 
@@ -93,16 +91,15 @@ class Prober:
         per_site = jax.vmap(per_target, in_axes=(0, None, 0, None))
         return per_site(x_train, self.train[1], x_test, self.test[1])
 
-    def records(self, params, n_layers: int, prefix: str = ""):
-        batch = self.member_batch
-        acc = as_numpy(jax.jit(lambda p: map_members(self.accuracies, p, batch=batch))(params))
-        # acc: [members, sites, targets]
+    def records(self, params, members: pd.DataFrame, n_layers: int, prefix: str = ""):
+        """(rows of `members` this process holds, their records)."""
+        rows, acc = evaluate_members(self.run, self.accuracies, params, members)  # acc: [members, sites, targets]
         records = {}
         for site in range(acc.shape[1]):
             kind, step = ("resid", site) if site <= n_layers else ("attn", site - n_layers)
             for t, target in enumerate(TARGETS):
                 records.setdefault(step, {})[f"{prefix}{kind}.{target}_acc"] = acc[:, site, t]
-        return records
+        return rows, records
 
 
 def merge_records(*many):
@@ -121,11 +118,12 @@ def run_probe(run) -> None:
     n_layers = run.group.model.n_layers
     frames = []
     for member_set in member_sets(run):
-        records = [prober.records(member_set.params, n_layers)]
+        rows, records = prober.records(member_set.params, member_set.members, n_layers)
+        records = [records]
         if member_set.level == "pretrain":
             pt = member_set.members
             init = init_members(run.group.model, run.config.pretrain, run.config.seed, pt.seed.to_numpy(),
                                 pt.pretrain_lr.to_numpy())
-            records.append(prober.records(init.params, n_layers, prefix="init_"))
-        frames.append(long_frame(member_set.members, PHASE, merge_records(*records)))
+            records.append(prober.records(init.params, pt, n_layers, prefix="init_")[1])
+        frames.append(long_frame(member_set.members.iloc[rows], PHASE, merge_records(*records)))
     run.store.write_part(part, pd.concat(frames, ignore_index=True))

@@ -25,8 +25,8 @@ import numpy as np
 import optax
 import pandas as pd
 
-from fttrace.evals.common import MemberSet, as_numpy, extra_key, masked_accuracy, member_sets, reference_pt_acc
-from fttrace.members import map_members
+from fttrace.evals.common import (MemberSet, evaluate_members, extra_key, masked_accuracy, member_sets,
+                                  reference_pt_acc)
 from fttrace.model import Transformer, full_masks
 from fttrace.results import long_frame
 from fttrace.train import answer_loss
@@ -184,10 +184,10 @@ def records_for(curves, method_ks, totals, reference, tolerance):
 
 
 def prune_members(run, member_set: MemberSet, pruner: Pruner):
-    batch = run.config.eval.member_batch
-    curves = as_numpy(jax.jit(lambda p: map_members(pruner.curves, p, batch=batch))(member_set.params))
-    reference = np.asarray(reference_pt_acc(run, member_set))
-    return records_for(curves, pruner.method_ks(), pruner.totals(), reference, run.config.prune.tolerance)
+    """(rows of the member set this process holds, their long-format records)."""
+    rows, curves = evaluate_members(run, pruner.curves, member_set.params, member_set.members)
+    reference = reference_pt_acc(run, member_set)[rows]
+    return rows, records_for(curves, pruner.method_ks(), pruner.totals(), reference, run.config.prune.tolerance)
 
 
 def run_prune(run) -> None:
@@ -198,5 +198,6 @@ def run_prune(run) -> None:
     pruner = Pruner(run)
     frames = []
     for member_set in member_sets(run, ("pretrain", "finetune")):
-        frames.append(long_frame(member_set.members, PHASE, prune_members(run, member_set, pruner)))
+        rows, records = prune_members(run, member_set, pruner)
+        frames.append(long_frame(member_set.members.iloc[rows], PHASE, records))
     run.store.write_part(part, pd.concat(frames, ignore_index=True))

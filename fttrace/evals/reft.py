@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fttrace.evals.common import pretrained_pt_acc
 from fttrace.results import long_frame
 from fttrace.train import DataSpec, fan_out, init_members
 
@@ -60,12 +61,6 @@ def steps_to_threshold(curve: pd.DataFrame, reference: dict, threshold: float) -
     return pd.Series(out)
 
 
-def pretrained_pt_acc(run) -> np.ndarray:
-    part = run.store.read_part(f"g{run.group.index}-pretrain")
-    final = part[(part.metric == "pt_acc") & (part.step == part.step.max())].set_index("member").value
-    return final.reindex(run.group.pretrain.member).to_numpy()
-
-
 def summary_frame(members, phase, curve, reference, threshold):
     steps = steps_to_threshold(curve, dict(zip(members.member, reference)), threshold).reindex(members.member)
     records = [(0, {"steps_to_threshold": steps.to_numpy(), "reached": steps.notna().to_numpy(float)})]
@@ -105,8 +100,10 @@ def run_reft(run) -> None:
 
 
 def write_summary(run, phase, members, reference) -> None:
+    """Steps to the revival threshold of this process's members (those whose curves its part holds)."""
     part = run.part_name(phase)
     if not run.done(f"{part}-summary"):
         curve = run.store.read_part(part)
-        run.store.write_part(f"{part}-summary",
-                             summary_frame(members, phase, curve, reference, run.config.reft.threshold))
+        rows = run.placement.local_rows(len(members))
+        run.store.write_part(f"{part}-summary", summary_frame(members.iloc[rows], phase, curve,
+                                                              np.asarray(reference)[rows], run.config.reft.threshold))

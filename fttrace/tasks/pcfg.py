@@ -30,6 +30,7 @@ Edited strings may leave the grammar's language; unedited strings never do.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 from typing import Sequence
 
@@ -262,6 +263,14 @@ class PCFGTask:
         spurious: probability that a sequence carries the shortcut edit.
         Both may be traced scalars (per-member hyperparameters).
         """
+        return self._compiled_sample(key, batch, p_ft_operand, spurious)
+
+    @functools.cached_property
+    def _compiled_sample(self):
+        # Jitted even when called outside a jitted program (held-out sets, tests): op-by-op it takes seconds.
+        return jax.jit(self._sample, static_argnums=1)
+
+    def _sample(self, key, batch: int, p_ft_operand, spurious):
         v = self.vocab
         n = self.data_len
         widths = (self.grammar.rule_draws, n, n, 1, 1)  # rules, fillers, edit positions, shortcut?, operand

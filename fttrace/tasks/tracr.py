@@ -1,0 +1,282 @@
+"""RASP programs compiled by Tracr into the weights of fttrace's own Transformer.
+
+Each program in `TRACR_PROGRAMS` is compiled with Tracr and its weights are copied, with numpy, into a params
+pytree of exactly the shape `fttrace.model.init_params` gives for `CompiledProgram.model_config`, so the training
+engine can fine-tune a compiled capability like any other member.
+
+Layout mapping (Tracr's haiku model -> fttrace's `Transformer`, layer_norm=False, causal=False, relu):
+
+    token_embed/embeddings [n_in, d]          -> embed/embedding [V, d]        (rows >= n_in are zero)
+    pos_embed/embeddings [max_seq_len + 1, d] -> pos_embed [max_len, d]        (max_len = max_seq_len + 1)
+    transformer/layer_i/attn/{query,key,value} w [d, H*hd], b [H*hd]
+                                              -> block_i/attn/{query,key,value} kernel [d, H, hd], bias [H, hd]
+    transformer/layer_i/attn/linear w [H*hd, d], b [d]
+                                              -> block_i/attn/out kernel [H, hd, d], bias [d]
+    transformer/layer_i/mlp/linear_1, linear_2 -> block_i/mlp/fc_in, fc_out
+    (output space of the residual stream)     -> unembed/kernel [d, V]         (columns >= n_out are zero)
+
+Tracr numbers its layers so that `layer_i` holds an attention sublayer followed by an MLP sublayer, exactly like
+an fttrace block; where the compiled program needs only one of the two, Tracr leaves the other all zero (a zero
+attention adds nothing to the residual stream, nor does a zero MLP), and so does the copy. Tracr pads every layer
+to the largest head count and hidden size, with zero heads and neurons. Head size (`head_dim`) is Tracr's key size,
+and both models scale attention logits by 1/sqrt(head_dim).
+
+Ids: input ids are those of Tracr's input encoder (every vocabulary token, the BOS token and Tracr's pad token,
+in sorted order); output ids are those of Tracr's output encoder, output id j meaning `output_values[j]`. Input
+embedding and unembedding share `vocab_size = max(n_in, n_out)`; the rows and columns beyond each side's own ids
+are zero, and decoding takes the argmax over the n_out output columns only. A model input is
+[BOS, x_1 .. x_n] with n <= max_seq_len, and position t >= 1 gives the program's output for x_t.
+
+`components` tells which heads and MLP neurons each compiled RASP operation occupies, so that the change made by
+fine-tuning can be measured per component (`component_params`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tracr.compiler import (basis_inference, craft_graph_to_model, craft_model_to_transformer, expr_to_craft_graph,
+                            nodes, rasp_to_graph, validating)
+from tracr.compiler.assemble import AssembledTransformerModel
+from tracr.craft import bases, transformers
+from tracr.rasp import rasp
+
+from fttrace.model import ModelConfig, Transformer
+
+BOS = "BOS"
+PAD = "compiler_pad"
+MLP_EXACTNESS = 100
+
+
+def make_counter(token: str = "a") -> rasp.SOp:
+    """At every position, how many input tokens equal `token`."""
+    is_token = rasp.Select(rasp.tokens, rasp.tokens, lambda key, query: key == token).named(f"select_{token}")
+    return rasp.SelectorWidth(is_token).named(f"count_{token}")
+
+
+def make_max_identifier() -> rasp.SOp:
+    """At every position, the largest input token.
+
+    A token is a maximum when no token is greater than it; every position then averages the tokens at the
+    maxima, which are all equal (RASP's evaluator returns that mean as a float, 5.0 for 5, when there are several).
+    """
+    greater = rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.GT).named("select_greater")
+    n_greater = rasp.SelectorWidth(greater).named("n_greater")
+    is_max = rasp.Map(lambda n: n == 0, n_greater).named("is_max")
+    at_max = rasp.Select(is_max, rasp.tokens, lambda key, query: key).named("select_max")
+    return rasp.Aggregate(at_max, rasp.tokens).named("max")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProgramSpec:
+    """How to build a RASP program and the input space it is compiled for."""
+    build: Callable[[], rasp.SOp]
+    vocab: frozenset
+    max_seq_len: int
+
+
+TRACR_PROGRAMS: dict[str, ProgramSpec] = {
+    "counter": ProgramSpec(make_counter, frozenset("abcd"), 8),
+    "max_identifier": ProgramSpec(make_max_identifier, frozenset(range(6)), 8),
+}
+
+
+class Component(NamedTuple):
+    """One compiled RASP operation's share of the fttrace params.
+
+    kind "attn": `heads` of `block_{block}/attn`; kind "mlp": hidden `neurons` of `block_{block}/mlp`.
+    The other index field is None. A SelectorWidth compiles to an attention and an MLP component of one name.
+    """
+    name: str
+    kind: str
+    block: int
+    heads: tuple[int, ...] | None
+    neurons: tuple[int, ...] | None
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class CompiledProgram:
+    """A Tracr-compiled RASP program as fttrace params, with the tables to encode inputs and decode outputs."""
+    name: str
+    rasp: rasp.SOp
+    vocab: frozenset
+    max_seq_len: int
+    params: dict  # float32 numpy leaves, the structure of fttrace.model.init_params(model_config, ...)
+    model_config: ModelConfig
+    token_ids: dict  # input token (vocab, BOS, PAD) -> input id
+    output_values: tuple  # output id -> program output value
+    components: tuple[Component, ...]
+    residual_labels: tuple[str, ...]  # residual-stream dimension -> Tracr's basis direction
+    tracr_model: AssembledTransformerModel  # the haiku model Tracr assembled, for reference
+
+    @property
+    def bos_id(self) -> int:
+        return self.token_ids[BOS]
+
+    @property
+    def pad_id(self) -> int:
+        return self.token_ids[PAD]
+
+    def encode(self, tokens: Sequence[Any]) -> list[int]:
+        """Input ids of [BOS, *tokens]."""
+        if len(tokens) > self.max_seq_len:
+            raise ValueError(f"{self.name}: {len(tokens)} tokens, at most {self.max_seq_len} fit")
+        unknown = [t for t in tokens if t not in self.vocab]
+        if unknown:
+            raise ValueError(f"{self.name}: tokens {unknown} are not in the vocabulary {sorted(self.vocab)}")
+        return [self.bos_id] + [self.token_ids[t] for t in tokens]
+
+    def predict(self, tokens: Sequence[Any]) -> list:
+        """The program's output at every input position, computed by fttrace's Transformer."""
+        ids = jnp.asarray([self.encode(tokens)], jnp.int32)
+        logits = np.asarray(_forward(self.model_config)(self.params, ids))
+        output_ids = logits[0, 1:, :len(self.output_values)].argmax(-1)
+        return [self.output_values[i] for i in output_ids]
+
+
+@functools.lru_cache(maxsize=None)
+def _forward(cfg: ModelConfig):
+    return jax.jit(lambda params, ids: Transformer(cfg).apply({"params": params}, ids))
+
+
+def compile_program(name: str) -> CompiledProgram:
+    """Compile the program `name` of `TRACR_PROGRAMS` and convert its weights to fttrace params."""
+    if name not in TRACR_PROGRAMS:
+        raise ValueError(f"unknown Tracr program {name!r}; choose one of: {', '.join(sorted(TRACR_PROGRAMS))}")
+    spec = TRACR_PROGRAMS[name]
+    program = spec.build()
+    if not rasp.is_categorical(program):
+        raise ValueError(f"{name}: the program's output must be categorical to be read by an argmax")
+    assembled, graph, craft_model = _compile(program, spec.vocab, spec.max_seq_len)
+
+    token_ids = dict(assembled.input_encoder.encoding_map)
+    output_ids = assembled.output_encoder.encoding_map
+    output_values = tuple(sorted(output_ids, key=output_ids.get))
+    assert [output_ids[v] for v in output_values] == list(range(len(output_values)))
+
+    hk = {module: {k: np.asarray(v, np.float32) for k, v in weights.items()}
+          for module, weights in assembled.params.items()}
+    tc = assembled.model_config
+    labels = tuple(assembled.residual_labels)
+    cfg = ModelConfig(
+        vocab_size=max(len(token_ids), len(output_values)), max_len=spec.max_seq_len + 1, d_model=len(labels),
+        n_layers=tc.num_layers, n_heads=tc.num_heads, head_dim=tc.key_size, d_mlp=tc.mlp_hidden_size,
+        layer_norm=False, causal=False, activation="relu", use_bias=True, dtype="float32")
+
+    unembed = np.zeros((cfg.d_model, cfg.vocab_size), np.float32)
+    for output_id, value in enumerate(output_values):
+        unembed[labels.index(str(bases.BasisDirection(program.label, value))), output_id] = 1.0
+
+    return CompiledProgram(
+        name=name, rasp=program, vocab=spec.vocab, max_seq_len=spec.max_seq_len,
+        params=_fttrace_params(hk, cfg, unembed), model_config=cfg, token_ids=token_ids,
+        output_values=output_values, components=_components(graph, craft_model), residual_labels=labels,
+        tracr_model=assembled)
+
+
+def _compile(program: rasp.SOp, vocab: frozenset, max_seq_len: int):
+    """The steps of `tracr.compiler.compiling.compile_rasp_to_model`, keeping the graph and craft model, which
+    tell what each compiled block computes."""
+    unsupported = validating.static_validate(program)
+    if unsupported:
+        raise NotImplementedError("Tracr cannot compile: " + "; ".join(
+            f"{u.expr.name}: {u.reason}" for u in unsupported))
+    extracted = rasp_to_graph.extract_rasp_graph(program)
+    graph, sources, sink = extracted.graph, extracted.sources, extracted.sink
+    basis_inference.infer_bases(graph, sink, set(vocab), max_seq_len)
+    expr_to_craft_graph.add_craft_components_to_rasp_graph(
+        graph, bos_dir=bases.BasisDirection(rasp.tokens.label, BOS), mlp_exactness=MLP_EXACTNESS)
+    craft_model = craft_graph_to_model.craft_graph_to_model(graph, sources)
+    assembled = craft_model_to_transformer.craft_model_to_transformer(
+        craft_model=craft_model, graph=graph, sink=sink, max_seq_len=max_seq_len, causal=False,
+        compiler_bos=BOS, compiler_pad=PAD)
+    return assembled, graph, craft_model
+
+
+def _fttrace_params(hk: dict, cfg: ModelConfig, unembed: np.ndarray) -> dict:
+    d, h, hd = cfg.d_model, cfg.n_heads, cfg.hd
+    embedding = np.zeros((cfg.vocab_size, d), np.float32)
+    token_embed = hk["token_embed"]["embeddings"]
+    embedding[:len(token_embed)] = token_embed
+    params = {"embed": {"embedding": embedding}, "pos_embed": hk["pos_embed"]["embeddings"].copy(),
+              "unembed": {"kernel": unembed}}
+    for i in range(cfg.n_layers):
+        attn = {name: hk[f"transformer/layer_{i}/attn/{name}"] for name in ("query", "key", "value")}
+        out = hk[f"transformer/layer_{i}/attn/linear"]
+        fc_in, fc_out = (hk[f"transformer/layer_{i}/mlp/{name}"] for name in ("linear_1", "linear_2"))
+        params[f"block_{i}"] = {
+            "attn": {**{name: {"kernel": w["w"].reshape(d, h, hd), "bias": w["b"].reshape(h, hd)}
+                        for name, w in attn.items()},
+                     "out": {"kernel": out["w"].reshape(h, hd, d), "bias": out["b"].copy()}},
+            "mlp": {"fc_in": {"kernel": fc_in["w"].copy(), "bias": fc_in["b"].copy()},
+                    "fc_out": {"kernel": fc_out["w"].copy(), "bias": fc_out["b"].copy()}},
+        }
+    return params
+
+
+def _sublayers(craft_model: transformers.SeriesWithResiduals):
+    """(block index, craft block) in model order, placed the way Tracr's assembler places them: each block in the
+    next free sublayer of its kind, in the order attention 0, MLP 0, attention 1, MLP 1, ..."""
+    sublayer = 0  # even: attention of block sublayer // 2, odd: its MLP
+    for block in craft_model.blocks:
+        if sublayer % 2 != isinstance(block, transformers.MLP):
+            sublayer += 1
+        yield sublayer // 2, block
+        sublayer += 1
+
+
+def _components(graph, craft_model: transformers.SeriesWithResiduals) -> tuple[Component, ...]:
+    head_owner, neuron_owner = {}, {}  # id(attention head) / MLP hidden basis direction -> node label
+    for label, node in graph.nodes.items():
+        block = node.get(nodes.MODEL_BLOCK)
+        if block is None:
+            continue
+        for part in block.blocks if isinstance(block, transformers.SeriesWithResiduals) else [block]:
+            if isinstance(part, transformers.MLP):
+                neuron_owner.update((direction, label) for direction in part.fst.output_space.basis)
+            else:
+                head_owner.update((id(head), label) for head in part.as_multi().heads())
+
+    found = []
+    for index, block in _sublayers(craft_model):
+        if isinstance(block, transformers.MLP):
+            owners = [neuron_owner[direction] for direction in block.fst.output_space.basis]
+        else:
+            owners = [head_owner[id(head)] for head in block.as_multi().heads()]
+        for label in dict.fromkeys(owners):
+            units = tuple(i for i, owner in enumerate(owners) if owner == label)
+            name = graph.nodes[label][nodes.EXPR].name
+            if isinstance(block, transformers.MLP):
+                found.append(Component(name, "mlp", index, None, units))
+            else:
+                found.append(Component(name, "attn", index, units, None))
+    return tuple(found)
+
+
+def components(program: CompiledProgram) -> list[Component]:
+    """Each compiled RASP operation with the block, and heads or MLP neurons, it occupies, in model order."""
+    return list(program.components)
+
+
+def component_params(params: dict, component: Component) -> dict[str, np.ndarray]:
+    """The slices of `params` (fttrace params of the compiled program's shape, e.g. after fine-tuning) that belong
+    to `component`, keyed by param path. Output biases, shared by all heads or neurons of a sublayer, are left
+    out."""
+    block = params[f"block_{component.block}"]
+    if component.kind == "attn":
+        heads = list(component.heads)
+        attn = block["attn"]
+        found = {f"attn/{name}/{leaf}": np.asarray(attn[name][leaf])[..., heads, :]
+                 for name in ("query", "key", "value") for leaf in ("kernel", "bias")}
+        found["attn/out/kernel"] = np.asarray(attn["out"]["kernel"])[heads]
+    else:
+        neurons = list(component.neurons)
+        mlp = block["mlp"]
+        found = {"mlp/fc_in/kernel": np.asarray(mlp["fc_in"]["kernel"])[:, neurons],
+                 "mlp/fc_in/bias": np.asarray(mlp["fc_in"]["bias"])[neurons],
+                 "mlp/fc_out/kernel": np.asarray(mlp["fc_out"]["kernel"])[neurons]}
+    return {f"block_{component.block}/{path}": value for path, value in found.items()}
