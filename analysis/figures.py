@@ -89,6 +89,20 @@ def _with_members(rows: pd.DataFrame, study: Study) -> pd.DataFrame:
     return rows.merge(info, on="member", how="left")
 
 
+def _grid_rows(rows: pd.DataFrame, study: Study, levels_of=None):
+    """(rows with member settings, LR labels, prior labels, C_Tr levels), or None when there is nothing to draw.
+
+    `levels_of` picks the rows whose C_Tr values form the levels (default: all of them)."""
+    if rows.empty:
+        return None
+    rows = _with_members(rows, study)
+    lrs, priors = _settings_grid(study)
+    if not lrs:
+        return None
+    levels = _spurious_levels(rows if levels_of is None else rows[levels_of(rows)])
+    return rows, lrs, priors, levels
+
+
 def _spurious_legend(fig, levels, entries):
     """One legend for the figure: colour entries [(label, colour, style)], then the C_Tr line styles."""
     handles = [Line2D([], [], color=c, linestyle=s, label=lab) for lab, c, s in entries]
@@ -103,13 +117,9 @@ def pruning_curves(study: Study, method: str = "neurons", budget: float | None =
     """C_PT and C_FT accuracy of fine-tuned members against units pruned, pretrained members as a control."""
     results = study.results
     rows = results[(results.phase == "prune") & results.metric.isin([f"{method}.pt_acc", f"{method}.ft_acc"])]
-    if rows.empty:
+    if (grid := _grid_rows(rows, study)) is None:
         return None
-    rows = _with_members(rows, study)
-    lrs, priors = _settings_grid(study)
-    if not lrs:
-        return None
-    levels = _spurious_levels(rows)
+    rows, lrs, priors, levels = grid
     fig, axes = _grid(lrs, priors, "fine-tuning LR", "prior", "accuracy", f"{method} removed (k)")
     for i, lr in enumerate(lrs):
         for j, prior in enumerate(priors):
@@ -138,14 +148,10 @@ def probe_layers(study: Study, site: str = "resid"):
     results = study.results
     rows = results[(results.phase == "probe") &
                    results.metric.isin([f"{site}.pt_acc", f"init_{site}.pt_acc", f"{site}.shuffled_acc"])]
-    if rows.empty:
-        return None
-    rows = _with_members(rows, study)
-    lrs, priors = _settings_grid(study)
-    if not lrs:
+    if (grid := _grid_rows(rows, study)) is None:
         return None
     # reFT members carry their own LR label; pretrained ones appear in every row of their prior's column.
-    levels = _spurious_levels(rows)
+    rows, lrs, priors, levels = grid
     fig, axes = _grid(lrs, priors, "fine-tuning LR", "prior", "probe accuracy (held out)",
                       "layer (0 = embeddings)" if site == "resid" else "block")
     for i, lr in enumerate(lrs):
@@ -179,13 +185,9 @@ def reft_curves(study: Study, evidence: pd.DataFrame | None = None, threshold: f
     """C_PT accuracy during reverse fine-tuning against the control that never had C_PT."""
     results = study.results
     rows = results[results.phase.isin(["reft", "control_reft"]) & (results.metric == "pt_acc")]
-    if rows.empty:
+    if (grid := _grid_rows(rows, study, levels_of=lambda r: r.kind == "reft")) is None:
         return None
-    rows = _with_members(rows, study)
-    lrs, priors = _settings_grid(study)
-    if not lrs:
-        return None
-    levels = _spurious_levels(rows[rows.kind == "reft"])
+    rows, lrs, priors, levels = grid
     factors = sorted(study.members.control_lr_factor.dropna().unique())
     greys = dict(zip(factors, np.linspace(0.25, 0.65, max(len(factors), 1))))
     fig, axes = _grid(lrs, priors, "fine-tuning LR", "prior", "C_PT accuracy", "reverse fine-tuning step")

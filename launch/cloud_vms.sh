@@ -23,8 +23,7 @@ shards=()
 pids=()
 for i in "${!vms[@]}"; do
   shards+=("$workdir/shard-$i")
-  remote="cd $(quoted "${REMOTE_DIR:-fttrace}") && $(quoted "${FTTRACE_CMD[@]}" run "$config" \
-    --workdir "$workdir/shard-$i" --shard "$i/$count" -q "$@")"
+  remote=$(remote_run "$config" "$workdir/shard-$i" --shard "$i/$count" -q "$@")
   if dry_run; then
     run gcloud compute ssh "${vms[$i]}" --zone "$ZONE" --command "$remote"
   else

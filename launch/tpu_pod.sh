@@ -18,7 +18,6 @@ source "$(dirname "$0")/common.sh"
 : "${TPU_NAME:?set TPU_NAME}" "${ZONE:?set ZONE}"
 config=$1 workdir=$2
 shift 2
-remote="cd $(quoted "${REMOTE_DIR:-fttrace}") && $(quoted "${FTTRACE_CMD[@]}" run "$config" --workdir "$workdir" \
-  --distributed "$@")"
+remote=$(remote_run "$config" "$workdir" --distributed "$@")
 run gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" ${PROJECT:+--project "$PROJECT"} --worker=all \
   --command "$remote"

@@ -223,11 +223,16 @@ def assert_same_members_close_values(frame, reference):
     np.testing.assert_allclose(frame.value, reference.value, rtol=1e-5, atol=1e-6)
 
 
-def test_two_processes_each_write_their_own_members(runs, reference):
+def finished_processes(runs, name: str):
+    """The workdir of the two-process run `name`, once both processes have exited cleanly."""
     for k in range(2):
-        code, log = runs.wait(f"processes#{k}")
+        code, log = runs.wait(f"{name}#{k}")
         assert code == 0, log
-    work = runs.workdir("processes")
+    return runs.workdir(name)
+
+
+def test_two_processes_each_write_their_own_members(runs, reference):
+    work = finished_processes(runs, "processes")
     assert_same_members_close_values(sorted_frame(work / "results.parquet"), reference)
     # 6 lineages padded to 8 over 2 x 2 devices: process 0 holds pt0-pt3, process 1 pt4, pt5 and two pads.
     held = {k: set(pd.read_parquet(work / "parts" / f"g0-pretrain.process-{k}-of-2.parquet").member)
@@ -266,10 +271,7 @@ def test_evaluations_on_eight_devices_equal_one_device(runs, eval_reference):
 
 
 def test_evaluations_in_two_processes_each_write_their_own_members(runs, eval_reference):
-    for k in range(2):
-        code, log = runs.wait(f"evals-processes#{k}")
-        assert code == 0, log
-    work = runs.workdir("evals-processes")
+    work = finished_processes(runs, "evals-processes")
     assert_same_evaluations(sorted_frame(work / "results.parquet"), eval_reference)
     # reFT thresholds need every lineage's pretrained accuracy, which the other process trained.
     for part, held in (("prune", {0: {"pt0", "pt1", "pt2", "pt3", "ft0", "ft1", "ft2", "ft3"},
