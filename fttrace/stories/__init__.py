@@ -1,0 +1,20 @@
+"""TinyStories data for the fine-tuning study: records, a procedural generator, feature detectors, TFDS
+builders, a SentencePiece tokenizer, token arrays and the data protocols that remove or relabel a feature.
+
+  record.py      StoryRecord, the instruction header, parsing of TinyStories-Instruct text files
+  generator.py   seeded procedural stories with exactly annotated features
+  detectors.py   one construction detector per feature; agreement with labels
+  builders.py    TFDS builders `tinystories_instruct` and `generated_stories` (array_record, no TensorFlow)
+  tokenizer.py   SentencePiece training, saving, reuse; encode/decode
+  tokens.py      records -> one int32 token array with document boundaries and per-document feature flags
+  protocols.py   filter, filter_label, mix_match, refusal, keep_only and their compositions
+  prepared.py    builder -> cached tokenizer and token arrays
+"""
+from fttrace.stories.record import FEATURES, StoryRecord, parse_file, parse_text, render_header, render_text
+from fttrace.stories.generator import GeneratorConfig, generate_records, generate_story
+from fttrace.stories.detectors import agreement, detect
+from fttrace.stories.protocols import Protocol, apply_protocol
+
+__all__ = ["FEATURES", "StoryRecord", "parse_file", "parse_text", "render_header", "render_text",
+           "GeneratorConfig", "generate_records", "generate_story", "agreement", "detect", "Protocol",
+           "apply_protocol"]
