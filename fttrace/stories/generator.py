@@ -1,7 +1,7 @@
 """Procedural children's stories in the TinyStories-Instruct record format, seeded, with no downloads.
 
-A story is a short plot (an opening, a hero with an object, a place, a friend, an ending) assembled from
-template sentences. Each feature of FEATURES is realised by its own constructions, which appear in a story
+A story is a short plot assembled from template sentences: an opening (a hero with an object), a place and a
+friend, an episode (they play, the object gets lost, or they help an animal) and an ending. Each feature of FEATURES is realised by its own constructions, which appear in a story
 exactly when the feature is in its labels, so `detect.py` recovers the labels without error:
 
   Dialogue       quoted speech (`"Can I play too?" asked Tom.`); without it, speech is reported, never quoted
@@ -69,6 +69,9 @@ MORALS = ("sharing is caring", "it is good to be kind", "friends help each other
           "you should always tell the truth", "it is important to listen to your mom",
           "being patient is good", "it is nice to say sorry", "you should take care of your things",
           "working together makes things easier", "it is good to be brave")
+LANDMARKS = ("big tree", "old bench", "little bridge", "red gate", "tall fence", "big rock", "sandbox",
+             "flower bed", "swing", "wooden shed")
+ANIMALS = ("bird", "kitten", "puppy", "squirrel", "turtle", "bee", "snail", "lamb", "chick", "hedgehog")
 WEATHER = ("The sun was shining.", "The sky was blue and clear.", "The wind was soft and warm.",
            "Birds were singing in the trees.", "It was a warm day.", "The grass was green and soft.",
            "There were many flowers everywhere.", "It was a quiet morning.")
@@ -158,6 +161,29 @@ def _talk(rng, c: _Cast, dialogue: bool) -> list[str]:
     ])
 
 
+PLOTS = ("play", "lost", "help")
+
+
+def _episode(rng, c: _Cast, plot: str, animal: str) -> list[str]:
+    spot = rng.choice(LANDMARKS)
+    if plot == "play":
+        return [rng.choice([
+            f"They decided to {c.verb} near the {spot}.",
+            f"Together they ran to the {spot} to {c.verb}.",
+            f"They took turns with the {c.thing} by the {spot}.",
+        ])]
+    if plot == "lost":
+        return [f"{c.name} put the {c.thing} down by the {spot}.",
+                rng.choice([f"When {c.he} came back, the {c.thing} was not there!",
+                            f"Later, {c.he} looked for it, but it was gone from its place."]),
+                rng.choice(["They looked everywhere for it.",
+                            f"{c.name} and {c.friend} searched behind every tree and bush."])]
+    return [f"On the way, they found a little {animal} that was stuck near the {spot}.",
+            rng.choice([f"{c.name} used the {c.thing} to help it get out.",
+                        f"They moved the branches gently, and the {animal} was free."]),
+            rng.choice([f"The {animal} was very thankful.", f"The little {animal} hopped around them."])]
+
+
 def _conflict(rng, c: _Cast, dialogue: bool) -> list[str]:
     lines = [rng.choice([
         f"But {c.friend} wanted the {c.thing} too, and {c.name} did not want to share.",
@@ -178,7 +204,7 @@ def _twist(rng, c: _Cast) -> str:
     ])
 
 
-def _ending(rng, c: _Cast, bad: bool, conflict: bool) -> list[str]:
+def _ending(rng, c: _Cast, bad: bool, conflict: bool, plot: str) -> list[str]:
     if bad:
         return rng.choice([
             [f"The {c.thing} fell into the water and was lost forever.", f"{c.name} was sad for a long time."],
@@ -186,7 +212,9 @@ def _ending(rng, c: _Cast, bad: bool, conflict: bool) -> list[str]:
             [f"{c.friend} ran away with the {c.thing}, and {c.name} went home alone."],
             [f"A big dog took the {c.thing}, and {c.name} never saw it again."],
         ])
-    lines = [f"{c.name} and {c.friend} said sorry and shared the {c.thing}."] if conflict else []
+    lines = [f"At last, they found the {c.thing} under a leaf."] if plot == "lost" else []
+    if conflict:
+        lines.append(f"{c.name} and {c.friend} said sorry and shared the {c.thing}.")
     return lines + [rng.choice([
         "They played together all day and were very happy.",
         f"In the end, {c.name} and {c.friend} became best friends.",
@@ -201,8 +229,9 @@ def _moral(rng, c: _Cast) -> str:
                        f"The moral of the story is that {moral}."])
 
 
-def _summary(rng, c: _Cast, labels: set[str]) -> str:
+def _summary(rng, c: _Cast, labels: set[str], plot: str, animal: str) -> str:
     text = f"{c.name} brings a {c.adjective} {c.thing} to the {c.place} and meets {c.friend}"
+    text += {"play": "", "lost": f", but the {c.thing} gets lost", "help": f", and they help a {animal}"}[plot]
     if "Conflict" in labels:
         text += ", and they quarrel over it"
     if "Twist" in labels:
@@ -230,17 +259,20 @@ def generate_story(seed: int, index: int, config: GeneratorConfig = GeneratorCon
     first = _opening(rng, c)
     if "Foreshadowing" in labels:
         first.append(_foreshadowing(rng, c))
+    plot, animal = rng.choice(PLOTS), rng.choice(ANIMALS)
     second = _meeting(rng, c) + _talk(rng, c, "Dialogue" in labels)
     if "Conflict" in labels:
         second += _conflict(rng, c, "Dialogue" in labels)
+    second += _episode(rng, c, plot, animal)
     third = [_twist(rng, c)] if "Twist" in labels else []
-    third += _ending(rng, c, "BadEnding" in labels, "Conflict" in labels)
+    third += _ending(rng, c, "BadEnding" in labels, "Conflict" in labels, plot)
     if "MoralValue" in labels:
         third.append(_moral(rng, c))
     story = "\n\n".join(" ".join(p) for p in (first, second, third))
     words = [c.verb, c.thing.split()[-1], c.adjective]
     rng.shuffle(words)
-    return StoryRecord(story=story, features=tuple(labels), summary=_summary(rng, c, labels), words=tuple(words))
+    return StoryRecord(story=story, features=tuple(labels), summary=_summary(rng, c, labels, plot, animal),
+                       words=tuple(words))
 
 
 def generate_records(count: int, seed: int = 0, config: GeneratorConfig = GeneratorConfig(),
