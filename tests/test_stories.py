@@ -267,8 +267,14 @@ def test_tokenizer_is_saved_and_reused(tmp_path, stories):
         raise AssertionError("the saved tokenizer should have been reused")
     again = tok.load_or_train(path, must_not_train, vocab_size=300)
     assert again.model == first.model and again.encode(texts[0]) == first.encode(texts[0])
-    with pytest.raises(ValueError, match="300 pieces, not 400"):
+    with pytest.raises(UserError, match="300 pieces, not 400"):
         tok.load_or_train(path, texts, vocab_size=400)
+
+
+def test_tokenizer_vocabulary_too_large_for_the_text(stories):
+    from fttrace.stories import tokenizer as tok
+    with pytest.raises(UserError, match=r"cannot be trained on this text .* at most \d+"):
+        tok.train_tokenizer([record.render_text(s) for s in stories[:50]], vocab_size=4096)
 
 
 def test_token_arrays_layout(tmp_path, tokenizer, stories):

@@ -4,16 +4,21 @@ Text is kept byte for byte: no normalisation, whitespace kept as is, newlines as
 (`\n` is a user-defined symbol), no dummy prefix. Hence `decode(encode(text)) == text` for any text made of
 characters seen in training (and for any text at all with `byte_fallback=True`, which costs 256 ids and suits
 the real data's vocabulary of 8,192 rather than the generator's few hundred). Ids: pad 0, unk 1, bos 2, eos 3.
+A vocabulary larger than the text supports is refused with the largest size that would do: generated stories
+use some 440 distinct words, which BPE exhausts at about 1,900 pieces.
 """
 from __future__ import annotations
 
 import io
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
+
+from fttrace.errors import UserError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
@@ -62,12 +67,19 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *, model_type: str = 
     model = io.BytesIO()
     lines = _lines(texts)
     capped = (line for line, _ in zip(lines, range(max_lines)))
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=capped, model_writer=model, vocab_size=vocab_size, model_type=model_type,
-        character_coverage=1.0, byte_fallback=byte_fallback, normalization_rule_name="identity",
-        remove_extra_whitespaces=False, add_dummy_prefix=False, split_digits=True,
-        user_defined_symbols=["\n"], pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
-        max_sentence_length=1 << 16, num_threads=2, minloglevel=2)
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=capped, model_writer=model, vocab_size=vocab_size, model_type=model_type,
+            character_coverage=1.0, byte_fallback=byte_fallback, normalization_rule_name="identity",
+            remove_extra_whitespaces=False, add_dummy_prefix=False, split_digits=True,
+            user_defined_symbols=["\n"], pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+            max_sentence_length=1 << 16, num_threads=2, minloglevel=2)
+    except RuntimeError as error:
+        limit = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", str(error))
+        if not limit:
+            raise
+        raise UserError(f"a tokenizer of {vocab_size} pieces cannot be trained on this text (it has too few "
+                        f"distinct pieces); choose a vocab_size of at most {limit.group(1)}") from None
     return Tokenizer(model.getvalue())
 
 
@@ -82,7 +94,7 @@ def load_or_train(path, texts: Iterable[str] | Callable[[], Iterable[str]], voca
     if path.exists():
         tokenizer = Tokenizer.load(path)
         if tokenizer.vocab_size != vocab_size:
-            raise ValueError(f"{path} holds a tokenizer of {tokenizer.vocab_size} pieces, not {vocab_size}; "
+            raise UserError(f"{path} holds a tokenizer of {tokenizer.vocab_size} pieces, not {vocab_size}; "
                              "remove it or choose another path")
         return tokenizer
     tokenizer = train_tokenizer(texts() if callable(texts) else texts, vocab_size, **train_options)
