@@ -310,14 +310,21 @@ def tfds_quiet():
 
 def test_generated_builder_prepares_and_reads_back_without_tensorflow(tmp_path, tfds_quiet):
     from fttrace.stories import builders
-    builder = builders.prepare(builders.generated_builder(tmp_path, train_size=120, validation_size=30, seed=5))
+    unprepared = builders.generated_builder(tmp_path, train_size=120, validation_size=30, seed=5)
+    with pytest.raises(UserError, match="generated_stories is not prepared under .* run prepare"):
+        builders.data_source(unprepared, "train")
+    builder = builders.prepare(unprepared)
     assert str(builder.data_dir).startswith(str(tmp_path))
     train = builders.data_source(builder, "train")
     assert len(train) == 120 and len(builders.data_source(builder, "validation")) == 30
     assert builders.read_records(builder, "train") == generator.generate_records(120, seed=5)
     assert builders.read_records(builder, "validation") == generator.generate_records(30, seed=5, stream="validation")
+    assert builders.read_records(builder, "validation", limit=3) == builders.read_records(builder, "validation")[:3]
     other = builders.generated_builder(tmp_path, train_size=120, validation_size=30, seed=6)
     assert other.data_dir != builder.data_dir  # each config is cached apart
+    close = builders.generated_builder(tmp_path, train_size=120, validation_size=30, seed=5,
+                                       rates={"Twist": 0.3001})
+    assert close.data_dir != builder.data_dir
     with pytest.raises(UserError, match="unknown split"):
         builders.data_source(builder, "test")
     assert "tensorflow" not in sys.modules

@@ -5,13 +5,15 @@
 
 Both have splits `train` and `validation` and the same features: `story`, `summary`, `words` (text, words
 joined by ", "), and `features` / `labels` (one bool per FEATURES entry: the header's requests and the story's
-true features). Example order is the order of the source (shuffling disabled), so `validation[i]` of the
-generated set is the generator's validation record i. `prepare` builds a dataset into a data directory of the
-caller's choosing; `data_source` / `read_records` read it back through `builder.as_data_source()`.
+true features). The `Random sentence:` field of TinyStories-Instruct is not kept. Example order is the order
+of the source (shuffling disabled), so `validation[i]` of the generated set is the generator's validation
+record i. `prepare` builds a dataset into a data directory of the caller's choosing; `data_source` /
+`read_records` read it back through `builder.as_data_source()`.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -121,8 +123,9 @@ def generated_config(train_size: int = 20_000, validation_size: int = 2_000, see
                      rates: dict[str, float] | None = None) -> GeneratedStoriesConfig:
     """A config named after its parameters, so that each set is cached in a directory of its own."""
     gen = generator.GeneratorConfig(tuple((rates or {}).items()))
-    code = "_".join(f"{f[:2].lower()}{round(r * 1000)}" for f, r in gen.rates)
-    name = f"train{train_size}_valid{validation_size}_seed{seed}_{code}"
+    code = "_".join(f"{f[:2].lower()}{round(r * 1000)}" for f, r in gen.rates)  # rates in thousandths
+    digest = hashlib.sha256(repr(gen.rates).encode()).hexdigest()[:6]  # tells apart rates that round alike
+    name = f"train{train_size}_valid{validation_size}_seed{seed}_{code}_{digest}"
     return GeneratedStoriesConfig(name=name, train_size=train_size, validation_size=validation_size, seed=seed,
                                   rates=gen.rates)
 
@@ -177,14 +180,15 @@ def data_source(builder: tfds.core.DatasetBuilder, split: str):
     """Random access to a prepared split (array_record; no TensorFlow)."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+    if not builder.is_prepared():
+        raise UserError(f"{builder.name} is not prepared under {builder.data_dir}: run prepare(builder) first")
     return builder.as_data_source(split=split)
 
 
 def read_records(builder: tfds.core.DatasetBuilder, split: str, limit: int | None = None) -> list[StoryRecord]:
     """The records of a prepared split, in order (the first `limit` of them if given)."""
-    source = data_source(builder, split)
-    count = len(source) if limit is None else min(limit, len(source))
-    return [record_from_example(source[i]) for i in range(count)]
+    count = len(data_source(builder, split))
+    return list(iter_records(builder, split, range(count if limit is None else min(limit, count))))
 
 
 def iter_records(builder: tfds.core.DatasetBuilder, split: str, indices: Sequence[int] | None = None

@@ -1,8 +1,9 @@
 """Procedural children's stories in the TinyStories-Instruct record format, seeded, with no downloads.
 
 A story is a short plot assembled from template sentences: an opening (a hero with an object), a place and a
-friend, an episode (they play, the object gets lost, or they help an animal) and an ending. Each feature of FEATURES is realised by its own constructions, which appear in a story
-exactly when the feature is in its labels, so `detect.py` recovers the labels without error:
+friend, an episode (they play, the object gets lost, or they help an animal) and an ending. Each feature of
+FEATURES is realised by its own constructions, which appear in a story exactly when the feature is in its
+labels, so `detectors.py` recovers the labels without error:
 
   Dialogue       quoted speech (`"Can I play too?" asked Tom.`); without it, speech is reported, never quoted
   Twist          an unexpected turn: `But then, the box turned out to be ...`, `... was really ...`
