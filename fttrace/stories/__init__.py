@@ -9,6 +9,18 @@ builders, a SentencePiece tokenizer, token arrays and the data protocols that re
   tokens.py      records -> one int32 token array with document boundaries and per-document feature flags
   protocols.py   filter, filter_label, mix_match, refusal, keep_only and their compositions
   prepared.py    builder -> cached tokenizer and token arrays
+
+Typical use (the TFDS modules are imported on demand; this package's own import stays light):
+
+    from fttrace.stories import builders, prepared, protocols
+    builder = builders.prepare(builders.generated_builder(data_dir, train_size=20_000, seed=0))
+    # or: builders.prepare(builders.instruct_builder(data_dir), manual_dir=...)
+    tokenizer = prepared.tokenizer_for(builder, vocab_size=1024)
+    pretrain = prepared.token_arrays(builder, "train", tokenizer)
+    finetune = prepared.token_arrays(builder, "train", tokenizer,
+                                     protocols.Protocol.parse("filter+mix_match", feature="Twist"))
+    recovery = prepared.token_arrays(builder, "train", tokenizer,
+                                     protocols.Protocol.parse("keep_only", feature="Twist"))
 """
 from fttrace.stories.record import FEATURES, StoryRecord, parse_file, parse_text, render_header, render_text
 from fttrace.stories.generator import GeneratorConfig, generate_records, generate_story

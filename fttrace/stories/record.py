@@ -94,7 +94,8 @@ def feature_vector(features: Sequence[str]) -> list[bool]:
 def render_header(record: StoryRecord) -> str:
     """The instruction header, ending with `Story: ` (the story follows directly).
 
-    Empty fields are left out, so a record without features has no `Features:` line (as in the public files).
+    Fields come in one fixed order (Features, Words, Summary), whatever their order in the source; empty fields
+    are left out, so a record without features has no `Features:` line (as in the public files).
     """
     lines = []
     if record.features:
