@@ -144,6 +144,13 @@ def test_detectors_recognise_the_constructions():
     assert detectors.detect("Tom played with a ball and was happy.") == ()
 
 
+def test_shares_of_detected_features(stories):
+    table = detectors.shares(s.story for s in stories)
+    for feature in FEATURES:
+        assert table[feature] == sum(s.has(feature) for s in stories) / N
+    assert detectors.shares(['"Hi," said Tom.', "A plain story."])["Dialogue"] == 0.5
+
+
 def test_agreement_counts_disagreements():
     records = [StoryRecord(story="A plain story.", features=("Twist",)),
                StoryRecord(story='"Hi," said Sam.', features=())]

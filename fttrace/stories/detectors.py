@@ -2,7 +2,8 @@
 
 On generated stories (`generator.py`) each detector is exact: a construction appears in a story if and only if
 its feature is among the labels. On real TinyStories they are heuristics whose agreement with the published
-labels `agreement` measures (precision and recall per feature). BadEnding is looked for in the closing
+labels `agreement` measures (precision and recall per feature). `shares` gives the share of a set of stories
+(a model's samples, say) showing each feature. BadEnding is looked for in the closing
 characters of a story only, since a sad turn in the middle does not make a bad ending.
 """
 from __future__ import annotations
@@ -41,6 +42,17 @@ def detect_feature(story: str, feature: str) -> bool:
 def detect(story: str) -> tuple[str, ...]:
     """The features whose constructions `story` shows, in FEATURES order."""
     return tuple(f for f in FEATURES if detect_feature(story, f))
+
+
+def shares(stories: Iterable[str]) -> dict[str, float]:
+    """Per feature, the share of `stories` (e.g. a model's samples) whose construction the detector finds."""
+    counts = dict.fromkeys(FEATURES, 0)
+    total = 0
+    for story in stories:
+        total += 1
+        for feature in detect(story):
+            counts[feature] += 1
+    return {f: counts[f] / total if total else float("nan") for f in FEATURES}
 
 
 @dataclasses.dataclass(frozen=True)
