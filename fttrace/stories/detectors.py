@@ -3,8 +3,8 @@
 On generated stories (`generator.py`) each detector is exact: a construction appears in a story if and only if
 its feature is among the labels. On real TinyStories they are heuristics whose agreement with the published
 labels `agreement` measures (precision and recall per feature). `shares` gives the share of a set of stories
-(a model's samples, say) showing each feature. BadEnding is looked for in the closing
-characters of a story only, since a sad turn in the middle does not make a bad ending.
+(a model's samples, say) showing each feature. BadEnding is looked for in the closing characters of a story
+only, since a sad turn in the middle does not make a bad ending.
 """
 from __future__ import annotations
 
