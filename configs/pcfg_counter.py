@@ -29,6 +29,10 @@ def get_config(arg=None):
         c.finetune.update(steps=200, eval_every=50)
         c.reft.update(steps=200)
         c.eval.examples = 512
+        # The evaluations dominate a run this small: score pruning on 256 sequences with a 50-step learned mask,
+        # and fit probes on 512 sequences for 150 steps (the full grid keeps the defaults).
+        c.prune.update(examples=256, mask_steps=50)
+        c.probe.update(train_examples=512, steps=150)
     elif arg is not None:
         raise ValueError(f"unknown variant {arg!r}; known: small")
     return c
