@@ -31,16 +31,16 @@ def get_config(arg=None):
     c.seed = 0
     c.data = dict(train_size=4000, validation_size=400, seed=0, vocab_size=1024, feature="Twist",
                   source="Foreshadowing")
-    c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=256, dtype="float32")
+    c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=240, dtype="float32")
     pretrain_lr = 2e-3
-    c.pretrain = _phase(600, 16, pretrain_lr, "cosine", 50, (0, 300, 600))
-    c.finetune = _phase(150, 16, eval_steps=(0, 150))
-    c.recovery = _phase(300, 16, pretrain_lr * 0.2, eval_steps=(0, 10, 30, 100, 300))
+    c.pretrain = _phase(500, 8, pretrain_lr, "cosine", 50, (0, 250, 500))
+    c.finetune = _phase(60, 8, eval_steps=(0, 60))
+    c.recovery = _phase(100, 8, pretrain_lr * 0.2, eval_steps=(0, 10, 30, 100))
     c.recovery.threshold = 0.9
     c.sweep = dict(seeds=2, protocols=("filter", "filter_label", "mix_match", "refusal"),
                    finetune_lr=(pretrain_lr * 2, pretrain_lr * 0.2, pretrain_lr * 0.02))
-    c.generate = dict(prompts=48, max_new=224, temperature=1.0, top_k=0)
-    c.probe = dict(examples=160, positions=10, steps=200, lr=0.05)
+    c.generate = dict(prompts=32, max_new=200, temperature=1.0, top_k=0)
+    c.probe = dict(examples=128, positions=10, steps=200, lr=0.05)
     c.eval = dict(batch_size=64)
     if arg == "tiny":
         c.data.update(train_size=300, validation_size=120, vocab_size=256)

@@ -1,5 +1,6 @@
 """Story language models: document sampling, LM loss, training, cached sampling, feature rates, the study via CLI."""
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -243,6 +244,8 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     control = rec[rec.protocol == "control"]
     assert (frame[frame.member.isin(control.parent.astype(int))].pretrain_protocol == "filter").all()
     assert {"seed", "finetune_lr", "recovery_lr", "status"} <= set(frame.columns)
+    samples = json.loads((workdir / "samples" / "recovery-6.json").read_text())
+    assert sorted(samples, key=int) == [str(m) for m in sorted(set(rec.member))]
     first = (workdir / "results.parquet").read_bytes()
     assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0  # resume: all phases done
     assert (workdir / "results.parquet").read_bytes() == first

@@ -17,7 +17,8 @@ pretrained (`none`) member of its seed, NaN if never.
 
 Results: WORKDIR/results.parquet in the long format of `results.py` (member, parent, phase, step, metric, value,
 status, then seed, pretrain_protocol, protocol, data, finetune_lr, recovery_lr). Each finished phase writes its
-part and its members' final parameters (WORKDIR/checkpoints/<phase>.msgpack); a rerun of the same config skips
+part and its members' final parameters (WORKDIR/checkpoints/<phase>.msgpack); a few sampled stories per member
+and eval step go to WORKDIR/samples/<phase>-<step>.json. A rerun of the same config skips
 finished phases (resume at phase granularity). One process; the member axis is not sharded.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ from fttrace.checkpoint import run_fingerprint
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate_members
-from fttrace.lm.measure import Prompts, decode_samples, feature_rate, probe_members, prompts_of, refusal_rate
+from fttrace.lm.measure import decode_samples, feature_rate, probe_members, prompts_of, refusal_rate
 from fttrace.lm.steps import eval_loss, train_chunk
 from fttrace.model import ModelConfig, Transformer
 from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
@@ -216,8 +217,9 @@ class Study:
 
     def _rates(self, params, seeds, phase: str, step: int) -> dict:
         f = self.config.data.feature
-        keys = jax.vmap(lambda s: jax.random.fold_in(member_key(self.config.seed, s, PHASE_IDS["eval"]),
-                                                     PHASE_IDS[KEY_PHASES[phase]] * 1_000_003 + step))(jnp.asarray(seeds))
+        when = PHASE_IDS[KEY_PHASES[phase]] * 1_000_003 + step  # one sampling stream per (seed, phase, step)
+        keys = jax.vmap(lambda s: jax.random.fold_in(member_key(self.config.seed, s, PHASE_IDS["eval"]), when))(
+            jnp.asarray(seeds))
         out = {}
         for name, prompts in (("asked", self.asked), ("unasked", self.unasked)):
             samples = np.asarray(self._generate(params, jnp.asarray(prompts.tokens), jnp.asarray(prompts.lengths),
@@ -227,7 +229,7 @@ class Study:
             out[f"feature_rate{suffix}"] = np.array([feature_rate(t, f) for t in texts])
             out[f"refusal_rate{suffix}"] = np.array([refusal_rate(t, f) for t in texts])
             if name == "asked":
-                self.last_samples = texts
+                self.samples = texts
         return out
 
     def measure(self, params, seeds, phase: str, step: int, final: bool) -> dict:
@@ -257,6 +259,7 @@ class Study:
                 done = target
             metrics = {"train_loss": loss, **self.measure(state.params, seeds, phase, done, done == cfg.steps)}
             records.append((done, metrics))
+            self.write_samples(phase, done, members)
             rate = np.nanmean(metrics["feature_rate"])
             self.say(f"{phase}: step {done}/{cfg.steps}, {len(members)} members, mean {self.config.data.feature} "
                      f"rate {rate:.3f}, val loss {np.nanmean(metrics['val_loss']):.3f}, "
@@ -264,6 +267,12 @@ class Study:
         diverged_step = np.asarray(state.diverged_step)
         records[-1][1]["diverged_step"] = diverged_step.astype(np.float64)
         return state, records, np.where(diverged_step >= 0, "diverged", "ok")
+
+    def write_samples(self, phase: str, step: int, members: pd.DataFrame, per_member: int = 3) -> None:
+        """A few of each member's stories for prompts asking for F: WORKDIR/samples/<phase>-<step>.json."""
+        out = {str(m): texts[:per_member] for m, texts in zip(members.member, self.samples)}
+        (self.workdir / "samples").mkdir(parents=True, exist_ok=True)
+        write_json(self.workdir / "samples" / f"{phase}-{step}.json", out)
 
     def run_phase(self, phase: str, make_state):
         """Train a phase (or restore it when a previous run finished it); returns its final state."""
