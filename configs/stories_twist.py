@@ -22,7 +22,8 @@ import ml_collections
 def _phase(steps, batch_size, lr=0.0, schedule="constant", warmup_steps=0, eval_steps=None):
     return ml_collections.ConfigDict(dict(
         steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
-        eval_steps=tuple(eval_steps or (0, steps)), b1=0.9, b2=0.95, weight_decay=0.1, grad_clip=1.0))
+        eval_steps=tuple(eval_steps or (0, steps)), b1=0.9, b2=0.95, weight_decay=0.1, grad_clip=1.0,
+        member_batch=0))  # members per step at once (0: all); bounds activation memory on an accelerator
 
 
 def get_config(arg=None):
@@ -41,7 +42,7 @@ def get_config(arg=None):
                    finetune_lr=(pretrain_lr * 2, pretrain_lr * 0.2, pretrain_lr * 0.02))
     c.generate = dict(prompts=32, max_new=200, temperature=1.0, top_k=0)
     c.probe = dict(examples=128, positions=10, steps=200, lr=0.05)
-    c.eval = dict(batch_size=64)
+    c.eval = dict(batch_size=64, member_batch=0)  # member_batch: members sampled/evaluated at once (0: all)
     if arg == "tiny":
         c.data.update(train_size=300, validation_size=120, vocab_size=256)
         c.model.update(d_model=16, n_layers=1, n_heads=2, d_mlp=32, max_len=160)
@@ -61,7 +62,9 @@ def get_config(arg=None):
         c.sweep.update(seeds=5)
         c.generate.update(prompts=200, max_new=384)
         c.probe.update(examples=512, steps=500)
-        c.eval.batch_size = 256
+        c.eval.update(batch_size=256, member_batch=8)
+        for phase in (c.pretrain, c.finetune, c.recovery):
+            phase.member_batch = 16
     elif arg is not None:
         raise ValueError(f"unknown variant {arg!r}; known: tiny, gpu")
     return c

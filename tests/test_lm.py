@@ -136,6 +136,11 @@ def test_sweep_of_eight_members_is_one_program_and_each_member_trains_as_alone()
     for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(swept.params)):
         np.testing.assert_allclose(a[0], b[5], rtol=2e-5, atol=2e-6)
     assert not np.allclose(jax.tree.leaves(swept.params)[0][4], jax.tree.leaves(swept.params)[0][5])
+    grouped_phase = phase_cfg(6)
+    grouped_phase.member_batch = 4  # two groups of four members per step: the same arithmetic
+    grouped, _ = jax.jit(train_chunk(Transformer(cfg), grouped_phase))(state, dev, lo, hi, 6)
+    for a, b in zip(jax.tree.leaves(grouped.params), jax.tree.leaves(swept.params)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
 @pytest.mark.parametrize("layer_norm", [True, False])
@@ -185,6 +190,8 @@ def test_generation_top1_is_greedy_deterministic_per_key_and_stops_at_max_length
     keys = jnp.stack([key, jax.random.PRNGKey(9)])
     both = np.asarray(generate_members(cfg, stacked, prompts, lengths, keys, 8, 1.0, 0))
     np.testing.assert_array_equal(both[0], sample(key))
+    one_at_a_time = generate_members(cfg, stacked, prompts, lengths, keys, 8, 1.0, 0, member_batch=1)
+    np.testing.assert_array_equal(one_at_a_time, both)
 
 
 def test_generation_stops_after_eos():

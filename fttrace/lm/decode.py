@@ -15,6 +15,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from fttrace.members import map_members
 from fttrace.model import ACTIVATIONS, ModelConfig
 from fttrace.stories.tokenizer import EOS, PAD
 
@@ -33,8 +34,9 @@ def _dense(x, p, spec):
 
 
 def empty_cache(cfg: ModelConfig, batch: int) -> dict:
-    shape = (cfg.n_layers, batch, cfg.max_len, cfg.n_heads, cfg.hd)
-    return {"k": jnp.zeros(shape, jnp.float32), "v": jnp.zeros(shape, jnp.float32)}
+    """Keys and values of every position so far: one [B, max_len, H, hd] array per layer."""
+    zeros = lambda: jnp.zeros((batch, cfg.max_len, cfg.n_heads, cfg.hd), jnp.float32)  # noqa: E731
+    return {"k": tuple(zeros() for _ in range(cfg.n_layers)), "v": tuple(zeros() for _ in range(cfg.n_layers))}
 
 
 def step_logits(cfg: ModelConfig, params, tokens, t, cache):
@@ -42,14 +44,15 @@ def step_logits(cfg: ModelConfig, params, tokens, t, cache):
     norm = _layer_norm if cfg.layer_norm else (lambda x, p: x)
     x = params["embed"]["embedding"][tokens] + params["pos_embed"][t]
     visible = jnp.arange(cfg.max_len) <= t
-    ks, vs = cache["k"], cache["v"]
+    ks, vs = list(cache["k"]), list(cache["v"])
+    write = lambda c, new: jax.lax.dynamic_update_slice_in_dim(c, new[:, None], t, axis=1)  # noqa: E731
     for i in range(cfg.n_layers):
         p = params[f"block_{i}"]
         h = norm(x, p.get("ln1"))
         a = p["attn"]
         q = _dense(h, a["query"], "bd,dhk->bhk")
-        ks = ks.at[i, :, t].set(_dense(h, a["key"], "bd,dhk->bhk"))
-        vs = vs.at[i, :, t].set(_dense(h, a["value"], "bd,dhk->bhk"))
+        ks[i] = write(ks[i], _dense(h, a["key"], "bd,dhk->bhk"))
+        vs[i] = write(vs[i], _dense(h, a["value"], "bd,dhk->bhk"))
         scores = jnp.einsum("bhk,bshk->bhs", q, ks[i]) / jnp.sqrt(jnp.float32(cfg.hd))
         weights = jax.nn.softmax(jnp.where(visible, scores, jnp.finfo(jnp.float32).min), axis=-1)
         x = x + _dense(jnp.einsum("bhs,bshk->bhk", weights, vs[i]), a["out"], "bhk,hkd->bd")
@@ -58,7 +61,7 @@ def step_logits(cfg: ModelConfig, params, tokens, t, cache):
         x = x + _dense(hidden, m["fc_out"], "bf,fd->bd")
     if cfg.layer_norm:
         x = _layer_norm(x, params["ln_f"])
-    return x @ params["unembed"]["kernel"], {"k": ks, "v": vs}
+    return x @ params["unembed"]["kernel"], {"k": tuple(ks), "v": tuple(vs)}
 
 
 def choose(key, logits, temperature: float, top_k: int):
@@ -102,7 +105,12 @@ def generate(cfg: ModelConfig, params, prompts, prompt_lengths, key, max_new: in
 
 
 def generate_members(cfg: ModelConfig, params, prompts, prompt_lengths, keys, max_new: int,
-                     temperature: float = 1.0, top_k: int = 0):
-    """`generate` for every member (leading axis of `params` and `keys`) on the same prompts: [M, B, max_new]."""
-    return jax.vmap(lambda p, k: generate(cfg, p, prompts, prompt_lengths, k, max_new, temperature, top_k))(
-        params, keys)
+                     temperature: float = 1.0, top_k: int = 0, member_batch: int = 0):
+    """`generate` for every member (leading axis of `params` and `keys`) on the same prompts: [M, B, max_new].
+
+    member_batch: members decoded together (their caches live at once); 0: all of them.
+    """
+    one = lambda p, k: generate(cfg, p, prompts, prompt_lengths, k, max_new, temperature, top_k)  # noqa: E731
+    if member_batch:
+        return map_members(one, params, keys, batch=member_batch)
+    return jax.vmap(one)(params, keys)

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import optax
 
 from fttrace.lm.corpus import DeviceCorpus, sample_windows
+from fttrace.members import map_members
 from fttrace.model import Transformer
 from fttrace.train import TrainState, flat_params, make_optimizer
 
@@ -45,14 +46,20 @@ def lm_train_step(model: Transformer, phase, corpus: DeviceCorpus, state: TrainS
 def train_chunk(model: Transformer, phase):
     """(state, corpus, lo [M], hi [M], steps) -> (state, mean training loss per member [M]), to be jitted.
 
-    `steps` may be a traced integer: one compiled program serves chunks of any length.
+    `steps` may be a traced integer: one compiled program serves chunks of any length. With
+    `phase.member_batch` > 0, each step runs that many members at a time (bounded activation memory).
     """
-    step = jax.vmap(lambda s, c, lo, hi: lm_train_step(model, phase, c, s, lo, hi), in_axes=(0, None, 0, 0))
+    member_batch = phase.get("member_batch", 0)
 
     def run(state: TrainState, corpus: DeviceCorpus, lo, hi, steps):
+        one = lambda s, lo, hi: lm_train_step(model, phase, corpus, s, lo, hi)  # noqa: E731
+
         def body(_, carry):
             state, total = carry
-            state, loss = step(state, corpus, lo, hi)
+            if member_batch:
+                state, loss = map_members(one, state, lo, hi, batch=member_batch)
+            else:
+                state, loss = jax.vmap(one)(state, lo, hi)
             return state, total + loss
         members = lo.shape[0]
         state, total = jax.lax.fori_loop(0, steps, body, (state, jnp.zeros(members, jnp.float32)))
@@ -60,6 +67,9 @@ def train_chunk(model: Transformer, phase):
     return run
 
 
-def eval_loss(model: Transformer, params, inputs, targets, weights):
-    """Held-out loss of every member (vmapped over params) on one fixed batch."""
-    return jax.vmap(lambda p: lm_loss(model, p, inputs, targets, weights))(params)
+def eval_loss(model: Transformer, params, inputs, targets, weights, member_batch: int = 0):
+    """Held-out loss of every member on one fixed batch (`member_batch` members at a time; 0: all)."""
+    one = lambda p: lm_loss(model, p, inputs, targets, weights)  # noqa: E731
+    if member_batch:
+        return map_members(one, params, batch=member_batch)
+    return jax.vmap(one)(params)

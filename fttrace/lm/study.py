@@ -116,6 +116,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("examples", "positions", "steps"):
         _positive_int(config.probe[key], f"probe.{key}")
     _positive_int(config.eval.batch_size, "eval.batch_size")
+    for key in ("pretrain.member_batch", "finetune.member_batch", "recovery.member_batch", "eval.member_batch"):
+        section, name = key.split(".")
+        value = config[section].get(name, 0)
+        _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, key,
+               f"must be a non-negative integer (0: all members at once), got {value!r}")
     _check(0 < config.recovery.threshold <= 1, "recovery.threshold", "must be in (0, 1]")
 
 
@@ -203,11 +208,13 @@ class Study:
         docs = jnp.arange(min(config.eval.batch_size, len(self.validation)))
         self.val_batch = corpus_lib.document_windows(val, docs, m.max_len)
         self._generate = jax.jit(lambda params, prompts, lengths, keys: generate_members(
-            self.model_cfg, params, prompts, lengths, keys, g.max_new, g.temperature, g.top_k))
+            self.model_cfg, params, prompts, lengths, keys, g.max_new, g.temperature, g.top_k,
+            config.eval.member_batch))
         p = config.probe
         self._probe = jax.jit(lambda params: probe_members(self.model, params, self.probe_prompts,
                                                            self.probe_train, p.positions, p.steps, p.lr))
-        self._val_loss = jax.jit(lambda params: eval_loss(self.model, params, *self.val_batch))
+        self._val_loss = jax.jit(lambda params: eval_loss(self.model, params, *self.val_batch,
+                                                          member_batch=config.eval.member_batch))
 
     def say(self, message: str) -> None:
         if not self.quiet:
