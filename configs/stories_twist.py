@@ -6,15 +6,25 @@ fine-tune every deleted model, and the control, on Twist stories only (recovery)
 share of sampled stories with a twist when the header asks for one, the same share when it does not, the refusal
 rate, held-out loss; at each phase's end, linear probes per layer for "the header asks for Twist".
 
-    fttrace run configs/stories_twist.py --workdir runs/stories_twist            # default: CPU, a few minutes
+    fttrace run configs/stories_twist.py --workdir runs/stories_twist            # default: CPU, ~30 min (see below)
     fttrace run configs/stories_twist.py:tiny --workdir /tmp/stories_tiny        # seconds: does it run?
     fttrace run configs/stories_twist.py:gpu --workdir runs/stories_twist_gpu    # larger form, for a GPU
 
 LRs follow the reference study's ratios to its pretraining LR (5e-4 -> {1e-3, 1e-4, 1e-5}: x2, x0.2, x0.02).
 Recovery there is 4,000 steps at x0.02; with our shorter budgets recovery uses x0.2 (override recovery.lr).
 
-Default (2 seeds; 4 pretrained, 24 fine-tuned, 26 recovery members; d64 L2, 600 pretraining steps) on the shared
-2-core CPU: see the report of issue 9 for wall time and numbers; the generated stories carry a twist in 30 %.
+Default (2 seeds; 4 pretrained, 24 fine-tuned, 26 recovery members; d64 L2 H4, context 240, 246k parameters; 500
+pretraining, 60 fine-tuning, 100 recovery steps; 32 + 32 sampled stories per member and eval step): 33 min on the
+shared 2-core CPU under a load of ~7 (sampling is two thirds of it; fewer `generate.prompts` shorten it). Measured,
+mean over 2 seeds, share of stories with a twist when the header asks for one (training data: 100 %):
+  pretrained 19 % (asked) vs 16 % (not asked): the models learned the construction, not its link to the header;
+  after deletion (LR 4e-5 / 4e-4 / 4e-3): filter 11 / 5 / 0 %, filter_label 22 / 0 / 0 %, mix_match 16 / 22 / 14 %,
+  refusal 14 / 3 / 0 %;
+  recovery steps 0 / 10 / 30 / 100: filter at 4e-4 2 / 13 / 33 / 45 %, mix_match at 4e-4 13 / 28 / 31 / 50 %,
+  control (pretrained without Twist) 0 / 0 / 0 / 3 %;
+  every deleted member but two regains 0.9 x its seed's pretrained rate within 100 steps, the control in none.
+Probes for "the header asks for Twist" read 0.94-1.0 at every layer and phase, the control and the embeddings
+included: the generated header's summary states the twist, so the probe reads the input, not a capability.
 """
 import ml_collections
 
