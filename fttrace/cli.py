@@ -114,7 +114,13 @@ def cmd_run(args, overrides) -> int:
     join_processes_from_flags(args)
     config = config_lib.load(args.config, overrides)
     enable_compilation_cache()
-    results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite, shard=shard)
+    if config.get("study") == "stories_twist":
+        from fttrace.lm.study import headline, run_study
+        if shard is not None or jax.process_count() > 1:
+            raise UserError("the stories study runs in one process, without --shard")
+        results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite)
+    else:
+        results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite, shard=shard)
     if not args.quiet and jax.process_index() == 0:
         print(headline(results))
     print(f"results: {results}")

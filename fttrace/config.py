@@ -112,6 +112,9 @@ def _check_named_values(values, names, key: str, in_range, problem: str) -> None
 
 def validate(config: ml_collections.ConfigDict) -> None:
     """Check the config's values; the error names the offending key."""
+    if config.get("study") == "stories_twist":
+        from fttrace.lm.study import validate_config  # local import: the LM study imports jax
+        return validate_config(config)
     for section in ("task", "model", "pretrain", "finetune", "sweep", "eval", "checkpoint"):
         _require(section in config, section, "missing section")
     from fttrace.tasks import registry  # local import: tasks import jax

@@ -1,0 +1,80 @@
+"""Deleting the Twist feature from a story model by fine-tuning, and recovering it (TinyStories part of the study).
+
+Pretrain LMs on generated stories with instruction headers (seeds x {all data, the control without Twist});
+fine-tune each on a deletion protocol (filter, filter_label, mix_match, refusal) x LR grid at constant LR; then
+fine-tune every deleted model, and the control, on Twist stories only (recovery). Measured at each eval step: the
+share of sampled stories with a twist when the header asks for one, the same share when it does not, the refusal
+rate, held-out loss; at each phase's end, linear probes per layer for "the header asks for Twist".
+
+    fttrace run configs/stories_twist.py --workdir runs/stories_twist            # default: CPU, ~30 min (see below)
+    fttrace run configs/stories_twist.py:tiny --workdir /tmp/stories_tiny        # seconds: does it run?
+    fttrace run configs/stories_twist.py:gpu --workdir runs/stories_twist_gpu    # larger form, for a GPU
+
+LRs follow the reference study's ratios to its pretraining LR (5e-4 -> {1e-3, 1e-4, 1e-5}: x2, x0.2, x0.02).
+Recovery there is 4,000 steps at x0.02; with our shorter budgets recovery uses x0.2 (override recovery.lr).
+
+Default (2 seeds; 4 pretrained, 24 fine-tuned, 26 recovery members; d64 L2 H4, context 240, 246k parameters; 500
+pretraining, 60 fine-tuning, 100 recovery steps; 32 + 32 sampled stories per member and eval step): 33 min on the
+shared 2-core CPU under a load of ~7 (sampling is two thirds of it; fewer `generate.prompts` shorten it). Measured,
+mean over 2 seeds, share of stories with a twist when the header asks for one (training data: 100 %):
+  pretrained 19 % (asked) vs 16 % (not asked): the models learned the construction, not its link to the header;
+  after deletion (LR 4e-5 / 4e-4 / 4e-3): filter 11 / 5 / 0 %, filter_label 22 / 0 / 0 %, mix_match 16 / 22 / 14 %,
+  refusal 14 / 3 / 0 %;
+  recovery steps 0 / 10 / 30 / 100: filter at 4e-4 2 / 13 / 33 / 45 %, mix_match at 4e-4 13 / 28 / 31 / 50 %,
+  control (pretrained without Twist) 0 / 0 / 0 / 3 %;
+  every deleted member but two regains 0.9 x its seed's pretrained rate within 100 steps, the control in none.
+Probes for "the header asks for Twist" read 0.94-1.0 at every layer and phase, the control and the embeddings
+included: the generated header's summary states the twist, so the probe reads the input, not a capability.
+"""
+import ml_collections
+
+
+def _phase(steps, batch_size, lr=0.0, schedule="constant", warmup_steps=0, eval_steps=None):
+    return ml_collections.ConfigDict(dict(
+        steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
+        eval_steps=tuple(eval_steps or (0, steps)), b1=0.9, b2=0.95, weight_decay=0.1, grad_clip=1.0,
+        member_batch=0))  # members per step at once (0: all); bounds activation memory on an accelerator
+
+
+def get_config(arg=None):
+    c = ml_collections.ConfigDict()
+    c.study = "stories_twist"
+    c.seed = 0
+    c.data = dict(train_size=4000, validation_size=400, seed=0, vocab_size=1024, feature="Twist",
+                  source="Foreshadowing")
+    c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=240, dtype="float32")
+    pretrain_lr = 2e-3
+    c.pretrain = _phase(500, 8, pretrain_lr, "cosine", 50, (0, 250, 500))
+    c.finetune = _phase(60, 8, eval_steps=(0, 60))
+    c.recovery = _phase(100, 8, pretrain_lr * 0.2, eval_steps=(0, 10, 30, 100))
+    c.recovery.threshold = 0.9
+    c.sweep = dict(seeds=2, protocols=("filter", "filter_label", "mix_match", "refusal"),
+                   finetune_lr=(pretrain_lr * 2, pretrain_lr * 0.2, pretrain_lr * 0.02))
+    c.generate = dict(prompts=32, max_new=200, temperature=1.0, top_k=0)
+    c.probe = dict(examples=128, positions=10, steps=200, lr=0.05)
+    c.eval = dict(batch_size=64, member_batch=0)  # member_batch: members sampled/evaluated at once (0: all)
+    if arg == "tiny":
+        c.data.update(train_size=300, validation_size=120, vocab_size=256)
+        c.model.update(d_model=16, n_layers=1, n_heads=2, d_mlp=32, max_len=160)
+        c.pretrain.update(steps=20, batch_size=4, warmup_steps=2, eval_steps=(0, 20))
+        c.finetune.update(steps=4, batch_size=4, eval_steps=(0, 4))
+        c.recovery.update(steps=6, batch_size=4, eval_steps=(0, 2, 6))
+        c.sweep.update(seeds=1, finetune_lr=(pretrain_lr * 0.2,))
+        c.generate.update(prompts=4, max_new=16)
+        c.probe.update(examples=16, steps=10)
+        c.eval.batch_size = 8
+    elif arg == "gpu":
+        c.data.update(train_size=50_000, validation_size=2_000, vocab_size=1024)
+        c.model.update(d_model=256, n_layers=6, n_heads=8, d_mlp=1024, max_len=384)
+        c.pretrain.update(steps=6000, batch_size=64, warmup_steps=300, eval_steps=(0, 2000, 4000, 6000))
+        c.finetune.update(steps=2000, batch_size=64, eval_steps=(0, 500, 2000))
+        c.recovery.update(steps=2000, batch_size=64, eval_steps=(0, 30, 100, 300, 1000, 2000))
+        c.sweep.update(seeds=5)
+        c.generate.update(prompts=200, max_new=384)
+        c.probe.update(examples=512, steps=500)
+        c.eval.update(batch_size=256, member_batch=8)
+        for phase in (c.pretrain, c.finetune, c.recovery):
+            phase.member_batch = 16
+    elif arg is not None:
+        raise ValueError(f"unknown variant {arg!r}; known: tiny, gpu")
+    return c

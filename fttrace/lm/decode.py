@@ -1,0 +1,116 @@
+"""Sampling from a member with a key/value cache, vmapped over members.
+
+`Transformer` recomputes every position on each call; sampling a story of a few hundred tokens that way costs a
+full forward pass per token. `step_logits` evaluates the same parameters one position at a time, keeping each
+layer's keys and values, so a new token costs one position's work. It implements the layout of `model.py`
+(pre-LayerNorm or none, learned positions, tanh-GELU or ReLU MLP, unembedding without bias) in float32, without
+masks; tests check it against `Transformer.apply`.
+
+Prompts of different lengths are decoded in lock step: at step t every row reads its token at position t (its
+prompt while t is inside the prompt, else its own last sample), so the cache is written at one position for all
+rows. Sampling is deterministic given the key: the draw at position t uses `fold_in(key, t)`.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from fttrace.members import map_members
+from fttrace.model import ACTIVATIONS, ModelConfig
+from fttrace.stories.tokenizer import EOS, PAD
+
+LN_EPSILON = 1e-6  # flax.linen.LayerNorm's default
+
+
+def _layer_norm(x, p):
+    mean = x.mean(-1, keepdims=True)
+    var = jnp.square(x - mean).mean(-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + LN_EPSILON) * p["scale"] + p["bias"]
+
+
+def _dense(x, p, spec):
+    out = jnp.einsum(spec, x, p["kernel"])
+    return out + p["bias"] if "bias" in p else out
+
+
+def empty_cache(cfg: ModelConfig, batch: int) -> dict:
+    """Keys and values of every position so far: one [B, max_len, H, hd] array per layer."""
+    zeros = lambda: jnp.zeros((batch, cfg.max_len, cfg.n_heads, cfg.hd), jnp.float32)  # noqa: E731
+    return {"k": tuple(zeros() for _ in range(cfg.n_layers)), "v": tuple(zeros() for _ in range(cfg.n_layers))}
+
+
+def step_logits(cfg: ModelConfig, params, tokens, t, cache):
+    """Logits [B, V] for the position after t, given the tokens [B] at position t; returns the updated cache."""
+    norm = _layer_norm if cfg.layer_norm else (lambda x, p: x)
+    x = params["embed"]["embedding"][tokens] + params["pos_embed"][t]
+    visible = jnp.arange(cfg.max_len) <= t
+    ks, vs = list(cache["k"]), list(cache["v"])
+    write = lambda c, new: jax.lax.dynamic_update_slice_in_dim(c, new[:, None], t, axis=1)  # noqa: E731
+    for i in range(cfg.n_layers):
+        p = params[f"block_{i}"]
+        h = norm(x, p.get("ln1"))
+        a = p["attn"]
+        q = _dense(h, a["query"], "bd,dhk->bhk")
+        ks[i] = write(ks[i], _dense(h, a["key"], "bd,dhk->bhk"))
+        vs[i] = write(vs[i], _dense(h, a["value"], "bd,dhk->bhk"))
+        scores = jnp.einsum("bhk,bshk->bhs", q, ks[i]) / jnp.sqrt(jnp.float32(cfg.hd))
+        weights = jax.nn.softmax(jnp.where(visible, scores, jnp.finfo(jnp.float32).min), axis=-1)
+        x = x + _dense(jnp.einsum("bhs,bshk->bhk", weights, vs[i]), a["out"], "bhk,hkd->bd")
+        m = p["mlp"]
+        hidden = ACTIVATIONS[cfg.activation](_dense(norm(x, p.get("ln2")), m["fc_in"], "bd,df->bf"))
+        x = x + _dense(hidden, m["fc_out"], "bf,fd->bd")
+    if cfg.layer_norm:
+        x = _layer_norm(x, params["ln_f"])
+    return x @ params["unembed"]["kernel"], {"k": tuple(ks), "v": tuple(vs)}
+
+
+def choose(key, logits, temperature: float, top_k: int):
+    """One token per row: argmax-equivalent for top_k=1, else a draw among the top_k (0: all) at temperature."""
+    logits = logits / temperature
+    if top_k:
+        kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, -jnp.inf, logits)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def generate(cfg: ModelConfig, params, prompts, prompt_lengths, key, max_new: int, temperature: float = 1.0,
+             top_k: int = 0):
+    """Continuations of `prompts` [B, P] (PAD after each row's `prompt_lengths`): tokens [B, max_new].
+
+    A row stops after its EOS (which is kept) or after `max_new` tokens or at the model's context end; what
+    follows is PAD.
+    """
+    batch, width = prompts.shape
+    size = width + max_new
+    buffer = jnp.zeros((batch, size), jnp.int32).at[:, :width].set(prompts)
+    prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
+    last = min(cfg.max_len, size) - 1  # positions fed: 0 .. last-1
+
+    def body(t, carry):
+        buffer, cache, done = carry
+        logits, cache = step_logits(cfg, params, buffer[:, t], t, cache)
+        new = choose(jax.random.fold_in(key, t), logits, temperature, top_k)
+        made = t + 1 - prompt_lengths  # how many tokens this row has generated before this one
+        generating = (made >= 0) & (made < max_new)
+        token = jnp.where(done, PAD, new)
+        buffer = buffer.at[:, t + 1].set(jnp.where(generating, token, buffer[:, t + 1]))
+        done = done | (generating & (new == EOS))
+        return buffer, cache, done
+
+    carry = (buffer, empty_cache(cfg, batch), jnp.zeros(batch, bool))
+    buffer, _, _ = jax.lax.fori_loop(0, last, body, carry)
+    index = prompt_lengths[:, None] + jnp.arange(max_new)[None, :]
+    out = jnp.take_along_axis(buffer, jnp.minimum(index, size - 1), axis=1)
+    return jnp.where(index < cfg.max_len, out, PAD)
+
+
+def generate_members(cfg: ModelConfig, params, prompts, prompt_lengths, keys, max_new: int,
+                     temperature: float = 1.0, top_k: int = 0, member_batch: int = 0):
+    """`generate` for every member (leading axis of `params` and `keys`) on the same prompts: [M, B, max_new].
+
+    member_batch: members decoded together (their caches live at once); 0: all of them.
+    """
+    one = lambda p, k: generate(cfg, p, prompts, prompt_lengths, k, max_new, temperature, top_k)  # noqa: E731
+    if member_batch:
+        return map_members(one, params, keys, batch=member_batch)
+    return jax.vmap(one)(params, keys)

@@ -1,0 +1,104 @@
+"""What a story model does with a request for feature F: how often its stories show F, and whether the request
+is linearly readable from its residual stream.
+
+  feature rates  the share of sampled stories in which the detector (`stories.detectors`) finds F, over prompts
+                 (validation headers, up to `Story:`) that ask for F, and over prompts that do not; and the share
+                 of samples that are the refusal sentence of the `refusal` protocol
+  probes         per layer (the residual stream after the embeddings and after each block), a logistic probe on
+                 the mean of the header's last `positions` hidden states, trained on frozen activations to read
+                 "the header asks for F"; its accuracy on held-out headers (balanced, so chance is 0.5)
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fttrace.model import Transformer
+from fttrace.stories import detectors
+from fttrace.stories.protocols import refusal_sentence
+from fttrace.stories.record import FEATURES
+from fttrace.stories.tokenizer import PAD, Tokenizer
+from fttrace.stories.tokens import TokenArrays
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompts:
+    tokens: np.ndarray   # int32 [N, P]: BOS + header, PAD after
+    lengths: np.ndarray  # int32 [N]
+    asks: np.ndarray     # bool [N]: the header asks for F
+
+
+def prompts_of(arrays: TokenArrays, feature: str, asking: int, other: int) -> Prompts:
+    """The first `asking` headers of `arrays` that ask for `feature`, then the first `other` that do not."""
+    column = FEATURES.index(feature)
+    asks = arrays.features[:, column].astype(bool)
+    chosen = np.concatenate([np.flatnonzero(asks)[:asking], np.flatnonzero(~asks)[:other]])
+    if len(chosen) < asking + other:
+        raise ValueError(f"the validation set holds too few headers for {asking} + {other} prompts")
+    lengths = arrays.story_starts[chosen].astype(np.int32)
+    tokens = np.full((len(chosen), int(lengths.max())), PAD, np.int32)
+    for row, doc in enumerate(chosen):
+        tokens[row, :lengths[row]] = arrays.tokens[arrays.starts[doc]:arrays.starts[doc] + lengths[row]]
+    return Prompts(tokens, lengths, asks[chosen])
+
+
+def decode_samples(tokenizer: Tokenizer, samples: np.ndarray) -> list[str]:
+    """Sampled token rows [..., T] -> texts (PAD, BOS and EOS dropped), flattened in row order."""
+    rows = np.asarray(samples).reshape(-1, np.shape(samples)[-1])
+    return [tokenizer.decode(row) for row in rows]
+
+
+def feature_rate(texts: list[str], feature: str) -> float:
+    return detectors.shares(texts)[feature]
+
+
+def refusal_rate(texts: list[str], feature: str) -> float:
+    sentence = refusal_sentence(feature)
+    return float(np.mean([t.strip() == sentence for t in texts])) if texts else float("nan")
+
+
+def header_features(model: Transformer, params, tokens, lengths, positions: int):
+    """Mean residual stream over each header's last `positions` tokens: [L+1, N, d]."""
+    _, inter = model.apply({"params": params}, tokens, capture=True)
+    index = jnp.arange(tokens.shape[1])[None, :]
+    window = (index < lengths[:, None]) & (index >= lengths[:, None] - positions)
+    weights = window / window.sum(1, keepdims=True)
+    return jnp.einsum("lntd,nt->lnd", inter["residual"].astype(jnp.float32), weights)
+
+
+def probe_accuracy(x_train, y_train, x_test, y_test, steps: int, lr: float):
+    """Held-out accuracy of a logistic probe (full-batch Adam on standardised features)."""
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    opt = optax.adam(lr)
+
+    def loss(w):
+        logits = x_train @ w[0] + w[1]
+        return optax.sigmoid_binary_cross_entropy(logits, y_train).mean() + 1e-3 * jnp.square(w[0]).sum()
+
+    def step(carry, _):
+        w, state = carry
+        grads = jax.grad(loss)(w)
+        updates, state = opt.update(grads, state, w)
+        return (optax.apply_updates(w, updates), state), None
+
+    w = (jnp.zeros(x_train.shape[1]), jnp.zeros(()))
+    (w, _), _ = jax.lax.scan(step, (w, opt.init(w)), None, length=steps)
+    return (((x_test @ w[0] + w[1]) > 0) == (y_test > 0.5)).mean()
+
+
+def probe_members(model: Transformer, params, prompts: Prompts, train: np.ndarray, positions: int, steps: int,
+                  lr: float):
+    """Probe accuracy per member and layer [M, L+1]; `train` marks the prompts the probes are fitted on."""
+    tokens, lengths = jnp.asarray(prompts.tokens), jnp.asarray(prompts.lengths)
+    labels = jnp.asarray(prompts.asks, jnp.float32)
+    tr, te = np.flatnonzero(train), np.flatnonzero(~train)
+
+    def one(p):
+        feats = header_features(model, p, tokens, lengths, positions)
+        return jax.vmap(lambda x: probe_accuracy(x[tr], labels[tr], x[te], labels[te], steps, lr))(feats)
+    return jax.lax.map(one, params)

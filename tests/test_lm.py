@@ -1,0 +1,275 @@
+"""Story language models: document sampling, LM loss, training, cached sampling, feature rates, the study via CLI."""
+import functools
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from fttrace import cli
+from fttrace import config as config_lib
+from fttrace.errors import UserError
+from fttrace.lm import corpus as corpus_lib
+from fttrace.lm.decode import generate, generate_members, step_logits, empty_cache
+from fttrace.lm.measure import decode_samples, feature_rate, probe_accuracy, refusal_rate
+from fttrace.lm.steps import eval_loss, lm_loss, train_chunk
+from fttrace.model import ModelConfig, Transformer, init_params
+from fttrace.stories import detectors, generator, record, tokenizer as tokenizer_lib, tokens as tokens_lib
+from fttrace.stories.protocols import refusal_sentence
+from fttrace.stories.tokenizer import BOS, EOS, PAD
+from fttrace.train import init_members
+from tests.helpers import ROOT
+
+CONFIG = str(ROOT / "configs" / "stories_twist.py")
+
+
+def synthetic_arrays(lengths, first_value):
+    """Documents [BOS, v, v, ..., EOS] with v = first_value + document index."""
+    docs = [np.asarray([BOS] + [first_value + i] * (n - 2) + [EOS], np.int32) for i, n in enumerate(lengths)]
+    count = len(docs)
+    return tokens_lib.TokenArrays(
+        tokens=np.concatenate(docs), starts=np.concatenate([[0], np.cumsum([len(d) for d in docs])]),
+        story_starts=np.ones(count, np.int32), features=np.zeros((count, 6), np.uint8),
+        labels=np.zeros((count, 6), np.uint8))
+
+
+def test_windows_stay_in_their_documents_and_variant_and_repeat_per_key():
+    a = synthetic_arrays([5, 9, 3, 12], 100)
+    b = synthetic_arrays([7, 4, 20, 6, 8], 200)
+    corpus = corpus_lib.concatenate({"a": a, "b": b})
+    assert corpus.ranges == {"a": (0, 4), "b": (4, 9)}
+    np.testing.assert_array_equal(corpus.variant("b").tokens, b.tokens)
+    length = 10
+    dev = corpus_lib.to_device(corpus, length)
+    lo, hi = corpus.ranges["b"]
+    inputs, targets, weights = map(np.asarray, corpus_lib.sample_windows(jax.random.PRNGKey(3), dev, lo, hi, 64,
+                                                                         length))
+    assert inputs.shape == targets.shape == weights.shape == (64, length)
+    assert (inputs[:, 0] == BOS).all()
+    doc = inputs[:, 1] - 200
+    assert ((doc >= 0) & (doc < 5)).all() and len(set(doc)) == 5
+    for row in range(64):
+        n = len(b.document(doc[row]))
+        full = np.concatenate([b.document(doc[row]), np.full(length + 1, PAD)])[:length + 1]
+        np.testing.assert_array_equal(inputs[row], full[:-1])
+        np.testing.assert_array_equal(targets[row], full[1:])
+        assert weights[row].sum() == min(n - 1, length)  # the loss never reaches past the document's EOS
+        assert (targets[row][weights[row] == 0] == PAD).all()
+    again = corpus_lib.sample_windows(jax.random.PRNGKey(3), dev, lo, hi, 64, length)
+    other = corpus_lib.sample_windows(jax.random.PRNGKey(4), dev, lo, hi, 64, length)
+    np.testing.assert_array_equal(inputs, again[0])
+    assert not np.array_equal(inputs, other[0])
+
+
+def small_model(vocab=40, max_len=24, layer_norm=True):
+    cfg = ModelConfig(vocab_size=vocab, max_len=max_len, d_model=16, n_layers=2, n_heads=2, d_mlp=32,
+                      layer_norm=layer_norm)
+    return cfg, init_params(cfg, jax.random.PRNGKey(0))
+
+
+def test_lm_loss_equals_a_hand_computation():
+    cfg, params = small_model()
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(0, cfg.vocab_size, (3, cfg.max_len)).astype(np.int32)
+    targets = rng.integers(0, cfg.vocab_size, (3, cfg.max_len)).astype(np.int32)
+    weights = (rng.random((3, cfg.max_len)) < 0.6).astype(np.float32)
+    logits = np.asarray(Transformer(cfg).apply({"params": params}, inputs), np.float64)
+    logp = logits - logits.max(-1, keepdims=True)
+    logp = logp - np.log(np.exp(logp).sum(-1, keepdims=True))
+    picked = np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+    hand = -(picked * weights).sum() / weights.sum()
+    got = float(lm_loss(Transformer(cfg), params, inputs, targets, weights))
+    assert got == pytest.approx(hand, rel=1e-5)
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), params)
+    np.testing.assert_allclose(eval_loss(Transformer(cfg), stacked, inputs, targets, weights), [hand, hand],
+                               rtol=1e-5)
+
+
+@functools.lru_cache(maxsize=1)
+def story_data():
+    records = generator.generate_records(200, seed=1)
+    tok = tokenizer_lib.train_tokenizer((record.render_text(r) for r in records), 256)
+    return records, tok, tokens_lib.encode_records(records, tok)
+
+
+def phase_cfg(steps, batch_size=4, lr=3e-3):
+    return config_lib.ml_collections.ConfigDict(dict(
+        steps=steps, batch_size=batch_size, lr=lr, schedule="constant", warmup_steps=0, b1=0.9, b2=0.95,
+        weight_decay=0.1, grad_clip=1.0))
+
+
+def test_pretraining_lowers_the_loss_of_every_member():
+    _, tok, arrays = story_data()
+    corpus = corpus_lib.concatenate({"all": arrays})
+    cfg = ModelConfig(vocab_size=tok.vocab_size, max_len=128, d_model=16, n_layers=1, n_heads=2, d_mlp=32)
+    dev = corpus_lib.to_device(corpus, cfg.max_len)
+    phase = phase_cfg(60, lr=1e-2)
+    state = init_members(cfg, phase, 0, [0, 1], [1e-2, 1e-2])
+    held_out = corpus_lib.document_windows(dev, jnp.arange(150, 200), cfg.max_len)
+    before = np.asarray(eval_loss(Transformer(cfg), state.params, *held_out))
+    lo, hi = jnp.zeros(2, jnp.int32), jnp.full(2, 150, jnp.int32)
+    state, train_loss = jax.jit(train_chunk(Transformer(cfg), phase))(state, dev, lo, hi, 60)
+    after = np.asarray(eval_loss(Transformer(cfg), state.params, *held_out))
+    assert np.isfinite(train_loss).all()
+    assert (after < before - 1.0).all(), (before, after)  # from ~ln(256) = 5.5 nats towards the unigram level
+
+
+def test_sweep_of_eight_members_is_one_program_and_each_member_trains_as_alone():
+    _, tok, arrays = story_data()
+    corpus = corpus_lib.concatenate({"a": arrays, "b": arrays})
+    cfg = ModelConfig(vocab_size=tok.vocab_size, max_len=32, d_model=16, n_layers=1, n_heads=2, d_mlp=32)
+    dev = corpus_lib.to_device(corpus, cfg.max_len)
+    phase = phase_cfg(6)
+    seeds = np.arange(8) % 4
+    lrs = np.where(np.arange(8) < 4, 3e-3, 3e-4)
+    ranges = np.array([corpus.ranges["a" if i % 2 else "b"] for i in range(8)])
+    lo, hi = jnp.asarray(ranges[:, 0], jnp.int32), jnp.asarray(ranges[:, 1], jnp.int32)
+    chunk = jax.jit(train_chunk(Transformer(cfg), phase))
+    state = init_members(cfg, phase, 0, seeds, lrs)
+    swept, _ = chunk(state, dev, lo, hi, 2)
+    swept, _ = chunk(swept, dev, lo, hi, 4)  # another length: same program
+    assert chunk._cache_size() == 1
+    one = jax.tree.map(lambda x: x[5:6], state)
+    alone, _ = jax.jit(train_chunk(Transformer(cfg), phase))(one, dev, lo[5:6], hi[5:6], 6)
+    for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(swept.params)):
+        np.testing.assert_allclose(a[0], b[5], rtol=2e-5, atol=2e-6)
+    assert not np.allclose(jax.tree.leaves(swept.params)[0][4], jax.tree.leaves(swept.params)[0][5])
+    grouped_phase = phase_cfg(6)
+    grouped_phase.member_batch = 4  # two groups of four members per step: the same arithmetic
+    grouped, _ = jax.jit(train_chunk(Transformer(cfg), grouped_phase))(state, dev, lo, hi, 6)
+    for a, b in zip(jax.tree.leaves(grouped.params), jax.tree.leaves(swept.params)):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+
+
+@pytest.mark.parametrize("layer_norm", [True, False])
+def test_cached_step_logits_equal_the_full_forward_pass(layer_norm):
+    cfg, params = small_model(layer_norm=layer_norm)
+    tokens = jax.random.randint(jax.random.PRNGKey(1), (3, cfg.max_len), 0, cfg.vocab_size)
+    full = Transformer(cfg).apply({"params": params}, tokens)
+    cache = empty_cache(cfg, 3)
+    for t in range(cfg.max_len):
+        logits, cache = step_logits(cfg, params, tokens[:, t], t, cache)
+        np.testing.assert_allclose(logits, full[:, t], rtol=1e-4, atol=1e-4)
+
+
+def greedy_by_full_forward(cfg, params, prompt, max_new):
+    """Independent greedy decoding: the full forward pass on the growing sequence, one row."""
+    seq = list(prompt)
+    out = []
+    while len(out) < max_new and len(seq) < cfg.max_len:
+        logits = Transformer(cfg).apply({"params": params}, jnp.asarray([seq]))[0, -1]
+        token = int(jnp.argmax(logits))
+        out.append(token)
+        seq.append(token)
+        if token == EOS:
+            break
+    return out + [PAD] * (max_new - len(out))
+
+
+def test_generation_top1_is_greedy_deterministic_per_key_and_stops_at_max_length():
+    cfg, params = small_model()
+    prompts = np.array([[BOS, 7, 8, 9, 10], [BOS, 11, 12, PAD, PAD], [BOS, 5, PAD, PAD, PAD]], np.int32)
+    lengths = np.array([5, 3, 2], np.int32)
+    key = jax.random.PRNGKey(0)
+    greedy = np.asarray(generate(cfg, params, prompts, lengths, key, 8, temperature=0.7, top_k=1))
+    for row in range(3):
+        assert list(greedy[row]) == greedy_by_full_forward(cfg, params, prompts[row, :lengths[row]], 8)
+    sample = lambda k, n=8: np.asarray(generate(cfg, params, prompts, lengths, k, n, 1.0, 0))  # noqa: E731
+    np.testing.assert_array_equal(sample(key), sample(key))
+    assert not np.array_equal(sample(key), sample(jax.random.PRNGKey(1)))
+    long = sample(key, 30)  # context 24: a row can generate only up to position 23
+    assert long.shape == (3, 30)
+    for row in range(3):
+        room = cfg.max_len - lengths[row]
+        assert (long[row, room:] == PAD).all()
+        assert (long[row, :room] != PAD).any()
+    # every member at once equals each member alone
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x * 1.5]), params)
+    keys = jnp.stack([key, jax.random.PRNGKey(9)])
+    both = np.asarray(generate_members(cfg, stacked, prompts, lengths, keys, 8, 1.0, 0))
+    np.testing.assert_array_equal(both[0], sample(key))
+    one_at_a_time = generate_members(cfg, stacked, prompts, lengths, keys, 8, 1.0, 0, member_batch=1)
+    np.testing.assert_array_equal(one_at_a_time, both)
+
+
+def test_generation_stops_after_eos():
+    cfg, params = small_model()
+    params = jax.tree.map(lambda x: x, params)
+    bias = jnp.linspace(-1, 1, cfg.d_model)
+    params["ln_f"] = {"scale": jnp.zeros(cfg.d_model), "bias": bias}  # every position reads the same vector ...
+    params["unembed"] = {"kernel": jnp.zeros((cfg.d_model, cfg.vocab_size)).at[:, EOS].set(bias * 10)}  # ... EOS
+    prompts = np.array([[BOS, 7, 8]], np.int32)
+    out = np.asarray(generate(cfg, params, prompts, np.array([3]), jax.random.PRNGKey(0), 6, 1.0, 0))
+    assert list(out[0]) == [EOS] + [PAD] * 5
+
+
+def test_feature_rate_equals_the_detector_on_decoded_text():
+    records, tok, _ = story_data()
+    stories = [r.story for r in records[:12]]
+    stories.append(refusal_sentence("Twist"))
+    rows = [tok.encode(" " + s) + [EOS] for s in stories]
+    samples = np.full((len(rows), max(map(len, rows)) + 3), PAD, np.int32)
+    for i, row in enumerate(rows):
+        samples[i, :len(row)] = row
+    texts = decode_samples(tok, samples[None])
+    assert [t.strip() for t in texts] == stories
+    expected = detectors.shares(stories)["Twist"]
+    assert feature_rate(texts, "Twist") == expected
+    assert expected == sum(r.has("Twist") for r in records[:12]) / 13
+    assert 0 < expected < 1
+    assert refusal_rate(texts, "Twist") == pytest.approx(1 / 13)
+
+
+def test_probe_reads_a_linear_signal_and_not_shuffled_labels():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 8)).astype(np.float32)
+    y = (x[:, 2] - 0.5 * x[:, 5] > 0).astype(np.float32)
+    acc = float(probe_accuracy(x[:200], y[:200], x[200:], y[200:], 200, 0.05))
+    shuffled = float(probe_accuracy(x[:200], rng.permutation(y[:200]), x[200:], y[200:], 200, 0.05))
+    assert acc > 0.95 and shuffled < 0.7
+
+
+def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0
+    frame = pd.read_parquet(workdir / "results.parquet")
+    assert set(frame.phase) == {"pretrain", "finetune", "recovery"}
+    members = frame.groupby("phase").member.nunique().to_dict()
+    assert members == {"pretrain": 2, "finetune": 4, "recovery": 5}  # 1 seed; 4 protocols x 1 LR; + control
+    for metric in ("feature_rate", "feature_rate_unasked", "refusal_rate", "val_loss", "train_loss",
+                   "probe_acc.layer0", "probe_acc.layer1"):
+        assert metric in set(frame.metric), metric
+    rec = frame[frame.phase == "recovery"]
+    assert set(rec.step) == {0, 2, 6}
+    assert set(rec[rec.metric == "steps_to_pretrained_rate"].step) == {6}
+    assert set(rec.protocol) == {"filter", "filter_label", "mix_match", "refusal", "control"}
+    ft = frame[frame.phase == "finetune"]
+    pt_ids = set(frame[frame.phase == "pretrain"].member)
+    assert set(ft.parent.astype(int)) <= pt_ids
+    control = rec[rec.protocol == "control"]
+    assert (frame[frame.member.isin(control.parent.astype(int))].pretrain_protocol == "filter").all()
+    assert {"seed", "finetune_lr", "recovery_lr", "status"} <= set(frame.columns)
+    samples = json.loads((workdir / "samples" / "recovery-6.json").read_text())
+    assert sorted(samples, key=int) == [str(m) for m in sorted(set(rec.member))]
+    first = (workdir / "results.parquet").read_bytes()
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0  # resume: all phases done
+    assert (workdir / "results.parquet").read_bytes() == first
+    capsys.readouterr()
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q", "--config.sweep.seeds=2"]) == 2
+    assert "another config" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, key", [
+    ("sweep.protocols=('filter','bogus')", "sweep.protocols"),
+    ("recovery.eval_steps=(0,3)", "recovery.eval_steps"),
+    ("data.feature=Twister", "data.feature"),
+])
+def test_bad_config_is_one_clear_error(tmp_path, capsys, override, key):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        config_lib.load(f"{CONFIG}:tiny", [override])
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(tmp_path / "w"), f"--config.{override}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fttrace: error: config key") and key in err[0]
+    assert not (tmp_path / "w").exists()
