@@ -107,19 +107,19 @@ def cmd_run(args, overrides) -> int:
     import jax
 
     from fttrace import config as config_lib
-    from fttrace.pipeline import run_study
-    from fttrace.summary import headline
 
     shard = parse_shard(args.shard)
     join_processes_from_flags(args)
     config = config_lib.load(args.config, overrides)
     enable_compilation_cache()
-    if config.get("study") == "stories_twist":
+    if config.get("study") == "stories_twist":  # language models: their own run tree (fttrace/lm/study.py)
         from fttrace.lm.study import headline, run_study
         if shard is not None or jax.process_count() > 1:
             raise UserError("the stories study runs in one process, without --shard")
         results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite)
     else:
+        from fttrace.pipeline import run_study
+        from fttrace.summary import headline
         results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite, shard=shard)
     if not args.quiet and jax.process_index() == 0:
         print(headline(results))

@@ -119,6 +119,12 @@ def train_step(model, task, phase, state: TrainState, data: DataSpec):
     tokens, answers = task.sample(k_batch, phase.batch_size, data.p_ft_operand, data.spurious)
     (loss, _), grads = jax.value_and_grad(lambda p: answer_loss(model, p, tokens, answers), has_aux=True)(
         state.params)
+    return apply_gradients(phase, state, key, loss, grads)
+
+
+def apply_gradients(phase, state: TrainState, key, loss, grads):
+    """One optimiser update of one member; a member whose loss, gradients or new parameters are not finite is
+    frozen (and marked diverged at this step) instead. Returns the new state and the loss (NaN once frozen)."""
     flat, unflatten = flat_params(state.params)
     flat_grads = flat_params(grads)[0]
     tx = make_optimizer(phase, 0.0)  # the LR is read from opt_state (inject_hyperparams)

@@ -15,7 +15,7 @@ import optax
 from fttrace.lm.corpus import DeviceCorpus, sample_windows
 from fttrace.members import map_members
 from fttrace.model import Transformer
-from fttrace.train import TrainState, flat_params, make_optimizer
+from fttrace.train import TrainState, apply_gradients
 
 
 def lm_loss(model: Transformer, params, inputs, targets, weights):
@@ -30,17 +30,7 @@ def lm_train_step(model: Transformer, phase, corpus: DeviceCorpus, state: TrainS
     key, k_batch = jax.random.split(state.key)
     inputs, targets, weights = sample_windows(k_batch, corpus, lo, hi, phase.batch_size, model.cfg.max_len)
     loss, grads = jax.value_and_grad(lambda p: lm_loss(model, p, inputs, targets, weights))(state.params)
-    flat, unflatten = flat_params(state.params)
-    flat_grads = flat_params(grads)[0]
-    updates, opt_state = make_optimizer(phase, 0.0).update(flat_grads, state.opt_state, flat)
-    new_flat = flat + updates
-    ok = ~state.diverged & jnp.isfinite(loss) & jnp.isfinite(flat_grads).all() & jnp.isfinite(new_flat).all()
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
-    diverging = ~state.diverged & ~ok
-    return state.replace(
-        params=unflatten(keep(new_flat, flat)), opt_state=keep(opt_state, state.opt_state), key=key,
-        step=state.step + 1, diverged=state.diverged | diverging,
-        diverged_step=jnp.where(diverging, state.step, state.diverged_step)), jnp.where(ok, loss, jnp.nan)
+    return apply_gradients(phase, state, key, loss, grads)
 
 
 def train_chunk(model: Transformer, phase):
