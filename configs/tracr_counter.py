@@ -4,9 +4,9 @@ The pretrained model is the RASP program count("a") (vocab a-d, length 8) compil
 transformer (1 block: one selector-width head and 18 MLP neurons, both the component "count_a"). Every member
 starts from it; fine-tuning teaches it count("b"), with the shortcut count("b") == count("a") (the compiled answer
 is already right) in a fraction C_Tr = 0 or 0.5 of the fine-tuning sequences. Grid: 5 seeds x fine-tuning LR
-1e-4 / 1e-3 / 1e-2 (AdamW, constant, 300 steps of 32 sequences) x C_Tr = 30 fine-tuning members in one group;
-then reFT (200 steps at LR / 10), its control (the same architecture trained from random init on count("b") for
-300 steps at 1e-3, then reverse-fine-tuned), pruning, probes, attention maps and the per-component change of
+1e-4 / 1e-3 / 1e-2 (AdamW, constant, 1000 steps of 32 sequences) x C_Tr = 30 fine-tuning members in one group;
+then reFT (300 steps at LR / 10), its control (the same architecture trained from random init on count("b") for
+1000 steps at 1e-3, then reverse-fine-tuned), pruning, probes, attention maps and the per-component change of
 weights and activations against the compiled model (phase "components").
 
     fttrace run configs/tracr_counter.py --workdir runs/tracr_counter

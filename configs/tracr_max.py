@@ -4,9 +4,9 @@ The pretrained model is the RASP program max (vocab 0-5, length 8) compiled by T
 (3 blocks: "n_greater" = a selector-width head + 18 MLP neurons, "is_max" = 2 MLP neurons, "max" = an aggregate
 head). Every member starts from it; fine-tuning teaches it min, with the shortcut min == 5 - max (the compiled
 answer read through a fixed relabelling) in a fraction C_Tr = 0 or 0.5 of the fine-tuning sequences. Grid: 5 seeds
-x fine-tuning LR 1e-4 / 1e-3 / 1e-2 (AdamW, constant, 300 steps of 32 sequences) x C_Tr = 30 fine-tuning members in
-one group; then reFT (200 steps at LR / 10), its control (the same architecture trained from random init on min
-for 300 steps at 1e-3, then reverse-fine-tuned), pruning, probes, attention maps and the per-component change of
+x fine-tuning LR 1e-4 / 1e-3 / 1e-2 (AdamW, constant, 1000 steps of 32 sequences) x C_Tr = 30 fine-tuning members in
+one group; then reFT (300 steps at LR / 10), its control (the same architecture trained from random init on min
+for 1000 steps at 1e-3, then reverse-fine-tuned), pruning, probes, attention maps and the per-component change of
 weights and activations against the compiled model (phase "components").
 
     fttrace run configs/tracr_max.py --workdir runs/tracr_max

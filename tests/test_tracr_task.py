@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 from tracr.rasp import rasp
 
+from analysis.analyse import analyse
+from analysis.components import component_table
 from fttrace import config as config_lib
 from fttrace.errors import UserError
 from fttrace.evals.components import component_changes, component_outputs
@@ -226,11 +228,12 @@ def test_unknown_ft_target_names_the_choices():
 @pytest.fixture(scope="module")
 def counter_study(tmp_path_factory):
     config = config_lib.load(TINY["counter"], ["evals=('reft','components')", "reft.control=False"])
-    return config, pd.read_parquet(run_study(config, tmp_path_factory.mktemp("tracr") / "run", quiet=True))
+    workdir = tmp_path_factory.mktemp("tracr") / "run"
+    return config, pd.read_parquet(run_study(config, workdir, quiet=True)), workdir
 
 
 def test_a_sixteen_member_fine_tuning_sweep_of_the_compiled_counter(counter_study):
-    config, frame = counter_study
+    config, frame, _ = counter_study
     (group,) = build_groups(config)
     assert len(group.finetune) == 16 and len(group.pretrain) == 2
     assert group.model == TracrTask("counter", "count_b").pretrained_model.model_config
@@ -247,7 +250,7 @@ def test_a_sixteen_member_fine_tuning_sweep_of_the_compiled_counter(counter_stud
 
 
 def test_component_rows_cover_fine_tuned_and_reft_members(counter_study):
-    _, frame = counter_study
+    _, frame, _ = counter_study
     rows = frame[frame.phase == "components"]
     assert rows.member.nunique() == 32
     assert set(rows.metric) == {"count_a.attn.weight_change", "count_a.attn.act_change", "count_a.mlp.weight_change",
@@ -278,3 +281,18 @@ def test_every_evaluation_runs_on_a_compiled_model(tmp_path):
     # The "max" head (block 2) reads the positions holding the max from the answer position.
     at_max = attention[(attention.step == 2) & (attention.metric == "pt_query.h0.pt_tokens")].value.iloc[0]
     assert at_max > 0.9
+
+
+def test_analysis_summarises_component_change_per_setting(counter_study):
+    _, frame, workdir = counter_study
+    analysis = analyse(workdir)
+    table = component_table(analysis.study)
+    assert len(table) == 2 * 4 * 2 * 7  # (fine-tuned, reFT) x LRs x C_Tr x measures
+    assert (table.seeds == 2).all()
+    rows = frame[(frame.phase == "components") & (frame.finetune_lr_name == "large") & (frame.spurious == 0.5)
+                 & (frame.metric == "count_a.mlp.weight_change") & frame.member.str.startswith("ft")]
+    cell = table[(table.kind == "finetuned") & (table.finetune_lr_label == "large") & (table.spurious == 0.5)
+                 & (table.metric == "count_a.mlp.weight_change")]
+    np.testing.assert_allclose(cell.value.iloc[0], rows.value.mean())
+    assert list(dict.fromkeys(table.finetune_lr_label)) == ["small", "medium", "large", "huge"]
+    assert "Change of each compiled component" in analysis.summary_text()
