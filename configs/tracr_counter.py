@@ -11,6 +11,12 @@ weights and activations against the compiled model (phase "components").
 
     fttrace run configs/tracr_counter.py --workdir runs/tracr_counter
 
+Measured on the shared 2-core CPU (other jobs running): 3 min 15 s. Headline (5 seeds): fine-tuning does not learn
+count("b") from the compiled counter (C_FT 0.28 / 0.31 / 0.35 at small / medium / large LR, C_Tr 0; the control
+learns it from random init to 0.99 in the same 1000 steps) yet loses C_PT (1.00 -> 0.14 / 0.21 / 0.19); only small
+LR with C_Tr 0.5 keeps it (0.86, reFT back in 25 steps). Pruning and probes revive nothing elsewhere; the compiled
+MLP's output changes by 4-5x its norm while its weights move by 0.2-10%.
+
 The LRs span "barely moves the compiled weights" to "rewrites them" for this model, whose compiled weights are
 O(1) (MLP input weights O(100)); seeds differ only in their data and in the control's init.
 `configs/tracr_counter.py:tiny` is the test form (2 seeds x 4 LRs x 2 C_Tr = 16 fine-tuning members, a few steps).
