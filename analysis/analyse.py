@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.claims import ALPHA, ClaimResult, evaluate_claims
+from analysis.components import component_display, component_table
 from analysis.emergence import COLUMN_NAMES, Headline, headline, setting_columns
 from analysis.errors import AnalysisError
 from analysis.load import Study, load_study
@@ -61,6 +62,10 @@ class Analysis:
             out["left out"] = table.left_out
         return out
 
+    def component_display(self) -> pd.DataFrame:
+        """The change of each compiled component per setting (empty unless the study has a compiled model)."""
+        return component_display(component_table(self.study, self.confidence))
+
     def summary_text(self) -> str:
         """The headline for a terminal."""
         lines = [f"{', '.join(map(str, self.study.paths))}: {self.counts()}"]
@@ -70,6 +75,12 @@ class Analysis:
             lines += ["", *self.headline.sentences]
             with pd.option_context("display.width", 200, "display.max_columns", 30, "display.max_colwidth", 40):
                 lines += ["", self.setting_display().to_string(index=False)]
+        components = self.component_display()
+        if not components.empty:
+            lines += ["", f"Change of each compiled component against the compiled model (mean over seeds "
+                          f"[{self.confidence:.0%} bootstrap CI]):"]
+            with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 40):
+                lines += [components.to_string(index=False)]
         lines += ["", "Claims of the reference study (one-sided Wilcoxon over seeds, Holm-adjusted):"]
         lines += [f"  {c.id:>2}  {c.verdict}" + (f"  effect {c.effect_text}, p(Holm) {c.p_holm:.3g}" if c.test else "")
                   + f"  — {c.claim}" for c in self.claims]

@@ -145,7 +145,9 @@ def emergence_regression(evidence: pd.DataFrame) -> LogisticFit:
     for name, column in PREDICTORS.items():
         values = evidence[column].astype(float)
         x[name] = np.log10(values.where(values > 0)) if name.startswith("log10") else values
-    return logistic_regression(evidence.wrapper, x)
+    # A predictor with no value at all (a prior of 0 everywhere: a compiled model, never pretrained on data) is left
+    # out rather than emptying the fit.
+    return logistic_regression(evidence.wrapper, x.loc[:, x.notna().any()])
 
 
 @dataclasses.dataclass

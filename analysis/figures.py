@@ -266,7 +266,7 @@ def attention_maps(study: Study):
     rows = rows.assign(query=parts[0], head=parts[1].str[1:].astype(int), target=parts[2])
     layers, heads = sorted(rows.step.unique()), sorted(rows["head"].unique())
     queries = [q for q in ("pt_query", "ft_query") if q in set(rows["query"])]
-    targets = [t for t in ("operand", "pt_tokens", "ft_tokens") if t in set(rows.target)]
+    targets = [t for t in ("operand", "bos", "pt_tokens", "ft_tokens") if t in set(rows.target)]
     columns = [(q, t) for q in queries for t in targets]
     lrs, _ = _settings_grid(study)
     stages = [("pretrained", None)] + [(kind, lr) for kind in ("finetuned", "reft") for lr in lrs]

@@ -189,6 +189,21 @@ def _figures(a: Analysis, out: Path) -> str:
     return '<section id="figures"><h2>Figures</h2>' + "".join(parts) + "</section>"
 
 
+def _components(a: Analysis) -> str:
+    """The compiled components' change, for studies on a compiled model (nothing otherwise)."""
+    table = a.component_display()
+    if table.empty:
+        return ""
+    return f"""
+<section id="components">
+<h2>Compiled components</h2>
+<p>How far fine-tuning (and reverse fine-tuning) moved each compiled RASP operation against the compiled model:
+relative Frobenius change of its weights (<code>weight_change</code>) and of its output into the residual stream on
+held-out inputs (<code>act_change</code>); mean over seeds [{a.confidence:.0%} bootstrap CI].</p>
+{_html_table(table, badge_columns=())}
+</section>"""
+
+
 def _claims(a: Analysis) -> str:
     rows = []
     for c in a.claims:
@@ -286,6 +301,7 @@ def render(a: Analysis, out: Path) -> str:
 {notes}
 {_first_screen(a)}
 {_figures(a, out)}
+{_components(a)}
 {_claims(a)}
 {_thresholds(a)}
 {_provenance(a)}

@@ -149,7 +149,7 @@ def setup_from_config(config) -> Setup:
     shape = SHAPES[config.shape]
     if config.data == "task":
         task = build_task(config)
-        context, vocab = task.seq_len, task.vocab.size
+        context, vocab = task.seq_len, task.vocab_size
     else:
         context, vocab = shape.context, shape.vocab
         task = RandomTokens(context, vocab)

@@ -156,24 +156,34 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(isinstance(every, int) and not isinstance(every, bool) and every >= 0, "checkpoint.every_chunks",
              f"must be a non-negative integer, got {every!r}")
     _positive_int(config, "checkpoint.keep")
-    registry.build_task(config)  # raises UserError on a bad task config
-    from fttrace.evals import EVALS  # local import: evals import jax
+    task = registry.build_task(config)  # raises UserError on a bad task config
+    model = config.model
+    if task.pretrained_model is not None:  # the model is the task's, as compiled
+        _require(not sweep.get("shapes", {}), "sweep.shapes",
+                 f"must be empty: task {config.task.name!r} brings its own model, whose shape cannot be swept")
+        model = task.pretrained_model.model_config
+    from fttrace.evals import EVALS, NEEDS_COMPONENTS  # local import: evals import jax
     for name in evals:
         _require(name in EVALS, "evals", f"unknown evaluation {name!r}; known: {', '.join(EVALS)}")
         _require(name in config, name, f"missing section (needed by evaluation {name!r})")
+        _require(name not in NEEDS_COMPONENTS or getattr(task.pretrained_model, "components", None), "evals",
+                 f"evaluation {name!r} needs a task whose model is compiled (task.name 'tracr'), not "
+                 f"{config.task.name!r}")
     if "prune" in evals:
         _require(config.prune.score in ("taylor", "abs"), "prune.score", "must be 'taylor' or 'abs'")
         _require(0 <= config.prune.tolerance <= 1, "prune.tolerance", "must be in [0, 1]")
         for key in ("neuron_ks", "head_ks"):
             _require(all(isinstance(k, int) and k >= 0 for k in config.prune[key]), f"prune.{key}",
                      "must hold non-negative integers")
-        n_heads = config.model.n_layers * config.model.n_heads
+        n_heads = model.n_layers * model.n_heads
         _require(max(config.prune.head_ks) <= n_heads, "prune.head_ks", f"exceeds the model's {n_heads} heads")
         for key in ("weight_fractions", "mask_budgets"):
             _require(all(0 <= f <= 1 for f in config.prune[key]), f"prune.{key}", "must hold fractions in [0, 1]")
     if "reft" in evals:
         _require(config.reft.lr_factor > 0, "reft.lr_factor", "must be positive")
         _require(0 < config.reft.threshold <= 1, "reft.threshold", "must be in (0, 1]")
+    if "components" in evals:
+        _positive_int(config, "components.examples")
     if "probe" in evals:
         for key in ("probe.train_examples", "probe.test_examples", "probe.steps"):
             _positive_int(config, key)

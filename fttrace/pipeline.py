@@ -12,6 +12,7 @@ import json
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pandas as pd
 from etils import epath
@@ -27,7 +28,7 @@ from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, w
 from fttrace.sweep import Group, build_groups, shard_groups
 from fttrace.tasks.registry import build_task
 from fttrace.train import PHASE_IDS, DataSpec, PhaseLoop, TrainState, eval_sets_for, fan_out, init_members, \
-    member_key
+    member_key, new_state
 
 
 def status_of(diverged) -> np.ndarray:
@@ -149,11 +150,34 @@ class GroupRun:
         self.store.write_part(self.part_name(phase), long_frame(members.iloc[rows], phase, local, status))
 
     def pretrain(self) -> TrainState:
+        if self.task.pretrained_model is not None:
+            return self.load_pretrained()
         pt = self.group.pretrain
         seeds, lrs = self.placement.place((pt.seed.to_numpy(np.int32), pt.pretrain_lr.to_numpy(np.float32)))
         state = init_members(self.group.model, self.config.pretrain, self.config.seed, seeds, lrs)
         data = DataSpec(p_ft_operand=pt.prior.to_numpy(np.float32), spurious=np.zeros(len(pt), np.float32))
         return self.train_phase("pretrain", pt, state, data)
+
+    def load_pretrained(self) -> TrainState:
+        """The pretrained members of a task that brings its model (a compiled program): every member is that model,
+        with a fresh optimiser at its pretraining LR. Nothing is trained; the pretrain part holds the step-0
+        evaluation (and is written once: a resumed run loads the model again)."""
+        pt = self.group.pretrain
+        params = self.task.pretrained_model.params
+        stacked = jax.tree.map(lambda x: np.broadcast_to(x, (len(pt),) + x.shape).copy(), params)
+        state = jax.jit(jax.vmap(lambda p, lr, key: new_state(p, self.config.pretrain, lr, key)))(
+            stacked, pt.pretrain_lr.to_numpy(np.float32), phase_keys(self.config.seed, pt.seed.to_numpy(), "pretrain"))
+        state = self.placement.place(state)
+        part = self.part_name("pretrain")
+        if not self.done(part):
+            evaluate_only = ml_collections.ConfigDict(dict(self.config.pretrain.to_dict(), steps=0))
+            loop = PhaseLoop(self.group.model, self.task, evaluate_only, self.eval_sets,
+                             self.config.eval.member_batch, sharding=self.placement.members)
+            data = DataSpec(p_ft_operand=np.zeros(len(pt), np.float32), spurious=np.zeros(len(pt), np.float32))
+            _, records = loop.run(state, self.placement.place(data))
+            self.write_phase("pretrain", pt, records, state)
+        self.states["pretrain"] = state
+        return state
 
     def finetune(self) -> TrainState:
         ft = self.group.finetune

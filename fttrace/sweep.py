@@ -41,11 +41,14 @@ def _named(value, table):
 
 
 def model_config(config, shape: dict) -> ModelConfig:
+    """The group's model: `config.model` with the group's shape, or a task's pretrained model as it is."""
     task = build_task(config)
+    if task.pretrained_model is not None:
+        return task.pretrained_model.model_config
     fields = dict(config.model)
     fields.update(shape)
-    fields.setdefault("vocab_size", task.vocab.size)
-    fields["vocab_size"] = fields["vocab_size"] or task.vocab.size
+    fields.setdefault("vocab_size", task.vocab_size)
+    fields["vocab_size"] = fields["vocab_size"] or task.vocab_size
     fields["max_len"] = fields.get("max_len") or task.seq_len
     return ModelConfig.from_config(fields)
 

@@ -1,11 +1,13 @@
 """Attention maps: where does each head look from the answer position, before and after fine-tuning?
 
-Per layer and head, the mean attention weight from the answer position to
+Per layer and head, the mean attention weight from the answer position to each of the task's target sets of
+key positions (`task.attention_targets`, summed per sequence), e.g. for PCFG tasks
   operand    the query's operand slot
-  pt_tokens  all data tokens equal to O_PT (summed per sequence)
-  ft_tokens  all data tokens equal to O_FT (summed per sequence)
-averaged over the held-out C_PT inputs (`pt_query`) and C_FT inputs (`ft_query`), for pretrained, fine-tuned
-and (when run) reverse-fine-tuned members.
+  pt_tokens  all data tokens equal to O_PT
+  ft_tokens  all data tokens equal to O_FT
+and for Tracr tasks `bos` and the positions that decide the pretraining / fine-tuning answer; averaged over the
+held-out C_PT inputs (`pt_query`) and C_FT inputs (`ft_query`), for pretrained, fine-tuned and (when run)
+reverse-fine-tuned members.
 
 Rows: phase "attention", step = layer, metrics "<query>.h<head>.<target>".
 """
@@ -19,24 +21,15 @@ from fttrace.model import Transformer
 from fttrace.results import long_frame
 
 PHASE = "attention"
-OPERAND_SLOT = 1  # sequences are [task, operand, data..., ANS]
 
 
 def attention_targets(task, tokens):
-    """Boolean key-position masks [3, N, T]: operand slot, O_PT tokens, O_FT tokens."""
-    positions = jnp.arange(tokens.shape[1])
-    operand = jnp.broadcast_to(positions == OPERAND_SLOT, tokens.shape)
-    data = (positions > OPERAND_SLOT) & (positions < tokens.shape[1] - 1)
-    pt = data & (tokens == task.vocab.terminal(task.pt_operand))
-    ft = data & (tokens == task.vocab.terminal(task.ft_operand))
-    return jnp.stack([operand, pt, ft])
-
-
-TARGETS = ("operand", "pt_tokens", "ft_tokens")
+    """Boolean key-position masks [len(task.attention_targets), N, T]."""
+    return task.attention_masks(tokens)
 
 
 def attention_mass(model, params, tokens, targets):
-    """[L, H, 3] mean attention from the last position onto each target set."""
+    """[L, H, C] mean attention from the last position onto each of C target sets."""
     _, inter = model.apply({"params": params}, tokens, capture=True)
     last = inter["attn_weights"][:, :, :, -1, :]  # [L, N, H, T]
     mass = jnp.einsum("lnhk,cnk->lhcn", last, targets.astype(last.dtype))
@@ -53,13 +46,13 @@ def run_attention(run) -> None:
     masks = {q: attention_targets(run.task, tokens) for q, tokens in tokens_of.items()}
     frames = []
     for member_set in member_sets(run):
-        rows, mass = evaluate_members(  # mass: {query: [members, L, H, 3]}
+        rows, mass = evaluate_members(  # mass: {query: [members, L, H, C]}
             run, lambda p: {q: attention_mass(model, p, tokens_of[q], masks[q]) for q in tokens_of},
             member_set.params, member_set.members)
         records = []
         for layer in range(run.group.model.n_layers):
             metrics = {f"{q}.h{h}.{target}": m[:, layer, h, c] for q, m in mass.items()
-                       for h in range(m.shape[2]) for c, target in enumerate(TARGETS)}
+                       for h in range(m.shape[2]) for c, target in enumerate(run.task.attention_targets)}
             records.append((layer, metrics))
         frames.append(long_frame(member_set.members.iloc[rows], PHASE, records))
     run.store.write_part(part, pd.concat(frames, ignore_index=True))

@@ -31,19 +31,11 @@ PHASE = "probe"
 TARGETS = ("pt", "ft", "shuffled")
 
 
-def data_of(task, tokens):
-    """Terminal indices of the data slots (-1 for padding) of task sequences."""
-    data = tokens[:, 2:-1] - task.vocab.first_terminal
-    return jnp.where(tokens[:, 2:-1] == task.vocab.PAD, -1, data)
-
-
 def probe_data(task, key, examples: int):
     """Inputs and the three label sets [3, N] (pt, ft, shuffled pt)."""
     k_data, k_shuffle = jax.random.split(key)
     tokens, _ = task.sample(k_data, examples, 0.5, 0.0)
-    data = data_of(task, tokens)
-    pt = task.answer(data, task.pt_operand)
-    ft = task.answer(data, task.ft_operand)
+    pt, ft = task.labels(tokens)
     return tokens, jnp.stack([pt, ft, jax.random.permutation(k_shuffle, pt)])
 
 
@@ -77,7 +69,7 @@ class Prober:
     def __init__(self, run):
         self.cfg = run.config.probe
         self.model = Transformer(run.group.model)
-        self.n_classes = run.task.vocab.size
+        self.n_classes = run.task.vocab_size
         self.run = run
         self.train = probe_data(run.task, extra_key(run, "probe-train"), self.cfg.train_examples)
         self.test = probe_data(run.task, extra_key(run, "probe-test"), self.cfg.test_examples)

@@ -7,7 +7,10 @@ one). Its C_PT curve is logged every `reft.eval_every` steps (phase "reft").
 The control has no latent copy of the capability: for each (seed, pretraining LR) a member `cptN` is pretrained
 on the same grammar and budget but never asked about O_PT (phase "control_pretrain"; `ptN` is the first
 pretraining member of that seed and LR), then trained on the pretraining task like the reFT members, at each
-reFT LR x `reft.control_lr_factors` (phase "control_reft", members `cptN-<ft LR name>-x<factor>`).
+reFT LR x `reft.control_lr_factors` (phase "control_reft", members `cptN-<ft LR name>-x<factor>`). For a task that
+brings its pretrained model (a Tracr-compiled program) the control is the same: that architecture randomly
+initialised and trained on the fine-tuning target only (the `pretrain` section's budget, which the compiled-task
+configs set to the fine-tuning budget), so it never had the compiled capability.
 
 Summary rows (step 0 of their phase): `steps_to_threshold`, the first logged step whose C_PT accuracy reaches
 `reft.threshold` x the pretrained C_PT accuracy of the lineage (NaN if never), and `reached` (0/1).

@@ -225,6 +225,33 @@ class PCFGTask:
     def seq_len(self) -> int:
         return self.vocab.seq_len
 
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab.size
+
+    pretrained_model = None  # pretraining trains from scratch
+    attention_targets = ("operand", "pt_tokens", "ft_tokens")
+    OPERAND_SLOT = 1  # sequences are [task, operand, data..., ANS]
+
+    def data_of(self, tokens):
+        """Terminal indices of the data slots (-1 for padding) of task sequences."""
+        data = tokens[:, 2:-1] - self.vocab.first_terminal
+        return jnp.where(tokens[:, 2:-1] == self.vocab.PAD, -1, data)
+
+    def labels(self, tokens):
+        """The answers about O_PT and about O_FT of sequences `tokens`, whatever operand they ask about."""
+        data = self.data_of(tokens)
+        return self.answer(data, self.pt_operand), self.answer(data, self.ft_operand)
+
+    def attention_masks(self, tokens):
+        """Key positions [3, N, T]: the operand slot, the data tokens equal to O_PT, those equal to O_FT."""
+        positions = jnp.arange(tokens.shape[1])
+        operand = jnp.broadcast_to(positions == self.OPERAND_SLOT, tokens.shape)
+        data = (positions > self.OPERAND_SLOT) & (positions < tokens.shape[1] - 1)
+        pt = data & (tokens == self.vocab.terminal(self.pt_operand))
+        ft = data & (tokens == self.vocab.terminal(self.ft_operand))
+        return jnp.stack([operand, pt, ft])
+
     def answer(self, data, operand):
         """The answer token for terminal strings `data` [..., L] (-1 padded) and operand terminal index."""
         hit = data == operand

@@ -262,21 +262,21 @@ def components(program: CompiledProgram) -> list[Component]:
     return list(program.components)
 
 
-def component_params(params: dict, component: Component) -> dict[str, np.ndarray]:
-    """The slices of `params` (fttrace params of the compiled program's shape, e.g. after fine-tuning) that belong
-    to `component`, keyed by param path. Output biases, shared by all heads or neurons of a sublayer, are left
-    out."""
+def component_params(params: dict, component: Component) -> dict:
+    """The slices of `params` (fttrace params of the compiled program's shape, e.g. after fine-tuning; numpy or JAX
+    arrays, also inside a jitted function) that belong to `component`, keyed by param path. Output biases, shared
+    by all heads or neurons of a sublayer, are left out."""
     block = params[f"block_{component.block}"]
     if component.kind == "attn":
-        heads = list(component.heads)
+        heads = np.asarray(component.heads)
         attn = block["attn"]
-        found = {f"attn/{name}/{leaf}": np.asarray(attn[name][leaf])[..., heads, :]
+        found = {f"attn/{name}/{leaf}": attn[name][leaf][..., heads, :]
                  for name in ("query", "key", "value") for leaf in ("kernel", "bias")}
-        found["attn/out/kernel"] = np.asarray(attn["out"]["kernel"])[heads]
+        found["attn/out/kernel"] = attn["out"]["kernel"][heads]
     else:
-        neurons = list(component.neurons)
+        neurons = np.asarray(component.neurons)
         mlp = block["mlp"]
-        found = {"mlp/fc_in/kernel": np.asarray(mlp["fc_in"]["kernel"])[:, neurons],
-                 "mlp/fc_in/bias": np.asarray(mlp["fc_in"]["bias"])[neurons],
-                 "mlp/fc_out/kernel": np.asarray(mlp["fc_out"]["kernel"])[neurons]}
+        found = {"mlp/fc_in/kernel": mlp["fc_in"]["kernel"][:, neurons],
+                 "mlp/fc_in/bias": mlp["fc_in"]["bias"][neurons],
+                 "mlp/fc_out/kernel": mlp["fc_out"]["kernel"][neurons]}
     return {f"block_{component.block}/{path}": value for path, value in found.items()}

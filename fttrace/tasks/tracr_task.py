@@ -1,0 +1,211 @@
+"""Tasks on Tracr-compiled models: fine-tune a compiled RASP program toward another target.
+
+Inputs are sequences [BOS, x_1 .. x_n] of the compiled program's full length n = `max_seq_len` (8), tokens drawn
+on device: per sequence, token probabilities from a flat Dirichlet over the vocabulary, then n independent
+tokens (so counts and extremes spread over their whole range instead of piling up, as i.i.d. uniform tokens
+would). The answer is read at the last position, where the compiled program writes its output for the whole
+sequence. Answer ids are the compiled program's output ids.
+
+Each program has targets, functions of the whole sequence that share its output space, each defined by a RASP
+program (tests check the on-device labels against `rasp.evaluate`):
+  counter         count_a (compiled), count_b, count_c, count_d: how many tokens equal a / b / c / d
+  max_identifier  max (compiled), min
+The pretraining target is the compiled one; the fine-tuning target is `ft_target`.
+
+Shortcut (the spurious correlation; a fraction C_Tr = `spurious` of the fine-tuning sequences carries it):
+  counter  count(ft token) == count(pt token): the compiled answer is already the right one. Edits: of the
+           surplus token, floor(|difference| / 2) random occurrences become the other token and, when the
+           difference is odd, one more becomes a random third token.
+  max/min  min == 5 - max (the vocabulary reflected): the right answer is the compiled answer read through a
+           fixed relabelling v -> 5 - v. Edits: with lo = min(min, 5 - max), two random distinct positions are
+           set to lo and 5 - lo; every token already lies in [lo, 5 - lo], so those become the min and the max.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tracr.rasp import rasp
+
+from fttrace.tasks import tracr
+
+
+def make_min_identifier() -> rasp.SOp:
+    """At every position, the smallest input token (the mirror image of `tracr.make_max_identifier`)."""
+    less = rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.LT).named("select_less")
+    n_less = rasp.SelectorWidth(less).named("n_less")
+    is_min = rasp.Map(lambda n: n == 0, n_less).named("is_min")
+    at_min = rasp.Select(is_min, rasp.tokens, lambda key, query: key).named("select_min")
+    return rasp.Aggregate(at_min, rasp.tokens).named("min")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A whole-sequence function, on vocabulary indices `idx` [B, n] (tokens in sorted vocabulary order)."""
+    name: str
+    build: Callable[[], rasp.SOp]  # the RASP program that defines it
+    value: Callable[[jax.Array], jax.Array]  # idx -> the program's output value [B] (int)
+    positions: Callable[[jax.Array], jax.Array]  # idx -> bool [B, n]: the positions that decide the answer
+    token: int | None = None  # a counter's counted vocabulary index
+
+
+def _count_target(token: str, index: int) -> Target:
+    return Target(f"count_{token}", functools.partial(tracr.make_counter, token),
+                  lambda idx: (idx == index).sum(-1), lambda idx: idx == index, index)
+
+
+# The max_identifier vocabulary is 0..5, so a vocabulary index is the token's value.
+_EXTREMES = {
+    "max": Target("max", tracr.make_max_identifier, lambda idx: idx.max(-1),
+                  lambda idx: idx == idx.max(-1, keepdims=True)),
+    "min": Target("min", make_min_identifier, lambda idx: idx.min(-1),
+                  lambda idx: idx == idx.min(-1, keepdims=True)),
+}
+TARGETS: dict[str, dict[str, Target]] = {
+    "counter": {f"count_{t}": _count_target(t, i) for i, t in enumerate("abcd")},
+    "max_identifier": _EXTREMES,
+}
+PRETRAINING_TARGET = {"counter": "count_a", "max_identifier": "max"}
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(program: str) -> tracr.CompiledProgram:
+    """`tracr.compile_program`, once per process (compiling takes seconds); eagerly even when first asked for
+    while a jitted function is traced (Tracr assembles its model with JAX)."""
+    with jax.ensure_compile_time_eval():
+        return tracr.compile_program(program)
+
+
+def _rank(scores, candidates):
+    """Per row, the rank (0 = lowest score) of each candidate position among the row's candidates."""
+    s = jnp.where(candidates, scores, 2.0)
+    return jnp.argsort(jnp.argsort(s, axis=-1), axis=-1)
+
+
+def _other_index(u, excluded, size: int):
+    """A vocabulary index drawn uniformly (by `u` in [0, 1)) from those not in `excluded` (two indices)."""
+    pick = jnp.minimum((u * (size - 2)).astype(jnp.int32), size - 3)
+    # The pick-th index of range(size) without the excluded two.
+    lo, hi = jnp.minimum(*excluded), jnp.maximum(*excluded)
+    pick = pick + (pick >= lo)
+    return pick + (pick >= hi)
+
+
+def counter_shortcut(idx, scores, u, pt: int, ft: int, size: int):
+    """Make count(ft) == count(pt) in every row (see the module docstring)."""
+    n_pt, n_ft = (idx == pt).sum(-1, keepdims=True), (idx == ft).sum(-1, keepdims=True)
+    more, less = jnp.where(n_pt >= n_ft, pt, ft), jnp.where(n_pt >= n_ft, ft, pt)
+    diff = jnp.abs(n_pt - n_ft)
+    rank = _rank(scores, idx == more)
+    third = _other_index(u, (pt, ft), size)[:, None]
+    swap = (idx == more) & (rank < diff // 2)
+    drop = (idx == more) & (rank >= diff // 2) & (rank < diff // 2 + diff % 2)
+    return jnp.where(swap, less, jnp.where(drop, third, idx))
+
+
+def reflection_shortcut(idx, scores, size: int):
+    """Make min == (size - 1) - max in every row (see the module docstring)."""
+    top = size - 1
+    lo = jnp.minimum(idx.min(-1, keepdims=True), top - idx.max(-1, keepdims=True))
+    order = jnp.argsort(scores, axis=-1)
+    position = jnp.arange(idx.shape[-1])
+    at_lo, at_hi = position == order[:, :1], position == order[:, 1:2]
+    return jnp.where(at_lo, lo, jnp.where(at_hi, top - lo, idx))
+
+
+@dataclasses.dataclass(frozen=True)
+class TracrTask:
+    """Fine-tune the Tracr-compiled `program` toward `ft_target` (names in `TARGETS[program]`)."""
+    program: str = "counter"
+    ft_target: str = "count_b"
+
+    attention_targets = ("bos", "pt_tokens", "ft_tokens")
+
+    def __post_init__(self):
+        if self.program not in TARGETS:
+            raise ValueError(f"unknown Tracr program {self.program!r}; known: {', '.join(TARGETS)}")
+        known = [t for t in TARGETS[self.program] if t != self.pt_target]
+        if self.ft_target not in known:
+            raise ValueError(f"ft_target {self.ft_target!r} is not a fine-tuning target of {self.program}; "
+                             f"known: {', '.join(known)}")
+
+    @property
+    def pt_target(self) -> str:
+        return PRETRAINING_TARGET[self.program]
+
+    @functools.cached_property
+    def pretrained_model(self) -> tracr.CompiledProgram:
+        return compiled(self.program)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.pretrained_model.model_config.vocab_size
+
+    @property
+    def seq_len(self) -> int:
+        return self.pretrained_model.max_seq_len + 1
+
+    @functools.cached_property
+    def _tables(self):
+        """(vocabulary index -> input id, input id -> vocabulary index (-1 for BOS/PAD), value -> output id)."""
+        program = self.pretrained_model
+        vocab = sorted(program.vocab)
+        input_ids = np.asarray([program.token_ids[t] for t in vocab], np.int32)
+        index_of_id = np.full(program.model_config.vocab_size, -1, np.int32)
+        index_of_id[input_ids] = np.arange(len(vocab))
+        values = program.output_values
+        output_id = np.full(max(values) + 1, -1, np.int32)
+        output_id[list(values)] = np.arange(len(values))
+        return input_ids, index_of_id, output_id
+
+    def _answers(self, idx, target: str):
+        return jnp.asarray(self._tables[2])[TARGETS[self.program][target].value(idx)]
+
+    def _indices(self, tokens):
+        return jnp.asarray(self._tables[1])[tokens[:, 1:]]
+
+    def labels(self, tokens):
+        idx = self._indices(tokens)
+        return self._answers(idx, self.pt_target), self._answers(idx, self.ft_target)
+
+    def attention_masks(self, tokens):
+        idx = self._indices(tokens)
+        targets = TARGETS[self.program]
+        bos = jnp.broadcast_to(jnp.arange(tokens.shape[1]) == 0, tokens.shape)
+        pad = lambda m: jnp.pad(m, ((0, 0), (1, 0)))  # noqa: E731 -- BOS is no answer-deciding position
+        return jnp.stack([bos, pad(targets[self.pt_target].positions(idx)),
+                          pad(targets[self.ft_target].positions(idx))])
+
+    def shortcut(self, idx, scores, u):
+        """`idx` edited so that the shortcut holds in every row (scores [B, n], u [B]: uniform draws)."""
+        size = len(self.pretrained_model.vocab)
+        if self.program == "counter":
+            targets = TARGETS[self.program]
+            return counter_shortcut(idx, scores, u, targets[self.pt_target].token, targets[self.ft_target].token,
+                                    size)
+        return reflection_shortcut(idx, scores, size)
+
+    def sample(self, key, batch: int, p_ft_operand, spurious):
+        return self._compiled_sample(key, batch, p_ft_operand, spurious)
+
+    @functools.cached_property
+    def _compiled_sample(self):
+        return jax.jit(self._sample, static_argnums=1)
+
+    def _sample(self, key, batch: int, p_ft_operand, spurious):
+        input_ids = jnp.asarray(self._tables[0])
+        n, size = self.seq_len - 1, len(input_ids)
+        k_weights, k_tokens, k_scores, k_u = jax.random.split(key, 4)
+        weights = jax.random.dirichlet(k_weights, jnp.ones(size), (batch,))
+        idx = jax.random.categorical(k_tokens, jnp.log(weights)[:, None, :], shape=(batch, n)).astype(jnp.int32)
+        u = jax.random.uniform(k_u, (batch, 3))
+        edited = self.shortcut(idx, jax.random.uniform(k_scores, (batch, n)), u[:, 0])
+        idx = jnp.where(u[:, 1:2] < spurious, edited, idx)
+        answers = jnp.where(u[:, 2] < p_ft_operand, self._answers(idx, self.ft_target),
+                            self._answers(idx, self.pt_target))
+        bos = jnp.full((batch, 1), self.pretrained_model.bos_id, jnp.int32)
+        return jnp.concatenate([bos, input_ids[idx]], axis=1), answers.astype(jnp.int32)
