@@ -58,17 +58,22 @@ def make_counter(token: str = "a") -> rasp.SOp:
     return rasp.SelectorWidth(is_token).named(f"count_{token}")
 
 
-def make_max_identifier() -> rasp.SOp:
-    """At every position, the largest input token.
+def make_extremum_identifier(beats: rasp.Comparison, relation: str, extremum: str) -> rasp.SOp:
+    """At every position, the input token that no other token `beats` (GT: the largest; LT: the smallest).
 
-    A token is a maximum when no token is greater than it; every position then averages the tokens at the
-    maxima, which are all equal (RASP's evaluator returns that mean as a float, 5.0 for 5, when there are several).
+    Every position averages the tokens at the extremum, which are all equal (RASP's evaluator returns that mean
+    as a float, 5.0 for 5, when there are several). Operations are named `n_<relation>`, `is_<extremum>`, ...
     """
-    greater = rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.GT).named("select_greater")
-    n_greater = rasp.SelectorWidth(greater).named("n_greater")
-    is_max = rasp.Map(lambda n: n == 0, n_greater).named("is_max")
-    at_max = rasp.Select(is_max, rasp.tokens, lambda key, query: key).named("select_max")
-    return rasp.Aggregate(at_max, rasp.tokens).named("max")
+    beaten_by = rasp.Select(rasp.tokens, rasp.tokens, beats).named(f"select_{relation}")
+    n_beating = rasp.SelectorWidth(beaten_by).named(f"n_{relation}")
+    is_extremum = rasp.Map(lambda n: n == 0, n_beating).named(f"is_{extremum}")
+    at_extremum = rasp.Select(is_extremum, rasp.tokens, lambda key, query: key).named(f"select_{extremum}")
+    return rasp.Aggregate(at_extremum, rasp.tokens).named(extremum)
+
+
+def make_max_identifier() -> rasp.SOp:
+    """At every position, the largest input token."""
+    return make_extremum_identifier(rasp.Comparison.GT, "greater", "max")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,11 +36,7 @@ from fttrace.tasks import tracr
 
 def make_min_identifier() -> rasp.SOp:
     """At every position, the smallest input token (the mirror image of `tracr.make_max_identifier`)."""
-    less = rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.LT).named("select_less")
-    n_less = rasp.SelectorWidth(less).named("n_less")
-    is_min = rasp.Map(lambda n: n == 0, n_less).named("is_min")
-    at_min = rasp.Select(is_min, rasp.tokens, lambda key, query: key).named("select_min")
-    return rasp.Aggregate(at_min, rasp.tokens).named("min")
+    return tracr.make_extremum_identifier(rasp.Comparison.LT, "less", "min")
 
 
 @dataclasses.dataclass(frozen=True)
