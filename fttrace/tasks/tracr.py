@@ -188,7 +188,7 @@ def _compile(program: rasp.SOp, vocab: frozenset, max_seq_len: int):
     tell what each compiled block computes."""
     unsupported = validating.static_validate(program)
     if unsupported:
-        raise NotImplementedError("Tracr cannot compile: " + "; ".join(
+        raise ValueError("Tracr cannot compile: " + "; ".join(
             f"{u.expr.name}: {u.reason}" for u in unsupported))
     extracted = rasp_to_graph.extract_rasp_graph(program)
     graph, sources, sink = extracted.graph, extracted.sources, extracted.sink
