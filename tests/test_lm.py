@@ -20,7 +20,7 @@ from fttrace.stories import detectors, generator, record, tokenizer as tokenizer
 from fttrace.stories.protocols import refusal_sentence
 from fttrace.stories.tokenizer import BOS, EOS, PAD
 from fttrace.train import init_members
-from tests.helpers import ROOT
+from helpers import ROOT
 
 CONFIG = str(ROOT / "configs" / "stories_twist.py")
 
