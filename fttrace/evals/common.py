@@ -38,14 +38,15 @@ def pretrained_pt_acc(run) -> np.ndarray:
     return np.asarray(acc)[:len(run.group.pretrain)]
 
 
+def pretrain_ancestor(members: pd.DataFrame) -> np.ndarray:
+    """Each fine-tuned or reFT member's pretraining ancestor (its row among the pretrained members)."""
+    return (members["pretrain_index"] if "pretrain_index" in members else members["parent_index"]).to_numpy()
+
+
 def reference_pt_acc(run, member_set: MemberSet) -> np.ndarray:
     """Each member's pretrained C_PT accuracy (its own if pretrained, else its pretraining ancestor's)."""
     acc = pretrained_pt_acc(run)
-    if member_set.level == "pretrain":
-        return acc
-    ancestor = member_set.members["pretrain_index"] if "pretrain_index" in member_set.members else \
-        member_set.members["parent_index"]
-    return acc[ancestor.to_numpy()]
+    return acc if member_set.level == "pretrain" else acc[pretrain_ancestor(member_set.members)]
 
 
 def evaluate_members(run, fn, params, members: pd.DataFrame) -> tuple[np.ndarray, object]:

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from fttrace.evals.common import evaluate_members, member_sets
+from fttrace.evals.common import evaluate_members, member_sets, pretrain_ancestor
 from fttrace.model import Transformer
 from fttrace.results import long_frame
 from fttrace.tasks.tracr import Component, component_params
@@ -108,7 +108,7 @@ def run_components(run) -> None:
     frames = []
     for member_set in member_sets(run, ("finetune", "reft")):
         members = member_set.members
-        ancestor = (members["pretrain_index"] if "pretrain_index" in members else members["parent_index"]).to_numpy()
+        ancestor = pretrain_ancestor(members)
         stacked = jax.tree.leaves(member_set.params)[0].shape[0]
         ancestor = np.concatenate([ancestor, np.full(stacked - len(ancestor), ancestor[0])])  # pad members: member 0's
         reference = jax.tree.map(lambda x: x[ancestor], pretrained)
