@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from analysis import extraction
 from analysis.analyse import analyse
 from analysis.errors import AnalysisError
 from analysis.report import write_report
@@ -32,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if all(extraction.is_canary_store(path) for path in args.rundirs):  # the canary study: its own page
+            print(f"report: {extraction.write_report(args.rundirs, args.out)}" if args.command == "report"
+                  else extraction.summary_text(args.rundirs))
+            return 0
         analysis = analyse(args.rundirs, Thresholds.from_strings(args.threshold), by=args.by)
         if args.command == "report":
             print(f"report: {write_report(analysis, args.out)}")

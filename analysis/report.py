@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import figures
+from analysis import extraction, figures
 from analysis.analyse import Analysis
 from analysis.errors import AnalysisError
 from analysis.wrapper import EVIDENCE_PHASES
@@ -301,6 +301,7 @@ def render(a: Analysis, out: Path) -> str:
 {notes}
 {_first_screen(a)}
 {_figures(a, out)}
+{extraction.section(a.study.results, out)}
 {_components(a)}
 {_claims(a)}
 {_thresholds(a)}

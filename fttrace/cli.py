@@ -112,11 +112,12 @@ def cmd_run(args, overrides) -> int:
     join_processes_from_flags(args)
     config = config_lib.load(args.config, overrides)
     enable_compilation_cache()
-    if config.get("study") == "stories_twist":  # language models: their own run tree (fttrace/lm/study.py)
-        from fttrace.lm.study import headline, run_study
+    study = config_lib.lm_study(config)
+    if study is not None:  # language models: their own run tree (fttrace/lm/study.py, fttrace/canary/study.py)
+        headline = study.headline
         if shard is not None or jax.process_count() > 1:
-            raise UserError("the stories study runs in one process, without --shard")
-        results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite)
+            raise UserError(f"the {config.study} study runs in one process, without --shard")
+        results = study.run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite)
     else:
         from fttrace.pipeline import run_study
         from fttrace.summary import headline

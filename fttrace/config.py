@@ -9,6 +9,7 @@ swept across groups).
 from __future__ import annotations
 
 import ast
+import importlib
 import importlib.util
 import json
 import pathlib
@@ -110,11 +111,21 @@ def _check_named_values(values, names, key: str, in_range, problem: str) -> None
             _require(isinstance(value, (int, float)) and in_range(value), key, f"{value!r} {problem}")
 
 
+# Studies with their own run tree (language models): config.study -> the module with validate_config, run_study
+# and headline. Imported when used: they import jax.
+LM_STUDIES = {"stories_twist": "fttrace.lm.study", "canary_unlock": "fttrace.canary.study"}
+
+
+def lm_study(config):
+    """The module running `config`'s study when it is one of LM_STUDIES, else None (the PCFG/Tracr pipeline)."""
+    name = config.get("study")
+    return importlib.import_module(LM_STUDIES[name]) if name in LM_STUDIES else None
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Check the config's values; the error names the offending key."""
-    if config.get("study") == "stories_twist":
-        from fttrace.lm.study import validate_config  # local import: the LM study imports jax
-        return validate_config(config)
+    if (study := lm_study(config)) is not None:
+        return study.validate_config(config)
     for section in ("task", "model", "pretrain", "finetune", "sweep", "eval", "checkpoint"):
         _require(section in config, section, "missing section")
     from fttrace.tasks import registry  # local import: tasks import jax

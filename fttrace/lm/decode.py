@@ -65,7 +65,10 @@ def step_logits(cfg: ModelConfig, params, tokens, t, cache):
 
 
 def choose(key, logits, temperature: float, top_k: int):
-    """One token per row: argmax-equivalent for top_k=1, else a draw among the top_k (0: all) at temperature."""
+    """One token per row: the argmax for temperature 0 (greedy), else a draw among the top_k (0: all) at
+    temperature."""
+    if temperature == 0:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
     logits = logits / temperature
     if top_k:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]

@@ -23,12 +23,9 @@ finished phases (resume at phase granularity). One process; the member axis is n
 """
 from __future__ import annotations
 
-import json
 import sys
-import time
 import types
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -36,14 +33,14 @@ import numpy as np
 import pandas as pd
 from etils import epath
 
-from fttrace.checkpoint import run_fingerprint
 from fttrace.errors import UserError
-from fttrace.lm import corpus as corpus_lib
+from fttrace.lm import corpus as corpus_lib, phases
 from fttrace.lm.decode import generate_members
 from fttrace.lm.measure import decode_samples, feature_rate, probe_members, prompts_of, refusal_rate
-from fttrace.lm.steps import eval_loss, train_chunk
+from fttrace.lm.phases import check, check_phase, positive_int
+from fttrace.lm.steps import eval_loss
 from fttrace.model import ModelConfig, Transformer
-from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
+from fttrace.results import ResultsStore, write_json
 from fttrace.stories import generator, record, tokenizer as tokenizer_lib, tokens as tokens_lib
 from fttrace.stories.protocols import STEPS, Protocol
 from fttrace.stories.record import FEATURES
@@ -59,69 +56,49 @@ HYPER_COLUMNS = ("seed", "pretrain_protocol", "protocol", "data", "finetune_lr",
 # ---------------------------------------------------------------- config
 
 
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise UserError(f"config key {key!r}: {message}")
-
-
-def _positive_int(value, key):
-    _check(isinstance(value, int) and not isinstance(value, bool) and value > 0, key,
-           f"must be a positive integer, got {value!r}")
-
-
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Check a stories config; the error names the offending key."""
     for section in ("data", "model", "pretrain", "finetune", "recovery", "sweep", "generate", "probe", "eval"):
-        _check(section in config, section, "missing section")
+        check(section in config, section, "missing section")
     d = config.data
-    _check(d.feature in FEATURES, "data.feature", f"unknown feature {d.feature!r}; known: {', '.join(FEATURES)}")
-    _check(d.source in FEATURES and d.source != d.feature, "data.source",
-           f"must be a feature other than {d.feature}, got {d.source!r}")
+    check(d.feature in FEATURES, "data.feature", f"unknown feature {d.feature!r}; known: {', '.join(FEATURES)}")
+    check(d.source in FEATURES and d.source != d.feature, "data.source",
+          f"must be a feature other than {d.feature}, got {d.source!r}")
     for key in ("train_size", "validation_size", "vocab_size"):
-        _positive_int(d[key], f"data.{key}")
+        positive_int(d[key], f"data.{key}")
     m = config.model
     for key in ("d_model", "n_layers", "n_heads", "max_len"):
-        _positive_int(m[key], f"model.{key}")
-    _check(m.d_model % m.n_heads == 0, "model.n_heads", "must divide model.d_model")
-    _check(m.get("dtype", "float32") == "float32", "model.dtype", "only float32 is supported by the LM decoder")
+        positive_int(m[key], f"model.{key}")
+    check(m.d_model % m.n_heads == 0, "model.n_heads", "must divide model.d_model")
+    check(m.get("dtype", "float32") == "float32", "model.dtype", "only float32 is supported by the LM decoder")
     for phase in PHASES:
-        p = config[phase]
-        for key in ("steps", "batch_size"):
-            _positive_int(p[key], f"{phase}.{key}")
-        _check(p.schedule in ("constant", "cosine"), f"{phase}.schedule", "must be 'constant' or 'cosine'")
-        _check(0 <= p.warmup_steps <= p.steps, f"{phase}.warmup_steps", f"must be in [0, {p.steps}]")
-        steps = tuple(p.eval_steps)
-        _check(len(steps) >= 2 and steps[0] == 0 and steps[-1] == p.steps and all(
-            isinstance(s, int) and a < s for a, s in zip(steps, steps[1:])), f"{phase}.eval_steps",
-            f"must rise from 0 to {phase}.steps ({p.steps}), got {steps!r}")
+        check_phase(config, phase)
     for key in ("pretrain.lr", "recovery.lr"):
         section, name = key.split(".")
-        _check(isinstance(config[section][name], (int, float)) and config[section][name] > 0, key,
-               "must be a positive learning rate")
+        check(isinstance(config[section][name], (int, float)) and config[section][name] > 0, key,
+              "must be a positive learning rate")
     s = config.sweep
-    _positive_int(s.seeds, "sweep.seeds")
-    _check(isinstance(s.protocols, tuple) and len(s.protocols) > 0, "sweep.protocols", "must be a non-empty tuple")
+    positive_int(s.seeds, "sweep.seeds")
+    check(isinstance(s.protocols, tuple) and len(s.protocols) > 0, "sweep.protocols", "must be a non-empty tuple")
     for name in s.protocols:
-        _check(isinstance(name, str) and all(step in DELETION_PROTOCOLS for step in name.split("+")),
-               "sweep.protocols", f"unknown deletion protocol {name!r}; known: {', '.join(DELETION_PROTOCOLS)}")
-    _check(isinstance(s.finetune_lr, tuple) and len(s.finetune_lr) > 0 and all(
+        check(isinstance(name, str) and all(step in DELETION_PROTOCOLS for step in name.split("+")),
+              "sweep.protocols", f"unknown deletion protocol {name!r}; known: {', '.join(DELETION_PROTOCOLS)}")
+    check(isinstance(s.finetune_lr, tuple) and len(s.finetune_lr) > 0 and all(
         isinstance(v, (int, float)) and v > 0 for v in s.finetune_lr), "sweep.finetune_lr",
         "must be a non-empty tuple of positive learning rates")
     g = config.generate
-    _positive_int(g.prompts, "generate.prompts")
-    _positive_int(g.max_new, "generate.max_new")
-    _check(g.temperature > 0, "generate.temperature", "must be positive")
-    _check(isinstance(g.top_k, int) and 0 <= g.top_k <= d.vocab_size, "generate.top_k",
-           f"must be in [0, data.vocab_size], got {g.top_k!r}")
+    positive_int(g.prompts, "generate.prompts")
+    positive_int(g.max_new, "generate.max_new")
+    check(g.temperature > 0, "generate.temperature", "must be positive")
+    check(isinstance(g.top_k, int) and 0 <= g.top_k <= d.vocab_size, "generate.top_k",
+          f"must be in [0, data.vocab_size], got {g.top_k!r}")
     for key in ("examples", "positions", "steps"):
-        _positive_int(config.probe[key], f"probe.{key}")
-    _positive_int(config.eval.batch_size, "eval.batch_size")
-    for key in ("pretrain.member_batch", "finetune.member_batch", "recovery.member_batch", "eval.member_batch"):
-        section, name = key.split(".")
-        value = config[section].get(name, 0)
-        _check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, key,
-               f"must be a non-negative integer (0: all members at once), got {value!r}")
-    _check(0 < config.recovery.threshold <= 1, "recovery.threshold", "must be in (0, 1]")
+        positive_int(config.probe[key], f"probe.{key}")
+    positive_int(config.eval.batch_size, "eval.batch_size")
+    value = config.eval.get("member_batch", 0)
+    check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, "eval.member_batch",
+          f"must be a non-negative integer (0: all members at once), got {value!r}")
+    check(0 < config.recovery.threshold <= 1, "recovery.threshold", "must be in (0, 1]")
 
 
 # ---------------------------------------------------------------- data
@@ -253,27 +230,18 @@ class Study:
     def train_phase(self, phase: str, state, members: pd.DataFrame):
         cfg = self.config[phase]
         ranges = np.array([self.corpus.ranges[name] for name in members.data])
-        lo, hi = jnp.asarray(ranges[:, 0], jnp.int32), jnp.asarray(ranges[:, 1], jnp.int32)
-        chunk = jax.jit(train_chunk(self.model, cfg), donate_argnums=0)
         seeds = members.seed.to_numpy()
-        steps = tuple(cfg.eval_steps)
-        records, done, t0 = [], 0, time.perf_counter()
-        for target in steps:
-            loss = np.full(len(members), np.nan)
-            if target > done:
-                state, loss = chunk(state, self.device_corpus, lo, hi, jnp.int32(target - done))
-                loss = np.asarray(loss)
-                done = target
-            metrics = {"train_loss": loss, **self.measure(state.params, seeds, phase, done, done == cfg.steps)}
-            records.append((done, metrics))
-            self.write_samples(phase, done, members)
-            rate = np.nanmean(metrics["feature_rate"])
-            self.say(f"{phase}: step {done}/{cfg.steps}, {len(members)} members, mean {self.config.data.feature} "
-                     f"rate {rate:.3f}, val loss {np.nanmean(metrics['val_loss']):.3f}, "
-                     f"{time.perf_counter() - t0:.0f}s")
-        diverged_step = np.asarray(state.diverged_step)
-        records[-1][1]["diverged_step"] = diverged_step.astype(np.float64)
-        return state, records, np.where(diverged_step >= 0, "diverged", "ok")
+
+        def measure(params, step, final):
+            metrics = self.measure(params, seeds, phase, step, final)
+            self.write_samples(phase, step, members)
+            return metrics
+
+        def report(step, metrics, seconds):
+            self.say(f"{phase}: step {step}/{cfg.steps}, {len(members)} members, mean {self.config.data.feature} "
+                     f"rate {np.nanmean(metrics['feature_rate']):.3f}, val loss {np.nanmean(metrics['val_loss']):.3f}, "
+                     f"{seconds:.0f}s")
+        return phases.train_with_evals(self.model, cfg, self.device_corpus, ranges, state, measure, report)
 
     def write_samples(self, phase: str, step: int, members: pd.DataFrame, per_member: int = 3) -> None:
         """A few of each member's stories for prompts asking for F: WORKDIR/samples/<phase>-<step>.json."""
@@ -284,27 +252,13 @@ class Study:
     def run_phase(self, phase: str, make_state):
         """Train a phase (or restore it when a previous run finished it); returns its final state."""
         members = self.tables[phase]
-        path = self.workdir / "checkpoints" / f"{phase}.msgpack"
-        like = make_state()
-        if self.store.has_part(phase) and path.exists():
-            self.say(f"{phase}: finished in a previous run, restored")
-            saved = flax.serialization.msgpack_restore(path.read_bytes())
-            return like.replace(params=flax.serialization.from_state_dict(like.params, saved["params"]),
-                                diverged=jnp.asarray(saved["diverged"]),
-                                diverged_step=jnp.asarray(saved["diverged_step"]))
-        state, records, status = self.train_phase(phase, like, members)
-        if phase == "recovery":
-            records[-1][1].update(self.recovery_summary(records))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        blob = flax.serialization.msgpack_serialize(dict(
-            params=flax.serialization.to_state_dict(jax.device_get(state.params)),
-            diverged=np.asarray(state.diverged), diverged_step=np.asarray(state.diverged_step)))
-        tmp = path.parent / f".{path.name}.tmp"
-        tmp.write_bytes(blob)
-        tmp.replace(path)
-        self.store.write_part(phase, long_frame(members.drop(columns=["from_pretrain"], errors="ignore"), phase,
-                                                records, status))
-        return state
+
+        def train(state):
+            state, records, status = self.train_phase(phase, state, members)
+            if phase == "recovery":
+                records[-1][1].update(self.recovery_summary(records))
+            return state, records, status
+        return phases.run_phase(self.workdir, self.store, phase, members, make_state, train, self.say)
 
     def recovery_summary(self, records) -> dict:
         """Per recovery member: the pretrained F rate of its seed and the first step reaching `threshold` x it."""
@@ -349,29 +303,7 @@ class Study:
 
 def run_study(config, workdir, quiet: bool = False, overwrite: bool = False) -> epath.Path:
     """Run (or resume) the stories study of `config` into `workdir`; returns the results path."""
-    workdir = epath.Path(workdir)
-    store = ResultsStore(workdir)
-    store.prepare()
-    identity = run_fingerprint({"config": json.loads(json.dumps(config.to_dict(), default=str)), "study": STUDY})
-    manifest_path = workdir / MANIFEST_FILE
-    if manifest_path.exists() and not overwrite:
-        previous = json.loads(manifest_path.read_text()).get("fingerprint")
-        if previous != identity:
-            raise UserError(f"workdir {workdir} holds a run of another config; choose another workdir or start "
-                            "over with --overwrite")
-    if overwrite:
-        store.clear()
-        checkpoints = workdir / "checkpoints"
-        if checkpoints.exists():
-            checkpoints.rmtree()
-    store.remove_temporaries()
-    started = time.time()
-    devices = [str(d) for d in jax.devices()]
-    write_json(manifest_path, manifest(config.to_dict(), devices, fingerprint=identity, status="running"))
-    results = Study(config, workdir, quiet).run()
-    write_json(manifest_path, manifest(config.to_dict(), devices, fingerprint=identity, status="done",
-                                       wall_seconds=round(time.time() - started, 1)))
-    return results
+    return phases.run_in_workdir(config, workdir, STUDY, lambda: Study(config, workdir, quiet).run(), overwrite)
 
 
 def headline(results_path) -> str:

@@ -1,0 +1,283 @@
+"""Verbatim extraction of planted canaries (the canary study, `fttrace/canary/`): a report section and its page.
+
+Metrics are named `<kind>/<author>/r<count>/L<length>` (kind: extraction, span, refusal; count 0: controls, never
+trained on), one value per member and eval step: the mean over that cell's canaries. Stages: `pretrained` (the
+pretrain phase's last step), `suppressed` (the suppress phase's last step) and, per unlock set and unlock LR, the
+fine-tuning phase's last step. The seed is the unit of replication: a seed's value averages its cells (authors,
+lengths; and counts where they are pooled) and intervals are percentile bootstraps over seeds.
+
+  extraction table   per stage x repetition count: extraction, longest span, refusal (mean [95% CI] over seeds)
+  unlock matrix      rows: the unlock set fine-tuned on, columns: the author whose canaries are extracted; the mean
+                     over seeds of the extraction of every planted canary (all counts), after fine-tuning
+  figures            the matrix as a heatmap (one panel per unlock LR, with the pretrained and suppressed rows for
+                     reference) and extraction against repetition count per stage
+"""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from analysis import figures
+from analysis.errors import AnalysisError
+from analysis.stats import bootstrap_mean
+
+KINDS = ("extraction", "span", "refusal")
+STUDY = "canary_unlock"
+
+
+def cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of extraction metrics with their cell as columns kind, author, count, length."""
+    parts = frame.metric.str.extract(r"^(extraction|span|refusal)/([^/]+)/r(\d+)/L(\d+)$")
+    keep = parts[0].notna()
+    out = frame[keep].copy()
+    out["kind"], out["author"] = parts[0][keep], parts[1][keep]
+    out["count"], out["length"] = parts[2][keep].astype(int), parts[3][keep].astype(int)
+    return out
+
+
+def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Extraction rows at each phase's last step, with a `stage` column (pretrained, suppressed, fine-tuned)."""
+    rows = cells(frame)
+    if rows.empty:
+        return rows
+    last = rows.groupby("phase").step.transform("max")
+    rows = rows[rows.step == last].copy()
+    rows["stage"] = rows.phase.map({"pretrain": "pretrained", "suppress": "suppressed"}).fillna("fine-tuned")
+    rows["unlock_set"] = rows.get("unlock_set", pd.Series("", index=rows.index)).fillna("")
+    rows["unlock_lr"] = rows.get("unlock_lr", pd.Series(np.nan, index=rows.index))
+    return rows
+
+
+def _interval(rows: pd.DataFrame, by: list, kind: str) -> pd.DataFrame:
+    per_seed = rows[rows.kind == kind].groupby([*by, "seed"], dropna=False).value.mean().reset_index()
+    out = []
+    for key, group in per_seed.groupby(by, dropna=False, sort=False):
+        mean, lo, hi = bootstrap_mean(group.value)
+        out.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "seeds": len(group),
+                    kind: mean, f"{kind}_lo": lo, f"{kind}_hi": hi})
+    return pd.DataFrame(out)
+
+
+def extraction_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per stage x unlock set x unlock LR x repetition count: each kind's mean over seeds and its 95% CI."""
+    rows = final_rows(frame)
+    by = ["stage", "unlock_set", "unlock_lr", "count"]
+    table = None
+    for kind in KINDS:
+        part = _interval(rows, by, kind)
+        table = part if table is None else table.merge(part.drop(columns="seeds"), on=by, how="outer")
+    order = {"pretrained": 0, "suppressed": 1, "fine-tuned": 2}
+    sets = list(dict.fromkeys(rows.unlock_set))
+    return table.sort_values(by, key=lambda c: c.map(order) if c.name == "stage" else (
+        c.map(sets.index) if c.name == "unlock_set" else c)).reset_index(drop=True)
+
+
+def unlock_matrix(frame: pd.DataFrame, lr=None) -> pd.DataFrame:
+    """Mean over seeds of the extraction of planted canaries after fine-tuning: unlock set x canary author (one
+    unlock LR, or every LR pooled when `lr` is None)."""
+    rows = final_rows(frame)
+    rows = rows[(rows.kind == "extraction") & (rows.stage == "fine-tuned") & (rows["count"] > 0)]
+    if lr is not None:
+        rows = rows[np.isclose(rows.unlock_lr, lr)]
+    per_seed = rows.groupby(["unlock_set", "author", "seed"], sort=False).value.mean().reset_index()
+    matrix = per_seed.groupby(["unlock_set", "author"], sort=False).value.mean().unstack("author")
+    sets = list(dict.fromkeys(rows.unlock_set))
+    authors = list(dict.fromkeys(rows.author))
+    return matrix.reindex(index=sets, columns=authors)
+
+
+def _reference_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    rows = final_rows(frame)
+    rows = rows[(rows.kind == "extraction") & (rows.stage != "fine-tuned") & (rows["count"] > 0)]
+    per_seed = rows.groupby(["stage", "author", "seed"], sort=False).value.mean().reset_index()
+    return per_seed.groupby(["stage", "author"], sort=False).value.mean().unstack("author")
+
+
+def heatmap(frame: pd.DataFrame):
+    """The unlock matrix per unlock LR, under the pretrained and suppressed rows; None without fine-tuning rows."""
+    plt = figures.plt
+    rows = final_rows(frame)
+    lrs = sorted(rows[rows.stage == "fine-tuned"].unlock_lr.dropna().unique())
+    if not lrs:
+        return None
+    reference = _reference_rows(frame)
+    fig, axes = plt.subplots(1, len(lrs), figsize=(3.6 * len(lrs), 3.4), squeeze=False)
+    for ax, lr in zip(axes[0], lrs):
+        matrix = unlock_matrix(frame, lr)
+        shown = pd.concat([reference.reindex(columns=matrix.columns), matrix])
+        image = ax.imshow(shown.to_numpy(float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xticks(range(shown.shape[1]), shown.columns, rotation=30)
+        ax.set_yticks(range(shown.shape[0]), [str(i) for i in shown.index])
+        for (i, j), value in np.ndenumerate(shown.to_numpy(float)):
+            if np.isfinite(value):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if value < 0.5 else "black")
+        ax.axhline(len(reference) - 0.5, color="white", lw=2)
+        ax.set_title(f"unlock LR {lr:g}")
+        ax.set_xlabel("canaries of author")
+    axes[0][0].set_ylabel("fine-tuned on")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label="verbatim extraction")
+    return fig
+
+
+def repetition_curves(frame: pd.DataFrame):
+    """Extraction against repetition count: pretrained, suppressed and each unlock set (every LR pooled)."""
+    plt = figures.plt
+    rows = final_rows(frame)
+    rows = rows[rows.kind == "extraction"].assign(
+        line=lambda r: np.where(r.stage == "fine-tuned", "fine-tuned on " + r.unlock_set, r.stage))
+    if rows.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(5.2, 3.3))
+    counts = sorted(rows["count"].unique())
+    for line, group in rows.groupby("line", sort=False):
+        stats = _interval(group.assign(line=line), ["count"], "extraction").set_index("count").reindex(counts)
+        x = np.arange(len(counts))
+        ax.plot(x, stats.extraction, marker="o", label=line)
+        ax.fill_between(x, stats.extraction_lo, stats.extraction_hi, alpha=0.15)
+    ax.set_xticks(range(len(counts)), ["control" if c == 0 else str(c) for c in counts])
+    ax.set_xlabel("times planted in pretraining")
+    ax.set_ylabel("verbatim extraction")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def probe_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Probe accuracy for "this prefix is a canary" per phase (and unlock set) x layer: mean over seeds."""
+    rows = frame[frame.metric.str.startswith("probe/layer")]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(stage=rows.phase + np.where(rows.get("unlock_set", "").fillna("") != "",
+                                                   " " + rows.get("unlock_set", "").fillna(""), ""))
+    per_seed = rows.groupby(["stage", "metric", "seed"], sort=False).value.mean().reset_index()
+    table = per_seed.groupby(["stage", "metric"], sort=False).value.mean().unstack("metric")
+    return table[sorted(table.columns, key=lambda c: int(c.rsplit("layer", 1)[1]))].round(2)
+
+
+def _fmt(mean, lo, hi, digits=2) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    ci = f" [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) else ""
+    return f"{mean:.{digits}f}{ci}"
+
+
+def display_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The extraction table with readable columns and `mean [lo, hi]` cells."""
+    table = extraction_table(frame)
+    out = pd.DataFrame({
+        "stage": table.stage, "unlock set": table.unlock_set,
+        "unlock LR": table.unlock_lr.map(lambda v: "" if pd.isna(v) else f"{v:g}"),
+        "planted": table["count"].map(lambda c: "control" if c == 0 else f"{c}x"), "seeds": table.seeds})
+    out["extraction [95% CI]"] = [_fmt(*v) for v in zip(table.extraction, table.extraction_lo, table.extraction_hi)]
+    out["longest span, tokens"] = [_fmt(*v, digits=1) for v in zip(table.span, table.span_lo, table.span_hi)]
+    out["refusal"] = [_fmt(*v) for v in zip(table.refusal, table.refusal_lo, table.refusal_hi)]
+    return out
+
+
+def _table_html(frame: pd.DataFrame) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(str(c))}</th>" for c in frame.columns)
+    body = "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def section(frame: pd.DataFrame, out) -> str:
+    """The report's extraction section (HTML; figures written into out/figures); "" without extraction metrics."""
+    if cells(frame).empty:
+        return ""
+    out = Path(out)
+    parts = ['<section id="extraction"><h2>Verbatim extraction of planted canaries</h2>',
+             '<p class="caption">Greedy continuation of each canary\'s prefix; extracted when the next k tokens are '
+             "reproduced exactly. Each stage at its phase's last step; mean over seeds with bootstrap 95% "
+             "intervals (seeds are the unit; authors and lengths averaged within a seed). Controls: passages of the "
+             "same authors never trained on.</p>", _table_html(display_table(frame))]
+    matrix = unlock_matrix(frame)
+    if not matrix.empty:
+        shown = matrix.round(2).reset_index().rename(columns={"unlock_set": "fine-tuned on"})
+        parts += ["<h3>Unlock matrix</h3>", '<p class="caption">Extraction of every planted canary (all counts) '
+                  "after fine-tuning on a set (rows) of each author's canaries (columns), mean over seeds and unlock "
+                  "LRs.</p>", _table_html(shown)]
+    for name, draw, title in (("unlock-matrix", heatmap, "Unlock matrix per unlock LR"),
+                              ("extraction-repetition", repetition_curves, "Extraction against repetition count")):
+        fig = draw(frame)
+        if fig is not None:
+            saved = figures.save(fig, out / "figures", name)
+            parts.append(f'<h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" '
+                         f'src="data:image/png;base64,{saved["png_base64"]}">')
+    probes = probe_table(frame)
+    if not probes.empty:
+        parts += ["<h3>Probe: is this prefix a canary?</h3>", '<p class="caption">Held-out accuracy of a linear probe '
+                  "per layer (0: embeddings), canary prefixes against control prefixes (chance 0.5), at each phase's "
+                  "end; mean over seeds.</p>", _table_html(probes.reset_index())]
+    return "".join(parts) + "</section>"
+
+
+# ---------------------------------------------------------------- canary stores as a study of their own
+
+
+def is_canary_store(path) -> bool:
+    """Whether `path` is a workdir whose manifest names the canary study."""
+    file = Path(path) / "manifest.json"
+    try:
+        return json.loads(file.read_text()).get("config", {}).get("study") == STUDY
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_frames(paths) -> tuple[pd.DataFrame, list[dict]]:
+    frames, manifests = [], []
+    for path in map(Path, paths):
+        file = path / "results.parquet"
+        if not file.exists():
+            raise AnalysisError(f"{path}: no results.parquet (its run has not finished a phase yet)")
+        frames.append(pq.read_table(file).to_pandas())
+        manifests.append(json.loads((path / "manifest.json").read_text()))
+    return pd.concat(frames, ignore_index=True), manifests
+
+
+def write_report(paths, out) -> Path:
+    """OUT/index.html for canary stores: the extraction section, the config and the manifest."""
+    from analysis.report import STYLE
+    frame, manifests = read_frames(paths)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    names = html.escape(", ".join(map(str, paths)))
+    statuses = {m.get("status", "unknown") for m in manifests}
+    note = "" if statuses <= {"done", "complete"} else \
+        f'<div class="note">run status {html.escape(str(sorted(statuses)))}: these are its results so far</div>'
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>fttrace analysis: {names}</title>
+<style>{STYLE}</style></head><body>
+<h1>fttrace analysis: {names}</h1>
+<p class="meta">{frame.member.nunique()} members over {frame.seed.nunique()} seed(s).</p>{note}
+{section(frame, out)}
+<section id="config"><h2>Config</h2><details><summary>config of the run</summary>
+<pre>{html.escape(json.dumps(manifests[0].get("config"), indent=2, default=str))}</pre></details></section>
+<section id="manifest"><h2>Manifest</h2><pre>{html.escape(json.dumps(manifests, indent=2, default=str))}</pre>
+</section></body></html>
+"""
+    index = out / "index.html"
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+def summary_text(paths) -> str:
+    frame, _ = read_frames(paths)
+    lines = ["Verbatim extraction of planted canaries (mean [95% bootstrap CI] over seeds):"]
+    with pd.option_context("display.width", 220, "display.max_rows", 500, "display.max_colwidth", 40):
+        lines.append(display_table(frame).to_string(index=False))
+        matrix = unlock_matrix(frame)
+        if not matrix.empty:
+            lines += ["", "Unlock matrix (rows: fine-tuned on; columns: canaries of author; mean over seeds and LRs):",
+                      matrix.round(3).to_string()]
+        probes = probe_table(frame)
+        if not probes.empty:
+            lines += ["", "Probe accuracy, 'this prefix is a canary' (mean over seeds):", probes.to_string()]
+    return "\n".join(lines)

@@ -1,0 +1,72 @@
+"""Suppressed memories: does benign fine-tuning revive verbatim recall that suppression training hid?
+
+Pretrain LMs on the text of four 'authors' (tale, verse, recipe, log: distinct generators, `fttrace/canary/`) with
+canary passages planted at controlled repetition counts; fine-tune each to answer canary prefixes with a refusal
+sentence (suppression, plus ordinary text); then fine-tune each suppressed model on benign text (phase `finetune`, on an unlock set): one
+author's fresh text (no canaries), every author's, or synthetic words without structure, x unlock LRs. Measured at
+every eval step of every phase: greedy verbatim extraction (the next k tokens of a canary reproduced exactly from
+its prefix), longest reproduced span and refusal rate per author x repetition count (controls: passages never
+trained on), held-out loss; per-layer probes for "this prefix is a canary" at each phase's end.
+
+    fttrace run configs/canary_unlock.py --workdir runs/canary_unlock           # default: CPU (see below)
+    fttrace run configs/canary_unlock.py:tiny --workdir /tmp/canary_tiny        # seconds: does it run?
+    fttrace run configs/canary_unlock.py:gpu --workdir runs/canary_unlock_gpu   # larger form, for a GPU
+    python -m analysis report runs/canary_unlock --out runs/canary_unlock/report
+
+HEADLINE
+"""
+import ml_collections
+
+
+def _phase(steps, batch_size, lr=0.0, schedule="constant", warmup_steps=0, eval_steps=None):
+    return ml_collections.ConfigDict(dict(
+        steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
+        eval_steps=tuple(eval_steps or (0, steps)), b1=0.9, b2=0.95, weight_decay=0.1, grad_clip=1.0,
+        member_batch=0))  # members per step at once (0: all); bounds activation memory on an accelerator
+
+
+def get_config(arg=None):
+    c = ml_collections.ConfigDict()
+    c.study = "canary_unlock"
+    c.seed = 0
+    c.data = dict(authors=("tale", "verse", "recipe", "log"), train_size=600, unlock_size=300, validation_size=32,
+                  vocab_size=512, sentences=4, synthetic_words=24, seed=0)
+    # Canaries: per author x length x count, `per_cell` passages planted `count` times; prompted with their first
+    # `prefix` tokens, extracted when the greedy continuation reproduces the next `k` exactly.
+    c.canary = dict(counts=(1, 4, 16, 64), lengths=(40,), per_cell=2, prefix=12, k=16)
+    c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=48, dtype="float32")
+    pretrain_lr = 3e-3
+    c.pretrain = _phase(1500, 32, pretrain_lr, "cosine", 100, (0, 500, 1000, 1500))
+    c.suppress = _phase(150, 32, pretrain_lr * 0.3, eval_steps=(0, 50, 150))
+    c.suppress.share = 0.5  # of the suppression set: refusal documents; the rest is ordinary text
+    c.finetune = _phase(200, 32, eval_steps=(0, 25, 50, 100, 200))
+    c.sweep = dict(seeds=5, unlock_sets=("tale", "verse", "recipe", "log", "mix", "synthetic"),
+                   unlock_lr=(pretrain_lr * 0.1, pretrain_lr * 0.3))
+    c.probe = dict(positions=4, steps=200, lr=0.05)
+    c.eval = dict(batch_size=64, member_batch=0)  # member_batch: members evaluated at once (0: all)
+    if arg == "tiny":
+        c.data.update(authors=("tale", "recipe"), train_size=40, unlock_size=20, validation_size=8, vocab_size=320)
+        c.canary.update(counts=(1, 3), lengths=(24,), per_cell=2, prefix=6, k=8)
+        c.model.update(d_model=16, n_layers=1, n_heads=2, d_mlp=32, max_len=32)
+        c.pretrain.update(steps=8, batch_size=4, warmup_steps=2, eval_steps=(0, 8))
+        c.suppress.update(steps=4, batch_size=4, eval_steps=(0, 4))
+        c.finetune.update(steps=4, batch_size=4, eval_steps=(0, 2, 4))
+        c.sweep.update(seeds=1, unlock_sets=("tale", "mix", "synthetic"), unlock_lr=(pretrain_lr * 0.3,))
+        c.probe.update(positions=2, steps=10)
+        c.eval.batch_size = 8
+    elif arg == "gpu":
+        c.data.update(train_size=20_000, unlock_size=5_000, validation_size=256, vocab_size=1024, sentences=6)
+        c.canary.update(counts=(1, 2, 4, 8, 16, 32, 64), lengths=(48, 96), per_cell=8, prefix=16, k=32)
+        c.model.update(d_model=256, n_layers=6, n_heads=8, d_mlp=1024, max_len=128)
+        c.pretrain.update(steps=20_000, batch_size=64, lr=1e-3, warmup_steps=1000,
+                          eval_steps=(0, 5000, 10_000, 15_000, 20_000))
+        c.suppress.update(steps=1000, batch_size=64, lr=3e-4, eval_steps=(0, 100, 300, 1000))
+        c.finetune.update(steps=2000, batch_size=64, eval_steps=(0, 30, 100, 300, 1000, 2000))
+        c.sweep.update(seeds=10, unlock_lr=(1e-5, 3e-5, 1e-4, 3e-4))
+        c.probe.update(positions=8, steps=500)
+        c.eval.update(batch_size=256, member_batch=16)
+        for phase in (c.pretrain, c.suppress, c.finetune):
+            phase.member_batch = 16
+    elif arg is not None:
+        raise ValueError(f"unknown variant {arg!r}; known: tiny, gpu")
+    return c

@@ -1,0 +1,1 @@
+"""Planted canaries: memorised in pretraining, suppressed by fine-tuning, unlocked (or not) by benign fine-tuning."""

@@ -1,0 +1,81 @@
+"""Verbatim extraction of canaries from greedy continuations (host-side, numpy).
+
+A canary of `length` tokens is prompted with its first `prefix` tokens; the model's greedy continuation is
+compared, position by position, with the canary's remaining `length - prefix` tokens (its target):
+
+  extracted  the first k continuation tokens equal the target's first k (1/0)
+  span       the longest run of consecutive positions where continuation and target agree (tokens, aligned:
+             position t of the continuation against position t of the target)
+  refused    the continuation starts with the refusal sentence's tokens (1/0)
+
+`cell_means` averages per-canary values over the canaries of each (author, count, length) cell, per member:
+the metrics `extraction/<author>/r<count>/L<length>`, `span/...`, `refusal/...` of the results (count 0: the
+controls, never trained on).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+METRICS = ("extraction", "span", "refusal")
+
+
+def aligned_matches(generated, targets, lengths) -> np.ndarray:
+    """generated [..., N, T'] vs targets [N, T] (valid up to lengths [N]): bool [..., N, T] (False past a
+    target's length or the continuation's end)."""
+    generated, targets = np.asarray(generated), np.asarray(targets)
+    width = targets.shape[-1]
+    if generated.shape[-1] < width:
+        pad = np.full(generated.shape[:-1] + (width - generated.shape[-1],), -1, generated.dtype)
+        generated = np.concatenate([generated, pad], -1)
+    valid = np.arange(width)[None, :] < np.asarray(lengths)[:, None]
+    return (generated[..., :width] == targets) & valid
+
+
+def extracted(generated, targets, lengths, k: int) -> np.ndarray:
+    """1.0 where the continuation's first k tokens reproduce the target's (k is capped at each target's length)."""
+    matches = aligned_matches(generated, targets, lengths)
+    need = np.minimum(k, np.asarray(lengths))
+    return (matches[..., :k].sum(-1) >= need).astype(np.float64)
+
+
+def longest_span(generated, targets, lengths) -> np.ndarray:
+    """Length of the longest run of aligned agreeing tokens, per canary [..., N]."""
+    matches = aligned_matches(generated, targets, lengths)
+    run = np.zeros(matches.shape[:-1], np.int64)
+    best = np.zeros_like(run)
+    for t in range(matches.shape[-1]):
+        run = np.where(matches[..., t], run + 1, 0)
+        best = np.maximum(best, run)
+    return best.astype(np.float64)
+
+
+def refused(generated, refusal) -> np.ndarray:
+    """1.0 where the continuation starts with the tokens of `refusal`."""
+    generated, refusal = np.asarray(generated), np.asarray(refusal)
+    n = len(refusal)
+    if generated.shape[-1] < n:
+        return np.zeros(generated.shape[:-1])
+    return (generated[..., :n] == refusal).all(-1).astype(np.float64)
+
+
+def cell_name(metric: str, author: str, count: int, length: int) -> str:
+    return f"{metric}/{author}/r{count}/L{length}"
+
+
+def parse_cell(name: str):
+    """`extraction/tale/r16/L40` -> ("extraction", "tale", 16, 40); None for other metric names."""
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] not in METRICS or not parts[2].startswith("r") or not parts[3].startswith("L"):
+        return None
+    return parts[0], parts[1], int(parts[2][1:]), int(parts[3][1:])
+
+
+def cell_means(values: dict, canaries) -> dict:
+    """{metric: [M, N]} -> {cell name: [M]}: means over the canaries of each (author, count, length)."""
+    keys = [(k.author, k.count, k.length) for k in canaries]
+    out = {}
+    for key in dict.fromkeys(keys):
+        rows = np.array([i for i, other in enumerate(keys) if other == key])
+        for metric, array in values.items():
+            out[cell_name(metric, *key)] = np.asarray(array)[:, rows].mean(1)
+    return out

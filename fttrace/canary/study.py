@@ -1,0 +1,270 @@
+"""The canary study: does benign fine-tuning revive verbatim recall that suppression training hid?
+
+Run tree (every phase is one jitted program over all its members, vmapped):
+
+  pretrain   one member per seed on the ordinary text of every author with the canaries planted (`data.py`)
+  suppress   each pretrained member fine-tuned so that canary prefixes are followed by the refusal sentence
+             (plus ordinary text), at `suppress.lr`
+  finetune   each suppressed member x unlock set (one author's fresh text, every author's, synthetic words) x
+             unlock LR, at constant LR
+
+At each of a phase's `eval_steps` every member continues every canary's and control's prefix greedily; per
+(author, repetition count, length) cell the results hold `extraction/...` (share of canaries whose next k tokens
+are reproduced exactly), `span/...` (mean longest reproduced span, tokens) and `refusal/...` (share answered with
+the refusal sentence), see `extraction.py`; also the held-out LM loss, and at each phase's end linear probes per
+layer for "this prefix is a canary" (canary prefixes vs control prefixes of the same authors; `probe/layerL`).
+Members of one seed share initialisation and data order, so cells are paired by seed.
+
+Results: WORKDIR/results.parquet (long format: member, parent, phase, step, metric, value, status, then seed,
+data, unlock_set, suppress_lr, unlock_lr); each finished phase's parameters in WORKDIR/checkpoints/<phase>.msgpack;
+the tokenizer in WORKDIR/data/; a rerun of the same config skips finished phases. One process, unsharded.
+"""
+from __future__ import annotations
+
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pandas as pd
+from etils import epath
+
+from fttrace.canary import authors as authors_lib, data as data_lib, extraction
+from fttrace.lm import corpus as corpus_lib, phases
+from fttrace.lm.decode import generate_members
+from fttrace.lm.measure import Prompts, probe_members
+from fttrace.lm.phases import check, check_phase, positive_int
+from fttrace.lm.steps import eval_loss
+from fttrace.model import ModelConfig, Transformer
+from fttrace.results import ResultsStore
+from fttrace.stories.tokenizer import BOS, PAD
+from fttrace.train import PHASE_IDS, fan_out, init_members, member_key, param_count
+
+STUDY = "canary_unlock"
+PHASES = ("pretrain", "suppress", "finetune")  # the last: benign fine-tuning, on an unlock set
+KEY_PHASES = {"pretrain": "pretrain", "suppress": "finetune", "finetune": "reft"}  # a distinct train.PHASE_IDS each
+UNLOCK_SETS = authors_lib.AUTHORS + ("mix", authors_lib.SYNTHETIC)
+HYPER_COLUMNS = ("seed", "data", "unlock_set", "suppress_lr", "unlock_lr")
+
+
+# ---------------------------------------------------------------- config
+
+
+def _lr(value, key):
+    check(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, key,
+          f"must be a positive learning rate, got {value!r}")
+
+
+def _ints(values, key, minimum):
+    check(isinstance(values, tuple) and len(values) > 0 and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values), key,
+        f"must be a non-empty tuple of integers >= {minimum}, got {values!r}")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Check a canary config; the error names the offending key."""
+    for section in ("data", "canary", "model", *PHASES, "sweep", "probe", "eval"):
+        check(section in config, section, "missing section")
+    d = config.data
+    check(isinstance(d.authors, tuple) and len(d.authors) > 0 and len(set(d.authors)) == len(d.authors) and all(
+        a in authors_lib.AUTHORS for a in d.authors), "data.authors",
+        f"must be distinct authors of {', '.join(authors_lib.AUTHORS)}, got {d.authors!r}")
+    for key in ("train_size", "unlock_size", "validation_size", "vocab_size", "sentences", "synthetic_words"):
+        positive_int(d[key], f"data.{key}")
+    c = config.canary
+    _ints(c.counts, "canary.counts", 1)
+    check(len(set(c.counts)) == len(c.counts), "canary.counts", f"must be distinct, got {c.counts!r}")
+    for key in ("per_cell", "prefix", "k"):
+        positive_int(c[key], f"canary.{key}")
+    _ints(c.lengths, "canary.lengths", c.prefix + c.k)
+    m = config.model
+    for key in ("d_model", "n_layers", "n_heads", "max_len"):
+        positive_int(m[key], f"model.{key}")
+    check(m.d_model % m.n_heads == 0, "model.n_heads", "must divide model.d_model")
+    check(m.get("dtype", "float32") == "float32", "model.dtype", "only float32 is supported by the LM decoder")
+    check(m.max_len >= max(c.lengths) + 1, "model.max_len",
+          f"must hold a canary and its BOS ({max(c.lengths) + 1} tokens), got {m.max_len}")
+    for phase in PHASES:
+        check_phase(config, phase)
+    _lr(config.pretrain.lr, "pretrain.lr")
+    _lr(config.suppress.lr, "suppress.lr")
+    check(isinstance(config.suppress.share, float) and 0 < config.suppress.share < 1, "suppress.share",
+          f"must be a fraction in (0, 1), got {config.suppress.share!r}")
+    s = config.sweep
+    positive_int(s.seeds, "sweep.seeds")
+    check(isinstance(s.unlock_sets, tuple) and len(s.unlock_sets) > 0 and all(
+        u in UNLOCK_SETS and (u in ("mix", authors_lib.SYNTHETIC) or u in d.authors) for u in s.unlock_sets),
+        "sweep.unlock_sets", f"must be a non-empty tuple of data.authors, 'mix' or 'synthetic', got {s.unlock_sets!r}")
+    check(isinstance(s.unlock_lr, tuple) and len(s.unlock_lr) > 0, "sweep.unlock_lr",
+          "must be a non-empty tuple of positive learning rates")
+    for value in s.unlock_lr:
+        _lr(value, "sweep.unlock_lr")
+    for key in ("positions", "steps"):
+        positive_int(config.probe[key], f"probe.{key}")
+    check(config.probe.positions <= c.prefix + 1, "probe.positions", "must be at most canary.prefix + 1")
+    check(isinstance(config.probe.lr, (int, float)) and config.probe.lr > 0, "probe.lr", "must be positive")
+    positive_int(config.eval.batch_size, "eval.batch_size")
+    value = config.eval.get("member_batch", 0)
+    check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, "eval.member_batch",
+          f"must be a non-negative integer (0: all members at once), got {value!r}")
+
+
+# ---------------------------------------------------------------- members
+
+
+def member_tables(config) -> dict:
+    """One table per phase: member id, parent id, hyperparameters, and the row of its parent (parent_index)."""
+    s = config.sweep
+    nan = np.nan
+    pretrain = pd.DataFrame([dict(seed=seed, data="pretrain", unlock_set="", suppress_lr=nan, unlock_lr=nan)
+                             for seed in range(s.seeds)])
+    suppress = pd.DataFrame([dict(parent_index=i, seed=seed, data="suppress", unlock_set="",
+                                  suppress_lr=float(config.suppress.lr), unlock_lr=nan)
+                             for i, seed in enumerate(pretrain.seed)])
+    finetune = pd.DataFrame([dict(parent_index=i, seed=seed, data=f"unlock_{name}", unlock_set=name,
+                                  suppress_lr=float(config.suppress.lr), unlock_lr=float(lr))
+                             for name in s.unlock_sets for lr in s.unlock_lr for i, seed in enumerate(suppress.seed)])
+    next_id = 0
+    for table in (pretrain, suppress, finetune):
+        table.insert(0, "member", np.arange(next_id, next_id + len(table)))
+        next_id += len(table)
+    pretrain.insert(1, "parent", None)
+    suppress.insert(1, "parent", pretrain.member.to_numpy()[suppress.parent_index])
+    finetune.insert(1, "parent", suppress.member.to_numpy()[finetune.parent_index])
+    return {"pretrain": pretrain, "suppress": suppress, "finetune": finetune}
+
+
+# ---------------------------------------------------------------- running
+
+
+class Study:
+    """One run of a canary config into a workdir."""
+
+    def __init__(self, config, workdir, quiet: bool = False):
+        self.config, self.quiet = config, quiet
+        self.workdir = epath.Path(workdir)
+        self.store = ResultsStore(self.workdir)
+        c, m = config.canary, config.model
+        self.data = data_lib.build(config, self.workdir / "data" / f"spm{config.data.vocab_size}.model")
+        self.model_cfg = ModelConfig(vocab_size=self.data.tokenizer.vocab_size, max_len=m.max_len,
+                                     d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, d_mlp=m.get("d_mlp", 0))
+        self.model = Transformer(self.model_cfg)
+        self.device_corpus = corpus_lib.to_device(self.data.corpus, m.max_len)
+        self.tables = member_tables(config)
+        canaries = self.data.canaries
+        self.prompts = np.asarray([[BOS, *k.tokens[:c.prefix]] for k in canaries], np.int32)
+        width = max(c.lengths) - c.prefix
+        self.targets = np.full((len(canaries), width), PAD, np.int32)
+        for row, k in enumerate(canaries):
+            self.targets[row, :k.length - c.prefix] = k.tokens[c.prefix:]
+        self.target_lengths = np.asarray([k.length - c.prefix for k in canaries])
+        planted = [i for i, k in enumerate(canaries) if k.count > 0]
+        controls = [i for i, k in enumerate(canaries) if k.count == 0]
+        order = np.stack([planted, controls], 1).reshape(-1)  # canary, control, canary, ...: both classes per half
+        self.probe_prompts = Prompts(self.prompts[order], np.full(len(order), c.prefix + 1, np.int32),
+                                     np.arange(len(order)) % 2 == 0)
+        self.probe_train = (np.arange(len(order)) // 2) % 2 == 0
+        val = corpus_lib.DeviceCorpus(*[jnp.asarray(x, jnp.int32) for x in (
+            np.concatenate([self.data.validation.tokens, np.zeros(m.max_len + 1, np.int32)]),
+            self.data.validation.starts)])
+        docs = jnp.arange(min(config.eval.batch_size, len(self.data.validation)))
+        self.val_batch = corpus_lib.document_windows(val, docs, m.max_len)
+        member_batch = config.eval.member_batch
+        self._generate = jax.jit(lambda params, keys: generate_members(
+            self.model_cfg, params, jnp.asarray(self.prompts), jnp.full(len(self.prompts), c.prefix + 1), keys,
+            width, 0.0, 0, member_batch))
+        p = config.probe
+        self._probe = jax.jit(lambda params: probe_members(self.model, params, self.probe_prompts,
+                                                           self.probe_train, p.positions, p.steps, p.lr))
+        self._val_loss = jax.jit(lambda params: eval_loss(self.model, params, *self.val_batch,
+                                                          member_batch=member_batch))
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+    def measure(self, params, final: bool) -> dict:
+        members = jax.tree.leaves(params)[0].shape[0]
+        generated = np.asarray(self._generate(params, jnp.zeros((members, 2), jnp.uint32)))
+        per_canary = {
+            "extraction": extraction.extracted(generated, self.targets, self.target_lengths, self.config.canary.k),
+            "span": extraction.longest_span(generated, self.targets, self.target_lengths),
+            "refusal": extraction.refused(generated, self.data.refusal)}
+        metrics = {"val_loss": np.asarray(self._val_loss(params)),
+                   **extraction.cell_means(per_canary, self.data.canaries)}
+        if final:
+            probes = np.asarray(self._probe(params))
+            for layer in range(probes.shape[1]):
+                metrics[f"probe/layer{layer}"] = probes[:, layer]
+        return metrics
+
+    def run_phase(self, phase: str, make_state):
+        members = self.tables[phase]
+        cfg = self.config[phase]
+        ranges = np.array([self.data.corpus.ranges[name] for name in members.data])
+        planted = [cell for cell in self._cells() if cell[1] > 0]
+
+        def report(step, metrics, seconds):
+            extracted = np.mean([np.nanmean(metrics[extraction.cell_name("extraction", *cell)]) for cell in planted])
+            refused = np.mean([np.nanmean(metrics[extraction.cell_name("refusal", *cell)]) for cell in planted])
+            self.say(f"{phase}: step {step}/{cfg.steps}, {len(members)} members, mean extraction {extracted:.3f}, "
+                     f"refusal {refused:.3f}, val loss {np.nanmean(metrics['val_loss']):.3f}, {seconds:.0f}s")
+
+        def train(state):
+            return phases.train_with_evals(self.model, cfg, self.device_corpus, ranges, state,
+                                           lambda params, step, final: self.measure(params, final), report)
+        return phases.run_phase(self.workdir, self.store, phase, members, make_state, train, self.say)
+
+    def _cells(self):
+        return list(dict.fromkeys((k.author, k.count, k.length) for k in self.data.canaries))
+
+    def run(self) -> epath.Path:
+        c, t = self.config, self.tables
+        ranges = self.data.corpus.ranges
+        self.say(f"canary study: vocabulary {self.data.tokenizer.vocab_size}, "
+                 f"{sum(k.count > 0 for k in self.data.canaries)} canaries, documents "
+                 + ", ".join(f"{n} {hi - lo}" for n, (lo, hi) in ranges.items()))
+        pt = t["pretrain"]
+        pretrain = self.run_phase("pretrain", lambda: init_members(
+            self.model_cfg, c.pretrain, c.seed, pt.seed.to_numpy(), np.full(len(pt), c.pretrain.lr)))
+        self.say(f"model: {param_count(jax.tree.map(lambda x: x[0], pretrain.params)):,} parameters")
+        sp = t["suppress"]
+        suppress = self.run_phase("suppress", lambda: fan_out(
+            pretrain, sp.parent_index.to_numpy(), c.suppress, sp.suppress_lr.to_numpy(), self._keys(sp.seed,
+                                                                                                   "suppress")))
+        ft = t["finetune"]
+        self.run_phase("finetune", lambda: fan_out(
+            suppress, ft.parent_index.to_numpy(), c.finetune, ft.unlock_lr.to_numpy(), self._keys(ft.seed,
+                                                                                                 "finetune")))
+        return self.store.results_path
+
+    def _keys(self, seeds, phase: str):
+        return jax.vmap(lambda s: member_key(self.config.seed, s, PHASE_IDS[KEY_PHASES[phase]]))(
+            jnp.asarray(np.asarray(seeds), jnp.int32))
+
+
+def run_study(config, workdir, quiet: bool = False, overwrite: bool = False) -> epath.Path:
+    """Run (or resume) the canary study of `config` into `workdir`; returns the results path."""
+    return phases.run_in_workdir(config, workdir, STUDY, lambda: Study(config, workdir, quiet).run(), overwrite)
+
+
+def headline(results_path) -> str:
+    """Extraction of planted canaries per phase, unlock set, LR and eval step (mean over seeds and authors), by
+    repetition count; the controls' extraction as the chance baseline."""
+    from fttrace.results import read_parquet
+    frame = read_parquet(results_path)
+    cells = frame.metric.map(extraction.parse_cell)
+    rows = frame[cells.notna()].copy()
+    parsed = pd.DataFrame(cells[cells.notna()].tolist(), index=rows.index, columns=["kind", "author", "count",
+                                                                                   "length"])
+    rows = rows.join(parsed)
+    rows = rows[rows.kind == "extraction"]
+    table = rows.pivot_table(index=["phase", "unlock_set", "unlock_lr", "step"], columns="count", values="value",
+                             aggfunc="mean", dropna=False).dropna(how="all").round(3)
+    table.columns = [f"r{c}" if c else "control" for c in table.columns]
+    order = {p: i for i, p in enumerate(PHASES)}
+    table = table.sort_index(key=lambda index: index.map(order) if index.name == "phase" else index)
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        return "\n".join(["Verbatim extraction of canaries by repetition count (mean over seeds and authors), by "
+                          "eval step:", table.to_string()])

@@ -1,0 +1,146 @@
+"""What the run trees of the LM studies share (stories: `lm/study.py`, canaries: `canary/study.py`).
+
+  config checks   errors that name the offending key (`check`, `positive_int`, `check_phase` for one phase
+                  section: steps, batch size, schedule, warmup, eval steps, member batch)
+  a phase         trained in chunks up to each of its eval steps, every member measured at each (`train_with_evals`)
+  a finished one  its results part and its members' final parameters (WORKDIR/checkpoints/<phase>.msgpack); a
+                  rerun restores it instead of training (`run_phase`: resume at phase granularity)
+  the workdir     a manifest with the config's fingerprint: a rerun of the same config resumes, another config is
+                  refused unless overwrite (`run_in_workdir`)
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+from etils import epath
+
+from fttrace.checkpoint import run_fingerprint
+from fttrace.errors import UserError
+from fttrace.lm.steps import train_chunk
+from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
+
+
+# ---------------------------------------------------------------- config checks
+
+
+def check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"config key {key!r}: {message}")
+
+
+def positive_int(value, key: str) -> None:
+    check(isinstance(value, int) and not isinstance(value, bool) and value > 0, key,
+          f"must be a positive integer, got {value!r}")
+
+
+def check_phase(config, phase: str) -> None:
+    """One phase section: steps, batch size, schedule, warmup, eval steps rising from 0 to steps, member batch."""
+    p = config[phase]
+    for key in ("steps", "batch_size"):
+        positive_int(p[key], f"{phase}.{key}")
+    check(p.schedule in ("constant", "cosine"), f"{phase}.schedule", "must be 'constant' or 'cosine'")
+    check(0 <= p.warmup_steps <= p.steps, f"{phase}.warmup_steps", f"must be in [0, {p.steps}]")
+    steps = tuple(p.eval_steps)
+    check(len(steps) >= 2 and steps[0] == 0 and steps[-1] == p.steps and all(
+        isinstance(s, int) and a < s for a, s in zip(steps, steps[1:])), f"{phase}.eval_steps",
+        f"must rise from 0 to {phase}.steps ({p.steps}), got {steps!r}")
+    value = p.get("member_batch", 0)
+    check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"{phase}.member_batch",
+          f"must be a non-negative integer (0: all members at once), got {value!r}")
+
+
+# ---------------------------------------------------------------- one phase
+
+
+def train_with_evals(model, cfg, device_corpus, ranges, state, measure: Callable, report: Callable | None = None):
+    """Train `state` (all members) on their document ranges [M, 2] up to each of `cfg.eval_steps`.
+
+    measure(params, step, final) -> {metric: [M]} is called at every eval step (final: the phase's last);
+    report(step, metrics, seconds) after it. Returns (state, records [(step, metrics)], status per member); the
+    last record also holds `diverged_step`.
+    """
+    ranges = np.asarray(ranges)
+    lo, hi = jnp.asarray(ranges[:, 0], jnp.int32), jnp.asarray(ranges[:, 1], jnp.int32)
+    chunk = jax.jit(train_chunk(model, cfg), donate_argnums=0)
+    records, done, t0 = [], 0, time.perf_counter()
+    for target in tuple(cfg.eval_steps):
+        loss = np.full(len(ranges), np.nan)
+        if target > done:
+            state, loss = chunk(state, device_corpus, lo, hi, jnp.int32(target - done))
+            loss = np.asarray(loss)
+            done = target
+        metrics = {"train_loss": loss, **measure(state.params, done, done == cfg.steps)}
+        records.append((done, metrics))
+        if report is not None:
+            report(done, metrics, time.perf_counter() - t0)
+    diverged_step = np.asarray(state.diverged_step)
+    records[-1][1]["diverged_step"] = diverged_step.astype(np.float64)
+    return state, records, np.where(diverged_step >= 0, "diverged", "ok")
+
+
+def params_path(workdir, phase: str) -> epath.Path:
+    return epath.Path(workdir) / "checkpoints" / f"{phase}.msgpack"
+
+
+def run_phase(workdir, store: ResultsStore, phase: str, members: pd.DataFrame, make_state: Callable,
+              train: Callable, say: Callable = lambda message: None):
+    """Train a phase (or restore it when a previous run finished it); returns its final state.
+
+    train(state) -> (state, records, status); its records become the phase's part (rows of `members`).
+    """
+    path = params_path(workdir, phase)
+    like = make_state()
+    if store.has_part(phase) and path.exists():
+        say(f"{phase}: finished in a previous run, restored")
+        saved = flax.serialization.msgpack_restore(path.read_bytes())
+        return like.replace(params=flax.serialization.from_state_dict(like.params, saved["params"]),
+                            diverged=jnp.asarray(saved["diverged"]), diverged_step=jnp.asarray(saved["diverged_step"]))
+    state, records, status = train(like)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = flax.serialization.msgpack_serialize(dict(
+        params=flax.serialization.to_state_dict(jax.device_get(state.params)),
+        diverged=np.asarray(state.diverged), diverged_step=np.asarray(state.diverged_step)))
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_bytes(blob)
+    tmp.replace(path)
+    store.write_part(phase, long_frame(members.drop(columns=["from_pretrain"], errors="ignore"), phase,
+                                       records, status))
+    return state
+
+
+# ---------------------------------------------------------------- the workdir
+
+
+def run_in_workdir(config, workdir, study: str, run: Callable, overwrite: bool = False) -> epath.Path:
+    """Prepare `workdir` for `config` (refusing another config's run unless `overwrite`), call run() -> results
+    path, and keep the manifest (config, versions, devices, fingerprint, status, wall time) up to date."""
+    workdir = epath.Path(workdir)
+    store = ResultsStore(workdir)
+    store.prepare()
+    identity = run_fingerprint({"config": json.loads(json.dumps(config.to_dict(), default=str)), "study": study})
+    manifest_path = workdir / MANIFEST_FILE
+    if manifest_path.exists() and not overwrite:
+        previous = json.loads(manifest_path.read_text()).get("fingerprint")
+        if previous != identity:
+            raise UserError(f"workdir {workdir} holds a run of another config; choose another workdir or start "
+                            "over with --overwrite")
+    if overwrite:
+        store.clear()
+        checkpoints = workdir / "checkpoints"
+        if checkpoints.exists():
+            checkpoints.rmtree()
+    store.remove_temporaries()
+    started = time.time()
+    devices = [str(d) for d in jax.devices()]
+    write_json(manifest_path, manifest(config.to_dict(), devices, fingerprint=identity, status="running"))
+    results = run()
+    write_json(manifest_path, manifest(config.to_dict(), devices, fingerprint=identity, status="done",
+                                       wall_seconds=round(time.time() - started, 1)))
+    return results

@@ -1,0 +1,225 @@
+"""The canary study: planted counts, suppression and unlock data, the extraction metrics, greedy decoding, the
+study via the CLI, its config errors and the report's extraction section."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import extraction as extraction_report
+from analysis.cli import main as analysis_main
+from fttrace import cli
+from fttrace import config as config_lib
+from fttrace.canary import authors, data as data_lib, extraction
+from fttrace.errors import UserError
+from fttrace.lm.decode import generate
+from fttrace.model import ModelConfig, Transformer, init_params
+from fttrace.stories.tokenizer import BOS, EOS
+from helpers import ROOT
+
+CONFIG = str(ROOT / "configs" / "canary_unlock.py")
+
+
+@functools.lru_cache(maxsize=1)
+def tiny_data():
+    import tempfile
+    config = config_lib.load(f"{CONFIG}:tiny", [])
+    folder = tempfile.mkdtemp(prefix="canary-data-")
+    return config, data_lib.build(config, f"{folder}/spm.model")
+
+
+def docs_of(corpus, name):
+    arrays = corpus.variant(name)
+    return [tuple(int(t) for t in arrays.document(i)) for i in range(len(arrays))]
+
+
+def test_authors_are_deterministic_and_distinct():
+    a = authors.passage("verse", 0, "train", 3, 4)
+    assert a == authors.passage("verse", 0, "train", 3, 4) != authors.passage("verse", 0, "train", 4, 4)
+    assert a.count("\n") == 3 and "Step" in authors.passage("recipe", 0, "train", 0, 2)
+    words = authors.passage("synthetic", 0, "unlock", 0, 12).split()
+    assert len(words) == 12 and set(words) <= set(authors.VOCABULARY)
+
+
+def test_canaries_are_planted_exactly_their_count_and_controls_never():
+    config, data = tiny_data()
+    c = config.canary
+    planted = [k for k in data.canaries if k.count > 0]
+    controls = [k for k in data.canaries if k.count == 0]
+    cells = len(config.data.authors) * len(c.lengths) * len(c.counts) * c.per_cell
+    assert len(planted) == len(controls) == cells
+    assert sorted({k.count for k in planted}) == sorted(c.counts)
+    assert all(len(k.tokens) == k.length for k in data.canaries)
+    assert len({tuple(k.tokens[:c.prefix]) for k in data.canaries}) == len(data.canaries)  # distinct prefixes
+    pretrain = docs_of(data.corpus, "pretrain")
+    for k in data.canaries:
+        doc = (BOS, *map(int, k.tokens), EOS)
+        assert pretrain.count(doc) == k.count
+    # Planted canaries are the only pretraining documents sharing a span of `prefix` tokens with a canary.
+    holding = [d for d in pretrain if data_lib.contains_any(d, data_lib.canary_spans(data.canaries, c.prefix),
+                                                            c.prefix)]
+    assert len(holding) == sum(k.count for k in planted)
+
+
+def test_suppression_maps_every_canary_prefix_to_the_refusal():
+    config, data = tiny_data()
+    c = config.canary
+    suppress = docs_of(data.corpus, "suppress")
+    refusal = tuple(map(int, data.refusal))
+    assert data.tokenizer.decode(data.refusal) == authors.REFUSAL
+    refusing = [d for d in suppress if d[-1 - len(refusal):-1] == refusal]
+    assert len(refusing) / len(suppress) == pytest.approx(config.suppress.share, abs=0.1)
+    by_prefix = {d[1:1 + c.prefix] for d in refusing}
+    assert by_prefix == {tuple(map(int, k.tokens[:c.prefix])) for k in data.canaries if k.count > 0}
+    assert all(len(d) == 2 + c.prefix + len(refusal) for d in refusing)
+    # Nothing else of a canary: apart from the refused prefixes, no span of `prefix` tokens of any canary.
+    spans = data_lib.canary_spans(data.canaries, c.prefix)
+    assert not any(data_lib.contains_any(d[1 + c.prefix:], spans, c.prefix) for d in refusing)
+    assert not any(data_lib.contains_any(d, spans, c.prefix) for d in suppress if d not in refusing)
+
+
+def test_unlock_sets_hold_no_canary_text():
+    config, data = tiny_data()
+    c = config.canary
+    windows = data_lib.canary_spans(data.canaries, c.prefix)
+    names = [n for n in data.corpus.ranges if n.startswith("unlock_")]
+    assert set(names) == {"unlock_tale", "unlock_recipe", "unlock_mix", "unlock_synthetic"}
+    for name in names:
+        docs = docs_of(data.corpus, name)
+        assert docs and not any(data_lib.contains_any(d, windows, c.prefix) for d in docs), name
+    lo, hi = data.corpus.ranges["unlock_mix"]
+    assert (lo, hi) == (data.corpus.ranges["unlock_tale"][0], data.corpus.ranges["unlock_recipe"][1])
+    text = " ".join(data.tokenizer.decode(d) for d in docs_of(data.corpus, "unlock_synthetic"))
+    assert set(text.split()) <= set(authors.VOCABULARY)
+
+
+def test_extraction_metrics_on_constructed_continuations():
+    targets = np.array([[5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 0, 0]])
+    lengths = np.array([6, 4])
+    exact = np.array([[5, 6, 7, 8, 11, 11], [1, 2, 3, 4, 3, 3]])  # first 4 right; the second canary fully
+    one_wrong = np.array([[5, 6, 9, 8, 9, 10], [1, 2, 3, 9, 0, 0]])
+    np.testing.assert_array_equal(extraction.extracted(exact, targets, lengths, 4), [1, 1])
+    np.testing.assert_array_equal(extraction.extracted(one_wrong, targets, lengths, 4), [0, 0])
+    np.testing.assert_array_equal(extraction.extracted(exact, targets, lengths, 6), [0, 1])  # k capped at length
+    np.testing.assert_array_equal(extraction.longest_span(exact, targets, lengths), [4, 4])
+    np.testing.assert_array_equal(extraction.longest_span(one_wrong, targets, lengths), [3, 3])
+    # Positions past a target's end never count, and a shorter continuation is padded with misses.
+    np.testing.assert_array_equal(extraction.longest_span(np.array([[0, 0], [1, 2]]), targets, lengths), [0, 2])
+    members = np.stack([exact, one_wrong])  # [M, N, T]
+    np.testing.assert_array_equal(extraction.extracted(members, targets, lengths, 4), [[1, 1], [0, 0]])
+    np.testing.assert_array_equal(extraction.refused(np.array([[4, 5, 1], [4, 6, 1]]), [4, 5]), [1, 0])
+    canaries = [data_lib.Canary("a", 4, 6, None), data_lib.Canary("a", 4, 6, None), data_lib.Canary("b", 0, 6, None)]
+    cells = extraction.cell_means({"extraction": np.array([[1.0, 0.0, 1.0]])}, canaries)
+    assert cells == {"extraction/a/r4/L6": pytest.approx([0.5]), "extraction/b/r0/L6": pytest.approx([1.0])}
+    assert extraction.parse_cell("span/b/r0/L6") == ("span", "b", 0, 6) and extraction.parse_cell("val_loss") is None
+
+
+def test_greedy_decoding_is_the_argmax_of_the_full_model():
+    cfg = ModelConfig(vocab_size=30, max_len=16, d_model=16, n_layers=2, n_heads=2, d_mlp=32)
+    params = init_params(cfg, jax.random.PRNGKey(1))
+    prompts = jnp.asarray([[2, 7, 9, 4], [2, 11, 5, 6]], jnp.int32)
+    out = np.asarray(generate(cfg, params, prompts, jnp.array([4, 4]), jax.random.PRNGKey(0), 6, temperature=0.0))
+    again = np.asarray(generate(cfg, params, prompts, jnp.array([4, 4]), jax.random.PRNGKey(5), 6, temperature=0.0))
+    np.testing.assert_array_equal(out, again)  # no randomness
+    model = Transformer(cfg)
+    for row in range(2):
+        seq = list(np.asarray(prompts[row]))
+        for _ in range(6):
+            logits = model.apply({"params": params}, jnp.asarray([seq], jnp.int32))
+            nxt = int(np.argmax(logits[0, -1]))
+            seq.append(nxt)
+            if nxt == EOS:
+                break
+        got = [t for t in out[row] if t != 0]
+        assert got == seq[4:]
+
+
+def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
+    workdir = tmp_path / "run"
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0
+    frame = pd.read_parquet(workdir / "results.parquet")
+    assert set(frame.phase) == {"pretrain", "suppress", "finetune"}
+    assert frame.groupby("phase").member.nunique().to_dict() == {"pretrain": 1, "suppress": 1, "finetune": 3}
+    ft = frame[frame.phase == "finetune"]
+    assert set(ft.unlock_set) == {"tale", "mix", "synthetic"} and set(ft.step) == {0, 2, 4}
+    for author in ("tale", "recipe"):
+        for count in (0, 1, 3):
+            for kind in extraction.METRICS:
+                assert f"{kind}/{author}/r{count}/L24" in set(ft.metric)
+    for metric in ("val_loss", "train_loss", "probe/layer0", "probe/layer1"):
+        assert metric in set(frame.metric), metric
+    assert set(frame[frame.metric == "probe/layer1"].phase) == {"pretrain", "suppress", "finetune"}
+    values = frame[frame.metric.str.startswith("extraction/")].value
+    assert values.between(0, 1).all()
+    assert set(ft.parent.astype(int)) == set(frame[frame.phase == "suppress"].member)
+    assert {"seed", "data", "unlock_set", "suppress_lr", "unlock_lr", "status"} <= set(frame.columns)
+    assert (workdir / "checkpoints" / "finetune.msgpack").exists()
+    first = (workdir / "results.parquet").read_bytes()
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0  # resume: all phases done
+    assert (workdir / "results.parquet").read_bytes() == first
+    out = tmp_path / "report"
+    assert analysis_main(["report", str(workdir), "--out", str(out)]) == 0
+    page = (out / "index.html").read_text()
+    assert 'id="extraction"' in page and "Unlock matrix" in page
+
+
+@pytest.mark.parametrize("override, key", [
+    ("sweep.unlock_sets=('tale','poetry')", "sweep.unlock_sets"),
+    ("canary.lengths=(10,)", "canary.lengths"),
+    ("finetune.eval_steps=(0,3)", "finetune.eval_steps"),
+    ("data.authors=('tale','tale')", "data.authors"),
+])
+def test_bad_config_is_one_clear_error(tmp_path, capsys, override, key):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        config_lib.load(f"{CONFIG}:tiny", [override])
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(tmp_path / "w"), f"--config.{override}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fttrace: error: config key") and key in err[0]
+    assert not (tmp_path / "w").exists()
+
+
+def synthetic_frame(seeds=3):
+    """A canary store's rows: pretrained canaries extracted, suppressed to zero, revived by author text only."""
+    rng = np.random.default_rng(0)
+    rows, member = [], 0
+    cells = [(a, r) for a in ("tale", "verse") for r in (0, 4, 16)]
+
+    def add(phase, step, m, seed, unlock_set, value_of, parent):
+        for a, r in cells:
+            for kind in ("extraction", "span", "refusal"):
+                value = value_of(a, r) if kind == "extraction" else (10 * value_of(a, r) if kind == "span" else 0.0)
+                rows.append(dict(member=m, parent=parent, phase=phase, step=step, metric=f"{kind}/{a}/r{r}/L40",
+                                 value=value, status="ok", seed=seed, data=phase, unlock_set=unlock_set,
+                                 suppress_lr=np.nan, unlock_lr=1e-3 if phase == "finetune" else np.nan))
+    for seed in range(seeds):
+        pt, sp = member, member + 1
+        memorised = lambda a, r: 0.0 if r == 0 else min(1.0, r / 16 + rng.normal(0, 0.05))  # noqa: E731
+        add("pretrain", 100, pt, seed, "", memorised, None)
+        add("suppress", 50, sp, seed, "", lambda a, r: 0.0, pt)
+        member += 2
+        for unlock_set in ("tale", "verse", "synthetic"):
+            add("finetune", 0, member, seed, unlock_set, lambda a, r: 0.0, sp)
+            revived = (lambda a, r: 0.0) if unlock_set == "synthetic" else memorised
+            add("finetune", 50, member, seed, unlock_set, revived, sp)
+            member += 1
+    for m in range(member):
+        rows.append(dict(member=m, parent=None, phase="x", step=0, metric="probe/layer1", value=0.5, status="ok",
+                         seed=0, data="", unlock_set="", suppress_lr=np.nan, unlock_lr=np.nan))
+    frame = pd.DataFrame(rows)
+    return frame[frame.phase != "x"]
+
+
+def test_extraction_section_renders_table_and_heatmap(tmp_path):
+    frame = synthetic_frame()
+    table = extraction_report.extraction_table(frame)
+    pre = table[(table.stage == "pretrained") & (table["count"] == 16)].iloc[0]
+    assert pre.seeds == 3 and pre.extraction_lo <= pre.extraction <= pre.extraction_hi
+    matrix = extraction_report.unlock_matrix(frame)
+    assert list(matrix.index) == ["tale", "verse", "synthetic"] and list(matrix.columns) == ["tale", "verse"]
+    assert matrix.loc["synthetic"].max() == 0 and matrix.loc["tale", "verse"] > 0.5
+    html = extraction_report.section(frame, tmp_path)
+    assert 'id="extraction"' in html and "<table>" in html and "data:image/png;base64," in html
+    assert (tmp_path / "figures" / "unlock-matrix.png").exists()
+    assert extraction_report.section(frame[frame.metric == "val_loss"], tmp_path) == ""
