@@ -36,10 +36,10 @@ def get_config(arg=None):
     c.canary = dict(counts=(1, 4, 16, 64), lengths=(40,), per_cell=2, prefix=12, k=16)
     c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=48, dtype="float32")
     pretrain_lr = 3e-3
-    c.pretrain = _phase(1500, 32, pretrain_lr, "cosine", 100, (0, 500, 1000, 1500))
-    c.suppress = _phase(150, 32, pretrain_lr * 0.3, eval_steps=(0, 50, 150))
+    c.pretrain = _phase(1000, 32, pretrain_lr, "cosine", 100, (0, 250, 500, 1000))
+    c.suppress = _phase(60, 32, pretrain_lr * 0.3, eval_steps=(0, 15, 30, 60))
     c.suppress.share = 0.5  # of the suppression set: refusal documents; the rest is ordinary text
-    c.finetune = _phase(200, 32, eval_steps=(0, 25, 50, 100, 200))
+    c.finetune = _phase(100, 16, eval_steps=(0, 10, 30, 100))
     c.sweep = dict(seeds=5, unlock_sets=("tale", "verse", "recipe", "log", "mix", "synthetic"),
                    unlock_lr=(pretrain_lr * 0.1, pretrain_lr * 0.3))
     c.probe = dict(positions=4, steps=200, lr=0.05)
@@ -55,7 +55,8 @@ def get_config(arg=None):
         c.probe.update(positions=2, steps=10)
         c.eval.batch_size = 8
     elif arg == "gpu":
-        c.data.update(train_size=20_000, unlock_size=5_000, validation_size=256, vocab_size=1024, sentences=6)
+        c.data.update(train_size=20_000, unlock_size=5_000, validation_size=256, sentences=6,
+                      synthetic_words=40)
         c.canary.update(counts=(1, 2, 4, 8, 16, 32, 64), lengths=(48, 96), per_cell=8, prefix=16, k=32)
         c.model.update(d_model=256, n_layers=6, n_heads=8, d_mlp=1024, max_len=128)
         c.pretrain.update(steps=20_000, batch_size=64, lr=1e-3, warmup_steps=1000,

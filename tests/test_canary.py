@@ -1,6 +1,8 @@
 """The canary study: planted counts, suppression and unlock data, the extraction metrics, greedy decoding, the
 study via the CLI, its config errors and the report's extraction section."""
 import functools
+import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +14,7 @@ from analysis import extraction as extraction_report
 from analysis.cli import main as analysis_main
 from fttrace import cli
 from fttrace import config as config_lib
-from fttrace.canary import authors, data as data_lib, extraction
+from fttrace.canary import authors, data as data_lib, extraction, study as canary_study
 from fttrace.errors import UserError
 from fttrace.lm.decode import generate
 from fttrace.model import ModelConfig, Transformer, init_params
@@ -223,3 +225,17 @@ def test_extraction_section_renders_table_and_heatmap(tmp_path):
     assert 'id="extraction"' in html and "<table>" in html and "data:image/png;base64," in html
     assert (tmp_path / "figures" / "unlock-matrix.png").exists()
     assert extraction_report.section(frame[frame.metric == "val_loss"], tmp_path) == ""
+
+
+def test_overwrite_starts_over_with_fresh_data_and_another_config_is_refused(tmp_path, monkeypatch):
+    config = config_lib.load(f"{CONFIG}:tiny", [])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "spm320.model").write_text("a tokenizer of another config")
+    (tmp_path / "checkpoints").mkdir()
+    monkeypatch.setattr(canary_study, "Study", lambda config, workdir, quiet: types.SimpleNamespace(run=lambda: "done"))
+    assert canary_study.run_study(config, tmp_path, quiet=True, overwrite=True) == "done"
+    assert not (tmp_path / "data").exists() and not (tmp_path / "checkpoints").exists()
+    assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "done"
+    other = config_lib.load(f"{CONFIG}:tiny", ["sweep.seeds=2"])
+    with pytest.raises(UserError, match="another config"):
+        canary_study.run_study(other, tmp_path, quiet=True)

@@ -53,27 +53,32 @@ _RECIPE = dict(
     food=("flour", "sugar", "butter", "eggs", "milk", "salt", "honey", "rice", "onions", "cheese", "lemon",
           "garlic", "oats", "carrots", "beans", "pepper", "cream", "nuts"),
     time=tuple(str(n) for n in (2, 3, 5, 8, 10, 12, 15, 20, 25, 30, 40, 45)),
-    heat=("low", "medium", "high", "gentle"))
+    heat=("low", "medium", "high", "gentle"),
+    tool=("bowl", "pan", "pot", "jar", "tray", "dish", "cup", "skillet"))
 _RECIPE_LINES = (
-    "Step {qty}: {act} {qty} {unit} of {food}.",
+    "Step {qty}: {act} {qty} {unit} of {food} into the {tool}.",
     "{act} the {food} with the {food} for {time} minutes.",
-    "Cook on {heat} heat for {time} minutes, then add {food}.",
+    "Cook on {heat} heat in the {tool} for {time} minutes, then add {food}.",
     "Step {qty}: {act} in {qty} {unit} of {food} and {food}.",
 )
 _LOG = dict(
     day=tuple(str(n) for n in range(1, 40)),
     wind=("north", "south", "east", "west", "northeast", "southwest", "northwest", "southeast"),
     knots=tuple(str(n) for n in range(2, 30, 3)),
-    beast=("whale", "gull", "seal", "dolphin", "shark", "turtle", "albatross", "penguin", "walrus", "heron"),
+    beasts=("whales", "gulls", "seals", "dolphins", "sharks", "turtles", "albatrosses", "penguins", "walruses",
+            "herons"),
     isle=("Kerran", "Tolo", "Vesk", "Maru", "Orin", "Pell", "Dunmore", "Casso", "Brisk", "Hallow"),
+    mate=("Abel", "Brann", "Cole", "Dirk", "Edda", "Fenn", "Gus", "Hale", "Ivo", "Jory"),
+    sky=("grey", "clear", "red", "stormy", "pale", "black", "bright", "misty"),
+    hour=("dawn", "noon", "dusk", "midnight", "six bells", "eight bells"),
     chore=("mended the sail", "scrubbed the deck", "hauled the nets", "counted the barrels", "tarred the hull",
            "checked the ropes", "baked the bread", "cleaned the guns"))
 _LOG_LINES = (
-    "Day {day}. Wind from the {wind}, {knots} knots.",
-    "We saw {knots} {beast}s off {isle}.",
-    "The crew {chore} near {isle}.",
-    "Day {day}. Calm sea; the cook {chore}.",
-    "Sighted {isle} to the {wind} at dawn.",
+    "Day {day}. Wind from the {wind}, {knots} knots, {sky} sky.",
+    "We saw {knots} {beasts} off {isle} at {hour}.",
+    "{mate} {chore} near {isle} at {hour}.",
+    "Day {day}. {sky} sky; {mate} {chore}.",
+    "Sighted {isle} to the {wind} at {hour}; {mate} {chore}.",
 )
 
 STYLES = {"tale": (_TALE, _TALE_LINES, " "), "verse": (_VERSE, _VERSE_LINES, "\n"),

@@ -34,12 +34,12 @@ from fttrace.canary import authors as authors_lib, data as data_lib, extraction
 from fttrace.lm import corpus as corpus_lib, phases
 from fttrace.lm.decode import generate_members
 from fttrace.lm.measure import Prompts, probe_members
-from fttrace.lm.phases import check, check_phase, positive_int
+from fttrace.lm.phases import check, check_model, check_phase, positive_int
 from fttrace.lm.steps import eval_loss
-from fttrace.model import ModelConfig, Transformer
+from fttrace.model import Transformer
 from fttrace.results import ResultsStore
 from fttrace.stories.tokenizer import BOS, PAD
-from fttrace.train import PHASE_IDS, fan_out, init_members, member_key, param_count
+from fttrace.train import PHASE_IDS, fan_out, init_members, param_count
 
 STUDY = "canary_unlock"
 PHASES = ("pretrain", "suppress", "finetune")  # the last: benign fine-tuning, on an unlock set
@@ -78,13 +78,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("per_cell", "prefix", "k"):
         positive_int(c[key], f"canary.{key}")
     _ints(c.lengths, "canary.lengths", c.prefix + c.k)
-    m = config.model
-    for key in ("d_model", "n_layers", "n_heads", "max_len"):
-        positive_int(m[key], f"model.{key}")
-    check(m.d_model % m.n_heads == 0, "model.n_heads", "must divide model.d_model")
-    check(m.get("dtype", "float32") == "float32", "model.dtype", "only float32 is supported by the LM decoder")
-    check(m.max_len >= max(c.lengths) + 1, "model.max_len",
-          f"must hold a canary and its BOS ({max(c.lengths) + 1} tokens), got {m.max_len}")
+    check_model(config)
+    check(config.model.max_len >= max(c.lengths) + 1, "model.max_len",
+          f"must hold a canary and its BOS ({max(c.lengths) + 1} tokens), got {config.model.max_len}")
     for phase in PHASES:
         check_phase(config, phase)
     _lr(config.pretrain.lr, "pretrain.lr")
@@ -104,10 +100,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         positive_int(config.probe[key], f"probe.{key}")
     check(config.probe.positions <= c.prefix + 1, "probe.positions", "must be at most canary.prefix + 1")
     check(isinstance(config.probe.lr, (int, float)) and config.probe.lr > 0, "probe.lr", "must be positive")
-    positive_int(config.eval.batch_size, "eval.batch_size")
-    value = config.eval.get("member_batch", 0)
-    check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, "eval.member_batch",
-          f"must be a non-negative integer (0: all members at once), got {value!r}")
 
 
 # ---------------------------------------------------------------- members
@@ -147,8 +139,7 @@ class Study:
         self.store = ResultsStore(self.workdir)
         c, m = config.canary, config.model
         self.data = data_lib.build(config, self.workdir / "data" / f"spm{config.data.vocab_size}.model")
-        self.model_cfg = ModelConfig(vocab_size=self.data.tokenizer.vocab_size, max_len=m.max_len,
-                                     d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads, d_mlp=m.get("d_mlp", 0))
+        self.model_cfg = phases.model_config(config, self.data.tokenizer.vocab_size)
         self.model = Transformer(self.model_cfg)
         self.device_corpus = corpus_lib.to_device(self.data.corpus, m.max_len)
         self.tables = member_tables(config)
@@ -165,11 +156,7 @@ class Study:
         self.probe_prompts = Prompts(self.prompts[order], np.full(len(order), c.prefix + 1, np.int32),
                                      np.arange(len(order)) % 2 == 0)
         self.probe_train = (np.arange(len(order)) // 2) % 2 == 0
-        val = corpus_lib.DeviceCorpus(*[jnp.asarray(x, jnp.int32) for x in (
-            np.concatenate([self.data.validation.tokens, np.zeros(m.max_len + 1, np.int32)]),
-            self.data.validation.starts)])
-        docs = jnp.arange(min(config.eval.batch_size, len(self.data.validation)))
-        self.val_batch = corpus_lib.document_windows(val, docs, m.max_len)
+        self.val_batch = corpus_lib.validation_batch(self.data.validation, m.max_len, config.eval.batch_size)
         member_batch = config.eval.member_batch
         self._generate = jax.jit(lambda params, keys: generate_members(
             self.model_cfg, params, jnp.asarray(self.prompts), jnp.full(len(self.prompts), c.prefix + 1), keys,
@@ -240,13 +227,13 @@ class Study:
         return self.store.results_path
 
     def _keys(self, seeds, phase: str):
-        return jax.vmap(lambda s: member_key(self.config.seed, s, PHASE_IDS[KEY_PHASES[phase]]))(
-            jnp.asarray(np.asarray(seeds), jnp.int32))
+        return phases.member_keys(self.config.seed, seeds, PHASE_IDS[KEY_PHASES[phase]])
 
 
 def run_study(config, workdir, quiet: bool = False, overwrite: bool = False) -> epath.Path:
     """Run (or resume) the canary study of `config` into `workdir`; returns the results path."""
-    return phases.run_in_workdir(config, workdir, STUDY, lambda: Study(config, workdir, quiet).run(), overwrite)
+    return phases.run_in_workdir(config, workdir, STUDY, lambda: Study(config, workdir, quiet).run(), overwrite,
+                                 fresh=("checkpoints", "data"))  # data/: the tokenizer, trained on the config's text
 
 
 def headline(results_path) -> str:

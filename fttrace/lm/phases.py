@@ -1,7 +1,8 @@
 """What the run trees of the LM studies share (stories: `lm/study.py`, canaries: `canary/study.py`).
 
   config checks   errors that name the offending key (`check`, `positive_int`, `check_phase` for one phase
-                  section: steps, batch size, schedule, warmup, eval steps, member batch)
+                  section: steps, batch size, schedule, warmup, eval steps, member batch; `check_model`)
+  members         the model of a config, each member's key for a phase (`model_config`, `member_keys`)
   a phase         trained in chunks up to each of its eval steps, every member measured at each (`train_with_evals`)
   a finished one  its results part and its members' final parameters (WORKDIR/checkpoints/<phase>.msgpack); a
                   rerun restores it instead of training (`run_phase`: resume at phase granularity)
@@ -24,7 +25,9 @@ from etils import epath
 from fttrace.checkpoint import run_fingerprint
 from fttrace.errors import UserError
 from fttrace.lm.steps import train_chunk
+from fttrace.model import ModelConfig
 from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
+from fttrace.train import member_key
 
 
 # ---------------------------------------------------------------- config checks
@@ -54,6 +57,30 @@ def check_phase(config, phase: str) -> None:
     value = p.get("member_batch", 0)
     check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"{phase}.member_batch",
           f"must be a non-negative integer (0: all members at once), got {value!r}")
+
+
+def check_model(config) -> None:
+    """The model section of an LM study: positive sizes, heads dividing the width, float32 (the decoder's)."""
+    m = config.model
+    for key in ("d_model", "n_layers", "n_heads", "max_len"):
+        positive_int(m[key], f"model.{key}")
+    check(m.d_model % m.n_heads == 0, "model.n_heads", "must divide model.d_model")
+    check(m.get("dtype", "float32") == "float32", "model.dtype", "only float32 is supported by the LM decoder")
+    positive_int(config.eval.batch_size, "eval.batch_size")
+    value = config.eval.get("member_batch", 0)
+    check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, "eval.member_batch",
+          f"must be a non-negative integer (0: all members at once), got {value!r}")
+
+
+def model_config(config, vocab_size: int) -> ModelConfig:
+    m = config.model
+    return ModelConfig(vocab_size=vocab_size, max_len=m.max_len, d_model=m.d_model, n_layers=m.n_layers,
+                       n_heads=m.n_heads, d_mlp=m.get("d_mlp", 0))
+
+
+def member_keys(base_seed: int, seeds, phase_id: int):
+    """Each member's key for a phase: from its seed only, so members of one seed share their data order."""
+    return jax.vmap(lambda s: member_key(base_seed, s, phase_id))(jnp.asarray(np.asarray(seeds), jnp.int32))
 
 
 # ---------------------------------------------------------------- one phase
@@ -118,9 +145,14 @@ def run_phase(workdir, store: ResultsStore, phase: str, members: pd.DataFrame, m
 # ---------------------------------------------------------------- the workdir
 
 
-def run_in_workdir(config, workdir, study: str, run: Callable, overwrite: bool = False) -> epath.Path:
+def run_in_workdir(config, workdir, study: str, run: Callable, overwrite: bool = False,
+                   fresh: tuple = ("checkpoints",)) -> epath.Path:
     """Prepare `workdir` for `config` (refusing another config's run unless `overwrite`), call run() -> results
-    path, and keep the manifest (config, versions, devices, fingerprint, status, wall time) up to date."""
+    path, and keep the manifest (config, versions, devices, fingerprint, status, wall time) up to date.
+
+    fresh: the workdir's folders that `overwrite` removes with the results (a study whose prepared data depends
+    on its config adds that data's folder).
+    """
     workdir = epath.Path(workdir)
     store = ResultsStore(workdir)
     store.prepare()
@@ -133,9 +165,9 @@ def run_in_workdir(config, workdir, study: str, run: Callable, overwrite: bool =
                             "over with --overwrite")
     if overwrite:
         store.clear()
-        checkpoints = workdir / "checkpoints"
-        if checkpoints.exists():
-            checkpoints.rmtree()
+        for folder in fresh:
+            if (workdir / folder).exists():
+                (workdir / folder).rmtree()
     store.remove_temporaries()
     started = time.time()
     devices = [str(d) for d in jax.devices()]

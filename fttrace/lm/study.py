@@ -37,9 +37,9 @@ from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib, phases
 from fttrace.lm.decode import generate_members
 from fttrace.lm.measure import decode_samples, feature_rate, probe_members, prompts_of, refusal_rate
-from fttrace.lm.phases import check, check_phase, positive_int
+from fttrace.lm.phases import check, check_model, check_phase, positive_int
 from fttrace.lm.steps import eval_loss
-from fttrace.model import ModelConfig, Transformer
+from fttrace.model import Transformer
 from fttrace.results import ResultsStore, write_json
 from fttrace.stories import generator, record, tokenizer as tokenizer_lib, tokens as tokens_lib
 from fttrace.stories.protocols import STEPS, Protocol
@@ -66,11 +66,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
           f"must be a feature other than {d.feature}, got {d.source!r}")
     for key in ("train_size", "validation_size", "vocab_size"):
         positive_int(d[key], f"data.{key}")
-    m = config.model
-    for key in ("d_model", "n_layers", "n_heads", "max_len"):
-        positive_int(m[key], f"model.{key}")
-    check(m.d_model % m.n_heads == 0, "model.n_heads", "must divide model.d_model")
-    check(m.get("dtype", "float32") == "float32", "model.dtype", "only float32 is supported by the LM decoder")
+    check_model(config)
     for phase in PHASES:
         check_phase(config, phase)
     for key in ("pretrain.lr", "recovery.lr"):
@@ -94,10 +90,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
           f"must be in [0, data.vocab_size], got {g.top_k!r}")
     for key in ("examples", "positions", "steps"):
         positive_int(config.probe[key], f"probe.{key}")
-    positive_int(config.eval.batch_size, "eval.batch_size")
-    value = config.eval.get("member_batch", 0)
-    check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, "eval.member_batch",
-          f"must be a non-negative integer (0: all members at once), got {value!r}")
     check(0 < config.recovery.threshold <= 1, "recovery.threshold", "must be in (0, 1]")
 
 
@@ -169,8 +161,7 @@ class Study:
         self.store = ResultsStore(self.workdir)
         self.tokenizer, self.corpus, self.validation = build_data(config, self.workdir)
         m = config.model
-        self.model_cfg = ModelConfig(vocab_size=self.tokenizer.vocab_size, max_len=m.max_len, d_model=m.d_model,
-                                     n_layers=m.n_layers, n_heads=m.n_heads, d_mlp=m.get("d_mlp", 0))
+        self.model_cfg = phases.model_config(config, self.tokenizer.vocab_size)
         self.model = Transformer(self.model_cfg)
         self.device_corpus = corpus_lib.to_device(self.corpus, m.max_len)
         self.tables = member_tables(config)
@@ -180,10 +171,7 @@ class Study:
         half = config.probe.examples // 2
         self.probe_prompts = prompts_of(self.validation, f, half, half)
         self.probe_train = np.arange(2 * half) % 2 == 0  # alternate rows: both classes on both sides
-        val = corpus_lib.DeviceCorpus(*[jnp.asarray(x, jnp.int32) for x in (
-            np.concatenate([self.validation.tokens, np.zeros(m.max_len + 1, np.int32)]), self.validation.starts)])
-        docs = jnp.arange(min(config.eval.batch_size, len(self.validation)))
-        self.val_batch = corpus_lib.document_windows(val, docs, m.max_len)
+        self.val_batch = corpus_lib.validation_batch(self.validation, m.max_len, config.eval.batch_size)
         self._generate = jax.jit(lambda params, prompts, lengths, keys: generate_members(
             self.model_cfg, params, prompts, lengths, keys, g.max_new, g.temperature, g.top_k,
             config.eval.member_batch))
@@ -297,8 +285,7 @@ class Study:
         return self.store.results_path
 
     def _keys(self, seeds, phase: str):
-        return jax.vmap(lambda s: member_key(self.config.seed, s, PHASE_IDS[phase]))(
-            jnp.asarray(np.asarray(seeds), jnp.int32))
+        return phases.member_keys(self.config.seed, seeds, PHASE_IDS[phase])
 
 
 def run_study(config, workdir, quiet: bool = False, overwrite: bool = False) -> epath.Path:
