@@ -48,9 +48,9 @@ def get_config(arg=None):
     c.finetune = _phase(60, 8, eval_steps=(0, 60))
     c.recovery = _phase(100, 8, pretrain_lr * 0.2, eval_steps=(0, 10, 30, 100))
     c.recovery.threshold = 0.9
-    c.sweep = dict(seeds=2, protocols=("filter", "filter_label", "mix_match", "refusal"),
+    c.sweep = dict(seeds=3, protocols=("filter", "filter_label", "mix_match", "refusal"),
                    finetune_lr=(pretrain_lr * 2, pretrain_lr * 0.2, pretrain_lr * 0.02))
-    c.generate = dict(prompts=32, max_new=200, temperature=1.0, top_k=0)
+    c.generate = dict(prompts=24, max_new=200, temperature=1.0, top_k=0)
     c.probe = dict(examples=128, positions=10, steps=200, lr=0.05)
     c.eval = dict(batch_size=64, member_batch=0)  # member_batch: members sampled/evaluated at once (0: all)
     if arg == "tiny":

@@ -13,7 +13,7 @@ from fttrace import config as config_lib
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate, generate_members, step_logits, empty_cache
-from fttrace.lm.measure import decode_samples, feature_rate, probe_accuracy, refusal_rate
+from fttrace.lm.measure import decode_samples, feature_rate, probe_accuracy, probe_records, refusal_rate
 from fttrace.lm.steps import eval_loss, lm_loss, train_chunk
 from fttrace.model import ModelConfig, Transformer, init_params
 from fttrace.stories import detectors, generator, record, tokenizer as tokenizer_lib, tokens as tokens_lib
@@ -231,6 +231,22 @@ def test_probe_reads_a_linear_signal_and_not_shuffled_labels():
     assert acc > 0.95 and shuffled < 0.7
 
 
+def test_probe_headers_state_the_request_only_in_the_features_line():
+    records = generator.generate_records(300, seed=0)
+    probed = probe_records(records)
+    assert len(probed) == sum(1 for r in records if r.features) > 0
+    tails = {True: set(), False: set()}
+    for r in probed:
+        header = record.render_header(r)
+        assert header.startswith("Features: ") and "Summary:" not in header
+        rest = header.split("\n", 1)[1]  # what follows the Features line: the words and `Story: `
+        assert rest.startswith("Words: ") and rest.endswith("\nStory: ") and rest.count("\n") == 1
+        tails[r.asks("Twist")].add(rest)
+    assert tails[True] and tails[False]
+    with_summary = [r for r in records if r.asks("Twist") and r.features]
+    assert any("surprise" in r.summary or "not what it seems" in r.summary for r in with_summary)
+
+
 def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     workdir = tmp_path / "run"
     assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0
@@ -241,6 +257,9 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     for metric in ("feature_rate", "feature_rate_unasked", "refusal_rate", "val_loss", "train_loss",
                    "probe_acc.layer0", "probe_acc.layer1"):
         assert metric in set(frame.metric), metric
+    probed = frame[frame.metric == "probe_acc.layer1"].groupby("phase").step.unique()
+    assert {phase: sorted(steps) for phase, steps in probed.items()} == {
+        "pretrain": [0, 20], "finetune": [4], "recovery": [6]}  # the untrained models are the probes' control
     rec = frame[frame.phase == "recovery"]
     assert set(rec.step) == {0, 2, 6}
     assert set(rec[rec.metric == "steps_to_pretrained_rate"].step) == {6}

@@ -11,7 +11,8 @@ All data variants live in one resident token array (`corpus.py`); a member's var
 Members with the same seed share initialisation and data order (keys derive from the seed and phase only), so
 cells are paired by seed. At each of a phase's `eval_steps` every member is measured: held-out LM loss, the rate
 of F in stories sampled for headers that ask for F (and for headers that do not), the refusal rate; at a phase's
-end also linear probes per layer for "the header asks for F". Recovery rows end with `steps_to_pretrained_rate`:
+end, and on the untrained models at pretraining step 0 (their control), linear probes per layer for "the header
+asks for F" (`measure.probe_records`: the request is stated only away from the probed positions). Recovery rows end with `steps_to_pretrained_rate`:
 the first recovery eval step at which a member's F rate reaches `recovery.threshold` x the rate of the
 pretrained (`none`) member of its seed, NaN if never.
 
@@ -40,7 +41,8 @@ from fttrace.checkpoint import run_fingerprint
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate_members
-from fttrace.lm.measure import decode_samples, feature_rate, probe_members, prompts_of, refusal_rate
+from fttrace.lm.measure import (decode_samples, feature_rate, probe_members, probe_records, prompts_of,
+                                 refusal_rate)
 from fttrace.lm.steps import eval_loss, train_chunk
 from fttrace.model import ModelConfig, Transformer
 from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
@@ -128,7 +130,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def build_data(config, workdir: epath.Path):
-    """Tokenizer (trained once, kept in the workdir), the corpus of every variant, and the validation arrays."""
+    """Tokenizer (trained once, kept in the workdir), the corpus of every variant, the validation arrays and the
+    probes' validation headers (`measure.probe_records`)."""
     d = config.data
     rates = generator.GeneratorConfig()
     train = generator.generate_records(d.train_size, seed=d.seed, config=rates, stream="train")
@@ -143,7 +146,8 @@ def build_data(config, workdir: epath.Path):
         if not records:
             raise UserError(f"data protocol {name!r} leaves no training story (data.train_size={d.train_size})")
         variants[name] = tokens_lib.encode_records(records, tok)
-    return tok, corpus_lib.concatenate(variants), tokens_lib.encode_records(valid, tok)
+    return (tok, corpus_lib.concatenate(variants), tokens_lib.encode_records(valid, tok),
+            tokens_lib.encode_records(probe_records(valid), tok))
 
 
 # ---------------------------------------------------------------- members
@@ -190,7 +194,7 @@ class Study:
         self.config, self.quiet = config, quiet
         self.workdir = epath.Path(workdir)
         self.store = ResultsStore(self.workdir)
-        self.tokenizer, self.corpus, self.validation = build_data(config, self.workdir)
+        self.tokenizer, self.corpus, self.validation, probe_headers = build_data(config, self.workdir)
         m = config.model
         self.model_cfg = ModelConfig(vocab_size=self.tokenizer.vocab_size, max_len=m.max_len, d_model=m.d_model,
                                      n_layers=m.n_layers, n_heads=m.n_heads, d_mlp=m.get("d_mlp", 0))
@@ -201,7 +205,7 @@ class Study:
         self.asked = prompts_of(self.validation, f, g.prompts, 0)
         self.unasked = prompts_of(self.validation, f, 0, g.prompts)
         half = config.probe.examples // 2
-        self.probe_prompts = prompts_of(self.validation, f, half, half)
+        self.probe_prompts = prompts_of(probe_headers, f, half, half)
         self.probe_train = np.arange(2 * half) % 2 == 0  # alternate rows: both classes on both sides
         val = corpus_lib.DeviceCorpus(*[jnp.asarray(x, jnp.int32) for x in (
             np.concatenate([self.validation.tokens, np.zeros(m.max_len + 1, np.int32)]), self.validation.starts)])
@@ -239,10 +243,10 @@ class Study:
                 self.samples = texts
         return out
 
-    def measure(self, params, seeds, phase: str, step: int, final: bool) -> dict:
+    def measure(self, params, seeds, phase: str, step: int, probe: bool) -> dict:
         metrics = {"val_loss": np.asarray(self._val_loss(params))}
         metrics.update(self._rates(params, seeds, phase, step))
-        if final:
+        if probe:
             probes = np.asarray(self._probe(params))
             for layer in range(probes.shape[1]):
                 metrics[f"probe_acc.layer{layer}"] = probes[:, layer]
@@ -264,7 +268,9 @@ class Study:
                 state, loss = chunk(state, self.device_corpus, lo, hi, jnp.int32(target - done))
                 loss = np.asarray(loss)
                 done = target
-            metrics = {"train_loss": loss, **self.measure(state.params, seeds, phase, done, done == cfg.steps)}
+            # probes at a phase's end, and on the untrained models (pretraining step 0) as their control
+            probe = done == cfg.steps or (phase == "pretrain" and done == 0)
+            metrics = {"train_loss": loss, **self.measure(state.params, seeds, phase, done, probe)}
             records.append((done, metrics))
             self.write_samples(phase, done, members)
             rate = np.nanmean(metrics["feature_rate"])
