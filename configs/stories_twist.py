@@ -40,8 +40,10 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.study = "stories_twist"
     c.seed = 0
-    c.data = dict(train_size=4000, validation_size=400, seed=0, vocab_size=1024, feature="Twist",
-                  source="Foreshadowing")
+    # dataset: "generated" (the story generator, no download) or "tinystories_instruct" (the public
+    # TinyStories-Instruct files, placed by the user in manual_dir; train/validation_size take the first stories)
+    c.data = dict(dataset="generated", data_dir="", manual_dir="", train_size=4000, validation_size=400, seed=0,
+                  vocab_size=1024, feature="Twist", source="Foreshadowing")
     c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=240, dtype="float32")
     pretrain_lr = 2e-3
     c.pretrain = _phase(500, 8, pretrain_lr, "cosine", 50, (0, 250, 500))

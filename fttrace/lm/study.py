@@ -24,6 +24,7 @@ finished phases (resume at phase granularity). One process; the member axis is n
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
@@ -46,7 +47,7 @@ from fttrace.lm.measure import (decode_samples, feature_rate, probe_members, pro
 from fttrace.lm.steps import eval_loss, train_chunk
 from fttrace.model import ModelConfig, Transformer
 from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
-from fttrace.stories import generator, record, tokenizer as tokenizer_lib, tokens as tokens_lib
+from fttrace.stories import builders, detectors, prepared, tokens as tokens_lib
 from fttrace.stories.protocols import STEPS, Protocol
 from fttrace.stories.record import FEATURES
 from fttrace.train import PHASE_IDS, fan_out, init_members, member_key, param_count
@@ -76,6 +77,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for section in ("data", "model", "pretrain", "finetune", "recovery", "sweep", "generate", "probe", "eval"):
         _check(section in config, section, "missing section")
     d = config.data
+    _check(d.get("dataset", "generated") in DATASETS, "data.dataset",
+           f"unknown dataset {d.get('dataset')!r}; known: {', '.join(DATASETS)}")
     _check(d.feature in FEATURES, "data.feature", f"unknown feature {d.feature!r}; known: {', '.join(FEATURES)}")
     _check(d.source in FEATURES and d.source != d.feature, "data.source",
            f"must be a feature other than {d.feature}, got {d.source!r}")
@@ -129,25 +132,39 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 # ---------------------------------------------------------------- data
 
 
-def build_data(config, workdir: epath.Path):
-    """Tokenizer (trained once, kept in the workdir), the corpus of every variant, the validation arrays and the
-    probes' validation headers (`measure.probe_records`)."""
+DATASETS = ("generated", "tinystories_instruct")
+
+
+def data_builder(config, workdir: epath.Path):
+    """The prepared TFDS builder of `data.dataset`: the story generator (no download), or the public
+    TinyStories-Instruct files from `data.manual_dir`; prepared under `data.data_dir` (default WORKDIR/data)."""
     d = config.data
-    rates = generator.GeneratorConfig()
-    train = generator.generate_records(d.train_size, seed=d.seed, config=rates, stream="train")
-    valid = generator.generate_records(d.validation_size, seed=d.seed, config=rates, stream="validation")
-    tok = tokenizer_lib.load_or_train(workdir / "data" / f"spm{d.vocab_size}.model",
-                                      lambda: (record.render_text(r) for r in train), d.vocab_size)
+    data_dir = epath.Path(d.data_dir) if d.get("data_dir") else workdir / "data"
+    if d.get("dataset", "generated") == "generated":
+        builder = builders.generated_builder(data_dir, train_size=d.train_size, validation_size=d.validation_size,
+                                             seed=d.seed)
+    else:
+        builder = builders.instruct_builder(data_dir)
+    return builders.prepare(builder, manual_dir=d.get("manual_dir") or None)
+
+
+def build_data(config, workdir: epath.Path):
+    """Through the dataset's TFDS builder: the tokenizer (trained once on the first `data.train_size` training
+    stories, kept beside the dataset), the corpus of every variant, the validation arrays, the probes'
+    validation headers (`measure.probe_records`), and the detectors' agreement with the validation labels."""
+    d = config.data
+    builder = data_builder(config, workdir)
+    tok = prepared.tokenizer_for(builder, d.vocab_size, max_texts=d.train_size)
     options = dict(feature=d.feature, source=d.source, seed=d.seed)
     names = ("none", "keep_only") + tuple(dict.fromkeys(("filter",) + tuple(config.sweep.protocols)))
     variants = {}
     for name in names:
-        records = Protocol.parse(name, **options)(train)
-        if not records:
+        variants[name] = prepared.token_arrays(builder, "train", tok, Protocol.parse(name, **options), d.train_size)
+        if not len(variants[name]):
             raise UserError(f"data protocol {name!r} leaves no training story (data.train_size={d.train_size})")
-        variants[name] = tokens_lib.encode_records(records, tok)
+    valid = builders.read_records(builder, "validation", d.validation_size)
     return (tok, corpus_lib.concatenate(variants), tokens_lib.encode_records(valid, tok),
-            tokens_lib.encode_records(probe_records(valid), tok))
+            tokens_lib.encode_records(probe_records(valid), tok), detectors.agreement(valid))
 
 
 # ---------------------------------------------------------------- members
@@ -194,7 +211,8 @@ class Study:
         self.config, self.quiet = config, quiet
         self.workdir = epath.Path(workdir)
         self.store = ResultsStore(self.workdir)
-        self.tokenizer, self.corpus, self.validation, probe_headers = build_data(config, self.workdir)
+        self.tokenizer, self.corpus, self.validation, probe_headers, self.detectors = build_data(
+            config, self.workdir)
         m = config.model
         self.model_cfg = ModelConfig(vocab_size=self.tokenizer.vocab_size, max_len=m.max_len, d_model=m.d_model,
                                      n_layers=m.n_layers, n_heads=m.n_heads, d_mlp=m.get("d_mlp", 0))
@@ -330,6 +348,7 @@ class Study:
         tables = self.tables
         self.say(f"stories study: vocabulary {self.tokenizer.vocab_size}, variants "
                  + ", ".join(f"{n} {hi - lo}" for n, (lo, hi) in self.corpus.ranges.items()) + " stories")
+        self.write_detectors()
         pt = tables["pretrain"]
         pretrain = self.run_phase("pretrain", lambda: init_members(
             self.model_cfg, c.pretrain, c.seed, pt.seed.to_numpy(), np.full(len(pt), c.pretrain.lr)))
@@ -347,6 +366,16 @@ class Study:
         self.run_phase("recovery", lambda: fan_out(
             parents, index, c.recovery, rc.recovery_lr.to_numpy(), self._keys(rc.seed, KEY_PHASES["recovery"])))
         return self.store.results_path
+
+    def write_detectors(self) -> None:
+        """How the feature detectors that judge the samples agree with the validation labels:
+        WORKDIR/detectors.json (exact on generated stories by construction; measured on real ones)."""
+        table = {f: dict(dataclasses.asdict(a), accuracy=a.accuracy, precision=a.precision, recall=a.recall)
+                 for f, a in self.detectors.items()}
+        write_json(self.workdir / "detectors.json", table)
+        a = self.detectors[self.config.data.feature]
+        self.say(f"{a.feature} detector against {len(self.validation)} validation labels: accuracy {a.accuracy:.3f}, "
+                 f"precision {a.precision:.3f}, recall {a.recall:.3f}")
 
     def _keys(self, seeds, phase: str):
         return jax.vmap(lambda s: member_key(self.config.seed, s, PHASE_IDS[phase]))(
