@@ -40,17 +40,19 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.study = "stories_twist"
     c.seed = 0
-    c.data = dict(train_size=4000, validation_size=400, seed=0, vocab_size=1024, feature="Twist",
-                  source="Foreshadowing")
+    # dataset: "generated" (the story generator, no download) or "tinystories_instruct" (the public
+    # TinyStories-Instruct files, placed by the user in manual_dir; train/validation_size take the first stories)
+    c.data = dict(dataset="generated", data_dir="", manual_dir="", train_size=4000, validation_size=400, seed=0,
+                  vocab_size=1024, feature="Twist", source="Foreshadowing")
     c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=240, dtype="float32")
     pretrain_lr = 2e-3
     c.pretrain = _phase(500, 8, pretrain_lr, "cosine", 50, (0, 250, 500))
     c.finetune = _phase(60, 8, eval_steps=(0, 60))
     c.recovery = _phase(100, 8, pretrain_lr * 0.2, eval_steps=(0, 10, 30, 100))
     c.recovery.threshold = 0.9
-    c.sweep = dict(seeds=2, protocols=("filter", "filter_label", "mix_match", "refusal"),
+    c.sweep = dict(seeds=3, protocols=("filter", "filter_label", "mix_match", "refusal"),
                    finetune_lr=(pretrain_lr * 2, pretrain_lr * 0.2, pretrain_lr * 0.02))
-    c.generate = dict(prompts=32, max_new=200, temperature=1.0, top_k=0)
+    c.generate = dict(prompts=24, max_new=200, temperature=1.0, top_k=0)
     c.probe = dict(examples=128, positions=10, steps=200, lr=0.05)
     c.eval = dict(batch_size=64, member_batch=0)  # member_batch: members sampled/evaluated at once (0: all)
     if arg == "tiny":

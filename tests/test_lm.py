@@ -13,11 +13,12 @@ from fttrace import config as config_lib
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate, generate_members, step_logits, empty_cache
-from fttrace.lm.measure import decode_samples, feature_rate, probe_accuracy, refusal_rate
+from fttrace.lm.measure import decode_samples, feature_rate, probe_accuracy, probe_records, refusal_rate
 from fttrace.lm.steps import eval_loss, lm_loss, train_chunk
 from fttrace.model import ModelConfig, Transformer, init_params
 from fttrace.stories import detectors, generator, record, tokenizer as tokenizer_lib, tokens as tokens_lib
 from fttrace.stories.protocols import refusal_sentence
+from fttrace.stories.record import FEATURES
 from fttrace.stories.tokenizer import BOS, EOS, PAD
 from fttrace.train import init_members
 from helpers import ROOT
@@ -231,6 +232,22 @@ def test_probe_reads_a_linear_signal_and_not_shuffled_labels():
     assert acc > 0.95 and shuffled < 0.7
 
 
+def test_probe_headers_state_the_request_only_in_the_features_line():
+    records = generator.generate_records(300, seed=0)
+    probed = probe_records(records)
+    assert len(probed) == sum(1 for r in records if r.features) > 0
+    tails = {True: set(), False: set()}
+    for r in probed:
+        header = record.render_header(r)
+        assert header.startswith("Features: ") and "Summary:" not in header
+        rest = header.split("\n", 1)[1]  # what follows the Features line: the words and `Story: `
+        assert rest.startswith("Words: ") and rest.endswith("\nStory: ") and rest.count("\n") == 1
+        tails[r.asks("Twist")].add(rest)
+    assert tails[True] and tails[False]
+    with_summary = [r for r in records if r.asks("Twist") and r.features]
+    assert any("surprise" in r.summary or "not what it seems" in r.summary for r in with_summary)
+
+
 def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     workdir = tmp_path / "run"
     assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0
@@ -241,6 +258,9 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     for metric in ("feature_rate", "feature_rate_unasked", "refusal_rate", "val_loss", "train_loss",
                    "probe_acc.layer0", "probe_acc.layer1"):
         assert metric in set(frame.metric), metric
+    probed = frame[frame.metric == "probe_acc.layer1"].groupby("phase").step.unique()
+    assert {phase: sorted(steps) for phase, steps in probed.items()} == {
+        "pretrain": [0, 20], "finetune": [4], "recovery": [6]}  # the untrained models are the probes' control
     rec = frame[frame.phase == "recovery"]
     assert set(rec.step) == {0, 2, 6}
     assert set(rec[rec.metric == "steps_to_pretrained_rate"].step) == {6}
@@ -251,6 +271,8 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     control = rec[rec.protocol == "control"]
     assert (frame[frame.member.isin(control.parent.astype(int))].pretrain_protocol == "filter").all()
     assert {"seed", "finetune_lr", "recovery_lr", "status"} <= set(frame.columns)
+    detected = json.loads((workdir / "detectors.json").read_text())
+    assert detected["Twist"]["accuracy"] == 1.0 and detected["Twist"]["false_neg"] == 0  # exact by construction
     samples = json.loads((workdir / "samples" / "recovery-6.json").read_text())
     assert sorted(samples, key=int) == [str(m) for m in sorted(set(rec.member))]
     first = (workdir / "results.parquet").read_bytes()
@@ -261,10 +283,43 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     assert "another config" in capsys.readouterr().err
 
 
+def test_study_reads_tinystories_instruct_files_and_measures_its_detectors(tmp_path, capsys):
+    """The real-data path: the TFDS builder over the user's files, the first `train_size` stories, and the
+    detector's agreement with labels that it does not match everywhere (real stories are not generated)."""
+    from fttrace.lm import study
+    train = generator.generate_records(160, seed=3)
+    valid = generator.generate_records(40, seed=4, stream="validation")
+    # two validation stories that ask for a twist in their header but tell none: labels the detector must miss
+    plain = [i for i, r in enumerate(valid) if not r.has("Twist")][:2]
+    for i in plain:
+        valid[i] = valid[i].replace(features=valid[i].features + ("Twist",), labels=None)
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "TinyStories-Instruct-train.txt").write_text(record.render_file(train))
+    (manual / "TinyStories-Instruct-valid.txt").write_text(record.render_file(valid))
+    overrides = ["data.dataset=tinystories_instruct", f"data.manual_dir={manual}", "data.train_size=120",
+                 "data.validation_size=40", f"data.data_dir={tmp_path / 'tfds'}"]
+    config = config_lib.load(f"{CONFIG}:tiny", overrides)
+    tok, corpus, validation, probe_headers, agreement = study.build_data(config, tmp_path / "run")
+    assert corpus.ranges["none"] == (0, 120)
+    assert len(validation) == 40 and validation.features[:, FEATURES.index("Twist")].sum() == sum(
+        r.asks("Twist") for r in valid)
+    twist = agreement["Twist"]
+    assert (twist.false_neg, twist.false_pos) == (2, 0) and twist.accuracy == pytest.approx(38 / 40)
+    assert (tmp_path / "tfds").is_dir() and not (tmp_path / "run" / "data").exists()
+    # files missing: one line that says where to put them, exit 2
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(tmp_path / "w"), "-q",
+                     "--config.data.dataset=tinystories_instruct", f"--config.data.manual_dir={tmp_path / 'none'}"]
+                    ) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TinyStories-Instruct-train.txt" in err[0] and str(tmp_path / "none") in err[0]
+
+
 @pytest.mark.parametrize("override, key", [
     ("sweep.protocols=('filter','bogus')", "sweep.protocols"),
     ("recovery.eval_steps=(0,3)", "recovery.eval_steps"),
     ("data.feature=Twister", "data.feature"),
+    ("data.dataset=tinystories", "data.dataset"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, override, key):
     with pytest.raises(UserError, match=key.replace(".", r"\.")):

@@ -6,7 +6,10 @@ is linearly readable from its residual stream.
                  of samples that are the refusal sentence of the `refusal` protocol
   probes         per layer (the residual stream after the embeddings and after each block), a logistic probe on
                  the mean of the header's last `positions` hidden states, trained on frozen activations to read
-                 "the header asks for F"; its accuracy on held-out headers (balanced, so chance is 0.5)
+                 "the header asks for F"; its accuracy on held-out headers (balanced, so chance is 0.5). The probed
+                 headers (`probe_records`) state the request only in their `Features:` line, away from the
+                 probed positions: what the embeddings (layer 0) read there is the input's share, what deeper
+                 layers add is the model carrying the request to where its story begins
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import optax
 from fttrace.model import Transformer
 from fttrace.stories import detectors
 from fttrace.stories.protocols import refusal_sentence
-from fttrace.stories.record import FEATURES
+from fttrace.stories.record import FEATURES, StoryRecord
 from fttrace.stories.tokenizer import PAD, Tokenizer
 from fttrace.stories.tokens import TokenArrays
 
@@ -44,6 +47,16 @@ def prompts_of(arrays: TokenArrays, feature: str, asking: int, other: int) -> Pr
     for row, doc in enumerate(chosen):
         tokens[row, :lengths[row]] = arrays.tokens[arrays.starts[doc]:arrays.starts[doc] + lengths[row]]
     return Prompts(tokens, lengths, asks[chosen])
+
+
+def probe_records(records: list[StoryRecord]) -> list[StoryRecord]:
+    """Headers for the probes: records that ask for some feature, without their summary.
+
+    A summary retells the plot, F included ("... and it holds a surprise"), right before `Story:`, so with it a
+    probe on the header's last positions reads F from the input tokens at every layer, even from an untrained
+    model. Without it, the only statement of the request is the `Features:` line, which every probed header has.
+    """
+    return [r.replace(summary="") for r in records if r.features]
 
 
 def decode_samples(tokenizer: Tokenizer, samples: np.ndarray) -> list[str]:

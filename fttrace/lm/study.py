@@ -11,7 +11,8 @@ All data variants live in one resident token array (`corpus.py`); a member's var
 Members with the same seed share initialisation and data order (keys derive from the seed and phase only), so
 cells are paired by seed. At each of a phase's `eval_steps` every member is measured: held-out LM loss, the rate
 of F in stories sampled for headers that ask for F (and for headers that do not), the refusal rate; at a phase's
-end also linear probes per layer for "the header asks for F". Recovery rows end with `steps_to_pretrained_rate`:
+end, and on the untrained models at pretraining step 0 (their control), linear probes per layer for "the header
+asks for F" (`measure.probe_records`: the request is stated only away from the probed positions). Recovery rows end with `steps_to_pretrained_rate`:
 the first recovery eval step at which a member's F rate reaches `recovery.threshold` x the rate of the
 pretrained (`none`) member of its seed, NaN if never.
 
@@ -23,6 +24,7 @@ finished phases (resume at phase granularity). One process; the member axis is n
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 import types
 
@@ -36,12 +38,13 @@ from etils import epath
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib, phases
 from fttrace.lm.decode import generate_members
-from fttrace.lm.measure import decode_samples, feature_rate, probe_members, prompts_of, refusal_rate
+from fttrace.lm.measure import (decode_samples, feature_rate, probe_members, probe_records, prompts_of,
+                                 refusal_rate)
 from fttrace.lm.phases import check, check_model, check_phase, positive_int
 from fttrace.lm.steps import eval_loss
 from fttrace.model import Transformer
 from fttrace.results import ResultsStore, write_json
-from fttrace.stories import generator, record, tokenizer as tokenizer_lib, tokens as tokens_lib
+from fttrace.stories import builders, detectors, prepared, tokens as tokens_lib
 from fttrace.stories.protocols import STEPS, Protocol
 from fttrace.stories.record import FEATURES
 from fttrace.train import PHASE_IDS, fan_out, init_members, member_key, param_count
@@ -61,6 +64,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for section in ("data", "model", "pretrain", "finetune", "recovery", "sweep", "generate", "probe", "eval"):
         check(section in config, section, "missing section")
     d = config.data
+    check(d.get("dataset", "generated") in DATASETS, "data.dataset",
+          f"unknown dataset {d.get('dataset')!r}; known: {', '.join(DATASETS)}")
     check(d.feature in FEATURES, "data.feature", f"unknown feature {d.feature!r}; known: {', '.join(FEATURES)}")
     check(d.source in FEATURES and d.source != d.feature, "data.source",
           f"must be a feature other than {d.feature}, got {d.source!r}")
@@ -96,23 +101,39 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 # ---------------------------------------------------------------- data
 
 
-def build_data(config, workdir: epath.Path):
-    """Tokenizer (trained once, kept in the workdir), the corpus of every variant, and the validation arrays."""
+DATASETS = ("generated", "tinystories_instruct")
+
+
+def data_builder(config, workdir: epath.Path):
+    """The prepared TFDS builder of `data.dataset`: the story generator (no download), or the public
+    TinyStories-Instruct files from `data.manual_dir`; prepared under `data.data_dir` (default WORKDIR/data)."""
     d = config.data
-    rates = generator.GeneratorConfig()
-    train = generator.generate_records(d.train_size, seed=d.seed, config=rates, stream="train")
-    valid = generator.generate_records(d.validation_size, seed=d.seed, config=rates, stream="validation")
-    tok = tokenizer_lib.load_or_train(workdir / "data" / f"spm{d.vocab_size}.model",
-                                      lambda: (record.render_text(r) for r in train), d.vocab_size)
+    data_dir = epath.Path(d.data_dir) if d.get("data_dir") else workdir / "data"
+    if d.get("dataset", "generated") == "generated":
+        builder = builders.generated_builder(data_dir, train_size=d.train_size, validation_size=d.validation_size,
+                                             seed=d.seed)
+    else:
+        builder = builders.instruct_builder(data_dir)
+    return builders.prepare(builder, manual_dir=d.get("manual_dir") or None)
+
+
+def build_data(config, workdir: epath.Path):
+    """Through the dataset's TFDS builder: the tokenizer (trained once on the first `data.train_size` training
+    stories, kept beside the dataset), the corpus of every variant, the validation arrays, the probes'
+    validation headers (`measure.probe_records`), and the detectors' agreement with the validation labels."""
+    d = config.data
+    builder = data_builder(config, workdir)
+    tok = prepared.tokenizer_for(builder, d.vocab_size, max_texts=d.train_size)
     options = dict(feature=d.feature, source=d.source, seed=d.seed)
     names = ("none", "keep_only") + tuple(dict.fromkeys(("filter",) + tuple(config.sweep.protocols)))
     variants = {}
     for name in names:
-        records = Protocol.parse(name, **options)(train)
-        if not records:
+        variants[name] = prepared.token_arrays(builder, "train", tok, Protocol.parse(name, **options), d.train_size)
+        if not len(variants[name]):
             raise UserError(f"data protocol {name!r} leaves no training story (data.train_size={d.train_size})")
-        variants[name] = tokens_lib.encode_records(records, tok)
-    return tok, corpus_lib.concatenate(variants), tokens_lib.encode_records(valid, tok)
+    valid = builders.read_records(builder, "validation", d.validation_size)
+    return (tok, corpus_lib.concatenate(variants), tokens_lib.encode_records(valid, tok),
+            tokens_lib.encode_records(probe_records(valid), tok), detectors.agreement(valid))
 
 
 # ---------------------------------------------------------------- members
@@ -159,7 +180,8 @@ class Study:
         self.config, self.quiet = config, quiet
         self.workdir = epath.Path(workdir)
         self.store = ResultsStore(self.workdir)
-        self.tokenizer, self.corpus, self.validation = build_data(config, self.workdir)
+        self.tokenizer, self.corpus, self.validation, probe_headers, self.detectors = build_data(
+            config, self.workdir)
         m = config.model
         self.model_cfg = phases.model_config(config, self.tokenizer.vocab_size)
         self.model = Transformer(self.model_cfg)
@@ -169,7 +191,7 @@ class Study:
         self.asked = prompts_of(self.validation, f, g.prompts, 0)
         self.unasked = prompts_of(self.validation, f, 0, g.prompts)
         half = config.probe.examples // 2
-        self.probe_prompts = prompts_of(self.validation, f, half, half)
+        self.probe_prompts = prompts_of(probe_headers, f, half, half)
         self.probe_train = np.arange(2 * half) % 2 == 0  # alternate rows: both classes on both sides
         self.val_batch = corpus_lib.validation_batch(self.validation, m.max_len, config.eval.batch_size)
         self._generate = jax.jit(lambda params, prompts, lengths, keys: generate_members(
@@ -204,10 +226,10 @@ class Study:
                 self.samples = texts
         return out
 
-    def measure(self, params, seeds, phase: str, step: int, final: bool) -> dict:
+    def measure(self, params, seeds, phase: str, step: int, probe: bool) -> dict:
         metrics = {"val_loss": np.asarray(self._val_loss(params))}
         metrics.update(self._rates(params, seeds, phase, step))
-        if final:
+        if probe:
             probes = np.asarray(self._probe(params))
             for layer in range(probes.shape[1]):
                 metrics[f"probe_acc.layer{layer}"] = probes[:, layer]
@@ -221,7 +243,8 @@ class Study:
         seeds = members.seed.to_numpy()
 
         def measure(params, step, final):
-            metrics = self.measure(params, seeds, phase, step, final)
+            # probes at a phase's end, and on the untrained models (pretraining step 0) as their control
+            metrics = self.measure(params, seeds, phase, step, final or (phase == "pretrain" and step == 0))
             self.write_samples(phase, step, members)
             return metrics
 
@@ -266,6 +289,7 @@ class Study:
         tables = self.tables
         self.say(f"stories study: vocabulary {self.tokenizer.vocab_size}, variants "
                  + ", ".join(f"{n} {hi - lo}" for n, (lo, hi) in self.corpus.ranges.items()) + " stories")
+        self.write_detectors()
         pt = tables["pretrain"]
         pretrain = self.run_phase("pretrain", lambda: init_members(
             self.model_cfg, c.pretrain, c.seed, pt.seed.to_numpy(), np.full(len(pt), c.pretrain.lr)))
@@ -283,6 +307,16 @@ class Study:
         self.run_phase("recovery", lambda: fan_out(
             parents, index, c.recovery, rc.recovery_lr.to_numpy(), self._keys(rc.seed, KEY_PHASES["recovery"])))
         return self.store.results_path
+
+    def write_detectors(self) -> None:
+        """How the feature detectors that judge the samples agree with the validation labels:
+        WORKDIR/detectors.json (exact on generated stories by construction; measured on real ones)."""
+        table = {f: dict(dataclasses.asdict(a), accuracy=a.accuracy, precision=a.precision, recall=a.recall)
+                 for f, a in self.detectors.items()}
+        write_json(self.workdir / "detectors.json", table)
+        a = self.detectors[self.config.data.feature]
+        self.say(f"{a.feature} detector against {len(self.validation)} validation labels: accuracy {a.accuracy:.3f}, "
+                 f"precision {a.precision:.3f}, recall {a.recall:.3f}")
 
     def _keys(self, seeds, phase: str):
         return phases.member_keys(self.config.seed, seeds, PHASE_IDS[phase])

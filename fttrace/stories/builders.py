@@ -166,6 +166,7 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir=None) -> tfds.core.Dat
 
     `manual_dir` (TinyStories-Instruct) defaults to `<data_dir>/downloads/manual`.
     """
+    tfds.disable_progress_bar()  # callers report their own progress; TFDS's bars would interleave with it
     if isinstance(builder, TinystoriesInstruct) and not builder.is_prepared():
         directory = Path(manual_dir) if manual_dir else Path(builder._data_dir_root) / "downloads" / "manual"
         missing_instruct_files(directory, raise_error=True)

@@ -39,13 +39,17 @@ def protocol_key(protocol: Protocol | None) -> str:
 
 
 def token_arrays(builder: tfds.core.DatasetBuilder, split: str, tokenizer: Tokenizer,
-                 protocol: Protocol | None = None) -> TokenArrays:
-    """The split's records, under `protocol` if given, as token arrays (cached as .npz beside the dataset)."""
+                 protocol: Protocol | None = None, limit: int | None = None) -> TokenArrays:
+    """The split's records (its first `limit` if given), under `protocol` if given, as token arrays (cached as
+    .npz beside the dataset)."""
     model = hashlib.sha256(tokenizer.model).hexdigest()[:8]
-    path = Path(builder.data_dir) / f"tokens-{split}-{protocol_key(protocol)}-spm{tokenizer.vocab_size}-{model}.npz"
+    count = len(data_source(builder, split))
+    count = count if limit is None else min(limit, count)
+    path = Path(builder.data_dir) / (f"tokens-{split}-n{count}-{protocol_key(protocol)}-spm{tokenizer.vocab_size}"
+                                     f"-{model}.npz")
     if path.exists():
         return load_token_arrays(path)
-    records = list(iter_records(builder, split))
+    records = list(iter_records(builder, split, range(count)))
     if protocol is not None:
         records = protocol(records)
     arrays = encode_records(records, tokenizer)
