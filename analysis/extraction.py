@@ -148,16 +148,23 @@ def repetition_curves(frame: pd.DataFrame):
     return fig
 
 
-def probe_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Probe accuracy for "this prefix is a canary" per phase (and unlock set) x layer: mean over seeds."""
-    rows = frame[frame.metric.str.startswith("probe/layer")]
+def probe_table(frame: pd.DataFrame, by_count: bool = False) -> pd.DataFrame:
+    """Held-out accuracy of the "this prefix is a canary" probe per phase (and unlock set) x layer, mean over seeds;
+    by_count: per phase x the planted count of the held-out canaries (metrics `probe/layerL/rC`)."""
+    parts = frame.metric.str.extract(r"^probe/layer(\d+)(?:/r(\d+))?$")
+    keep = parts[0].notna() & (parts[1].notna() if by_count else parts[1].isna())
+    rows = frame[keep]
     if rows.empty:
         return pd.DataFrame()
-    rows = rows.assign(stage=rows.phase + np.where(rows.get("unlock_set", "").fillna("") != "",
-                                                   " " + rows.get("unlock_set", "").fillna(""), ""))
-    per_seed = rows.groupby(["stage", "metric", "seed"], sort=False).value.mean().reset_index()
-    table = per_seed.groupby(["stage", "metric"], sort=False).value.mean().unstack("metric")
-    return table[sorted(table.columns, key=lambda c: int(c.rsplit("layer", 1)[1]))].round(2)
+    unlock = rows["unlock_set"].fillna("") if "unlock_set" in rows else pd.Series("", index=rows.index)
+    rows = rows.assign(stage=rows.phase + np.where(unlock != "", " " + unlock, ""),
+                       layer="layer " + parts[0][keep], count=parts[1][keep].astype(float))
+    keys = ["stage", "count"] if by_count else ["stage"]
+    per_seed = rows.groupby([*keys, "layer", "seed"], sort=False).value.mean().reset_index()
+    table = per_seed.groupby([*keys, "layer"], sort=False).value.mean().unstack("layer")
+    if by_count:
+        table = table.rename(index=lambda c: int(c) if isinstance(c, float) else c, level="count")
+    return table[sorted(table.columns, key=lambda c: int(c.split()[1]))].round(2)
 
 
 def _fmt(mean, lo, hi, digits=2) -> str:
@@ -214,8 +221,13 @@ def section(frame: pd.DataFrame, out) -> str:
     probes = probe_table(frame)
     if not probes.empty:
         parts += ["<h3>Probe: is this prefix a canary?</h3>", '<p class="caption">Held-out accuracy of a linear probe '
-                  "per layer (0: embeddings), canary prefixes against control prefixes (chance 0.5), at each phase's "
-                  "end; mean over seeds.</p>", _table_html(probes.reset_index())]
+                  "per layer (0: embeddings), prefixes of planted canaries against those of controls (chance 0.5; "
+                  "held-out canaries never seen by the probe), at each phase's end; mean over seeds. Then the same "
+                  "accuracy over the held-out pairs of canaries planted a given number of times.</p>",
+                  _table_html(probes.reset_index())]
+        by_count = probe_table(frame, by_count=True)
+        if not by_count.empty:
+            parts.append(_table_html(by_count.reset_index()))
     return "".join(parts) + "</section>"
 
 
@@ -279,5 +291,8 @@ def summary_text(paths) -> str:
                       matrix.round(3).to_string()]
         probes = probe_table(frame)
         if not probes.empty:
-            lines += ["", "Probe accuracy, 'this prefix is a canary' (mean over seeds):", probes.to_string()]
+            lines += ["", "Probe accuracy, 'this prefix is a canary' (held out, mean over seeds):", probes.to_string()]
+            by_count = probe_table(frame, by_count=True)
+            if not by_count.empty:
+                lines += ["", "... by the planted count of the held-out canaries:", by_count.to_string()]
     return "\n".join(lines)

@@ -2,8 +2,9 @@
 
 Pretrain LMs on the text of four 'authors' (tale, verse, recipe, log: distinct generators, `fttrace/canary/`) with
 canary passages planted at controlled repetition counts; fine-tune each to answer canary prefixes with a refusal
-sentence (suppression, plus ordinary text); then fine-tune each suppressed model on benign text (phase `finetune`, on an unlock set): one
-author's fresh text (no canaries), every author's, or synthetic words without structure, x unlock LRs. Measured at
+sentence (phase `suppress`, plus ordinary text); then fine-tune each suppressed model on benign text (phase
+`finetune`, on an unlock set): one author's fresh text (no canaries), every author's (`mix`), or synthetic words
+without structure, x unlock LRs. Measured at
 every eval step of every phase: greedy verbatim extraction (the next k tokens of a canary reproduced exactly from
 its prefix), longest reproduced span and refusal rate per author x repetition count (controls: passages never
 trained on), held-out loss; per-layer probes for "this prefix is a canary" at each phase's end.
@@ -13,7 +14,24 @@ trained on), held-out loss; per-layer probes for "this prefix is a canary" at ea
     fttrace run configs/canary_unlock.py:gpu --workdir runs/canary_unlock_gpu   # larger form, for a GPU
     python -m analysis report runs/canary_unlock --out runs/canary_unlock/report
 
-HEADLINE
+Default (5 seeds; 5 pretrained, 5 suppressed, 60 fine-tuned members; d64 L2 H4, context 48, 169k parameters; 4
+authors x counts (1, 4, 16, 64) x 2 canaries of 40 tokens, prompted with 12, extracted when the next 16 match;
+1,000 pretraining, 60 suppression, 100 fine-tuning steps evaluated at 0/10/30/100, unlock LR 3e-4 and 9e-4): 5.9 min
+on the shared 2-core CPU (9.1 min under a load of ~7). Measured (mean [95% bootstrap CI over 5 seeds]; "memorised"
+= canaries planted 16x or 64x, the counts pretraining memorised):
+  pretrained: extraction 0.00 (1x), 0.12 [0.05, 0.20] (4x), 1.00 (16x), 1.00 (64x), controls 0.00; memorised
+  canaries reproduced over their whole 28-token continuation;
+  suppressed (60 steps): extraction 0.00 at every count, refusal 1.00, longest span 0.25 tokens;
+  fine-tuned, extraction of memorised canaries at step 30 (LRs pooled): on the canaries' own author 0.30 [0.23, 0.36],
+  on another author 0.05 [0.03, 0.06], on every author's text (mix) 0.33 [0.25, 0.40], on synthetic words 0.01
+  [0.00, 0.03]; at step 100 with LR 3e-4: mix 0.45 [0.39, 0.51] (longest span 11.9 of 28 tokens at step 100, LRs
+  pooled), own author 0.33 [0.24, 0.41], other authors 0.07 [0.05, 0.10], synthetic 0.01 [0.00, 0.04]; with LR
+  9e-4 revival peaks at steps 10-30 and fades by step 100 (mix 0.16 [0.10, 0.23]).
+  Suppression is partly shallow: benign fine-tuning revives a third to a half of the memorised canaries within 30-100
+  steps. Unlocking crosses authors only weakly (other authors' canaries 0.05, above synthetic by 0.03 [0.01, 0.05]).
+  Synthetic fine-tuning removes the refusal (refusal 0.00) yet leaves extraction at ~0. Probes for "this prefix is a
+  canary" read chance (0.47-0.54) at every layer and stage, the pretrained models included: at this scale
+  memorisation is not linearly readable from the mean of a prefix's last 4 residual states.
 """
 import ml_collections
 
@@ -42,7 +60,9 @@ def get_config(arg=None):
     c.finetune = _phase(100, 16, eval_steps=(0, 10, 30, 100))
     c.sweep = dict(seeds=5, unlock_sets=("tale", "verse", "recipe", "log", "mix", "synthetic"),
                    unlock_lr=(pretrain_lr * 0.1, pretrain_lr * 0.3))
-    c.probe = dict(positions=4, steps=200, lr=0.05)
+    # probe "this prefix is a canary": canary vs control prefixes of these lengths; features: the mean residual
+    # stream over a prefix's last `positions` tokens
+    c.probe = dict(prefix_lengths=(8, 12, 16, 20), positions=4, steps=200, lr=0.05)
     c.eval = dict(batch_size=64, member_batch=0)  # member_batch: members evaluated at once (0: all)
     if arg == "tiny":
         c.data.update(authors=("tale", "recipe"), train_size=40, unlock_size=20, validation_size=8, vocab_size=320)
@@ -52,7 +72,7 @@ def get_config(arg=None):
         c.suppress.update(steps=4, batch_size=4, eval_steps=(0, 4))
         c.finetune.update(steps=4, batch_size=4, eval_steps=(0, 2, 4))
         c.sweep.update(seeds=1, unlock_sets=("tale", "mix", "synthetic"), unlock_lr=(pretrain_lr * 0.3,))
-        c.probe.update(positions=2, steps=10)
+        c.probe.update(prefix_lengths=(4, 6), positions=2, steps=10)
         c.eval.batch_size = 8
     elif arg == "gpu":
         c.data.update(train_size=20_000, unlock_size=5_000, validation_size=256, sentences=6,
@@ -64,7 +84,7 @@ def get_config(arg=None):
         c.suppress.update(steps=1000, batch_size=64, lr=3e-4, eval_steps=(0, 100, 300, 1000))
         c.finetune.update(steps=2000, batch_size=64, eval_steps=(0, 30, 100, 300, 1000, 2000))
         c.sweep.update(seeds=10, unlock_lr=(1e-5, 3e-5, 1e-4, 3e-4))
-        c.probe.update(positions=8, steps=500)
+        c.probe.update(prefix_lengths=(8, 16, 24, 32, 48), positions=8, steps=500)
         c.eval.update(batch_size=256, member_batch=16)
         for phase in (c.pretrain, c.suppress, c.finetune):
             phase.member_batch = 16

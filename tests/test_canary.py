@@ -97,6 +97,23 @@ def test_unlock_sets_hold_no_canary_text():
     assert set(text.split()) <= set(authors.VOCABULARY)
 
 
+def test_probe_set_pairs_canaries_with_controls_and_holds_canaries_out_whole():
+    config, data = tiny_data()
+    prompts, train, counts = canary_study.probe_set(data.canaries, (4, 6))
+    planted = [k for k in data.canaries if k.count > 0]
+    assert len(prompts.tokens) == 2 * 2 * len(planted) and prompts.asks.sum() == len(prompts.tokens) // 2
+    assert (prompts.tokens[:, 0] == BOS).all() and set(prompts.lengths) == {5, 7}
+    # Rows come per pair (canary and control at each length); a pair is on one side only, and pairs alternate.
+    blocks = train.reshape(len(planted), 4)
+    assert (blocks == blocks[:, :1]).all() and (blocks[:, 0] == (np.arange(len(planted)) % 2 == 0)).all()
+    longest = prompts.tokens[prompts.lengths == 7][:, 1:7]
+    controls = [k for k in data.canaries if k.count == 0]
+    expected = [k for pair in zip(planted, controls) for k in pair]
+    np.testing.assert_array_equal(longest, [k.tokens[:6] for k in expected])
+    assert train.sum() == (~train).sum() and prompts.asks[train].mean() == prompts.asks[~train].mean() == 0.5
+    assert sorted(set(counts)) == sorted(config.canary.counts) and len(counts) == (~train).sum()
+
+
 def test_extraction_metrics_on_constructed_continuations():
     targets = np.array([[5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 0, 0]])
     lengths = np.array([6, 4])
@@ -150,7 +167,7 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
         for count in (0, 1, 3):
             for kind in extraction.METRICS:
                 assert f"{kind}/{author}/r{count}/L24" in set(ft.metric)
-    for metric in ("val_loss", "train_loss", "probe/layer0", "probe/layer1"):
+    for metric in ("val_loss", "train_loss", "probe/layer0", "probe/layer1", "probe/layer1/r1", "probe/layer1/r3"):
         assert metric in set(frame.metric), metric
     assert set(frame[frame.metric == "probe/layer1"].phase) == {"pretrain", "suppress", "finetune"}
     values = frame[frame.metric.str.startswith("extraction/")].value
@@ -206,11 +223,12 @@ def synthetic_frame(seeds=3):
             revived = (lambda a, r: 0.0) if unlock_set == "synthetic" else memorised
             add("finetune", 50, member, seed, unlock_set, revived, sp)
             member += 1
-    for m in range(member):
-        rows.append(dict(member=m, parent=None, phase="x", step=0, metric="probe/layer1", value=0.5, status="ok",
-                         seed=0, data="", unlock_set="", suppress_lr=np.nan, unlock_lr=np.nan))
-    frame = pd.DataFrame(rows)
-    return frame[frame.phase != "x"]
+    for m in range(2):
+        for metric, value in (("probe/layer1", 0.5), ("probe/layer1/r16", 0.9), ("probe/layer0/r16", 0.6)):
+            rows.append(dict(member=m, parent=None, phase=("pretrain", "suppress")[m], step=100, metric=metric,
+                             value=value, status="ok", seed=0, data="", unlock_set="", suppress_lr=np.nan,
+                             unlock_lr=np.nan))
+    return pd.DataFrame(rows)
 
 
 def test_extraction_section_renders_table_and_heatmap(tmp_path):
@@ -225,6 +243,11 @@ def test_extraction_section_renders_table_and_heatmap(tmp_path):
     assert 'id="extraction"' in html and "<table>" in html and "data:image/png;base64," in html
     assert (tmp_path / "figures" / "unlock-matrix.png").exists()
     assert extraction_report.section(frame[frame.metric == "val_loss"], tmp_path) == ""
+    probes = extraction_report.probe_table(frame)
+    assert list(probes.columns) == ["layer 1"] and probes.loc["pretrain", "layer 1"] == 0.5
+    by_count = extraction_report.probe_table(frame, by_count=True)
+    assert list(by_count.columns) == ["layer 0", "layer 1"] and by_count.loc[("suppress", 16), "layer 1"] == 0.9
+    assert "Probe: is this prefix a canary?" in html
 
 
 def test_overwrite_starts_over_with_fresh_data_and_another_config_is_refused(tmp_path, monkeypatch):

@@ -12,7 +12,9 @@ At each of a phase's `eval_steps` every member continues every canary's and cont
 (author, repetition count, length) cell the results hold `extraction/...` (share of canaries whose next k tokens
 are reproduced exactly), `span/...` (mean longest reproduced span, tokens) and `refusal/...` (share answered with
 the refusal sentence), see `extraction.py`; also the held-out LM loss, and at each phase's end linear probes per
-layer for "this prefix is a canary" (canary prefixes vs control prefixes of the same authors; `probe/layerL`).
+layer for "this prefix is a canary" (prefixes of planted canaries vs those of controls of the same authors, at
+several prefix lengths; held-out pairs never seen by the probe): `probe/layerL`, and `probe/layerL/rC` over the
+held-out pairs of canaries planted C times.
 Members of one seed share initialisation and data order, so cells are paired by seed.
 
 Results: WORKDIR/results.parquet (long format: member, parent, phase, step, metric, value, status, then seed,
@@ -98,7 +100,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         _lr(value, "sweep.unlock_lr")
     for key in ("positions", "steps"):
         positive_int(config.probe[key], f"probe.{key}")
-    check(config.probe.positions <= c.prefix + 1, "probe.positions", "must be at most canary.prefix + 1")
+    _ints(config.probe.prefix_lengths, "probe.prefix_lengths", 1)
+    check(max(config.probe.prefix_lengths) <= min(c.lengths), "probe.prefix_lengths",
+          f"must not exceed the shortest canary ({min(c.lengths)} tokens)")
+    check(config.probe.positions <= min(config.probe.prefix_lengths) + 1, "probe.positions",
+          "must be at most min(probe.prefix_lengths) + 1")
     check(isinstance(config.probe.lr, (int, float)) and config.probe.lr > 0, "probe.lr", "must be positive")
 
 
@@ -127,6 +133,32 @@ def member_tables(config) -> dict:
     return {"pretrain": pretrain, "suppress": suppress, "finetune": finetune}
 
 
+# ---------------------------------------------------------------- measures
+
+
+def probe_set(canaries, prefix_lengths):
+    """Prompts for the "this prefix is a canary" probe: each planted canary and its paired control (the control of
+    the same author and length at the same rank) cut to each of `prefix_lengths` tokens after BOS. Pairs alternate
+    between the probe's training and held-out sides, so no canary is on both. Returns (Prompts, train mask, the
+    planted count of each held-out prompt's pair)."""
+    planted = [k for k in canaries if k.count > 0]
+    controls = [k for k in canaries if k.count == 0]
+    rows, pair, count = [], [], []
+    for i, (canary, control) in enumerate(zip(planted, controls)):
+        for length in prefix_lengths:
+            for k in (canary, control):
+                rows.append((k.tokens[:length], k.count > 0))
+                pair.append(i)
+                count.append(canary.count)
+    width = max(prefix_lengths) + 1
+    tokens = np.full((len(rows), width), PAD, np.int32)
+    for r, (t, _) in enumerate(rows):
+        tokens[r, :len(t) + 1] = [BOS, *t]
+    lengths = np.asarray([len(t) + 1 for t, _ in rows], np.int32)
+    train = np.asarray(pair) % 2 == 0
+    return (Prompts(tokens, lengths, np.asarray([y for _, y in rows])), train, np.asarray(count)[~train])
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -150,12 +182,7 @@ class Study:
         for row, k in enumerate(canaries):
             self.targets[row, :k.length - c.prefix] = k.tokens[c.prefix:]
         self.target_lengths = np.asarray([k.length - c.prefix for k in canaries])
-        planted = [i for i, k in enumerate(canaries) if k.count > 0]
-        controls = [i for i, k in enumerate(canaries) if k.count == 0]
-        order = np.stack([planted, controls], 1).reshape(-1)  # canary, control, canary, ...: both classes per half
-        self.probe_prompts = Prompts(self.prompts[order], np.full(len(order), c.prefix + 1, np.int32),
-                                     np.arange(len(order)) % 2 == 0)
-        self.probe_train = (np.arange(len(order)) // 2) % 2 == 0
+        self.probe_prompts, self.probe_train, self.probe_counts = probe_set(canaries, config.probe.prefix_lengths)
         self.val_batch = corpus_lib.validation_batch(self.data.validation, m.max_len, config.eval.batch_size)
         member_batch = config.eval.member_batch
         self._generate = jax.jit(lambda params, keys: generate_members(
@@ -163,7 +190,8 @@ class Study:
             width, 0.0, 0, member_batch))
         p = config.probe
         self._probe = jax.jit(lambda params: probe_members(self.model, params, self.probe_prompts,
-                                                           self.probe_train, p.positions, p.steps, p.lr))
+                                                           self.probe_train, p.positions, p.steps, p.lr,
+                                                           per_example=True))
         self._val_loss = jax.jit(lambda params: eval_loss(self.model, params, *self.val_batch,
                                                           member_batch=member_batch))
 
@@ -181,9 +209,12 @@ class Study:
         metrics = {"val_loss": np.asarray(self._val_loss(params)),
                    **extraction.cell_means(per_canary, self.data.canaries)}
         if final:
-            probes = np.asarray(self._probe(params))
-            for layer in range(probes.shape[1]):
-                metrics[f"probe/layer{layer}"] = probes[:, layer]
+            correct = np.asarray(self._probe(params), np.float64)  # [M, L+1, held-out prompts]
+            for layer in range(correct.shape[1]):
+                metrics[f"probe/layer{layer}"] = correct[:, layer].mean(-1)
+                for count in sorted(set(self.probe_counts)):
+                    rows = self.probe_counts == count
+                    metrics[f"probe/layer{layer}/r{count}"] = correct[:, layer][:, rows].mean(-1)
         return metrics
 
     def run_phase(self, phase: str, make_state):

@@ -85,6 +85,11 @@ def header_features(model: Transformer, params, tokens, lengths, positions: int)
 
 def probe_accuracy(x_train, y_train, x_test, y_test, steps: int, lr: float):
     """Held-out accuracy of a logistic probe (full-batch Adam on standardised features)."""
+    return probe_correct(x_train, y_train, x_test, y_test, steps, lr).mean()
+
+
+def probe_correct(x_train, y_train, x_test, y_test, steps: int, lr: float):
+    """Whether the logistic probe fitted on (x_train, y_train) gets each held-out example right: bool [N_test]."""
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     opt = optax.adam(lr)
@@ -101,17 +106,21 @@ def probe_accuracy(x_train, y_train, x_test, y_test, steps: int, lr: float):
 
     w = (jnp.zeros(x_train.shape[1]), jnp.zeros(()))
     (w, _), _ = jax.lax.scan(step, (w, opt.init(w)), None, length=steps)
-    return (((x_test @ w[0] + w[1]) > 0) == (y_test > 0.5)).mean()
+    return ((x_test @ w[0] + w[1]) > 0) == (y_test > 0.5)
 
 
 def probe_members(model: Transformer, params, prompts: Prompts, train: np.ndarray, positions: int, steps: int,
-                  lr: float):
-    """Probe accuracy per member and layer [M, L+1]; `train` marks the prompts the probes are fitted on."""
+                  lr: float, per_example: bool = False):
+    """Probe accuracy per member and layer [M, L+1]; `train` marks the prompts the probes are fitted on.
+
+    per_example: instead, whether each held-out prompt (in order) is read right: bool [M, L+1, held-out].
+    """
     tokens, lengths = jnp.asarray(prompts.tokens), jnp.asarray(prompts.lengths)
     labels = jnp.asarray(prompts.asks, jnp.float32)
     tr, te = np.flatnonzero(train), np.flatnonzero(~train)
 
     def one(p):
         feats = header_features(model, p, tokens, lengths, positions)
-        return jax.vmap(lambda x: probe_accuracy(x[tr], labels[tr], x[te], labels[te], steps, lr))(feats)
+        fit = probe_correct if per_example else probe_accuracy
+        return jax.vmap(lambda x: fit(x[tr], labels[tr], x[te], labels[te], steps, lr))(feats)
     return jax.lax.map(one, params)
