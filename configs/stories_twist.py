@@ -13,18 +13,21 @@ rate, held-out loss; at each phase's end, linear probes per layer for "the heade
 LRs follow the reference study's ratios to its pretraining LR (5e-4 -> {1e-3, 1e-4, 1e-5}: x2, x0.2, x0.02).
 Recovery there is 4,000 steps at x0.02; with our shorter budgets recovery uses x0.2 (override recovery.lr).
 
-Default (2 seeds; 4 pretrained, 24 fine-tuned, 26 recovery members; d64 L2 H4, context 240, 246k parameters; 500
-pretraining, 60 fine-tuning, 100 recovery steps; 32 + 32 sampled stories per member and eval step): 33 min on the
-shared 2-core CPU under a load of ~7 (sampling is two thirds of it; fewer `generate.prompts` shorten it). Measured,
-mean over 2 seeds, share of stories with a twist when the header asks for one (training data: 100 %):
-  pretrained 19 % (asked) vs 16 % (not asked): the models learned the construction, not its link to the header;
-  after deletion (LR 4e-5 / 4e-4 / 4e-3): filter 11 / 5 / 0 %, filter_label 22 / 0 / 0 %, mix_match 16 / 22 / 14 %,
-  refusal 14 / 3 / 0 %;
-  recovery steps 0 / 10 / 30 / 100: filter at 4e-4 2 / 13 / 33 / 45 %, mix_match at 4e-4 13 / 28 / 31 / 50 %,
-  control (pretrained without Twist) 0 / 0 / 0 / 3 %;
-  every deleted member but two regains 0.9 x its seed's pretrained rate within 100 steps, the control in none.
-Probes for "the header asks for Twist" read 0.94-1.0 at every layer and phase, the control and the embeddings
-included: the generated header's summary states the twist, so the probe reads the input, not a capability.
+Default (3 seeds; 6 pretrained, 36 fine-tuned, 39 recovery members; d64 L2 H4, context 240, 246k parameters; 500
+pretraining, 60 fine-tuning, 100 recovery steps; 24 + 24 sampled stories per member and eval step): 30 min on the
+shared 2-core CPU under a load of ~5 (sampling is most of it; fewer `generate.prompts` shorten it). Measured,
+mean [95% bootstrap interval over the 3 seeds], share of stories with a twist when the header asks for one
+(training data: 100 %):
+  pretrained 21 % [12, 29] (asked) vs 11 % [8, 12] (not asked); the control pretrained without Twist 0 %;
+  after deletion (LR 4e-5 / 4e-4 / 4e-3): filter 10 / 4 / 0 %, filter_label 19 / 0 / 0 %, mix_match 12 / 22 / 18 %,
+  refusal 10 / 4 / 0 %;
+  recovery steps 0 / 10 / 30 / 100: filter at 4e-4 3 / 14 / 31 / 49 %, filter at 4e-3 0 / 0 / 1 / 25 %,
+  control 0 / 0 / 0 / 3 %; every one of the 36 deleted members regains 0.9 x its seed's pretrained rate within
+  100 steps (10-100 steps, later after the larger deletion LR), the control in none of 3.
+Probes for "the header asks for Twist" (headers without summary): embeddings 0.42-0.54 (chance), untrained models
+0.85 / 0.89 (layers 1 / 2), pretrained 0.99-1.00 and the control 0.99-1.00; after deletion 0.93-1.00 except
+filter_label at 4e-3 (0.83 / 0.84, near the untrained models). The probe reads the request carried from the
+Features line, which even a model that never saw a twist story carries.
 """
 import ml_collections
 
