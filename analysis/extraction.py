@@ -106,13 +106,13 @@ def heatmap(frame: pd.DataFrame):
     if not lrs:
         return None
     reference = _reference_rows(frame)
-    fig, axes = plt.subplots(1, len(lrs), figsize=(3.6 * len(lrs), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(lrs), figsize=(1.2 + 3.2 * len(lrs), 3.6), squeeze=False, layout="constrained")
     for ax, lr in zip(axes[0], lrs):
         matrix = unlock_matrix(frame, lr)
         shown = pd.concat([reference.reindex(columns=matrix.columns), matrix])
         image = ax.imshow(shown.to_numpy(float), vmin=0, vmax=1, cmap="viridis", aspect="auto")
         ax.set_xticks(range(shown.shape[1]), shown.columns, rotation=30)
-        ax.set_yticks(range(shown.shape[0]), [str(i) for i in shown.index])
+        ax.set_yticks(range(shown.shape[0]), [str(i) for i in shown.index] if ax is axes[0][0] else [])
         for (i, j), value in np.ndenumerate(shown.to_numpy(float)):
             if np.isfinite(value):
                 ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7,
@@ -133,7 +133,7 @@ def repetition_curves(frame: pd.DataFrame):
         line=lambda r: np.where(r.stage == "fine-tuned", "fine-tuned on " + r.unlock_set, r.stage))
     if rows.empty:
         return None
-    fig, ax = plt.subplots(figsize=(5.2, 3.3))
+    fig, ax = plt.subplots(figsize=(5.6, 3.6), layout="constrained")
     counts = sorted(rows["count"].unique())
     for line, group in rows.groupby("line", sort=False):
         stats = _interval(group.assign(line=line), ["count"], "extraction").set_index("count").reindex(counts)
