@@ -24,7 +24,8 @@ import pyarrow.parquet as pq
 
 from analysis import figures
 from analysis.errors import AnalysisError
-from analysis.stats import bootstrap_mean
+from analysis.load import MANIFEST_FILE, RESULTS_FILE, _read_manifest
+from analysis.stats import cell_intervals
 
 KINDS = ("extraction", "span", "refusal")
 STUDY = "canary_unlock"
@@ -54,13 +55,10 @@ def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _interval(rows: pd.DataFrame, by: list, kind: str) -> pd.DataFrame:
-    per_seed = rows[rows.kind == kind].groupby([*by, "seed"], dropna=False).value.mean().reset_index()
-    out = []
-    for key, group in per_seed.groupby(by, dropna=False, sort=False):
-        mean, lo, hi = bootstrap_mean(group.value)
-        out.append({**dict(zip(by, key if isinstance(key, tuple) else (key,))), "seeds": len(group),
-                    kind: mean, f"{kind}_lo": lo, f"{kind}_hi": hi})
-    return pd.DataFrame(out)
+    """Per cell of `by`: seeds, the mean over seeds of `kind` and its bootstrap interval (columns kind, kind_lo,
+    kind_hi)."""
+    table = cell_intervals(rows[rows.kind == kind], "value", by)
+    return table.rename(columns={"value": kind, "value_lo": f"{kind}_lo", "value_hi": f"{kind}_hi"})
 
 
 def extraction_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -188,11 +186,8 @@ def display_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _table_html(frame: pd.DataFrame) -> str:
-    e = html.escape
-    head = "".join(f"<th>{e(str(c))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in row) + "</tr>"
-                   for row in frame.itertuples(index=False))
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    from analysis.report import _html_table  # local import: the report imports this module
+    return _html_table(frame, badge_columns=())
 
 
 def section(frame: pd.DataFrame, out) -> str:
@@ -236,7 +231,7 @@ def section(frame: pd.DataFrame, out) -> str:
 
 def is_canary_store(path) -> bool:
     """Whether `path` is a workdir whose manifest names the canary study."""
-    file = Path(path) / "manifest.json"
+    file = Path(path) / MANIFEST_FILE
     try:
         return json.loads(file.read_text()).get("config", {}).get("study") == STUDY
     except (OSError, ValueError, AttributeError):
@@ -246,11 +241,11 @@ def is_canary_store(path) -> bool:
 def read_frames(paths) -> tuple[pd.DataFrame, list[dict]]:
     frames, manifests = [], []
     for path in map(Path, paths):
-        file = path / "results.parquet"
+        file = path / RESULTS_FILE
         if not file.exists():
-            raise AnalysisError(f"{path}: no results.parquet (its run has not finished a phase yet)")
+            raise AnalysisError(f"{path}: no {RESULTS_FILE} (its run has not finished a phase yet)")
         frames.append(pq.read_table(file).to_pandas())
-        manifests.append(json.loads((path / "manifest.json").read_text()))
+        manifests.append(_read_manifest(path))
     return pd.concat(frames, ignore_index=True), manifests
 
 
