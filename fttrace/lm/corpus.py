@@ -86,6 +86,5 @@ def sample_windows(key: jax.Array, corpus: DeviceCorpus, lo, hi, batch: int, len
 
 def validation_batch(arrays: TokenArrays, length: int, batch_size: int):
     """The first `batch_size` documents of `arrays` as one fixed (inputs, targets, weights) batch."""
-    tokens = np.concatenate([arrays.tokens, np.zeros(length + 1, np.int32)])
-    resident = DeviceCorpus(jnp.asarray(tokens, jnp.int32), jnp.asarray(arrays.starts, jnp.int32))
+    resident = to_device(Corpus(arrays, {}), length)
     return document_windows(resident, jnp.arange(min(batch_size, len(arrays))), length)
