@@ -47,7 +47,6 @@ STUDY = "canary_unlock"
 PHASES = ("pretrain", "suppress", "finetune")  # the last: benign fine-tuning, on an unlock set
 KEY_PHASES = {"pretrain": "pretrain", "suppress": "finetune", "finetune": "reft"}  # a distinct train.PHASE_IDS each
 UNLOCK_SETS = authors_lib.AUTHORS + ("mix", authors_lib.SYNTHETIC)
-HYPER_COLUMNS = ("seed", "data", "unlock_set", "suppress_lr", "unlock_lr")
 
 
 # ---------------------------------------------------------------- config
