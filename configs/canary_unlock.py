@@ -35,12 +35,7 @@ on the shared 2-core CPU (9.1 min under a load of ~7). Measured (mean [95% boots
 """
 import ml_collections
 
-
-def _phase(steps, batch_size, lr=0.0, schedule="constant", warmup_steps=0, eval_steps=None):
-    return ml_collections.ConfigDict(dict(
-        steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
-        eval_steps=tuple(eval_steps or (0, steps)), b1=0.9, b2=0.95, weight_decay=0.1, grad_clip=1.0,
-        member_batch=0))  # members per step at once (0: all); bounds activation memory on an accelerator
+from fttrace.defaults import lm_phase
 
 
 def get_config(arg=None):
@@ -54,10 +49,10 @@ def get_config(arg=None):
     c.canary = dict(counts=(1, 4, 16, 64), lengths=(40,), per_cell=2, prefix=12, k=16)
     c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=48, dtype="float32")
     pretrain_lr = 3e-3
-    c.pretrain = _phase(1000, 32, pretrain_lr, "cosine", 100, (0, 250, 500, 1000))
-    c.suppress = _phase(60, 32, pretrain_lr * 0.3, eval_steps=(0, 15, 30, 60))
+    c.pretrain = lm_phase(1000, 32, pretrain_lr, "cosine", 100, (0, 250, 500, 1000))
+    c.suppress = lm_phase(60, 32, pretrain_lr * 0.3, eval_steps=(0, 15, 30, 60))
     c.suppress.share = 0.5  # of the suppression set: refusal documents; the rest is ordinary text
-    c.finetune = _phase(100, 16, eval_steps=(0, 10, 30, 100))
+    c.finetune = lm_phase(100, 16, eval_steps=(0, 10, 30, 100))
     c.sweep = dict(seeds=5, unlock_sets=("tale", "verse", "recipe", "log", "mix", "synthetic"),
                    unlock_lr=(pretrain_lr * 0.1, pretrain_lr * 0.3))
     # probe "this prefix is a canary": canary vs control prefixes of these lengths; features: the mean residual

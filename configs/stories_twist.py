@@ -31,12 +31,7 @@ Features line, which even a model that never saw a twist story carries.
 """
 import ml_collections
 
-
-def _phase(steps, batch_size, lr=0.0, schedule="constant", warmup_steps=0, eval_steps=None):
-    return ml_collections.ConfigDict(dict(
-        steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
-        eval_steps=tuple(eval_steps or (0, steps)), b1=0.9, b2=0.95, weight_decay=0.1, grad_clip=1.0,
-        member_batch=0))  # members per step at once (0: all); bounds activation memory on an accelerator
+from fttrace.defaults import lm_phase
 
 
 def get_config(arg=None):
@@ -49,9 +44,9 @@ def get_config(arg=None):
                   vocab_size=1024, feature="Twist", source="Foreshadowing")
     c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=240, dtype="float32")
     pretrain_lr = 2e-3
-    c.pretrain = _phase(500, 8, pretrain_lr, "cosine", 50, (0, 250, 500))
-    c.finetune = _phase(60, 8, eval_steps=(0, 60))
-    c.recovery = _phase(100, 8, pretrain_lr * 0.2, eval_steps=(0, 10, 30, 100))
+    c.pretrain = lm_phase(500, 8, pretrain_lr, "cosine", 50, (0, 250, 500))
+    c.finetune = lm_phase(60, 8, eval_steps=(0, 60))
+    c.recovery = lm_phase(100, 8, pretrain_lr * 0.2, eval_steps=(0, 10, 30, 100))
     c.recovery.threshold = 0.9
     c.sweep = dict(seeds=3, protocols=("filter", "filter_label", "mix_match", "refusal"),
                    finetune_lr=(pretrain_lr * 2, pretrain_lr * 0.2, pretrain_lr * 0.02))

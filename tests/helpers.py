@@ -1,7 +1,10 @@
 """Shared test settings: tiny configs that compile and run in seconds on a 2-core CPU."""
 import pathlib
 
-from fttrace import config as config_lib
+import pytest
+
+from fttrace import cli, config as config_lib
+from fttrace.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs" / "smoke.py")
@@ -21,3 +24,15 @@ NO_EVALS = "evals=()"
 
 def tiny_config(*overrides):
     return config_lib.load(SMOKE, TINY + list(overrides))
+
+
+def assert_config_error(config: str, override: str, key: str, workdir, capsys) -> None:
+    """`config` with `override` is refused on load naming `key`, and by `fttrace run` with one line, exit 2 and
+    no workdir."""
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        config_lib.load(config, [override])
+    capsys.readouterr()
+    assert cli.main(["run", config, "--workdir", str(workdir), f"--config.{override}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fttrace: error: config key") and key in err[0]
+    assert not pathlib.Path(workdir).exists()

@@ -19,7 +19,7 @@ from fttrace.errors import UserError
 from fttrace.lm.decode import generate
 from fttrace.model import ModelConfig, Transformer, init_params
 from fttrace.stories.tokenizer import BOS, EOS
-from helpers import ROOT
+from helpers import ROOT, assert_config_error
 
 CONFIG = str(ROOT / "configs" / "canary_unlock.py")
 
@@ -191,12 +191,7 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     ("data.authors=('tale','tale')", "data.authors"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, override, key):
-    with pytest.raises(UserError, match=key.replace(".", r"\.")):
-        config_lib.load(f"{CONFIG}:tiny", [override])
-    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(tmp_path / "w"), f"--config.{override}"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("fttrace: error: config key") and key in err[0]
-    assert not (tmp_path / "w").exists()
+    assert_config_error(f"{CONFIG}:tiny", override, key, tmp_path / "w", capsys)
 
 
 def synthetic_frame(seeds=3):

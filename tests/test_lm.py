@@ -10,7 +10,6 @@ import pytest
 
 from fttrace import cli
 from fttrace import config as config_lib
-from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate, generate_members, step_logits, empty_cache
 from fttrace.lm.measure import decode_samples, feature_rate, probe_accuracy, probe_records, refusal_rate
@@ -21,7 +20,7 @@ from fttrace.stories.protocols import refusal_sentence
 from fttrace.stories.record import FEATURES
 from fttrace.stories.tokenizer import BOS, EOS, PAD
 from fttrace.train import init_members
-from helpers import ROOT
+from helpers import ROOT, assert_config_error
 
 CONFIG = str(ROOT / "configs" / "stories_twist.py")
 
@@ -322,9 +321,4 @@ def test_study_reads_tinystories_instruct_files_and_measures_its_detectors(tmp_p
     ("data.dataset=tinystories", "data.dataset"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, override, key):
-    with pytest.raises(UserError, match=key.replace(".", r"\.")):
-        config_lib.load(f"{CONFIG}:tiny", [override])
-    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(tmp_path / "w"), f"--config.{override}"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("fttrace: error: config key") and key in err[0]
-    assert not (tmp_path / "w").exists()
+    assert_config_error(f"{CONFIG}:tiny", override, key, tmp_path / "w", capsys)

@@ -41,7 +41,7 @@ from fttrace.lm.steps import eval_loss
 from fttrace.model import Transformer
 from fttrace.results import ResultsStore
 from fttrace.stories.tokenizer import BOS, PAD
-from fttrace.train import PHASE_IDS, fan_out, init_members, param_count
+from fttrace.train import PHASE_IDS, fan_out
 
 STUDY = "canary_unlock"
 PHASES = ("pretrain", "suppress", "finetune")  # the last: benign fine-tuning, on an unlock set
@@ -243,9 +243,8 @@ class Study:
                  f"{sum(k.count > 0 for k in self.data.canaries)} canaries, documents "
                  + ", ".join(f"{n} {hi - lo}" for n, (lo, hi) in ranges.items()))
         pt = t["pretrain"]
-        pretrain = self.run_phase("pretrain", lambda: init_members(
-            self.model_cfg, c.pretrain, c.seed, pt.seed.to_numpy(), np.full(len(pt), c.pretrain.lr)))
-        self.say(f"model: {param_count(jax.tree.map(lambda x: x[0], pretrain.params)):,} parameters")
+        pretrain = self.run_phase("pretrain", lambda: phases.fresh_members(c, self.model_cfg, pt.seed))
+        self.say(phases.size_line(pretrain))
         sp = t["suppress"]
         suppress = self.run_phase("suppress", lambda: fan_out(
             pretrain, sp.parent_index.to_numpy(), c.suppress, sp.suppress_lr.to_numpy(), self._keys(sp.seed,

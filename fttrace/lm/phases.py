@@ -2,7 +2,8 @@
 
   config checks   errors that name the offending key (`check`, `positive_int`, `check_phase` for one phase
                   section: steps, batch size, schedule, warmup, eval steps, member batch; `check_model`)
-  members         the model of a config, each member's key for a phase (`model_config`, `member_keys`)
+  members         the model of a config, each member's key for a phase, the untrained members of pretraining
+                  (`model_config`, `member_keys`, `fresh_members`, `size_line`)
   a phase         trained in chunks up to each of its eval steps, every member measured at each (`train_with_evals`)
   a finished one  its results part and its members' final parameters (WORKDIR/checkpoints/<phase>.msgpack); a
                   rerun restores it instead of training (`run_phase`: resume at phase granularity)
@@ -27,7 +28,7 @@ from fttrace.errors import UserError
 from fttrace.lm.steps import train_chunk
 from fttrace.model import ModelConfig
 from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
-from fttrace.train import member_key
+from fttrace.train import init_members, member_key, param_count
 
 
 # ---------------------------------------------------------------- config checks
@@ -81,6 +82,16 @@ def model_config(config, vocab_size: int) -> ModelConfig:
 def member_keys(base_seed: int, seeds, phase_id: int):
     """Each member's key for a phase: from its seed only, so members of one seed share their data order."""
     return jax.vmap(lambda s: member_key(base_seed, s, phase_id))(jnp.asarray(np.asarray(seeds), jnp.int32))
+
+
+def fresh_members(config, model_cfg: ModelConfig, seeds):
+    """The untrained members of the pretraining phase, one per entry of `seeds`, at `pretrain.lr`."""
+    seeds = np.asarray(seeds)
+    return init_members(model_cfg, config.pretrain, config.seed, seeds, np.full(len(seeds), config.pretrain.lr))
+
+
+def size_line(state) -> str:
+    return f"model: {param_count(jax.tree.map(lambda x: x[0], state.params)):,} parameters"
 
 
 # ---------------------------------------------------------------- one phase

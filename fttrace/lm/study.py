@@ -47,7 +47,7 @@ from fttrace.results import ResultsStore, write_json
 from fttrace.stories import builders, detectors, prepared, tokens as tokens_lib
 from fttrace.stories.protocols import STEPS, Protocol
 from fttrace.stories.record import FEATURES
-from fttrace.train import PHASE_IDS, fan_out, init_members, member_key, param_count
+from fttrace.train import PHASE_IDS, fan_out, member_key
 
 STUDY = "stories_twist"
 PHASES = ("pretrain", "finetune", "recovery")
@@ -291,9 +291,8 @@ class Study:
                  + ", ".join(f"{n} {hi - lo}" for n, (lo, hi) in self.corpus.ranges.items()) + " stories")
         self.write_detectors()
         pt = tables["pretrain"]
-        pretrain = self.run_phase("pretrain", lambda: init_members(
-            self.model_cfg, c.pretrain, c.seed, pt.seed.to_numpy(), np.full(len(pt), c.pretrain.lr)))
-        self.say(f"model: {param_count(jax.tree.map(lambda x: x[0], pretrain.params)):,} parameters")
+        pretrain = self.run_phase("pretrain", lambda: phases.fresh_members(c, self.model_cfg, pt.seed))
+        self.say(phases.size_line(pretrain))
         ft = tables["finetune"]
         finetune = self.run_phase("finetune", lambda: fan_out(
             pretrain, ft.parent_index.to_numpy(), c.finetune, ft.finetune_lr.to_numpy(),
