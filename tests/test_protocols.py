@@ -155,7 +155,7 @@ def test_bad_protocol_configs_name_the_key(override, key, tmp_path, capsys):
     assert not (tmp_path / "w" / "results.parquet").exists()
 
 
-def test_a_protocol_sweep_runs_as_one_group_with_protocol_columns_and_weight_changes(tmp_path):
+def test_a_protocol_sweep_runs_as_one_group_with_protocol_columns_and_weight_changes_and_resumes(tmp_path):
     from fttrace.pipeline import run_study
     config = config_lib.load(CONFIG, ["evals=('weights',)", "sweep.seeds=1"])
     frame = pd.read_parquet(str(run_study(config, tmp_path / "run", quiet=True)))
@@ -169,3 +169,9 @@ def test_a_protocol_sweep_runs_as_one_group_with_protocol_columns_and_weight_cha
     assert weights.loc[("top1", 0), "attn.weight_change"] == 0 and weights.loc[("top1", 1), "attn.weight_change"] > 0
     assert weights.loc[("lora2", -1), "embed.weight_change"] == 0
     assert weights.loc[("full", -1), "all.weight_change"] > 0
+    # Resumed: the fine-tuned trees come back from their checkpoint and merge to the same weights.
+    (tmp_path / "run" / "parts" / "g0-weights.parquet").unlink()
+    again = pd.read_parquet(str(run_study(config, tmp_path / "run", quiet=True)))
+    key = ["member", "phase", "step", "metric"]
+    pd.testing.assert_frame_equal(again.sort_values(key).reset_index(drop=True),
+                                  frame.sort_values(key).reset_index(drop=True))
