@@ -12,6 +12,8 @@ only a strippable wrapper?"
   prune_best15      best C_PT accuracy after pruning at most 15 MLP neurons (k = 0 included)
   probe_pt          held-out probe accuracy for the pretraining target (best residual-stream layer)
   reft_steps        reFT steps to the revival threshold (censored at the budget; analysis.measures)
+  control_steps     the same for the control pretrained without C_PT (its fastest LR), and reft_speedup =
+                    control_steps / reft_steps (geometric mean over seeds)
   weight_change     relative change of all weights against the parent (phase "weights"), and per part and layer
                     (`attn@0`, `mlp@1`, `unembed`, ...)
 Members that diverged (or whose lineage did) are left out.
@@ -40,9 +42,12 @@ MEASURES = [
     (f"prune_best{PRUNE_UNITS}", f"best C_PT pruning <= {PRUNE_UNITS} neurons", "high"),
     ("probe_pt", "probe accuracy, C_PT target", "high"),
     ("reft_steps", "reFT steps to threshold", "low"),
+    ("control_steps", "control's steps (never had C_PT)", "low"),
+    ("reft_speedup", "reFT speed-up over control", "high"),
     ("weight_change", "relative weight change", "low"),
 ]
 LABELS = {column: label for column, label, _ in MEASURES}
+LOG_MEASURES = ("reft_speedup",)  # ratios: summarised by their geometric mean
 
 
 def has_protocols(study: Study) -> bool:
@@ -100,7 +105,7 @@ def protocol_table(study: Study, confidence: float = CONFIDENCE) -> pd.DataFrame
     frames = []
     for column in measure_columns(m):
         table = cell_intervals(m.rename(columns={column: "value"})[[*CELLS, "seed", "value"]], "value", CELLS,
-                               confidence)
+                               confidence, log=column in LOG_MEASURES)
         frames.append(table.assign(measure=column))
     table = pd.concat(frames, ignore_index=True)
     order = protocol_order(study)

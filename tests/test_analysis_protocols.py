@@ -48,7 +48,7 @@ def test_the_table_has_one_row_per_protocol_setting_with_seed_intervals(store):
     assert pt.loc["lora2", "value_lo"] > pt.loc["full", "value_hi"]
     change = table[table.measure == "weight_change"].set_index("protocol").value
     assert change["full"] == pytest.approx(0.5 * 1.015) and change["lora2"] == pytest.approx(0.1 * 1.015)
-    assert {"attn@0", "mlp@1"} <= set(table.measure)
+    assert {"attn@0", "mlp@1", "reft_steps", "control_steps", "reft_speedup"} <= set(table.measure)
     revived = table[table.measure == "prune_revived"].set_index("protocol").value
     assert revived["full"] == 1.0
     display = protocol_display(table)
