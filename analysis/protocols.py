@@ -215,7 +215,7 @@ def protocol_figure(table: pd.DataFrame):
     panels = [("reft_steps", "reFT steps to revive C_PT\n(lower: more strippable)"),
               (f"prune_best{PRUNE_UNITS}", f"best C_PT after pruning\n<= {PRUNE_UNITS} neurons"),
               ("ft_acc", "C_FT reached")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels) + 3.0, 3.6), squeeze=False)
     x_rows = _values(table, "pt_acc")
     colors, markers = plt.get_cmap("tab10"), "os^Dv<>p"
     protocols = list(dict.fromkeys(table.protocol))
@@ -239,7 +239,7 @@ def protocol_figure(table: pd.DataFrame):
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=7)
     fig.suptitle("Fine-tuning protocols: forgetting vs strippability (mean over seeds, 95% bootstrap CI)")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 0.8, 1))  # the legend goes in the right fifth, inside the saved image
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(0.8, 0.5), fontsize=7)
     return fig
