@@ -12,6 +12,7 @@ from analysis.components import component_display, component_table
 from analysis.emergence import COLUMN_NAMES, Headline, headline, setting_columns
 from analysis.errors import AnalysisError
 from analysis.load import Study, load_study
+from analysis.protocols import closing_note, protocol_display, protocol_table
 from analysis.stats import CONFIDENCE
 from analysis.wrapper import CRITERIA, CRITERION_NAMES, Thresholds, missing_evidence, wrapper_evidence
 
@@ -26,6 +27,7 @@ class Analysis:
     claims: list[ClaimResult]
     alpha: float = ALPHA
     confidence: float = CONFIDENCE
+    protocols: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # analysis.protocols.protocol_table
 
     @property
     def missing_evidence(self) -> list[str]:
@@ -81,6 +83,11 @@ class Analysis:
                           f"[{self.confidence:.0%} bootstrap CI]):"]
             with pd.option_context("display.width", 250, "display.max_columns", 30, "display.max_colwidth", 40):
                 lines += [components.to_string(index=False)]
+        if not self.protocols.empty:
+            lines += ["", f"Fine-tuning protocols (mean over seeds [{self.confidence:.0%} bootstrap CI]):"]
+            with pd.option_context("display.width", 400, "display.max_columns", 40, "display.max_colwidth", 40):
+                lines += [protocol_display(self.protocols).to_string(index=False)]
+            lines += closing_note(self.protocols)
         lines += ["", "Claims of the reference study (one-sided Wilcoxon over seeds, Holm-adjusted):"]
         lines += [f"  {c.id:>2}  {c.verdict}" + (f"  effect {c.effect_text}, p(Holm) {c.p_holm:.3g}" if c.test else "")
                   + f"  — {c.claim}" for c in self.claims]
@@ -103,4 +110,5 @@ def analyse(paths, thresholds: Thresholds = Thresholds(), by=(), alpha: float = 
                             f"(available: {', '.join(hyper)})")
     evidence = wrapper_evidence(study, thresholds)
     return Analysis(study, thresholds, tuple(by), evidence, headline(evidence, by, confidence),
-                    evaluate_claims(evidence, thresholds, alpha, confidence), alpha, confidence)
+                    evaluate_claims(evidence, thresholds, alpha, confidence), alpha, confidence,
+                    protocol_table(study, confidence))

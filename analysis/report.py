@@ -18,6 +18,7 @@ import pandas as pd
 from analysis import extraction, figures
 from analysis.analyse import Analysis
 from analysis.errors import AnalysisError
+from analysis.protocols import LABELS, closing_note, protocol_display, protocol_figure
 from analysis.wrapper import EVIDENCE_PHASES
 
 STYLE = """
@@ -204,6 +205,28 @@ held-out inputs (<code>act_change</code>); mean over seeds [{a.confidence:.0%} b
 </section>"""
 
 
+def _protocols(a: Analysis, out: Path) -> str:
+    """The comparison of fine-tuning protocols, for studies that sweep them (nothing otherwise)."""
+    if a.protocols.empty:
+        return ""
+    saved = figures.save(protocol_figure(a.protocols), out / "figures", "protocols")
+    parts = [m for m in dict.fromkeys(a.protocols.measure) if m not in LABELS]
+    note = "".join(f"<li>{_e(s)}</li>" for s in closing_note(a.protocols))
+    return f"""
+<section id="protocols">
+<h2>Fine-tuning protocols</h2>
+<p>Which protocol keeps C_PT, and which leaves a capability that pruning or reFT revives easily? Mean over seeds
+[{a.confidence:.0%} bootstrap CI] per protocol and setting.</p>
+<ul class="settings">{note}</ul>
+{_html_table(protocol_display(a.protocols), badge_columns=())}
+<img alt="protocols" src="data:image/png;base64,{saved["png_base64"]}">
+<h3>Weight change per layer and component</h3>
+<p class="caption">||W - W0|| / ||W0|| against the pretrained parent (merged weights for LoRA and SVF);
+<code>attn@0</code> is block 0's attention.</p>
+{_html_table(protocol_display(a.protocols, parts), badge_columns=())}
+</section>"""
+
+
 def _claims(a: Analysis) -> str:
     rows = []
     for c in a.claims:
@@ -303,6 +326,7 @@ def render(a: Analysis, out: Path) -> str:
 {_figures(a, out)}
 {extraction.section(a.study.results, out)}
 {_components(a)}
+{_protocols(a, out)}
 {_claims(a)}
 {_thresholds(a)}
 {_provenance(a)}

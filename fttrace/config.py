@@ -180,6 +180,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _require(name not in NEEDS_COMPONENTS or getattr(task.pretrained_model, "components", None), "evals",
                  f"evaluation {name!r} needs a task whose model is compiled (task.name 'tracr'), not "
                  f"{config.task.name!r}")
+    if config.sweep.get("protocol", ()):
+        _validate_protocols(config, model)
     if "prune" in evals:
         _require(config.prune.score in ("taylor", "abs"), "prune.score", "must be 'taylor' or 'abs'")
         _require(0 <= config.prune.tolerance <= 1, "prune.tolerance", "must be in [0, 1]")
@@ -198,6 +200,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if "probe" in evals:
         for key in ("probe.train_examples", "probe.test_examples", "probe.steps"):
             _positive_int(config, key)
+
+
+def _validate_protocols(config, model) -> None:
+    import jax  # local imports: the model imports jax
+    from fttrace import protocols
+    from fttrace.model import ModelConfig, init_params
+    layers = [model.n_layers, *config.sweep.get("shapes", {}).get("n_layers", ())]  # top_k must fit every depth
+    if isinstance(model, ModelConfig):
+        cfg = model
+    else:  # the vocabulary and context do not change which matrices a block has
+        cfg = ModelConfig.from_config(dict(model, vocab_size=model.get("vocab_size") or 8,
+                                           max_len=model.get("max_len") or 8))
+    shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
+    protocols.validate(config, min(layers), jax.tree.map(lambda x: x, shapes["block_0"]))
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

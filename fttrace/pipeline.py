@@ -19,9 +19,11 @@ from etils import epath
 
 import fttrace
 from fttrace import config as config_lib
+from fttrace import protocols
 from fttrace.checkpoint import CHECKPOINTS_DIR, START_OVER, Checkpoints, PhaseCheckpoints, run_fingerprint
 from fttrace.errors import UserError
 from fttrace.evals import EVALS, in_run_order
+from fttrace.model import Transformer
 from fttrace.placement import Placement, sync
 from fttrace.progress import Progress
 from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
@@ -103,10 +105,11 @@ class GroupRun:
         return self.store.has_part(part)
 
     def train_phase(self, phase: str, members: pd.DataFrame, state: TrainState, data: DataSpec,
-                    phase_cfg=None) -> TrainState:
+                    phase_cfg=None, model=None) -> TrainState:
         """Train `state` for one phase, write its results part and keep its final state in `states`.
 
         phase_cfg: the phase's optimiser/steps section (default: the config section named like the phase).
+        model: what applies the state's parameters (PhaseLoop's `model`; default the group's Transformer).
         """
         phase_cfg = self.config[phase] if phase_cfg is None else phase_cfg
         part = self.part_name(phase)
@@ -115,18 +118,18 @@ class GroupRun:
             if self.done(part):
                 state = self._restore_final(part, checkpoints, state, phase_cfg.steps)
             else:
-                state = self._train(phase, members, state, data, phase_cfg, checkpoints)
+                state = self._train(phase, members, state, data, phase_cfg, checkpoints, model)
         self.states[phase] = state
         return state
 
-    def _train(self, phase, members, state, data, phase_cfg, checkpoints: PhaseCheckpoints) -> TrainState:
+    def _train(self, phase, members, state, data, phase_cfg, checkpoints: PhaseCheckpoints, model=None) -> TrainState:
         label = f"group {self.group.index} {phase}"
         records = None
         if saved := checkpoints.steps():
             state, records = checkpoints.restore(state, saved[-1])
             self.progress.say(f"{label}: resuming from the checkpoint at step {saved[-1]}")
         loop = PhaseLoop(self.group.model, self.task, phase_cfg, self.eval_sets, self.config.eval.member_batch,
-                         sharding=self.placement.members)
+                         sharding=self.placement.members, model=model)
         state, records = loop.run(state, data, self.progress.phase(label, len(members)), records=records,
                                   on_records=lambda s, r: checkpoints.after_chunk(s, r, phase_cfg.steps))
         self.write_phase(phase, members, records, state)
@@ -184,9 +187,18 @@ class GroupRun:
         parents, lrs, keys = self.placement.place((
             self.group.parent_index.astype(np.int32), ft.finetune_lr.to_numpy(np.float32),
             phase_keys(self.config.seed, ft.seed.to_numpy(), "finetune")))
-        state = fan_out(self.states["pretrain"], parents, self.config.finetune, lrs, keys)
         data = DataSpec(p_ft_operand=np.ones(len(ft), np.float32), spurious=ft.spurious.to_numpy(np.float32))
-        return self.train_phase("finetune", ft, state, data)
+        if not protocols.in_sweep(self.config):
+            state = fan_out(self.states["pretrain"], parents, self.config.finetune, lrs, keys)
+            return self.train_phase("finetune", ft, state, data)
+        # Fine-tuning protocols: members train trees (protocols.py) and later phases see the merged parameters.
+        layout = protocols.group_layout(self.config, self.group.model.n_layers, ft)
+        state, spec = protocols.fan_out(self.states["pretrain"], parents, self.config.finetune, lrs, keys, layout, ft,
+                                        self.placement)
+        state = self.train_phase("finetune", ft, state, data.replace(protocol=spec),
+                                 model=protocols.Reparameterised(Transformer(self.group.model), layout))
+        self.states["finetune"] = merged = protocols.merge(layout, state)
+        return merged
 
     def run(self) -> None:
         for phase, train in (("pretrain", self.pretrain), ("finetune", self.finetune)):

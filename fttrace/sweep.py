@@ -10,6 +10,9 @@ pretraining member and its fine-tuning children) to independent runs (`fttrace r
 
 Named values resolve to numbers here: priors through `task.priors`, fine-tuning LRs through `finetune.lr_scale`
 (relative to the member's pretraining LR); both keep their name in a `*_name` column.
+
+With `sweep.protocol` (fttrace/protocols.py) every pretraining member also feeds one fine-tuning member per
+protocol (x LR x spurious strength); all protocols share the group, and the members carry the protocol columns.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from fttrace import protocols
 from fttrace.model import ModelConfig
 from fttrace.tasks.registry import build_task
 
@@ -68,12 +72,13 @@ def build_groups(config) -> list[Group]:
                                 group=g, **shape))
             n_pt += 1
         ft_rows = []
+        protocol_columns = [protocols.member_columns(config, name) for name in sweep.get("protocol", ())] or [{}]
         for i, parent in enumerate(pt_rows):
-            for ft_lr, spurious in itertools.product(sweep.finetune_lr, sweep.spurious):
+            for protocol, ft_lr, spurious in itertools.product(protocol_columns, sweep.finetune_lr, sweep.spurious):
                 scale, lr_name = _named(ft_lr, config.finetune.lr_scale)
                 lr = parent["pretrain_lr"] * scale if lr_name else scale
                 ft_rows.append(dict(parent, member=f"ft{n_ft}", parent=parent["member"], parent_index=i,
-                                    finetune_lr=lr, finetune_lr_name=lr_name, spurious=float(spurious)))
+                                    finetune_lr=lr, finetune_lr_name=lr_name, spurious=float(spurious), **protocol))
                 n_ft += 1
         groups.append(Group(g, shape, model_config(config, shape), pd.DataFrame(pt_rows), pd.DataFrame(ft_rows)))
     return groups
@@ -100,4 +105,4 @@ def shard_groups(groups: list[Group], index: int, count: int) -> list[Group]:
 
 
 HYPERPARAMETER_COLUMNS = ("group", "seed", "pretrain_lr", "prior", "prior_name", "finetune_lr", "finetune_lr_name",
-                          "spurious")
+                          "spurious")  # and protocols.COLUMNS in a sweep over protocols

@@ -41,9 +41,12 @@ class TrainState:
 
 @flax.struct.dataclass
 class DataSpec:
-    """Per-member parameters of the training distribution (scalars per member)."""
+    """Per-member parameters of the training distribution (scalars per member) and of the update."""
     p_ft_operand: jax.Array  # probability that a sequence asks about the fine-tuning operand
     spurious: jax.Array  # probability that a sequence carries the shortcut
+    # The members' fine-tuning protocol (protocols.UpdateSpec: which entries train, L2-SP strength and anchor);
+    # None: every parameter trains freely.
+    protocol: Any = None
 
 
 def lr_multiplier(phase) -> Callable:
@@ -93,13 +96,17 @@ def new_state(params, phase, lr, key) -> TrainState:
                       diverged_step=jnp.full((), -1, jnp.int32))
 
 
-def fan_out(parent: TrainState, parent_index, phase, lrs, keys) -> TrainState:
+def fan_out(parent: TrainState, parent_index, phase, lrs, keys, wrap=None) -> TrainState:
     """Children of `parent` members: gathered parameters, a fresh optimiser with each child's LR and key.
 
     A diverged parent stays diverged in its children (with its step), so a broken lineage is never revived.
+    wrap: optional `params -> trainable tree` of member-stacked parameters (a fine-tuning protocol's
+    reparameterisation), applied before the optimiser state is made.
     """
     idx = jnp.asarray(parent_index)
     params = jax.tree.map(lambda x: x[idx], parent.params)
+    if wrap is not None:
+        params = wrap(params)
     fresh = jax.jit(jax.vmap(lambda p, lr, k: new_state(p, phase, lr, k)))(params, jnp.asarray(lrs, jnp.float32),
                                                                            keys)
     return fresh.replace(diverged=parent.diverged[idx], diverged_step=parent.diverged_step[idx])
@@ -119,16 +126,24 @@ def train_step(model, task, phase, state: TrainState, data: DataSpec):
     tokens, answers = task.sample(k_batch, phase.batch_size, data.p_ft_operand, data.spurious)
     (loss, _), grads = jax.value_and_grad(lambda p: answer_loss(model, p, tokens, answers), has_aux=True)(
         state.params)
-    return apply_gradients(phase, state, key, loss, grads)
+    return apply_gradients(phase, state, key, loss, grads, data.protocol)
 
 
-def apply_gradients(phase, state: TrainState, key, loss, grads):
+def apply_gradients(phase, state: TrainState, key, loss, grads, protocol=None):
     """One optimiser update of one member; a member whose loss, gradients or new parameters are not finite is
-    frozen (and marked diverged at this step) instead. Returns the new state and the loss (NaN once frozen)."""
+    frozen (and marked diverged at this step) instead. Returns the new state and the loss (NaN once frozen).
+
+    protocol: the member's protocols.UpdateSpec, or None. With one, the L2-SP gradient l2sp x (w - anchor) joins the
+    loss gradient, and the gradient (before clipping) and the update are multiplied by the mask, so entries
+    outside the mask never move (weight decay included)."""
     flat, unflatten = flat_params(state.params)
     flat_grads = flat_params(grads)[0]
+    if protocol is not None:
+        flat_grads = (flat_grads + protocol.l2sp * (flat - protocol.anchor)) * protocol.mask
     tx = make_optimizer(phase, 0.0)  # the LR is read from opt_state (inject_hyperparams)
     updates, opt_state = tx.update(flat_grads, state.opt_state, flat)
+    if protocol is not None:
+        updates = updates * protocol.mask
     new_flat = flat + updates
     ok = ~state.diverged & jnp.isfinite(loss) & jnp.isfinite(flat_grads).all() & jnp.isfinite(new_flat).all()
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
@@ -196,9 +211,11 @@ class PhaseLoop:
     """Runs one training phase of a member-stacked state: jitted chunks of steps, evaluation between chunks."""
 
     def __init__(self, model_cfg: ModelConfig, task, phase, eval_sets: dict, eval_member_batch: int = 8,
-                 sharding=None):
-        """sharding: where the member axis of states and metrics lives (placement.Placement.members)."""
-        self.model = Transformer(model_cfg)
+                 sharding=None, model=None):
+        """sharding: where the member axis of states and metrics lives (placement.Placement.members).
+        model: what applies the state's parameters (default `Transformer(model_cfg)`; a protocol's
+        `protocols.Reparameterised` for trainable trees)."""
+        self.model = Transformer(model_cfg) if model is None else model
         self.task, self.phase, self.eval_sets = task, phase, eval_sets
         advance = train_steps(self.model, task, phase, phase.eval_every,
                               train_member_batch(model_cfg, phase))

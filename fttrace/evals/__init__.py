@@ -2,7 +2,7 @@
 
 Each is a function of a `pipeline.GroupRun` that reads the phase-final states (`run.states`), may train further
 phases (`run.train_phase`) and writes its own results part. They run in run-tree order whatever order the config
-lists them in: reFT first, so that probes, attention maps and component changes also cover the
+lists them in: reFT first, so that probes, attention maps component and weight changes also cover the
 reverse-fine-tuned members.
 """
 from fttrace.evals.attention import run_attention
@@ -10,9 +10,10 @@ from fttrace.evals.components import run_components
 from fttrace.evals.probe import run_probe
 from fttrace.evals.prune import run_prune
 from fttrace.evals.reft import run_reft
+from fttrace.evals.weights import run_weights
 
 EVALS = {"reft": run_reft, "prune": run_prune, "probe": run_probe, "attention": run_attention,
-         "components": run_components}
+         "components": run_components, "weights": run_weights}
 NEEDS_COMPONENTS = ("components",)  # evaluations only a compiled model (task.pretrained_model.components) allows
 
 

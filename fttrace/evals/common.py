@@ -43,6 +43,15 @@ def pretrain_ancestor(members: pd.DataFrame) -> np.ndarray:
     return (members["pretrain_index"] if "pretrain_index" in members else members["parent_index"]).to_numpy()
 
 
+def ancestor_params(run, member_set: MemberSet):
+    """Member-stacked parameters of each member's pretraining ancestor, aligned with `member_set.params` (pad
+    members get member 0's ancestor)."""
+    ancestor = pretrain_ancestor(member_set.members)
+    stacked = jax.tree.leaves(member_set.params)[0].shape[0]
+    ancestor = np.concatenate([ancestor, np.full(stacked - len(ancestor), ancestor[0])])
+    return jax.tree.map(lambda x: x[ancestor], run.states["pretrain"].params)
+
+
 def reference_pt_acc(run, member_set: MemberSet) -> np.ndarray:
     """Each member's pretrained C_PT accuracy (its own if pretrained, else its pretraining ancestor's)."""
     acc = pretrained_pt_acc(run)

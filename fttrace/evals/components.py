@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from fttrace.evals.common import evaluate_members, member_sets, pretrain_ancestor
+from fttrace.evals.common import ancestor_params, evaluate_members, member_sets
 from fttrace.model import Transformer
 from fttrace.results import long_frame
 from fttrace.tasks.tracr import Component, component_params
@@ -62,7 +62,7 @@ def relative_change(new, old):
     return jnp.where(base > 0, diff / jnp.where(base > 0, base, 1.0), jnp.where(diff > 0, jnp.inf, 0.0))
 
 
-def _flat(tree) -> jax.Array:
+def flat_values(tree) -> jax.Array:
     return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(tree)])
 
 
@@ -77,11 +77,11 @@ def component_changes(model: Transformer, components, tokens, params, reference)
     outputs = jax.vmap(lambda p: component_outputs(model, p, tokens, components))(both)
     out = {}
     for c, y in zip(components, outputs):
-        out[metric_name(c, "weight_change")] = relative_change(_flat(component_params(params, c)),
-                                                               _flat(component_params(reference, c)))
+        out[metric_name(c, "weight_change")] = relative_change(flat_values(component_params(params, c)),
+                                                               flat_values(component_params(reference, c)))
         out[metric_name(c, "act_change")] = relative_change(y[0], y[1])
     for name in OUTSIDE:
-        out[f"{name}.weight_change"] = relative_change(_flat(params[name]), _flat(reference[name]))
+        out[f"{name}.weight_change"] = relative_change(flat_values(params[name]), flat_values(reference[name]))
     return out
 
 
@@ -104,14 +104,10 @@ def run_components(run) -> None:
     model = Transformer(run.group.model)
     n = run.config.components.examples
     tokens = jnp.concatenate([run.eval_sets["pt"][0][:n], run.eval_sets["ft"][0][:n]])
-    pretrained = run.states["pretrain"].params
     frames = []
     for member_set in member_sets(run, ("finetune", "reft")):
         members = member_set.members
-        ancestor = pretrain_ancestor(members)
-        stacked = jax.tree.leaves(member_set.params)[0].shape[0]
-        ancestor = np.concatenate([ancestor, np.full(stacked - len(ancestor), ancestor[0])])  # pad members: member 0's
-        reference = jax.tree.map(lambda x: x[ancestor], pretrained)
+        reference = ancestor_params(run, member_set)
         rows, changes = evaluate_members(
             run, lambda both: component_changes(model, components, tokens, *both), (member_set.params, reference),
             members)
