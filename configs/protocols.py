@@ -29,7 +29,11 @@ control, and probes still read it), while after full fine-tuning at that LR reFT
 
 `configs/protocols.py:tiny` is a seconds-long version for the tests.
 """
-from fttrace.defaults import pcfg_config
+import pathlib
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+import pcfg_counter  # noqa: E402
 
 PROTOCOLS = dict(
     full=dict(kind="full"),
@@ -47,12 +51,7 @@ DEFAULT = ("full", "l2sp_1e_1", "l2sp_1", "top1", "lora2", "svf")
 
 
 def get_config(arg=None):
-    c = pcfg_config()
-    c.task.name = "counter"
-    c.model.update(d_model=32, n_layers=2, n_heads=4, d_mlp=128)
-    c.pretrain.update(steps=800, batch_size=16, eval_every=100, warmup_steps=80)
-    c.finetune.update(steps=300, batch_size=16, eval_every=50)
-    c.reft.update(steps=300, batch_size=16, eval_every=25)
+    c = pcfg_counter.get_config()  # its model, grammar, pretraining and schedules
     # Two LRs: "large" (pretraining LR / 10) and "xlarge" (the pretraining LR), because the restricted protocols
     # need a larger LR to learn C_FT as far as full fine-tuning does.
     c.finetune.lr_scale.xlarge = 1.0
