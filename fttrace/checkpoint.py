@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import threading
 
@@ -64,11 +65,17 @@ def ignore_abandoned_reads() -> None:
     sys.excepthook = hook
 
 
+def absolute(path) -> epath.Path:
+    """`path` made absolute: orbax refuses relative local paths (URIs such as gs://... are absolute already)."""
+    path = epath.Path(path)
+    return path if "://" in str(path) else epath.Path(os.path.abspath(path))
+
+
 class Checkpoints:
     """The checkpoints of one run: where they live, whose they are and how often a phase writes one."""
 
     def __init__(self, root, fingerprint: str, placement: Placement, every_chunks: int, keep: int):
-        self.root = epath.Path(root)
+        self.root = absolute(root)
         self.fingerprint, self.placement = fingerprint, placement
         self.every_chunks, self.keep = every_chunks, keep
 

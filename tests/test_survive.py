@@ -7,6 +7,7 @@ first, in the background, because they compile their own programs.
 """
 import json
 import os
+import pathlib
 import shlex
 import shutil
 import signal
@@ -385,6 +386,16 @@ def test_checkpoints_round_trip_and_follow_the_interval(tmp_path):
     assert all((np.asarray(state[k]) == np.asarray(small_state()[k])).all() for k in state)
     assert [s for s, _ in restored] == [0, 10, 20, 30, 40, 50]
     np.testing.assert_array_equal(restored[-1][1]["pt_acc"], np.full(2, 0.5, np.float32))
+
+
+def test_checkpoints_under_a_relative_workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with checkpoints(pathlib.Path("runs") / "relative").phase("g0-pretrain") as phase:
+        phase.save(small_state(), records([0, 10]))
+        assert phase.steps() == [10]
+        _, restored = phase.restore(small_state(), 10)
+    assert [s for s, _ in restored] == [0, 10]
+    assert (tmp_path / "runs" / "relative" / "checkpoints" / "g0-pretrain" / "10").is_dir()
 
 
 def tamper_meta(directory, **changes):
