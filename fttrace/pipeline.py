@@ -204,8 +204,10 @@ class GroupRun:
         for phase, train in (("pretrain", self.pretrain), ("finetune", self.finetune)):
             if not self.done(self.part_name(phase)):
                 train()
+        members = len(self.group.pretrain) + len(self.group.finetune)
         for name in in_run_order(self.config.get("evals", ())):
-            EVALS[name](self)
+            with self.progress.step(f"group {self.group.index} {name}", members):
+                EVALS[name](self)
 
 
 def check_workdir(store: ResultsStore, identity: dict, layout: dict, overwrite: bool) -> None:

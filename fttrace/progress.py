@@ -1,6 +1,8 @@
-"""Progress display for long phases: phase, step, members, member-steps/s, ETA (silenced by -q)."""
+"""Progress display for long phases (phase, step, members, member-steps/s, ETA) and for evaluations (start, time);
+silenced by -q."""
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -14,6 +16,14 @@ class Progress:
     def say(self, message: str) -> None:
         if not self.quiet:
             print(message, file=self.stream, flush=True)
+
+    @contextlib.contextmanager
+    def step(self, label: str, members: int):
+        """Brackets work without steps of its own (an evaluation): a line when it starts and one with its time."""
+        self.say(f"{label:<24} {members} members ...")
+        start = time.perf_counter()
+        yield
+        self.say(f"{label:<24} done in {time.perf_counter() - start:.1f}s")
 
     def phase(self, label: str, members: int):
         """Returns an `on_chunk(step, total, seconds)` callback for `PhaseLoop.run`."""

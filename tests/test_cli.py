@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -81,3 +82,12 @@ def test_console_script_reports_errors_with_exit_status():
     out = subprocess.run([sys.executable, "-m", "fttrace.cli", "run", SMOKE, "--workdir", "/tmp/x",
                           "--config.sweep.bogus=1"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "unknown config key 'sweep.bogus'" in out.stderr
+
+
+def test_progress_shows_each_evaluation_and_its_time(tmp_path, capsys):
+    args = [f"--config.{o}" for o in TINY + ["sweep.seeds=1", "evals=('attention',)"]]
+    assert fttrace("run", SMOKE, "--workdir", str(tmp_path / "run"), *args) == 0
+    lines = capsys.readouterr().err.splitlines()
+    start = [i for i, line in enumerate(lines) if line.startswith("group 0 attention") and "members ..." in line]
+    done = [i for i, line in enumerate(lines) if re.match(r"group 0 attention +done in \d+\.\ds$", line)]
+    assert len(start) == 1 and len(done) == 1 and start[0] < done[0]
