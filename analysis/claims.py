@@ -182,8 +182,9 @@ def evaluate_claims(evidence: pd.DataFrame, thresholds: Thresholds = Thresholds(
         elif p < alpha and result.test.effect > 0:
             result.verdict = "supported"
         elif result.test.min_p >= alpha:
-            result.verdict = (f"inconclusive: with {result.test.n} seeds the smallest attainable p is "
-                              f"{result.test.min_p:.3g}")
+            t = result.test
+            result.verdict = (f"inconclusive: {t.nonzero} of {t.n} seeds differ from 0, so the smallest "
+                              f"attainable p is {t.min_p:.3g}")
         else:
             result.verdict = "not supported"
     return results

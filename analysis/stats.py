@@ -94,7 +94,8 @@ class PairedTest:
     effect_hi: float
     rank_biserial: float  # (W+ - W-) / (W+ + W-): -1..1, the share of rank mass favouring the effect
     p: float
-    min_p: float  # the smallest p the exact test can give with this many seeds
+    min_p: float  # the smallest p the exact test can give with this many non-zero differences
+    nonzero: int  # seeds whose difference is not 0 (the signed-rank test drops ties at 0)
 
 
 def paired_test(differences, confidence: float = CONFIDENCE) -> PairedTest:
@@ -103,12 +104,12 @@ def paired_test(differences, confidence: float = CONFIDENCE) -> PairedTest:
     effect, low, high = bootstrap_mean(d, confidence)
     nonzero = d[d != 0]
     if len(nonzero) == 0:
-        return PairedTest(len(d), effect, low, high, 0.0, 1.0, 0.5 ** len(d))
+        return PairedTest(len(d), effect, low, high, 0.0, 1.0, 1.0, 0)
     ranks = scipy.stats.rankdata(np.abs(nonzero))
     w_plus, w_minus = ranks[nonzero > 0].sum(), ranks[nonzero < 0].sum()
     p = float(scipy.stats.wilcoxon(nonzero, alternative="greater").pvalue)
     return PairedTest(len(d), effect, low, high, float((w_plus - w_minus) / (w_plus + w_minus)), p,
-                      0.5 ** len(nonzero))
+                      0.5 ** len(nonzero), len(nonzero))
 
 
 def holm(pvalues) -> np.ndarray:

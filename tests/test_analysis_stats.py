@@ -99,6 +99,12 @@ def test_paired_test_false_positive_rate_is_near_alpha_and_it_has_power():
     assert np.mean(shifted) > 0.8
 
 
+def test_paired_test_counts_only_nonzero_differences_toward_its_smallest_p():
+    test = paired_test([0.0] * 7 + [0.5, 0.3])
+    assert (test.n, test.nonzero, test.min_p) == (9, 2, 0.25)
+    assert paired_test(np.zeros(5)).nonzero == 0 and paired_test(np.zeros(5)).p == 1.0
+
+
 def test_bootstrap_intervals_cover_the_mean_at_about_the_nominal_rate():
     rng = np.random.default_rng(1)
     covered = []
