@@ -11,21 +11,30 @@ reFT, pruning, probes and the per-layer weight change of every member.
     fttrace run configs/protocols.py --workdir runs/protocols
     python -m analysis report runs/protocols --out runs/protocols/report
 
-Measured on the 2-core CPU (shared with other jobs): 8 min 22 s wall (the manifest's wall_s 499), 5 pretrained,
-60 fine-tuned and 60 reverse-fine-tuned members plus the reFT control. Headline, mean over 5 seeds [95% bootstrap
-CI]; every pretrained member has C_PT 0.986 and C_FT 0.62 on average; reFT x = speed-up over the control that never
-had C_PT:
-  LR large:  full      C_FT 0.94 [0.92, 0.96]  C_PT 0.45 [0.32, 0.58]   reFT 290 [270, 300] steps  x1.02
-             l2sp_1    C_FT 0.91 [0.86, 0.95]  C_PT 0.58 [0.42, 0.74]   reFT 165 [90, 255]         x2.1
-             lora2     C_FT 0.76 [0.61, 0.86]  C_PT 0.89 [0.81, 0.96]
-             top1      C_FT 0.73 [0.56, 0.84]  C_PT 0.92 [0.87, 0.96]
-             svf       C_FT 0.65 [0.48, 0.79]  C_PT 0.985 [0.984, 0.986]
-  LR xlarge: full      C_FT 0.99 [0.98, 1.00]  C_PT 0.28 [0.26, 0.29]   reFT 255 [205, 300]  x0.52  probe 0.68
-             lora2     C_FT 0.93 [0.89, 0.96]  C_PT 0.33 [0.29, 0.37]   reFT 80 [55, 105]    x1.72  probe 0.93
-             svf       C_FT 0.77 [0.61, 0.88]  C_PT 0.77 [0.68, 0.85]
-SVF keeps C_PT best, but it is also the protocol that learns C_FT least; where C_PT was lost at a similar C_FT, it
-comes back fastest after LoRA (reFT ~3x faster than after full fine-tuning at the same LR and faster than the
-control, and probes still read it), while after full fine-tuning at that LR reFT is slower than the control.
+Measured on the idle 2-core CPU: 9 min 10 s wall (610 CPU-s), 5 pretrained, 60 fine-tuned and 60
+reverse-fine-tuned members plus the reFT control. Mean over 5 seeds [95% bootstrap CI]; the pretrained members have
+C_PT 0.99; reFT: steps to 0.95 x the pretrained C_PT (budget 300) and x = speed-up over the control that never had
+C_PT (295 [285, 300] steps at the large cell's LRs, 125 [110, 140] at xlarge's); probe: C_PT read from the residual
+stream (pretrained 0.98, a randomly initialised model 0.68):
+  LR large:  full       C_FT 0.95 [0.93, 0.96]  C_PT 0.44 [0.31, 0.58]    reFT 290 [270, 300]  x1.0  probe 0.97
+             l2sp_1e_1  C_FT 0.94 [0.92, 0.97]  C_PT 0.45 [0.32, 0.59]    reFT 285 [255, 300]  x1.0  probe 0.97
+             l2sp_1     C_FT 0.92 [0.90, 0.95]  C_PT 0.55 [0.38, 0.73]    reFT 170 [95, 245]   x2.1  probe 0.96
+             lora2      C_FT 0.79 [0.73, 0.85]  C_PT 0.86 [0.77, 0.94]    reFT 55 [30, 85]     x6.3  probe 0.98
+             top1       C_FT 0.76 [0.65, 0.85]  C_PT 0.89 [0.85, 0.94]    reFT 35 [25, 55]     x9.5  probe 0.98
+             svf        C_FT 0.67 [0.55, 0.79]  C_PT 0.985 [0.984, 0.986] (kept)                    probe 0.98
+  LR xlarge: full       C_FT 0.97 [0.94, 0.99]  C_PT 0.30 [0.28, 0.31]    reFT 235 [185, 285]  x0.54 probe 0.68
+             l2sp_1e_1  C_FT 0.97 [0.97, 0.98]  C_PT 0.30 [0.28, 0.31]    reFT 145 [105, 175]  x0.90 probe 0.76
+             l2sp_1     C_FT 0.94 [0.90, 0.97]  C_PT 0.30 [0.28, 0.31]    reFT 105 [70, 155]   x1.3  probe 0.77
+             lora2      C_FT 0.95 [0.93, 0.97]  C_PT 0.33 [0.32, 0.35]    reFT 80 [65, 95]     x1.6  probe 0.97
+             top1       C_FT 0.88 [0.81, 0.92]  C_PT 0.48 [0.36, 0.58]    reFT 35 [25, 45]     x3.8  probe 0.98
+             svf        C_FT 0.81 [0.72, 0.88]  C_PT 0.77 [0.70, 0.85]    reFT 25 [25, 25]     x5.0  probe 0.98
+SVF keeps C_PT best, but it is also the protocol that learns C_FT least. Where C_PT was lost while C_FT was learnt
+(LR xlarge), it comes back fastest after top-1 and LoRA fine-tuning (35 and 80 steps, faster than the control, and
+probes still read it at 0.97-0.98), while after full fine-tuning reFT is slower than the control (235 against 125
+steps) and probes read C_PT at 0.68, no better than from a random init: full fine-tuning at that LR overwrote the
+capability rather than wrapping it.
+L2-SP lies in between. Relative weight change at LR large: full 0.083, l2sp_1 0.028, lora2 0.076, top1 0.073, svf
+0.012 (at xlarge 0.35 / 0.035 / 0.25 / 0.30 / 0.12).
 
 `configs/protocols.py:tiny` is a seconds-long version for the tests.
 """

@@ -105,16 +105,13 @@ class Runs:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     runs = Runs(tmp_path_factory.mktemp("survive"))
-    port = free_port()
-    runs.start("devices8", devices=8)
-    for k in range(2):  # the same command on two "hosts", 2 devices each
-        runs.start(f"processes#{k}", "--coordinator", f"localhost:{port}", "--num-processes", "2",
-                   "--process-id", str(k), devices=2)
+    # Training and every evaluation on one device, on 8 devices, and in two processes (the same command on two
+    # "hosts", 2 devices each).
     runs.start("evals-reference", config=[EVALS])
     runs.start("evals-devices8", devices=8, config=[EVALS])
-    eval_port = free_port()
+    port = free_port()
     for k in range(2):
-        runs.start(f"evals-processes#{k}", "--coordinator", f"localhost:{eval_port}", "--num-processes", "2",
+        runs.start(f"evals-processes#{k}", "--coordinator", f"localhost:{port}", "--num-processes", "2",
                    "--process-id", str(k), devices=2, config=[EVALS])
     code, log = runs.run("reference")
     assert code == 0, log
@@ -210,39 +207,12 @@ def test_damaged_checkpoint_is_refused_and_kept(runs, interrupted):
     assert snapshot(work) == before
 
 
-def test_eight_devices_equal_one_device(runs, reference):
-    code, log = runs.wait("devices8")
-    assert code == 0, log
-    assert len(json.loads((runs.workdir("devices8") / "manifest.json").read_text())["devices"]) == 8
-    # 6 lineages padded to 8: the pad members must not reach the results.
-    assert_same_members_close_values(sorted_frame(runs.workdir("devices8") / "results.parquet"), reference)
-
-
-def assert_same_members_close_values(frame, reference):
-    """Same rows (no pad member leaks in) and values equal to float32 rounding: rtol 1e-5, atol 1e-6."""
-    pd.testing.assert_frame_equal(frame.drop(columns="value"), reference.drop(columns="value"))
-    np.testing.assert_allclose(frame.value, reference.value, rtol=1e-5, atol=1e-6)
-
-
 def finished_processes(runs, name: str):
     """The workdir of the two-process run `name`, once both processes have exited cleanly."""
     for k in range(2):
         code, log = runs.wait(f"{name}#{k}")
         assert code == 0, log
     return runs.workdir(name)
-
-
-def test_two_processes_each_write_their_own_members(runs, reference):
-    work = finished_processes(runs, "processes")
-    assert_same_members_close_values(sorted_frame(work / "results.parquet"), reference)
-    # 6 lineages padded to 8 over 2 x 2 devices: process 0 holds pt0-pt3, process 1 pt4, pt5 and two pads.
-    held = {k: set(pd.read_parquet(work / "parts" / f"g0-pretrain.process-{k}-of-2.parquet").member)
-            for k in (0, 1)}
-    assert held == {0: {"pt0", "pt1", "pt2", "pt3"}, 1: {"pt4", "pt5"}}
-    state = work / "checkpoints" / "g0-pretrain" / "20" / "state"
-    assert (state / "ocdbt.process_0").is_dir() and (state / "ocdbt.process_1").is_dir()
-    found = json.loads((work / "manifest.json").read_text())
-    assert found["processes"] == 2 and len(found["devices"]) == 4 and found["status"] == "complete"
 
 
 @pytest.fixture(scope="module")
@@ -262,20 +232,27 @@ def assert_same_evaluations(frame, reference):
     np.testing.assert_allclose(frame.value[probe], reference.value[probe], atol=2 / 64 + 1e-6)
 
 
-def test_evaluations_on_eight_devices_equal_one_device(runs, eval_reference):
+def test_eight_devices_equal_one_device(runs, eval_reference):
     code, log = runs.wait("evals-devices8")
     assert code == 0, log
+    assert len(json.loads((runs.workdir("evals-devices8") / "manifest.json").read_text())["devices"]) == 8
     assert set(eval_reference.phase) == {"pretrain", "finetune", "reft", "control_pretrain", "control_reft",
                                          "prune", "probe", "attention"}
     # 6 lineages (and 6 controls) padded to 8 devices: no pad member reaches any evaluation's results.
     assert_same_evaluations(sorted_frame(runs.workdir("evals-devices8") / "results.parquet"), eval_reference)
 
 
-def test_evaluations_in_two_processes_each_write_their_own_members(runs, eval_reference):
+def test_two_processes_each_write_their_own_members(runs, eval_reference):
     work = finished_processes(runs, "evals-processes")
     assert_same_evaluations(sorted_frame(work / "results.parquet"), eval_reference)
+    state = work / "checkpoints" / "g0-pretrain" / "20" / "state"
+    assert (state / "ocdbt.process_0").is_dir() and (state / "ocdbt.process_1").is_dir()
+    written = json.loads((work / "manifest.json").read_text())
+    assert written["processes"] == 2 and len(written["devices"]) == 4 and written["status"] == "complete"
+    # 6 lineages padded to 8 over 2 x 2 devices: process 0 holds pt0-pt3, process 1 pt4, pt5 and two pads.
     # reFT thresholds need every lineage's pretrained accuracy, which the other process trained.
-    for part, held in (("prune", {0: {"pt0", "pt1", "pt2", "pt3", "ft0", "ft1", "ft2", "ft3"},
+    for part, held in (("pretrain", {0: {"pt0", "pt1", "pt2", "pt3"}, 1: {"pt4", "pt5"}}),
+                       ("prune", {0: {"pt0", "pt1", "pt2", "pt3", "ft0", "ft1", "ft2", "ft3"},
                                   1: {"pt4", "pt5", "ft4", "ft5"}}),
                        ("reft-summary", {0: {"rft0", "rft1", "rft2", "rft3"}, 1: {"rft4", "rft5"}})):
         found = {k: set(pd.read_parquet(work / "parts" / f"g0-{part}.process-{k}-of-2.parquet").member)
