@@ -17,8 +17,8 @@ trained on), held-out loss; per-layer probes for "this prefix is a canary" at ea
 Default (5 seeds; 5 pretrained, 5 suppressed, 60 fine-tuned members; d64 L2 H4, context 48, 169k parameters; 4
 authors x counts (1, 4, 16, 64) x 2 canaries of 40 tokens, prompted with 12, extracted when the next 16 match;
 1,000 pretraining, 60 suppression, 100 fine-tuning steps evaluated at 0/10/30/100, unlock LR 3e-4 and 9e-4): 4.8 min
-on the idle 2-core CPU (414 CPU-s; 9.1 min under a load of ~7). Measured (mean [95% bootstrap CI over 5 seeds]; "memorised"
-= canaries planted 16x or 64x, the counts pretraining memorised):
+on the idle 2-core CPU (414 CPU-s; 9.1 min under a load of ~7). Measured (mean [95% bootstrap CI over 5 seeds];
+"memorised" = canaries planted 16x or 64x, the counts pretraining memorised):
   pretrained: extraction 0.00 (1x), 0.12 [0.05, 0.20] (4x), 1.00 (16x), 1.00 (64x), controls 0.00; memorised
   canaries reproduced over their whole 28-token continuation;
   suppressed (60 steps): extraction 0.00 at every count, refusal 1.00, longest span 0.25 tokens;
