@@ -1,4 +1,32 @@
+import os
+import shutil
+import tempfile
+
 import pytest
+
+_SESSION_CACHE = []
+
+
+def pytest_configure(config):
+    """One persistent compilation cache for the session (a fresh temporary directory, removed at the end), so that
+    tests that build the same small programs compile them once; subprocesses and in-process `fttrace run` calls
+    share it. Set here, before anything compiles: JAX decides at its first compilation whether it uses a cache.
+    A FTTRACE_COMPILATION_CACHE set by the caller wins ("off": compile everything afresh)."""
+    if "FTTRACE_COMPILATION_CACHE" in os.environ:
+        return
+    where = tempfile.mkdtemp(prefix="fttrace-test-xla-")
+    _SESSION_CACHE.append(where)
+    os.environ["FTTRACE_COMPILATION_CACHE"] = where
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # cache even the small programs
+    import jax
+    jax.config.update("jax_compilation_cache_dir", where)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def pytest_unconfigure(config):
+    for where in _SESSION_CACHE:
+        shutil.rmtree(where, ignore_errors=True)
 
 
 def _has_gpu() -> bool:
