@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis import extraction
+from analysis import extraction, stories
 from analysis.analyse import analyse
 from analysis.errors import AnalysisError
 from analysis.report import write_report
 from analysis.wrapper import Thresholds
 
 EXIT_USAGE = 2
+# Studies with a page of their own: the workdirs' manifests name the study; the module writes the page and summary.
+OWN_PAGES = ((extraction.is_canary_store, extraction), (stories.is_stories_store, stories))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -33,10 +35,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if all(extraction.is_canary_store(path) for path in args.rundirs):  # the canary study: its own page
-            print(f"report: {extraction.write_report(args.rundirs, args.out)}" if args.command == "report"
-                  else extraction.summary_text(args.rundirs))
-            return 0
+        for names_study, page in OWN_PAGES:
+            if all(names_study(path) for path in args.rundirs):
+                print(f"report: {page.write_report(args.rundirs, args.out)}" if args.command == "report"
+                      else page.summary_text(args.rundirs))
+                return 0
         analysis = analyse(args.rundirs, Thresholds.from_strings(args.threshold), by=args.by)
         if args.command == "report":
             print(f"report: {write_report(analysis, args.out)}")

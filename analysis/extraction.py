@@ -14,18 +14,12 @@ lengths; and counts where they are pooled) and intervals are percentile bootstra
 """
 from __future__ import annotations
 
-import html
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from analysis import figures
-from analysis.errors import AnalysisError
-from analysis.load import MANIFEST_FILE, RESULTS_FILE, _read_manifest
-from analysis.stats import cell_intervals
+from analysis.study_page import (figure_html, interval_column, named_intervals, names_study, read_frames, table_html,
+                                 write_page)
 
 KINDS = ("extraction", "span", "refusal")
 STUDY = "canary_unlock"
@@ -57,8 +51,7 @@ def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
 def _interval(rows: pd.DataFrame, by: list, kind: str) -> pd.DataFrame:
     """Per cell of `by`: seeds, the mean over seeds of `kind` and its bootstrap interval (columns kind, kind_lo,
     kind_hi)."""
-    table = cell_intervals(rows[rows.kind == kind], "value", by)
-    return table.rename(columns={"value": kind, "value_lo": f"{kind}_lo", "value_hi": f"{kind}_hi"})
+    return named_intervals(rows[rows.kind == kind], by, kind)
 
 
 def extraction_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -165,13 +158,6 @@ def probe_table(frame: pd.DataFrame, by_count: bool = False) -> pd.DataFrame:
     return table[sorted(table.columns, key=lambda c: int(c.split()[1]))].round(2)
 
 
-def _fmt(mean, lo, hi, digits=2) -> str:
-    if not np.isfinite(mean):
-        return "n/a"
-    ci = f" [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) else ""
-    return f"{mean:.{digits}f}{ci}"
-
-
 def display_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The extraction table with readable columns and `mean [lo, hi]` cells."""
     table = extraction_table(frame)
@@ -179,50 +165,40 @@ def display_table(frame: pd.DataFrame) -> pd.DataFrame:
         "stage": table.stage, "unlock set": table.unlock_set,
         "unlock LR": table.unlock_lr.map(lambda v: "" if pd.isna(v) else f"{v:g}"),
         "planted": table["count"].map(lambda c: "control" if c == 0 else f"{c}x"), "seeds": table.seeds})
-    out["extraction [95% CI]"] = [_fmt(*v) for v in zip(table.extraction, table.extraction_lo, table.extraction_hi)]
-    out["longest span, tokens"] = [_fmt(*v, digits=1) for v in zip(table.span, table.span_lo, table.span_hi)]
-    out["refusal"] = [_fmt(*v) for v in zip(table.refusal, table.refusal_lo, table.refusal_hi)]
+    out["extraction [95% CI]"] = interval_column(table, "extraction")
+    out["longest span, tokens"] = interval_column(table, "span", digits=1)
+    out["refusal"] = interval_column(table, "refusal")
     return out
-
-
-def _table_html(frame: pd.DataFrame) -> str:
-    from analysis.report import _html_table  # local import: the report imports this module
-    return _html_table(frame, badge_columns=())
 
 
 def section(frame: pd.DataFrame, out) -> str:
     """The report's extraction section (HTML; figures written into out/figures); "" without extraction metrics."""
     if cells(frame).empty:
         return ""
-    out = Path(out)
     parts = ['<section id="extraction"><h2>Verbatim extraction of planted canaries</h2>',
              '<p class="caption">Greedy continuation of each canary\'s prefix; extracted when the next k tokens are '
              "reproduced exactly. Each stage at its phase's last step; mean over seeds with bootstrap 95% "
              "intervals (seeds are the unit; authors and lengths averaged within a seed). Controls: passages of the "
-             "same authors never trained on.</p>", _table_html(display_table(frame))]
+             "same authors never trained on.</p>", table_html(display_table(frame))]
     matrix = unlock_matrix(frame)
     if not matrix.empty:
         shown = matrix.round(2).reset_index().rename(columns={"unlock_set": "fine-tuned on"})
         parts += ["<h3>Unlock matrix</h3>", '<p class="caption">Extraction of every planted canary (all counts) '
                   "after fine-tuning on a set (rows) of each author's canaries (columns), mean over seeds and unlock "
-                  "LRs.</p>", _table_html(shown)]
-    for name, draw, title in (("unlock-matrix", heatmap, "Unlock matrix per unlock LR"),
-                              ("extraction-repetition", repetition_curves, "Extraction against repetition count")):
-        fig = draw(frame)
-        if fig is not None:
-            saved = figures.save(fig, out / "figures", name)
-            parts.append(f'<h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" '
-                         f'src="data:image/png;base64,{saved["png_base64"]}">')
+                  "LRs.</p>", table_html(shown)]
+    parts += [figure_html(heatmap(frame), out, "unlock-matrix", "Unlock matrix per unlock LR"),
+              figure_html(repetition_curves(frame), out, "extraction-repetition",
+                          "Extraction against repetition count")]
     probes = probe_table(frame)
     if not probes.empty:
         parts += ["<h3>Probe: is this prefix a canary?</h3>", '<p class="caption">Held-out accuracy of a linear probe '
                   "per layer (0: embeddings), prefixes of planted canaries against those of controls (chance 0.5; "
                   "held-out canaries never seen by the probe), at each phase's end; mean over seeds. Then the same "
                   "accuracy over the held-out pairs of canaries planted a given number of times.</p>",
-                  _table_html(probes.reset_index())]
+                  table_html(probes.reset_index())]
         by_count = probe_table(frame, by_count=True)
         if not by_count.empty:
-            parts.append(_table_html(by_count.reset_index()))
+            parts.append(table_html(by_count.reset_index()))
     return "".join(parts) + "</section>"
 
 
@@ -231,48 +207,12 @@ def section(frame: pd.DataFrame, out) -> str:
 
 def is_canary_store(path) -> bool:
     """Whether `path` is a workdir whose manifest names the canary study."""
-    file = Path(path) / MANIFEST_FILE
-    try:
-        return json.loads(file.read_text()).get("config", {}).get("study") == STUDY
-    except (OSError, ValueError, AttributeError):
-        return False
+    return names_study(path, STUDY)
 
 
-def read_frames(paths) -> tuple[pd.DataFrame, list[dict]]:
-    frames, manifests = [], []
-    for path in map(Path, paths):
-        file = path / RESULTS_FILE
-        if not file.exists():
-            raise AnalysisError(f"{path}: no {RESULTS_FILE} (its run has not finished a phase yet)")
-        frames.append(pq.read_table(file).to_pandas())
-        manifests.append(_read_manifest(path))
-    return pd.concat(frames, ignore_index=True), manifests
-
-
-def write_report(paths, out) -> Path:
+def write_report(paths, out):
     """OUT/index.html for canary stores: the extraction section, the config and the manifest."""
-    from analysis.report import STYLE
-    frame, manifests = read_frames(paths)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    names = html.escape(", ".join(map(str, paths)))
-    statuses = {m.get("status", "unknown") for m in manifests}
-    note = "" if statuses <= {"done", "complete"} else \
-        f'<div class="note">run status {html.escape(str(sorted(statuses)))}: these are its results so far</div>'
-    page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>fttrace analysis: {names}</title>
-<style>{STYLE}</style></head><body>
-<h1>fttrace analysis: {names}</h1>
-<p class="meta">{frame.member.nunique()} members over {frame.seed.nunique()} seed(s).</p>{note}
-{section(frame, out)}
-<section id="config"><h2>Config</h2><details><summary>config of the run</summary>
-<pre>{html.escape(json.dumps(manifests[0].get("config"), indent=2, default=str))}</pre></details></section>
-<section id="manifest"><h2>Manifest</h2><pre>{html.escape(json.dumps(manifests, indent=2, default=str))}</pre>
-</section></body></html>
-"""
-    index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index
+    return write_page(paths, out, *read_frames(paths), section)
 
 
 def summary_text(paths) -> str:

@@ -1,0 +1,352 @@
+"""Deleting a story feature by fine-tuning and recovering it (the stories study, `fttrace/lm/study.py`): a report
+section and its page.
+
+Arms: pretraining on all data (`pretrained`) and the control pretrained without the feature (`control`); deletion
+(phase finetune) per protocol x fine-tuning LR; recovery of each deleted arm and of the control (protocol
+`control`). The seed is the unit of replication: members with the same seed share initialisation and data order,
+so a seed's value averages its members in a cell and intervals are percentile bootstraps over seeds.
+
+  phase table     per phase x arm at the phase's last step: feature rate when the header asks for the feature,
+                  when it does not, refusal rate, held-out loss (mean [95% CI] over seeds)
+  recovery curve  the feature rate at every recovery eval step per arm, then the reference study's curve at its
+                  own steps (its numbers, not ours)
+  reaching        per recovery arm: members that reach `recovery.threshold` x their seed's pretrained rate (k/n,
+                  n: members whose seed's pretrained model shows the feature at all) and the steps it takes them
+  probes          held-out accuracy of the "the header asks for the feature" probe per layer at each phase's end
+                  per arm, under the untrained models (pretraining step 0) as their control
+  figures         recovery curves (one panel per deletion LR, the control in each) and probe accuracy by layer per
+                  stage
+"""
+from __future__ import annotations
+
+import functools
+import html
+import re
+
+import numpy as np
+import pandas as pd
+
+from analysis import figures
+from analysis.errors import AnalysisError
+from analysis.study_page import (figure_html, interval_column, named_intervals, names_study, read_frames,
+                                 table_html, write_page)
+
+STUDY = "stories_twist"
+PHASES = ("pretrain", "finetune", "recovery")
+COLUMNS = ("member", "phase", "step", "metric", "value", "seed", "pretrain_protocol", "protocol", "finetune_lr")
+RATES = {"feature_rate": "feature rate, asked [95% CI]", "feature_rate_unasked": "feature rate, not asked",
+         "refusal_rate": "refusal rate", "val_loss": "val loss"}
+PROBE = re.compile(r"^probe_acc\.layer(\d+)$")
+UNTRAINED = "untrained"
+# The reference study's share of stories with a twist at its recovery steps (its model, data and budget).
+REFERENCE_STEPS = (0, 30, 300, 3000)
+REFERENCE = {"filter at the medium LR": (0.44, 0.81, 0.81, 0.82),
+             "filter + mix & match": (0.31, 0.88, 0.50, 0.75),
+             "not-in-pretraining control": (0.12, 0.31, 0.44, 0.81)}
+
+
+def is_stories_store(path) -> bool:
+    """Whether `path` is a workdir whose manifest names the stories study."""
+    return names_study(path, STUDY)
+
+
+def read_store(paths) -> tuple[pd.DataFrame, list[dict]]:
+    """The stores' rows and manifests; an error names a store that is not a stories store with measurements."""
+    frame, manifests = read_frames(paths)
+    names = ", ".join(map(str, paths))
+    if missing := [c for c in COLUMNS if c not in frame]:
+        raise AnalysisError(f"{names}: not a stories results store (missing columns: {', '.join(missing)})")
+    if not (frame.metric == "feature_rate").any():
+        raise AnalysisError(f"{names}: no feature_rate rows (not a stories results store)")
+    return frame, manifests
+
+
+def arms(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the three phases with `arm` (pretrained / control in pretraining, else the protocol column) and
+    `lr` (the deletion LR; NaN in pretraining and for the control), members in order."""
+    rows = frame[frame.phase.isin(PHASES)].sort_values(["member", "step"], kind="stable")
+    pretrain = rows.phase == "pretrain"
+    arm = np.where(rows.pretrain_protocol == "none", "pretrained", "control")
+    return rows.assign(arm=np.where(pretrain, arm, rows.protocol),
+                       lr=np.where(pretrain, np.nan, rows.finetune_lr.astype(float)))
+
+
+def _at_phase_end(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows.step == rows.groupby("phase").step.transform("max")]
+
+
+def _in_order(table: pd.DataFrame, rows: pd.DataFrame, stages=PHASES) -> pd.DataFrame:
+    """Rows of `table` by stage, then arms as their first member appears, then deletion LR (small to large)."""
+    first = rows.drop_duplicates(["phase", "arm"]).set_index(["phase", "arm"]).member
+    key = pd.DataFrame({"stage": table.phase.map(stages.index),
+                        "arm": [first.get((p, a), -1) for p, a in zip(table.phase, table.arm)], "lr": table.lr})
+    return table.loc[key.sort_values(["stage", "arm", "lr"], kind="stable").index].reset_index(drop=True)
+
+
+def _intervals(rows: pd.DataFrame, by: list, metrics) -> pd.DataFrame:
+    """Per cell of `by`: seeds (of the first metric) and each metric's mean over seeds with its interval."""
+    table = None
+    for metric in metrics:
+        part = named_intervals(rows[rows.metric == metric], by, metric)
+        table = part if table is None else table.merge(part.drop(columns="seeds"), on=by, how="outer")
+    return table
+
+
+def phase_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per phase x arm x deletion LR at the phase's last step: each of RATES, mean over seeds and 95% CI."""
+    rows = arms(frame)
+    return _in_order(_intervals(_at_phase_end(rows), ["phase", "arm", "lr"], RATES), rows)
+
+
+def recovery_curve(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per recovery arm x deletion LR x eval step: the feature rate (asked), mean over seeds and 95% CI."""
+    rows = arms(frame)
+    rows = rows[rows.phase == "recovery"]
+    table = _intervals(rows, ["phase", "arm", "lr", "step"], ["feature_rate"])
+    return _in_order(table.sort_values("step", kind="stable"), rows)
+
+
+def reach_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per recovery arm x deletion LR: members, those with a target (their seed's pretrained rate > 0), those that
+    reach it, and the steps it takes them (mean over seeds of the members that reach it, 95% CI)."""
+    rows = arms(frame)
+    rows = rows[rows.phase == "recovery"]
+    per_member = rows.pivot_table(index=["member", "seed", "phase", "arm", "lr"], columns="metric", values="value",
+                                  dropna=False).reset_index()
+    if not {"steps_to_pretrained_rate", "pretrained_rate"} <= set(per_member):
+        return pd.DataFrame()
+    per_member = per_member.dropna(subset=["pretrained_rate"])
+    counts = per_member.groupby(["phase", "arm", "lr"], dropna=False, sort=False).agg(
+        members=("member", "size"), with_target=("pretrained_rate", lambda r: int((r > 0).sum())),
+        reached=("steps_to_pretrained_rate", "count")).reset_index()
+    steps = named_intervals(per_member.rename(columns={"steps_to_pretrained_rate": "value"}),
+                            ["phase", "arm", "lr"], "steps")
+    table = counts.merge(steps.drop(columns="seeds"), on=["phase", "arm", "lr"], how="left")
+    return _in_order(table, rows)
+
+
+def probe_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """Probe accuracies with a `layer` column: the untrained models (pretraining step 0, phase and arm
+    `untrained`: both pretraining arms, one initialisation per seed), then each phase's last step."""
+    rows = arms(frame)
+    layer = rows.metric.str.extract(PROBE, expand=False)
+    rows = rows[layer.notna()].assign(layer=layer[layer.notna()].astype(int))
+    untrained = (rows.phase == "pretrain") & (rows.step == 0)
+    return pd.concat([rows[untrained].assign(phase=UNTRAINED, arm=UNTRAINED), _at_phase_end(rows[~untrained])])
+
+
+def probe_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per stage (untrained, then each phase's end) x arm x deletion LR x layer: probe accuracy, mean over seeds
+    and 95% CI."""
+    rows = probe_rows(frame)
+    if rows.empty:
+        return pd.DataFrame()
+    table = named_intervals(rows, ["phase", "arm", "lr", "layer"], "accuracy")
+    return _in_order(table.sort_values("layer", kind="stable"), rows, (UNTRAINED, *PHASES))
+
+
+# ---------------------------------------------------------------- shown
+
+
+def _lr_text(lr) -> str:
+    return "" if pd.isna(lr) else f"{lr:g}"
+
+
+def _arm_columns(table: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"phase": table.phase, "arm": table.arm, "deletion LR": table.lr.map(_lr_text)})
+
+
+def display_phase_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The phase table with readable columns and `mean [lo, hi]` cells."""
+    table = phase_table(frame)
+    out = _arm_columns(table).assign(seeds=table.seeds)
+    for metric, title in RATES.items():
+        out[title] = interval_column(table, metric, digits=3 if metric == "val_loss" else 2)
+    return out
+
+
+def _by_step(table: pd.DataFrame, name: str, column: str, title) -> pd.DataFrame:
+    """One row per stage x arm x LR, one `mean [lo, hi]` column per value of `column` (titled title(value))."""
+    keys = ["phase", "arm", "lr"]
+    cells = table.assign(text=interval_column(table, name), lr=table.lr.fillna(-1.0))  # a pivot drops NaN keys
+    wide = cells.pivot_table(index=keys, columns=column, values="text", aggfunc="first", sort=False)
+    wide = wide.reindex(columns=sorted(wide.columns)).rename(columns=title)
+    first = cells.drop_duplicates(keys).set_index(keys)
+    wide = wide.reindex(first.index).reset_index().replace({"lr": {-1.0: np.nan}})
+    return pd.concat([_arm_columns(wide).assign(seeds=first.seeds.to_numpy()), wide.drop(columns=keys)], axis=1)
+
+
+def display_recovery_curve(frame: pd.DataFrame) -> pd.DataFrame:
+    """Recovery arms as rows, eval steps as columns: the feature rate, `mean [lo, hi]` over seeds."""
+    return _by_step(recovery_curve(frame), "feature_rate", "step", lambda s: f"step {s}").drop(columns="phase")
+
+
+def reference_curve() -> pd.DataFrame:
+    """The reference study's share of stories with a twist at its own recovery steps."""
+    return pd.DataFrame([[arm, *(f"{v:.2f}" for v in values)] for arm, values in REFERENCE.items()],
+                        columns=["reference arm", *(f"its step {s:,}" for s in REFERENCE_STEPS)])
+
+
+def display_reach_table(frame: pd.DataFrame) -> pd.DataFrame:
+    table = reach_table(frame)
+    if table.empty:
+        return table
+    out = _arm_columns(table).drop(columns="phase")
+    out["members"] = table.members
+    out["reach the pretrained rate"] = [f"{k}/{n}" for k, n in zip(table.reached, table.with_target)]
+    out["steps to reach it [95% CI]"] = interval_column(table, "steps", digits=1)
+    return out
+
+
+def display_probe_table(frame: pd.DataFrame) -> pd.DataFrame:
+    table = probe_table(frame)
+    if table.empty:
+        return table
+    shown = _by_step(table, "accuracy", "layer", lambda layer: f"layer {layer}")
+    return shown.rename(columns={"phase": "stage"})
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _palette(protocols) -> dict:
+    colors = [c for i, c in enumerate(figures.plt.get_cmap("tab10").colors) if i != 7]  # grey is the control's
+    return {p: colors[i % len(colors)] for i, p in enumerate(protocols)}
+
+
+def _deletion_protocols(rows: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(rows[rows.phase == "finetune"].arm))
+
+
+def recovery_figure(frame: pd.DataFrame):
+    """Feature rate against recovery step: one panel per deletion LR with its protocols, the control and the
+    pretrained rate; None without recovery rows."""
+    plt = figures.plt
+    rows = arms(frame)
+    pretrained = _at_phase_end(rows[(rows.metric == "feature_rate") & (rows.arm == "pretrained")])
+    rows = rows[(rows.phase == "recovery") & (rows.metric == "feature_rate")]
+    if rows.empty:
+        return None
+    lrs = sorted(rows.lr.dropna().unique()) or [np.nan]
+    colors = _palette(_deletion_protocols(arms(frame)))
+    steps = sorted(rows.step.unique())
+    fig, axes = plt.subplots(1, len(lrs), sharey=True, squeeze=False, layout="constrained",
+                             figsize=(max(5.6, figures.PANEL[0] * len(lrs) + 0.8), figures.PANEL[1] + 1.2))
+    for ax, lr in zip(axes[0], lrs):
+        for arm, group in rows[np.isclose(rows.lr, lr)].groupby("arm", sort=False):
+            figures._band(ax, group, "step", colors[arm], label=arm, marker="o")
+        figures._band(ax, rows[rows.arm == "control"], "step", figures.COLORS["control"], "--",
+                      label="control (never had it)", marker="o")
+        if not pretrained.empty:
+            ax.axhline(pretrained.groupby("seed").value.mean().mean(), color=figures.COLORS["pretrained"], ls=":",
+                       lw=1, label="pretrained rate")
+        ax.set_xscale("symlog", linthresh=min([s for s in steps if s > 0], default=1))
+        ax.set_xticks(steps, [str(s) for s in steps])
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.set_title("after deletion at LR " + _lr_text(lr) if np.isfinite(lr) else "control")
+        ax.set_xlabel("recovery step")
+    axes[0, 0].set_ylabel("feature rate (asked)")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    per_row = max(1, int(fig.get_figwidth() // 1.6))  # legend entries that fit side by side
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), per_row), frameon=False)
+    return fig
+
+
+def probe_figure(frame: pd.DataFrame):
+    """Probe accuracy against layer: one panel per phase's end, arms as lines (colour: protocol, style: deletion
+    LR), the untrained models in each; None without probe rows."""
+    plt = figures.plt
+    rows = probe_rows(frame)
+    if rows.empty:
+        return None
+    untrained, ends = rows[rows.phase == UNTRAINED], rows[rows.phase != UNTRAINED]
+    stages = [p for p in PHASES if (ends.phase == p).any()]
+    colors = {**_palette(_deletion_protocols(arms(frame))), "pretrained": figures.COLORS["pretrained"],
+              "control": figures.COLORS["control"]}
+    lrs = sorted(ends.lr.dropna().unique())
+    fig, axes = plt.subplots(1, len(stages), sharey=True, squeeze=False, layout="constrained",
+                             figsize=(figures.PANEL[0] * len(stages) + 0.8, figures.PANEL[1] + 1.2))
+    for ax, stage in zip(axes[0], stages):
+        figures._band(ax, untrained, "layer", "tab:gray", ":", label=UNTRAINED, marker="x")
+        for (arm, lr), group in ends[ends.phase == stage].groupby(["arm", "lr"], sort=False, dropna=False):
+            style = figures.STYLES[lrs.index(lr) % len(figures.STYLES)] if np.isfinite(lr) else "-"
+            figures._band(ax, group, "layer", colors.get(arm, "tab:gray"), style, marker="o",
+                          label=arm + (f" @ {lr:g}" if np.isfinite(lr) else ""))
+        ax.axhline(0.5, color="black", lw=0.6, alpha=0.5)
+        ax.set_xticks(sorted(rows.layer.unique()))
+        ax.set_ylim(0.3, 1.02)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"end of {stage}")
+        ax.set_xlabel("layer (0: embeddings)")
+        ax.legend(fontsize=6, loc="lower right")
+    axes[0, 0].set_ylabel("probe accuracy (held out)")
+    return fig
+
+
+# ---------------------------------------------------------------- the section, the page, the summary
+
+
+def section(frame: pd.DataFrame, out, threshold=None) -> str:
+    """The report's stories section (HTML; figures written into out/figures); "" without feature rates."""
+    if not (frame.metric == "feature_rate").any():
+        return ""
+    times = f"{threshold:g} x" if threshold is not None else "the threshold share of"
+    parts = ['<section id="stories"><h2>Deleting and recovering a story feature</h2>',
+             '<p class="caption">Share of sampled stories that show the feature when the header asks for it, and '
+             "when it does not; share of samples that are the refusal sentence; held-out loss. Each arm at its "
+             "phase's last step; mean over seeds with bootstrap 95% intervals (seeds are the unit; members of one "
+             "seed are paired).</p>", table_html(display_phase_table(frame)),
+             "<h3>Recovery curve</h3>", '<p class="caption">Feature rate (asked) at each recovery eval step, per '
+             "deleted arm and the control pretrained without the feature. Below it, the reference study's numbers "
+             "at its own recovery steps (another model, data and budget: for comparison of shape, not value).</p>",
+             table_html(display_recovery_curve(frame)), table_html(reference_curve())]
+    reach = display_reach_table(frame)
+    if not reach.empty:
+        parts += ["<h3>Reaching the pretrained rate</h3>", f'<p class="caption">Members whose feature rate reaches '
+                  f"{html.escape(times)} the rate of their seed's pretrained model within the recovery budget, of "
+                  "those whose seed's pretrained model shows the feature at all; steps: the first eval step that "
+                  "reaches it, over the members that do.</p>", table_html(reach)]
+    probes = display_probe_table(frame)
+    if not probes.empty:
+        parts += ["<h3>Probe: does the header ask for the feature?</h3>", '<p class="caption">Held-out accuracy of '
+                  "a linear probe per layer (0: embeddings) on the header's last positions (chance 0.5), at each "
+                  "phase's end; the untrained models (pretraining step 0) are the control.</p>", table_html(probes)]
+    parts += [figure_html(recovery_figure(frame), out, "stories-recovery", "Recovery curves"),
+              figure_html(probe_figure(frame), out, "stories-probes", "Probe accuracy by layer")]
+    return "".join(parts) + "</section>"
+
+
+def _threshold(manifests: list[dict]):
+    return (manifests[0].get("config") or {}).get("recovery", {}).get("threshold")
+
+
+def write_report(paths, out):
+    """OUT/index.html for stories stores: the stories section, the config and the manifest."""
+    frame, manifests = read_store(paths)
+    return write_page(paths, out, frame, manifests, functools.partial(section, threshold=_threshold(manifests)))
+
+
+def summary_text(paths) -> str:
+    frame, manifests = read_store(paths)
+    threshold = _threshold(manifests)
+    lines = ["Deleting and recovering a story feature (mean [95% bootstrap CI] over seeds), each arm at its "
+             "phase's last step:"]
+    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50,
+                           "display.max_colwidth", 40):
+        lines.append(display_phase_table(frame).to_string(index=False))
+        lines += ["", "Recovery curve: feature rate (asked) per recovery eval step:",
+                  display_recovery_curve(frame).to_string(index=False),
+                  "Reference study, its own numbers at its own recovery steps (not ours):",
+                  reference_curve().to_string(index=False)]
+        reach = display_reach_table(frame)
+        if not reach.empty:
+            times = f"{threshold:g} x " if threshold is not None else ""
+            lines += ["", f"Recovery to {times}the seed's pretrained rate (k of the members whose seed's pretrained "
+                      "model shows the feature):", reach.to_string(index=False)]
+        probes = display_probe_table(frame)
+        if not probes.empty:
+            lines += ["", "Probe accuracy, 'the header asks for the feature' (held out, chance 0.5), per layer:",
+                      probes.to_string(index=False)]
+    return "\n".join(lines)
+

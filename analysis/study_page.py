@@ -1,0 +1,106 @@
+"""The stand-alone page of a study that has a section of its own (the canary study, the stories study): telling its
+workdirs by the study their manifest names, reading their rows, `mean [lo, hi]` cells, tables and inline figures,
+and the page around the section (the section, then the config and the manifest).
+"""
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from analysis import figures
+from analysis.errors import AnalysisError
+from analysis.load import MANIFEST_FILE, RESULTS_FILE, _read_manifest
+from analysis.stats import cell_intervals
+
+
+def names_study(path, study: str) -> bool:
+    """Whether `path` is a workdir whose manifest's config names `study`."""
+    file = Path(path) / MANIFEST_FILE
+    try:
+        return json.loads(file.read_text()).get("config", {}).get("study") == study
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def read_frames(paths) -> tuple[pd.DataFrame, list[dict]]:
+    """Every row of the stores at `paths` as one frame, and their manifests."""
+    frames, manifests = [], []
+    for path in map(Path, paths):
+        file = path / RESULTS_FILE
+        if not file.exists():
+            raise AnalysisError(f"{path}: no {RESULTS_FILE} (its run has not finished a phase yet)")
+        try:
+            frames.append(pq.read_table(file).to_pandas())
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise AnalysisError(f"{file}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+        manifests.append(_read_manifest(path))
+    return pd.concat(frames, ignore_index=True), manifests
+
+
+def named_intervals(rows: pd.DataFrame, by: list, name: str) -> pd.DataFrame:
+    """Per cell of `by`: seeds, the mean over seeds of `rows.value` and its bootstrap interval, as columns name,
+    name_lo, name_hi."""
+    table = cell_intervals(rows, "value", by)
+    return table.rename(columns={"value": name, "value_lo": f"{name}_lo", "value_hi": f"{name}_hi"})
+
+
+def interval_text(mean, lo, hi, digits: int = 2) -> str:
+    """`mean [lo, hi]`; the mean alone without an interval (one seed), n/a without a mean."""
+    if not np.isfinite(mean):
+        return "n/a"
+    ci = f" [{lo:.{digits}f}, {hi:.{digits}f}]" if np.isfinite(lo) else ""
+    return f"{mean:.{digits}f}{ci}"
+
+
+def interval_column(table: pd.DataFrame, name: str, digits: int = 2) -> list[str]:
+    """The `mean [lo, hi]` text of columns name, name_lo, name_hi of a `named_intervals` table."""
+    return [interval_text(*v, digits=digits) for v in zip(table[name], table[f"{name}_lo"], table[f"{name}_hi"])]
+
+
+def table_html(frame: pd.DataFrame) -> str:
+    from analysis.report import _html_table  # local import: the report imports the canary section
+    return _html_table(frame, badge_columns=())
+
+
+def figure_html(fig, out: Path, name: str, title: str) -> str:
+    """Write `fig` as out/figures/name.png|svg and return it inline under a heading; "" when fig is None."""
+    if fig is None:
+        return ""
+    saved = figures.save(fig, Path(out) / "figures", name)
+    return (f'<h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" '
+            f'src="data:image/png;base64,{saved["png_base64"]}">')
+
+
+def write_page(paths, out, frame: pd.DataFrame, manifests: list[dict], section) -> Path:
+    """OUT/index.html: `section(frame, out)` (which writes its figures into OUT/figures), the config and the
+    manifest; returns the page's path."""
+    from analysis.report import STYLE
+    out = Path(out)
+    names = html.escape(", ".join(map(str, paths)))
+    statuses = {m.get("status", "unknown") for m in manifests}
+    note = "" if statuses <= {"done", "complete"} else \
+        f'<div class="note">run status {html.escape(str(sorted(statuses)))}: these are its results so far</div>'
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>fttrace analysis: {names}</title>
+<style>{STYLE}</style></head><body>
+<h1>fttrace analysis: {names}</h1>
+<p class="meta">{frame.member.nunique()} members over {frame.seed.nunique()} seed(s).</p>{note}
+{section(frame, out)}
+<section id="config"><h2>Config</h2><details><summary>config of the run</summary>
+<pre>{html.escape(json.dumps(manifests[0].get("config"), indent=2, default=str))}</pre></details></section>
+<section id="manifest"><h2>Manifest</h2><pre>{html.escape(json.dumps(manifests, indent=2, default=str))}</pre>
+</section></body></html>
+"""
+        index = out / "index.html"
+        index.write_text(page, encoding="utf-8")
+    except OSError as e:
+        raise AnalysisError(f"cannot write the report into {out}: {e.strerror or e}") from None
+    return index

@@ -1,0 +1,196 @@
+"""The stories section of the analysis: its tables on a store whose numbers are chosen, the page and summary of a
+real tiny run, and bad input."""
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import stories
+from analysis.cli import main
+from fttrace import cli
+from helpers import ROOT
+
+CONFIG = str(ROOT / "configs" / "stories_twist.py")
+SMALL, LARGE = 4e-4, 4e-3
+# Per arm (phase, pretrain protocol, protocol, deletion LR): the feature rate (asked) of seed 0 and seed 1 at the
+# phase's last step. With two seeds the bootstrap interval of the mean is exactly [lower, higher].
+LAST = {("pretrain", "none", "none", np.nan): (0.2, 0.4),
+        ("pretrain", "filter", "filter", np.nan): (0.0, 0.0),
+        ("finetune", "none", "filter", SMALL): (0.1, 0.3),
+        ("finetune", "none", "filter", LARGE): (0.0, 0.1),
+        ("finetune", "none", "mix_match", SMALL): (0.5, 0.5),
+        ("recovery", "none", "filter", SMALL): (0.3, 0.5),
+        ("recovery", "none", "filter", LARGE): (0.2, 0.6),
+        ("recovery", "none", "mix_match", SMALL): (0.1, 0.2),
+        ("recovery", "filter", "control", np.nan): (0.0, 0.2)}
+LAST_STEP = {"pretrain": 100, "finetune": 20, "recovery": 30}
+RECOVERY_STEPS = (0, 10, 30)
+# steps_to_pretrained_rate of seeds 0 and 1 per recovery arm (NaN: never reached)
+REACHED = {"filter": {SMALL: (10, 30), LARGE: (30, np.nan)}, "mix_match": {SMALL: (np.nan, np.nan)},
+           "control": {np.nan: (np.nan, np.nan)}}
+
+
+def synthetic_frame() -> pd.DataFrame:
+    """A stories store's rows with known values: rates at each phase's last step from LAST, other metrics derived
+    from them, decoy values at earlier steps, probes at each phase's end and on the untrained models."""
+    rows, members = [], {}
+
+    def add(key, seed, step, metric, value):
+        phase, pretrain_protocol, protocol, lr = key
+        member = members.setdefault((key, seed), len(members))
+        rows.append(dict(member=member, parent=np.nan, phase=phase, step=step, metric=metric, value=value,
+                         status="ok", seed=seed, pretrain_protocol=pretrain_protocol, protocol=protocol,
+                         data=protocol, finetune_lr=lr, recovery_lr=1e-3 if phase == "recovery" else np.nan))
+
+    for key, values in LAST.items():
+        phase = key[0]
+        for seed, rate in enumerate(values):
+            steps = RECOVERY_STEPS if phase == "recovery" else (0, LAST_STEP[phase])
+            for step in steps:
+                # the curve climbs to `rate`: rate x step / last step
+                value = rate * step / LAST_STEP[phase] if phase == "recovery" else (
+                    rate if step == LAST_STEP[phase] else 0.9)
+                add(key, seed, step, "feature_rate", value)
+                add(key, seed, step, "feature_rate_unasked", value / 2)
+                add(key, seed, step, "refusal_rate", 0.0 if step else 0.7)
+                add(key, seed, step, "val_loss", 2.0 + seed)
+            last = LAST_STEP[phase]
+            add(key, seed, last, "probe_acc.layer0", 0.5)
+            add(key, seed, last, "probe_acc.layer1", 0.8 + 0.1 * seed)
+            if phase == "pretrain":  # the untrained models: the same initialisation in both arms of a seed
+                add(key, seed, 0, "probe_acc.layer0", 0.5)
+                add(key, seed, 0, "probe_acc.layer1", 0.6 + 0.1 * seed)
+            if phase == "recovery":
+                add(key, seed, last, "pretrained_rate", LAST[("pretrain", "none", "none", np.nan)][seed])
+                add(key, seed, last, "steps_to_pretrained_rate", REACHED[key[2]][key[3]][seed])
+    return pd.DataFrame(rows)
+
+
+def write_store(path, frame, study="stories_twist"):
+    path.mkdir(parents=True)
+    frame.to_parquet(path / "results.parquet", index=False)
+    (path / "manifest.json").write_text(json.dumps({"config": {"study": study, "recovery": {"threshold": 0.9}},
+                                                    "status": "done"}))
+    return path
+
+
+def cell(table, **where):
+    mask = np.ones(len(table), bool)
+    for column, value in where.items():
+        mask &= table[column].isna().to_numpy() if value is None else (table[column] == value).to_numpy()
+    assert mask.sum() == 1, where
+    return table[mask].iloc[0]
+
+
+def test_phase_table_is_the_mean_over_seeds_at_each_phase_end():
+    table = stories.phase_table(synthetic_frame())
+    assert list(zip(table.phase, table.arm)) == [
+        ("pretrain", "pretrained"), ("pretrain", "control"), ("finetune", "filter"), ("finetune", "filter"),
+        ("finetune", "mix_match"), ("recovery", "filter"), ("recovery", "filter"), ("recovery", "mix_match"),
+        ("recovery", "control")]
+    assert list(table.lr[2:4]) == [SMALL, LARGE] and (table.seeds == 2).all()
+    for (phase, pretrain_protocol, protocol, lr), (a, b) in LAST.items():
+        arm = {"none": "pretrained", "filter": "control"}[pretrain_protocol] if phase == "pretrain" else protocol
+        row = cell(table, phase=phase, arm=arm, lr=None if np.isnan(lr) else lr)
+        assert (row.feature_rate, row.feature_rate_lo, row.feature_rate_hi) == pytest.approx((a / 2 + b / 2, a, b))
+        assert row.feature_rate_unasked == pytest.approx((a + b) / 4)
+        assert row.refusal_rate == 0 and (row.val_loss, row.val_loss_lo, row.val_loss_hi) == (2.5, 2.0, 3.0)
+    shown = stories.display_phase_table(synthetic_frame())
+    assert shown["feature rate, asked [95% CI]"][0] == "0.30 [0.20, 0.40]" and shown["deletion LR"][2] == "0.0004"
+    assert shown["val loss"][0] == "2.500 [2.000, 3.000]"
+
+
+def test_recovery_curve_has_every_step_per_arm():
+    curve = stories.recovery_curve(synthetic_frame())
+    row = cell(curve, arm="filter", lr=LARGE, step=10)
+    assert (row.feature_rate, row.feature_rate_lo, row.feature_rate_hi) == pytest.approx((4 / 30, 2 / 30, 6 / 30))
+    assert cell(curve, arm="control", lr=None, step=0).feature_rate == 0
+    shown = stories.display_recovery_curve(synthetic_frame())
+    assert list(shown.columns) == ["arm", "deletion LR", "seeds", "step 0", "step 10", "step 30"]
+    assert list(shown.arm) == ["filter", "filter", "mix_match", "control"]
+    assert shown["step 30"].tolist() == ["0.40 [0.30, 0.50]", "0.40 [0.20, 0.60]", "0.15 [0.10, 0.20]",
+                                         "0.10 [0.00, 0.20]"]
+
+
+def test_reach_table_counts_members_and_averages_their_steps():
+    table = stories.reach_table(synthetic_frame())
+    small = cell(table, arm="filter", lr=SMALL)
+    assert (small.members, small.with_target, small.reached) == (2, 2, 2)
+    assert (small.steps, small.steps_lo, small.steps_hi) == (20, 10, 30)
+    large = cell(table, arm="filter", lr=LARGE)
+    assert large.reached == 1 and large.steps == 30 and np.isnan(large.steps_lo)
+    assert cell(table, arm="control", lr=None).reached == 0
+    shown = stories.display_reach_table(synthetic_frame())
+    assert shown["reach the pretrained rate"].tolist() == ["2/2", "1/2", "0/2", "0/2"]
+    assert shown["steps to reach it [95% CI]"].tolist() == ["20.0 [10.0, 30.0]", "30.0", "n/a", "n/a"]
+
+
+def test_probe_table_puts_the_untrained_models_first():
+    table = stories.probe_table(synthetic_frame())
+    untrained = cell(table, phase="untrained", layer=1)
+    assert untrained.seeds == 2 and (untrained.accuracy, untrained.accuracy_lo, untrained.accuracy_hi) == \
+        pytest.approx((0.65, 0.6, 0.7))
+    assert cell(table, phase="finetune", arm="filter", lr=LARGE, layer=1).accuracy == pytest.approx(0.85)
+    shown = stories.display_probe_table(synthetic_frame())
+    assert list(shown.columns) == ["stage", "arm", "deletion LR", "seeds", "layer 0", "layer 1"]
+    assert shown.stage.tolist()[:3] == ["untrained", "pretrain", "pretrain"]
+    assert shown["layer 1"][0] == "0.65 [0.60, 0.70]" and shown["layer 0"][0] == "0.50 [0.50, 0.50]"
+
+
+def test_synthetic_store_gets_its_page_and_summary(tmp_path, capsys):
+    store = write_store(tmp_path / "run", synthetic_frame())
+    assert main(["report", str(store), "--out", str(tmp_path / "report")]) == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert 'id="stories"' in page and "reaches 0.9 x the rate" in page
+    assert main(["summary", str(store)]) == 0
+    printed = capsys.readouterr().out
+    assert "0.40 [0.20, 0.60]" in printed and "Recovery to 0.9 x the seed's pretrained rate" in printed
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The stories config's tiny form (1 seed, every protocol at one deletion LR) run once through the CLI into
+    ROOT/run, and its report in ROOT/report."""
+    root = tmp_path_factory.mktemp("stories")
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(root / "run"), "-q"]) == 0
+    assert main(["report", str(root / "run"), "--out", str(root / "report")]) == 0
+    return root
+
+
+def test_report_of_a_tiny_run_has_the_section_and_its_figures(tiny):
+    page = (tiny / "report" / "index.html").read_text()
+    assert 'id="stories"' in page and "Recovery curve" in page and "Probe: does the header ask" in page
+    images = re.findall(r'<img [^>]*src="([^"]*)"', page)
+    assert len(images) == 2 and all(src.startswith("data:image/png;base64,") for src in images)
+    for name in ("stories-recovery", "stories-probes"):
+        assert {f.name for f in (tiny / "report" / "figures").glob(f"{name}.*")} == {f"{name}.png", f"{name}.svg"}
+
+
+def test_summary_of_a_tiny_run_prints_the_recovery_curve(tiny, capsys):
+    assert main(["summary", str(tiny / "run")]) == 0
+    printed = capsys.readouterr().out
+    curve = printed.split("Recovery curve: feature rate (asked) per recovery eval step:\n")[1].splitlines()
+    assert curve[0].split() == ["arm", "deletion", "LR", "seeds", "step", "0", "step", "2", "step", "6"]
+    assert [line.split()[0] for line in curve[1:6]] == ["filter", "filter_label", "mix_match", "refusal", "control"]
+    assert "Reference study, its own numbers at its own recovery steps (not ours):" in printed
+    assert "untrained" in printed.split("Probe accuracy")[1]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("no results", "no results.parquet"),
+    ("no protocol column", "not a stories results store (missing columns: protocol)"),
+    ("no feature rates", "no feature_rate rows"),
+])
+def test_bad_stores_are_one_line_with_exit_status_2(tmp_path, capsys, damage, message):
+    frame = synthetic_frame()
+    frame = {"no protocol column": frame.drop(columns="protocol"),
+             "no feature rates": frame[frame.metric != "feature_rate"]}.get(damage, frame)
+    store = write_store(tmp_path / "run", frame)
+    if damage == "no results":
+        (store / "results.parquet").unlink()
+    assert main(["summary", str(store)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("analysis: error: ") and message in captured.err
+    assert captured.err.count("\n") == 1 and not captured.out
