@@ -124,13 +124,14 @@ class GroupRun:
 
     def _train(self, phase, members, state, data, phase_cfg, checkpoints: PhaseCheckpoints, model=None) -> TrainState:
         label = f"group {self.group.index} {phase}"
-        records = None
+        records, first_step = None, 0
         if saved := checkpoints.steps():
-            state, records = checkpoints.restore(state, saved[-1])
-            self.progress.say(f"{label}: resuming from the checkpoint at step {saved[-1]}")
+            first_step = saved[-1]
+            state, records = checkpoints.restore(state, first_step)
+            self.progress.say(f"{label}: resuming from the checkpoint at step {first_step}")
         loop = PhaseLoop(self.group.model, self.task, phase_cfg, self.eval_sets, self.config.eval.member_batch,
                          sharding=self.placement.members, model=model)
-        state, records = loop.run(state, data, self.progress.phase(label, len(members)), records=records,
+        state, records = loop.run(state, data, self.progress.phase(label, len(members), first_step), records=records,
                                   on_records=lambda s, r: checkpoints.after_chunk(s, r, phase_cfg.steps))
         self.write_phase(phase, members, records, state)
         return state

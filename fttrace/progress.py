@@ -25,16 +25,17 @@ class Progress:
         yield
         self.say(f"{label:<24} done in {time.perf_counter() - start:.1f}s")
 
-    def phase(self, label: str, members: int):
-        """Returns an `on_chunk(step, total, seconds)` callback for `PhaseLoop.run`."""
+    def phase(self, label: str, members: int, first_step: int = 0):
+        """Returns an `on_chunk(step, total, seconds)` callback for `PhaseLoop.run`; `first_step` is where a resumed
+        phase goes on from (rate and ETA count only the steps taken since)."""
         start = time.perf_counter()
 
         def on_chunk(step: int, total: int, seconds: float) -> None:
             if self.quiet:
                 return
-            elapsed = time.perf_counter() - start
-            rate = members * step / elapsed if elapsed > 0 else 0.0
-            eta = elapsed / step * (total - step)
+            elapsed, taken = time.perf_counter() - start, step - first_step
+            rate = members * taken / elapsed if elapsed > 0 else 0.0
+            eta = elapsed / taken * (total - step)
             line = (f"{label:<24} step {step:>6}/{total:<6} members {members:<5} "
                     f"{rate:>9.0f} member-steps/s  ETA {eta:6.1f}s")
             end = "\n" if step == total or not self.tty else ""

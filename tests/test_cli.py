@@ -1,12 +1,15 @@
+import io
 import json
 import re
 import subprocess
 import sys
+import time
 
 import pandas as pd
 import pytest
 
 from fttrace.cli import main
+from fttrace.progress import Progress
 from helpers import NO_EVALS, ROOT, SMOKE, TINY
 
 
@@ -82,6 +85,15 @@ def test_console_script_reports_errors_with_exit_status():
     out = subprocess.run([sys.executable, "-m", "fttrace.cli", "run", SMOKE, "--workdir", "/tmp/x",
                           "--config.sweep.bogus=1"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 2 and "unknown config key 'sweep.bogus'" in out.stderr
+
+
+def test_progress_of_a_resumed_phase_counts_only_the_steps_since(monkeypatch):
+    clock = iter([100.0, 102.0])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    on_chunk = Progress(stream=stream).phase("group 0 reft", 40, first_step=1000)
+    on_chunk(1050, 3000, 2.0)  # 50 steps in 2 s after resuming at step 1000
+    assert re.search(r"members 40 +1000 member-steps/s  ETA   78\.0s$", stream.getvalue().strip())
 
 
 def test_progress_shows_each_evaluation_and_its_time(tmp_path, capsys):
