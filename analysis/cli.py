@@ -37,6 +37,9 @@ def main(argv=None) -> int:
     try:
         for names_study, page in OWN_PAGES:
             if all(names_study(path) for path in args.rundirs):
+                if args.by or args.threshold:
+                    raise AnalysisError(f"--by and --threshold apply to the wrapper analysis; the {page.STUDY} "
+                                        "study's page has fixed cells and no wrapper thresholds")
                 print(f"report: {page.write_report(args.rundirs, args.out)}" if args.command == "report"
                       else page.summary_text(args.rundirs))
                 return 0

@@ -149,6 +149,15 @@ def test_synthetic_store_gets_its_page_and_summary(tmp_path, capsys):
     assert "0.40 [0.20, 0.60]" in printed and "Recovery to 0.9 x the seed's pretrained rate" in printed
 
 
+@pytest.mark.parametrize("option", [["--by", "seed"], ["--threshold", "probe_ratio=0.8"]])
+def test_wrapper_options_on_a_stories_store_are_refused(tmp_path, capsys, option):
+    store = write_store(tmp_path / "run", synthetic_frame())
+    assert main(["summary", str(store), *option]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("analysis: error: --by and --threshold apply to the wrapper analysis; the "
+                                   "stories_twist study") and not captured.out
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The stories config's tiny form (1 seed, every protocol at one deletion LR) run once through the CLI into
