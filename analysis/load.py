@@ -80,7 +80,8 @@ class Study:
         return table[first + [c for c in table.columns if c not in first]].reset_index(drop=True)
 
 
-def _read_manifest(path: Path) -> dict:
+def read_manifest(path: Path) -> dict:
+    """path/manifest.json; AnalysisError naming it if missing, unreadable or not an fttrace manifest."""
     file = path / MANIFEST_FILE
     if not file.exists():
         raise AnalysisError(f"{path}: no {MANIFEST_FILE}; not an fttrace workdir")
@@ -93,15 +94,22 @@ def _read_manifest(path: Path) -> dict:
     return found
 
 
-def _read_results(path: Path) -> pd.DataFrame:
+def read_results_file(path: Path) -> pd.DataFrame:
+    """Every row of path/results.parquet (any study); AnalysisError naming it if missing or unreadable."""
     file = path / RESULTS_FILE
     if not file.exists():
         raise AnalysisError(f"{path}: no {RESULTS_FILE} (not an fttrace workdir, or its run has not finished a "
                             "phase yet)")
     try:
-        frame = pq.read_table(file).to_pandas()
+        return pq.read_table(file).to_pandas()
     except (OSError, ValueError, pa.ArrowException) as e:
         raise AnalysisError(f"{file}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
+
+
+def _read_results(path: Path) -> pd.DataFrame:
+    """The rows of a wrapper-study store, checked for the columns the analysis needs."""
+    frame = read_results_file(path)
+    file = path / RESULTS_FILE
     missing = [c for c in (*BASE_COLUMNS, *REQUIRED_HYPERPARAMETERS) if c not in frame]
     if missing:
         raise AnalysisError(f"{file}: not an fttrace results store (missing columns: {', '.join(missing)})")
@@ -128,7 +136,7 @@ def read_store(path) -> Store:
     if not path.is_dir():
         raise AnalysisError(f"{path}: not a directory (name an fttrace workdir)")
     results = _read_results(path)
-    manifest = _read_manifest(path)
+    manifest = read_manifest(path)
     if repeated := _duplicates(results):
         raise AnalysisError(f"{path / RESULTS_FILE}: repeated rows ({repeated})")
     return Store(path, manifest, results)

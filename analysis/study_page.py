@@ -10,12 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from analysis import figures
 from analysis.errors import AnalysisError
-from analysis.load import MANIFEST_FILE, RESULTS_FILE, _read_manifest
+from analysis.load import MANIFEST_FILE, read_manifest, read_results_file
 from analysis.stats import cell_intervals
 
 
@@ -30,17 +28,9 @@ def names_study(path, study: str) -> bool:
 
 def read_frames(paths) -> tuple[pd.DataFrame, list[dict]]:
     """Every row of the stores at `paths` as one frame, and their manifests."""
-    frames, manifests = [], []
-    for path in map(Path, paths):
-        file = path / RESULTS_FILE
-        if not file.exists():
-            raise AnalysisError(f"{path}: no {RESULTS_FILE} (its run has not finished a phase yet)")
-        try:
-            frames.append(pq.read_table(file).to_pandas())
-        except (OSError, ValueError, pa.ArrowException) as e:
-            raise AnalysisError(f"{file}: not a readable Parquet file ({str(e).splitlines()[0]})") from None
-        manifests.append(_read_manifest(path))
-    return pd.concat(frames, ignore_index=True), manifests
+    paths = [Path(p) for p in paths]
+    frames = [read_results_file(path) for path in paths]
+    return pd.concat(frames, ignore_index=True), [read_manifest(path) for path in paths]
 
 
 def named_intervals(rows: pd.DataFrame, by: list, name: str) -> pd.DataFrame:
