@@ -6,7 +6,7 @@ fine-tune every deleted model, and the control, on Twist stories only (recovery)
 share of sampled stories with a twist when the header asks for one, the same share when it does not, the refusal
 rate, held-out loss; at each phase's end, linear probes per layer for "the header asks for Twist".
 
-    fttrace run configs/stories_twist.py --workdir runs/stories_twist            # default: CPU, ~30 min (see below)
+    fttrace run configs/stories_twist.py --workdir runs/stories_twist            # default: CPU, ~19 min (see below)
     fttrace run configs/stories_twist.py:tiny --workdir /tmp/stories_tiny        # seconds: does it run?
     fttrace run configs/stories_twist.py:gpu --workdir runs/stories_twist_gpu    # larger form, for a GPU
 
@@ -14,16 +14,17 @@ LRs follow the reference study's ratios to its pretraining LR (5e-4 -> {1e-3, 1e
 Recovery there is 4,000 steps at x0.02; with our shorter budgets recovery uses x0.2 (override recovery.lr).
 
 Default (3 seeds; 6 pretrained, 36 fine-tuned, 39 recovery members; d64 L2 H4, context 240, 246k parameters; 500
-pretraining, 60 fine-tuning, 100 recovery steps; 24 + 24 sampled stories per member and eval step): 30 min on the
-shared 2-core CPU under a load of ~5 (sampling is most of it; fewer `generate.prompts` shorten it). Measured,
+pretraining, 60 fine-tuning, 100 recovery steps; 24 + 24 sampled stories per member and eval step): 18 min 51 s on
+the idle 2-core CPU (1,590 CPU-s; 30 min under a load of ~5; sampling is most of it, fewer `generate.prompts`
+shorten it). Measured,
 mean [95% bootstrap interval over the 3 seeds], share of stories with a twist when the header asks for one
 (training data: 100 %):
   pretrained 21 % [12, 29] (asked) vs 11 % [8, 12] (not asked); the control pretrained without Twist 0 %;
-  after deletion (LR 4e-5 / 4e-4 / 4e-3): filter 10 / 4 / 0 %, filter_label 19 / 0 / 0 %, mix_match 12 / 22 / 18 %,
+  after deletion (LR 4e-5 / 4e-4 / 4e-3): filter 10 / 4 / 0 %, filter_label 19 / 0 / 0 %, mix_match 12 / 22 / 19 %,
   refusal 10 / 4 / 0 %;
-  recovery steps 0 / 10 / 30 / 100: filter at 4e-4 3 / 14 / 31 / 49 %, filter at 4e-3 0 / 0 / 1 / 25 %,
+  recovery steps 0 / 10 / 30 / 100: filter at 4e-4 3 / 14 / 31 / 47 %, filter at 4e-3 0 / 0 / 0 / 24 %,
   control 0 / 0 / 0 / 3 %; every one of the 36 deleted members regains 0.9 x its seed's pretrained rate within
-  100 steps (10-100 steps, later after the larger deletion LR), the control in none of 3.
+  100 steps (0-100 steps, later after the larger deletion LR), the control in none of 3.
 Probes for "the header asks for Twist" (headers without summary): embeddings 0.42-0.54 (chance), untrained models
 0.85 / 0.89 (layers 1 / 2), pretrained 0.99-1.00 and the control 0.99-1.00; after deletion 0.93-1.00 except
 filter_label at 4e-3 (0.83 / 0.84, near the untrained models). The probe reads the request carried from the
