@@ -2,7 +2,8 @@
 
 Per setting (fine-tuning LR x sampling prior x spurious strength, plus any columns the user groups by): how many
 fine-tuned members could be judged, the wrapper rate with its Wilson interval, the rate of each criterion, C_PT
-before and after fine-tuning, the reFT speed-up of the members that lost C_PT (geometric mean over seeds, bootstrap interval), and a verdict:
+before and after fine-tuning, the reFT speed-up of the members that lost C_PT (geometric mean over seeds,
+bootstrap interval), and a verdict:
   yes           the interval lies above 1/2: most members of this setting form a wrapper
   no            the interval lies below 1/2
   inconclusive  the interval contains 1/2 (more seeds would decide)

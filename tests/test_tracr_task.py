@@ -265,7 +265,8 @@ def test_component_rows_cover_fine_tuned_and_reft_members(counter_study):
 def test_every_evaluation_runs_on_a_compiled_model(tmp_path):
     """Pruning, probes and attention maps work on compiled models unchanged (the max identifier: 3 blocks)."""
     config = config_lib.load(TINY["max_identifier"], [
-        "evals=('prune','probe','attention')", "sweep.seeds=1", "sweep.finetune_lr=('large',)", "sweep.spurious=(0.5,)"])
+        "evals=('prune','probe','attention')", "sweep.seeds=1", "sweep.finetune_lr=('large',)",
+        "sweep.spurious=(0.5,)"])
     frame = pd.read_parquet(run_study(config, tmp_path / "run", quiet=True))
     assert set(frame.phase) == {"pretrain", "finetune", "prune", "probe", "attention"}
     pretrained = frame[frame.member == "pt0"]

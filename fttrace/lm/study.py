@@ -12,9 +12,9 @@ Members with the same seed share initialisation and data order (keys derive from
 cells are paired by seed. At each of a phase's `eval_steps` every member is measured: held-out LM loss, the rate
 of F in stories sampled for headers that ask for F (and for headers that do not), the refusal rate; at a phase's
 end, and on the untrained models at pretraining step 0 (their control), linear probes per layer for "the header
-asks for F" (`measure.probe_records`: the request is stated only away from the probed positions). Recovery rows end with `steps_to_pretrained_rate`:
-the first recovery eval step at which a member's F rate reaches `recovery.threshold` x the rate of the
-pretrained (`none`) member of its seed, NaN if never.
+asks for F" (`measure.probe_records`: the request is stated only away from the probed positions). Recovery rows
+end with `steps_to_pretrained_rate`: the first recovery eval step at which a member's F rate reaches
+`recovery.threshold` x the rate of the pretrained (`none`) member of its seed, NaN if never.
 
 Results: WORKDIR/results.parquet in the long format of `results.py` (member, parent, phase, step, metric, value,
 status, then seed, pretrain_protocol, protocol, data, finetune_lr, recovery_lr). Each finished phase writes its
