@@ -99,8 +99,9 @@ def enable_compilation_cache() -> None:
         return
     import jax
     jax.config.update("jax_compilation_cache_dir", where)
-    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    # Set explicitly: JAX reads the variable only when it is imported, which may have happened before it was set.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", 1.0)))
 
 
 def cmd_run(args, overrides) -> int:

@@ -18,10 +18,8 @@ def pytest_configure(config):
     _SESSION_CACHE.append(where)
     os.environ["FTTRACE_COMPILATION_CACHE"] = where
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # cache even the small programs
-    import jax
-    jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+    from fttrace.cli import enable_compilation_cache
+    enable_compilation_cache()
 
 
 def pytest_unconfigure(config):
