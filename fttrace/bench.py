@@ -64,8 +64,8 @@ class RandomTokens:
     context: int
     vocab: int
 
-    def sample(self, key, batch: int, p_ft_operand, spurious):
-        del p_ft_operand, spurious  # the task's mixture knobs mean nothing here
+    def sample(self, key, batch: int, mix, spurious):
+        del mix, spurious  # the task's mixture knobs mean nothing here
         draws = jax.random.randint(key, (batch, self.context + 1), 0, self.vocab, jnp.int32)
         return draws[:, :-1], draws[:, -1]
 
@@ -213,7 +213,7 @@ class JaxRunner:
         self.states = [jax.tree.map(lambda x, i=i: x[i:i + 1], stacked) for i in range(members)] if sequential \
             else [stacked]
         n = 1 if sequential else members
-        self.data = train.DataSpec(p_ft_operand=jnp.zeros(n), spurious=jnp.zeros(n))
+        self.data = train.DataSpec(queries=jnp.zeros((n, 1)), spurious=jnp.zeros(n))
         self.compiled, compile_s = setup.program(self.states[0], self.data)
         self.states[0], _ = self.compiled(self.states[0], self.data)  # untimed: first-run allocations
         jax.block_until_ready(self.states[0])

@@ -192,8 +192,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _require(max(config.prune.head_ks) <= n_heads, "prune.head_ks", f"exceeds the model's {n_heads} heads")
         for key in ("weight_fractions", "mask_budgets"):
             _require(all(0 <= f <= 1 for f in config.prune[key]), f"prune.{key}", "must hold fractions in [0, 1]")
+        _positive_int(config, "prune.random_draws")
+    if "patch" in evals:
+        _positive_int(config, "patch.examples")
+    _require(0 <= config.finetune.get("target", 0.0) <= 1, "finetune.target", "must be in [0, 1] (0: no criterion)")
     if "reft" in evals:
+        _require(config.reft.lr_mode in ("shared", "tied"), "reft.lr_mode", "must be 'shared' or 'tied'")
         _require(config.reft.lr_factor > 0, "reft.lr_factor", "must be positive")
+        _require(config.reft.lr_scale > 0, "reft.lr_scale", "must be positive")
         _require(0 < config.reft.threshold <= 1, "reft.threshold", "must be in (0, 1]")
     if "components" in evals:
         _positive_int(config, "components.examples")

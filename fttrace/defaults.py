@@ -19,9 +19,12 @@ def pcfg_config() -> ml_collections.ConfigDict:
         data_len=27,  # data slots per sequence; the default grammar's strings are 1-27 terminals long
         pt_operand=0,  # O_PT: terminal t0 (about 12% of terminals)
         ft_operand=2,  # O_FT: terminal t2 (about 12% of terminals)
+        other_operands=(),  # further terminals that pretraining asks about, evenly with O_PT
+        control_operand=-1,  # the probes' control terminal, never asked about (-1: the one as frequent as O_PT)
+        holdout=0.1,  # share of the grammar's strings kept out of every training stream (the evaluation strings)
+        candidates=24,  # strings drawn per training sequence to find one that fits (split, shortcut)
         # Sampling priors of O_FT during pretraining, by name (sweep.prior may also hold plain numbers).
         priors=dict(high=0.2, medium=0.02, low=0.002),
-        spurious_test=0.0,  # shortcut strength C_Te of the C_FT evaluation set (0: the true capability)
     )
     c.model = dict(
         d_model=64, n_layers=2, n_heads=4, head_dim=0, d_mlp=256, layer_norm=True, causal=True,
@@ -34,7 +37,10 @@ def pcfg_config() -> ml_collections.ConfigDict:
     c.finetune = dict(steps=1000, batch_size=64, eval_every=100, schedule="constant", warmup_steps=0,
                       weight_decay=0.01, grad_clip=1.0, b1=0.9, b2=0.999, member_batch=0,
                       # The study's convention: fine-tuning LR = pretraining LR x scale.
-                      lr_scale=dict(small=1e-3, medium=1e-2, large=1e-1))
+                      lr_scale=dict(small=1e-3, medium=1e-2, large=1e-1),
+                      # Fine-tuning to a criterion: a member stops once its held-out accuracy on its own fine-tuning
+                      # distribution (C_FT with and without the shortcut, mixed as C_Tr) reaches `target` (0: off).
+                      target=0.0)
     # A phase's `member_batch`: members vmapped together in one training step (0: as many as fit the device's
     # activation budget, or all of them when members are sharded over several devices).
     c.sweep = dict(
@@ -52,11 +58,13 @@ def pcfg_config() -> ml_collections.ConfigDict:
     c.checkpoint = dict(every_chunks=5, keep=2)
 
     # The microscope (fttrace/evals/), run after fine-tuning in run-tree order.
-    c.evals = ("reft", "prune", "probe", "attention")
+    c.evals = ("reft", "prune", "probe", "attention", "patch")
     c.reft = dict(
         steps=500, batch_size=32, eval_every=25, schedule="constant", warmup_steps=0, weight_decay=0.01,
         grad_clip=1.0, b1=0.9, b2=0.999, member_batch=0,
-        lr_factor=0.1,  # reFT LR = fine-tuning LR x lr_factor (the study revives with a smaller LR)
+        lr_mode="shared",  # shared: reFT LR = pretraining LR x lr_scale in every cell; tied: fine-tuning LR x lr_factor
+        lr_scale=0.1,
+        lr_factor=0.1,
         threshold=0.95,  # revived: C_PT >= threshold x the lineage's pretrained C_PT
         control=True,  # also train the control pretrained without C_PT
         control_lr_factors=(1.0, 10.0),  # the control at the reFT LR and at a larger one
@@ -70,9 +78,11 @@ def pcfg_config() -> ml_collections.ConfigDict:
         mask_budgets=(0.01, 0.05),  # learned-mask budgets: fraction of MLP neurons removed
         mask_steps=100, mask_lr=0.1, mask_penalty=10.0, mask_examples=128,
         tolerance=0.05,  # k_revive: C_PT within this of the pretrained C_PT
+        random_draws=8,  # draws of k random neurons (the null of targeted pruning)
     )
     c.probe = dict(train_examples=1024, test_examples=512, steps=300, lr=0.01, weight_decay=1e-4)
     c.attention = dict(examples=256)
+    c.patch = dict(examples=256)  # held-out O_PT and O_FT queries each, for activation patching
     return ml_collections.ConfigDict(c)
 
 
@@ -91,7 +101,6 @@ def tracr_config(program: str, ft_target: str) -> ml_collections.ConfigDict:
         program=program,  # a key of fttrace.tasks.tracr.TRACR_PROGRAMS
         ft_target=ft_target,  # a key of fttrace.tasks.tracr_task.TARGETS[program], not the compiled one
         priors=dict(),
-        spurious_test=0.0,  # shortcut strength C_Te of the C_FT evaluation set (0: the true capability)
     )
     # Fine-tuning: AdamW at a constant LR, as in the PCFG studies. Named LRs scale `sweep.pretrain_lr` (here the
     # control's LR, 1e-3): small / medium / large = 1e-4 / 1e-3 / 1e-2, which for these compiled weights (O(1),

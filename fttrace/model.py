@@ -2,8 +2,10 @@
 
 Pre-LayerNorm by default; with `layer_norm=False` the residual stream is untouched between blocks, which is the
 layout Tracr-compiled weights expect. The forward pass can return every intermediate the microscope needs:
-the residual stream after the embeddings and after each block, each block's attention output and weights,
-and the MLP hidden units. Optional multiplicative masks switch off MLP neurons and attention heads (pruning).
+the residual stream after the embeddings and after each block, each block's attention output and weights, each
+head's and each MLP's contribution to the residual stream, and the MLP hidden units. Optional multiplicative masks
+switch off MLP neurons and attention heads (pruning); an optional patch replaces chosen heads' and MLPs'
+contributions with given ones (activation patching between models).
 
 Layers are a Python loop, not a `lax.scan`: on XLA:CPU the unrolled form is about twice as fast for these tiny
 models, and the layer count is small enough that compile time stays low.
@@ -65,8 +67,13 @@ class Attention(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, head_mask=None, last_query_only=False):
-        """x [B, T, d] -> output [B, Tq, d] and weights [B, H, Tq, T]; Tq is 1 with `last_query_only`."""
+    def __call__(self, x, head_mask=None, last_query_only=False, per_head=False, patch=None):
+        """x [B, T, d] -> output [B, Tq, d], weights [B, H, Tq, T] and (with `per_head` or `patch`) each head's
+        contribution [B, Tq, H, d] (else None); Tq is 1 with `last_query_only`.
+
+        patch: (weights [H], contributions [B, Tq, H, d]): head h's contribution becomes
+        w_h x the given one + (1 - w_h) x its own.
+        """
         c = self.cfg
         dt = DTYPES[c.dtype]
         proj = lambda name: nn.DenseGeneral(  # noqa: E731
@@ -81,9 +88,18 @@ class Attention(nn.Module):
         heads = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(dt), v)
         if head_mask is not None:
             heads = heads * head_mask[:, None].astype(dt)
-        out = nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=c.use_bias, kernel_init=_init, dtype=dt,
-                              name="out")(heads)
-        return out, weights
+        out_proj = nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=c.use_bias, kernel_init=_init, dtype=dt,
+                                   name="out")
+        out = out_proj(heads)
+        if not (per_head or patch is not None):
+            return out, weights, None
+        contributions = jnp.einsum("bqhe,hed->bqhd", heads, out_proj.variables["params"]["kernel"].astype(dt))
+        if patch is not None:
+            w, given = patch
+            w = w[:, None].astype(dt)
+            out = out + jnp.einsum("h,bqhd->bqd", w[:, 0], given.astype(dt) - contributions)
+            contributions = contributions + w * (given.astype(dt) - contributions)
+        return out, weights, contributions
 
 
 class MLP(nn.Module):
@@ -104,31 +120,41 @@ class Block(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, head_mask=None, neuron_mask=None, last_only=False):
-        """last_only: the block's output at the last position only ([B, 1, d])."""
+    def __call__(self, x, head_mask=None, neuron_mask=None, last_only=False, capture=False, patch=None):
+        """last_only: the block's output at the last position only ([B, 1, d]).
+        patch: {"heads": [H], "head_out": [B, T, H, d], "mlp": scalar, "mlp_out": [B, T, d]} (Transformer)."""
         norm = (lambda name: nn.LayerNorm(name=name, dtype=jnp.float32)) if self.cfg.layer_norm else (
             lambda name: (lambda y: y))
-        attn_out, weights = Attention(self.cfg, name="attn")(norm("ln1")(x), head_mask, last_only)
+        head_patch = None if patch is None else (patch["heads"], patch["head_out"])
+        attn_out, weights, head_out = Attention(self.cfg, name="attn")(norm("ln1")(x), head_mask, last_only,
+                                                                       per_head=capture, patch=head_patch)
         x = (x[..., -1:, :] if last_only else x) + attn_out
         mlp_out, hidden = MLP(self.cfg, name="mlp")(norm("ln2")(x), neuron_mask)
+        if patch is not None:
+            mlp_out = mlp_out + patch["mlp"].astype(mlp_out.dtype) * (patch["mlp_out"].astype(mlp_out.dtype) - mlp_out)
         x = x + mlp_out
-        return x, dict(attn_out=attn_out, attn_weights=weights, mlp_hidden=hidden)
+        inner = dict(attn_out=attn_out, attn_weights=weights, mlp_hidden=hidden)
+        return x, dict(inner, head_out=head_out, mlp_out=mlp_out) if capture else inner
 
 
 class Transformer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens, masks=None, capture: bool = False, answer_only: bool = False):
+    def __call__(self, tokens, masks=None, capture: bool = False, answer_only: bool = False, patch=None):
         """tokens [B, T] int -> logits [B, T, V] (float32).
 
         masks: optional {"heads": [L, H], "neurons": [L, d_mlp]} multiplicative masks.
         capture: also return {"residual": [L+1, B, T, d], "attn_out": [L, B, T, d],
-                              "attn_weights": [L, B, H, T, T], "mlp_hidden": [L, B, T, d_mlp]}.
+                              "attn_weights": [L, B, H, T, T], "mlp_hidden": [L, B, T, d_mlp],
+                              "head_out": [L, B, T, H, d] (each head's contribution to the residual stream),
+                              "mlp_out": [L, B, T, d]}.
         answer_only: return only the logits at the last position, [B, V] (computed without the rest).
+        patch: {"heads": [L, H], "head_out": [L, B, T, H, d], "mlp": [L], "mlp_out": [L, B, T, d]}: a weight of 1
+            replaces that head's (MLP's) contribution by the given one (another model's `capture`), 0 keeps it.
         """
-        if capture and answer_only:
-            raise ValueError("capture=True needs every position; it cannot be combined with answer_only=True")
+        if (capture or patch is not None) and answer_only:
+            raise ValueError("capture and patch need every position; they cannot be combined with answer_only=True")
         c = self.cfg
         t = tokens.shape[-1]
         x = nn.Embed(c.vocab_size, c.d_model, embedding_init=_init, name="embed")(tokens)
@@ -139,7 +165,8 @@ class Transformer(nn.Module):
             head_mask = None if masks is None else masks["heads"][i]
             neuron_mask = None if masks is None else masks["neurons"][i]
             last_only = answer_only and i == c.n_layers - 1
-            x, inner = Block(c, name=f"block_{i}")(x, head_mask, neuron_mask, last_only)
+            layer_patch = None if patch is None else {k: v[i] for k, v in patch.items()}
+            x, inner = Block(c, name=f"block_{i}")(x, head_mask, neuron_mask, last_only, capture, layer_patch)
             residual.append(x)
             captured.append(inner)
         if answer_only:

@@ -28,8 +28,9 @@ from fttrace.placement import Placement, sync
 from fttrace.progress import Progress
 from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
 from fttrace.sweep import Group, build_groups, shard_groups
+from fttrace.tasks import queries
 from fttrace.tasks.registry import build_task
-from fttrace.train import PHASE_IDS, DataSpec, PhaseLoop, TrainState, eval_sets_for, fan_out, init_members, \
+from fttrace.train import PHASE_IDS, PhaseLoop, TrainState, data_spec, eval_sets_for, fan_out, init_members, \
     member_key, new_state
 
 
@@ -37,10 +38,12 @@ def status_of(diverged) -> np.ndarray:
     return np.where(np.asarray(diverged), "diverged", "ok").astype(object)
 
 
-def with_divergence(records, diverged_step):
-    """Adds each member's divergence step (-1 if healthy) to the last record of a phase."""
+def with_final_steps(records, diverged_step, stop_step):
+    """Adds each member's divergence step (-1 if healthy) and the step at which it met the phase's criterion (-1 if
+    it did not, or the phase has none) to the last record of a phase."""
     step, metrics = records[-1]
-    return records[:-1] + [(step, dict(metrics, diverged_step=np.asarray(diverged_step, np.float64)))]
+    return records[:-1] + [(step, dict(metrics, diverged_step=np.asarray(diverged_step, np.float64),
+                                       stop_step=np.asarray(stop_step, np.float64)))]
 
 
 def phase_keys(base_seed: int, seeds, phase: str):
@@ -104,7 +107,7 @@ class GroupRun:
     def done(self, part: str) -> bool:
         return self.store.has_part(part)
 
-    def train_phase(self, phase: str, members: pd.DataFrame, state: TrainState, data: DataSpec,
+    def train_phase(self, phase: str, members: pd.DataFrame, state: TrainState, data,
                     phase_cfg=None, model=None) -> TrainState:
         """Train `state` for one phase, write its results part and keep its final state in `states`.
 
@@ -144,13 +147,14 @@ class GroupRun:
         return checkpoints.restore(like, final_step)[0]
 
     def write_phase(self, phase: str, members: pd.DataFrame, records, state: TrainState | None = None) -> None:
-        """Write one phase's records; with its final `state`, also each member's status and divergence step."""
+        """Write one phase's records; with its final `state`, also each member's status, divergence and stop step."""
         rows = self.placement.local_rows(len(members))
         local = [(step, self.placement.fetch(metrics, rows)) for step, metrics in records]
         status = None
         if state is not None:
-            diverged, diverged_step = self.placement.fetch((state.diverged, state.diverged_step), rows)
-            local, status = with_divergence(local, diverged_step), status_of(diverged)
+            diverged, diverged_step, stop_step = self.placement.fetch(
+                (state.diverged, state.diverged_step, state.stop_step), rows)
+            local, status = with_final_steps(local, diverged_step, stop_step), status_of(diverged)
         self.store.write_part(self.part_name(phase), long_frame(members.iloc[rows], phase, local, status))
 
     def pretrain(self) -> TrainState:
@@ -159,7 +163,7 @@ class GroupRun:
         pt = self.group.pretrain
         seeds, lrs = self.placement.place((pt.seed.to_numpy(np.int32), pt.pretrain_lr.to_numpy(np.float32)))
         state = init_members(self.group.model, self.config.pretrain, self.config.seed, seeds, lrs)
-        data = DataSpec(p_ft_operand=pt.prior.to_numpy(np.float32), spurious=np.zeros(len(pt), np.float32))
+        data = data_spec(queries.pretraining(self.task, pt.prior.to_numpy()), np.zeros(len(pt)))
         return self.train_phase("pretrain", pt, state, data)
 
     def load_pretrained(self) -> TrainState:
@@ -177,7 +181,7 @@ class GroupRun:
             evaluate_only = ml_collections.ConfigDict(dict(self.config.pretrain.to_dict(), steps=0))
             loop = PhaseLoop(self.group.model, self.task, evaluate_only, self.eval_sets,
                              self.config.eval.member_batch, sharding=self.placement.members)
-            data = DataSpec(p_ft_operand=np.zeros(len(pt), np.float32), spurious=np.zeros(len(pt), np.float32))
+            data = data_spec(queries.reft(self.task, len(pt)), np.zeros(len(pt)))
             _, records = loop.run(state, self.placement.place(data))
             self.write_phase("pretrain", pt, records, state)
         self.states["pretrain"] = state
@@ -188,7 +192,11 @@ class GroupRun:
         parents, lrs, keys = self.placement.place((
             self.group.parent_index.astype(np.int32), ft.finetune_lr.to_numpy(np.float32),
             phase_keys(self.config.seed, ft.seed.to_numpy(), "finetune")))
-        data = DataSpec(p_ft_operand=np.ones(len(ft), np.float32), spurious=ft.spurious.to_numpy(np.float32))
+        # The criterion is accuracy on the member's own fine-tuning distribution: its mixture of inputs with and
+        # without the shortcut, on the held-out sets.
+        spurious = ft.spurious.to_numpy(np.float32)
+        data = data_spec(queries.fine_tuning(self.task, len(ft)), spurious,
+                         criterion={"ft": 1 - spurious, "ft_shortcut": spurious})
         if not protocols.in_sweep(self.config):
             state = fan_out(self.states["pretrain"], parents, self.config.finetune, lrs, keys)
             return self.train_phase("finetune", ft, state, data)
@@ -276,8 +284,7 @@ def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
     progress = Progress(quiet or not store.writes_results)
     task = build_task(config)
     # Jitted: one compiled program instead of a couple of hundred eagerly compiled sampler ops (same values).
-    eval_sets = placement.replicate(jax.jit(lambda: eval_sets_for(task, config.eval.examples, config.eval.seed,
-                                                                  config.task.spurious_test))())
+    eval_sets = placement.replicate(jax.jit(lambda: eval_sets_for(task, config.eval.examples, config.eval.seed))())
     groups = build_groups(config)
     if shard:
         groups = shard_groups(groups, *shard)

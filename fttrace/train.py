@@ -23,6 +23,7 @@ import flax
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from fttrace.members import map_members
@@ -37,16 +38,28 @@ class TrainState:
     step: jax.Array  # int32
     diverged: jax.Array  # bool: frozen because something became non-finite
     diverged_step: jax.Array  # int32, -1 while healthy
+    stopped: jax.Array  # bool: frozen because it reached its phase's criterion (`phase.target`)
+    stop_step: jax.Array  # int32: the step at which it did, -1 while training
 
 
 @flax.struct.dataclass
 class DataSpec:
-    """Per-member parameters of the training distribution (scalars per member) and of the update."""
-    p_ft_operand: jax.Array  # probability that a sequence asks about the fine-tuning operand
+    """Per-member parameters of the training distribution and of the update."""
+    queries: jax.Array  # [Q]: probabilities over the task's `queries` (which operand or target a sequence asks for)
     spurious: jax.Array  # probability that a sequence carries the shortcut
     # The members' fine-tuning protocol (protocols.UpdateSpec: which entries train, L2-SP strength and anchor);
     # None: every parameter trains freely.
     protocol: Any = None
+    # The phase's stopping criterion: {eval set name: weight [members]}; a member stops once the weighted sum of its
+    # accuracies on those held-out sets reaches `phase.target`. None: every member trains for the whole budget.
+    criterion: Any = None
+
+
+def data_spec(queries, spurious, criterion=None) -> DataSpec:
+    """A DataSpec of float32 numpy arrays (queries [members, Q], spurious [members])."""
+    crit = None if criterion is None else {k: np.asarray(v, np.float32) for k, v in criterion.items()}
+    return DataSpec(queries=np.asarray(queries, np.float32), spurious=np.asarray(spurious, np.float32),
+                    criterion=crit)
 
 
 def lr_multiplier(phase) -> Callable:
@@ -93,7 +106,8 @@ def flat_params(params) -> tuple[jax.Array, Callable]:
 def new_state(params, phase, lr, key) -> TrainState:
     return TrainState(params=params, opt_state=make_optimizer(phase, lr).init(flat_params(params)[0]), key=key,
                       step=jnp.zeros((), jnp.int32), diverged=jnp.zeros((), bool),
-                      diverged_step=jnp.full((), -1, jnp.int32))
+                      diverged_step=jnp.full((), -1, jnp.int32), stopped=jnp.zeros((), bool),
+                      stop_step=jnp.full((), -1, jnp.int32))
 
 
 def fan_out(parent: TrainState, parent_index, phase, lrs, keys, wrap=None) -> TrainState:
@@ -123,7 +137,7 @@ def answer_loss(model: Transformer, params, tokens, answers, masks=None):
 def train_step(model, task, phase, state: TrainState, data: DataSpec):
     """One step of one member (vmapped by the caller). Returns the new state and the training loss."""
     key, k_batch = jax.random.split(state.key)
-    tokens, answers = task.sample(k_batch, phase.batch_size, data.p_ft_operand, data.spurious)
+    tokens, answers = task.sample(k_batch, phase.batch_size, data.queries, data.spurious)
     (loss, _), grads = jax.value_and_grad(lambda p: answer_loss(model, p, tokens, answers), has_aux=True)(
         state.params)
     return apply_gradients(phase, state, key, loss, grads, data.protocol)
@@ -131,7 +145,8 @@ def train_step(model, task, phase, state: TrainState, data: DataSpec):
 
 def apply_gradients(phase, state: TrainState, key, loss, grads, protocol=None):
     """One optimiser update of one member; a member whose loss, gradients or new parameters are not finite is
-    frozen (and marked diverged at this step) instead. Returns the new state and the loss (NaN once frozen).
+    frozen (and marked diverged at this step) instead, and a stopped member stays as it is. Returns the new state
+    and the loss (NaN once frozen).
 
     protocol: the member's protocols.UpdateSpec, or None. With one, the L2-SP gradient l2sp x (w - anchor) joins the
     loss gradient, and the gradient (before clipping) and the update are multiplied by the mask, so entries
@@ -145,9 +160,10 @@ def apply_gradients(phase, state: TrainState, key, loss, grads, protocol=None):
     if protocol is not None:
         updates = updates * protocol.mask
     new_flat = flat + updates
-    ok = ~state.diverged & jnp.isfinite(loss) & jnp.isfinite(flat_grads).all() & jnp.isfinite(new_flat).all()
+    finite = jnp.isfinite(loss) & jnp.isfinite(flat_grads).all() & jnp.isfinite(new_flat).all()
+    ok = ~state.diverged & ~state.stopped & finite
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)  # noqa: E731
-    diverging = ~state.diverged & ~ok
+    diverging = ~state.diverged & ~state.stopped & ~finite
     return state.replace(
         params=unflatten(keep(new_flat, flat)), opt_state=keep(opt_state, state.opt_state), key=key,
         step=state.step + 1, diverged=state.diverged | diverging,
@@ -224,31 +240,35 @@ class PhaseLoop:
         def eval_fn(params, sets):
             return map_members(lambda p: evaluate(self.model, p, sets), params, batch=member_batch)
 
+        target = phase.get("target", 0.0)
+
         def chunk(state, data, sets):
             state, losses = advance(state, data)
             metrics = eval_fn(state.params, sets)
             metrics["train_loss"] = jnp.nanmean(losses, axis=0)
-            return state, metrics
+            return stop_at_target(state, data, metrics, target), metrics
 
-        def first_record(params, sets):
-            metrics = eval_fn(params, sets)
-            metrics["train_loss"] = jnp.full(jax.tree.leaves(params)[0].shape[:1], jnp.nan)
-            return metrics
+        def first_record(state, data, sets):
+            metrics = eval_fn(state.params, sets)
+            metrics["train_loss"] = jnp.full(state.step.shape, jnp.nan)
+            return stop_at_target(state, data, metrics, target), metrics
 
         placed = {} if sharding is None else {"out_shardings": sharding}
         self._chunk = jax.jit(chunk, donate_argnums=0, **placed)
-        self._eval = jax.jit(first_record, **placed)
+        self._first = jax.jit(first_record, **placed)
 
     def run(self, state: TrainState, data: DataSpec, on_chunk=None, records=None, on_records=None):
         """Train for `phase.steps`; returns the final state and [(step, {metric: [members]}), ...].
 
-        The first record (step 0) evaluates the state before any update. Metrics stay on device (with several
-        processes, each holds only its members' values). `on_chunk(step, total, seconds)` is called after each
-        chunk (progress display), `on_records(state, records)` too (checkpoints). To resume, pass the records of
-        the interrupted run with its state: training goes on after the last recorded step.
+        The first record (step 0) evaluates the state before any update. With `phase.target` and a criterion in
+        `data`, a member that meets it at an evaluation stops there (step 0 included). Metrics stay on device (with
+        several processes, each holds only its members' values). `on_chunk(step, total, seconds)` is called after
+        each chunk (progress display), `on_records(state, records)` too (checkpoints). To resume, pass the records
+        of the interrupted run with its state: training goes on after the last recorded step.
         """
         if records is None:
-            records = [(0, self._eval(state.params, self.eval_sets))]
+            state, metrics = self._first(state, data, self.eval_sets)
+            records = [(0, metrics)]
         records = list(records)
         steps, every = self.phase.steps, self.phase.eval_every
         for done in range(records[-1][0] + every, steps + 1, every):
@@ -262,11 +282,27 @@ class PhaseLoop:
         return state, records
 
 
-def eval_sets_for(task, examples: int, seed: int, spurious_test: float = 0.0) -> dict:
-    """Held-out sets shared by every member: C_PT (pretraining operand) and C_FT (fine-tuning operand)."""
-    key = jax.random.fold_in(jax.random.PRNGKey(seed), PHASE_IDS["eval"])
-    k_pt, k_ft = jax.random.split(key)
-    return {"pt": task.sample(k_pt, examples, 0.0, 0.0), "ft": task.sample(k_ft, examples, 1.0, spurious_test)}
+def stop_at_target(state: TrainState, data: DataSpec, metrics: dict, target: float) -> TrainState:
+    """Stop every healthy member whose criterion (data.criterion: weights over eval sets) reaches `target` now."""
+    if data.criterion is None or not target:
+        return state
+    score = sum(weight * metrics[f"{name}_acc"] for name, weight in data.criterion.items())
+    reached = ~state.stopped & ~state.diverged & (score >= target)
+    return state.replace(stopped=state.stopped | reached, stop_step=jnp.where(reached, state.step, state.stop_step))
+
+
+EVAL_SETS = ("pt", "ft", "ft_shortcut")  # C_PT; C_FT without the shortcut (C_Te = 0); C_FT with it (C_Te = 1)
+
+
+def eval_sets_for(task, examples: int, seed: int, name: str = "eval") -> dict:
+    """Held-out sets shared by every member, drawn from the task's held-out inputs: "pt" asks about the pretraining
+    operand (target), "ft" about the fine-tuning one without the shortcut and "ft_shortcut" with it on every input.
+    `name` seeds a distinct draw: "eval" the sets logged during training (and read by stopping criteria), "test"
+    those of the end-of-phase diagnostics."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), PHASE_IDS["eval"]), sum(map(ord, name)))
+    keys = jax.random.split(key, len(EVAL_SETS))
+    mixes = {"pt": task.query_mix(pt=1.0), "ft": task.query_mix(ft=1.0), "ft_shortcut": task.query_mix(ft=1.0)}
+    return {s: task.sample_heldout(k, examples, mixes[s], float(s == "ft_shortcut")) for s, k in zip(EVAL_SETS, keys)}
 
 
 def param_count(params) -> int:

@@ -1,4 +1,5 @@
-"""Each evaluation measures what it claims, on constructed cases; then all four run as phases of a study."""
+"""Each evaluation measures what it claims, on constructed cases, and reads its null; then all of them run as
+phases of a study."""
 import types
 
 import jax
@@ -7,17 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fttrace.evals import attention, probe, prune
+from fttrace.evals import attention, patch, probe, prune, regime
 from fttrace.evals.reft import steps_to_threshold
 from fttrace.model import ModelConfig, Transformer, init_params
 from fttrace.pipeline import run_study
 from fttrace.sweep import build_groups
+from fttrace.tasks import queries
 from fttrace.tasks.registry import build_task
-from fttrace.train import DataSpec, PhaseLoop, answer_loss, eval_sets_for, init_members
+from fttrace.train import PhaseLoop, answer_loss, data_spec, eval_sets_for, init_members
 from helpers import tiny_config
 
 
-def test_probe_reads_a_planted_linear_feature_and_shuffled_labels_stay_at_chance():
+def test_probe_reads_a_planted_linear_feature_and_its_control_target_stays_at_chance():
     key = jax.random.PRNGKey(0)
     n, d, classes = 1200, 16, 5
     y = jax.random.randint(key, (n,), 0, classes)
@@ -28,10 +30,12 @@ def test_probe_reads_a_planted_linear_feature_and_shuffled_labels_stay_at_chance
     cfg = types.SimpleNamespace(lr=0.05, weight_decay=0.0, steps=300)
     acc = probe.fit_probe(x[:800], y[:800], x[800:], y[800:], n_classes=classes, cfg=cfg)
     assert acc > 0.95
-    shuffled = jax.random.permutation(jax.random.PRNGKey(2), y)
-    chance = probe.fit_probe(x[:800], shuffled[:800], x[800:], shuffled[800:], n_classes=classes, cfg=cfg)
-    majority = np.bincount(np.asarray(shuffled[800:])).max() / 400
+    # The control target: same distribution as the target, independent of it, and not encoded in the features.
+    control = jax.random.randint(jax.random.PRNGKey(2), (n,), 0, classes)
+    chance = probe.fit_probe(x[:800], control[:800], x[800:], control[800:], n_classes=classes, cfg=cfg)
+    majority = np.bincount(np.asarray(control[800:])).max() / 400
     assert chance < majority + 0.08
+    assert acc - chance > 0.7  # the selectivity of a probe that reads the target
 
 
 def test_attention_mass_of_a_hand_built_uniform_pattern_is_exact():
@@ -43,15 +47,25 @@ def test_attention_mass_of_a_hand_built_uniform_pattern_is_exact():
     # Zero queries: every score is 0, so causal attention from the last position is uniform over all T keys.
     params = jax.tree_util.tree_map_with_path(
         lambda path, x: jnp.zeros_like(x) if "query" in jax.tree_util.keystr(path) else x, params)
-    tokens, _ = task.sample(jax.random.PRNGKey(3), 64, 0.5, 0.0)
-    targets = attention.attention_targets(task, tokens)
-    mass = attention.attention_mass(Transformer(cfg), params, tokens, targets)  # [L, H, 3]
+    tokens, _ = task.sample(jax.random.PRNGKey(3), 64, task.query_mix(pt=0.5, ft=0.5), 0.0)
+    weights = attention.answer_attention(Transformer(cfg), params, tokens)
+    mass = attention.attention_mass(weights, task.attention_masks(tokens))  # [L, H, 3]
     t = tokens.shape[1]
     data = np.asarray(tokens[:, 2:-1])
     expected = [1 / t,
                 (data == task.vocab.terminal(task.pt_operand)).sum(1).mean() / t,
                 (data == task.vocab.terminal(task.ft_operand)).sum(1).mean() / t]
     np.testing.assert_allclose(mass, np.broadcast_to(expected, mass.shape), rtol=1e-5)
+    # Total variation: 0 against itself; against attention all on one key, 1 - 1/T.
+    np.testing.assert_allclose(attention.total_variation(weights, weights), 0.0, atol=1e-7)
+    one_key = jnp.zeros_like(weights).at[..., 0].set(1.0)
+    np.testing.assert_allclose(attention.total_variation(weights, one_key), 1 - 1 / t, rtol=1e-5)
+
+
+def test_seed_partners_pair_each_pretrained_member_with_the_next_seed_of_its_cell():
+    members = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2, 0], "prior": [0.2, 0.02] * 3 + [0.5],
+                            "pretrain_lr": 1e-3})
+    np.testing.assert_array_equal(attention.seed_partners(members), [2, 3, 4, 5, 0, 1, -1])
 
 
 def test_steps_to_threshold_reads_the_first_step_that_reaches_it():
@@ -71,8 +85,8 @@ def trained_counter():
     task = build_task(config)
     eval_sets = eval_sets_for(task, config.eval.examples, config.eval.seed)
     state = init_members(group.model, config.pretrain, 0, [0], [3e-3])
-    state, _ = PhaseLoop(group.model, task, config.pretrain, eval_sets).run(state, DataSpec(
-        p_ft_operand=jnp.zeros(1), spurious=jnp.zeros(1)))
+    state, _ = PhaseLoop(group.model, task, config.pretrain, eval_sets).run(state, data_spec(
+        queries.reft(task, 1), np.zeros(1)))
     return config, group, task, eval_sets, state
 
 
@@ -116,6 +130,65 @@ def test_pruning_finds_and_removes_a_known_wrapper(trained_counter):
     assert kr[0] <= 3
     # The learned mask removes the wrapper too once its budget covers three units.
     assert np.asarray(curves["mask"]["pt_acc"]).max() >= original - 0.02
+    # Removing the located units takes C_FT's wrapper answer away as C_PT comes back.
+    ft_acc = np.asarray(curves["neurons"]["ft_acc"])
+    assert ft_acc[ks.index(3)] != ft_acc[0]
+
+
+def test_random_pruning_of_an_untouched_model_gains_nothing_on_average(trained_counter):
+    config, group, task, eval_sets, state = trained_counter
+    base = jax.tree.map(lambda x: x[0], state.params)
+    run = types.SimpleNamespace(config=config, group=group, task=task, eval_sets=eval_sets,
+                                states={"pretrain": types.SimpleNamespace(params=state.params)})
+    curve = np.asarray(jax.jit(prune.Pruner(run)._random_curve)(base, {"pt": eval_sets["pt"]})["pt_acc"])
+    gains = curve[1:] - curve[0]
+    assert gains.mean() <= 0.005 and np.abs(gains).max() < 0.1, curve
+    # The draws do remove k units: with every MLP neuron removed the counter is gone.
+    every = config.copy_and_resolve_references()
+    every.prune.neuron_ks = (0, group.model.n_layers * group.model.mlp)
+    run.config = every
+    curve = np.asarray(jax.jit(prune.Pruner(run)._random_curve)(base, {"pt": eval_sets["pt"]})["pt_acc"])
+    assert curve[1] < curve[0] - 0.3, curve
+
+
+def test_patching_the_parent_back_into_a_hand_made_wrapper_locates_it(trained_counter):
+    config, group, task, eval_sets, state = trained_counter
+    parent = jax.tree.map(lambda x: x[0], state.params)
+    child = add_wrapper(parent, jnp.asarray([5, 17, 40]), task.vocab.none)  # the wrapper sits in the last MLP
+    run = types.SimpleNamespace(config=config, group=group, eval_sets=eval_sets)
+    patcher = patch.Patcher(run)
+    acc = jax.jit(patcher.accuracies)((child, parent))["pt"]
+    by_site = dict(zip(patcher.names, np.asarray(acc)))
+    last = group.model.n_layers - 1
+    model = Transformer(group.model)
+    original = float(answer_loss(model, parent, *(x[:config.patch.examples] for x in eval_sets["pt"]))[1])
+    assert by_site["none"] < 0.2 < original
+    np.testing.assert_allclose(by_site[f"L{last}.mlp"], original, atol=1e-6)  # the parent's MLP undoes it
+    np.testing.assert_allclose(by_site[f"L{last}.block"], original, atol=1e-6)
+    assert by_site["L0.h0"] < 0.2 and by_site["L0.mlp"] < 0.2  # elsewhere a patch changes nothing that matters
+
+
+def test_output_function_identifies_an_operand_blind_counter(trained_counter):
+    """The counter trained on O_PT queries only never reads the operand: on O_FT queries it answers count(O_PT)."""
+    config, group, task, eval_sets, state = trained_counter
+    run = types.SimpleNamespace(config=config, group=group, task=task, eval_sets=eval_sets)
+    diagnostics = regime.Diagnostics(run)
+    out = jax.jit(diagnostics.measure)(jax.tree.map(lambda x: x[0], state.params))
+    assert float(out["ft_query.pt_share"]) > 0.6 > float(out["ft_query.ft_share"])
+    assert float(out["pt_query.pt_share"]) > 0.6
+    shares = [float(out[f"ft_query.{f}_share"]) for f in regime.FUNCTIONS]
+    np.testing.assert_allclose(sum(shares), 1.0, rtol=1e-5)
+    rows = diagnostics.task_rows()
+    assert rows["heldout.eval_share"] == 1.0 and rows["heldout.train_share"] == 0.0
+    # The operand-blind level is that model's C_FT: the share of O_FT test inputs whose two answers agree.
+    np.testing.assert_allclose(rows["test.blind_acc"], 1 - rows["test.discriminating"], atol=1e-6)
+
+
+def test_function_shares_count_each_answer_once():
+    labels = {"pt": jnp.asarray([1, 1, 2, 3, 4]), "ft": jnp.asarray([2, 1, 3, 5, 6])}  # input 1 does not discriminate
+    predicted = jnp.asarray([2, 9, 2, 7, 0])  # ft, (ignored), pt, majority (7), other
+    shares = np.asarray(regime.function_shares(predicted, labels, majority=7))
+    np.testing.assert_allclose(shares, [0.25, 0.25, 0.25, 0.25])
 
 
 @pytest.fixture(scope="module")
@@ -140,27 +213,45 @@ def test_control_is_explicit_in_the_results(study):
     assert cp.member.nunique() == 2 and (cp.prior_name == "control").all()
     assert set(cr.parent) == set(cp.member)
     assert set(cr.control_lr_factor) == {1.0, 10.0}
-    reft_lr = study[study.phase == "reft"].reft_lr.iloc[0]
-    np.testing.assert_allclose(sorted(set(cr.reft_lr)), [reft_lr, 10 * reft_lr])
+    reft = study[study.phase == "reft"]
+    # One reFT LR for every fine-tuning LR (the shared mode): the pretraining LR x reft.lr_scale.
+    np.testing.assert_allclose(reft.reft_lr.unique(), [reft.pretrain_lr.iloc[0] * 0.1])
+    np.testing.assert_allclose(sorted(set(cr.reft_lr)), [reft.reft_lr.iloc[0], 10 * reft.reft_lr.iloc[0]])
+    assert (cr.reft_lr_base == reft.reft_lr.iloc[0]).all()
     assert {"steps_to_threshold", "reached"} <= set(cr.metric)
 
 
-def test_probe_and_attention_cover_every_level_of_the_run_tree(study):
-    for phase in ("probe", "attention"):
+def test_probe_regime_and_attention_cover_every_level_of_the_run_tree(study):
+    for phase in ("probe", "regime"):
         members = set(study[study.phase == phase].member)
-        assert any(m.startswith("pt") for m in members) and any(m.startswith("ft") for m in members)
-        assert any(m.startswith("rft") for m in members)
+        for prefix in ("pt", "ft", "rft", "cpt"):
+            assert any(m.startswith(prefix) for m in members), (phase, prefix)
+        assert any("-x10" in m for m in members)  # the control after its C_PT training
+    attention_members = set(study[study.phase == "attention"].member)
+    assert {m[:2] for m in attention_members} >= {"pt", "ft", "rf"}
     probe_rows = study[study.phase == "probe"]
     assert set(probe_rows.step) == {0, 1}  # embeddings and one block
-    assert {"resid.pt_acc", "resid.ft_acc", "resid.shuffled_acc", "attn.pt_acc", "init_resid.pt_acc"} <= \
+    assert {"resid.pt_acc", "resid.ft_acc", "resid.control_acc", "attn.pt_acc", "init_resid.control_acc"} <= \
         set(probe_rows.metric)
+    regime_rows = study[study.phase == "regime"]
+    assert {"test.pt_acc", "test.ft_shortcut_acc", "ft_query.pt_share", "init_test.pt_acc",
+            "test.blind_acc", "heldout.train_share"} <= set(regime_rows.metric)
 
 
-def test_prune_rows_for_fine_tuned_members_and_pretrained_control(study):
+def test_an_unchanged_model_is_unchanged_under_every_measurement(study):
+    """Fine-tuning at LR ~0: every patch and attention change reads 0; pruning needs nothing to revive C_PT."""
     rows = study[study.phase == "prune"]
-    assert any(m.startswith("pt") for m in rows.member) and any(m.startswith("ft") for m in rows.member)
-    for method in ("neurons", "heads", "weights", "mask", "neurons_remove_ft"):
+    assert {m[:2] for m in rows.member} >= {"pt", "ft", "cp"}
+    for method in ("neurons", "heads", "weights", "mask", "neurons_remove_ft", "neurons_random"):
         assert f"{method}.pt_acc" in set(rows.metric) and f"{method}.k_revive" in set(rows.metric)
-    # An unchanged model needs no pruning to have its pretrained C_PT.
     ft_kr = rows[rows.member.str.startswith("ft") & (rows.metric == "neurons.k_revive")].value
     assert (ft_kr == 0).all()
+    patched = study[study.phase == "patch"].pivot_table(index="member", columns="metric", values="value")
+    for column in patched:
+        target = column.split(".")[-1]
+        np.testing.assert_allclose(patched[column], patched[f"none.{target}"])
+    change = study[(study.phase == "attention") & study.metric.str.endswith("tv_parent")]
+    assert (change[change.member.str.startswith("ft")].value.abs() < 1e-6).all()
+    assert (change[change.member.str.startswith("rft")].value > 1e-5).all()  # reFT trains at the shared LR
+    null = study[(study.phase == "attention") & study.metric.str.endswith("tv_seed")]
+    assert (null.value > 1e-3).all()  # two seeds' models attend differently

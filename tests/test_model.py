@@ -102,3 +102,35 @@ def test_answer_only_equals_the_last_position_of_the_full_pass(layer_norm, causa
     np.testing.assert_allclose(last, full[:, -1], rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="capture"):
         model.apply({"params": p}, tokens(), capture=True, answer_only=True)
+
+
+def test_head_contributions_add_up_to_the_attention_output(params):
+    _, inter = Transformer(CFG).apply({"params": params}, tokens(), capture=True)
+    assert inter["head_out"].shape == (3, 3, 10, 2, 16) and inter["mlp_out"].shape == (3, 3, 10, 16)
+    for i in range(CFG.n_layers):
+        bias = params[f"block_{i}"]["attn"]["out"]["bias"]
+        np.testing.assert_allclose(inter["head_out"][i].sum(-2) + bias, inter["attn_out"][i], atol=1e-5)
+
+
+def test_patching_swaps_exactly_the_patched_sites(params):
+    other = init_params(CFG, jax.random.PRNGKey(5))
+    model, x = Transformer(CFG), tokens()
+    plain, mine = model.apply({"params": params}, x, capture=True)
+    theirs_logits, theirs = model.apply({"params": other}, x, capture=True)
+    zeros = {"heads": jnp.zeros((3, 2)), "head_out": theirs["head_out"], "mlp": jnp.zeros(3),
+             "mlp_out": theirs["mlp_out"]}
+    np.testing.assert_allclose(model.apply({"params": params}, x, patch=zeros), plain, atol=1e-5)
+    # Patching every site of every block gives the other model's residual stream exactly (embeddings aside).
+    everything = dict(zeros, heads=jnp.ones((3, 2)), mlp=jnp.ones(3))
+    _, patched = model.apply({"params": params}, x, patch=everything, capture=True)
+    for i in range(CFG.n_layers):
+        np.testing.assert_allclose(patched["head_out"][i], theirs["head_out"][i], atol=1e-5)
+        np.testing.assert_allclose(patched["mlp_out"][i], theirs["mlp_out"][i], atol=1e-5)
+    # One head of block 0: block 0's other head keeps its own contribution; the patched one is theirs.
+    one = dict(zeros, heads=jnp.zeros((3, 2)).at[0, 1].set(1.0))
+    _, single = model.apply({"params": params}, x, patch=one, capture=True)
+    np.testing.assert_allclose(single["head_out"][0, ..., 0, :], mine["head_out"][0, ..., 0, :], atol=1e-6)
+    np.testing.assert_allclose(single["head_out"][0, ..., 1, :], theirs["head_out"][0, ..., 1, :], atol=1e-6)
+    assert not np.allclose(single["residual"][1], mine["residual"][1])
+    with pytest.raises(ValueError, match="patch"):
+        model.apply({"params": params}, x, patch=zeros, answer_only=True)

@@ -51,69 +51,95 @@ def test_jax_sampler_matches_python_reference_distribution(jax_strings):
 
 @pytest.mark.parametrize("name", ["counter", "index"])
 def test_labels_match_reference(name):
-    task = pcfg.PCFGTask(GRAMMAR, name)
+    task = pcfg.PCFGTask(GRAMMAR, name, other_operands=(3, 5))
     v = task.vocab
-    tokens, answers = task.sample(jax.random.PRNGKey(3), 400, 0.5, 0.0)
+    tokens, answers = task.sample(jax.random.PRNGKey(3), 400, task.query_mix(pt=0.4, ft=0.3, other=0.3), 0.0)
     tokens, answers = np.asarray(tokens), np.asarray(answers)
     assert tokens.shape == (400, task.seq_len)
     assert (tokens[:, 0] == v.TASK[name]).all() and (tokens[:, -1] == v.ANS).all()
-    for row, answer in zip(tokens, answers):
+    labels = {k: np.asarray(x) for k, x in task.labels(tokens).items()}
+    for i, (row, answer) in enumerate(zip(tokens, answers)):
         operand = row[1] - v.first_terminal
         data = [t - v.first_terminal for t in row[2:-1] if t != v.PAD]
         assert pcfg.reference_derivable(GRAMMAR, data)
-        kind, value = pcfg.reference_answer(name, data, operand)
-        expected = v.none if value is None else v.number(value)
-        assert answer == expected
+        for target, which in (("pt", task.pt_operand), ("ft", task.ft_operand), ("control", task.control),
+                              ("asked", operand)):
+            kind, value = pcfg.reference_answer(name, data, which)
+            expected = v.none if value is None else v.number(value)
+            assert (answer if target == "asked" else labels[target][i]) == expected
     operands = tokens[:, 1] - v.first_terminal
-    assert set(operands) == {task.pt_operand, task.ft_operand}
+    assert set(operands) == {task.pt_operand, task.ft_operand, 3, 5}
 
 
-def test_operand_prior_is_respected():
-    task = pcfg.PCFGTask(GRAMMAR, "counter")
-    tokens, _ = task.sample(jax.random.PRNGKey(4), 20000, 0.05, 0.0)
-    share = (np.asarray(tokens[:, 1]) == task.vocab.terminal(task.ft_operand)).mean()
-    assert abs(share - 0.05) < 0.01
+def test_query_mix_is_respected():
+    task = pcfg.PCFGTask(GRAMMAR, "counter", other_operands=(3, 5))
+    tokens, _ = task.sample(jax.random.PRNGKey(4), 20000, task.query_mix(pt=0.5, ft=0.05, other=0.45), 0.0)
+    operand = np.asarray(tokens[:, 1]) - task.vocab.first_terminal
+    assert abs((operand == task.ft_operand).mean() - 0.05) < 0.01
+    assert abs((operand == task.pt_operand).mean() - 0.5) < 0.02
+    assert abs((operand == 3).mean() - 0.225) < 0.02 and abs((operand == 5).mean() - 0.225) < 0.02
+    # Without other operands, their share goes to O_PT.
+    plain = pcfg.PCFGTask(GRAMMAR, "counter")
+    np.testing.assert_allclose(plain.query_mix(pt=0.5, ft=0.1, other=0.4), [0.9, 0.1, 0.0])
 
 
-def test_counter_shortcut_equalises_counts():
-    task = pcfg.PCFGTask(GRAMMAR, "counter")
+def test_control_terminal_is_never_asked_about_and_as_frequent_as_o_pt():
+    task = pcfg.PCFGTask(GRAMMAR, "counter", other_operands=(3, 5))
+    assert task.control not in task.asked
+    f = task.terminal_frequencies
+    free = [t for t in range(10) if t not in task.asked]
+    assert abs(f[task.control] - f[task.pt_operand]) == min(abs(f[t] - f[task.pt_operand]) for t in free)
+    assert pcfg.PCFGTask(GRAMMAR, "counter", control_operand=9).control == 9
+
+
+def _data(task, tokens):
+    return np.asarray(task.data_of(tokens))
+
+
+@pytest.mark.parametrize("name,pt,ft", [("counter", 0, 2), ("index", 1, 0)])
+def test_shortcut_is_a_grammar_string_on_which_it_holds(name, pt, ft):
+    task = pcfg.PCFGTask(GRAMMAR, name, pt_operand=pt, ft_operand=ft)
     v = task.vocab
-    tokens, answers = task.sample(jax.random.PRNGKey(5), 2000, 1.0, 1.0)
-    data = np.asarray(tokens[:, 2:-1])
-    n_pt = (data == v.terminal(task.pt_operand)).sum(1)
-    n_ft = (data == v.terminal(task.ft_operand)).sum(1)
-    assert (n_pt == n_ft).mean() > 0.99
-    assert (np.asarray(answers) == v.number(n_ft)).all()
-    # Without the shortcut the counts are not tied.
-    tokens, _ = task.sample(jax.random.PRNGKey(5), 2000, 1.0, 0.0)
-    data = np.asarray(tokens[:, 2:-1])
-    assert ((data == v.terminal(task.pt_operand)).sum(1) == (data == v.terminal(task.ft_operand)).sum(1)).mean() < 0.5
+    tokens, answers = task.sample(jax.random.PRNGKey(5), 2000, task.query_mix(ft=1.0), 1.0)
+    data = _data(task, tokens)
+    holds = np.asarray(task.shortcut_holds(data))
+    assert holds.mean() > 0.99  # rejection sampling: a string without it only when every candidate misses
+    for row in data[:300]:  # every string stays in the grammar's language
+        assert pcfg.reference_derivable(GRAMMAR, row[row >= 0].tolist())
+    for row, answer, ok in zip(data, np.asarray(answers), holds):  # the shortcut makes C_PT give the C_FT answer
+        if ok:
+            kind, value = pcfg.reference_answer(name, row[row >= 0].tolist(), pt)
+            at_pt = v.number(value) if kind == "count" else v.number(value - 1)
+            assert answer == at_pt
+    tokens, _ = task.sample(jax.random.PRNGKey(5), 2000, task.query_mix(ft=1.0), 0.0)
+    assert np.asarray(task.shortcut_holds(_data(task, tokens))).mean() < 0.5
 
 
-def test_partial_shortcut_strength():
+def test_partial_shortcut_strength_is_a_dose():
     task = pcfg.PCFGTask(GRAMMAR, "counter")
-    v = task.vocab
-    tokens, _ = task.sample(jax.random.PRNGKey(6), 4000, 1.0, 0.5)
-    data = np.asarray(tokens[:, 2:-1])
-    tied = ((data == v.terminal(0)).sum(1) == (data == v.terminal(2)).sum(1)).mean()
-    base = 0.3  # about a third of unedited strings tie by chance; half are edited
-    assert 0.5 + 0.5 * base - 0.1 < tied < 0.5 + 0.5 * base + 0.15
+    rates = []
+    for spurious in (0.0, 0.5, 1.0):
+        tokens, _ = task.sample(jax.random.PRNGKey(6), 4000, task.query_mix(ft=1.0), spurious)
+        rates.append(np.asarray(task.shortcut_holds(_data(task, tokens))).mean())
+    natural = rates[0]  # about 0.3 of grammar strings tie by chance
+    assert 0.2 < natural < 0.4 and rates[2] > 0.99
+    np.testing.assert_allclose(rates[1], natural + 0.5 * (1 - natural), atol=0.03)
 
 
-def test_index_shortcut_places_pretraining_operand_after_first_fine_tuning_operand():
-    task = pcfg.PCFGTask(GRAMMAR, "index")
-    v = task.vocab
-    tokens, answers = task.sample(jax.random.PRNGKey(7), 2000, 1.0, 1.0)
-    tokens, answers = np.asarray(tokens), np.asarray(answers)
-    data = tokens[:, 2:-1]
-    ok = 0
-    for row, answer in zip(data, answers):
-        pt_pos = np.flatnonzero(row == v.terminal(task.pt_operand))
-        if answer == v.none:
-            ok += len(pt_pos) == 0
-        elif len(pt_pos):
-            ok += len(pt_pos) == 1 and pt_pos[0] == answer - v.number(0) + 1
-    assert ok / len(data) > 0.9
+def test_held_out_strings_never_reach_training_and_are_all_evaluation_draws():
+    task = pcfg.PCFGTask(GRAMMAR, "counter", holdout=0.1)
+    train, _ = task.sample(jax.random.PRNGKey(8), 20000, task.query_mix(pt=1.0), 0.5)
+    held = task.sample_heldout(jax.random.PRNGKey(9), 2000, task.query_mix(ft=1.0), 0.0)[0]
+    train_data, held_data = _data(task, train), _data(task, held)
+    assert not task.is_heldout(train_data).any()
+    assert task.is_heldout(held_data).all()
+    # numpy and JAX agree on the hash (the split is the same on the host), and the split is about `holdout`.
+    np.testing.assert_array_equal(np.asarray(task.is_heldout(jax.numpy.asarray(held_data))), task.is_heldout(held_data))
+    strings, _ = pcfg.sample_strings(GRAMMAR, jax.random.PRNGKey(10), 20000)
+    strings = np.pad(np.asarray(strings), ((0, 0), (0, task.data_len - strings.shape[1])), constant_values=-1)
+    assert 0.05 < task.is_heldout(strings).mean() < 0.15
+    # No evaluation string occurs among the training strings.
+    assert not set(map(bytes, held_data.astype(np.int8))) & set(map(bytes, train_data.astype(np.int8)))
 
 
 def test_bad_task_configs_are_refused():
@@ -121,5 +147,11 @@ def test_bad_task_configs_are_refused():
         pcfg.PCFGTask(GRAMMAR, "counter", pt_operand=1, ft_operand=1)
     with pytest.raises(ValueError, match="data_len"):
         pcfg.PCFGTask(GRAMMAR, "counter", data_len=10)
+    with pytest.raises(ValueError, match="other_operands"):
+        pcfg.PCFGTask(GRAMMAR, "counter", other_operands=(2,))
+    with pytest.raises(ValueError, match="control_operand"):
+        pcfg.PCFGTask(GRAMMAR, "counter", other_operands=(3,), control_operand=3)
+    with pytest.raises(ValueError, match="holdout"):
+        pcfg.PCFGTask(GRAMMAR, "counter", holdout=1.0)
     with pytest.raises(ValueError, match="sum to 1"):
         pcfg.PCFGTask(pcfg.Grammar(((((0.5, (0,)),),),), 3), "counter", data_len=5)

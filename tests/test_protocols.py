@@ -45,7 +45,7 @@ def finetune(config, names, steps=STEPS, lr=1e-2):
     before = protocols.merge(layout, state).params
     model = protocols.Reparameterised(Transformer(group.model), layout)
     run = jax.jit(train_steps(model, task, config.finetune, steps))
-    data = DataSpec(p_ft_operand=jnp.ones(n), spurious=jnp.zeros(n), protocol=spec)
+    data = DataSpec(queries=jnp.tile(task.query_mix(ft=1.0), (n, 1)), spurious=jnp.zeros(n), protocol=spec)
     final, losses = run(state, data)
     pretrained = jax.tree.map(lambda x: x[0], parent.params)
     return pretrained, before, protocols.merge(layout, final).params, np.asarray(losses), layout

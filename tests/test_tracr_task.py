@@ -46,14 +46,17 @@ def rasp_answer_ids(task, inputs, sop):
 @pytest.mark.parametrize("spurious", [0.0, 1.0])
 def test_labels_equal_rasp_evaluate_of_both_programs(program, ft_target, spurious):
     task = TracrTask(program, ft_target)
-    tokens, answers = task.sample(jax.random.PRNGKey(7), 300, 0.5, spurious)
+    tokens, answers = task.sample(jax.random.PRNGKey(7), 300, task.query_mix(pt=0.5, ft=0.5), spurious)
     assert tokens.shape == (300, task.seq_len) and task.seq_len == 9
     inputs = decode(task, tokens)
     pt_expected = rasp_answer_ids(task, inputs, task.pretrained_model.rasp)  # the compiled program itself
     ft_expected = rasp_answer_ids(task, inputs, TARGETS[program][ft_target].build())
-    pt, ft = (np.asarray(x) for x in task.labels(tokens))
+    labels = task.labels(tokens)
+    pt, ft, control = (np.asarray(labels[k]) for k in ("pt", "ft", "control"))
     np.testing.assert_array_equal(pt, pt_expected)
     np.testing.assert_array_equal(ft, ft_expected)
+    np.testing.assert_array_equal(control, rasp_answer_ids(task, inputs, task.control.build()))
+    assert task.control.name not in (task.pt_target, ft_target)
     answers = np.asarray(answers)
     assert np.all((answers == pt) | (answers == ft))
     if spurious == 0.0:  # both targets are asked for (with the counter's shortcut everywhere, they agree)
@@ -62,10 +65,10 @@ def test_labels_equal_rasp_evaluate_of_both_programs(program, ft_target, spuriou
 
 
 @pytest.mark.parametrize("program,ft_target", CASES)
-def test_answers_follow_p_ft_operand(program, ft_target):
+def test_answers_follow_the_query_mix(program, ft_target):
     task = TracrTask(program, ft_target)
-    for p, which in ((0.0, 0), (1.0, 1)):
-        tokens, answers = task.sample(jax.random.PRNGKey(3), 200, p, 0.0)
+    for mix, which in ((task.query_mix(pt=1.0), "pt"), (task.query_mix(ft=1.0), "ft")):
+        tokens, answers = task.sample(jax.random.PRNGKey(3), 200, mix, 0.0)
         np.testing.assert_array_equal(answers, task.labels(tokens)[which])
 
 
@@ -79,8 +82,9 @@ def test_shortcut_holds_in_the_fraction_asked_for():
     for task, shortcut in holds.items():
         rates = []
         for spurious in (0.0, 0.5, 1.0):
-            tokens, _ = task.sample(jax.random.PRNGKey(11), 4000, 1.0, spurious)
-            pt, ft = (np.asarray(x) for x in task.labels(tokens))
+            tokens, _ = task.sample(jax.random.PRNGKey(11), 4000, task.query_mix(ft=1.0), spurious)
+            labels = task.labels(tokens)
+            pt, ft = np.asarray(labels["pt"]), np.asarray(labels["ft"])
             rates.append(shortcut(pt, ft).mean())
         natural = rates[0]  # counter about 0.16, max/min about 0.4 (max 5 and min 0 are both likely)
         assert rates[2] == 1.0
@@ -92,15 +96,15 @@ def test_compiled_model_reads_the_pretraining_target_at_the_answer_position():
     for program, ft_target in CASES:
         task = TracrTask(program, ft_target)
         model = Transformer(task.pretrained_model.model_config)
-        tokens, answers = task.sample(jax.random.PRNGKey(5), 256, 0.0, 0.0)
+        tokens, answers = task.sample(jax.random.PRNGKey(5), 256, task.query_mix(pt=1.0), 0.0)
         assert float(answer_loss(model, task.pretrained_model.params, tokens, answers)[1]) == 1.0
-        tokens, answers = task.sample(jax.random.PRNGKey(5), 256, 1.0, 0.0)
+        tokens, answers = task.sample(jax.random.PRNGKey(5), 256, task.query_mix(ft=1.0), 0.0)
         assert float(answer_loss(model, task.pretrained_model.params, tokens, answers)[1]) < 0.5
 
 
 def test_attention_masks_mark_bos_and_the_deciding_tokens():
     task = TracrTask("counter", "count_b")
-    tokens, _ = task.sample(jax.random.PRNGKey(2), 50, 0.5, 0.0)
+    tokens, _ = task.sample(jax.random.PRNGKey(2), 50, task.query_mix(pt=0.5, ft=0.5), 0.0)
     masks = np.asarray(task.attention_masks(tokens))
     ids = task.pretrained_model.token_ids
     assert task.attention_targets == ("bos", "pt_tokens", "ft_tokens")
@@ -108,7 +112,7 @@ def test_attention_masks_mark_bos_and_the_deciding_tokens():
     np.testing.assert_array_equal(masks[1], np.asarray(tokens) == ids["a"])
     np.testing.assert_array_equal(masks[2], np.asarray(tokens) == ids["b"])
     extremes = TracrTask("max_identifier", "min")
-    tokens, _ = extremes.sample(jax.random.PRNGKey(2), 50, 0.5, 0.0)
+    tokens, _ = extremes.sample(jax.random.PRNGKey(2), 50, extremes.query_mix(pt=0.5, ft=0.5), 0.0)
     masks = np.asarray(extremes.attention_masks(tokens))
     values = np.asarray(tokens)[:, 1:]  # input id = value for tokens 0..5
     np.testing.assert_array_equal(masks[1, :, 1:], values == values.max(1, keepdims=True))
@@ -118,7 +122,7 @@ def test_attention_masks_mark_bos_and_the_deciding_tokens():
 @pytest.fixture(scope="module")
 def max_task():
     task = TracrTask("max_identifier", "min")
-    tokens, _ = task.sample(jax.random.PRNGKey(0), 64, 0.5, 0.0)
+    tokens, _ = task.sample(jax.random.PRNGKey(0), 64, task.query_mix(pt=0.5, ft=0.5), 0.0)
     return task, Transformer(task.pretrained_model.model_config), tokens
 
 
@@ -268,7 +272,7 @@ def test_every_evaluation_runs_on_a_compiled_model(tmp_path):
         "evals=('prune','probe','attention')", "sweep.seeds=1", "sweep.finetune_lr=('large',)",
         "sweep.spurious=(0.5,)"])
     frame = pd.read_parquet(run_study(config, tmp_path / "run", quiet=True))
-    assert set(frame.phase) == {"pretrain", "finetune", "prune", "probe", "attention"}
+    assert set(frame.phase) == {"pretrain", "finetune", "prune", "probe", "attention", "regime"}
     pretrained = frame[frame.member == "pt0"]
     probe = pretrained[(pretrained.phase == "probe") & (pretrained.step == 3)].set_index("metric").value
     # The compiled max is linearly readable after the last block, far better than from the random init (whose
@@ -278,7 +282,7 @@ def test_every_evaluation_runs_on_a_compiled_model(tmp_path):
     assert heads[0] == 1.0 and heads[1] < 1.0  # removing the most important head breaks the compiled max
     attention = pretrained[pretrained.phase == "attention"]
     targets = {m.split(".")[-1] for m in attention.metric}
-    assert targets == {"bos", "pt_tokens", "ft_tokens"}
+    assert targets == {"bos", "pt_tokens", "ft_tokens", "tv_seed"}
     # The "max" head (block 2) reads the positions holding the max from the answer position.
     at_max = attention[(attention.step == 2) & (attention.metric == "pt_query.h0.pt_tokens")].value.iloc[0]
     assert at_max > 0.9

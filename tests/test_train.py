@@ -62,3 +62,49 @@ def test_pretraining_learns_the_counter(tmp_path):
     final = frame[(frame.phase == "pretrain") & (frame.metric == "pt_acc") & (frame.step == 400)]
     assert len(final) == 2
     assert (final.value >= 0.95).all(), final.value.tolist()
+
+
+def test_training_to_a_criterion_stops_each_member_at_its_step_and_leaves_the_others_as_alone():
+    import jax
+    from fttrace.sweep import build_groups
+    from fttrace.tasks import queries
+    from fttrace.tasks.registry import build_task
+    from fttrace.train import PhaseLoop, data_spec, eval_sets_for, init_members
+
+    config = tiny_config("model.d_model=32", "model.d_mlp=64", "pretrain.steps=200", "pretrain.eval_every=20",
+                         "pretrain.batch_size=32", "eval.examples=256")
+    phase = config.pretrain.copy_and_resolve_references()
+    phase.update(target=0.6, schedule="constant", warmup_steps=0)  # the LR must not depend on the budget
+    (group,) = build_groups(config)
+    task = build_task(config)
+    sets = eval_sets_for(task, config.eval.examples, config.eval.seed)
+
+    def run(lrs, weights, seeds=None):
+        n = len(lrs)
+        state = init_members(group.model, phase, 0, np.arange(n) if seeds is None else seeds, lrs)
+        data = data_spec(queries.reft(task, n), np.zeros(n), criterion={"pt": weights})
+        return PhaseLoop(group.model, task, phase, sets).run(state, data)
+
+    # Member 0 learns C_PT and stops once its held-out C_PT reaches 0.6; member 1 has a zero criterion weight.
+    state, records = run([3e-3, 3e-3], [1.0, 0.0])
+    steps = np.asarray([s for s, _ in records])
+    pt = np.asarray([np.asarray(m["pt_acc"]) for _, m in records])  # [evals, members]
+    first = steps[np.argmax(pt[:, 0] >= 0.6)]
+    assert pt[:, 0].max() >= 0.6 and first > 0
+    stop = np.asarray(state.stop_step)
+    assert stop[0] == first and stop[1] == -1 and bool(state.stopped[0]) and not bool(state.stopped[1])
+    after = steps >= first
+    assert (pt[after, 0] == pt[after][0, 0]).all()  # frozen from its stop on
+    assert np.isnan([np.asarray(m["train_loss"])[0] for s, m in records if s > first]).all()
+    assert not np.isnan(np.asarray(records[-1][1]["train_loss"])[1])
+    # Stopping one member leaves the other's arithmetic as it is when trained alone (the programs differ in their
+    # member count, so to float tolerance, as for any member alone and in a sweep).
+    alone, alone_records = run([3e-3], [0.0], seeds=[1])
+    for (step, inside), (_, single) in zip(records, alone_records):
+        np.testing.assert_allclose(np.asarray(inside["pt_loss"])[1:], np.asarray(single["pt_loss"]), rtol=1e-4)
+    # The stopped member's parameters are those it had at its stop step.
+    phase.steps, phase.target = int(first), 0.0
+    at_stop, _ = run([3e-3], [0.0])
+    for a, b in zip(jax.tree.leaves(jax.tree.map(lambda x: np.asarray(x)[:1], state.params)),
+                    jax.tree.leaves(at_stop.params)):
+        np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4, atol=1e-6)

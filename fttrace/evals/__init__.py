@@ -2,20 +2,23 @@
 
 Each is a function of a `pipeline.GroupRun` that reads the phase-final states (`run.states`), may train further
 phases (`run.train_phase`) and writes its own results part. They run in run-tree order whatever order the config
-lists them in: reFT first, so that probes, attention maps component and weight changes also cover the
-reverse-fine-tuned members.
+lists them in: reFT first, so that the other measurements also cover the reverse-fine-tuned members and the
+control; the regime diagnostics always run, last.
 """
 from fttrace.evals.attention import run_attention
 from fttrace.evals.components import run_components
+from fttrace.evals.patch import run_patch
 from fttrace.evals.probe import run_probe
 from fttrace.evals.prune import run_prune
 from fttrace.evals.reft import run_reft
+from fttrace.evals.regime import run_regime
 from fttrace.evals.weights import run_weights
 
-EVALS = {"reft": run_reft, "prune": run_prune, "probe": run_probe, "attention": run_attention,
-         "components": run_components, "weights": run_weights}
+EVALS = {"reft": run_reft, "prune": run_prune, "probe": run_probe, "attention": run_attention, "patch": run_patch,
+         "components": run_components, "weights": run_weights, "regime": run_regime}
 NEEDS_COMPONENTS = ("components",)  # evaluations only a compiled model (task.pretrained_model.components) allows
+ALWAYS = ("regime",)  # evaluations every run makes, listed or not
 
 
 def in_run_order(names) -> list[str]:
-    return [name for name in EVALS if name in names]
+    return [name for name in EVALS if name in names or name in ALWAYS]

@@ -9,23 +9,45 @@ import pandas as pd
 
 from fttrace.members import map_members
 from fttrace.model import Transformer
-from fttrace.train import PHASE_IDS, answer_loss
+from fttrace.train import PHASE_IDS, answer_loss, init_members
 
 
 @dataclasses.dataclass
 class MemberSet:
     """Member-stacked parameters of one run-tree level, with their member table (ids, parents, hyperparameters)."""
-    level: str  # "pretrain" | "finetune" | "reft" | "init"
+    level: str  # "pretrain" | "finetune" | "reft" | "control_pretrain" | "control_reft" | "init"
     members: pd.DataFrame
     params: object
 
 
-def member_sets(run, levels=("pretrain", "finetune", "reft")) -> list[MemberSet]:
-    """The levels of the run tree that exist so far, in run-tree order."""
+# Every level a measurement can examine, in run-tree order: the members, then the nulls (the control that never had
+# C_PT, before and after its C_PT training, and each pretraining seed's untrained model).
+LEVELS = ("pretrain", "finetune", "reft", "control_pretrain", "control_reft", "init")
+MEMBER_LEVELS = ("pretrain", "finetune", "reft")
+
+
+def member_sets(run, levels=MEMBER_LEVELS) -> list[MemberSet]:
+    """The levels of the run tree that exist so far, in run-tree order ("init": the pretraining members' untrained
+    models, on the pretraining members' rows)."""
     tables = {"pretrain": run.group.pretrain, "finetune": run.group.finetune,
-              "reft": getattr(run, "reft_members", None)}
-    return [MemberSet(level, tables[level], run.states[level].params) for level in levels
-            if level in run.states and tables[level] is not None]
+              "reft": getattr(run, "reft_members", None), "control_pretrain": getattr(run, "control_members", None),
+              "control_reft": getattr(run, "control_reft_members", None), "init": run.group.pretrain}
+    out = []
+    for level in LEVELS:
+        if level not in levels or tables[level] is None:
+            continue
+        if level == "init":
+            out.append(MemberSet(level, tables[level], untrained_params(run)))
+        elif level in run.states:
+            out.append(MemberSet(level, tables[level], run.states[level].params))
+    return out
+
+
+def untrained_params(run):
+    """Each pretraining member's parameters before any training (from its seed's init key)."""
+    pt = run.group.pretrain
+    return init_members(run.group.model, run.config.pretrain, run.config.seed, pt.seed.to_numpy(),
+                        pt.pretrain_lr.to_numpy()).params
 
 
 def pretrained_pt_acc(run) -> np.ndarray:
@@ -55,7 +77,7 @@ def ancestor_params(run, member_set: MemberSet):
 def reference_pt_acc(run, member_set: MemberSet) -> np.ndarray:
     """Each member's pretrained C_PT accuracy (its own if pretrained, else its pretraining ancestor's)."""
     acc = pretrained_pt_acc(run)
-    return acc if member_set.level == "pretrain" else acc[pretrain_ancestor(member_set.members)]
+    return acc if member_set.level in ("pretrain", "init") else acc[pretrain_ancestor(member_set.members)]
 
 
 def evaluate_members(run, fn, params, members: pd.DataFrame) -> tuple[np.ndarray, object]:

@@ -1,15 +1,18 @@
-"""Linear probes: is the pretraining capability still readable from the residual stream?
+"""Linear probes: is the pretraining capability still readable from the residual stream, beyond the input?
 
 For every site — the residual stream after the embeddings and after each block (`resid`, step = 0..L) and
 each block's attention output (`attn`, step = 1..L) — at the answer position, a linear softmax probe is trained
 on frozen activations to read
-  pt        the pretraining target (the task's answer for O_PT on that input)
-  ft        the fine-tuning target (the answer for O_FT)
-  shuffled  the pretraining target with shuffled labels (a control that must stay near chance)
+  pt       the pretraining target (the task's answer for O_PT on that input)
+  ft       the fine-tuning target (the answer for O_FT)
+  control  the control target: the answer for a terminal no query ever asks about (task.labels()["control"]),
+           which has the same input statistics, so a probe that reads it as well as `pt` reads the input, not
+           the capability; selectivity = accuracy(pt) - accuracy(control)
 and its accuracy on held-out inputs is reported. Inputs ask about O_PT or O_FT with equal probability and carry
 no shortcut. Probes are fitted with full-batch Adam on standardised features, vmapped over members x sites x
-targets. Pretrained, fine-tuned and (when run) reverse-fine-tuned members are probed, and so is each pretraining
-seed's randomly initialised model (metrics prefixed `init_`, on the pretraining members' rows) as a control.
+targets. Every level of the run tree is probed (fttrace/evals/common.LEVELS): pretrained, fine-tuned,
+reverse-fine-tuned members, the control that never had C_PT (before and after its C_PT training) and each
+pretraining seed's untrained model (metrics prefixed `init_`, on the pretraining members' rows).
 
 Rows: phase "probe", step = layer position, metrics "<site>.<target>_acc".
 """
@@ -22,21 +25,19 @@ import jax.numpy as jnp
 import optax
 import pandas as pd
 
-from fttrace.evals.common import evaluate_members, extra_key, member_sets
+from fttrace.evals.common import LEVELS, evaluate_members, extra_key, member_sets
 from fttrace.model import Transformer
 from fttrace.results import long_frame
-from fttrace.train import init_members
 
 PHASE = "probe"
-TARGETS = ("pt", "ft", "shuffled")
+TARGETS = ("pt", "ft", "control")
 
 
 def probe_data(task, key, examples: int):
-    """Inputs and the three label sets [3, N] (pt, ft, shuffled pt)."""
-    k_data, k_shuffle = jax.random.split(key)
-    tokens, _ = task.sample(k_data, examples, 0.5, 0.0)
-    pt, ft = task.labels(tokens)
-    return tokens, jnp.stack([pt, ft, jax.random.permutation(k_shuffle, pt)])
+    """Held-out inputs and their label sets [len(TARGETS), N]."""
+    tokens, _ = task.sample_heldout(key, examples, task.query_mix(pt=0.5, ft=0.5), 0.0)
+    labels = task.labels(tokens)
+    return tokens, jnp.stack([labels[t] for t in TARGETS])
 
 
 def site_features(model, params, tokens):
@@ -94,14 +95,6 @@ class Prober:
         return rows, records
 
 
-def merge_records(*many):
-    out: dict = {}
-    for records in many:
-        for step, metrics in records.items():
-            out.setdefault(step, {}).update(metrics)
-    return sorted(out.items())
-
-
 def run_probe(run) -> None:
     part = run.part_name(PHASE)
     if run.done(part):
@@ -109,13 +102,8 @@ def run_probe(run) -> None:
     prober = Prober(run)
     n_layers = run.group.model.n_layers
     frames = []
-    for member_set in member_sets(run):
-        rows, records = prober.records(member_set.params, member_set.members, n_layers)
-        records = [records]
-        if member_set.level == "pretrain":
-            pt = member_set.members
-            init = init_members(run.group.model, run.config.pretrain, run.config.seed, pt.seed.to_numpy(),
-                                pt.pretrain_lr.to_numpy())
-            records.append(prober.records(init.params, pt, n_layers, prefix="init_")[1])
-        frames.append(long_frame(member_set.members.iloc[rows], PHASE, merge_records(*records)))
+    for member_set in member_sets(run, LEVELS):
+        prefix = "init_" if member_set.level == "init" else ""
+        rows, records = prober.records(member_set.params, member_set.members, n_layers, prefix)
+        frames.append(long_frame(member_set.members.iloc[rows], PHASE, sorted(records.items())))
     run.store.write_part(part, pd.concat(frames, ignore_index=True))

@@ -11,9 +11,13 @@ go first; `score="abs"` ranks by the magnitude |g.w| instead. Granularities:
   mask     a learned sparse neuron mask: sigmoid(logits) trained to minimise the C_PT loss with a penalty on
            removing more than the budget, then the `budget` fraction with the lowest logits is removed
   neurons_remove_ft  the converse direction: neurons ranked by how much removing them *raises* the C_FT loss
+  neurons_random  the null: k MLP neurons drawn at random (the same `prune.random_draws` draws for every member),
+           accuracies averaged over the draws
 For every method `<method>.k_revive` is the smallest k whose C_PT accuracy comes within `prune.tolerance` of the
 member's pretrained C_PT accuracy (NaN if none does), `<method>.frac_revive` the same as a fraction of units.
-Pretrained members are pruned the same way as a control.
+Every curve records C_FT beside C_PT, so the units whose removal revives C_PT can be seen to remove C_FT (or not).
+Pretrained members are pruned the same way, and so is the control that never had C_PT (`control_pretrain`): a
+gain there is the instrument's own, not a latent capability's.
 
 Rows: phase "prune", step = k (units removed), metrics "<method>.pt_acc" / "<method>.ft_acc".
 """
@@ -54,8 +58,10 @@ class Pruner:
         self.model = Transformer(run.group.model)
         self.masks = full_masks(run.group.model)
         task = run.task
-        self.score_sets = {"pt": task.sample(extra_key(run, "prune-pt"), self.cfg.examples, 0.0, 0.0),
-                           "ft": task.sample(extra_key(run, "prune-ft"), self.cfg.examples, 1.0, 0.0)}
+        self.score_sets = {"pt": task.sample_heldout(extra_key(run, "prune-pt"), self.cfg.examples,
+                                                     task.query_mix(pt=1.0), 0.0),
+                           "ft": task.sample_heldout(extra_key(run, "prune-ft"), self.cfg.examples,
+                                                     task.query_mix(ft=1.0), 0.0)}
 
     def _rank_scores(self, grad, value=1.0):
         contribution = grad * value
@@ -67,7 +73,7 @@ class Pruner:
 
     def curves(self, params):
         """All pruning curves of one member: {method: (ks, {"pt_acc": [K], "ft_acc": [K]})}."""
-        sets = self.run.eval_sets
+        sets = {name: self.run.eval_sets[name] for name in ("pt", "ft")}
         out = {}
         g_pt = self._mask_grads(params, "pt")
         g_ft = self._mask_grads(params, "ft")
@@ -78,9 +84,21 @@ class Pruner:
             def at_k(k, scores=scores, kind=kind):
                 return masked_accuracy(self.model, params, sets, {**self.masks, kind: _top_k_mask(scores, k)})
             out[method] = jax.lax.map(at_k, jnp.asarray(ks))
+        out["neurons_random"] = self._random_curve(params, sets)
         out["weights"] = self._weight_curve(params, sets)
         out["mask"] = self._learned_mask_curve(params, sets)
         return out
+
+    def _random_curve(self, params, sets):
+        """Accuracies with k random MLP neurons removed, averaged over `prune.random_draws` draws."""
+        scores = jax.random.uniform(extra_key(self.run, "prune-random"),
+                                    (self.cfg.random_draws,) + self.masks["neurons"].shape)
+
+        def at_k(k):
+            per_draw = jax.lax.map(lambda s: masked_accuracy(self.model, params, sets,
+                                                             {**self.masks, "neurons": _top_k_mask(s, k)}), scores)
+            return jax.tree.map(lambda a: a.mean(0), per_draw)
+        return jax.lax.map(at_k, jnp.asarray(self.cfg.neuron_ks))
 
     def weight_ks(self):
         n = self.n_weights()
@@ -137,13 +155,14 @@ class Pruner:
 
     def method_ks(self):
         return {"neurons": list(self.cfg.neuron_ks), "heads": list(self.cfg.head_ks),
-                "neurons_remove_ft": list(self.cfg.neuron_ks), "weights": self.weight_ks(), "mask": self.mask_ks()}
+                "neurons_remove_ft": list(self.cfg.neuron_ks), "neurons_random": list(self.cfg.neuron_ks),
+                "weights": self.weight_ks(), "mask": self.mask_ks()}
 
     def totals(self):
         c = self.run.group.model
         return {"neurons": c.n_layers * c.mlp, "heads": c.n_layers * c.n_heads,
-                "neurons_remove_ft": c.n_layers * c.mlp, "weights": self.n_weights(),
-                "mask": c.n_layers * c.mlp}
+                "neurons_remove_ft": c.n_layers * c.mlp, "neurons_random": c.n_layers * c.mlp,
+                "weights": self.n_weights(), "mask": c.n_layers * c.mlp}
 
 
 def tree_get(tree, path):
@@ -191,13 +210,13 @@ def prune_members(run, member_set: MemberSet, pruner: Pruner):
 
 
 def run_prune(run) -> None:
-    """Phase "prune": fine-tuned members, with the pretrained members as the control."""
+    """Phase "prune": fine-tuned members, with the pretrained members and the control that never had C_PT."""
     part = run.part_name(PHASE)
     if run.done(part):
         return
     pruner = Pruner(run)
     frames = []
-    for member_set in member_sets(run, ("pretrain", "finetune")):
+    for member_set in member_sets(run, ("pretrain", "finetune", "control_pretrain")):
         rows, records = prune_members(run, member_set, pruner)
         frames.append(long_frame(member_set.members.iloc[rows], PHASE, records))
     run.store.write_part(part, pd.concat(frames, ignore_index=True))

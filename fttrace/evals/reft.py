@@ -1,19 +1,24 @@
 """Reverse fine-tuning (reFT): how fast does the pretraining capability come back?
 
 Every fine-tuned member `ftN` gets a child `rftN` trained on the pretraining task (queries about O_PT only, no
-shortcut) at `reft.lr_factor` x its fine-tuning LR (the study revives with an LR smaller than the fine-tuning
-one). Its C_PT curve is logged every `reft.eval_every` steps (phase "reft").
+shortcut). Its LR (`reft_lr`) is, with `reft.lr_mode = "shared"`, `reft.lr_scale` x its pretraining LR whatever
+the fine-tuning LR was, so that every fine-tuning-LR cell is revived at the same LR; with "tied", `reft.lr_factor`
+x its fine-tuning LR (the study revives with an LR smaller than the fine-tuning one). Its C_PT curve is logged
+every `reft.eval_every` steps (phase "reft").
 
 The control has no latent copy of the capability: for each (seed, pretraining LR) a member `cptN` is pretrained
-on the same grammar and budget but never asked about O_PT (phase "control_pretrain"; `ptN` is the first
-pretraining member of that seed and LR), then trained on the pretraining task like the reFT members, at each
-reFT LR x `reft.control_lr_factors` (phase "control_reft", members `cptN-<ft LR name>-x<factor>`). For a task that
-brings its pretrained model (a Tracr-compiled program) the control is the same: that architecture randomly
-initialised and trained on the fine-tuning target only (the `pretrain` section's budget, which the compiled-task
-configs set to the fine-tuning budget), so it never had the compiled capability.
+on the same grammar and budget with every query about O_PT replaced (fttrace/tasks/queries.py: it learns all the
+members learn except C_PT; phase "control_pretrain"; `ptN` is the first pretraining member of that seed and LR),
+then trained on the pretraining task like the reFT members, at each distinct reFT LR of its seed x
+`reft.control_lr_factors` (phase "control_reft", members `cptN-<reFT LR>-x<factor>`, column `reft_lr_base`: the
+reFT LR it is matched to). For a task that brings its pretrained model (a Tracr-compiled program) the control is
+the same: that architecture randomly initialised and trained on the fine-tuning target only (the `pretrain`
+section's budget, which the compiled-task configs set to the fine-tuning budget), so it never had the compiled
+capability.
 
 Summary rows (step 0 of their phase): `steps_to_threshold`, the first logged step whose C_PT accuracy reaches
-`reft.threshold` x the pretrained C_PT accuracy of the lineage (NaN if never), and `reached` (0/1).
+`reft.threshold` x the pretrained C_PT accuracy of the lineage (NaN if never: censored at the budget), and
+`reached` (0/1).
 """
 from __future__ import annotations
 
@@ -22,15 +27,23 @@ import pandas as pd
 
 from fttrace.evals.common import pretrained_pt_acc
 from fttrace.results import long_frame
-from fttrace.train import DataSpec, fan_out, init_members
+from fttrace.tasks import queries
+from fttrace.train import data_spec, fan_out, init_members
 
 REFT, CONTROL_PRETRAIN, CONTROL_REFT = "reft", "control_pretrain", "control_reft"
 
 
-def reft_members(group, lr_factor: float) -> pd.DataFrame:
+def reft_lrs(members: pd.DataFrame, cfg) -> np.ndarray:
+    """Each fine-tuned member's reFT LR (module docstring)."""
+    if cfg.lr_mode == "tied":
+        return members.finetune_lr.to_numpy() * cfg.lr_factor
+    return members.pretrain_lr.to_numpy() * cfg.lr_scale
+
+
+def reft_members(group, cfg) -> pd.DataFrame:
     ft = group.finetune
     rf = ft.assign(member="r" + ft.member, parent=ft.member, pretrain_index=ft.parent_index,
-                   parent_index=np.arange(len(ft)), reft_lr=ft.finetune_lr * lr_factor)
+                   parent_index=np.arange(len(ft)), reft_lr=reft_lrs(ft, cfg))
     return rf.reset_index(drop=True)
 
 
@@ -41,15 +54,12 @@ def control_members(group, reft: pd.DataFrame, factors) -> tuple[pd.DataFrame, p
     cp = first.assign(member="c" + first.member, prior=1.0, prior_name="control",
                       pretrain_index=first.index.to_numpy()).reset_index(drop=True)
     rows = []
-    lrs = reft.drop_duplicates(["seed", "pretrain_lr", "finetune_lr"])
     for i, parent in cp.iterrows():
-        mine = lrs[(lrs.seed == parent.seed) & (lrs.pretrain_lr == parent.pretrain_lr)]
-        for _, cell in mine.iterrows():
+        mine = reft[(reft.seed == parent.seed) & (reft.pretrain_lr == parent.pretrain_lr)]
+        for base in sorted(mine.reft_lr.unique()):
             for factor in factors:
-                name = cell.finetune_lr_name or f"{cell.finetune_lr:g}"
-                rows.append(dict(parent.to_dict(), member=f"{parent.member}-{name}-x{factor:g}", parent=parent.member,
-                                 parent_index=i, finetune_lr=cell.finetune_lr,
-                                 finetune_lr_name=cell.finetune_lr_name, reft_lr=cell.reft_lr * factor,
+                rows.append(dict(parent.to_dict(), member=f"{parent.member}-{base:g}-x{factor:g}", parent=parent.member,
+                                 parent_index=i, reft_lr_base=float(base), reft_lr=float(base * factor),
                                  control_lr_factor=float(factor)))
     return cp, pd.DataFrame(rows)
 
@@ -72,7 +82,7 @@ def summary_frame(members, phase, curve, reference, threshold):
 
 
 def train_on_pretraining_task(run, phase, members, state):
-    data = DataSpec(p_ft_operand=np.zeros(len(members), np.float32), spurious=np.zeros(len(members), np.float32))
+    data = data_spec(queries.reft(run.task, len(members)), np.zeros(len(members)))
     return run.train_phase(phase, members, state, data, phase_cfg=run.config.reft)
 
 
@@ -81,7 +91,7 @@ def run_reft(run) -> None:
     from fttrace.pipeline import phase_keys  # the pipeline imports the evaluations
     cfg = run.config.reft
     group = run.group
-    run.reft_members = rf = reft_members(group, cfg.lr_factor)
+    run.reft_members = rf = reft_members(group, cfg)
     pt_acc = pretrained_pt_acc(run)
     state = fan_out(run.states["finetune"], rf.parent_index.to_numpy(), cfg, rf.reft_lr.to_numpy(),
                     phase_keys(run.config.seed, rf.seed.to_numpy(), REFT))
@@ -89,10 +99,10 @@ def run_reft(run) -> None:
     write_summary(run, REFT, rf, pt_acc[rf.pretrain_index])
     if not cfg.control:
         return
-    cp, cr = control_members(group, rf, cfg.control_lr_factors)
+    run.control_members, run.control_reft_members = cp, cr = control_members(group, rf, cfg.control_lr_factors)
     state = init_members(group.model, run.config.pretrain, run.config.seed, cp.seed.to_numpy(),
                          cp.pretrain_lr.to_numpy())
-    data = DataSpec(p_ft_operand=np.ones(len(cp), np.float32), spurious=np.zeros(len(cp), np.float32))
+    data = data_spec(queries.control(run.task, len(cp)), np.zeros(len(cp)))
     state = run.train_phase(CONTROL_PRETRAIN, cp, state, data, phase_cfg=run.config.pretrain)
     state = fan_out(state, cr.parent_index.to_numpy(), cfg, cr.reft_lr.to_numpy(),
                     phase_keys(run.config.seed, cr.seed.to_numpy(), REFT))

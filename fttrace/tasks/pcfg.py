@@ -181,26 +181,43 @@ def expand(grammar: Grammar, draws):
     return jnp.where(slot < lengths[:, None], strings, -1), lengths
 
 
-def _random_pick(scores, candidates, k):
-    """Boolean mask choosing min(k, #candidates) of the `candidates` positions [..., L] uniformly at random.
+# Hash constants of `string_hash` (numpy and JAX compute the same uint32 arithmetic, so tests can check on the host).
+_HASH_MULTIPLIER, _HASH_MIX = np.uint32(0x01000193), np.uint32(0x85EBCA6B)
 
-    scores: uniform draws [..., L]; the chosen candidates are those whose score ranks below k among the
-    candidates (ties broken by position). k: [..., 1].
-    """
-    s = jnp.where(candidates, scores, 2.0)
-    i = jnp.arange(s.shape[-1])
-    before = (s[..., None, :] < s[..., :, None]) | ((s[..., None, :] == s[..., :, None]) & (i < i[:, None]))
-    return candidates & (before.sum(-1) < k)
+
+def string_hash(data):
+    """A uint32 hash of each terminal string (indices [..., L], -1 padded); numpy or JAX arrays alike."""
+    xp = jnp if isinstance(data, jax.Array) else np
+    h = xp.full(data.shape[:-1], 0x811C9DC5, xp.uint32)
+    for i in range(data.shape[-1]):
+        h = (h ^ (data[..., i] + 2).astype(xp.uint32)) * _HASH_MULTIPLIER
+    h = (h ^ (h >> 15)) * _HASH_MIX
+    return h ^ (h >> 13)
+
+
+QUERIES = ("pt", "ft", "other")  # what a sequence's operand is: O_PT, O_FT, or one of the other operands
 
 
 @dataclasses.dataclass(frozen=True)
 class PCFGTask:
-    """A counting or indexing task over a grammar, with a pretraining and a fine-tuning operand."""
+    """A counting or indexing task over a grammar, with a pretraining and a fine-tuning operand.
+
+    other_operands: further terminals that pretraining asks about (besides O_PT and O_FT), so that a model must
+    read the operand token to answer. control_operand: a terminal that no query is ever about; its answer is the
+    probes' control target (same input statistics, never asked). holdout: the share of the grammar's strings
+    (by `string_hash`) kept out of every training stream; evaluation sets are drawn from them only.
+    candidates: strings drawn per training sequence; the first that fits (held in or out; carrying the shortcut
+    when one is asked for) is used.
+    """
     grammar: Grammar
     task: str = "counter"
     data_len: int = 27
     pt_operand: int = 0  # terminal index of O_PT
     ft_operand: int = 2  # terminal index of O_FT
+    other_operands: tuple = ()
+    control_operand: int = -1  # -1: the terminal whose frequency is closest to O_PT's among those never asked about
+    holdout: float = 0.1
+    candidates: int = 24
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -209,13 +226,48 @@ class PCFGTask:
         if self.grammar.max_len > self.data_len:
             raise ValueError(f"data_len {self.data_len} is shorter than the grammar's longest string "
                              f"({self.grammar.max_len})")
+        n = self.grammar.n_terminals
         for name in ("pt_operand", "ft_operand"):
-            if not 0 <= getattr(self, name) < self.grammar.n_terminals:
-                raise ValueError(f"{name} must be a terminal index in [0, {self.grammar.n_terminals})")
+            if not 0 <= getattr(self, name) < n:
+                raise ValueError(f"{name} must be a terminal index in [0, {n})")
         if self.pt_operand == self.ft_operand:
             raise ValueError("pt_operand and ft_operand must differ")
-        if self.grammar.n_terminals < 3:
-            raise ValueError("the grammar needs at least 3 terminals (two operands and a filler)")
+        others = tuple(self.other_operands)
+        if not all(isinstance(t, int) and 0 <= t < n for t in others):
+            raise ValueError(f"other_operands must be terminal indices in [0, {n})")
+        if len(set(self.asked)) != len(self.asked):
+            raise ValueError("other_operands must differ from each other and from pt_operand and ft_operand")
+        if self.control_operand != -1 and not 0 <= self.control_operand < n:
+            raise ValueError(f"control_operand must be -1 or a terminal index in [0, {n})")
+        if self.control in self.asked:
+            raise ValueError("control_operand must be a terminal that no query asks about")
+        if not 0 <= self.holdout < 1:
+            raise ValueError("holdout must be in [0, 1)")
+        if self.candidates < 1:
+            raise ValueError("candidates must be at least 1")
+
+    @property
+    def asked(self) -> tuple:
+        """Every operand a query can be about: O_PT, O_FT, then the other operands."""
+        return (self.pt_operand, self.ft_operand, *self.other_operands)
+
+    @functools.cached_property
+    def terminal_frequencies(self) -> np.ndarray:
+        """Mean occurrences of each terminal per string (from a fixed sample of the grammar)."""
+        strings, _ = sample_strings(self.grammar, jax.random.PRNGKey(0), 4096)
+        strings = np.asarray(strings)
+        return np.bincount(strings[strings >= 0], minlength=self.grammar.n_terminals) / len(strings)
+
+    @property
+    def control(self) -> int:
+        """The control terminal: never asked about (see the class docstring)."""
+        if self.control_operand != -1:
+            return self.control_operand
+        free = [t for t in range(self.grammar.n_terminals) if t not in self.asked]
+        if not free:
+            raise ValueError("every terminal is an operand: no terminal is left for the probes' control target")
+        f = self.terminal_frequencies
+        return min(free, key=lambda t: abs(f[t] - f[self.pt_operand]))
 
     @property
     def vocab(self) -> Vocab:
@@ -230,18 +282,27 @@ class PCFGTask:
         return self.vocab.size
 
     pretrained_model = None  # pretraining trains from scratch
+    queries = QUERIES
     attention_targets = ("operand", "pt_tokens", "ft_tokens")
     OPERAND_SLOT = 1  # sequences are [task, operand, data..., ANS]
+
+    def query_mix(self, pt: float = 0.0, ft: float = 0.0, other: float = 0.0) -> np.ndarray:
+        """Probabilities over `queries`; an `other` share with no other operands goes to O_PT."""
+        if not self.other_operands:
+            pt, other = pt + other, 0.0
+        return np.asarray([pt, ft, other], np.float32)
 
     def data_of(self, tokens):
         """Terminal indices of the data slots (-1 for padding) of task sequences."""
         data = tokens[:, 2:-1] - self.vocab.first_terminal
         return jnp.where(tokens[:, 2:-1] == self.vocab.PAD, -1, data)
 
-    def labels(self, tokens):
-        """The answers about O_PT and about O_FT of sequences `tokens`, whatever operand they ask about."""
+    def labels(self, tokens) -> dict:
+        """The answers about O_PT, about O_FT and about the control terminal of sequences `tokens`, whatever
+        operand they ask about: {"pt", "ft", "control"}."""
         data = self.data_of(tokens)
-        return self.answer(data, self.pt_operand), self.answer(data, self.ft_operand)
+        return {"pt": self.answer(data, self.pt_operand), "ft": self.answer(data, self.ft_operand),
+                "control": self.answer(data, self.control)}
 
     def attention_masks(self, tokens):
         """Key positions [3, N, T]: the operand slot, the data tokens equal to O_PT, those equal to O_FT."""
@@ -260,55 +321,59 @@ class PCFGTask:
         first = jnp.argmax(hit, axis=-1)
         return jnp.where(hit.any(-1), self.vocab.number(first), self.vocab.none)
 
-    def _shortcut(self, data, lengths, fill, scores):
-        """Edit strings (terminal indices [B, L], lengths [B]) so that O_PT's answer determines O_FT's.
+    def is_heldout(self, data):
+        """Whether terminal strings `data` [..., L] (-1 padded) belong to the held-out share of the grammar."""
+        xp = jnp if isinstance(data, jax.Array) else np
+        return (string_hash(data) % 1_000_000).astype(xp.int32) < int(round(self.holdout * 1_000_000))
 
-        fill, scores: uniform draws [B, L] that choose the filler terminals and the positions to edit.
+    def shortcut_holds(self, data):
+        """Whether the pretraining capability applied to O_PT gives the fine-tuning answer on strings `data`:
+          counter  count(O_PT) == count(O_FT)
+          index    both occur and the first O_PT comes right after the first O_FT: index(O_FT) = index(O_PT) - 1
         """
-        pt, ft = self.pt_operand, self.ft_operand
-        fillers = np.asarray([t for t in range(self.grammar.n_terminals) if t not in (pt, ft)], np.int32)
-        filler = jnp.asarray(fillers)[jnp.minimum((fill * len(fillers)).astype(jnp.int32), len(fillers) - 1)]
-        position = jnp.arange(data.shape[-1])
-        valid = position < lengths[:, None]
-        is_pt, is_ft = data == pt, data == ft
+        xp = jnp if isinstance(data, jax.Array) else np
+        is_pt, is_ft = data == self.pt_operand, data == self.ft_operand
         if self.task == "counter":
-            surplus = is_pt.sum(-1, keepdims=True) - is_ft.sum(-1, keepdims=True)
-            # The dropped and the added positions are disjoint sets and only one of them is non-empty, so
-            # they can rank the same scores.
-            drop = _random_pick(scores, is_pt, surplus)
-            add = _random_pick(scores, valid & ~is_pt & ~is_ft, -surplus)
-            return jnp.where(drop, filler, jnp.where(add, pt, data))
-        data = jnp.where(is_pt, filler, data)
-        after = jnp.argmax(is_ft, axis=-1, keepdims=True) + 1
-        place = is_ft.any(-1, keepdims=True) & (after < lengths[:, None])
-        return jnp.where(place & (position == after), pt, data)
+            return is_pt.sum(-1) == is_ft.sum(-1)
+        return is_pt.any(-1) & is_ft.any(-1) & (xp.argmax(is_pt, -1) == xp.argmax(is_ft, -1) + 1)
 
-    def sample(self, key, batch: int, p_ft_operand, spurious):
-        """A batch: tokens [batch, seq_len] int32 and answer tokens [batch].
+    def sample(self, key, batch: int, mix, spurious):
+        """A training batch: tokens [batch, seq_len] int32 and answer tokens [batch]; no held-out string.
 
-        p_ft_operand: probability that a sequence asks about O_FT (else O_PT).
-        spurious: probability that a sequence carries the shortcut edit.
-        Both may be traced scalars (per-member hyperparameters).
+        mix: probabilities over `queries` (O_PT, O_FT, another operand drawn uniformly from `other_operands`).
+        spurious: probability that a sequence carries the shortcut (a string of the grammar on which it holds).
+        Both may be traced (per-member hyperparameters).
         """
-        return self._compiled_sample(key, batch, p_ft_operand, spurious)
+        return self._compiled_sample(key, batch, mix, spurious, False, self.candidates)
+
+    def sample_heldout(self, key, batch: int, mix, spurious, candidates: int = 256):
+        """Like `sample`, from the held-out strings only (evaluation sets; every string when holdout is 0)."""
+        return self._compiled_sample(key, batch, mix, spurious, self.holdout > 0, candidates)
 
     @functools.cached_property
     def _compiled_sample(self):
         # Jitted even when called outside a jitted program (held-out sets, tests): op-by-op it takes seconds.
-        return jax.jit(self._sample, static_argnums=1)
+        return jax.jit(self._sample, static_argnums=(1, 4, 5))
 
-    def _sample(self, key, batch: int, p_ft_operand, spurious):
+    def _sample(self, key, batch: int, mix, spurious, heldout: bool, candidates: int):
         v = self.vocab
-        n = self.data_len
-        widths = (self.grammar.rule_draws, n, n, 1, 1)  # rules, fillers, edit positions, shortcut?, operand
+        n, k = self.data_len, candidates
+        widths = (k * self.grammar.rule_draws, 1, 1, 1)  # candidates' rules, shortcut?, query, other operand
         draws = jnp.split(jax.random.uniform(key, (batch, sum(widths))), np.cumsum(widths)[:-1], axis=1)
-        rules, fill, scores, u_spurious, u_operand = draws
-        strings, lengths = expand(self.grammar, rules)
-        data = jnp.pad(strings, ((0, 0), (0, n - strings.shape[1])), constant_values=-1)
-        edited = self._shortcut(data, lengths, fill, scores)
-        data = jnp.where(u_spurious < spurious, edited, data)
-        use_ft = u_operand[:, 0] < p_ft_operand
-        operand = jnp.where(use_ft, self.ft_operand, self.pt_operand)
+        rules, u_spurious, u_query, u_other = draws
+        strings, _ = expand(self.grammar, rules.reshape(batch * k, -1))
+        data = jnp.pad(strings, ((0, 0), (0, n - strings.shape[1])), constant_values=-1).reshape(batch, k, n)
+        held = self.is_heldout(data) == heldout if self.holdout > 0 else jnp.ones((batch, k), bool)
+        want_shortcut = u_spurious < spurious  # [batch, 1]
+        fits = held & (~want_shortcut | self.shortcut_holds(data))
+        # The first candidate that fits; failing that (rare, `candidates` sizes it), the first of the right split.
+        choice = jnp.where(fits.any(-1), jnp.argmax(fits, -1), jnp.argmax(held, -1))
+        data = jnp.take_along_axis(data, choice[:, None, None], axis=1)[:, 0]
+        mix = jnp.asarray(mix, jnp.float32)
+        others = jnp.asarray(self.other_operands or (self.pt_operand,), jnp.int32)
+        other = others[jnp.minimum((u_other[:, 0] * len(others)).astype(jnp.int32), len(others) - 1)]
+        operand = jnp.where(u_query[:, 0] < mix[0], self.pt_operand,
+                            jnp.where(u_query[:, 0] < mix[0] + mix[1], self.ft_operand, other))
         answers = self.answer(data, operand[:, None])
         data_tokens = jnp.where(data >= 0, v.terminal(data), v.PAD)
         tokens = jnp.concatenate([

@@ -18,7 +18,8 @@ def build_task(config) -> Task:
         rules = pcfg.DEFAULT_RULES if t.grammar == "default" else t.grammar
         grammar = pcfg.Grammar(rules, t.n_terminals)
         return pcfg.PCFGTask(grammar, task=t.name, data_len=t.data_len, pt_operand=t.pt_operand,
-                             ft_operand=t.ft_operand)
+                             ft_operand=t.ft_operand, other_operands=tuple(t.other_operands),
+                             control_operand=t.control_operand, holdout=t.holdout, candidates=t.candidates)
     except (ValueError, TypeError, IndexError) as e:
         raise UserError(f"config section 'task': {e}") from None
     except AttributeError as e:

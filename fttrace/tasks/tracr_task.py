@@ -10,7 +10,8 @@ Each program has targets, functions of the whole sequence that share its output 
 program (tests check the on-device labels against `rasp.evaluate`):
   counter         count_a (compiled), count_b, count_c, count_d: how many tokens equal a / b / c / d
   max_identifier  max (compiled), min
-The pretraining target is the compiled one; the fine-tuning target is `ft_target`.
+The pretraining target is the compiled one; the fine-tuning target is `ft_target`; the probes' control target
+(`CONTROL_TARGET`) is one no query ever asks for: another count, or the first token's value.
 
 Shortcut (the spurious correlation; a fraction C_Tr = `spurious` of the fine-tuning sequences carries it):
   counter  count(ft token) == count(pt token): the compiled answer is already the right one. Edits: of the
@@ -54,6 +55,12 @@ def _count_target(token: str, index: int) -> Target:
                   lambda idx: (idx == index).sum(-1), lambda idx: idx == index, index)
 
 
+def make_first() -> rasp.SOp:
+    """At every position, the first input token."""
+    first = rasp.Select(rasp.indices, rasp.indices, lambda key, query: key == 0).named("select_first")
+    return rasp.numerical(rasp.Aggregate(first, rasp.tokens, default=0)).named("first")
+
+
 # The max_identifier vocabulary is 0..5, so a vocabulary index is the token's value.
 _EXTREMES = {
     "max": Target("max", tracr.make_max_identifier, lambda idx: idx.max(-1),
@@ -66,6 +73,15 @@ TARGETS: dict[str, dict[str, Target]] = {
     "max_identifier": _EXTREMES,
 }
 PRETRAINING_TARGET = {"counter": "count_a", "max_identifier": "max"}
+# Probe control targets: never asked for (not fine-tuning targets either), of the same input statistics where the
+# program allows (a count beside a count); the max identifier's is the first token.
+_FIRST = Target("first", make_first, lambda idx: idx[:, 0], lambda idx: jnp.arange(idx.shape[1]) == 0)
+
+
+def control_target(program: str, ft_target: str) -> Target:
+    if program == "counter":
+        return next(t for name, t in TARGETS[program].items() if name not in (PRETRAINING_TARGET[program], ft_target))
+    return _FIRST
 
 
 @functools.lru_cache(maxsize=None)
@@ -120,6 +136,8 @@ class TracrTask:
     ft_target: str = "count_b"
 
     attention_targets = ("bos", "pt_tokens", "ft_tokens")
+    queries = ("pt", "ft")  # which target a sequence is labelled with
+    holdout = 0.0  # inputs are not split: evaluation inputs may also occur in training (nothing is pretrained)
 
     def __post_init__(self):
         if self.program not in TARGETS:
@@ -158,15 +176,27 @@ class TracrTask:
         output_id[list(values)] = np.arange(len(values))
         return input_ids, index_of_id, output_id
 
-    def _answers(self, idx, target: str):
-        return jnp.asarray(self._tables[2])[TARGETS[self.program][target].value(idx)]
+    @property
+    def control(self) -> Target:
+        return control_target(self.program, self.ft_target)
+
+    def _answers(self, idx, target: str | Target):
+        target = TARGETS[self.program][target] if isinstance(target, str) else target
+        return jnp.asarray(self._tables[2])[target.value(idx)]
 
     def _indices(self, tokens):
         return jnp.asarray(self._tables[1])[tokens[:, 1:]]
 
-    def labels(self, tokens):
+    def labels(self, tokens) -> dict:
+        """Answer ids of the pretraining, fine-tuning and control targets: {"pt", "ft", "control"}."""
         idx = self._indices(tokens)
-        return self._answers(idx, self.pt_target), self._answers(idx, self.ft_target)
+        return {"pt": self._answers(idx, self.pt_target), "ft": self._answers(idx, self.ft_target),
+                "control": self._answers(idx, self.control)}
+
+    def query_mix(self, pt: float = 0.0, ft: float = 0.0, other: float = 0.0) -> np.ndarray:
+        """Probabilities over `queries`; there are no other targets to ask for, so `other` goes to the pretraining
+        target."""
+        return np.asarray([pt + other, ft], np.float32)
 
     def attention_masks(self, tokens):
         idx = self._indices(tokens)
@@ -185,8 +215,13 @@ class TracrTask:
                                     size)
         return reflection_shortcut(idx, scores, size)
 
-    def sample(self, key, batch: int, p_ft_operand, spurious):
-        return self._compiled_sample(key, batch, p_ft_operand, spurious)
+    def sample(self, key, batch: int, mix, spurious):
+        """(tokens [batch, 9], answers [batch]); mix: probabilities over `queries`; spurious: the shortcut's rate."""
+        return self._compiled_sample(key, batch, jnp.asarray(mix, jnp.float32)[1], spurious)
+
+    def sample_heldout(self, key, batch: int, mix, spurious):
+        """Evaluation inputs: drawn like training inputs (`holdout` is 0)."""
+        return self.sample(key, batch, mix, spurious)
 
     @functools.cached_property
     def _compiled_sample(self):
