@@ -160,9 +160,18 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_named_values(sweep.prior, config.task.priors, "sweep.prior", lambda v: 0 <= v <= 1, "is not in [0, 1]")
     for c in sweep.spurious:
         _require(isinstance(c, (int, float)) and 0 <= c <= 1, "sweep.spurious", f"{c!r} is not in [0, 1]")
+    from fttrace.sweep import PHASE_SHAPES  # local import: the sweep imports the tasks
     for key, values in sweep.get("shapes", {}).items():
-        _require(key in config.model, f"sweep.shapes.{key}", "is not a model field")
+        _require(key in config.model or key in PHASE_SHAPES, f"sweep.shapes.{key}",
+                 f"is not a model field or one of {', '.join(PHASE_SHAPES)}")
         _require(isinstance(values, tuple) and len(values) > 0, f"sweep.shapes.{key}", "must be a non-empty tuple")
+        if key in PHASE_SHAPES:
+            section = config[PHASE_SHAPES[key][0]]
+            for steps in values:
+                _require(isinstance(steps, int) and steps > 0 and steps % section.eval_every == 0
+                         and steps >= section.warmup_steps, f"sweep.shapes.{key}",
+                         f"{steps!r} must be a positive multiple of {PHASE_SHAPES[key][0]}.eval_every "
+                         f"({section.eval_every}) and at least its warmup_steps")
     every = config.checkpoint.every_chunks
     _require(isinstance(every, int) and not isinstance(every, bool) and every >= 0, "checkpoint.every_chunks",
              f"must be a non-negative integer, got {every!r}")

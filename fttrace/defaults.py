@@ -66,6 +66,7 @@ def pcfg_config() -> ml_collections.ConfigDict:
         lr_scale=0.1,
         lr_factor=0.1,
         threshold=0.95,  # revived: C_PT >= threshold x the lineage's pretrained C_PT
+        stop_at_threshold=True,  # a revived member stops training (the others go on alone)
         control=True,  # also train the control pretrained without C_PT
         control_lr_factors=(1.0, 10.0),  # the control at the reFT LR and at a larger one
     )

@@ -114,7 +114,7 @@ class GroupRun:
         phase_cfg: the phase's optimiser/steps section (default: the config section named like the phase).
         model: what applies the state's parameters (PhaseLoop's `model`; default the group's Transformer).
         """
-        phase_cfg = self.config[phase] if phase_cfg is None else phase_cfg
+        phase_cfg = self.group.phase(self.config, phase) if phase_cfg is None else phase_cfg
         part = self.part_name(phase)
         state, data = self.placement.place(state), self.placement.place(data)
         with self.checkpoints.phase(part) as checkpoints:
@@ -162,7 +162,7 @@ class GroupRun:
             return self.load_pretrained()
         pt = self.group.pretrain
         seeds, lrs = self.placement.place((pt.seed.to_numpy(np.int32), pt.pretrain_lr.to_numpy(np.float32)))
-        state = init_members(self.group.model, self.config.pretrain, self.config.seed, seeds, lrs)
+        state = init_members(self.group.model, self.group.phase(self.config, "pretrain"), self.config.seed, seeds, lrs)
         data = data_spec(queries.pretraining(self.task, pt.prior.to_numpy()), np.zeros(len(pt)))
         return self.train_phase("pretrain", pt, state, data)
 

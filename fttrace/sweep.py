@@ -1,6 +1,7 @@
 """The sweep grid: groups (same static shapes) of members (same program, per-member hyperparameters).
 
-Axes that change array shapes (`sweep.shapes.*`, model fields) split the grid into groups. Inside a group,
+Axes that change array shapes or loop lengths (`sweep.shapes.*`: model fields, and `pretrain_steps`, the pretraining
+budget) split the grid into groups. Inside a group,
 pretraining members are seeds x pretraining LRs x sampling priors; each feeds one fine-tuning member per
 (fine-tuning LR x spurious strength) — the fan-out, a gather along the member axis by `parent_index`.
 
@@ -39,9 +40,28 @@ class Group:
     def parent_index(self):
         return self.finetune["parent_index"].to_numpy()
 
+    def phase(self, config, name: str):
+        """The config section of phase `name` for this group (its phase-budget shapes applied)."""
+        return phase_config(config, self.shape, name)
+
 
 def _named(value, table):
     return (float(table[value]), value) if isinstance(value, str) else (float(value), "")
+
+
+# Shape axes that are phase budgets, not model fields: axis name -> (config section, key).
+PHASE_SHAPES = {"pretrain_steps": ("pretrain", "steps")}
+
+
+def phase_config(config, shape: dict, phase: str):
+    """The `phase` section of `config` with the group's phase-budget shapes applied."""
+    section = config[phase]
+    overrides = {key: shape[axis] for axis, (name, key) in PHASE_SHAPES.items() if name == phase and axis in shape}
+    if not overrides:
+        return section
+    section = section.copy_and_resolve_references()
+    section.update(overrides)
+    return section
 
 
 def model_config(config, shape: dict) -> ModelConfig:
@@ -50,7 +70,7 @@ def model_config(config, shape: dict) -> ModelConfig:
     if task.pretrained_model is not None:
         return task.pretrained_model.model_config
     fields = dict(config.model)
-    fields.update(shape)
+    fields.update({k: v for k, v in shape.items() if k not in PHASE_SHAPES})
     fields.setdefault("vocab_size", task.vocab_size)
     fields["vocab_size"] = fields["vocab_size"] or task.vocab_size
     fields["max_len"] = fields.get("max_len") or task.seq_len

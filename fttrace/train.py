@@ -227,10 +227,13 @@ class PhaseLoop:
     """Runs one training phase of a member-stacked state: jitted chunks of steps, evaluation between chunks."""
 
     def __init__(self, model_cfg: ModelConfig, task, phase, eval_sets: dict, eval_member_batch: int = 8,
-                 sharding=None, model=None):
+                 sharding=None, model=None, compact: bool = True):
         """sharding: where the member axis of states and metrics lives (placement.Placement.members).
         model: what applies the state's parameters (default `Transformer(model_cfg)`; a protocol's
-        `protocols.Reparameterised` for trainable trees)."""
+        `protocols.Reparameterised` for trainable trees).
+        compact: once members have stopped or diverged, train (and evaluate) only the others, gathered into a
+        member axis of the next power of two (so that few programs compile); a frozen member's records and state
+        are what the full program would give it. Single-process runs only."""
         self.model = Transformer(model_cfg) if model is None else model
         self.task, self.phase, self.eval_sets = task, phase, eval_sets
         advance = train_steps(self.model, task, phase, phase.eval_every,
@@ -254,8 +257,23 @@ class PhaseLoop:
             return stop_at_target(state, data, metrics, target), metrics
 
         placed = {} if sharding is None else {"out_shardings": sharding}
+        self.sharding, self.compact = sharding, compact
         self._chunk = jax.jit(chunk, donate_argnums=0, **placed)
         self._first = jax.jit(first_record, **placed)
+        every = phase.eval_every
+
+        def put(state, metrics, sub_state, sub_metrics, index):
+            """The whole member axis after a chunk of the members at `index`: frozen members outside it advance
+            their step and key as a chunk would (so states match an uncompacted run), keep their metrics and have
+            no training loss."""
+            keys = jax.lax.fori_loop(0, every, lambda _, k: jax.vmap(lambda x: jax.random.split(x)[0])(k), state.key)
+            state = state.replace(step=state.step + every, key=keys)
+            metrics = dict(metrics, train_loss=jnp.full_like(metrics["train_loss"], jnp.nan))
+            scatter = lambda full, part: full.at[index].set(part)  # noqa: E731
+            return jax.tree.map(scatter, state, sub_state), jax.tree.map(scatter, metrics, sub_metrics)
+
+        self._put = jax.jit(put, **placed)
+        self._take = jax.jit(lambda tree, index: jax.tree.map(lambda x: x[index], tree))
 
     def run(self, state: TrainState, data: DataSpec, on_chunk=None, records=None, on_records=None):
         """Train for `phase.steps`; returns the final state and [(step, {metric: [members]}), ...].
@@ -273,13 +291,40 @@ class PhaseLoop:
         steps, every = self.phase.steps, self.phase.eval_every
         for done in range(records[-1][0] + every, steps + 1, every):
             t0 = time.perf_counter()
-            state, metrics = self._chunk(state, data, self.eval_sets)
+            state, metrics = self._advance(state, data, records[-1][1])
             records.append((done, jax.block_until_ready(metrics)))
             if on_records is not None:
                 on_records(state, records)
             if on_chunk is not None:
                 on_chunk(done, steps, time.perf_counter() - t0)
         return state, records
+
+
+    def _advance(self, state: TrainState, data: DataSpec, metrics: dict):
+        """One chunk: of every member, or, with `compact`, of the members still training (see __init__)."""
+        index = self._training_members(state) if self.compact else None
+        if index is None:
+            return self._chunk(state, data, self.eval_sets)
+        sub_state, sub_data = self._take((state, data), index)
+        if self.sharding is not None:
+            sub_state, sub_data = jax.device_put((sub_state, sub_data), self.sharding)
+        sub_state, sub_metrics = self._chunk(sub_state, sub_data, self.eval_sets)
+        return self._put(state, metrics, sub_state, sub_metrics, index)
+
+    def _training_members(self, state: TrainState):
+        """Indices of the members still training, padded with a frozen one to a power of two (a multiple of the
+        device count); None when that would not shrink the member axis, or with several processes."""
+        if jax.process_count() > 1:
+            return None
+        frozen = np.asarray(state.stopped | state.diverged)
+        n, devices = len(frozen), len(self.sharding.device_set) if self.sharding is not None else 1
+        training = np.flatnonzero(~frozen)
+        size = max(2 ** math.ceil(math.log2(max(len(training), 1))), devices)
+        size = -(-size // devices) * devices
+        if size >= n or not frozen.any():
+            return None
+        pad = np.full(size - len(training), np.flatnonzero(frozen)[0])
+        return jnp.asarray(np.concatenate([training, pad]), jnp.int32)
 
 
 def stop_at_target(state: TrainState, data: DataSpec, metrics: dict, target: float) -> TrainState:

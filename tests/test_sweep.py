@@ -38,3 +38,21 @@ def test_shape_axes_split_groups_with_globally_unique_members():
 def test_unknown_shape_field_is_refused():
     with pytest.raises(UserError, match="sweep.shapes.width"):
         config_lib.load(SMOKE, ["sweep.shapes.width=(16,32)"])
+
+
+def test_pretraining_length_is_a_group_axis(tmp_path):
+    import pandas as pd
+
+    from fttrace.pipeline import run_study
+    from helpers import NO_EVALS, TINY
+    config = config_lib.load(SMOKE, TINY + [NO_EVALS, "sweep.shapes.pretrain_steps=(10,30)"])
+    groups = build_groups(config)
+    assert [g.phase(config, "pretrain").steps for g in groups] == [10, 30]
+    assert groups[0].phase(config, "finetune") is config.finetune  # other phases keep the config's budget
+    assert config.pretrain.steps == 20  # the config itself is untouched
+    frame = pd.read_parquet(run_study(config, tmp_path / "run", quiet=True))
+    pretrain = frame[frame.phase == "pretrain"]
+    assert pretrain.groupby("pretrain_steps").step.max().to_dict() == {10: 10, 30: 30}
+    assert set(frame[frame.phase == "finetune"].pretrain_steps) == {10, 30}
+    with pytest.raises(UserError, match="sweep.shapes.pretrain_steps"):
+        config_lib.load(SMOKE, TINY + ["sweep.shapes.pretrain_steps=(15,)"])  # not a multiple of eval_every

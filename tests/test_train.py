@@ -108,3 +108,40 @@ def test_training_to_a_criterion_stops_each_member_at_its_step_and_leaves_the_ot
     for a, b in zip(jax.tree.leaves(jax.tree.map(lambda x: np.asarray(x)[:1], state.params)),
                     jax.tree.leaves(at_stop.params)):
         np.testing.assert_allclose(a, np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_stopped_members_leave_the_program_without_changing_any_number():
+    """With members stopped, later chunks train the others only (compact=True); records and states equal those of
+    the full program bit for bit."""
+    import jax
+    from fttrace.sweep import build_groups
+    from fttrace.tasks import queries
+    from fttrace.tasks.registry import build_task
+    from fttrace.train import PhaseLoop, data_spec, eval_sets_for, init_members
+
+    config = tiny_config("model.d_model=32", "model.d_mlp=64", "pretrain.steps=120", "pretrain.eval_every=20",
+                         "pretrain.batch_size=16", "eval.examples=128")
+    phase = config.pretrain.copy_and_resolve_references()
+    phase.update(target=0.45, schedule="constant", warmup_steps=0)
+    (group,) = build_groups(config)
+    task = build_task(config)
+    sets = eval_sets_for(task, config.eval.examples, config.eval.seed)
+    lrs = [3e-3, 1e-30, 3e-3, 3e-3, 1e30, 1e-30, 3e-3, 1e-30]  # some stop, one diverges, some never stop
+    weights = [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0]
+    data = data_spec(queries.reft(task, 8), np.zeros(8), criterion={"pt": weights})
+    out = {}
+    for compact in (False, True):
+        state = init_members(group.model, phase, 0, np.arange(8), lrs)
+        loop = PhaseLoop(group.model, task, phase, sets, compact=compact)
+        calls = []
+        loop._chunk = (lambda chunk: lambda s, *a: calls.append(s.step.shape[0]) or chunk(s, *a))(loop._chunk)
+        out[compact] = loop.run(state, data) + (calls,)
+    (full, full_records, full_calls), (small, small_records, small_calls) = out[False], out[True]
+    assert set(full_calls) == {8} and min(small_calls) < 8  # members did leave the program
+    assert np.asarray(small.stopped).sum() >= 2 and np.asarray(small.diverged).sum() == 1
+    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(small)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for (step_a, a), (step_b, b) in zip(full_records, small_records):
+        assert step_a == step_b and a.keys() == b.keys()
+        for name in a:
+            np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]), err_msg=f"{name} at {step_a}")

@@ -18,7 +18,8 @@ capability.
 
 Summary rows (step 0 of their phase): `steps_to_threshold`, the first logged step whose C_PT accuracy reaches
 `reft.threshold` x the pretrained C_PT accuracy of the lineage (NaN if never: censored at the budget), and
-`reached` (0/1).
+`reached` (0/1). With `reft.stop_at_threshold` (the default) a member stops training there (its curve stays at the
+value it reached), so a long budget costs only the members that have not revived yet.
 """
 from __future__ import annotations
 
@@ -81,9 +82,17 @@ def summary_frame(members, phase, curve, reference, threshold):
     return long_frame(members, phase, records, status)
 
 
-def train_on_pretraining_task(run, phase, members, state):
-    data = data_spec(queries.reft(run.task, len(members)), np.zeros(len(members)))
-    return run.train_phase(phase, members, state, data, phase_cfg=run.config.reft)
+def train_on_pretraining_task(run, phase, members, state, reference):
+    """Train on O_PT queries; with `reft.stop_at_threshold` a member stops once revived (C_PT >= threshold x its
+    `reference`), so that the others train on alone (PhaseLoop's compaction)."""
+    cfg = run.config.reft
+    criterion = None
+    if cfg.stop_at_threshold:
+        criterion = {"pt": 1.0 / np.maximum(np.asarray(reference, np.float64), 1e-6)}
+        cfg = cfg.copy_and_resolve_references()
+        cfg.target = cfg.threshold
+    data = data_spec(queries.reft(run.task, len(members)), np.zeros(len(members)), criterion=criterion)
+    return run.train_phase(phase, members, state, data, phase_cfg=cfg)
 
 
 def run_reft(run) -> None:
@@ -95,21 +104,22 @@ def run_reft(run) -> None:
     pt_acc = pretrained_pt_acc(run)
     state = fan_out(run.states["finetune"], rf.parent_index.to_numpy(), cfg, rf.reft_lr.to_numpy(),
                     phase_keys(run.config.seed, rf.seed.to_numpy(), REFT))
-    train_on_pretraining_task(run, REFT, rf, state)
+    train_on_pretraining_task(run, REFT, rf, state, pt_acc[rf.pretrain_index])
     write_summary(run, REFT, rf, pt_acc[rf.pretrain_index])
     if not cfg.control:
         return
     run.control_members, run.control_reft_members = cp, cr = control_members(group, rf, cfg.control_lr_factors)
-    state = init_members(group.model, run.config.pretrain, run.config.seed, cp.seed.to_numpy(),
-                         cp.pretrain_lr.to_numpy())
+    pretraining = group.phase(run.config, "pretrain")
+    state = init_members(group.model, pretraining, run.config.seed, cp.seed.to_numpy(), cp.pretrain_lr.to_numpy())
     data = data_spec(queries.control(run.task, len(cp)), np.zeros(len(cp)))
-    state = run.train_phase(CONTROL_PRETRAIN, cp, state, data, phase_cfg=run.config.pretrain)
+    state = run.train_phase(CONTROL_PRETRAIN, cp, state, data, phase_cfg=pretraining)
     state = fan_out(state, cr.parent_index.to_numpy(), cfg, cr.reft_lr.to_numpy(),
                     phase_keys(run.config.seed, cr.seed.to_numpy(), REFT))
-    train_on_pretraining_task(run, CONTROL_REFT, cr, state)
     # The control's reference: the mean pretrained C_PT of the real members of the same seed and LR.
     ref = group.pretrain.assign(pt_acc=pt_acc).groupby(["seed", "pretrain_lr"]).pt_acc.mean()
-    write_summary(run, CONTROL_REFT, cr, [ref[(s, lr)] for s, lr in zip(cr.seed, cr.pretrain_lr)])
+    reference = [ref[(s, lr)] for s, lr in zip(cr.seed, cr.pretrain_lr)]
+    train_on_pretraining_task(run, CONTROL_REFT, cr, state, reference)
+    write_summary(run, CONTROL_REFT, cr, reference)
 
 
 def write_summary(run, phase, members, reference) -> None:
