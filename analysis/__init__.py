@@ -4,11 +4,16 @@ Depends on numpy, pandas, pyarrow, scipy, statsmodels and matplotlib only (never
 studied on a laptop:
 
     python -m analysis report RUNDIR [RUNDIR ...] --out OUTDIR    # OUTDIR/index.html, self-contained
-    python -m analysis summary RUNDIR                              # the headline table in the terminal
+    python -m analysis summary RUNDIR                              # the same in the terminal
 
-Modules: load (stores -> Study), measures (per-lineage numbers), wrapper (the indicator and its Thresholds),
-stats (bootstrap, Wilson, paired tests, logistic regression), emergence (the headline per setting), claims (the
-reference study's claims as tests), analyse (all of it for one study), figures, report (the HTML page), cli.
+Modules: load (stores -> Study), settings (the cells and their order), measures (per-member numbers), regime (what
+the models can do, before any verdict), taxonomy (one class per fine-tuned member, the nulls and the Parameters),
+emergence (the taxonomy's headline per setting), stats (bootstrap, Wilson, signed-rank tests and their power,
+logistic regression), survival (Kaplan-Meier, log-rank, Cox), revival (survival of reFT against the control),
+instruments (pruning, attention and patching against their nulls), claims (the reference study's claims with
+verdicts and power), components and protocols (studies that have them), analyse (all of it for one study), figures,
+markup (HTML pieces), report (the HTML page), cli. The canary and stories studies have pages of their own
+(extraction, stories, study_page).
 """
 from analysis.errors import AnalysisError
 

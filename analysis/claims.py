@@ -1,19 +1,26 @@
-"""The reference study's claims, each as a paired test over seeds.
+"""The reference study's claims, each tested over seeds with a definite verdict and the power of its test.
 
-Each claim reduces to one number per seed (the mean over that seed's members in the claim's subset), tested with a
-one-sided Wilcoxon signed-rank test for > 0; the effect is the mean over seeds with a bootstrap interval. p-values
-are Holm-adjusted across the claims tested, and a claim is *supported* when its adjusted p is below alpha and its
-effect is positive. Members count when their pretrained parent had C_PT and no member of their lineage diverged.
-  1  small/medium-LR fine-tuning: pruning a small set of units revives C_PT. Per member that lost C_PT: the mean
-     C_PT accuracy over the pruning levels within the budget of units (wrapper.Thresholds) minus the unpruned
-     accuracy.
-  2  probes read the pretraining target from fine-tuned models about as well as from pretrained ones (small/medium
-     LR). Non-inferiority with margin probe_ratio: fine-tuned probe accuracy - probe_ratio x pretrained.
-  3  reFT recovers C_PT in fewer steps than the control (small/medium LR). Per member that lost C_PT:
-     log(control steps / reFT steps), censored as in `measures`.
-  4a-c  with a large LR these effects weaken: per seed, the measure of claim 1 / the probe accuracy ratio /
-     the log speed-up at small/medium LR minus at large LR.
-A claim whose data is missing is "not tested" with the reason.
+Seeds are the unit of replication: a claim reduces to one number per seed (the mean of a member measure over that
+seed's counted members), tested with a one-sided Wilcoxon signed-rank test for > 0, Holm-adjusted across the
+claims tested. Members counted: the lineage did not diverge, the parent had C_PT, fine-tuning learnt its task (not
+a no-op) and the taxonomy could tell whether C_PT was kept or suppressed (whatever it found with the instruments).
+  1   small/medium LR, members whose C_PT is suppressed: pruning revives C_PT beyond the random null:
+      prune_gain - random-neuron gain over the same levels. Smallest effect of interest (SESOI) +0.05 accuracy.
+  2   small/medium LR, every learnt member: probes still read C_PT beyond the input: selectivity(fine-tuned) -
+      0.9 x selectivity(parent) (selectivity: the best residual layer's pretraining-target accuracy minus the
+      control target's there); SESOI 0 (the margin is in the measure).
+  3   small/medium LR, suppressed members: reFT revives C_PT faster than the matched control (LR factor 1) learns
+      it: log(control restricted steps / reFT restricted steps), restricted steps = steps if reached, else the
+      budget; SESOI log 2.
+  4a-c  the same three measures weaken at large LR: per seed, small/medium minus large; the same SESOIs.
+Verdicts:
+  supported     p(Holm) < alpha and the mean per-seed effect > 0
+  refuted       the one-sided upper (1 - alpha) bootstrap bound of the mean per-seed effect is below the SESOI:
+                the effect is below the SESOI with 95% confidence
+  inconclusive  otherwise
+  not tested    with the reason (no data; fine-tuning did not learn at that LR; too few seeds)
+Power: the share of simulated replications whose one-sided Wilcoxon p < alpha / (number of claims tested) when the
+per-seed values are the observed ones shifted to mean = SESOI (resampled with replacement, as many as the seeds).
 """
 from __future__ import annotations
 
@@ -23,53 +30,13 @@ import numpy as np
 import pandas as pd
 
 from analysis.measures import LARGE, SMALL_MEDIUM
-from analysis.stats import CONFIDENCE, PairedTest, holm, paired_test, seed_means
-from analysis.wrapper import Thresholds
+from analysis.stats import CONFIDENCE, PairedTest, bootstrap_upper, holm, paired_test, power, seed_series
+from analysis.survival import logrank
+from analysis.taxonomy import counted
 
 ALPHA = 0.05
 MIN_SEEDS = 2
-
-
-@dataclasses.dataclass
-class ClaimResult:
-    id: str
-    claim: str
-    measure: str  # what one seed's number is
-    test: PairedTest | None
-    effect_text: str  # the effect with its interval, in the measure's natural units
-    detail: str  # supporting numbers (rates, controls)
-    reason: str = ""  # why it was not tested
-    p_holm: float = np.nan
-    verdict: str = ""
-
-
-def _eligible(evidence: pd.DataFrame, regime: str, need: str, lost_only: bool) -> pd.DataFrame:
-    rows = evidence[(evidence.has_capability == 1) & ~evidence.diverged & (evidence.lr_regime == regime)]
-    if lost_only:
-        rows = rows[rows.lost == 1]
-    return rows.dropna(subset=[need])
-
-
-def _untested(evidence: pd.DataFrame, regime: str, need: str, lost_only: bool, evaluation: str) -> str:
-    """Why a claim on `need` in `regime` cannot be tested ('' if it can)."""
-    in_regime = evidence[evidence.lr_regime == regime]
-    if in_regime.empty:
-        return f"no fine-tuned members at {regime} LR"
-    if in_regime[need].isna().all():
-        return f"no {evaluation} results for {regime}-LR members"
-    usable = in_regime[(in_regime.has_capability == 1) & ~in_regime.diverged]
-    if usable.empty:
-        return f"no {regime}-LR member whose parent had C_PT and whose lineage did not diverge"
-    if lost_only and not (usable.lost == 1).any():
-        return f"fine-tuning at {regime} LR removed C_PT in no member: nothing to revive"
-    seeds = _eligible(evidence, regime, need, lost_only).seed.nunique()
-    if seeds < MIN_SEEDS:
-        return f"{seeds} seed(s) with data; at least {MIN_SEEDS} needed"
-    return ""
-
-
-def _per_seed(rows: pd.DataFrame, value: str) -> pd.Series:
-    return seed_means(rows, value).set_index("seed")[value]
+PROBE_RATIO = 0.9
 
 
 def _formatter(pattern: str, transform=lambda x: x):
@@ -77,64 +44,110 @@ def _formatter(pattern: str, transform=lambda x: x):
 
 
 ACCURACY = _formatter("{:+.3f}")
-RATIO, SIGNED_RATIO = _formatter("{:.2f}"), _formatter("{:+.2f}")
-TIMES = _formatter("x{:.2f}", np.exp)  # log speed-ups shown as speed-ups
+TIMES = _formatter("x{:.2f}", np.exp)  # log ratios shown as ratios
 
 
 @dataclasses.dataclass(frozen=True)
 class Measure:
     """A per-member number that a claim averages per seed."""
     column: str  # column of the evidence (after _derived)
-    lost_only: bool  # only members whose C_PT fine-tuning removed
+    suppressed_only: bool  # only members whose C_PT fine-tuning suppressed
     evaluation: str  # the evaluation that produces it (for "not tested" reasons)
-    effect: object  # formats a difference of per-seed means
-    level: object  # formats a per-seed mean
+    sesoi: float  # the smallest effect of interest
+    sesoi_text: str
+    form: object  # formats an effect
 
 
-PRUNE_GAIN = Measure("prune_gain", True, "prune", ACCURACY, ACCURACY)
-PROBE_MARGIN = Measure("probe_margin", False, "probe", ACCURACY, ACCURACY)
-PROBE_RATIO = Measure("probe_ratio", False, "probe", SIGNED_RATIO, RATIO)
-LOG_SPEEDUP = Measure("log_speedup", True, "reft", TIMES, TIMES)
+PRUNE = Measure("prune_excess", True, "prune", 0.05, "+0.05 accuracy", ACCURACY)
+PROBE = Measure("probe_margin", False, "probe selectivity", 0.0, "0", ACCURACY)
+REFT = Measure("log_speedup", True, "reft and control_reft", float(np.log(2)), "x2 (log 2)", TIMES)
 
 
-def _derived(evidence: pd.DataFrame, t: Thresholds) -> pd.DataFrame:
-    return evidence.assign(probe_margin=evidence.probe_pt_finetuned - t.probe_ratio * evidence.probe_pt_pretrained,
-                           log_speedup=np.log(evidence.reft_speedup))
+@dataclasses.dataclass
+class ClaimResult:
+    id: str
+    claim: str
+    measure: str  # what one seed's number is
+    sesoi: float
+    sesoi_text: str
+    test: PairedTest | None
+    values: pd.Series  # the per-seed numbers tested
+    effect_text: str = ""  # the effect with its interval, in the measure's natural units
+    upper: float = np.nan  # the one-sided upper (1 - alpha) bootstrap bound of the effect
+    detail: str = ""  # supporting numbers (counts, nulls)
+    reason: str = ""  # why it was not tested
+    power: float = np.nan
+    power_text: str = ""
+    p_holm: float = np.nan
+    verdict: str = ""
+
+
+def _eligible(evidence: pd.DataFrame, regime: str, m: Measure) -> pd.DataFrame:
+    rows = counted(evidence)
+    rows = rows[rows.lr_regime == regime]
+    if m.suppressed_only:
+        rows = rows[rows.suppressed == 1]
+    return rows.dropna(subset=[m.column])
+
+
+def _untested(evidence: pd.DataFrame, regime: str, m: Measure) -> str:
+    """Why a claim on `m` in `regime` cannot be tested ('' if it can)."""
+    mine = evidence[evidence.lr_regime == regime]
+    if mine.empty:
+        return f"no fine-tuned members at {regime} LR"
+    healthy = mine[~mine.diverged & (mine.has_capability == 1)]
+    if healthy.empty:
+        return f"no {regime}-LR member whose parent had C_PT and whose lineage did not diverge"
+    if healthy.learnt.isna().all():
+        return f"no {regime}-LR member with a known fine-tuning outcome"
+    if not (healthy.learnt == 1).any():
+        return f"fine-tuning did not learn C_FT at {regime} LR: no member to test"
+    rows = counted(mine)
+    if rows[m.column].isna().all():
+        return f"no {m.evaluation} results for {regime}-LR members"
+    if m.suppressed_only and not (rows.suppressed == 1).any():
+        return f"fine-tuning at {regime} LR suppressed C_PT in no member: nothing to revive"
+    seeds = _eligible(evidence, regime, m).seed.nunique()
+    if seeds < MIN_SEEDS:
+        return f"{seeds} seed(s) with data at {regime} LR; at least {MIN_SEEDS} needed"
+    return ""
+
+
+def _derived(evidence: pd.DataFrame) -> pd.DataFrame:
+    return evidence.assign(probe_margin=evidence.sel_finetuned - PROBE_RATIO * evidence.sel_pretrained)
+
+
+def _mean(values) -> str:
+    values = pd.Series(values, dtype=float).dropna()
+    return f"{values.mean():+.3f}" if len(values) else "n/a"
+
+
+def _reft_logrank(rows: pd.DataFrame) -> str:
+    """'log-rank reFT vs control: chi2 4.1, p 0.04' over the rows' reFT children and their (distinct) controls."""
+    reft = rows[["reft_steps", "reft_reached", "reft_budget"]].set_axis(["steps", "reached", "budget"], axis=1)
+    control = rows.drop_duplicates("control")[["control_steps", "control_reached", "control_budget"]]
+    control = control.set_axis(["steps", "reached", "budget"], axis=1)
+    runs = pd.concat([reft.assign(arm="reFT"), control.assign(arm="control")], ignore_index=True).dropna(
+        subset=["reached"])
+    test = logrank(runs.steps.fillna(runs.budget), runs.reached, runs.arm)
+    if test.reason:
+        return f"log-rank reFT vs control: {test.reason}"
+    return f"log-rank reFT vs control ({test.n} runs): chi2 {test.statistic:.2f}, p {test.p:.3g}"
 
 
 def _detail(claim_id: str, rows: pd.DataFrame) -> str:
     if claim_id == "1":
-        return f"pruning revives C_PT within the budget in {int(rows.revived_by_pruning.sum())} of {len(rows)} " \
-               "members"
+        revived = int((rows.revived_by_pruning == 1).sum())
+        return (f"{len(rows)} suppressed members; mean C_PT gain targeted {_mean(rows.prune_gain)}, random neurons "
+                f"{_mean(rows.prune_random_gain)}, targeted on the control {_mean(rows.prune_control_gain)}; beyond "
+                f"T_prune in {revived}")
     if claim_id == "2":
-        ratio = (rows.probe_pt_finetuned / rows.probe_pt_pretrained).mean()
-        init = (rows.probe_pt_init / rows.probe_pt_pretrained).mean()
-        return f"mean ratio fine-tuned / pretrained {ratio:.2f}; randomly initialised control {init:.2f}"
+        return (f"{len(rows)} learnt members; mean selectivity fine-tuned {_mean(rows.sel_finetuned)}, parent "
+                f"{_mean(rows.sel_pretrained)}; nulls: untrained {_mean(rows.sel_init)}, control (never had C_PT) "
+                f"{_mean(rows.sel_control)}")
     reached = rows.reft_reached.mean(), rows.control_reached.mean()
-    return f"threshold reached by {reached[0]:.0%} of reFT runs and {reached[1]:.0%} of controls"
-
-
-def _one_regime(evidence, t: Thresholds, confidence) -> list[ClaimResult]:
-    specs = [
-        ("1", "Small/medium-LR fine-tuning: pruning a small fraction of units revives C_PT",
-         f"mean C_PT accuracy after pruning 1..max({t.prune_units}, {t.prune_fraction:g} x units) "
-         f"{t.prune_method} minus before, members that lost C_PT", PRUNE_GAIN),
-        ("2", "Probes read the pretraining target from fine-tuned models about as well as from pretrained ones",
-         f"best-layer probe accuracy: fine-tuned - {t.probe_ratio:g} x pretrained (non-inferiority)", PROBE_MARGIN),
-        ("3", "reFT recovers C_PT in fewer steps than the control that never had it",
-         "log(control steps / reFT steps) to the C_PT threshold, members that lost C_PT; effect shown as the "
-         "geometric-mean speed-up", LOG_SPEEDUP),
-    ]
-    out = []
-    for claim_id, claim, description, m in specs:
-        reason = _untested(evidence, SMALL_MEDIUM, m.column, m.lost_only, m.evaluation)
-        if reason:
-            out.append(ClaimResult(claim_id, claim, description, None, "", "", reason))
-            continue
-        rows = _eligible(evidence, SMALL_MEDIUM, m.column, m.lost_only)
-        test = paired_test(_per_seed(rows, m.column), confidence)
-        out.append(ClaimResult(claim_id, claim, description, test, _interval(test, m.effect), _detail(claim_id, rows)))
-    return out
+    return (f"{len(rows)} suppressed members; threshold reached by {reached[0]:.0%} of reFT runs and "
+            f"{reached[1]:.0%} of matched controls; {_reft_logrank(rows)}")
 
 
 def _interval(test: PairedTest, form) -> str:
@@ -143,48 +156,95 @@ def _interval(test: PairedTest, form) -> str:
     return f"{form(test.effect)} [{form(test.effect_lo)}, {form(test.effect_hi)}]"
 
 
-def _weakening(evidence, confidence) -> list[ClaimResult]:
-    specs = [("4a", "pruning revival (claim 1)", "C_PT gain from pruning", PRUNE_GAIN),
-             ("4b", "probe readout (claim 2)", "probe accuracy ratio fine-tuned / pretrained", PROBE_RATIO),
-             ("4c", "reFT speed-up (claim 3)", "log speed-up (effect shown as the ratio of geometric means)",
-              LOG_SPEEDUP)]
+SPECS = [
+    ("1", "Small/medium-LR fine-tuning: pruning a few units revives the suppressed C_PT beyond the random null",
+     "mean C_PT gain over the pruning budget, targeted minus random neurons, members with C_PT suppressed", PRUNE),
+    ("2", "Probes still read the pretraining target beyond the input after small/medium-LR fine-tuning",
+     f"probe selectivity: fine-tuned - {PROBE_RATIO:g} x pretrained parent, every learnt member", PROBE),
+    ("3", "reFT revives the suppressed C_PT faster than the control that never had it learns it",
+     "log(control / reFT restricted steps to the C_PT threshold), members with C_PT suppressed; effect shown as "
+     "the ratio", REFT),
+]
+WEAKENING = [("4a", "pruning revival (claim 1)", PRUNE), ("4b", "probe selectivity (claim 2)", PROBE),
+             ("4c", "reFT speed-up (claim 3)", REFT)]
+
+
+def _one_regime(evidence: pd.DataFrame, confidence: float) -> list[ClaimResult]:
     out = []
-    for claim_id, what, description, m in specs:
-        claim = f"With a large LR the effect weakens: {what}"
-        description = f"{description}: small/medium LR minus large LR, per seed"
-        reason = _untested(evidence, SMALL_MEDIUM, m.column, m.lost_only, m.evaluation) or \
-            _untested(evidence, LARGE, m.column, m.lost_only, m.evaluation)
-        if not reason:
-            small = _per_seed(_eligible(evidence, SMALL_MEDIUM, m.column, m.lost_only), m.column)
-            large = _per_seed(_eligible(evidence, LARGE, m.column, m.lost_only), m.column)
-            difference = (small - large).dropna()
-            if len(difference) < MIN_SEEDS:
-                reason = f"{len(difference)} seed(s) with data at both small/medium and large LR"
-        if reason:
-            out.append(ClaimResult(claim_id, claim, description, None, "", "", reason))
-            continue
-        test = paired_test(difference, confidence)
-        detail = f"mean over seeds {m.level(small.mean())} at small/medium vs {m.level(large.mean())} at large LR"
-        out.append(ClaimResult(claim_id, claim, description, test, _interval(test, m.effect), detail))
+    for claim_id, claim, description, m in SPECS:
+        result = ClaimResult(claim_id, claim, description, m.sesoi, m.sesoi_text, None, pd.Series(dtype=float))
+        result.reason = _untested(evidence, SMALL_MEDIUM, m)
+        if not result.reason:
+            rows = _eligible(evidence, SMALL_MEDIUM, m)
+            result.values = seed_series(rows, m.column)
+            result.test = paired_test(result.values, confidence)
+            result.effect_text = _interval(result.test, m.form)
+            result.detail = _detail(claim_id, rows)
+        out.append(result)
     return out
 
 
-def evaluate_claims(evidence: pd.DataFrame, thresholds: Thresholds = Thresholds(), alpha: float = ALPHA,
-                    confidence: float = CONFIDENCE) -> list[ClaimResult]:
-    """Claims 1-4 on the wrapper evidence (wrapper.wrapper_evidence), Holm-adjusted, with verdicts."""
-    evidence = _derived(evidence, thresholds)
-    results = _one_regime(evidence, thresholds, confidence) + _weakening(evidence, confidence)
+def _weakening(evidence: pd.DataFrame, confidence: float) -> list[ClaimResult]:
+    out = []
+    for claim_id, what, m in WEAKENING:
+        description = f"the measure of {what}: small/medium LR minus large LR, per seed"
+        result = ClaimResult(claim_id, f"With a large LR the effect weakens: {what}", description, m.sesoi,
+                             m.sesoi_text, None, pd.Series(dtype=float))
+        result.reason = _untested(evidence, SMALL_MEDIUM, m) or _untested(evidence, LARGE, m)
+        if not result.reason:
+            small = seed_series(_eligible(evidence, SMALL_MEDIUM, m), m.column)
+            large = seed_series(_eligible(evidence, LARGE, m), m.column)
+            difference = (small - large).dropna()
+            if len(difference) < MIN_SEEDS:
+                result.reason = f"{len(difference)} seed(s) with data at both small/medium and large LR"
+            else:
+                result.values = difference
+                result.test = paired_test(difference, confidence)
+                result.effect_text = _interval(result.test, m.form)
+                result.detail = (f"mean over seeds {m.form(small.mean())} at small/medium vs {m.form(large.mean())} "
+                                 "at large LR")
+        out.append(result)
+    return out
+
+
+def judge(result: ClaimResult, alpha: float, tested: int, form=ACCURACY) -> None:
+    """The verdict, the upper bound and the power of a tested claim (p_holm set)."""
+    test, values = result.test, result.values
+    level = alpha / max(tested, 1)
+    result.upper = bootstrap_upper(values, 1 - alpha)
+    result.power = power(values, result.sesoi, level)
+    n = len(values.dropna())
+    result.power_text = f"power {result.power:.2f} to detect {result.sesoi_text} with {n} seeds"
+    if result.sesoi == 0:
+        result.power_text += " (SESOI 0: the margin is in the measure, so this is the test's rate at the margin)"
+    if 0.5 ** n >= level:
+        result.power_text += (f"; with {n} seeds the smallest attainable p, {0.5 ** n:.3g}, is not below "
+                              f"alpha / {max(tested, 1)} = {level:.3g}")
+    if result.p_holm < alpha and test.effect > 0:
+        result.verdict = "supported"
+        if result.upper < result.sesoi:
+            result.detail += (f"; the effect is positive but below the SESOI ({result.sesoi_text}) with "
+                              f"{1 - alpha:.0%} confidence")
+    elif result.upper < result.sesoi:
+        result.verdict = "refuted"
+        result.detail = (result.detail + "; " if result.detail else "") + (
+            f"the effect is below the SESOI ({result.sesoi_text}) with {1 - alpha:.0%} confidence (upper bound "
+            f"{form(result.upper)})")
+    else:
+        result.verdict = "inconclusive"
+
+
+def evaluate_claims(evidence: pd.DataFrame, alpha: float = ALPHA, confidence: float = CONFIDENCE) -> list[ClaimResult]:
+    """Claims 1-4 on the taxonomy's evidence (analysis.taxonomy), Holm-adjusted, with verdicts and power."""
+    evidence = _derived(evidence) if not evidence.empty else evidence.assign(probe_margin=np.nan)
+    results = _one_regime(evidence, confidence) + _weakening(evidence, confidence)
     adjusted = holm([r.test.p if r.test else np.nan for r in results])
+    tested = sum(r.test is not None for r in results)
+    forms = {spec[0]: spec[3].form for spec in SPECS} | {w[0]: w[2].form for w in WEAKENING}
     for result, p in zip(results, adjusted):
         result.p_holm = p
         if result.test is None:
             result.verdict = f"not tested ({result.reason})"
-        elif p < alpha and result.test.effect > 0:
-            result.verdict = "supported"
-        elif result.test.min_p >= alpha:
-            t = result.test
-            result.verdict = (f"inconclusive: {t.nonzero} of {t.n} seeds differ from 0, so the smallest "
-                              f"attainable p is {t.min_p:.3g}")
         else:
-            result.verdict = "not supported"
+            judge(result, alpha, tested, forms[result.id])
     return results

@@ -9,7 +9,7 @@ from analysis import extraction, stories
 from analysis.analyse import analyse
 from analysis.errors import AnalysisError
 from analysis.report import write_report
-from analysis.wrapper import Thresholds
+from analysis.taxonomy import Parameters
 
 EXIT_USAGE = 2
 # Studies with a page of their own: the workdirs' manifests name the study; the module writes the page and summary.
@@ -25,10 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--by", action="append", default=[], metavar="COLUMN",
                         help="also split settings by this results column (e.g. d_model); repeatable")
     common.add_argument("--threshold", action="append", default=[], metavar="NAME=VALUE",
-                        help="override a wrapper threshold (e.g. probe_ratio=0.8); repeatable")
+                        help="set a taxonomy parameter (e.g. null_quantile=0.99, noop_accuracy=0.8); repeatable")
     report = commands.add_parser("report", parents=[common], help="write OUTDIR/index.html")
     report.add_argument("--out", required=True, metavar="OUTDIR", help="directory for the report")
-    commands.add_parser("summary", parents=[common], help="print the headline table")
+    commands.add_parser("summary", parents=[common], help="print the regime, the taxonomy, the claims and the nulls")
     return parser
 
 
@@ -39,11 +39,11 @@ def main(argv=None) -> int:
             if all(names_study(path) for path in args.rundirs):
                 if args.by or args.threshold:
                     raise AnalysisError(f"--by and --threshold apply to the wrapper analysis; the {page.STUDY} "
-                                        "study's page has fixed cells and no wrapper thresholds")
+                                        "study's page has fixed cells and no taxonomy parameters")
                 print(f"report: {page.write_report(args.rundirs, args.out)}" if args.command == "report"
                       else page.summary_text(args.rundirs))
                 return 0
-        analysis = analyse(args.rundirs, Thresholds.from_strings(args.threshold), by=args.by)
+        analysis = analyse(args.rundirs, Parameters.from_strings(args.threshold), by=args.by)
         if args.command == "report":
             print(f"report: {write_report(analysis, args.out)}")
         else:

@@ -1,154 +1,113 @@
-"""Where did a wrapper emerge? The headline of a study.
+"""What did fine-tuning do to C_PT, and where? The taxonomy's headline for a study.
 
 Per setting (fine-tuning LR x sampling prior x spurious strength, plus any columns the user groups by): how many
-fine-tuned members could be judged, the wrapper rate with its Wilson interval, the rate of each criterion, C_PT
-before and after fine-tuning, the reFT speed-up of the members that lost C_PT (geometric mean over seeds,
-bootstrap interval), and a verdict:
-  yes           the interval lies above 1/2: most members of this setting form a wrapper
-  no            the interval lies below 1/2
-  inconclusive  the interval contains 1/2 (more seeds would decide)
-  not judged    no member could be judged (the reason is given)
-And the logistic regression of the indicator on log fine-tuning LR, log sampling prior and spurious strength.
+fine-tuned members were judged, the count and share of each class (analysis.taxonomy) with its Wilson interval, why
+the others were not judged, and one sentence naming the dominant class. One sentence for the whole study. And per
+class a one-vs-rest logistic regression on log10 fine-tuning LR, log10 sampling prior, C_Tr and every swept scale
+column that varies.
 """
 from __future__ import annotations
 
 import dataclasses
 
-import numpy as np
 import pandas as pd
 
-from analysis.stats import CONFIDENCE, LogisticFit, cell_intervals, logistic_regression, rate_intervals
-from analysis.wrapper import CRITERIA, CRITERION_NAMES
-
-SETTING = ("finetune_lr_label", "prior_label", "spurious")
-COLUMN_NAMES = {"finetune_lr_label": "fine-tuning LR", "prior_label": "prior", "spurious": "C_Tr"}
-# Sort keys of the label columns: LRs small -> large, priors high -> low.
-SORT_KEYS = {"finetune_lr_label": ("finetune_lr", 1), "prior_label": ("prior", -1)}
+from analysis.settings import describe_setting, in_setting_order, predictors, setting_columns
+from analysis.stats import CONFIDENCE, LogisticFit, logistic_regression, rate_intervals, wilson_interval
+from analysis.taxonomy import CLASSES, NOT_JUDGED
 
 
-def setting_columns(by=()) -> list[str]:
-    return [*SETTING, *(c for c in by if c not in SETTING)]
-
-
-def in_setting_order(table: pd.DataFrame, source: pd.DataFrame, columns) -> pd.DataFrame:
-    """Rows sorted by each setting column's meaning (LR value, prior value descending), not alphabetically."""
-    keys = {}
-    for column in columns:
-        if column in SORT_KEYS:
-            value, sign = SORT_KEYS[column]
-            order = source.groupby(column)[value].first() * sign
-            keys[column] = table[column].map(order)
-        else:
-            keys[column] = table[column]
-    order = pd.DataFrame(keys).sort_values(list(columns), kind="stable").index
-    return table.loc[order].reset_index(drop=True)
-
-
-def describe_setting(row, columns) -> str:
-    parts = []
-    for column in columns:
-        value = row[column]
-        value = f"{value:g}" if isinstance(value, float) else value
-        parts.append(f"{COLUMN_NAMES.get(column, column)} {value}")
-    return ", ".join(parts)
-
-
-def verdict(n: int, low: float, high: float) -> str:
-    if n == 0:
-        return "not judged"
-    if low > 0.5:
-        return "yes"
-    if high < 0.5:
-        return "no"
-    return "inconclusive"
-
-
-TABLE_COLUMNS = ["k", "n", "rate", "rate_lo", "rate_hi", "members", "left_out", *(f"{c}_rate" for c in CRITERIA),
-                 "pt_acc_pretrained", "pt_acc_finetuned", "ft_acc_finetuned", "reft_speedup", "reft_speedup_lo",
-                 "reft_speedup_hi", "verdict"]
-
-
-def _reasons(left_out: pd.Series) -> str:
-    """'parent without C_PT (2); diverged (1)' from the members' left_out column."""
-    counts = left_out[left_out != ""].value_counts()
+def _reasons(reasons: pd.Series) -> str:
+    """'parent without C_PT (2); diverged lineage (1)' from the members' reason column."""
+    counts = reasons[reasons != ""].value_counts()
     return "; ".join(f"{reason} ({count})" for reason, count in counts.items())
 
 
+def _indicators(evidence: pd.DataFrame) -> pd.DataFrame:
+    """The judged members with one 0/1 column per class."""
+    judged = evidence[evidence.taxon != NOT_JUDGED]
+    return judged.assign(**{c: (judged.taxon == c).astype(float) for c in CLASSES})
+
+
+def dominant(row) -> list[str]:
+    """The classes with the largest count in a setting-table row (several on a tie; none without judged
+    members)."""
+    if not row.judged:
+        return []
+    top = max(row[f"{c} k"] for c in CLASSES)
+    return [c for c in CLASSES if row[f"{c} k"] == top]
+
+
 def setting_table(evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """One row per setting: counts, wrapper rate and interval, criteria rates, C_PT, speed-up, verdict."""
+    """One row per setting: members, judged, per class `<class> k`, `<class> share`, `_lo`, `_hi`, not_judged
+    (reasons) and dominant (the dominant class(es), ' and '-joined)."""
     columns = setting_columns(by)
+    per_class = [f"{c} {part}" for c in CLASSES for part in ("k", "share", "lo", "hi")]
     if evidence.empty:
-        return pd.DataFrame(columns=[*columns, *TABLE_COLUMNS])
-    table = rate_intervals(evidence, "wrapper", columns, confidence)
-    judged = evidence[evidence.left_out == ""]
+        return pd.DataFrame(columns=[*columns, "members", "judged", *per_class, "not_judged", "dominant"])
     grouped = evidence.groupby(columns, sort=False, dropna=False)
-    extra = pd.DataFrame({"members": grouped.size()})
-    extra["left_out"] = grouped.left_out.agg(_reasons)
-    for criterion in CRITERIA:
-        extra[f"{criterion}_rate"] = judged.groupby(columns, dropna=False)[criterion].mean()
-    for value in ("pt_acc_pretrained", "pt_acc_finetuned", "ft_acc_finetuned"):
-        extra[value] = grouped[value].mean()
-    table = table.join(extra, on=columns)
-    # Only a member that lost C_PT has something to revive; one that kept it would show the control's budget.
-    speedup = cell_intervals(judged[judged.lost == 1], "reft_speedup", columns, confidence,
-                             log=True).drop(columns="seeds")
-    table = table.merge(speedup, on=columns, how="left")
-    table["verdict"] = [verdict(r.n, r.rate_lo, r.rate_hi) for r in table.itertuples()]
-    return in_setting_order(table, evidence, columns)
+    table = pd.DataFrame({"members": grouped.size(), "not_judged": grouped.reason.agg(_reasons)})
+    judged = _indicators(evidence)
+    table["judged"] = judged.groupby(columns, dropna=False).size().reindex(table.index).fillna(0).astype(int)
+    for c in CLASSES:
+        rates = rate_intervals(judged, c, columns, confidence).set_index(columns) if len(judged) else None
+        for part, source in (("k", "k"), ("share", "rate"), ("lo", "rate_lo"), ("hi", "rate_hi")):
+            values = rates[source].reindex(table.index) if rates is not None else pd.Series(index=table.index)
+            table[f"{c} {part}"] = values.fillna(0).astype(int) if part == "k" else values
+    table = table.reset_index()
+    table["dominant"] = [" and ".join(dominant(r)) for _, r in table.iterrows()]
+    return in_setting_order(table[[*columns, "members", "judged", *per_class, "not_judged", "dominant"]], evidence,
+                            columns)
 
 
-def verdict_sentences(table: pd.DataFrame, by=(), confidence: float = CONFIDENCE) -> list[str]:
-    """One sentence per setting: 'fine-tuning LR medium, prior high, C_Tr 0: YES — 8/8 (100%, 95% CI 68%-100%)',
-    wrappers among the judged members."""
+def _share(k: int, n: int, confidence: float) -> str:
+    low, high = wilson_interval(k, n, confidence)
+    return f"{k}/{n} ({k / n:.0%}, {confidence:.0%} CI {low:.0%}-{high:.0%})"
+
+
+def setting_sentences(table: pd.DataFrame, by=(), confidence: float = CONFIDENCE) -> list[str]:
+    """One sentence per setting: 'fine-tuning LR medium, prior high, C_Tr 0: HIDDEN WRAPPER — 8/8 (100%, 95% CI
+    68%-100%) of the judged members'."""
     columns = setting_columns(by)
     out = []
     for _, row in table.iterrows():
         where = describe_setting(row, columns)
-        if row.verdict == "not judged":
-            out.append(f"{where}: NOT JUDGED — {row.left_out or 'no members'}")
+        if not row.judged:
+            out.append(f"{where}: NOT JUDGED — {row.not_judged or 'no members'}")
             continue
-        out.append(f"{where}: {row.verdict.upper()} — {row.k}/{row.n} ({row.rate:.0%}, {confidence:.0%} CI "
-                   f"{row.rate_lo:.0%}-{row.rate_hi:.0%})")
+        top = dominant(row)
+        word = top[0].upper() if len(top) == 1 else "TIED " + " / ".join(t.upper() for t in top)
+        others = [f"{c} {row[f'{c} k']}" for c in CLASSES if c not in top and row[f"{c} k"]]
+        tail = f"; also {', '.join(others)}" if others else ""
+        skipped = f"; {row.members - row.judged} not judged: {row.not_judged}" if row.members > row.judged else ""
+        out.append(f"{where}: {word} — {_share(row[f'{top[0]} k'], row.judged, confidence)} of the judged members"
+                   f"{' each' if len(top) > 1 else ''}{tail}{skipped}")
     return out
 
 
-def overall_sentence(evidence: pd.DataFrame, table: pd.DataFrame, by=(), confidence: float = CONFIDENCE) -> str:
+def overall_sentence(evidence: pd.DataFrame, table: pd.DataFrame, confidence: float = CONFIDENCE) -> str:
     """The study's answer in one sentence."""
-    judged = evidence.wrapper.dropna()
+    judged = evidence[evidence.taxon != NOT_JUDGED] if not evidence.empty else evidence
     if judged.empty:
-        return f"No fine-tuned member could be judged ({_reasons(evidence.left_out) or 'no fine-tuned members'})."
-    o = rate_intervals(evidence.assign(all=""), "wrapper", ["all"], confidence).iloc[0]
-    interval = f"{confidence:.0%} CI {o.rate_lo:.0%}-{o.rate_hi:.0%}"
-    if o.k == 0:
-        answer = f"No wrapper emerged: none of {o.n} judged fine-tuned members meets every criterion ({interval})"
-    else:
-        answer = f"A wrapper emerged in {o.k} of {o.n} judged fine-tuned members ({o.rate:.0%}, {interval})"
-    yes = table[table.verdict == "yes"]
-    columns = setting_columns(by)
-    if yes.empty:
-        where = "no setting shows one in most of its members at this confidence"
-    else:
-        where = "in most members under " + "; ".join(describe_setting(r, columns) for _, r in yes.iterrows())
-    judged = evidence[evidence.left_out == ""]
-    met = {c: judged[c].mean() for c in CRITERIA if judged[c].notna().any()}
-    rarest = min(met, key=met.get) if met else None
-    limit = f" The criterion met least often: {CRITERION_NAMES[rarest]} ({met[rarest]:.0%} of judged members)." \
-        if rarest is not None and o.k < o.n else ""
-    return f"{answer}; {where}.{limit}"
+        reasons = _reasons(evidence.reason) if not evidence.empty else ""
+        return f"No fine-tuned member could be judged ({reasons or 'no fine-tuned members'})."
+    n = len(judged)
+    counts = judged.taxon.value_counts()
+    shares = "; ".join(f"{c} {_share(int(counts[c]), n, confidence)}" for c in CLASSES if c in counts)
+    skipped = len(evidence) - n
+    skipped = f" ({skipped} not judged: {_reasons(evidence.reason)})" if skipped else ""
+    leaders = table.dominant[table.dominant != ""]
+    wins = leaders.value_counts()
+    where = "; ".join(f"{c} dominates in {wins[c]} of {len(leaders)} settings" for c in wins.index
+                      if " and " not in c)
+    return f"Of {n} judged fine-tuned members{skipped}: {shares}." + (f" By setting, {where}." if where else "")
 
 
-PREDICTORS = {"log10 fine-tuning LR": "finetune_lr", "log10 sampling prior": "prior", "spurious C_Tr": "spurious"}
-
-
-def emergence_regression(evidence: pd.DataFrame) -> LogisticFit:
-    """Logit of the wrapper indicator on log10 fine-tuning LR, log10 sampling prior and spurious strength."""
-    x = pd.DataFrame(index=evidence.index)
-    for name, column in PREDICTORS.items():
-        values = evidence[column].astype(float)
-        x[name] = np.log10(values.where(values > 0)) if name.startswith("log10") else values
-    # A predictor with no value at all (a prior of 0 everywhere: a compiled model, never pretrained on data) is left
-    # out rather than emptying the fit.
-    return logistic_regression(evidence.wrapper, x.loc[:, x.notna().any()])
+def class_regressions(evidence: pd.DataFrame, scales=()) -> dict[str, LogisticFit]:
+    """Per class, the one-vs-rest logit over the judged members on the settings (analysis.settings.predictors)."""
+    judged = _indicators(evidence)
+    x = predictors(judged, scales) if len(judged) else pd.DataFrame(index=judged.index)
+    return {c: logistic_regression(judged[c], x) for c in CLASSES}
 
 
 @dataclasses.dataclass
@@ -156,10 +115,10 @@ class Headline:
     overall: str
     sentences: list[str]
     table: pd.DataFrame
-    regression: LogisticFit
+    regressions: dict[str, LogisticFit]
 
 
-def headline(evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE) -> Headline:
+def headline(evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE, scales=()) -> Headline:
     table = setting_table(evidence, by, confidence)
-    return Headline(overall_sentence(evidence, table, by, confidence), verdict_sentences(table, by, confidence),
-                    table, emergence_regression(evidence))
+    return Headline(overall_sentence(evidence, table, confidence), setting_sentences(table, by, confidence),
+                    table, class_regressions(evidence, scales))

@@ -3,7 +3,10 @@ its data; `save` writes one as PNG and SVG.
 
 Curves are means over seeds (each seed first averaged over the members it contributes to the line) with shaded
 bootstrap 95% intervals over seeds. Panels are laid out with fine-tuning LRs as rows (small to large) and sampling
-priors as columns (high to low); line styles tell spurious strengths (C_Tr) apart.
+priors as columns (high to low); line styles tell spurious strengths (C_Tr) apart. Every instrument is drawn with
+its null: pruning beside k random neurons, probes beside the untrained model and the control target, reFT beside
+the control that never had C_PT (as curves and as Kaplan-Meier curves of steps to revival). `class_shares` draws
+the taxonomy's headline.
 """
 from __future__ import annotations
 
@@ -19,15 +22,18 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from analysis.emergence import SETTING, in_setting_order  # noqa: E402
 from analysis.load import Study  # noqa: E402
-from analysis.stats import bootstrap_mean, rate_intervals  # noqa: E402
+from analysis.measures import RANDOM_METHOD, UNIT_METHODS, lr_key  # noqa: E402
+from analysis.settings import describe_setting  # noqa: E402
+from analysis.stats import bootstrap_mean  # noqa: E402
 
 N_BOOT = 500  # per plotted point; enough for a band
 PANEL = (3.3, 2.5)  # inches per panel
 STYLES = ["-", "--", ":", "-."]
 COLORS = {"pt": "tab:blue", "ft": "tab:orange", "pretrained": "black", "finetuned": "tab:blue", "reft": "tab:green",
-          "init": "tab:gray", "shuffled": "tab:red", "control": "tab:gray"}
+          "init": "tab:gray", "control_target": "tab:red", "control": "tab:gray", "random": "lightsteelblue"}
+CLASS_COLORS = {"no-op": "0.75", "reuse": "tab:purple", "kept": "tab:blue", "hidden wrapper": "tab:green",
+                "overwrite": "tab:red"}
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
                      "svg.fonttype": "none"})
 
@@ -114,12 +120,16 @@ def _spurious_legend(fig, levels, entries):
 
 
 def pruning_curves(study: Study, method: str = "neurons", budget: float | None = None):
-    """C_PT and C_FT accuracy of fine-tuned members against units pruned, pretrained members as a control."""
+    """C_PT and C_FT accuracy of fine-tuned members against units pruned, beside the null (k random neurons, for
+    methods that remove neurons) and the pretrained members pruned the same way."""
     results = study.results
-    rows = results[(results.phase == "prune") & results.metric.isin([f"{method}.pt_acc", f"{method}.ft_acc"])]
+    random = UNIT_METHODS.get(method) == "neurons"
+    metrics = [f"{method}.pt_acc", f"{method}.ft_acc"] + ([f"{RANDOM_METHOD}.pt_acc"] if random else [])
+    rows = results[(results.phase == "prune") & results.metric.isin(metrics)]
     if (grid := _grid_rows(rows, study)) is None:
         return None
     rows, lrs, priors, levels = grid
+    random = random and (rows.metric == f"{RANDOM_METHOD}.pt_acc").any()
     fig, axes = _grid(lrs, priors, "fine-tuning LR", "prior", "accuracy", f"{method} removed (k)")
     for i, lr in enumerate(lrs):
         for j, prior in enumerate(priors):
@@ -129,25 +139,32 @@ def pruning_curves(study: Study, method: str = "neurons", budget: float | None =
             _band(ax, control, "step", COLORS["pretrained"], ":")
             mine = rows[(rows.kind == "finetuned") & (rows.finetune_lr_label == lr) & (rows.prior_label == prior)]
             for spurious in levels:
+                style = _style(spurious, levels)
+                here = mine[mine.spurious == spurious]
+                if random:
+                    _band(ax, here[here.metric == f"{RANDOM_METHOD}.pt_acc"], "step", COLORS["random"], style)
                 for target in ("pt", "ft"):
-                    line = mine[(mine.spurious == spurious) & (mine.metric == f"{method}.{target}_acc")]
-                    _band(ax, line, "step", COLORS[target], _style(spurious, levels), marker="o")
+                    _band(ax, here[here.metric == f"{method}.{target}_acc"], "step", COLORS[target], style,
+                          marker="o")
             if budget is not None:
                 ax.axvline(budget, color="tab:purple", linewidth=0.8, linestyle="-.")
-    entries = [("C_PT, fine-tuned", COLORS["pt"], "-"), ("C_FT, fine-tuned", COLORS["ft"], "-"),
-               ("C_PT, pretrained (control)", COLORS["pretrained"], ":")]
+    entries = [("C_PT, fine-tuned", COLORS["pt"], "-"), ("C_FT, fine-tuned", COLORS["ft"], "-")]
+    if random:
+        entries.append(("C_PT, k random neurons removed (null)", COLORS["random"], "-"))
+    entries.append(("C_PT, pretrained", COLORS["pretrained"], ":"))
     if budget is not None:
         entries.append(("pruning budget", "tab:purple", "-."))
     _spurious_legend(fig, levels, entries)
-    fig.suptitle(f"Pruning {method}: does removing a few units bring C_PT back?")
+    fig.suptitle(f"Pruning {method}: does removing a few units bring C_PT back, beyond removing random ones?")
     return fig
 
 
 def probe_layers(study: Study, site: str = "resid"):
-    """Probe accuracy for the pretraining target by layer: pretrained, fine-tuned, reFT, and the init control."""
+    """Probe accuracy for the pretraining target by layer: pretrained, fine-tuned, reFT, and the nulls (the untrained
+    model; the control target, an answer about a terminal no query asks about)."""
     results = study.results
     rows = results[(results.phase == "probe") &
-                   results.metric.isin([f"{site}.pt_acc", f"init_{site}.pt_acc", f"{site}.shuffled_acc"])]
+                   results.metric.isin([f"{site}.pt_acc", f"init_{site}.pt_acc", f"{site}.control_acc"])]
     if (grid := _grid_rows(rows, study)) is None:
         return None
     # reFT members carry their own LR label; pretrained ones appear in every row of their prior's column.
@@ -168,15 +185,15 @@ def probe_layers(study: Study, site: str = "resid"):
                     line = children[(children.kind == kind) & (children.spurious == spurious) &
                                     (children.metric == f"{site}.pt_acc")]
                     _band(ax, line, "step", COLORS[kind], style, marker="o")
-            shuffled = children[(children.kind == "finetuned") & (children.metric == f"{site}.shuffled_acc")]
-            _band(ax, shuffled, "step", COLORS["shuffled"], "-.")
+            control = children[(children.kind == "finetuned") & (children.metric == f"{site}.control_acc")]
+            _band(ax, control, "step", COLORS["control_target"], "-.")
     steps = sorted(rows.step.unique())
     for ax in axes.flat:
         ax.set_xticks(steps)
     _spurious_legend(fig, levels, [("pretrained", COLORS["pretrained"], "-"), ("fine-tuned", COLORS["finetuned"], "-"),
                                    ("reverse fine-tuned", COLORS["reft"], "-"),
                                    ("randomly initialised (control)", COLORS["init"], ":"),
-                                   ("shuffled labels, fine-tuned (control)", COLORS["shuffled"], "-.")])
+                                   ("control target, fine-tuned (null)", COLORS["control_target"], "-.")])
     fig.suptitle(f"Linear probes on the {site} stream: is the pretraining target still readable?")
     return fig
 
@@ -197,7 +214,11 @@ def reft_curves(study: Study, evidence: pd.DataFrame | None = None, threshold: f
             reft = rows[(rows.kind == "reft") & (rows.finetune_lr_label == lr) & (rows.prior_label == prior)]
             for spurious in levels:
                 _band(ax, reft[reft.spurious == spurious], "step", COLORS["reft"], _style(spurious, levels))
-            controls = rows[(rows.kind == "control_reft") & (rows.finetune_lr_label == lr)]
+            keys = set(lr_key(study.members.reft_lr[(study.members.kind == "reft") &
+                                                    (study.members.finetune_lr_label == lr)]).dropna())
+            bases = lr_key(study.members.reft_lr_base).to_numpy()
+            matched = study.members.member[(study.members.kind == "control_reft") & np.isin(bases, list(keys))]
+            controls = rows[(rows.kind == "control_reft") & rows.member.isin(matched)]
             for factor in factors:
                 ids = study.members.member[study.members.control_lr_factor == factor]
                 _band(ax, controls[controls.member.isin(ids)], "step", str(greys[factor]), "--")
@@ -215,33 +236,56 @@ def reft_curves(study: Study, evidence: pd.DataFrame | None = None, threshold: f
     return fig
 
 
-def wrapper_heatmap(evidence: pd.DataFrame):
-    """Wrapper rate per fine-tuning LR x prior, one panel per spurious strength; cells show k/n."""
-    if evidence.empty or evidence.wrapper.notna().sum() == 0:
+def class_shares(table: pd.DataFrame, columns, classes):
+    """Stacked bars: each setting's share of judged members per taxonomy class (the headline table)."""
+    table = table[table.judged > 0] if not table.empty else table
+    if table.empty:
         return None
-    rates = in_setting_order(rate_intervals(evidence, "wrapper", SETTING), evidence, SETTING)
-    lrs = list(dict.fromkeys(rates.finetune_lr_label))
-    priors = list(dict.fromkeys(in_setting_order(rates, evidence, ["prior_label"]).prior_label))
-    levels = sorted(rates.spurious.dropna().unique())
-    fig, axes = plt.subplots(1, len(levels), figsize=(1.1 * len(priors) * len(levels) + 2.2, 0.8 * len(lrs) + 1.6),
-                             squeeze=False, layout="constrained")
-    cmap = plt.get_cmap("viridis").with_extremes(bad="0.85")
-    for ax, spurious in zip(axes[0], levels):
-        table = rates[rates.spurious == spurious]
-        grid = np.full((len(lrs), len(priors)), np.nan)
-        for r in table.itertuples():
-            i, j = lrs.index(r.finetune_lr_label), priors.index(r.prior_label)
-            grid[i, j] = r.rate
-            text = f"{r.k}/{r.n}" if r.n else "n/a"
-            ax.text(j, i, text, ha="center", va="center", color="white" if (r.rate or 0) < 0.6 else "black")
-        image = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=0, vmax=1, aspect="auto")
-        ax.set_xticks(range(len(priors)), priors)
-        ax.set_yticks(range(len(lrs)), lrs)
-        ax.set_xlabel("sampling prior of O_FT in pretraining")
-        ax.set_ylabel("fine-tuning LR")
-        ax.set_title(f"C_Tr = {spurious:g}")
-    fig.colorbar(image, ax=axes[0].tolist(), label="wrapper rate (members k/n)", shrink=0.9)
-    fig.suptitle("Where does a wrapper emerge?")
+    labels = [describe_setting(r, columns) for _, r in table.iterrows()]
+    fig, ax = plt.subplots(figsize=(8.5, 0.32 * len(labels) + 1.6), layout="constrained")
+    left = np.zeros(len(table))
+    for c in classes:
+        share = table[f"{c} share"].fillna(0).to_numpy(float)
+        ax.barh(range(len(table)), share, left=left, color=CLASS_COLORS.get(c, "0.5"), label=c, height=0.75)
+        left += share
+    ax.set_yticks(range(len(table)), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of judged fine-tuned members")
+    fig.legend(loc="outside lower center", ncols=len(classes), frameon=False)
+    ax.set_title("What fine-tuning did to C_PT, by setting")
+    return fig
+
+
+def km_curves(curves: dict, budget: float | None = None):
+    """Kaplan-Meier curves of steps to revival, one panel per fine-tuning LR: reFT solid, the controls dashed;
+    curves: {(LR label, arm): Kaplan-Meier frame} (analysis.revival.km_steps)."""
+    if not curves:
+        return None
+    lrs = list(dict.fromkeys(lr for lr, _ in curves))
+    fig, axes = plt.subplots(1, len(lrs), sharey=True, squeeze=False, layout="constrained",
+                             figsize=(PANEL[0] * len(lrs) + 0.8, PANEL[1] + 1.0))
+    arms = list(dict.fromkeys(arm for _, arm in curves))
+    controls = [a for a in arms if a != "reFT"]
+    greys = dict(zip(controls, np.linspace(0.2, 0.6, max(len(controls), 1))))
+    for ax, lr in zip(axes[0], lrs):
+        for arm in arms:
+            km = curves.get((lr, arm))
+            if km is None or km.empty:
+                continue
+            times, survival = km.time.to_numpy(float), km.survival.to_numpy(float)
+            if budget is not None and times[-1] < budget:
+                times, survival = np.r_[times, budget], np.r_[survival, survival[-1]]
+            color = COLORS["reft"] if arm == "reFT" else str(greys[arm])
+            ax.step(times, survival, where="post", color=color, linestyle="-" if arm == "reFT" else "--",
+                    label=arm, linewidth=1.4)
+        ax.set_title(f"fine-tuning LR {lr}")
+        ax.set_xlabel("steps")
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("not yet revived (Kaplan-Meier S)")
+    axes[0, -1].legend(loc="upper right")
+    fig.suptitle("Steps to revive C_PT: reFT of suppressed members against the control that never had it")
     return fig
 
 

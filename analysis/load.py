@@ -29,7 +29,7 @@ BASE_COLUMNS = ("member", "parent", "phase", "step", "metric", "value", "status"
 REQUIRED_HYPERPARAMETERS = ("group", "seed", "pretrain_lr", "prior", "prior_name")
 # Present once a store holds fine-tuning (or reFT / control) rows; added empty before that.
 LATER_HYPERPARAMETERS = {"finetune_lr": np.nan, "finetune_lr_name": "", "spurious": np.nan, "reft_lr": np.nan,
-                         "control_lr_factor": np.nan}
+                         "reft_lr_base": np.nan, "control_lr_factor": np.nan}
 # The phase that trains a member names its place in the run tree.
 KIND_OF_PHASE = {"pretrain": "pretrained", "finetune": "finetuned", "reft": "reft",
                  "control_pretrain": "control_pretrained", "control_reft": "control_reft"}
@@ -192,6 +192,10 @@ def _combine(stores: list[Store]) -> pd.DataFrame:
     for column, empty in LATER_HYPERPARAMETERS.items():
         if column not in frame:
             frame[column] = empty
+    # A control trained on C_PT is matched to the reFT LR it was run for; stores written before the column existed
+    # ran it at that LR x its factor.
+    missing = frame.reft_lr_base.isna() & frame.control_lr_factor.notna()
+    frame.loc[missing, "reft_lr_base"] = frame.reft_lr[missing] / frame.control_lr_factor[missing]
     frame["finetune_lr_name"] = frame["finetune_lr_name"].fillna("").astype(str)
     frame["prior_name"] = frame["prior_name"].fillna("").astype(str)
     return frame

@@ -9,10 +9,13 @@ only a strippable wrapper?"
                     parent's (NaN where none does; the mean is over the seeds where some k does, see prune_revived)
   prune_frac_revive the same as a fraction of the MLP neurons
   prune_revived     0/1: some pruning level revives C_PT
-  prune_best15      best C_PT accuracy after pruning at most 15 MLP neurons (k = 0 included)
+  prune_gain15      mean C_PT gain over the pruning levels 0 < k <= 15 MLP neurons (targeted): C_PT(k) - C_PT(0),
+                    a mean over the levels, so it is negative where pruning only hurts and noise gives no gain
+  prune_random15    the same for k random neurons: the null the targeted gain must beat
   probe_pt          held-out probe accuracy for the pretraining target (best residual-stream layer)
-  reft_steps        reFT steps to the revival threshold (censored at the budget; analysis.measures)
-  control_steps     the same for the control pretrained without C_PT (its fastest LR), and reft_speedup =
+  reft_steps        reFT steps to the revival threshold, restricted to the budget (the budget where it is not
+                    reached; analysis.measures)
+  control_steps     the same for the matched control pretrained without C_PT (LR factor 1), and reft_speedup =
                     control_steps / reft_steps (geometric mean over seeds)
   weight_change     relative change of all weights against the parent (phase "weights"), and per part and layer
                     (`attn@0`, `mlp@1`, `unembed`, ...)
@@ -27,9 +30,9 @@ from analysis.figures import plt  # pyplot with the Agg backend, which analysis.
 from analysis.load import Study
 from analysis.measures import lineage_measures
 from analysis.stats import CONFIDENCE, cell_intervals
-from analysis.wrapper import Thresholds
 
 PRUNE_UNITS = 15
+LOST_BELOW = 0.5  # a cell "lost" C_PT when its mean C_PT retained is below this x the pretrained
 CELLS = ["protocol", "finetune_lr_label", "spurious"]
 # (column, label, better): "high" / "low" says which end is better for C_PT preservation or for revival.
 MEASURES = [
@@ -39,7 +42,8 @@ MEASURES = [
     ("prune_k_revive", "neurons pruned to revive C_PT", "low"),
     ("prune_frac_revive", "fraction pruned to revive C_PT", "low"),
     ("prune_revived", "revived by pruning (rate)", "high"),
-    (f"prune_best{PRUNE_UNITS}", f"best C_PT pruning <= {PRUNE_UNITS} neurons", "high"),
+    (f"prune_gain{PRUNE_UNITS}", f"C_PT gain, mean over 1..{PRUNE_UNITS} neurons pruned", "high"),
+    (f"prune_random{PRUNE_UNITS}", f"C_PT gain, {PRUNE_UNITS} random neurons (null)", "high"),
     ("probe_pt", "probe accuracy, C_PT target", "high"),
     ("reft_steps", "reFT steps to threshold", "low"),
     ("control_steps", "control's steps (never had C_PT)", "low"),
@@ -73,15 +77,13 @@ def _weight_changes(study: Study) -> pd.DataFrame:
 
 def protocol_measures(study: Study) -> pd.DataFrame:
     """One row per fine-tuned member of a protocol sweep with the measures of the module docstring."""
-    m = lineage_measures(study, prune_method="neurons", prune_units=PRUNE_UNITS)
+    m = lineage_measures(study, prune_method="neurons", prune_fraction=0.0, prune_units=PRUNE_UNITS)
     m = m[m.protocol.notna() & ~m.diverged].copy()
-    m["pt_acc"], m["ft_acc"] = m.pt_acc_finetuned, m.ft_acc_finetuned
-    m["pt_retained"] = m.pt_acc_finetuned / m.pt_acc_pretrained
+    m["pt_retained"] = m.pt_acc / m.pt_acc_pretrained
     m["prune_revived"] = m.prune_k_revive.notna().astype(float).where(m.prune_pt_acc_k0.notna())
-    curve = study.results[(study.results.phase == "prune") & (study.results.metric == "neurons.pt_acc") &
-                          (study.results.step <= PRUNE_UNITS)]
-    m[f"prune_best{PRUNE_UNITS}"] = m.finetuned.map(curve.groupby("member").value.max()).astype(float)
+    m[f"prune_gain{PRUNE_UNITS}"], m[f"prune_random{PRUNE_UNITS}"] = m.prune_gain, m.prune_random_gain
     m["probe_pt"] = m.probe_pt_finetuned
+    m["reft_steps"], m["control_steps"] = m.reft_time, m.control_time
     weights = _weight_changes(study)
     if not weights.empty:
         m = m.join(weights, on="finetuned")
@@ -188,32 +190,32 @@ def closing_note(table: pd.DataFrame) -> list[str]:
         key, top, others = found
         out.append(f"Most easily revived by reFT: {_cell(key)}, {_text(*top)} steps to the threshold (its C_PT "
                    f"after fine-tuning {_at(table, key, 'pt_acc')}).{ties(others)}")
-    lost_below = Thresholds().lost_below
-    lost = _values(table, "pt_retained").value < lost_below
+    lost = _values(table, "pt_retained").value < LOST_BELOW
     lost_cells = table[table.set_index(CELLS).index.isin(lost[lost].index)]
     if (found := _best(lost_cells, "reft_steps", "low")) and len(lost[lost]) < len(lost):
         key, top, others = found
-        out.append(f"Among the cells that lost C_PT (mean retained < {lost_below:g} x pretrained, the wrapper "
-                   f"indicator's threshold): fastest reFT {_cell(key)}, {_text(*top)} steps (C_PT after fine-tuning "
-                   f"{_at(table, key, 'pt_acc')}).{ties(others)}")
-    best15 = f"prune_best{PRUNE_UNITS}"
-    gain = (_values(table, best15).value - _values(table, "pt_acc").value).dropna()
-    if not gain.empty:
-        key = gain.idxmax()
-        out.append(f"Largest C_PT gain from pruning <= {PRUNE_UNITS} neurons: {_cell(key)}, best C_PT "
-                   f"{_at(table, key, best15)} against {_at(table, key, 'pt_acc')} unpruned (+{gain.max():.3g}).")
+        out.append(f"Among the cells that lost C_PT (mean retained < {LOST_BELOW:g} x pretrained): fastest reFT "
+                   f"{_cell(key)}, {_text(*top)} steps (C_PT after fine-tuning {_at(table, key, 'pt_acc')})."
+                   f"{ties(others)}")
+    gain, random = f"prune_gain{PRUNE_UNITS}", f"prune_random{PRUNE_UNITS}"
+    excess = (_values(table, gain).value - _values(table, random).value).dropna()
+    if not excess.empty:
+        key = excess.idxmax()
+        out.append(f"Largest C_PT gain from pruning <= {PRUNE_UNITS} neurons beyond the random null: {_cell(key)}, "
+                   f"mean gain {_at(table, key, gain)} against {_at(table, key, random)} for random neurons "
+                   f"({excess.max():+.3g}).")
     out.append("Intervals: 95% percentile bootstrap over seeds.")
     return out
 
 
 def protocol_figure(table: pd.DataFrame):
     """Forgetting vs strippability: per cell, C_PT after fine-tuning (x) against reFT steps to the threshold, against
-    the best C_PT after pruning <= 15 neurons and against C_FT reached (y), with seed intervals on both axes; None
-    without data."""
+    the mean C_PT gain from pruning <= 15 neurons (dotted: the random-neuron null) and against C_FT reached (y),
+    with seed intervals on both axes; None without data."""
     if table.empty:
         return None
     panels = [("reft_steps", "reFT steps to revive C_PT\n(lower: more strippable)"),
-              (f"prune_best{PRUNE_UNITS}", f"best C_PT after pruning\n<= {PRUNE_UNITS} neurons"),
+              (f"prune_gain{PRUNE_UNITS}", f"mean C_PT gain, pruning 1..{PRUNE_UNITS}\nneurons (dashed: random null)"),
               ("ft_acc", "C_FT reached")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.0 * len(panels) + 3.0, 3.6), squeeze=False)
     x_rows = _values(table, "pt_acc")
@@ -233,8 +235,11 @@ def protocol_figure(table: pd.DataFrame):
             ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=markers[lrs.index(key[1]) % len(markers)],
                         color=colors(protocols.index(key[0]) % 10), label=_cell(key), markersize=4, capsize=2,
                         linewidth=1)
-        if measure.startswith("prune_best"):  # above the diagonal: pruning brings C_PT back
-            ax.axline((0.5, 0.5), slope=1, color="gray", linewidth=0.8, linestyle=":")
+        if measure.startswith("prune_gain"):  # the random-neuron null, and no gain at all
+            ax.axhline(0.0, color="gray", linewidth=0.8, linestyle=":")
+            null = _values(table, f"prune_random{PRUNE_UNITS}").value.dropna()
+            if not null.empty:
+                ax.axhline(float(null.mean()), color="tab:red", linewidth=0.8, linestyle="--")
         ax.set_xlabel("C_PT after fine-tuning (higher: less forgetting)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

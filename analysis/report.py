@@ -1,121 +1,143 @@
 """The HTML report: one self-contained page (figures inline as base64 PNG, no external files), readable offline.
 
-The first screen answers "did a wrapper emerge, under which settings, with what confidence": one sentence for the
-study, one per setting, and a compact table of rates with intervals. Then the figures, the claim tests and the
-regression, the thresholds, the config and the manifest. OUTDIR also receives the figures as PNG and SVG
-(figures/) and the per-member evidence as CSV.
+Its order: the regime (study checks, the pretrained models per prior, the fine-tuning cells with their flags, the
+probes' nulls) before any verdict; then what fine-tuning did to C_PT (the taxonomy: one sentence for the study, one
+per setting, the class shares); the claims with their verdicts and power; the survival of reFT; the instruments
+against their nulls; the figures; compiled components and protocols where the study has them; the nulls and
+parameters; the per-member evidence; the config and the manifest. OUTDIR also receives the figures as PNG and SVG
+(figures/) and the per-member evidence as CSV (every measure and the class).
 """
 from __future__ import annotations
 
 import datetime
-import html
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from analysis import extraction, figures
-from analysis.analyse import Analysis
+from analysis.analyse import INSTRUMENT_TITLES, Analysis, fit_text
 from analysis.errors import AnalysisError
+from analysis.instruments import missing_note
+from analysis.markup import STYLE, badge, escape as _e, table as html_table
 from analysis.protocols import LABELS, closing_note, protocol_display, protocol_figure
-from analysis.wrapper import EVIDENCE_PHASES
-
-STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0 auto; max-width: 1240px;
-       padding: 12px 20px 40px; color: #1d1d1f; line-height: 1.35; }
-h1 { font-size: 20px; margin: 6px 0 2px; } h2 { font-size: 17px; margin: 22px 0 6px; border-bottom: 1px solid #ddd; }
-h3 { font-size: 15px; margin: 16px 0 4px; }
-.meta { color: #555; font-size: 13px; }
-.note { background: #fff4d6; border-left: 4px solid #e0a800; padding: 4px 10px; margin: 6px 0; font-size: 13px; }
-.overall { font-size: 16px; font-weight: 600; margin: 8px 0; }
-ul.settings { columns: 2; column-gap: 28px; font-size: 13px; margin: 4px 0 8px; padding-left: 18px; }
-ul.settings li { break-inside: avoid; margin-bottom: 2px; }
-table { border-collapse: collapse; font-size: 12.5px; margin: 6px 0; }
-th, td { border: 1px solid #d6d6d6; padding: 2px 6px; text-align: left; vertical-align: top; }
-#verdict td { white-space: nowrap; }
-th { background: #f3f3f5; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.v { font-weight: 700; padding: 0 4px; border-radius: 3px; white-space: nowrap; }
-.v-yes, .v-supported { background: #d7f2d9; color: #14621c; }
-.v-no, .v-not-supported { background: #e4e8f0; color: #2d3d5c; }
-.v-inconclusive { background: #fff0c2; color: #7a5600; }
-.v-not-judged, .v-not-tested { background: #eee; color: #666; }
-.caption { font-size: 13px; color: #444; max-width: 1100px; }
-img { max-width: 100%; height: auto; border: 1px solid #eee; }
-pre { background: #f7f7f9; padding: 8px; font-size: 12px; overflow-x: auto; max-height: 480px; }
-details { margin: 6px 0; } summary { cursor: pointer; font-weight: 600; }
-.definition { font-size: 13px; color: #333; }
-"""
+from analysis.revival import display as revival_display, km_steps
+from analysis.settings import setting_columns
+from analysis.taxonomy import CLASS_MEANINGS, CLASSES
 
 
-def _e(value) -> str:
-    return html.escape(str(value))
+def _check(sentence: str) -> str:
+    word, _, rest = sentence.partition(": ")
+    return f"<li>{badge(word)} {_e(rest)}</li>" if word in ("holds", "FAILS", "note") else f"<li>{_e(sentence)}</li>"
 
 
-def _verdict_badge(verdict: str) -> str:
-    word = verdict.split(" (")[0].split(":")[0]
-    return f'<span class="v v-{word.replace(" ", "-")}">{_e(verdict)}</span>'
-
-
-def _html_table(frame: pd.DataFrame, badge_columns=("verdict",)) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in frame.columns)
-    rows = []
-    for record in frame.itertuples(index=False):
-        cells = []
-        for column, value in zip(frame.columns, record):
-            if column in badge_columns:
-                cells.append(f"<td>{_verdict_badge(value)}</td>")
-            elif isinstance(value, (int, float, np.number)) and not isinstance(value, bool):
-                cells.append(f'<td class="num">{_e(_number(value))}</td>')
-            else:
-                cells.append(f"<td>{_e(value)}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def _number(value) -> str:
-    if isinstance(value, (int, np.integer)):
-        return str(value)
-    if not np.isfinite(value):
-        return "n/a"
-    return f"{value:.3g}" if abs(value) < 1e-3 or abs(value) >= 1e4 else f"{value:.3f}".rstrip("0").rstrip(".")
-
-
-def _first_screen(a: Analysis) -> str:
-    sentences = "".join(f"<li>{_sentence(s)}</li>" for s in a.headline.sentences)
-    t = a.thresholds
-    definition = (f"A fine-tuned member counts as a <b>wrapper</b> when fine-tuning hid C_PT (accuracy below "
-                  f"{t.lost_below:g} x pretrained) <i>and</i> pruning at most max({t.prune_units}, "
-                  f"{t.prune_fraction:g} x units) {_e(t.prune_method)} revives it <i>and</i> a linear probe still "
-                  f"reads the pretraining target at >= {t.probe_ratio:g} x the pretrained accuracy <i>and</i> reFT "
-                  f"revives C_PT >= {t.reft_speedup:g}x faster than the control that never had it (a run that "
-                  "never reaches the revival threshold counts as reaching it at the end of its budget, so x1.00 can "
-                  "mean neither did). Verdict per "
-                  f"setting: <b>yes</b> when the {a.confidence:.0%} interval of the wrapper rate lies above 50%, "
-                  "<b>no</b> when below, otherwise <b>inconclusive</b>. Members whose parent never reached "
-                  f"C_PT >= {t.min_pretrained_acc:g} are not judged. See <a href='#thresholds'>Thresholds</a>.")
-    missing = "" if not a.missing_evidence else (
-        f'<div class="note">No member gets a wrapper indicator: the store has no {_e(", ".join(a.missing_evidence))} '
-        f'results (the indicator reads the {", ".join(EVIDENCE_PHASES)} evaluations).</div>')
-    return f"""
-<section id="verdict">
-<h2>Did a wrapper emerge?</h2>
-<p class="overall">{_e(a.headline.overall)}</p>
-{missing}
-<ul class="settings">{sentences}</ul>
-{_html_table(a.setting_display()) if not a.headline.table.empty else ""}
-<p class="definition">{definition}</p>
-</section>"""
+def _regime(a: Analysis) -> str:
+    r = a.regime
+    note = f'<div class="note">{_e(r.note)}</div>' if r.note else ""
+    rules = "".join(f"<li>{_e(rule)}</li>" for rule in r.requirements)
+    checks = "".join(_check(c) for c in r.checks)
+    parts = [f'<section id="regime"><h2>Regime: what the models can do, before any verdict</h2>{note}',
+             f'<p class="caption">Requirements:</p><ul class="definition">{rules}</ul>']
+    if checks:
+        parts.append(f"<h3>Study checks</h3><ul>{checks}</ul>")
+    if not r.priors.empty:
+        parts += ["<h3>Pretrained models per prior</h3>", '<p class="caption">Fresh held-out test sets; mean over '
+                  f"seeds [{a.confidence:.0%} bootstrap CI]. The operand-blind level is the C_FT of a model that "
+                  "answers with the pretraining target; the output function counts, on O_FT queries whose two "
+                  "answers differ, which answer the models give.</p>", html_table(r.prior_display(), ())]
+    if not r.cells.empty:
+        cells = r.cell_display(setting_columns(a.by))
+        flagged = r.flagged
+        summary = (f'<p class="flag">{len(flagged)} of {len(r.cells)} cells flagged: their verdicts below do not '
+                   "mean what they say.</p>" if len(flagged) else "<p>No cell is flagged.</p>")
+        parts += ["<h3>Fine-tuning cells</h3>", summary, html_table(cells, ())]
+    if not r.levels.empty:
+        parts += ["<h3>Probe selectivity per level: the probes' nulls</h3>", '<p class="caption">Selectivity: the '
+                  "best residual layer's probe accuracy for the pretraining target minus that for the control target "
+                  "(an answer about a terminal no query asks about, with the same input statistics) at that layer. "
+                  "The control models and the untrained ones show what a probe reads without C_PT.</p>",
+                  html_table(r.levels, ())]
+    return "".join(parts) + "</section>"
 
 
 def _sentence(sentence: str) -> str:
-    """A per-setting sentence with its verdict word as a badge."""
+    """A per-setting sentence with its dominant class as a badge."""
     where, _, rest = sentence.partition(": ")
-    word, _, tail = rest.partition(" — ")
-    if word.lower() in ("yes", "no", "inconclusive", "not judged"):
-        return f"{_e(where)}: {_verdict_badge(word.lower())} {_e(tail)}"
-    return _e(sentence)
+    word, sep, tail = rest.partition(" — ")
+    return f"{_e(where)}: <b>{_e(word.lower())}</b> {_e(sep + tail)}" if sep else _e(sentence)
+
+
+def _taxonomy(a: Analysis) -> str:
+    sentences = "".join(f"<li>{_sentence(s)}</li>" for s in a.headline.sentences)
+    p = a.parameters
+    meanings = "".join(f"<li><b>{_e(c)}</b>: {_e(CLASS_MEANINGS[c])}</li>" for c in CLASSES)
+    definition = (f"Each fine-tuned member gets one class, or is not judged (diverged lineage; parent's test C_PT "
+                  f"below {p.min_pretrained_acc:g}; incomplete evidence). C_PT is <i>kept</i> when the member's test "
+                  "C_PT is at least the midpoint between its parent's and that of a model that never had it (the "
+                  "seed's control), else <i>suppressed</i>. Revival must beat the nulls (see <a href='#nulls'>Nulls "
+                  "and parameters</a>). Shares among the judged members with Wilson "
+                  f"{a.confidence:.0%} intervals.")
+    regressions = []
+    for c, fit in a.headline.regressions.items():
+        regressions.append(f"<li><b>{_e(c)}</b> vs the rest: {_e(fit_text(fit))}</li>")
+    return f"""
+<section id="taxonomy">
+<h2>What fine-tuning did to C_PT</h2>
+<p class="overall">{_e(a.headline.overall)}</p>
+<ul class="settings">{sentences}</ul>
+{html_table(a.class_display(), ()) if not a.headline.table.empty else ""}
+<p class="definition">{definition}</p><ul class="definition">{meanings}</ul>
+<h3>Logistic regression per class on the settings</h3>
+<p class="caption">One-vs-rest logit over the judged members on log10 fine-tuning LR, log10 sampling prior, C_Tr and
+every swept scale column that varies ({_e(', '.join(a.scales) or 'none here')}); standard errors treat members as
+independent.</p>
+<ul class="definition">{''.join(regressions)}</ul>
+</section>"""
+
+
+def _claims(a: Analysis) -> str:
+    return f"""
+<section id="claims">
+<h2>Claims of the reference study</h2>
+<p class="caption">Each claim is one number per seed (seeds are the unit of replication), tested with a one-sided
+Wilcoxon signed-rank test, Holm-adjusted across the claims tested. <b>supported</b>: p (Holm) &lt; {a.alpha:g} and
+the effect &gt; 0; <b>refuted</b>: the one-sided upper {1 - a.alpha:.0%} bootstrap bound of the effect is below the
+smallest effect of interest (SESOI); otherwise <b>inconclusive</b>. Power: the share of 2,000 simulated
+replications (the per-seed values shifted to mean = SESOI, resampled) whose p is below alpha / the number of claims
+tested.</p>
+{html_table(a.claims_display())}
+</section>"""
+
+
+def _survival(a: Analysis) -> str:
+    r = a.revival
+    if r.by_lr.empty:
+        body = "<p>No suppressed member with a reFT child: nothing to revive.</p>"
+    else:
+        body = (f"<h3>Per fine-tuning LR</h3>{html_table(revival_display(r.by_lr), ())}"
+                f"<h3>Per fine-tuning LR and prior</h3>{html_table(revival_display(r.by_prior), ())}"
+                "<h3>Log-rank, reFT against the control at LR factor 1</h3>"
+                f"{html_table(revival_display(r.logrank), ())}"
+                f"<h3>Cox regression of reFT revival</h3><p>{_e(fit_text(r.cox))}</p>")
+    return f"""
+<section id="survival">
+<h2>Survival of reFT: steps to revive the suppressed C_PT</h2>
+<p class="caption">Kaplan-Meier estimates over the reFT children of members whose C_PT is suppressed and over their
+matched controls (never had C_PT; trained on it at the lineage's reFT LR x each factor); a run that does not reach
+the threshold within the budget is right-censored there. Restricted mean: the area under the curve up to the
+budget. Hazard ratio &gt; 1: faster revival.</p>
+{body}
+</section>"""
+
+
+def _instruments(a: Analysis) -> str:
+    parts = ['<section id="instruments"><h2>Instruments against their nulls</h2><p class="caption">Per setting, mean '
+             f"over seeds [{a.confidence:.0%} bootstrap CI], members of healthy lineages whose parent had C_PT.</p>"]
+    for name, table in a.instruments.items():
+        parts.append(f"<h3>{_e(INSTRUMENT_TITLES[name])}</h3>")
+        parts.append(html_table(table, ()) if not table.empty else
+                     f"<p class='meta'>{_e(missing_note(a.evidence, name).capitalize())}.</p>")
+    return "".join(parts) + "</section>"
 
 
 PRUNED_UNITS = {
@@ -128,21 +150,23 @@ PRUNED_UNITS = {
                          "loss (the converse direction).",
 }
 FIGURE_TEXT = {
-    "heatmap": ("Wrapper emergence by setting",
-                "Share of judged fine-tuned members that meet every wrapper criterion, per fine-tuning LR and sampling "
-                "prior; one panel per spurious strength C_Tr. Cells read k/n members."),
+    "classes": ("What fine-tuning did to C_PT, by setting",
+                "Share of judged fine-tuned members per taxonomy class and setting."),
     "pruning": ("C_PT and C_FT accuracy against units pruned",
-                "A wrapper shows as C_PT (blue) jumping back to the pretrained level (dotted: the pretrained members "
-                "pruned the same way) within the pruning budget while C_FT (orange) falls. Bands: bootstrap 95% "
-                "intervals over seeds."),
+                "A hidden wrapper shows as C_PT (blue) climbing back within the pruning budget while C_FT (orange) "
+                "falls, above the null: the same number of random neurons removed (light blue). Dotted: the "
+                "pretrained members pruned the same way. Bands: bootstrap 95% intervals over seeds."),
     "probe": ("Probe accuracy for the pretraining target, by layer",
               "Held-out accuracy of linear probes reading the C_PT answer from the residual stream at the answer "
               "position. Fine-tuned (blue) close to pretrained (black) means the capability is still represented; "
-              "the randomly initialised model (grey) and shuffled labels (red) are the floors."),
+              "the untrained model (grey) and the control target (red) are the nulls."),
     "reft": ("Reverse fine-tuning against the control",
              "C_PT accuracy while training on the pretraining task: the reverse-fine-tuned model (green) against a "
-             "model pretrained without C_PT, trained the same way at the reFT LR and at larger LRs (grey). The "
+             "model pretrained without C_PT, trained the same way at the matched reFT LR x each factor (grey). The "
              "dash-dotted line is the revival threshold."),
+    "survival": ("Steps to revival: Kaplan-Meier curves",
+                 "Share of runs not yet revived against steps, reFT of suppressed members (solid) and the matched "
+                 "controls (dashed), one panel per fine-tuning LR; censored at the budget."),
     "attention": ("Attention maps before and after fine-tuning, and after reFT",
                   "Mean attention mass from the answer position, per layer and head, to the operand slot and to the "
                   "O_PT / O_FT tokens; columns within a panel split C_PT queries (PTq) and C_FT queries (FTq)."),
@@ -153,17 +177,20 @@ FIGURE_TEXT = {
 
 
 def _figures(a: Analysis, out: Path) -> str:
-    study, evidence, t = a.study, a.evidence, a.thresholds
-    budget = float(evidence.prune_budget.median()) if evidence.prune_budget.notna().any() else None
+    study, evidence, p = a.study, a.evidence, a.parameters
+    budget = float(evidence.prune_budget.median()) if "prune_budget" in evidence and \
+        evidence.prune_budget.notna().any() else None
     threshold = study.config.get("reft", {}).get("threshold")
-    prune_methods = [m for m in ("neurons", "heads", "mask", "neurons_remove_ft", "weights")
-                     if (study.results.metric == f"{m}.pt_acc").any()] or [t.prune_method]
-    prune_methods.sort(key=lambda m: m != t.prune_method)
-    planned = [("heatmap", None, lambda: figures.wrapper_heatmap(evidence))]
-    planned += [("pruning", m, lambda m=m: figures.pruning_curves(study, m, budget if m == t.prune_method else None))
-                for m in prune_methods]
+    methods = [m for m in ("neurons", "heads", "mask", "neurons_remove_ft", "weights")
+               if (study.results.metric == f"{m}.pt_acc").any()] or [p.prune_method]
+    methods.sort(key=lambda m: m != p.prune_method)
+    planned = [("classes", None, lambda: figures.class_shares(a.headline.table, setting_columns(a.by), CLASSES))]
+    planned += [("pruning", m, lambda m=m: figures.pruning_curves(study, m, budget if m == p.prune_method else None))
+                for m in methods]
     planned += [("probe", None, lambda: figures.probe_layers(study)),
                 ("reft", None, lambda: figures.reft_curves(study, evidence, threshold)),
+                ("survival", None, lambda: figures.km_curves(km_steps(a.revival.runs),
+                                                             study.config.get("reft", {}).get("steps"))),
                 ("attention", None, lambda: figures.attention_maps(study)),
                 ("training", None, lambda: figures.training_curves(study))]
     parts, absent = [], []
@@ -181,7 +208,7 @@ def _figures(a: Analysis, out: Path) -> str:
             title = f"{title}: {variant}"
         body = (f'<p class="caption">{_e(caption)}</p><img alt="{_e(title)}" '
                 f'src="data:image/png;base64,{saved["png_base64"]}">')
-        if variant is not None and variant != t.prune_method:
+        if variant is not None and variant != p.prune_method:
             parts.append(f"<details><summary>{_e(title)}</summary>{body}</details>")
         else:
             parts.append(f"<h3>{_e(title)}</h3>{body}")
@@ -201,7 +228,7 @@ def _components(a: Analysis) -> str:
 <p>How far fine-tuning (and reverse fine-tuning) moved each compiled RASP operation against the compiled model:
 relative Frobenius change of its weights (<code>weight_change</code>) and of its output into the residual stream on
 held-out inputs (<code>act_change</code>); mean over seeds [{a.confidence:.0%} bootstrap CI].</p>
-{_html_table(table, badge_columns=())}
+{html_table(table, badge_columns=())}
 </section>"""
 
 
@@ -218,83 +245,51 @@ def _protocols(a: Analysis, out: Path) -> str:
 <p>Which protocol keeps C_PT, and which leaves a capability that pruning or reFT revives easily? Mean over seeds
 [{a.confidence:.0%} bootstrap CI] per protocol and setting.</p>
 <ul class="settings">{note}</ul>
-{_html_table(protocol_display(a.protocols), badge_columns=())}
+{html_table(protocol_display(a.protocols), badge_columns=())}
 <img alt="protocols" src="data:image/png;base64,{saved["png_base64"]}">
 <h3>Weight change per layer and component</h3>
 <p class="caption">||W - W0|| / ||W0|| against the pretrained parent (merged weights for LoRA and SVF);
 <code>attn@0</code> is block 0's attention.</p>
-{_html_table(protocol_display(a.protocols, parts), badge_columns=())}
+{html_table(protocol_display(a.protocols, parts), badge_columns=())}
 </section>"""
 
 
-def _claims(a: Analysis) -> str:
-    rows = []
-    for c in a.claims:
-        test = c.test
-        rows.append({"": c.id, "claim": c.claim, "per-seed measure": c.measure,
-                     "effect [95% CI]": c.effect_text or "-", "seeds": test.n if test else "-",
-                     "rank-biserial": round(test.rank_biserial, 2) if test else "-",
-                     "p": _number(test.p) if test else "-", "p (Holm)": _number(c.p_holm) if test else "-",
-                     "verdict": c.verdict, "detail": c.detail})
-    regression = a.headline.regression
-    if regression.available:
-        level = f"{a.confidence:.0%}"
-        table = regression.table.rename(columns={"coef": "coefficient", "se": "std. error", "odds_ratio": "odds ratio",
-                                                 "or_lo": f"OR {level} low", "or_hi": f"OR {level} high"})
-        fit = _html_table(table)
-        if regression.dropped:
-            fit += f'<p class="meta">Left out (constant here): {_e(", ".join(regression.dropped))}.</p>'
-    else:
-        fit = f'<p><span class="v v-not-tested">not available</span> {_e(regression.reason)}.</p>'
-    return f"""
-<section id="claims">
-<h2>Claims of the reference study</h2>
-<p class="caption">Each claim is reduced to one number per seed (seeds are the unit of replication: members of a
-seed share their initialisation and, within a prior, their pretrained parent) and tested with a one-sided
-Wilcoxon signed-rank test; p-values are Holm-adjusted across the claims tested, and a claim is <i>supported</i> when
-its adjusted p is below {a.alpha:g} and its effect is positive. The rank-biserial correlation (-1..1) is the share of
-rank mass in favour of the claim.</p>
-{_html_table(pd.DataFrame(rows))}
-<h3>Logistic regression of wrapper emergence on the settings</h3>
-<p class="caption">Wrapper (0/1) per judged member on log10 fine-tuning LR, log10 sampling prior and spurious
-strength C_Tr ({regression.n} members; standard errors treat members as independent).</p>
-{fit}
-</section>"""
-
-
-def _thresholds(a: Analysis) -> str:
-    rows = pd.DataFrame(a.thresholds.describe(), columns=["criterion", "rule"])
-    values = pd.DataFrame([(name, _plain_value(value)) for name, value in vars(a.thresholds).items()],
-                          columns=["threshold", "value"])
+def _nulls(a: Analysis) -> str:
     config = a.study.config
     store_rules = pd.DataFrame([
-        ("revival threshold (reFT, control)", f"C_PT >= {config.get('reft', {}).get('threshold', 'n/a')} x "
-                                              "pretrained C_PT (reft.threshold of the run)"),
+        ("revival threshold (reFT, control)", f"C_PT >= {config.get('reft', {}).get('threshold', 'n/a')} x the "
+                                              "lineage's pretrained C_PT (reft.threshold of the run)"),
         ("k_revive tolerance (pruning)", f"C_PT within {config.get('prune', {}).get('tolerance', 'n/a')} of "
                                          "pretrained C_PT (prune.tolerance of the run)"),
-        ("intervals", f"{a.confidence:.0%}: Wilson for rates, percentile bootstrap over seeds for means"),
+        ("intervals", f"{a.confidence:.0%}: Wilson for shares, percentile bootstrap over seeds for means"),
         ("tests", f"one-sided Wilcoxon signed-rank over seeds, Holm-adjusted, alpha {a.alpha:g}"),
     ], columns=["setting", "value"])
+    nulls = "".join(f"<li>{_e(line)}</li>" for line in a.nulls_lines())
     return f"""
-<section id="thresholds">
-<h2>Thresholds</h2>
-<p class="caption">Set with <code>--threshold NAME=VALUE</code>.</p>
-{_html_table(rows)}{_html_table(values)}{_html_table(store_rules)}
+<section id="nulls">
+<h2>Nulls and parameters</h2>
+<ul>{nulls}</ul>
+<p class="caption">Parameters are set with <code>--threshold NAME=VALUE</code>.</p>
+{html_table(a.parameters_display(), ())}{html_table(store_rules, ())}
 </section>"""
 
 
-def _plain_value(value) -> str:
-    return "fastest control" if value is None else str(value)
+EVIDENCE_FIRST = ["finetuned", "pretrained", "reft", "seed", "finetune_lr_label", "prior_label", "spurious", "taxon",
+                  "reason", "revived_by"]
 
 
-EVIDENCE_COLUMNS = ["finetuned", "pretrained", "reft", "seed", "finetune_lr_label", "prior_label", "spurious",
-                    "pt_acc_pretrained", "pt_acc_finetuned", "ft_acc_finetuned", "prune_k_revive", "prune_budget",
-                    "probe_ratio", "reft_steps", "control_steps", "reft_speedup", "lost", "revived_by_pruning",
-                    "probe_reads", "reft_faster", "wrapper", "left_out"]
+def evidence_table(a: Analysis) -> pd.DataFrame:
+    """The per-member evidence: ids, settings and the class first, then every measure and indicator."""
+    evidence = a.evidence
+    first = [c for c in EVIDENCE_FIRST if c in evidence]
+    return evidence[first + [c for c in evidence.columns if c not in first]]
 
 
 def _provenance(a: Analysis) -> str:
-    evidence = a.evidence[[c for c in EVIDENCE_COLUMNS if c in a.evidence]]
+    shown = ["finetuned", "seed", "finetune_lr_label", "prior_label", "spurious", "taxon", "reason", "revived_by",
+             "pt_acc_pretrained", "pt_acc", "null_pt_acc", "ft_acc", "ft_shortcut_acc", "stop_step", "prune_gain",
+             "prune_random_gain", "reft_steps", "control_steps", "sel_finetuned", "sel_pretrained"]
+    evidence = a.evidence[[c for c in shown if c in a.evidence]]
     manifests = []
     for store in a.study.stores:
         rest = {k: v for k, v in store.manifest.items() if k != "config"}
@@ -302,8 +297,8 @@ def _provenance(a: Analysis) -> str:
     return f"""
 <section id="members">
 <h2>Per-member evidence</h2>
-<details><summary>{len(evidence)} fine-tuned members (also in evidence.csv)</summary>
-{_html_table(evidence)}</details>
+<details><summary>{len(evidence)} fine-tuned members (every measure in evidence.csv)</summary>
+{html_table(evidence, ())}</details>
 </section>
 <section id="config"><h2>Config</h2>
 <details><summary>config of the run</summary><pre>{_e(json.dumps(a.study.config, indent=2, default=str))}</pre>
@@ -322,13 +317,16 @@ def render(a: Analysis, out: Path) -> str:
 <h1>fttrace analysis: {_e(paths)}</h1>
 <p class="meta">{_e(a.counts())}. Report written {written}.</p>
 {notes}
-{_first_screen(a)}
+{_regime(a)}
+{_taxonomy(a)}
+{_claims(a)}
+{_survival(a)}
+{_instruments(a)}
 {_figures(a, out)}
 {extraction.section(a.study.results, out)}
 {_components(a)}
 {_protocols(a, out)}
-{_claims(a)}
-{_thresholds(a)}
+{_nulls(a)}
 {_provenance(a)}
 </body></html>
 """
@@ -340,7 +338,7 @@ def write_report(a: Analysis, out) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
         page = render(a, out)
-        a.evidence.to_csv(out / "evidence.csv", index=False)
+        evidence_table(a).to_csv(out / "evidence.csv", index=False)
         index = out / "index.html"
         index.write_text(page, encoding="utf-8")
     except OSError as e:

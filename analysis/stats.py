@@ -1,5 +1,5 @@
-"""Statistics over seeds: bootstrap intervals, rates with Wilson intervals, paired one-sided tests, Holm's
-correction and logistic regression. Generic tools; `emergence` and `claims` apply them to the study.
+"""Statistics over seeds: bootstrap intervals and bounds, rates with Wilson intervals, paired one-sided tests and
+their power, Holm's correction and logistic regression. Generic tools; `emergence` and `claims` apply them.
 
 The seed is the unit of replication: members of one seed share their initialisation and, across the cells of one
 prior, their pretrained parent, so intervals and tests first average within a seed and then vary over seeds.
@@ -40,6 +40,13 @@ def seed_means(frame: pd.DataFrame, value: str, by=()) -> pd.DataFrame:
     """Mean of `value` within each (by..., seed): one number per seed and cell."""
     keys = list(dict.fromkeys([*by, "seed"]))
     return frame.dropna(subset=[value]).groupby(keys, sort=False, dropna=False)[value].mean().reset_index()
+
+
+def seed_series(frame: pd.DataFrame, value: str) -> pd.Series:
+    """The mean of `value` per seed, indexed by seed (empty where the frame lacks the column)."""
+    if value not in frame:
+        return pd.Series(dtype=float)
+    return seed_means(frame, value).set_index("seed")[value]
 
 
 def cell_intervals(frame: pd.DataFrame, value: str, cells, confidence: float = CONFIDENCE,
@@ -85,6 +92,60 @@ def rate_intervals(frame: pd.DataFrame, indicator: str, cells, confidence: float
     return pd.DataFrame(rows, columns=[*cells, "k", "n", "rate", "rate_lo", "rate_hi"])
 
 
+def bootstrap_upper(values, confidence: float = CONFIDENCE, n_boot: int = N_BOOT, seed: int = 0) -> float:
+    """The one-sided upper `confidence` percentile-bootstrap bound of the mean; NaN with fewer than two values."""
+    values = np.asarray(values, float)
+    values = values[~np.isnan(values)]
+    if len(values) < 2:
+        return np.nan
+    means = values[np.random.default_rng(seed).integers(0, len(values), (n_boot, len(values)))].mean(axis=1)
+    return float(np.quantile(means, confidence))
+
+
+EXACT_UP_TO = 30  # nonzero differences up to which the signed-rank p is exact (beyond: normal approximation)
+
+
+def signed_rank_p(differences) -> np.ndarray:
+    """One-sided (> 0) Wilcoxon signed-rank p-values, one per row of `differences` (a 1-d input is one row).
+
+    Zeros are dropped and tied |differences| share their mid-rank (scipy's defaults); p is the exact permutation
+    probability of a rank sum of positive differences at least the observed one under random signs, so ties and
+    zeros are handled exactly (normal approximation with tie correction beyond EXACT_UP_TO nonzero differences).
+    A row without a nonzero difference has p = 1.
+    """
+    d = np.atleast_2d(np.asarray(differences, float))
+    zero = d == 0
+    # Ranks of |d| among the nonzero entries: zeros are the smallest, so they shift every other rank by their count.
+    ranks = scipy.stats.rankdata(np.abs(d), axis=1) - zero.sum(axis=1, keepdims=True)
+    ranks = np.where(zero, 0.0, ranks)
+    doubled = np.rint(2 * ranks).astype(int)  # mid-ranks are multiples of 1/2
+    observed = np.where(d > 0, doubled, 0).sum(axis=1)
+    nonzero = (~zero).sum(axis=1)
+    p = np.ones(len(d))
+    exact = (nonzero > 0) & (nonzero <= EXACT_UP_TO)
+    if exact.any():
+        p[exact] = _exact_upper_tail(doubled[exact], observed[exact])
+    approx = nonzero > EXACT_UP_TO
+    if approx.any():
+        r, w = doubled[approx] / 2, observed[approx] / 2
+        mean, var = (r.sum(axis=1)) / 2, (r ** 2).sum(axis=1) / 4
+        p[approx] = scipy.stats.norm.sf((w - mean - 0.5) / np.sqrt(var))
+    return p
+
+
+def _exact_upper_tail(doubled: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """P(sum of random-sign doubled ranks >= observed) per row, by convolving the ranks' on/off counts."""
+    rows, top = len(doubled), int(doubled.sum(axis=1).max())
+    counts = np.zeros((rows, top + 1))
+    counts[:, 0] = 1.0
+    index = np.arange(top + 1)
+    for column in doubled.T:  # a rank of 0 (a dropped zero) doubles every count, which cancels in the ratio
+        shifted = index[None, :] - column[:, None]
+        counts = counts + np.where(shifted >= 0, np.take_along_axis(counts, np.clip(shifted, 0, None), 1), 0.0)
+    tail = counts[:, ::-1].cumsum(axis=1)[:, ::-1]  # tail[:, s] = count of sums >= s
+    return tail[np.arange(rows), np.minimum(observed, top)] / counts.sum(axis=1)
+
+
 @dataclasses.dataclass
 class PairedTest:
     """One-sided Wilcoxon signed-rank test that per-seed differences are > 0, with the mean difference."""
@@ -107,9 +168,29 @@ def paired_test(differences, confidence: float = CONFIDENCE) -> PairedTest:
         return PairedTest(len(d), effect, low, high, 0.0, 1.0, 1.0, 0)
     ranks = scipy.stats.rankdata(np.abs(nonzero))
     w_plus, w_minus = ranks[nonzero > 0].sum(), ranks[nonzero < 0].sum()
-    p = float(scipy.stats.wilcoxon(nonzero, alternative="greater").pvalue)
-    return PairedTest(len(d), effect, low, high, float((w_plus - w_minus) / (w_plus + w_minus)), p,
-                      0.5 ** len(nonzero), len(nonzero))
+    return PairedTest(len(d), effect, low, high, float((w_plus - w_minus) / (w_plus + w_minus)),
+                      float(signed_rank_p(nonzero)[0]), 0.5 ** len(nonzero), len(nonzero))
+
+
+N_POWER = 2000
+
+
+def power(values, shift_to: float, level: float, n: int | None = None, n_sim: int = N_POWER,
+          seed: int = 0) -> float:
+    """The share of simulated replications whose one-sided signed-rank p is below `level`, each replication `n`
+    values (default: as many as given) drawn with replacement from `values` shifted to have mean `shift_to`.
+
+    The observed spread stands in for the unknown one: how likely the test is to find an effect of that size with
+    this many seeds. NaN without values.
+    """
+    values = np.asarray(values, float)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return np.nan
+    n = len(values) if n is None else n
+    shifted = values - values.mean() + shift_to
+    draws = shifted[np.random.default_rng(seed).integers(0, len(shifted), (n_sim, n))]
+    return float(np.mean(signed_rank_p(draws) < level))
 
 
 def holm(pvalues) -> np.ndarray:

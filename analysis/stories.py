@@ -38,7 +38,10 @@ RATES = {"feature_rate": "feature rate, asked [95% CI]", "feature_rate_unasked":
          "refusal_rate": "refusal rate", "val_loss": "val loss"}
 PROBE = re.compile(r"^probe_acc\.layer(\d+)$")
 UNTRAINED = "untrained"
-# The reference study's share of stories with a twist at its recovery steps (its model, data and budget).
+# The reference study's share of stories with a twist at its recovery steps (its model, data and budget):
+# Jain et al., "Mechanistically analyzing the effects of fine-tuning on procedurally defined tasks", ICLR 2024,
+# Table 1.
+REFERENCE_SOURCE = "Jain et al., ICLR 2024, Table 1"
 REFERENCE_STEPS = (0, 30, 300, 3000)
 REFERENCE = {"filter at the medium LR": (0.44, 0.81, 0.81, 0.82),
              "filter + mix & match": (0.31, 0.88, 0.50, 0.75),
@@ -299,7 +302,8 @@ def section(frame: pd.DataFrame, out, threshold=None) -> str:
              "seed are paired).</p>", table_html(display_phase_table(frame)),
              "<h3>Recovery curve</h3>", '<p class="caption">Feature rate (asked) at each recovery eval step, per '
              "deleted arm and the control pretrained without the feature. Below it, the reference study's numbers "
-             "at its own recovery steps (another model, data and budget: for comparison of shape, not value).</p>",
+             f"at its own recovery steps ({REFERENCE_SOURCE}; another model, data and budget: for comparison of "
+             "shape, not value).</p>",
              table_html(display_recovery_curve(frame)), table_html(reference_curve())]
     reach = display_reach_table(frame)
     if not reach.empty:
@@ -337,7 +341,7 @@ def summary_text(paths) -> str:
         lines.append(display_phase_table(frame).to_string(index=False))
         lines += ["", "Recovery curve: feature rate (asked) per recovery eval step:",
                   display_recovery_curve(frame).to_string(index=False),
-                  "Reference study, its own numbers at its own recovery steps (not ours):",
+                  f"Reference study ({REFERENCE_SOURCE}), its own numbers at its own recovery steps (not ours):",
                   reference_curve().to_string(index=False)]
         reach = display_reach_table(frame)
         if not reach.empty:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis import figures
+from analysis import figures, markup
 from analysis.errors import AnalysisError
 from analysis.load import MANIFEST_FILE, read_manifest, read_results_file
 from analysis.stats import cell_intervals
@@ -54,8 +54,7 @@ def interval_column(table: pd.DataFrame, name: str, digits: int = 2) -> list[str
 
 
 def table_html(frame: pd.DataFrame) -> str:
-    from analysis.report import _html_table  # local import: the report imports the canary section
-    return _html_table(frame, badge_columns=())
+    return markup.table(frame, badge_columns=())
 
 
 def figure_html(fig, out: Path, name: str, title: str) -> str:
@@ -70,7 +69,6 @@ def figure_html(fig, out: Path, name: str, title: str) -> str:
 def write_page(paths, out, frame: pd.DataFrame, manifests: list[dict], section) -> Path:
     """OUT/index.html: `section(frame, out)` (which writes its figures into OUT/figures), the config and the
     manifest; returns the page's path."""
-    from analysis.report import STYLE
     out = Path(out)
     names = html.escape(", ".join(map(str, paths)))
     statuses = {m.get("status", "unknown") for m in manifests}
@@ -80,7 +78,7 @@ def write_page(paths, out, frame: pd.DataFrame, manifests: list[dict], section) 
         out.mkdir(parents=True, exist_ok=True)
         page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>fttrace analysis: {names}</title>
-<style>{STYLE}</style></head><body>
+<style>{markup.STYLE}</style></head><body>
 <h1>fttrace analysis: {names}</h1>
 <p class="meta">{frame.member.nunique()} members over {frame.seed.nunique()} seed(s).</p>{note}
 {section(frame, out)}

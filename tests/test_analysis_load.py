@@ -22,9 +22,11 @@ def test_members_are_joined_to_their_lineage_and_hyperparameters(tmp_path, frame
     members = study.members.set_index("member")
     kinds = members.kind.value_counts()
     assert kinds["pretrained"] == 8 and kinds["finetuned"] == 32 and kinds["reft"] == 32
-    assert kinds["control_pretrained"] == 4 and kinds["control_reft"] == 4 * 2 * 2
+    # One control per seed, trained on C_PT at the seed's one (shared) reFT LR x 1 and x 10.
+    assert kinds["control_pretrained"] == 4 and kinds["control_reft"] == 4 * 2
     assert members.loc["rft5", "parent"] == "ft5" and members.loc["rft5", "pretrained"] == "pt1"
-    assert members.loc["cpt0-large-x10", "pretrained"] == "cpt0"
+    assert members.loc["cpt0-0.0001-x10", "pretrained"] == "cpt0"
+    assert members.loc["cpt0-0.0001-x10", "reft_lr_base"] == pytest.approx(1e-4)
     assert members.loc["ft5", "finetune_lr_label"] == "medium" and members.loc["pt1", "prior_label"] == "low"
     lineage = study.lineage.set_index("finetuned")
     assert len(lineage) == 32 and lineage.loc["ft5", "reft"] == "rft5"
@@ -125,7 +127,14 @@ def test_repeated_rows_inside_one_store_are_refused(tmp_path, frame):
 
 def test_hyperparameter_columns_of_later_phases_are_added_when_absent(tmp_path, frame):
     pretrain = frame[frame.phase == "pretrain"].drop(columns=["finetune_lr", "finetune_lr_name", "spurious",
-                                                              "reft_lr", "control_lr_factor"])
+                                                              "reft_lr", "reft_lr_base", "control_lr_factor"])
     study = load_study(write_store(tmp_path / "run", PLANT, frame=pretrain))
-    assert {"finetune_lr", "spurious", "control_lr_factor"} <= set(study.results.columns)
+    assert {"finetune_lr", "spurious", "reft_lr_base", "control_lr_factor"} <= set(study.results.columns)
     assert np.isnan(study.members.finetune_lr).all()
+
+
+def test_a_store_without_the_reft_lr_base_column_matches_controls_by_their_lr(tmp_path, frame):
+    """Stores written before `reft_lr_base` ran each control at its matched reFT LR x its factor."""
+    study = load_study(write_store(tmp_path / "run", PLANT, frame=frame.drop(columns="reft_lr_base")))
+    controls = study.members[study.members.kind == "control_reft"]
+    np.testing.assert_allclose(controls.reft_lr_base, controls.reft_lr / controls.control_lr_factor)

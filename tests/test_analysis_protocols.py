@@ -10,10 +10,9 @@ from analysis.protocols import closing_note, protocol_display, protocol_figure, 
 from synthetic_store import Plant, build_frame, config_for, write_store
 
 # Lineages fine-tuned at the medium LR used "lora2" and kept C_PT; those at the large LR used "full", lost C_PT, and
-# are wrappers (pruning 5 neurons revives C_PT, reFT is fast).
+# are hidden wrappers (pruning 5 neurons revives C_PT, reFT is fast).
 PLANT = Plant(seeds=4, priors=("high",), lrs=("medium", "large"), spurious=(0.0,),
-              kept=lambda lr, prior, spurious: lr == "medium",
-              wrapper_rate=lambda lr, prior, spurious: float(lr == "large"))
+              kind=lambda lr, prior, spurious: "kept" if lr == "medium" else "wrapper")
 WEIGHT_CHANGE = {"lora2": 0.1, "full": 0.5}
 
 
@@ -48,7 +47,8 @@ def test_the_table_has_one_row_per_protocol_setting_with_seed_intervals(store):
     assert pt.loc["lora2", "value_lo"] > pt.loc["full", "value_hi"]
     change = table[table.measure == "weight_change"].set_index("protocol").value
     assert change["full"] == pytest.approx(0.5 * 1.015) and change["lora2"] == pytest.approx(0.1 * 1.015)
-    assert {"attn@0", "mlp@1", "reft_steps", "control_steps", "reft_speedup"} <= set(table.measure)
+    assert {"attn@0", "mlp@1", "reft_steps", "control_steps", "reft_speedup", "prune_gain15",
+            "prune_random15"} <= set(table.measure)
     revived = table[table.measure == "prune_revived"].set_index("protocol").value
     assert revived["full"] == 1.0
     display = protocol_display(table)
@@ -58,7 +58,7 @@ def test_the_table_has_one_row_per_protocol_setting_with_seed_intervals(store):
 def test_the_closing_note_names_the_protocols_with_numbers(store):
     note = closing_note(protocol_table(load_study(store)))
     assert note[0].startswith("Best preserves C_PT: lora2 at LR medium")
-    pruning = [s for s in note if s.startswith("Largest C_PT gain from pruning")]
+    pruning = [s for s in note if s.startswith("Largest C_PT gain from pruning <= 15 neurons beyond the random null")]
     assert pruning and pruning[0].split(": ")[1].startswith("full at LR large")
     assert all(any(ch.isdigit() for ch in s) for s in note)
 
@@ -73,6 +73,15 @@ def test_figure_summary_and_report(store, tmp_path, capsys):
     page = (tmp_path / "report" / "index.html").read_text()
     assert 'id="protocols"' in page and "Best preserves C_PT" in page
     assert (tmp_path / "report" / "figures" / "protocols.png").exists()
+
+
+def test_the_pruning_gain_is_a_mean_over_the_levels_and_can_be_negative(store):
+    """The kept members' targeted pruning only hurts C_PT (-0.01 at every level): the gain is negative, where the
+    best level over k <= 15 (k = 0 included) could never be."""
+    gain = protocol_table(load_study(store))
+    gain = gain[gain.measure == "prune_gain15"].set_index("protocol").value
+    assert gain["lora2"] == pytest.approx(-0.01) and gain["full"] > 0.3
+    assert "C_PT gain, mean over 1..15 neurons pruned" in protocol_display(protocol_table(load_study(store)))
 
 
 def test_a_study_without_protocols_gets_no_protocol_section(tmp_path):

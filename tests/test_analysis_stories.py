@@ -144,9 +144,11 @@ def test_synthetic_store_gets_its_page_and_summary(tmp_path, capsys):
     assert main(["report", str(store), "--out", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "index.html").read_text()
     assert 'id="stories"' in page and "reaches 0.9 x the rate" in page
+    assert "Jain et al., ICLR 2024, Table 1" in page  # the reference numbers name their source
     assert main(["summary", str(store)]) == 0
     printed = capsys.readouterr().out
     assert "0.40 [0.20, 0.60]" in printed and "Recovery to 0.9 x the seed's pretrained rate" in printed
+    assert "Reference study (Jain et al., ICLR 2024, Table 1)" in printed
 
 
 @pytest.mark.parametrize("option", [["--by", "seed"], ["--threshold", "probe_ratio=0.8"]])
@@ -183,7 +185,7 @@ def test_summary_of_a_tiny_run_prints_the_recovery_curve(tiny, capsys):
     curve = printed.split("Recovery curve: feature rate (asked) per recovery eval step:\n")[1].splitlines()
     assert curve[0].split() == ["arm", "deletion", "LR", "seeds", "step", "0", "step", "2", "step", "6"]
     assert [line.split()[0] for line in curve[1:6]] == ["filter", "filter_label", "mix_match", "refusal", "control"]
-    assert "Reference study, its own numbers at its own recovery steps (not ours):" in printed
+    assert "Reference study (Jain et al., ICLR 2024, Table 1), its own numbers at its own recovery steps (not ours):" in printed
     assert "untrained" in printed.split("Probe accuracy")[1]
 
 

@@ -1,0 +1,232 @@
+"""The regime a study reached, before any verdict: do the pretrained models have the capability, did fine-tuning
+learn its task, what function does each model compute, and do the probes read more than the input?
+
+Read from the run's "regime" phase (fresh held-out test sets: fttrace/evals/regime.py), its "probe" phase and the
+stop steps of fine-tuning. Shown first, because a verdict about a capability means nothing where the parents never
+had it, and a verdict about fine-tuning nothing where fine-tuning did not learn.
+  study checks   the prior sets how much of C_FT pretraining gives (pretrained C_FT high at the highest prior, at
+                 the operand-blind level at the lowest); evaluation strings are held out of training
+  priors         per prior, the pretrained models: C_PT, C_FT (C_Te = 0), the operand-blind level (the C_FT of a
+                 model answering with the pretraining target) and the output function on O_FT queries (shares of
+                 answers equal to the fine-tuning answer, the pretraining answer, the majority answer, anything else,
+                 on the inputs where the first two differ)
+  cells          per fine-tuning cell (LR x prior x C_Tr, plus `--by` columns): C_FT after fine-tuning at C_Te 0 and
+                 1, C_PT after, the share of members that learnt their task (met the criterion) and their median stop
+                 step, the output function and probe selectivity, with FLAGS where a requirement fails
+  probe nulls    probe selectivity per level of the run tree: the control (never had C_PT), the control after C_PT
+                 training and the untrained models beside the members
+`Requirements` holds the numbers, printed with the tables. A store without a regime phase is shown from the
+training phases' last evaluations, with a note.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import Study
+from analysis.measures import FUNCTIONS, accuracies, has_regime, regime_values, selectivity
+from analysis.settings import in_setting_order, readable, setting_columns
+from analysis.stats import CONFIDENCE, bootstrap_mean, seed_series
+
+FUNCTION_NAMES = {"ft": "fine-tuning answer", "pt": "pretraining answer", "majority": "majority answer",
+                  "other": "other"}
+LEVELS = (("pretrained", "pretrained", ""), ("finetuned", "fine-tuned", ""), ("reft", "reverse-fine-tuned", ""),
+          ("control_pretrained", "control (never had C_PT)", ""),
+          ("control_reft", "control after C_PT training", ""), ("pretrained", "untrained", "init_"))
+NO_REGIME = ("the regime cannot be shown: the store was written by an fttrace without regime diagnostics (no "
+             "\"regime\" phase); C_PT and C_FT below are the training phases' last evaluations, not fresh test sets")
+NOT_YET = ("the regime cannot be shown yet: the run has not reached its \"regime\" phase; C_PT and C_FT below are "
+           "the training phases' last evaluations, not fresh test sets")
+LACK_PT = "the pretrained models lack C_PT"
+NO_OP = "fine-tuning did not learn C_FT here: its verdicts describe a no-op"
+
+
+@dataclasses.dataclass(frozen=True)
+class Requirements:
+    """What a cell and the study must reach before their verdicts mean anything (printed with the tables)."""
+    pretrained_pt: float = 0.9  # mean pretrained test C_PT of the cell's parents
+    learnt_share: float = 0.9  # share of the cell's fine-tuned members that learnt their task
+    high_prior_ft: float = 0.8  # pretrained C_FT at the highest prior (the strongly relevant setting)
+    low_prior_margin: float = 0.1  # pretrained C_FT at the lowest prior: at most the operand-blind level + this
+
+    def describe(self, target: float, noop_accuracy: float) -> list[str]:
+        learnt = (f"met the run's fine-tuning criterion (held-out accuracy on their own fine-tuning distribution >= "
+                  f"{target:g}: stop_step >= 0)" if target else
+                  f"reached own-distribution test accuracy >= {noop_accuracy:g} (the run has no fine-tuning "
+                  "criterion)")
+        return [f"cell: pretrained test C_PT >= {self.pretrained_pt:g} in the cell's parents (else flagged: "
+                f"{LACK_PT})",
+                f"cell: >= {self.learnt_share:.0%} of the cell's fine-tuned members {learnt} (else flagged: {NO_OP})",
+                f"study: pretrained C_FT >= {self.high_prior_ft:g} at the highest prior and within "
+                f"{self.low_prior_margin:g} of the operand-blind level at the lowest"]
+
+
+REQUIREMENTS = Requirements()
+
+
+def interval(values, confidence: float = CONFIDENCE) -> str:
+    """'mean [lo, hi]' of per-seed values (the mean alone with one seed; n/a without any)."""
+    mean, lo, hi = bootstrap_mean(values, confidence)
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.2f}" if not np.isfinite(lo) else f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def _shares(frame: pd.DataFrame, prefix: str) -> str:
+    """'fine-tuning answer 90%, pretraining answer 5%, ...' from the share columns `prefix<f>_share`."""
+    parts = [f"{FUNCTION_NAMES[f]} {frame[f'{prefix}{f}_share'].mean():.0%}" for f in FUNCTIONS
+             if f"{prefix}{f}_share" in frame and frame[f"{prefix}{f}_share"].notna().any()]
+    return ", ".join(parts) or "n/a"
+
+
+def _pretrained(study: Study) -> pd.DataFrame:
+    members = study.members[study.members.kind == "pretrained"].set_index("member")
+    values = regime_values(study)
+    shares = values[[c for c in values if c.startswith("ft_query.") or c == "test.blind_acc"]]
+    shares = shares.rename(columns=lambda c: c.replace(".", "_"))
+    acc = accuracies(study)[["pt_acc", "ft_acc"]]
+    return members.join(acc, how="left").join(shares, how="left").join(selectivity(study), how="left")
+
+
+def prior_table(study: Study, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """One row per prior: the pretrained models' C_PT, C_FT, the operand-blind level and their output function;
+    numeric columns pt_acc, ft_acc, blind_acc (means over members) for the checks."""
+    pre = _pretrained(study)
+    rows = []
+    for label, cell in pre.groupby("prior_label", sort=False):
+        blind = cell["test_blind_acc"].mean() if "test_blind_acc" in cell else np.nan
+        rows.append({"prior": label, "prior_value": cell.prior.iloc[0], "members": len(cell),
+                     "C_PT": interval(seed_series(cell, "pt_acc"), confidence),
+                     "C_FT (C_Te=0)": interval(seed_series(cell, "ft_acc"), confidence),
+                     "operand-blind C_FT": "n/a" if np.isnan(blind) else f"{blind:.2f}",
+                     "O_FT queries answered with": _shares(cell, "ft_query_"),
+                     "probe selectivity": interval(seed_series(cell, "selectivity"), confidence),
+                     "pt_acc": cell.pt_acc.mean(), "ft_acc": cell.ft_acc.mean(), "blind_acc": blind})
+    if not rows:
+        return pd.DataFrame(columns=["prior", "prior_value", "members", "pt_acc", "ft_acc", "blind_acc"])
+    return pd.DataFrame(rows).sort_values("prior_value", ascending=False).reset_index(drop=True)
+
+
+def cell_table(evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE, target: float = 0.0,
+               requirements: Requirements = REQUIREMENTS) -> pd.DataFrame:
+    """One row per fine-tuning cell with the regime numbers and `flags` (failed requirements, '' if none), from
+    the taxonomy's evidence (its `learnt` indicator); diverged lineages are left out of the numbers."""
+    columns = setting_columns(by)
+    if evidence.empty:
+        return pd.DataFrame(columns=[*columns, "members", "flags"])
+    healthy = evidence[~evidence.diverged]
+    rows = []
+    for key, cell in evidence.groupby(columns, sort=False, dropna=False):
+        row = dict(zip(columns, key if isinstance(key, tuple) else (key,)))
+        mine = healthy.loc[healthy.index.intersection(cell.index)]
+        learnt = mine.learnt.mean() if mine.learnt.notna().any() else np.nan
+        stopped = mine.stop_step[mine.stop_step >= 0]
+        row.update({
+            "members": len(mine),
+            "pretrained C_PT": interval(seed_series(mine, "pt_acc_pretrained"), confidence),
+            "C_FT C_Te=0": interval(seed_series(mine, "ft_acc"), confidence),
+            "C_FT C_Te=1": interval(seed_series(mine, "ft_shortcut_acc"), confidence),
+            "C_PT after": interval(seed_series(mine, "pt_acc"), confidence),
+            "learnt its task": "n/a" if np.isnan(learnt) else f"{learnt:.0%}",
+            "median stop step": f"{stopped.median():g}" if target and len(stopped) else "n/a",
+            "O_FT queries answered with": _shares(mine, "ft_query_"),
+            "probe selectivity": interval(seed_series(mine, "sel_finetuned"), confidence),
+        })
+        if len(mine) < len(cell):
+            row["members"] = f"{len(mine)} ({len(cell) - len(mine)} diverged left out)"
+        flags = []
+        parent = mine.pt_acc_pretrained.mean()
+        if parent < requirements.pretrained_pt:
+            flags.append(f"{LACK_PT} (test C_PT {parent:.2f}; needs >= {requirements.pretrained_pt:g})")
+        if learnt < requirements.learnt_share:
+            flags.append(f"{NO_OP} ({learnt:.0%} of members learnt their task; needs >= "
+                         f"{requirements.learnt_share:.0%})")
+        row["flags"] = "; ".join(flags)
+        rows.append(row)
+    return in_setting_order(pd.DataFrame(rows), evidence, columns)
+
+
+def study_checks(study: Study, priors: pd.DataFrame, requirements: Requirements = REQUIREMENTS) -> list[str]:
+    """Study-wide regime checks, one sentence each, starting 'holds:', 'FAILS:' or 'note:'."""
+    out = []
+    known = priors.dropna(subset=["ft_acc"]) if not priors.empty else priors
+    if len(known) > 1:
+        high, low = known.iloc[0], known.iloc[-1]
+        if np.isnan(low.blind_acc):
+            out.append(f"note: the prior contrast cannot be checked without the operand-blind level (pretrained C_FT "
+                       f"{high.ft_acc:.2f} at prior {high.prior}, {low.ft_acc:.2f} at prior {low.prior})")
+        else:
+            ok_high = high.ft_acc >= requirements.high_prior_ft
+            ok_low = low.ft_acc <= low.blind_acc + requirements.low_prior_margin
+            out.append(f"{'holds' if ok_high and ok_low else 'FAILS'}: the prior sets how much of C_FT pretraining "
+                       f"gives: pretrained C_FT {high.ft_acc:.2f} at prior {high.prior} (needs >= "
+                       f"{requirements.high_prior_ft:g}) and {low.ft_acc:.2f} at prior {low.prior} (operand-blind "
+                       f"level {low.blind_acc:.2f}, needs <= {low.blind_acc + requirements.low_prior_margin:.2f})")
+    elif len(known) == 1:
+        out.append(f"note: one prior in the study ({known.prior.iloc[0]}): the prior contrast cannot be checked")
+    values = regime_values(study)
+    if "heldout.fraction" in values and values["heldout.fraction"].notna().any():
+        fraction = values["heldout.fraction"].dropna().iloc[0]
+        evaluated = values["heldout.eval_share"].dropna().mean() if "heldout.eval_share" in values else np.nan
+        training = values["heldout.train_share"].dropna().mean() if "heldout.train_share" in values else np.nan
+        if fraction > 0 and np.isfinite(evaluated) and np.isfinite(training):
+            ok = evaluated == 1 and training == 0
+            out.append(f"{'holds' if ok else 'FAILS'}: evaluation strings are held out of training ({fraction:.0%} "
+                       f"of the grammar's strings; {evaluated:.1%} of evaluated inputs are held-out strings, "
+                       f"{training:.2%} of a training sample)")
+        else:
+            out.append("note: evaluation inputs are not held out of training (the task holds none out)")
+    return out
+
+
+def level_selectivity(study: Study, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Probe accuracy (pretraining and control targets) and selectivity per level of the run tree, the nulls
+    (control, untrained) beside the members: mean over seeds [bootstrap interval]."""
+    members = study.members.set_index("member")[["kind", "seed"]]
+    rows = []
+    for kind, name, prefix in LEVELS:
+        table = selectivity(study, prefix).join(members, how="inner")
+        cell = table[table.kind == kind]
+        if cell.empty:
+            continue
+        rows.append({"level": name, "members": len(cell),
+                     "probe C_PT target": interval(seed_series(cell, "probe_pt"), confidence),
+                     "probe control target": interval(seed_series(cell, "probe_control"), confidence),
+                     "selectivity": interval(seed_series(cell, "selectivity"), confidence)})
+    return pd.DataFrame(rows, columns=["level", "members", "probe C_PT target", "probe control target",
+                                       "selectivity"])
+
+
+@dataclasses.dataclass
+class Regime:
+    available: bool  # the store has a regime phase
+    note: str  # why the regime cannot be shown ('' when it can)
+    requirements: list[str]  # the requirement rules, printed with the tables
+    checks: list[str]
+    priors: pd.DataFrame
+    cells: pd.DataFrame
+    levels: pd.DataFrame
+
+    @property
+    def flagged(self) -> pd.DataFrame:
+        return self.cells[self.cells["flags"] != ""] if "flags" in self.cells else self.cells.iloc[:0]
+
+    def cell_display(self, columns) -> pd.DataFrame:
+        """The cell table with readable setting columns."""
+        return pd.concat([readable(self.cells, columns), self.cells.drop(columns=list(columns))], axis=1)
+
+    def prior_display(self) -> pd.DataFrame:
+        return self.priors.drop(columns=["prior_value", "pt_acc", "ft_acc", "blind_acc"], errors="ignore")
+
+
+def regime(study: Study, evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE, target: float = 0.0,
+           noop_accuracy: float = 0.9, requirements: Requirements = REQUIREMENTS) -> Regime:
+    available = has_regime(study)
+    finished = all(store.status == "complete" for store in study.stores)
+    note = "" if available else NO_REGIME if finished else NOT_YET
+    priors = prior_table(study, confidence)
+    return Regime(available, note, requirements.describe(target, noop_accuracy),
+                  study_checks(study, priors, requirements), priors,
+                  cell_table(evidence, by, confidence, target, requirements), level_selectivity(study, confidence))
