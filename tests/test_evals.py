@@ -130,6 +130,9 @@ def test_pruning_finds_and_removes_a_known_wrapper(trained_counter):
     assert kr[0] <= 3
     # The learned mask removes the wrapper too once its budget covers three units.
     assert np.asarray(curves["mask"]["pt_acc"]).max() >= original - 0.02
+    # The ranking names the wrapper's units first (flat index: last layer x neurons per layer + neuron).
+    offset = (group.model.n_layers - 1) * group.model.mlp
+    assert set(np.asarray(curves["units"]["neurons"][:3]).tolist()) == {offset + 5, offset + 17, offset + 40}
     # Removing the located units takes C_FT's wrapper answer away as C_PT comes back.
     ft_acc = np.asarray(curves["neurons"]["ft_acc"])
     assert ft_acc[ks.index(3)] != ft_acc[0]

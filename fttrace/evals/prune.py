@@ -1,8 +1,9 @@
 """Pruning: does removing a few units of a fine-tuned model bring the pretraining capability back?
 
 One-shot attribution pruning (the reference study's method): score every unit with the first-order Taylor
-estimate of how much removing it changes the pretraining-task (C_PT) loss, remove the top k, and record C_PT and
-C_FT accuracy as a curve over k. Removing unit u (mask m_u: 1 -> 0, or weight w -> 0) changes the loss by about
+estimate of how much removing it changes the pretraining-task (C_PT) loss on `prune.examples` held-out sequences,
+remove the top k, and record C_PT and C_FT accuracy as a curve over k on as many other held-out sequences (the
+first of the shared eval sets). Removing unit u (mask m_u: 1 -> 0, or weight w -> 0) changes the loss by about
 -dL/dm_u (or -g.w), so with `score="taylor"` the units whose removal is predicted to *lower* the C_PT loss most
 go first; `score="abs"` ranks by the magnitude |g.w| instead. Granularities:
   neurons  MLP hidden units (mask gradients)
@@ -19,7 +20,8 @@ Every curve records C_FT beside C_PT, so the units whose removal revives C_PT ca
 Pretrained members are pruned the same way, and so is the control that never had C_PT (`control_pretrain`): a
 gain there is the instrument's own, not a latent capability's.
 
-Rows: phase "prune", step = k (units removed), metrics "<method>.pt_acc" / "<method>.ft_acc".
+Rows: phase "prune", step = k (units removed), metrics "<method>.pt_acc" / "<method>.ft_acc"; "neurons.unit" and
+"heads.unit" at step k: the k-th unit the targeted ranking removes (flat index: layer x units per layer + unit).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from fttrace.results import long_frame
 from fttrace.train import answer_loss
 
 PHASE = "prune"
+UNITS = "units"  # the key of the removal orders among a member's curves
 
 
 def _top_k_mask(scores, k):
@@ -63,6 +66,12 @@ class Pruner:
                            "ft": task.sample_heldout(extra_key(run, "prune-ft"), self.cfg.examples,
                                                      task.query_mix(ft=1.0), 0.0)}
 
+    @property
+    def accuracy_sets(self):
+        """The first `prune.examples` sequences of the shared C_PT and C_FT eval sets (not the scoring sets)."""
+        n = self.cfg.examples
+        return {name: tuple(x[:n] for x in self.run.eval_sets[name]) for name in ("pt", "ft")}
+
     def _rank_scores(self, grad, value=1.0):
         contribution = grad * value
         return contribution if self.cfg.score == "taylor" else jnp.abs(contribution)
@@ -73,7 +82,7 @@ class Pruner:
 
     def curves(self, params):
         """All pruning curves of one member: {method: (ks, {"pt_acc": [K], "ft_acc": [K]})}."""
-        sets = {name: self.run.eval_sets[name] for name in ("pt", "ft")}
+        sets = self.accuracy_sets
         out = {}
         g_pt = self._mask_grads(params, "pt")
         g_ft = self._mask_grads(params, "ft")
@@ -87,6 +96,10 @@ class Pruner:
         out["neurons_random"] = self._random_curve(params, sets)
         out["weights"] = self._weight_curve(params, sets)
         out["mask"] = self._learned_mask_curve(params, sets)
+        # Which units the targeted rankings remove first (flat index layer x units per layer + unit), so that a
+        # located wrapper can be named and, for a compiled model, held against its components.
+        out[UNITS] = {kind: jnp.argsort(-unit_scores[kind][0].reshape(-1))[:max(unit_scores[kind][2])]
+                      for kind in ("neurons", "heads")}
         return out
 
     def _random_curve(self, params, sets):
@@ -189,7 +202,12 @@ def records_for(curves, method_ks, totals, reference, tolerance):
     """Long-format records [(k, {metric: [members]})] from the per-method curves."""
     by_k: dict[int, dict] = {}
     summary = {}
+    for kind, units in curves.get(UNITS, {}).items():
+        for rank in range(units.shape[1]):
+            by_k.setdefault(rank + 1, {})[f"{kind}.unit"] = units[:, rank]
     for method, accs in curves.items():
+        if method == UNITS:
+            continue
         ks = method_ks[method]
         for j, k in enumerate(ks):
             row = by_k.setdefault(k, {})
