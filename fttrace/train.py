@@ -170,11 +170,12 @@ def apply_gradients(phase, state: TrainState, key, loss, grads, protocol=None):
         diverged_step=jnp.where(diverging, state.step, state.diverged_step)), jnp.where(ok, loss, jnp.nan)
 
 
-# Members train in groups of at most this many activations (batch x context x d_model x layers per group):
-# on a lone CPU, groups that stay in cache train faster one after another than all members at once; on an
-# accelerator, all at once is fastest until activations overflow its memory (the reference shape d128 L4 T64
-# B64 fit 256 members in an 80 GB H100 and asked for 95 GB at 512). Measurements: benchmarks/NOTES.md.
-GROUP_ACTIVATIONS = {"cpu": 2**15, "accelerator": 2**29}
+# Members train in groups of at most this many activations (batch x context x d_model x layers per group): on a
+# lone CPU, groups of a few members amortise the on-device sampler and stay in cache (PCFG counter, d32 L2 B16: 16
+# members together 791 member-steps/s, 4 741, one at a time 475); on an accelerator, all at once is fastest until
+# activations overflow its memory (the reference shape d128 L4 T64 B64 fit 256 members in an 80 GB H100 and asked
+# for 95 GB at 512). Measurements: benchmarks/NOTES.md.
+GROUP_ACTIVATIONS = {"cpu": 2**19, "accelerator": 2**29}
 
 
 def train_member_batch(model_cfg: ModelConfig, phase) -> int | None:
@@ -232,34 +233,16 @@ class PhaseLoop:
         model: what applies the state's parameters (default `Transformer(model_cfg)`; a protocol's
         `protocols.Reparameterised` for trainable trees).
         compact: once members have stopped or diverged, train (and evaluate) only the others, gathered into a
-        member axis of the next power of two (so that few programs compile); a frozen member's records and state
-        are what the full program would give it. Single-process runs only."""
+        member axis of `unit` x a power of two (so that few programs compile), where `unit` is a multiple of the
+        training group, of the evaluation group and of the device count: every member is computed in groups of the
+        same width as in the full program, so its numbers do not change (bit for bit on a CPU), and a frozen
+        member's records and state are what the full program gives it. Single-process runs only."""
         self.model = Transformer(model_cfg) if model is None else model
         self.task, self.phase, self.eval_sets = task, phase, eval_sets
-        advance = train_steps(self.model, task, phase, phase.eval_every,
-                              train_member_batch(model_cfg, phase))
-        member_batch = eval_member_batch
-
-        def eval_fn(params, sets):
-            return map_members(lambda p: evaluate(self.model, p, sets), params, batch=member_batch)
-
-        target = phase.get("target", 0.0)
-
-        def chunk(state, data, sets):
-            state, losses = advance(state, data)
-            metrics = eval_fn(state.params, sets)
-            metrics["train_loss"] = jnp.nanmean(losses, axis=0)
-            return stop_at_target(state, data, metrics, target), metrics
-
-        def first_record(state, data, sets):
-            metrics = eval_fn(state.params, sets)
-            metrics["train_loss"] = jnp.full(state.step.shape, jnp.nan)
-            return stop_at_target(state, data, metrics, target), metrics
-
-        placed = {} if sharding is None else {"out_shardings": sharding}
         self.sharding, self.compact = sharding, compact
-        self._chunk = jax.jit(chunk, donate_argnums=0, **placed)
-        self._first = jax.jit(first_record, **placed)
+        self.member_batch, self.eval_member_batch = train_member_batch(model_cfg, phase), eval_member_batch
+        self._programs = {}  # (training group, evaluation group) widths -> (chunk, first record)
+        placed = {} if sharding is None else {"out_shardings": sharding}
         every = phase.eval_every
 
         def put(state, metrics, sub_state, sub_metrics, index):
@@ -274,6 +257,34 @@ class PhaseLoop:
 
         self._put = jax.jit(put, **placed)
         self._take = jax.jit(lambda tree, index: jax.tree.map(lambda x: x[index], tree))
+        self.widths: list[int] = []  # the member axis of every chunk run (compaction shows here)
+
+    def programs(self, group: int, eval_group: int):
+        """The jitted chunk and first-record functions that train members in groups of `group` and evaluate them in
+        groups of `eval_group` (both must divide the member count)."""
+        if (group, eval_group) not in self._programs:
+            advance = train_steps(self.model, self.task, self.phase, self.phase.eval_every, group)
+            target, batch = self.phase.get("target", 0.0), eval_group
+
+            def metrics_of(state, sets, losses):
+                metrics = map_members(lambda p: evaluate(self.model, p, sets), state.params, batch=batch)
+                metrics["train_loss"] = jnp.full(state.step.shape, jnp.nan) if losses is None else \
+                    jnp.nanmean(losses, axis=0)
+                return metrics
+
+            def chunk(state, data, sets):
+                state, losses = advance(state, data)
+                metrics = metrics_of(state, sets, losses)
+                return stop_at_target(state, data, metrics, target), metrics
+
+            def first_record(state, data, sets):
+                metrics = metrics_of(state, sets, None)
+                return stop_at_target(state, data, metrics, target), metrics
+
+            placed = {} if self.sharding is None else {"out_shardings": self.sharding}
+            self._programs[group, eval_group] = (jax.jit(chunk, donate_argnums=0, **placed),
+                                                 jax.jit(first_record, **placed))
+        return self._programs[group, eval_group]
 
     def run(self, state: TrainState, data: DataSpec, on_chunk=None, records=None, on_records=None):
         """Train for `phase.steps`; returns the final state and [(step, {metric: [members]}), ...].
@@ -284,14 +295,17 @@ class PhaseLoop:
         each chunk (progress display), `on_records(state, records)` too (checkpoints). To resume, pass the records
         of the interrupted run with its state: training goes on after the last recorded step.
         """
+        members = state.step.shape[0]
+        groups = group_size(members, self.member_batch), group_size(members, self.eval_member_batch)
+        chunk, first = self.programs(*groups)
         if records is None:
-            state, metrics = self._first(state, data, self.eval_sets)
+            state, metrics = first(state, data, self.eval_sets)
             records = [(0, metrics)]
         records = list(records)
         steps, every = self.phase.steps, self.phase.eval_every
         for done in range(records[-1][0] + every, steps + 1, every):
             t0 = time.perf_counter()
-            state, metrics = self._advance(state, data, records[-1][1])
+            state, metrics = self._advance(chunk, math.lcm(*groups), state, data, records[-1][1])
             records.append((done, jax.block_until_ready(metrics)))
             if on_records is not None:
                 on_records(state, records)
@@ -299,28 +313,31 @@ class PhaseLoop:
                 on_chunk(done, steps, time.perf_counter() - t0)
         return state, records
 
-
-    def _advance(self, state: TrainState, data: DataSpec, metrics: dict):
-        """One chunk: of every member, or, with `compact`, of the members still training (see __init__)."""
-        index = self._training_members(state) if self.compact else None
+    def _advance(self, chunk, groups: int, state: TrainState, data: DataSpec, metrics: dict):
+        """One chunk: of every member, or, with `compact`, of the members still training (see __init__); `groups`:
+        a multiple of the training and evaluation group widths."""
+        index = self._training_members(state, groups) if self.compact else None
         if index is None:
-            return self._chunk(state, data, self.eval_sets)
+            self.widths.append(state.step.shape[0])
+            return chunk(state, data, self.eval_sets)
+        self.widths.append(len(index))
         sub_state, sub_data = self._take((state, data), index)
         if self.sharding is not None:
             sub_state, sub_data = jax.device_put((sub_state, sub_data), self.sharding)
-        sub_state, sub_metrics = self._chunk(sub_state, sub_data, self.eval_sets)
+        sub_state, sub_metrics = chunk(sub_state, sub_data, self.eval_sets)
         return self._put(state, metrics, sub_state, sub_metrics, index)
 
-    def _training_members(self, state: TrainState):
-        """Indices of the members still training, padded with a frozen one to a power of two (a multiple of the
-        device count); None when that would not shrink the member axis, or with several processes."""
+    def _training_members(self, state: TrainState, groups: int):
+        """Indices of the members still training, padded with a frozen one to `unit` x a power of two (see
+        __init__); None when that would not shrink the member axis, or with several processes."""
         if jax.process_count() > 1:
             return None
         frozen = np.asarray(state.stopped | state.diverged)
-        n, devices = len(frozen), len(self.sharding.device_set) if self.sharding is not None else 1
+        n = len(frozen)
+        devices = len(self.sharding.device_set) if self.sharding is not None else 1
+        unit = math.lcm(groups, devices)
         training = np.flatnonzero(~frozen)
-        size = max(2 ** math.ceil(math.log2(max(len(training), 1))), devices)
-        size = -(-size // devices) * devices
+        size = unit * 2 ** math.ceil(math.log2(max(len(training) / unit, 1)))
         if size >= n or not frozen.any():
             return None
         pad = np.full(size - len(training), np.flatnonzero(frozen)[0])

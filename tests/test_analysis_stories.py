@@ -185,7 +185,8 @@ def test_summary_of_a_tiny_run_prints_the_recovery_curve(tiny, capsys):
     curve = printed.split("Recovery curve: feature rate (asked) per recovery eval step:\n")[1].splitlines()
     assert curve[0].split() == ["arm", "deletion", "LR", "seeds", "step", "0", "step", "2", "step", "6"]
     assert [line.split()[0] for line in curve[1:6]] == ["filter", "filter_label", "mix_match", "refusal", "control"]
-    assert "Reference study (Jain et al., ICLR 2024, Table 1), its own numbers at its own recovery steps (not ours):" in printed
+    assert ("Reference study (Jain et al., ICLR 2024, Table 1), its own numbers at its own recovery steps (not "
+            "ours):") in printed
     assert "untrained" in printed.split("Probe accuracy")[1]
 
 

@@ -30,7 +30,7 @@ def finished_run(tmp_path_factory):
 
 def test_run_writes_results_and_manifest(finished_run, capsys):
     frame = pd.read_parquet(finished_run / "results.parquet")
-    assert set(frame.phase) == {"pretrain", "finetune"}
+    assert set(frame.phase) == {"pretrain", "finetune", "regime"}  # the regime diagnostics always run
     manifest = json.loads((finished_run / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["wall_s"] > 0
     assert manifest["config"]["sweep"]["seeds"] == 2

@@ -205,6 +205,8 @@ def study(tmp_path_factory):
 def test_reft_of_an_unchanged_model_meets_the_threshold_at_step_0(study):
     summary = study[(study.phase == "reft") & (study.metric == "steps_to_threshold")]
     assert len(summary) == 2 and (summary.value == 0).all()
+    stop = study[(study.phase == "reft") & (study.metric == "stop_step")]
+    assert len(stop) == 2 and (stop.value == 0).all()  # and stops there (reft.stop_at_threshold)
     rf = study[study.phase == "reft"]
     assert set(rf.parent) == set(study[study.phase == "finetune"].member)
     assert rf.member.str.startswith("rft").all() and rf.reft_lr.notna().all()
@@ -254,7 +256,6 @@ def test_an_unchanged_model_is_unchanged_under_every_measurement(study):
         target = column.split(".")[-1]
         np.testing.assert_allclose(patched[column], patched[f"none.{target}"])
     change = study[(study.phase == "attention") & study.metric.str.endswith("tv_parent")]
-    assert (change[change.member.str.startswith("ft")].value.abs() < 1e-6).all()
-    assert (change[change.member.str.startswith("rft")].value > 1e-5).all()  # reFT trains at the shared LR
+    assert len(change) and (change.value.abs() < 1e-6).all()  # reFT members stopped at step 0: nothing to revive
     null = study[(study.phase == "attention") & study.metric.str.endswith("tv_seed")]
     assert (null.value > 1e-3).all()  # two seeds' models attend differently

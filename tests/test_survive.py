@@ -237,7 +237,7 @@ def test_eight_devices_equal_one_device(runs, eval_reference):
     assert code == 0, log
     assert len(json.loads((runs.workdir("evals-devices8") / "manifest.json").read_text())["devices"]) == 8
     assert set(eval_reference.phase) == {"pretrain", "finetune", "reft", "control_pretrain", "control_reft",
-                                         "prune", "probe", "attention"}
+                                         "prune", "probe", "attention", "regime"}
     # 6 lineages (and 6 controls) padded to 8 devices: no pad member reaches any evaluation's results.
     assert_same_evaluations(sorted_frame(runs.workdir("evals-devices8") / "results.parquet"), eval_reference)
 
@@ -252,8 +252,8 @@ def test_two_processes_each_write_their_own_members(runs, eval_reference):
     # 6 lineages padded to 8 over 2 x 2 devices: process 0 holds pt0-pt3, process 1 pt4, pt5 and two pads.
     # reFT thresholds need every lineage's pretrained accuracy, which the other process trained.
     for part, held in (("pretrain", {0: {"pt0", "pt1", "pt2", "pt3"}, 1: {"pt4", "pt5"}}),
-                       ("prune", {0: {"pt0", "pt1", "pt2", "pt3", "ft0", "ft1", "ft2", "ft3"},
-                                  1: {"pt4", "pt5", "ft4", "ft5"}}),
+                       ("prune", {0: {"pt0", "pt1", "pt2", "pt3", "ft0", "ft1", "ft2", "ft3", "cpt0", "cpt1",
+                                      "cpt2", "cpt3"}, 1: {"pt4", "pt5", "ft4", "ft5", "cpt4", "cpt5"}}),
                        ("reft-summary", {0: {"rft0", "rft1", "rft2", "rft3"}, 1: {"rft4", "rft5"}})):
         found = {k: set(pd.read_parquet(work / "parts" / f"g0-{part}.process-{k}-of-2.parquet").member)
                  for k in (0, 1)}

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from fttrace.evals.common import ancestor_params, evaluate_members, member_sets
+from fttrace.evals.common import ancestor_params, evaluate_members, member_sets, member_status
 from fttrace.model import Transformer
 from fttrace.results import long_frame
 
@@ -98,5 +98,5 @@ def run_attention(run) -> None:
                     metrics[f"{q}.h{h}.{distance}"] = np.where(partner[rows] >= 0, values, np.nan) \
                         if partner is not None else values
             records.append((layer, metrics))
-        frames.append(long_frame(member_set.members.iloc[rows], PHASE, records))
+        frames.append(long_frame(member_set.members.iloc[rows], PHASE, records, member_status(run, member_set, rows)))
     run.store.write_part(part, pd.concat(frames, ignore_index=True))

@@ -43,6 +43,16 @@ def member_sets(run, levels=MEMBER_LEVELS) -> list[MemberSet]:
     return out
 
 
+def member_status(run, member_set: MemberSet, rows) -> np.ndarray:
+    """"diverged" / "ok" for the members at `rows` of a level: the status of the member whose rows they are (the
+    untrained models sit on the pretraining members' rows)."""
+    level = "pretrain" if member_set.level == "init" else member_set.level
+    if level not in run.states:
+        return np.full(len(rows), "ok", object)
+    diverged = run.placement.fetch(run.states[level].diverged, rows)
+    return np.where(diverged, "diverged", "ok").astype(object)
+
+
 def untrained_params(run):
     """Each pretraining member's parameters before any training (from its seed's init key)."""
     pt = run.group.pretrain

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from fttrace.evals.common import ancestor_params, evaluate_members, member_sets
+from fttrace.evals.common import ancestor_params, evaluate_members, member_sets, member_status
 from fttrace.model import Transformer
 from fttrace.results import long_frame
 from fttrace.tasks.tracr import Component, component_params
@@ -111,5 +111,6 @@ def run_components(run) -> None:
         rows, changes = evaluate_members(
             run, lambda both: component_changes(model, components, tokens, *both), (member_set.params, reference),
             members)
-        frames.append(long_frame(members.iloc[rows], PHASE, records_of(changes, components)))
+        frames.append(long_frame(members.iloc[rows], PHASE, records_of(changes, components),
+                                 member_status(run, member_set, rows)))
     run.store.write_part(part, pd.concat(frames, ignore_index=True))

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from fttrace.evals.common import MemberSet, ancestor_params, evaluate_members, member_sets
+from fttrace.evals.common import MemberSet, ancestor_params, evaluate_members, member_sets, member_status
 from fttrace.model import Transformer
 from fttrace.results import long_frame
 
@@ -75,4 +75,5 @@ def run_patch(run) -> None:
     pair = (finetuned.params, ancestor_params(run, MemberSet("finetune", finetuned.members, finetuned.params)))
     rows, acc = evaluate_members(run, patcher.accuracies, pair, finetuned.members)
     metrics = {f"{site}.{name}_acc": acc[name][:, i] for name in acc for i, site in enumerate(patcher.names)}
-    run.store.write_part(part, long_frame(finetuned.members.iloc[rows], PHASE, [(0, metrics)]))
+    run.store.write_part(part, long_frame(finetuned.members.iloc[rows], PHASE, [(0, metrics)],
+                                          member_status(run, finetuned, rows)))

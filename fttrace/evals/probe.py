@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 import pandas as pd
 
-from fttrace.evals.common import LEVELS, evaluate_members, extra_key, member_sets
+from fttrace.evals.common import LEVELS, evaluate_members, extra_key, member_sets, member_status
 from fttrace.model import Transformer
 from fttrace.results import long_frame
 
@@ -105,5 +105,6 @@ def run_probe(run) -> None:
     for member_set in member_sets(run, LEVELS):
         prefix = "init_" if member_set.level == "init" else ""
         rows, records = prober.records(member_set.params, member_set.members, n_layers, prefix)
-        frames.append(long_frame(member_set.members.iloc[rows], PHASE, sorted(records.items())))
+        frames.append(long_frame(member_set.members.iloc[rows], PHASE, sorted(records.items()),
+                                 member_status(run, member_set, rows)))
     run.store.write_part(part, pd.concat(frames, ignore_index=True))

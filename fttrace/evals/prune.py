@@ -32,7 +32,7 @@ import optax
 import pandas as pd
 
 from fttrace.evals.common import (MemberSet, evaluate_members, extra_key, masked_accuracy, member_sets,
-                                  reference_pt_acc)
+                                  member_status, reference_pt_acc)
 from fttrace.model import Transformer, full_masks
 from fttrace.results import long_frame
 from fttrace.train import answer_loss
@@ -236,5 +236,5 @@ def run_prune(run) -> None:
     frames = []
     for member_set in member_sets(run, ("pretrain", "finetune", "control_pretrain")):
         rows, records = prune_members(run, member_set, pruner)
-        frames.append(long_frame(member_set.members.iloc[rows], PHASE, records))
+        frames.append(long_frame(member_set.members.iloc[rows], PHASE, records, member_status(run, member_set, rows)))
     run.store.write_part(part, pd.concat(frames, ignore_index=True))

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from fttrace.evals.common import LEVELS, evaluate_members, extra_key, member_sets
+from fttrace.evals.common import LEVELS, evaluate_members, extra_key, member_sets, member_status
 from fttrace.model import Transformer
 from fttrace.results import long_frame
 from fttrace.train import eval_sets_for
@@ -108,6 +108,6 @@ def run_regime(run) -> None:
         members = member_set.members.iloc[rows]
         if member_set.level == "init":  # the untrained models sit on their pretraining members' rows
             metrics = {f"init_{k}": v for k, v in metrics.items()}
-        frames.append(long_frame(members, PHASE, [(0, metrics)]))
+        frames.append(long_frame(members, PHASE, [(0, metrics)], member_status(run, member_set, rows)))
     run.store.write_part(part, pd.concat(frames, ignore_index=True))
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from fttrace.evals.common import ancestor_params, evaluate_members, member_sets
+from fttrace.evals.common import ancestor_params, evaluate_members, member_sets, member_status
 from fttrace.evals.components import flat_values, relative_change
 from fttrace.results import long_frame
 
@@ -56,5 +56,6 @@ def run_weights(run) -> None:
             run, lambda both: {f"{s}|{m}": v for (s, m), v in weight_changes(*both).items()},
             (member_set.params, ancestor_params(run, member_set)), member_set.members)
         changes = {(int(key.split("|")[0]), key.split("|")[1]): v for key, v in changes.items()}
-        frames.append(long_frame(member_set.members.iloc[rows], PHASE, records_of(changes)))
+        frames.append(long_frame(member_set.members.iloc[rows], PHASE, records_of(changes),
+                                 member_status(run, member_set, rows)))
     run.store.write_part(part, pd.concat(frames, ignore_index=True))
