@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.claims import ALPHA, ClaimResult, evaluate_claims
-from analysis.components import component_display, component_table
+from analysis.components import component_display, component_table, located_display
 from analysis.emergence import Headline, headline
 from analysis.errors import AnalysisError
 from analysis.instruments import instrument_tables, missing_note
@@ -87,6 +87,10 @@ class Analysis:
         """The change of each compiled component per setting (empty unless the study has a compiled model)."""
         return component_display(component_table(self.study, self.confidence))
 
+    def located_display(self) -> pd.DataFrame:
+        """Whether targeted pruning removes the compiled components first (empty without compiled components)."""
+        return located_display(self.study, self.confidence)
+
     def nulls_lines(self) -> list[str]:
         nulls = self.taxonomy.nulls
         return [nulls.prune_text(), *nulls.reft_texts()]
@@ -117,6 +121,11 @@ class Analysis:
         if not components.empty:
             lines += ["", f"Change of each compiled component against the compiled model (mean over seeds "
                           f"[{self.confidence:.0%} bootstrap CI]):", _frame(components)]
+        located = self.located_display()
+        if not located.empty:
+            lines += ["", "Does pruning find the compiled components? Share of the first n units the C_PT ranking "
+                          "removes that lie in each component (n = its units; chance = n / all units of its kind):",
+                      _frame(located)]
         if not self.protocols.empty:
             lines += ["", f"Fine-tuning protocols (mean over seeds [{self.confidence:.0%} bootstrap CI]):",
                       _frame(protocol_display(self.protocols)), *closing_note(self.protocols)]

@@ -44,3 +44,51 @@ def component_display(table: pd.DataFrame) -> pd.DataFrame:
                                                values="text", aggfunc="first", sort=False)
     wide = wide[list(dict.fromkeys(table.metric))].reset_index()
     return wide.rename(columns={"kind": "member", "finetune_lr_label": "fine-tuning LR", "spurious": "C_Tr"})
+
+
+def located_units(study: Study) -> pd.DataFrame:
+    """Does targeted pruning find the compiled components? One row per member that pruning examined and compiled
+    component: `share`, the fraction of the first n units the C_PT ranking removes (n = the component's units of
+    its kind: heads or MLP neurons) that belong to the component, and `chance`, n / all units of that kind.
+    Empty unless the manifest names the compiled components (fttrace's Tracr tasks) and the store holds the
+    removal order (phase "prune", metrics "neurons.unit" / "heads.unit")."""
+    columns = ["member", "component", "kind", "units", "share", "chance"]
+    task = study.stores[0].manifest.get("task") or {}
+    components, per_layer = task.get("components"), task.get("units_per_layer")
+    rows = study.results[(study.results.phase == "prune") & study.results.metric.isin(["neurons.unit", "heads.unit"])]
+    if not components or not per_layer or rows.empty:
+        return pd.DataFrame(columns=columns)
+    layers = task.get("layers") or 1 + max(c["block"] for c in components)
+    order = rows.sort_values("step").groupby(["member", "metric"]).value.agg(list)
+    out = []
+    for c in components:
+        kind, units = ("heads", c["heads"]) if c["kind"] == "attn" else ("neurons", c["neurons"])
+        flat = {c["block"] * per_layer[kind] + u for u in units}
+        total = per_layer[kind] * layers
+        for member, removed in order.xs(f"{kind}.unit", level="metric").items():
+            first = removed[:len(flat)]
+            if len(first) < len(flat):
+                continue
+            out.append(dict(member=member, component=c["name"], kind=c["kind"], units=len(flat),
+                            share=sum(int(u) in flat for u in first) / len(flat), chance=len(flat) / total))
+    return pd.DataFrame(out, columns=columns)
+
+
+def located_display(study: Study, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Per kind of member, setting and component: the share of the first pruned units inside the component (mean
+    over seeds [CI]) beside chance."""
+    units = located_units(study)
+    if units.empty:
+        return pd.DataFrame()
+    info = study.members[["member", "kind", "finetune_lr_label", "spurious", "seed", "finetune_lr"]].rename(
+        columns={"kind": "level"})
+    units = units.merge(info, on="member")
+    cells = ["level", "finetune_lr_label", "spurious", "component", "kind", "units", "chance"]
+    table = cell_intervals(units.fillna({"finetune_lr_label": "", "spurious": -1}), "share", cells, confidence)
+    text = [f"{v:.2f}" + (f" [{lo:.2f}, {hi:.2f}]" if pd.notna(lo) else "")
+            for v, lo, hi in zip(table.share, table.share_lo, table.share_hi)]
+    table = table.assign(**{"share of the first pruned units in it": text})
+    table["spurious"] = table.spurious.where(table.spurious >= 0, "")
+    table["chance"] = table.chance.map(lambda v: f"{v:.2f}")
+    return table.drop(columns=["share", "share_lo", "share_hi"]).rename(columns={
+        "level": "member", "finetune_lr_label": "fine-tuning LR", "spurious": "C_Tr", "kind": "sublayer"})

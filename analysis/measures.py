@@ -281,8 +281,11 @@ def patch_effects(study: Study) -> pd.DataFrame:
     sites["ft_drop"] = sites.member.map(none.ft_acc) - sites.ft_acc
     best_pt = sites.loc[sites.dropna(subset=["pt_gain"]).groupby("member").pt_gain.idxmax()].set_index("member")
     best_ft = sites.loc[sites.dropna(subset=["ft_drop"]).groupby("member").ft_drop.idxmax()].set_index("member")
-    out = pd.DataFrame({"patch_site": best_pt.site, "patch_pt_gain": best_pt.pt_gain})
-    return out.join(pd.DataFrame({"patch_ft_site": best_ft.site, "patch_ft_drop": best_ft.ft_drop}), how="outer")
+    # A member whose best patch changes nothing has no site: "none".
+    out = pd.DataFrame({"patch_site": best_pt.site.where(best_pt.pt_gain > 0, "none"),
+                        "patch_pt_gain": best_pt.pt_gain})
+    return out.join(pd.DataFrame({"patch_ft_site": best_ft.site.where(best_ft.ft_drop > 0, "none"),
+                                  "patch_ft_drop": best_ft.ft_drop}), how="outer")
 
 
 def _lookup(ids: pd.Series, values: pd.Series) -> pd.Series:

@@ -222,13 +222,20 @@ def _components(a: Analysis) -> str:
     table = a.component_display()
     if table.empty:
         return ""
+    located = a.located_display()
+    found = "" if located.empty else f"""
+<h3>Does pruning find the compiled components?</h3>
+<p>Of the first n units (heads or MLP neurons) that the C_PT-attribution ranking removes, n being a component's
+units of its kind, the share that lie in that component, beside chance (n / all units of the kind); mean over seeds
+[{a.confidence:.0%} bootstrap CI].</p>
+{html_table(located, badge_columns=())}"""
     return f"""
 <section id="components">
 <h2>Compiled components</h2>
 <p>How far fine-tuning (and reverse fine-tuning) moved each compiled RASP operation against the compiled model:
 relative Frobenius change of its weights (<code>weight_change</code>) and of its output into the residual stream on
 held-out inputs (<code>act_change</code>); mean over seeds [{a.confidence:.0%} bootstrap CI].</p>
-{html_table(table, badge_columns=())}
+{html_table(table, badge_columns=())}{found}
 </section>"""
 
 

@@ -1,12 +1,14 @@
-"""The default study (README's first command): the counter grid of `pcfg_counter.py`, scaled down.
+"""The default study (README's first command): the counter grid of `pcfg_counter.py` at the size of a 2-core CPU.
 
-3 seeds x 3 priors = 9 pretraining members, x 3 fine-tuning LRs x 2 shortcut strengths = 54 fine-tuning
-members; 600 pretraining, 200 fine-tuning and 200 reFT steps, with every evaluation (lighter pruning and probe
-fits than the full grid). No downloads; under 10 minutes on a 2-core CPU.
+8 seeds x priors high and low = 16 pretraining members; each fine-tuned at the medium and large LR with the
+shortcut off and on (C_Tr 0 and 1) to the criterion (3,000 steps at most): 64 fine-tuning members; then reFT
+(1,500 steps) and its control, pruning and its nulls, probes with a control target, attention change, activation
+patching and the regime diagnostics. No downloads.
 
     fttrace run configs/default.py --workdir runs/default
+    python -m analysis summary runs/default
 
-The full grid is `configs/pcfg_counter.py` (10 seeds, longer phases).
+The full grid is `configs/pcfg_counter.py` (10 seeds, three priors, three LRs, five C_Tr levels).
 """
 import pathlib
 import sys

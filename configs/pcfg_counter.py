@@ -1,51 +1,53 @@
-"""The reference study's counter grid: does fine-tuning learn a wrapper over the pretrained counter?
+"""The reference study's counter grid, in the regime where its question exists.
 
-Pretrain a counter of O_PT (t0) whose pretraining data asks about O_FT (t2) with a high / medium / low sampling
-prior, then fine-tune every pretrained member to count O_FT at small / medium / large LR (pretraining LR / 1000,
-/ 100, / 10) with the spurious shortcut off or on (C_Tr = 0 or 1): 10 seeds x 3 priors = 30 pretraining members,
-x 3 LRs x 2 shortcut strengths = 180 fine-tuning members, one group.
+Pretrain counters that must read the operand token (queries about O_PT = t0 and another operand t3, and about
+O_FT = t2 with a high / medium / low sampling prior), then fine-tune every pretrained member to count O_FT at a
+small / medium / large LR with the shortcut in a fraction C_Tr = 0 / 0.25 / 0.5 / 0.75 / 1 of its sequences,
+each member until its held-out accuracy on its own fine-tuning distribution reaches 0.9 (or the budget ends);
+then reverse fine-tuning at one shared LR, its control (pretrained without O_PT queries), pruning with its
+random-k and control nulls, probes with a control target, attention change against a seed-to-seed null,
+activation patching from each member's parent, and the regime diagnostics. 10 seeds x 3 priors = 30 pretraining
+members, x 3 LRs x 5 C_Tr = 450 fine-tuning members, one group.
 
     fttrace run configs/pcfg_counter.py --workdir runs/pcfg_counter
+    python -m analysis summary runs/pcfg_counter
 
-The model and schedule are fttrace's choices (not published by the study), sized so that the whole grid with
-every evaluation runs on a 2-core CPU: d_model 32, 2 layers, 4 heads, MLP 128, batch 16, AdamW, 800 pretraining
-steps (cosine, 80 warm-up), 300 fine-tuning and 300 reFT steps (constant LR).
-Use `configs/pcfg_counter.py:small` for a 3-seed version of the same grid.
-
-Measured on the idle 2-core CPU: 40 min wall (2,935 CPU-s; 210 members, plus 180 reFT members and the control).
-Mean over 10 seeds per cell [95% bootstrap CI]: pretrained C_PT 0.99-1.00; C_PT after fine-tuning is kept at the
-small LR (0.99-1.00) and at the medium LR without the shortcut (0.94-1.00), lost with it at prior high (0.41 [0.31,
-0.51]) and at the large LR (0.35-0.44 without, 0.44-0.70 with the shortcut). Pruning <= 15 of 256 MLP neurons
-(best level) brings it back most of the way where the shortcut drove fine-tuning (large LR, priors medium/low:
-0.70 -> 0.90, 0.54 -> 0.87) but not without it (large LR: +0.05 to +0.14). Probes read the count of O_PT at 0.93-1.00
-from every fine-tuned model (a randomly initialised one: 0.79). reFT (300 steps at LR / 10) reaches 0.95 x the
-pretrained C_PT in 28-68 steps after the large LR with the shortcut (10/10 each), in 50-225 steps by 1-5 of 10 without;
-the control that never had C_PT reaches it in 1 of 60 runs. With a 3,000-step budget (--config.reft.steps=3000,
-medium and large LR) every fine-tuned member reaches it, the 44 that had lost C_PT in 50-1,100 steps (mean 414),
-while the control at the same LRs reaches it in 0 of 10 (1e-6) and 4 of 10 (1e-5, at ~2,700 steps); only at 10 x
-the LR (1e-4) all 10, in 440 steps on average.
+The choices (none is published by the study), each measured with exploratory runs of this grid's settings:
+  - model d32, 2 layers, 4 heads, MLP 128; pretraining 2,000 steps of 32 sequences at LR 3e-3 (cosine, 100 warm-up):
+    pretrained C_PT >= 0.99 at every prior (d32 with three other operands reached only 0.77-0.88);
+  - priors 0.2 / 0.05 / 0.005: pretrained C_FT 0.98 / 0.46 / 0.31 against an operand-blind level of 0.27 (the
+    transition is sharp: 0.1 gives 0.94-0.96, 0.03 0.35-0.38);
+  - fine-tuning LRs pretraining LR / 100, / 30, / 10 (the study's / 1000, 3e-6 here, met the criterion in 0 of 4
+    members without the shortcut in 3,000 steps); budget 8,000 steps of 16 sequences, evaluated every 50;
+  - reFT at pretraining LR / 10 for every cell, 3,000 steps; the control at that LR and x 10.
+Evaluation strings are held out of every training stream (10% of the grammar's strings, by hash).
+`configs/pcfg_counter.py:small` is the default study (README's first command): 8 seeds, priors high and low, LRs
+medium and large, C_Tr 0 and 1.
 """
 from fttrace.defaults import pcfg_config
 
 
 def get_config(arg=None):
     c = pcfg_config()
-    c.task.name = "counter"
+    c.task.update(name="counter", other_operands=(3,), priors=dict(high=0.2, medium=0.05, low=0.005))
     c.model.update(d_model=32, n_layers=2, n_heads=4, d_mlp=128)
-    c.pretrain.update(steps=800, batch_size=16, eval_every=100, warmup_steps=80)
-    c.finetune.update(steps=300, batch_size=16, eval_every=50)
-    c.reft.update(steps=300, batch_size=16, eval_every=25)
-    c.sweep.seeds = 10
+    c.pretrain.update(steps=2000, batch_size=32, eval_every=500, warmup_steps=100)
+    c.finetune.update(steps=8000, batch_size=16, eval_every=50, target=0.9,
+                      lr_scale=dict(small=1e-2, medium=1 / 30, large=1e-1))
+    c.reft.update(steps=3000, batch_size=16, eval_every=50, lr_mode="shared", lr_scale=0.1)
+    c.sweep.update(seeds=10, pretrain_lr=(3e-3,), spurious=(0.0, 0.25, 0.5, 0.75, 1.0))
+    c.eval.examples = 512
+    c.prune.update(examples=256, random_draws=8)
+    c.probe.update(train_examples=512, test_examples=512, steps=200)
+    c.attention.examples = 128
     if arg == "small":
-        c.sweep.seeds = 3
-        c.pretrain.update(steps=600, eval_every=100, warmup_steps=60)
-        c.finetune.update(steps=200, eval_every=50)
-        c.reft.update(steps=200)
-        c.eval.examples = 512
-        # The evaluations dominate a run this small: score pruning on 256 sequences with a 50-step learned mask,
-        # and fit probes on 512 sequences for 150 steps (the full grid keeps the defaults).
-        c.prune.update(examples=256, mask_steps=50)
-        c.probe.update(train_examples=512, steps=150)
+        c.sweep.update(seeds=8, prior=("high", "low"), finetune_lr=("medium", "large"), spurious=(0.0, 1.0))
+        c.finetune.steps = 3000
+        c.reft.steps = 1500
+        # The evaluations dominate a run this small: fewer pruning levels and random draws, shorter probe fits.
+        c.prune.update(neuron_ks=(0, 1, 2, 3, 5, 8, 10, 15), head_ks=(0, 1, 2), random_draws=4, mask_steps=50,
+                       weight_fractions=(0.0, 1e-3, 1e-2))
+        c.probe.update(steps=150)
     elif arg is not None:
         raise ValueError(f"unknown variant {arg!r}; known: small")
     return c

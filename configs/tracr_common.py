@@ -20,6 +20,7 @@ def tracr_study(program: str, ft_target: str, arg=None):
         c.probe.update(steps=30, train_examples=128, test_examples=64)
         c.prune.update(examples=64, mask_steps=5, mask_examples=32, weight_fractions=(0.0, 1e-2))
         c.attention.examples = 32
+        c.patch.examples = 32
         c.components.examples = 32
     elif arg is not None:
         raise ValueError(f"unknown variant {arg!r}; known: tiny")

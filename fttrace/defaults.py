@@ -103,19 +103,19 @@ def tracr_config(program: str, ft_target: str) -> ml_collections.ConfigDict:
         ft_target=ft_target,  # a key of fttrace.tasks.tracr_task.TARGETS[program], not the compiled one
         priors=dict(),
     )
-    # Fine-tuning: AdamW at a constant LR, as in the PCFG studies. Named LRs scale `sweep.pretrain_lr` (here the
+    # Fine-tuning: AdamW at a constant LR, as in the PCFG studies, to the criterion (held-out accuracy 0.9 on the
+    # member's own fine-tuning distribution) within 3,000 steps. Named LRs scale `sweep.pretrain_lr` (here the
     # control's LR, 1e-3): small / medium / large = 1e-4 / 1e-3 / 1e-2, which for these compiled weights (O(1),
-    # MLP input weights O(100)) span "barely moves them" to "rewrites them"; the names let the analysis test the
-    # reference study's small/medium vs large LR claims.
-    # 1000 steps: long enough for the large LR to learn count("b") from the compiled counter (at 300 steps no LR
-    # had passed C_FT 0.45) and for min to saturate from the compiled max.
-    c.finetune.update(steps=1000, batch_size=32, eval_every=100, lr_scale=dict(small=0.1, medium=1.0, large=10.0))
+    # attention query and MLP input weights O(100)) span "barely moves them" to "rewrites them"; the names let the
+    # analysis test the reference study's small/medium vs large LR claims. reFT: every cell at the control's LR.
+    c.finetune.update(steps=3000, batch_size=32, eval_every=100, target=0.9,
+                      lr_scale=dict(small=0.1, medium=1.0, large=10.0))
     c.pretrain.update(steps=1000, batch_size=32, eval_every=100, schedule="constant", warmup_steps=0)  # the control
-    c.reft.update(steps=300, batch_size=32, eval_every=25)
+    c.reft.update(steps=3000, batch_size=32, eval_every=50, lr_mode="shared", lr_scale=1.0)
     c.sweep.update(seeds=5, pretrain_lr=(1e-3,), prior=(0.0,), finetune_lr=("small", "medium", "large"),
                    spurious=(0.0, 0.5))
     c.eval.examples = 512
-    c.evals = ("reft", "prune", "probe", "attention", "components")
+    c.evals = ("reft", "prune", "probe", "attention", "patch", "components")
     c.components = dict(examples=256)  # held-out C_PT and C_FT inputs each, for the activation change
     return c
 

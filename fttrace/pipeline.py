@@ -269,9 +269,11 @@ def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
     checkpoints = Checkpoints(store.workdir / CHECKPOINTS_DIR, run_fingerprint(identity), placement,
                               config.checkpoint.every_chunks, config.checkpoint.keep)
 
+    task = build_task(config)
+
     def write_manifest(**extra) -> None:
         write_json(store.workdir / MANIFEST_FILE, manifest(identity["config"], shard=identity["shard"], **layout,
-                                                           **extra))
+                                                           task=task.describe(), **extra))
 
     if store.writes_results:
         store.remove_temporaries()
@@ -282,7 +284,6 @@ def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
         write_manifest(status="running")
     sync("fttrace-start")  # the other processes write nothing before process 0 has cleared the workdir
     progress = Progress(quiet or not store.writes_results)
-    task = build_task(config)
     # Jitted: one compiled program instead of a couple of hundred eagerly compiled sampler ops (same values).
     eval_sets = placement.replicate(jax.jit(lambda: eval_sets_for(task, config.eval.examples, config.eval.seed))())
     groups = build_groups(config)

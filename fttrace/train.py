@@ -172,10 +172,11 @@ def apply_gradients(phase, state: TrainState, key, loss, grads, protocol=None):
 
 # Members train in groups of at most this many activations (batch x context x d_model x layers per group): on a
 # lone CPU, groups of a few members amortise the on-device sampler and stay in cache (PCFG counter, d32 L2 B16: 16
-# members together 791 member-steps/s, 4 741, one at a time 475); on an accelerator, all at once is fastest until
+# members together 791 member-steps/s, 4 741, one at a time 475; groups of 4 let stopped members leave in finer
+# steps, see PhaseLoop); on an accelerator, all at once is fastest until
 # activations overflow its memory (the reference shape d128 L4 T64 B64 fit 256 members in an 80 GB H100 and asked
 # for 95 GB at 512). Measurements: benchmarks/NOTES.md.
-GROUP_ACTIVATIONS = {"cpu": 2**19, "accelerator": 2**29}
+GROUP_ACTIVATIONS = {"cpu": 2**17, "accelerator": 2**29}
 
 
 def train_member_batch(model_cfg: ModelConfig, phase) -> int | None:
@@ -249,13 +250,17 @@ class PhaseLoop:
             """The whole member axis after a chunk of the members at `index`: frozen members outside it advance
             their step and key as a chunk would (so states match an uncompacted run), keep their metrics and have
             no training loss."""
-            keys = jax.lax.fori_loop(0, every, lambda _, k: jax.vmap(lambda x: jax.random.split(x)[0])(k), state.key)
-            state = state.replace(step=state.step + every, key=keys)
-            metrics = dict(metrics, train_loss=jnp.full_like(metrics["train_loss"], jnp.nan))
+            state, metrics = idle(state, metrics)
             scatter = lambda full, part: full.at[index].set(part)  # noqa: E731
             return jax.tree.map(scatter, state, sub_state), jax.tree.map(scatter, metrics, sub_metrics)
 
-        self._put = jax.jit(put, **placed)
+        def idle(state, metrics):
+            """A chunk in which no member trains: every member advances its step and key, keeps its metrics."""
+            keys = jax.lax.fori_loop(0, every, lambda _, k: jax.vmap(lambda x: jax.random.split(x)[0])(k), state.key)
+            return (state.replace(step=state.step + every, key=keys),
+                    dict(metrics, train_loss=jnp.full_like(metrics["train_loss"], jnp.nan)))
+
+        self._put, self._idle = jax.jit(put, **placed), jax.jit(idle, **placed)
         self._take = jax.jit(lambda tree, index: jax.tree.map(lambda x: x[index], tree))
         self.widths: list[int] = []  # the member axis of every chunk run (compaction shows here)
 
@@ -321,6 +326,8 @@ class PhaseLoop:
             self.widths.append(state.step.shape[0])
             return chunk(state, data, self.eval_sets)
         self.widths.append(len(index))
+        if not len(index):  # every member has stopped or diverged: nothing to compute
+            return self._idle(state, metrics)
         sub_state, sub_data = self._take((state, data), index)
         if self.sharding is not None:
             sub_state, sub_data = jax.device_put((sub_state, sub_data), self.sharding)
@@ -337,6 +344,8 @@ class PhaseLoop:
         devices = len(self.sharding.device_set) if self.sharding is not None else 1
         unit = math.lcm(groups, devices)
         training = np.flatnonzero(~frozen)
+        if not len(training):
+            return jnp.zeros((0,), jnp.int32)
         size = unit * 2 ** math.ceil(math.log2(max(len(training) / unit, 1)))
         if size >= n or not frozen.any():
             return None

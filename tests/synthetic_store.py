@@ -364,13 +364,15 @@ def _controls(b: _Builder, plant: Plant, pts, lineages) -> None:
 
 
 def write_store(path, plant: Plant = Plant(), seed: int = 0, frame: pd.DataFrame | None = None,
-                status: str = "complete", shard=None, config: dict | None = None) -> Path:
-    """A workdir holding results.parquet and manifest.json; returns its path."""
+                status: str = "complete", shard=None, config: dict | None = None, task: dict | None = None) -> Path:
+    """A workdir holding results.parquet and manifest.json (with `task`, what fttrace records of the task);
+    returns its path."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     frame = build_frame(plant, seed) if frame is None else frame
     frame.to_parquet(path / "results.parquet", index=False)
     manifest = dict(config=config or config_for(plant), versions={"fttrace": "0.2.0"}, devices=["cpu:0"],
-                    git_commit=None, wall_s=1.0, status=status, shard=list(shard) if shard else None)
+                    git_commit=None, wall_s=1.0, status=status, shard=list(shard) if shard else None,
+                    **({"task": task} if task is not None else {}))
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return path

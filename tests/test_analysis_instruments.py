@@ -36,6 +36,9 @@ def test_each_instrument_has_a_table_with_its_null(evidence):
     patching = tables["patching"]
     assert patching.loc["medium", "most frequent C_PT site"] == "L1.mlp (4/4)"
     assert patching.loc["medium", "C_PT gain of the best patch"].startswith("+0.8")
+    # Where no patch brings C_PT back (the overwrite), no site is named.
+    assert patching.loc["large", "C_PT gain of the best patch"].startswith("+0.000")
+    assert patching.loc["large", "most frequent C_PT site"] == "none (4/4)"
     assert (pruning.seeds == 4).all()
 
 

@@ -35,6 +35,9 @@ def test_run_writes_results_and_manifest(finished_run, capsys):
     assert manifest["status"] == "complete" and manifest["wall_s"] > 0
     assert manifest["config"]["sweep"]["seeds"] == 2
     assert {"jax", "flax", "optax"} <= set(manifest["versions"]) and manifest["devices"]
+    task = manifest["task"]  # what the run's task was: its operands, the probes' control terminal, the held-out share
+    assert task["kind"] == "pcfg" and task["pt_operand"] == 0 and task["other_operands"] == [3]
+    assert task["control_operand"] not in (0, 2, 3) and task["holdout"] == 0.1
     assert not list(finished_run.glob("**/*.tmp"))
 
 

@@ -1,5 +1,6 @@
 """The Tracr task labels what RASP says, its shortcut holds where asked, component change measures what it claims,
 bad configs fail with one clear error, and a 16-member fine-tuning sweep of a compiled model runs end to end."""
+import json
 import sys
 
 import jax
@@ -254,7 +255,11 @@ def test_a_sixteen_member_fine_tuning_sweep_of_the_compiled_counter(counter_stud
 
 
 def test_component_rows_cover_fine_tuned_and_reft_members(counter_study):
-    _, frame, _ = counter_study
+    _, frame, workdir = counter_study
+    task = json.loads((workdir / "manifest.json").read_text())["task"]  # the components, for the analysis
+    assert task["components"] == [dict(name="count_a", kind="attn", block=0, heads=[0], neurons=None),
+                                  dict(name="count_a", kind="mlp", block=0, heads=None, neurons=list(range(18)))]
+    assert task["layers"] == 1 and task["control_target"] == "count_c"
     rows = frame[frame.phase == "components"]
     assert rows.member.nunique() == 32
     assert set(rows.metric) == {"count_a.attn.weight_change", "count_a.attn.act_change", "count_a.mlp.weight_change",

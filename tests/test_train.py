@@ -138,9 +138,26 @@ def test_stopped_members_leave_the_program_without_changing_any_number():
         state = init_members(group.model, phase, 0, np.arange(16), lrs)
         loop = PhaseLoop(group.model, task, phase, sets, compact=compact)
         out[compact] = loop.run(state, data) + (loop.widths,)
-    (full, full_records, full_calls), (small, small_records, small_calls) = out[False], out[True]
+    full_calls, small_calls = out[False][2], out[True][2]
+    small = out[True][0]
     assert set(full_calls) == {16} and min(small_calls) == 8  # members did leave the program
     assert np.asarray(small.stopped).sum() >= 4 and np.asarray(small.diverged).sum() == 2
+    assert_same(out[False], out[True])
+    # Once every member has stopped or diverged, chunks compute nothing and the records still match.
+    data = data.replace(criterion={"pt": np.ones(16, np.float32)})
+    lrs = [3e-3] * 15 + [1e30]
+    for compact in (False, True):
+        state = init_members(group.model, phase, 0, np.arange(16), lrs)
+        loop = PhaseLoop(group.model, task, phase, sets, compact=compact)
+        out[compact] = loop.run(state, data) + (loop.widths,)
+    assert out[True][2][-1] == 0 and bool(np.asarray(out[True][0].stopped | out[True][0].diverged).all())
+    assert_same(out[False], out[True])
+
+
+def assert_same(full, small):
+    """Final states and records equal bit for bit."""
+    import jax
+    (full, full_records, _), (small, small_records, _) = full, small
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(small)):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     for (step_a, a), (step_b, b) in zip(full_records, small_records):

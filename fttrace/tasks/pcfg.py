@@ -286,6 +286,11 @@ class PCFGTask:
     attention_targets = ("operand", "pt_tokens", "ft_tokens")
     OPERAND_SLOT = 1  # sequences are [task, operand, data..., ANS]
 
+    def describe(self) -> dict:
+        """What the manifest records of the task: its operands (terminal indices) and held-out share."""
+        return dict(kind="pcfg", task=self.task, pt_operand=self.pt_operand, ft_operand=self.ft_operand,
+                    other_operands=list(self.other_operands), control_operand=self.control, holdout=self.holdout)
+
     def query_mix(self, pt: float = 0.0, ft: float = 0.0, other: float = 0.0) -> np.ndarray:
         """Probabilities over `queries`; an `other` share with no other operands goes to O_PT."""
         if not self.other_operands:

@@ -193,6 +193,18 @@ class TracrTask:
         return {"pt": self._answers(idx, self.pt_target), "ft": self._answers(idx, self.ft_target),
                 "control": self._answers(idx, self.control)}
 
+    def describe(self) -> dict:
+        """What the manifest records of the task: its targets and the compiled components (which heads and MLP
+        neurons each RASP operation occupies), so that an analysis can hold located units against them."""
+        cfg = self.pretrained_model.model_config
+        return dict(kind="tracr", program=self.program, pt_target=self.pt_target, ft_target=self.ft_target,
+                    control_target=self.control.name, layers=cfg.n_layers,
+                    units_per_layer=dict(neurons=cfg.mlp, heads=cfg.n_heads),
+                    components=[dict(name=c.name, kind=c.kind, block=c.block,
+                                     heads=list(c.heads) if c.heads is not None else None,
+                                     neurons=list(c.neurons) if c.neurons is not None else None)
+                                for c in self.pretrained_model.components])
+
     def query_mix(self, pt: float = 0.0, ft: float = 0.0, other: float = 0.0) -> np.ndarray:
         """Probabilities over `queries`; there are no other targets to ask for, so `other` goes to the pretraining
         target."""
