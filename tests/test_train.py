@@ -64,30 +64,43 @@ def test_pretraining_learns_the_counter(tmp_path):
     assert (final.value >= 0.95).all(), final.value.tolist()
 
 
-def test_training_to_a_criterion_stops_each_member_at_its_step_and_leaves_the_others_as_alone():
-    import jax
-    from fttrace.sweep import build_groups
-    from fttrace.tasks import queries
-    from fttrace.tasks.registry import build_task
-    from fttrace.train import PhaseLoop, data_spec, eval_sets_for, init_members
+class CriterionPhase:
+    """A tiny pretraining phase with a stopping criterion on held-out C_PT, run directly through PhaseLoop."""
 
-    config = tiny_config("model.d_model=32", "model.d_mlp=64", "pretrain.steps=200", "pretrain.eval_every=20",
-                         "pretrain.batch_size=32", "eval.examples=256")
-    phase = config.pretrain.copy_and_resolve_references()
-    # The LR must not depend on the budget; members train one at a time, as a member alone does.
-    phase.update(target=0.6, schedule="constant", warmup_steps=0, member_batch=1)
-    (group,) = build_groups(config)
-    task = build_task(config)
-    sets = eval_sets_for(task, config.eval.examples, config.eval.seed)
+    def __init__(self, steps, batch_size, examples, **phase):
+        from fttrace.sweep import build_groups
+        from fttrace.tasks.registry import build_task
+        from fttrace.train import eval_sets_for
+        config = tiny_config("model.d_model=32", "model.d_mlp=64", f"pretrain.steps={steps}",
+                             "pretrain.eval_every=20", f"pretrain.batch_size={batch_size}", f"eval.examples={examples}")
+        # The LR must not depend on the budget (a constant schedule), so that shorter runs are prefixes of longer ones.
+        self.section = config.pretrain.copy_and_resolve_references()
+        self.section.update(schedule="constant", warmup_steps=0, **phase)
+        (self.group,) = build_groups(config)
+        self.task = build_task(config)
+        self.sets = eval_sets_for(self.task, config.eval.examples, config.eval.seed)
 
-    def run(lrs, weights, seeds=None):
+    def run(self, lrs, weights, seeds=None, compact=True):
+        """(final state, records, the member-axis widths of the chunks)."""
+        from fttrace.tasks import queries
+        from fttrace.train import PhaseLoop, data_spec, init_members
         n = len(lrs)
-        state = init_members(group.model, phase, 0, np.arange(n) if seeds is None else seeds, lrs)
-        data = data_spec(queries.reft(task, n), np.zeros(n), criterion={"pt": weights})
-        return PhaseLoop(group.model, task, phase, sets).run(state, data)
+        state = init_members(self.group.model, self.section, 0, np.arange(n) if seeds is None else seeds, lrs)
+        data = data_spec(queries.reft(self.task, n), np.zeros(n), criterion={"pt": weights})
+        loop = PhaseLoop(self.group.model, self.task, self.section, self.sets, compact=compact)
+        return loop.run(state, data) + (loop.widths,)
 
+
+def leaves(tree, rows):
+    import jax
+    return jax.tree.leaves(jax.tree.map(lambda x: np.asarray(x)[rows], tree))
+
+
+def test_training_to_a_criterion_stops_each_member_at_its_step_and_leaves_the_others_as_alone():
+    # Members train one at a time, as a member alone does.
+    phase = CriterionPhase(200, 32, 256, target=0.6, member_batch=1)
     # Member 0 learns C_PT and stops once its held-out C_PT reaches 0.6; member 1 has a zero criterion weight.
-    state, records = run([3e-3, 3e-3], [1.0, 0.0])
+    state, records, _ = phase.run([3e-3, 3e-3], [1.0, 0.0])
     steps = np.asarray([s for s, _ in records])
     pt = np.asarray([np.asarray(m["pt_acc"]) for _, m in records])  # [evals, members]
     first = steps[np.argmax(pt[:, 0] >= 0.6)]
@@ -99,67 +112,41 @@ def test_training_to_a_criterion_stops_each_member_at_its_step_and_leaves_the_ot
     assert np.isnan([np.asarray(m["train_loss"])[0] for s, m in records if s > first]).all()
     assert not np.isnan(np.asarray(records[-1][1]["train_loss"])[1])
     # Stopping one member leaves the other's arithmetic as it is when trained alone.
-    alone, alone_records = run([3e-3], [0.0], seeds=[1])
+    alone, alone_records, _ = phase.run([3e-3], [0.0], seeds=[1])
     for (step, inside), (_, single) in zip(records, alone_records):
         np.testing.assert_array_equal(np.asarray(inside["pt_loss"])[1:], np.asarray(single["pt_loss"]))
-    for a, b in zip(jax.tree.leaves(jax.tree.map(lambda x: np.asarray(x)[1:], state.params)),
-                    jax.tree.leaves(alone.params)):
-        np.testing.assert_array_equal(a, np.asarray(b))
+    for a, b in zip(leaves(state.params, slice(1, None)), leaves(alone.params, slice(None))):
+        np.testing.assert_array_equal(a, b)
     # The stopped member's parameters are those it had at its stop step.
-    phase.steps, phase.target = int(first), 0.0
-    at_stop, _ = run([3e-3], [0.0])
-    for a, b in zip(jax.tree.leaves(jax.tree.map(lambda x: np.asarray(x)[:1], state.params)),
-                    jax.tree.leaves(at_stop.params)):
-        np.testing.assert_array_equal(a, np.asarray(b))
+    phase.section.update(steps=int(first), target=0.0)
+    at_stop, _, _ = phase.run([3e-3], [0.0])
+    for a, b in zip(leaves(state.params, slice(0, 1)), leaves(at_stop.params, slice(None))):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_stopped_members_leave_the_program_without_changing_any_number():
     """With members stopped, later chunks train the others only (compact=True); records and states equal those of
     the full program bit for bit."""
-    import jax
-    from fttrace.sweep import build_groups
-    from fttrace.tasks import queries
-    from fttrace.tasks.registry import build_task
-    from fttrace.train import PhaseLoop, data_spec, eval_sets_for, init_members
-
-    config = tiny_config("model.d_model=32", "model.d_mlp=64", "pretrain.steps=120", "pretrain.eval_every=20",
-                         "pretrain.batch_size=16", "eval.examples=128")
-    phase = config.pretrain.copy_and_resolve_references()
     # Members train in groups of 4 and are evaluated in groups of 8: the compacted axis keeps both widths.
-    phase.update(target=0.45, schedule="constant", warmup_steps=0, member_batch=4)
-    (group,) = build_groups(config)
-    task = build_task(config)
-    sets = eval_sets_for(task, config.eval.examples, config.eval.seed)
+    phase = CriterionPhase(120, 16, 128, target=0.45, member_batch=4)
     lrs = [3e-3, 1e-30, 3e-3, 3e-3, 1e30, 1e-30, 3e-3, 1e-30] * 2  # some stop, two diverge, some never stop
     weights = [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0] * 2
-    data = data_spec(queries.reft(task, 16), np.zeros(16), criterion={"pt": weights})
-    out = {}
-    for compact in (False, True):
-        state = init_members(group.model, phase, 0, np.arange(16), lrs)
-        loop = PhaseLoop(group.model, task, phase, sets, compact=compact)
-        out[compact] = loop.run(state, data) + (loop.widths,)
-    full_calls, small_calls = out[False][2], out[True][2]
-    small = out[True][0]
-    assert set(full_calls) == {16} and min(small_calls) == 8  # members did leave the program
-    assert np.asarray(small.stopped).sum() >= 4 and np.asarray(small.diverged).sum() == 2
-    assert_same(out[False], out[True])
+    full, small = (phase.run(lrs, weights, compact=compact) for compact in (False, True))
+    assert set(full[2]) == {16} and min(small[2]) == 8  # members did leave the program
+    assert np.asarray(small[0].stopped).sum() >= 4 and np.asarray(small[0].diverged).sum() == 2
+    assert_same(full, small)
     # Once every member has stopped or diverged, chunks compute nothing and the records still match.
-    data = data.replace(criterion={"pt": np.ones(16, np.float32)})
     lrs = [3e-3] * 15 + [1e30]
-    for compact in (False, True):
-        state = init_members(group.model, phase, 0, np.arange(16), lrs)
-        loop = PhaseLoop(group.model, task, phase, sets, compact=compact)
-        out[compact] = loop.run(state, data) + (loop.widths,)
-    assert out[True][2][-1] == 0 and bool(np.asarray(out[True][0].stopped | out[True][0].diverged).all())
-    assert_same(out[False], out[True])
+    full, small = (phase.run(lrs, [1.0] * 16, compact=compact) for compact in (False, True))
+    assert small[2][-1] == 0 and bool(np.asarray(small[0].stopped | small[0].diverged).all())
+    assert_same(full, small)
 
 
 def assert_same(full, small):
     """Final states and records equal bit for bit."""
-    import jax
     (full, full_records, _), (small, small_records, _) = full, small
-    for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(small)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for a, b in zip(leaves(full, slice(None)), leaves(small, slice(None))):
+        np.testing.assert_array_equal(a, b)
     for (step_a, a), (step_b, b) in zip(full_records, small_records):
         assert step_a == step_b and a.keys() == b.keys()
         for name in a:
