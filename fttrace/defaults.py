@@ -75,8 +75,8 @@ def pcfg_config() -> ml_collections.ConfigDict:
         examples=512,  # sequences used to score units
         neuron_ks=(0, 1, 2, 3, 5, 8, 10, 15, 20, 30, 50),
         head_ks=(0, 1, 2, 3, 4),
-        weight_fractions=(0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),
-        mask_budgets=(0.01, 0.05),  # learned-mask budgets: fraction of MLP neurons removed
+        weight_fractions=(0.0, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2),  # () leaves weight pruning out
+        mask_budgets=(0.01, 0.05),  # learned-mask budgets: fraction of MLP neurons removed (() leaves it out)
         mask_steps=100, mask_lr=0.1, mask_penalty=10.0, mask_examples=128,
         tolerance=0.05,  # k_revive: C_PT within this of the pretrained C_PT
         random_draws=8,  # draws of k random neurons (the null of targeted pruning)

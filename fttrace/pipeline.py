@@ -26,16 +26,12 @@ from fttrace.evals import EVALS, in_run_order
 from fttrace.model import Transformer
 from fttrace.placement import Placement, sync
 from fttrace.progress import Progress
-from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
+from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, status_of, write_json
 from fttrace.sweep import Group, build_groups, shard_groups
 from fttrace.tasks import queries
 from fttrace.tasks.registry import build_task
 from fttrace.train import PHASE_IDS, PhaseLoop, TrainState, data_spec, eval_sets_for, fan_out, init_members, \
     member_key, new_state
-
-
-def status_of(diverged) -> np.ndarray:
-    return np.where(np.asarray(diverged), "diverged", "ok").astype(object)
 
 
 def with_final_steps(records, diverged_step, stop_step):

@@ -73,6 +73,11 @@ def read_parquet(path) -> pd.DataFrame:
         return pd.read_parquet(f)
 
 
+def status_of(diverged) -> np.ndarray:
+    """The `status` column of members whose `diverged` flags are given: "diverged" or "ok"."""
+    return np.where(np.asarray(diverged), "diverged", "ok").astype(object)
+
+
 def long_frame(members: pd.DataFrame, phase: str, records, status: np.ndarray | None = None,
                parent_column: str | None = "parent") -> pd.DataFrame:
     """Long-format rows of one phase.

@@ -7,7 +7,10 @@ to the host inside a chunk. Per-member hyperparameters (learning rate, task mixt
 arrays: the learning rate lives in the optimiser state through `optax.inject_hyperparams`.
 
 A member whose loss, gradients or new parameters are non-finite is frozen (its parameters and optimiser state
-stop changing) and flagged with the step; vmap keeps its neighbours' arithmetic independent of it.
+stop changing) and flagged with the step; vmap keeps its neighbours' arithmetic independent of it. A member that
+meets its phase's criterion (`phase.target`, read from held-out accuracies at each evaluation) is frozen the same
+way and its stop step recorded. Between chunks, frozen members leave the program (`PhaseLoop`, compaction): the
+others train in a smaller member axis whose groups keep their width, so no member's numbers change.
 
 The optimiser works on the parameters flattened into one vector per member: its state holds one array per
 moment, so the update, the finiteness checks and the freeze are a few large kernels instead of a few per

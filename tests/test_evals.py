@@ -148,10 +148,14 @@ def test_random_pruning_of_an_untouched_model_gains_nothing_on_average(trained_c
     assert gains.mean() <= 0.005 and np.abs(gains).max() < 0.1, curve
     # The draws do remove k units: with every MLP neuron removed the counter is gone.
     every = config.copy_and_resolve_references()
-    every.prune.neuron_ks = (0, group.model.n_layers * group.model.mlp)
+    every.prune.update(neuron_ks=(0, group.model.n_layers * group.model.mlp), weight_fractions=(), mask_budgets=())
     run.config = every
-    curve = np.asarray(jax.jit(prune.Pruner(run)._random_curve)(base, {"pt": eval_sets["pt"]})["pt_acc"])
+    pruner = prune.Pruner(run)
+    curve = np.asarray(jax.jit(pruner._random_curve)(base, {"pt": eval_sets["pt"]})["pt_acc"])
     assert curve[1] < curve[0] - 0.3, curve
+    # Empty weight fractions and mask budgets leave those methods out.
+    assert set(jax.eval_shape(pruner.curves, base)) == {"neurons", "heads", "neurons_remove_ft", "neurons_random",
+                                                        "units"}
 
 
 def test_patching_the_parent_back_into_a_hand_made_wrapper_locates_it(trained_counter):

@@ -9,6 +9,7 @@ import pandas as pd
 
 from fttrace.members import map_members
 from fttrace.model import Transformer
+from fttrace.results import status_of
 from fttrace.train import PHASE_IDS, answer_loss, init_members
 
 
@@ -49,8 +50,7 @@ def member_status(run, member_set: MemberSet, rows) -> np.ndarray:
     level = "pretrain" if member_set.level == "init" else member_set.level
     if level not in run.states:
         return np.full(len(rows), "ok", object)
-    diverged = run.placement.fetch(run.states[level].diverged, rows)
-    return np.where(diverged, "diverged", "ok").astype(object)
+    return status_of(run.placement.fetch(run.states[level].diverged, rows))
 
 
 def untrained_params(run):

@@ -94,8 +94,10 @@ class Pruner:
                 return masked_accuracy(self.model, params, sets, {**self.masks, kind: _top_k_mask(scores, k)})
             out[method] = jax.lax.map(at_k, jnp.asarray(ks))
         out["neurons_random"] = self._random_curve(params, sets)
-        out["weights"] = self._weight_curve(params, sets)
-        out["mask"] = self._learned_mask_curve(params, sets)
+        if self.cfg.weight_fractions:  # an empty list leaves a method out
+            out["weights"] = self._weight_curve(params, sets)
+        if self.cfg.mask_budgets:
+            out["mask"] = self._learned_mask_curve(params, sets)
         # Which units the targeted rankings remove first (flat index layer x units per layer + unit), so that a
         # located wrapper can be named and, for a compiled model, held against its components.
         out[UNITS] = {kind: jnp.argsort(-unit_scores[kind][0].reshape(-1))[:max(unit_scores[kind][2])]
