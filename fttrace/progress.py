@@ -1,5 +1,5 @@
-"""Progress display for long phases (phase, step, members, member-steps/s, ETA) and for evaluations (start, time);
-silenced by -q."""
+"""Progress display for long phases (phase, step, members and how many still train, member-steps/s counting every
+member, ETA at the budget) and for evaluations (start, time); silenced by -q."""
 from __future__ import annotations
 
 import contextlib
@@ -30,13 +30,15 @@ class Progress:
         phase goes on from (rate and ETA count only the steps taken since)."""
         start = time.perf_counter()
 
-        def on_chunk(step: int, total: int, seconds: float) -> None:
+        def on_chunk(step: int, total: int, seconds: float, training: int | None = None) -> None:
+            """`training`: how many members still train (the others met their criterion or diverged)."""
             if self.quiet:
                 return
             elapsed, taken = time.perf_counter() - start, step - first_step
             rate = members * taken / elapsed if elapsed > 0 else 0.0
             eta = elapsed / taken * (total - step)
-            line = (f"{label:<24} step {step:>6}/{total:<6} members {members:<5} "
+            still = "" if training is None or training == members else f" ({training} training)"
+            line = (f"{label:<24} step {step:>6}/{total:<6} members {members:<5}{still} "
                     f"{rate:>9.0f} member-steps/s  ETA {eta:6.1f}s")
             end = "\n" if step == total or not self.tty else ""
             print(("\r" if self.tty else "") + line, end=end, file=self.stream, flush=True)

@@ -299,8 +299,9 @@ class PhaseLoop:
 
         The first record (step 0) evaluates the state before any update. With `phase.target` and a criterion in
         `data`, a member that meets it at an evaluation stops there (step 0 included). Metrics stay on device (with
-        several processes, each holds only its members' values). `on_chunk(step, total, seconds)` is called after
-        each chunk (progress display), `on_records(state, records)` too (checkpoints). To resume, pass the records
+        several processes, each holds only its members' values). `on_chunk(step, total, seconds, training=...)` is
+        called after each chunk (progress display; `training`: members still training, None with several
+        processes), `on_records(state, records)` too (checkpoints). To resume, pass the records
         of the interrupted run with its state: training goes on after the last recorded step.
         """
         members = state.step.shape[0]
@@ -318,8 +319,15 @@ class PhaseLoop:
             if on_records is not None:
                 on_records(state, records)
             if on_chunk is not None:
-                on_chunk(done, steps, time.perf_counter() - t0)
+                on_chunk(done, steps, time.perf_counter() - t0, training=self.training_count(state))
         return state, records
+
+    @staticmethod
+    def training_count(state: TrainState) -> int | None:
+        """How many members still train (None where another process holds some of them)."""
+        if jax.process_count() > 1:
+            return None
+        return int((~np.asarray(state.stopped | state.diverged)).sum())
 
     def _advance(self, chunk, groups: int, state: TrainState, data: DataSpec, metrics: dict):
         """One chunk: of every member, or, with `compact`, of the members still training (see __init__); `groups`:

@@ -106,3 +106,14 @@ def test_progress_shows_each_evaluation_and_its_time(tmp_path, capsys):
     start = [i for i, line in enumerate(lines) if line.startswith("group 0 attention") and "members ..." in line]
     done = [i for i, line in enumerate(lines) if re.match(r"group 0 attention +done in \d+\.\ds$", line)]
     assert len(start) == 1 and len(done) == 1 and start[0] < done[0]
+
+
+def test_progress_says_how_many_members_still_train(monkeypatch):
+    clock = iter([100.0, 102.0, 104.0])
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    on_chunk = Progress(stream=stream).phase("group 0 finetune", 40)
+    on_chunk(50, 3000, 2.0, training=40)  # all training: nothing to add
+    on_chunk(100, 3000, 2.0, training=7)
+    first, second = stream.getvalue().strip().splitlines()
+    assert "training" not in first and "members 40    (7 training)" in second
