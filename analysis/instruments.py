@@ -74,6 +74,11 @@ def missing_note(evidence: pd.DataFrame, name: str) -> str:
     """Why the table of instrument `name` is empty."""
     measures = [c for c in MEASURES[name] if c in evidence]
     if evidence.empty or not any(evidence[c].notna().any() for c in measures):
+        if name == "attention" and "attn_tv" in evidence and evidence.attn_tv.notna().any():
+            tv = evidence.attn_tv.dropna()
+            return (f"the seed-to-seed null is 0 (every pretrained member is the same model): the change against "
+                    f"the parent, total variation {tv.mean():.3f} on average over heads (range {tv.min():.3f}-"
+                    f"{tv.max():.3f}, {len(tv)} members), has no null to be read against")
         return "no data in the store"
     return "no member of a healthy lineage whose parent had C_PT"
 

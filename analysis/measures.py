@@ -39,7 +39,9 @@ Columns (besides the lineage ids and settings of `Study.lineage`, and `reft_lr`,
   attn_change           mean over heads of the change of attention against the parent (tv_parent) over the mean
                         seed-to-seed null (tv_seed of the pretrained models of the same group and prior): 1 = as
                         different as another seed's model; attn_change_max: the largest per-head ratio;
-                        attn_change_reft: attn_change of the reFT child
+                        attn_change_reft: attn_change of the reFT child; attn_tv: the mean change itself (tv_parent
+                        over heads), which stands where the null is 0 (every pretrained member the same model, as
+                        in a Tracr study) and attn_change is NaN
   patch_site, patch_pt_gain
                         the site whose patch (the parent's contribution) raises C_PT most above the unpatched child,
                         and by how much; patch_ft_site, patch_ft_drop: the site whose patch lowers C_FT most
@@ -245,9 +247,9 @@ def _never_had(study: Study, lineage: pd.DataFrame, acc: pd.DataFrame) -> pd.Dat
 
 
 def attention_change(study: Study) -> pd.DataFrame:
-    """Per member with tv_parent rows: attn_change and attn_change_max (module docstring)."""
+    """Per member with tv_parent rows: attn_change, attn_change_max and attn_tv (module docstring)."""
     rows = study.results[study.results.phase == "attention"]
-    columns = ["attn_change", "attn_change_max"]
+    columns = ["attn_change", "attn_change_max", "attn_tv"]
     tv = rows[rows.metric.str.endswith(".tv_parent")]
     null = rows[rows.metric.str.endswith(".tv_seed")]
     if tv.empty or null.empty:
@@ -258,10 +260,12 @@ def attention_change(study: Study) -> pd.DataFrame:
     null = null.groupby(["group", "prior", "step", "head"]).value.mean().rename("null")
     tv = tv.assign(head=tv.metric.str.removesuffix(".tv_parent"))
     tv = tv.join(null, on=["group", "prior", "step", "head"]).dropna(subset=["value", "null"])
+    raw = tv.groupby("member").value.mean()
     tv = tv[tv.null > 0]
     grouped = tv.assign(ratio=tv.value / tv.null).groupby("member")
-    return pd.DataFrame({"attn_change": grouped.value.mean() / grouped.null.mean(),
-                         "attn_change_max": grouped.ratio.max()})
+    out = pd.DataFrame({"attn_change": grouped.value.mean() / grouped.null.mean(),
+                        "attn_change_max": grouped.ratio.max()})
+    return out.reindex(raw.index).assign(attn_tv=raw)
 
 
 def patch_effects(study: Study) -> pd.DataFrame:
@@ -357,6 +361,7 @@ def lineage_measures(study: Study, prune_method: str = "neurons", prune_fraction
     lineage["attn_change"] = _lookup(lineage.finetuned, attention.attn_change)
     lineage["attn_change_max"] = _lookup(lineage.finetuned, attention.attn_change_max)
     lineage["attn_change_reft"] = _lookup(lineage.reft, attention.attn_change)
+    lineage["attn_tv"] = _lookup(lineage.finetuned, attention.attn_tv)
     for column in patch.columns:
         lineage[column] = lineage.finetuned.map(patch[column])
     return pd.concat([lineage, _pruning(study, lineage, prune_method, prune_fraction, prune_units),

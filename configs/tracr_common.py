@@ -1,6 +1,6 @@
 """The shared grid of `tracr_counter.py` and `tracr_max.py` (not a study itself).
 
-Variants: none (the study: 5 seeds x 3 LRs x 2 C_Tr) and "tiny" (the test form, seconds per phase: 2 seeds x
+Variants: none (the study: 8 seeds x 3 LRs x 2 C_Tr) and "tiny" (the test form, seconds per phase: 2 seeds x
 4 LRs x 2 C_Tr = 16 fine-tuning members in one jitted program, 20 fine-tuning steps, small evaluations).
 """
 from fttrace.defaults import tracr_config

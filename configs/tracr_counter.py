@@ -3,22 +3,29 @@
 The pretrained model is the RASP program count("a") (vocab a-d, length 8) compiled by Tracr into fttrace's
 transformer (1 block: one selector-width head and 18 MLP neurons, both the component "count_a"). Every member
 starts from it; fine-tuning teaches it count("b"), with the shortcut count("b") == count("a") (the compiled answer
-is already right) in a fraction C_Tr = 0 or 0.5 of the fine-tuning sequences. Grid: 5 seeds x fine-tuning LR
-1e-4 / 1e-3 / 1e-2 (AdamW, constant, 1000 steps of 32 sequences) x C_Tr = 30 fine-tuning members in one group;
-then reFT (300 steps at LR / 10), its control (the same architecture trained from random init on count("b") for
-1000 steps at 1e-3, then reverse-fine-tuned), pruning, probes, attention maps and the per-component change of
-weights and activations against the compiled model (phase "components").
+is already right) in a fraction C_Tr = 0 or 0.5 of the fine-tuning sequences. Grid: 8 seeds x fine-tuning LR
+1e-4 / 1e-3 / 1e-2 (AdamW, constant, 32 sequences a step, to the criterion of held-out accuracy 0.9 within 3,000
+steps) x C_Tr = 48 fine-tuning members in one group; then reFT at one shared LR (1e-3, 3,000 steps), its control
+(the same architecture trained from random init on count("b"), then reverse-fine-tuned), pruning with its nulls,
+probes with a control target, attention maps, activation patching from the compiled parent and the per-component
+change of weights and activations against the compiled model.
 
     fttrace run configs/tracr_counter.py --workdir runs/tracr_counter
+    python -m analysis summary runs/tracr_counter
 
-Measured on the shared 2-core CPU (other jobs running): 3 min 15 s. Headline (5 seeds): fine-tuning does not learn
-count("b") from the compiled counter (C_FT 0.28 / 0.31 / 0.35 at small / medium / large LR, C_Tr 0; the control
-learns it from random init to 0.99 in the same 1000 steps) yet loses C_PT (1.00 -> 0.14 / 0.21 / 0.19); only small
-LR with C_Tr 0.5 keeps it (0.86, reFT back in 25 steps). Pruning and probes revive nothing elsewhere; the compiled
-MLP's output changes by 4-5x its norm while its weights move by 0.2-10%.
+Measured with `--config.sweep.seeds=5` (30 fine-tuning members; 10 min 44 s wall on the 2-core CPU while another
+study ran beside it), mean over seeds [95% bootstrap CI], from `python -m analysis summary`: the regime fails. The
+compiled model has C_PT 1.00 (C_FT 0.14, its operand-blind level); no member of any cell met the criterion in
+3,000 steps, so every cell is flagged "fine-tuning did not learn C_FT here" and every member is a no-op: C_FT at
+C_Te 0 after fine-tuning 0.13 [0.08, 0.18] / 0.26 [0.22, 0.29] / 0.40 [0.31, 0.50] at small / medium / large LR
+(C_Tr 0), while the control learns count("b") from random init to 0.99 within its 1,000 steps at 1e-3. Fine-tuning
+still destroys C_PT (0.13-0.23 after, except 0.76 at the small LR with C_Tr 0.5, where the shortcut keeps it) and
+the probe's selectivity for count("a") (0.75 compiled, 0.19 fine-tuned, -0.03 for the control and untrained
+models); patching the compiled block back into a small-LR member restores C_PT by +0.87. The claims are not tested
+(no member learnt its task). The compiled head's query weights and the MLP's input weights are O(100), so the
+softmax and the ReLUs are saturated: the likely reason the compiled weights give fine-tuning so little gradient
+toward count("b"). Pruning cannot locate anything here beyond the trivial: the compiled model is one component.
 
-The LRs span "barely moves the compiled weights" to "rewrites them" for this model, whose compiled weights are
-O(1) (MLP input weights O(100)); seeds differ only in their data and in the control's init.
 `configs/tracr_counter.py:tiny` is the test form (2 seeds x 4 LRs x 2 C_Tr = 16 fine-tuning members, a few steps).
 """
 import pathlib

@@ -75,6 +75,7 @@ class Plant:
     null_like: bool = False  # an overwrite's pruning and reFT drawn like the nulls
     reft_lr_mode: str = "shared"  # "tied": reFT LR = fine-tuning LR x REFT_LR_FACTOR
     d_models: tuple = (MODEL["d_model"],)  # more than one: a swept scale column (one group each)
+    tv_seed: float = TV_SEED  # the seed-to-seed attention null (0: every pretrained member the same model)
 
 
 def config_for(plant: Plant) -> dict:
@@ -299,7 +300,7 @@ def build_frame(plant: Plant = Plant(), seed: int = 0) -> pd.DataFrame:
         pattern = b.rng.uniform(0, 1, (MODEL["n_layers"], MODEL["n_heads"], 3))
         pt["pattern"] = pattern
         one_seed = len(set(seeds_per_prior[(pt["group"], pt["prior_name"])])) < 2
-        b.attention(pt, pattern, "tv_seed", np.nan if one_seed else TV_SEED)
+        b.attention(pt, pattern, "tv_seed", np.nan if one_seed else plant.tv_seed)
         b.prune(pt, pt_acc, ft_acc, pt_acc, False)
     lineages = []
     for pt in pts:

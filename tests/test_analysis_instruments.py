@@ -53,3 +53,14 @@ def test_an_instrument_without_data_says_so(tmp_path):
     evidence = taxonomy(load_study(write_store(tmp_path / "lacking", lacking))).evidence
     assert instrument_tables(evidence)["pruning"].empty
     assert missing_note(evidence, "pruning") == "no member of a healthy lineage whose parent had C_PT"
+
+
+def test_attention_with_a_zero_seed_null_reports_the_change_without_a_ratio(tmp_path):
+    # Every pretrained member the same model (a Tracr study): no seed-to-seed variation to divide by.
+    plant = Plant(seeds=2, priors=("high",), lrs=("medium",), spurious=(0.0,), noise=0.0, tv_seed=0.0,
+                  kind=lambda *a: "wrapper")
+    evidence = taxonomy(load_study(write_store(tmp_path / "run", plant))).evidence
+    assert instrument_tables(evidence)["attention"].empty
+    assert evidence.attn_tv.dropna().round(6).eq(TV_KEPT).all()
+    note = missing_note(evidence, "attention")
+    assert note.startswith("the seed-to-seed null is 0") and f"total variation {TV_KEPT:.3f}" in note
