@@ -8,7 +8,7 @@ from the grammar itself (with t0 and t2 it would hold on almost none).
     fttrace run configs/pcfg_index.py --workdir runs/pcfg_index
     python -m analysis summary runs/pcfg_index
 
-`configs/pcfg_index.py:small` is the 8-seed form of `pcfg_counter.py:small` on this task.
+`configs/pcfg_index.py:small` is the default-size form (`pcfg_counter.py:small`, the default study) on this task.
 """
 import pathlib
 import sys
