@@ -3,8 +3,9 @@ every evaluation (reFT and its control, pruning, probes, attention).
 
     fttrace run configs/smoke.py --workdir /tmp/smoke
 
-Checks that everything runs, not what it finds. On an idle 2-core CPU: 96 s with the compilation cache off or
-cold, 56 s once `~/.cache/fttrace/xla` holds its programs.
+Checks that everything runs, not what it finds. On the 2-core CPU with the compilation cache off
+(`time FTTRACE_COMPILATION_CACHE=off fttrace run configs/smoke.py --workdir /tmp/smoke`): 5 min 44 s, on a day it ran
+the small benchmark of README's first paragraph at half its usual speed.
 """
 from fttrace.defaults import pcfg_config
 
