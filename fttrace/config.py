@@ -215,6 +215,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if "probe" in evals:
         for key in ("probe.train_examples", "probe.test_examples", "probe.steps"):
             _positive_int(config, key)
+        _require(config.probe.fitter in ("softmax", "ridge"), "probe.fitter", "must be 'softmax' or 'ridge'")
+        _require(config.probe.ridge >= 0, "probe.ridge", "must be non-negative")
 
 
 def _validate_protocols(config, model) -> None:

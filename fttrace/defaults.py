@@ -81,7 +81,9 @@ def pcfg_config() -> ml_collections.ConfigDict:
         tolerance=0.05,  # k_revive: C_PT within this of the pretrained C_PT
         random_draws=8,  # draws of k random neurons (the null of targeted pruning)
     )
-    c.probe = dict(train_examples=1024, test_examples=512, steps=300, lr=0.01, weight_decay=1e-4)
+    # fitter: "softmax" (trained with Adam for `steps` at `lr`) or "ridge" (closed form, penalty `ridge` per example)
+    c.probe = dict(train_examples=1024, test_examples=512, fitter="softmax", steps=300, lr=0.01, weight_decay=1e-4,
+                   ridge=1e-3)
     c.attention = dict(examples=256)
     c.patch = dict(examples=256)  # held-out O_PT and O_FT queries each, for activation patching
     return ml_collections.ConfigDict(c)

@@ -19,7 +19,8 @@ from fttrace.train import PhaseLoop, answer_loss, data_spec, eval_sets_for, init
 from helpers import tiny_config
 
 
-def test_probe_reads_a_planted_linear_feature_and_its_control_target_stays_at_chance():
+@pytest.mark.parametrize("fitter", ["softmax", "ridge"])
+def test_probe_reads_a_planted_linear_feature_and_its_control_target_stays_at_chance(fitter):
     key = jax.random.PRNGKey(0)
     n, d, classes = 1200, 16, 5
     y = jax.random.randint(key, (n,), 0, classes)
@@ -27,7 +28,7 @@ def test_probe_reads_a_planted_linear_feature_and_its_control_target_stays_at_ch
     # The label is planted along one direction per class in an otherwise random "residual stream".
     x = jax.random.normal(jax.random.PRNGKey(4), (n, d)) + 6.0 * directions[y] / jnp.linalg.norm(
         directions[y], axis=-1, keepdims=True)
-    cfg = types.SimpleNamespace(lr=0.05, weight_decay=0.0, steps=300)
+    cfg = types.SimpleNamespace(fitter=fitter, lr=0.05, weight_decay=0.0, steps=300, ridge=1e-3)
     acc = probe.fit_probe(x[:800], y[:800], x[800:], y[800:], n_classes=classes, cfg=cfg)
     assert acc > 0.95
     # The control target: same distribution as the target, independent of it, and not encoded in the features.

@@ -9,8 +9,10 @@ on frozen activations to read
            which has the same input statistics, so a probe that reads it as well as `pt` reads the input, not
            the capability; selectivity = accuracy(pt) - accuracy(control)
 and its accuracy on held-out inputs is reported. Inputs ask about O_PT or O_FT with equal probability and carry
-no shortcut. Probes are fitted with full-batch Adam on standardised features, vmapped over members x sites x
-targets. Every level of the run tree is probed (fttrace/evals/common.LEVELS): pretrained, fine-tuned,
+no shortcut. Probes are fitted on standardised features, vmapped over members x sites x targets: with
+`probe.fitter = "softmax"` a softmax regression trained by full-batch Adam (`probe.steps` at `probe.lr`), with
+"ridge" the closed-form least-squares map onto one-hot labels (penalty `probe.ridge` per example), read out by
+argmax: one linear solve instead of hundreds of steps, for runs where the probes would dominate the wall time. Every level of the run tree is probed (fttrace/evals/common.LEVELS): pretrained, fine-tuned,
 reverse-fine-tuned members, the control that never had C_PT (before and after its C_PT training) and each
 pretraining seed's untrained model (metrics prefixed `init_`, on the pretraining members' rows).
 
@@ -47,9 +49,12 @@ def site_features(model, params, tokens):
 
 
 def fit_probe(x_train, y_train, x_test, y_test, n_classes: int, cfg):
-    """Held-out accuracy of a softmax probe trained on (x_train, y_train)."""
+    """Held-out accuracy of a linear probe trained on (x_train, y_train) (`cfg.fitter`: module docstring)."""
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    if getattr(cfg, "fitter", "softmax") == "ridge":
+        weights, bias = _ridge(x_train, y_train, n_classes, cfg.ridge)
+        return ((x_test @ weights + bias).argmax(-1) == y_test).mean()
     params = (jnp.zeros((x_train.shape[1], n_classes)), jnp.zeros((n_classes,)))
     tx = optax.adam(cfg.lr)
 
@@ -64,6 +69,15 @@ def fit_probe(x_train, y_train, x_test, y_test, n_classes: int, cfg):
         return (optax.apply_updates(p, updates), opt), None
     (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=cfg.steps)
     return ((x_test @ params[0] + params[1]).argmax(-1) == y_test).mean()
+
+
+def _ridge(x, y, n_classes: int, penalty: float):
+    """Least-squares map of centred features x [N, d] onto one-hot labels, with penalty x N on the squared
+    weights; the bias is each class's share (the features are centred)."""
+    one_hot = jax.nn.one_hot(y, n_classes)
+    bias = one_hot.mean(0)
+    gram = x.T @ x + penalty * x.shape[0] * jnp.eye(x.shape[1])
+    return jnp.linalg.solve(gram, x.T @ (one_hot - bias)), bias
 
 
 class Prober:
