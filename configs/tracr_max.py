@@ -34,8 +34,8 @@ study ran beside it), mean over seeds [95% bootstrap CI], from `python -m analys
     model and after small/medium-LR fine-tuning, chance 0.33); after large-LR fine-tuning the ranking moves to the
     "max" head (1.00) and "is_max" (0.40, chance 0.04).
   claims: with 5 seeds no claim can be supported (the smallest attainable p, 2^-5, is above Holm's 0.05 / 6), which is
-    why the study runs 8: 1 (pruning) and 2 (probe selectivity kept) refuted, 3 (reFT faster than the control)
-    inconclusive, x2.39 [1.47, 3.87].
+    why the study runs 8: 1 (pruning) and 2 (probe selectivity kept, then read over every learnt member; it now
+    reads suppressed members only) refuted, 3 (reFT faster than the control) inconclusive, x2.39 [1.47, 3.87].
 Attention change has no seed-to-seed null here (every pretrained member is the same compiled model); the summary
 prints the raw change instead: total variation from the compiled parent's attention 0.52 on average over heads
 (0.45-0.63 over members).

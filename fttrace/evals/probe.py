@@ -12,9 +12,10 @@ and its accuracy on held-out inputs is reported. Inputs ask about O_PT or O_FT w
 no shortcut. Probes are fitted on standardised features, vmapped over members x sites x targets: with
 `probe.fitter = "softmax"` a softmax regression trained by full-batch Adam (`probe.steps` at `probe.lr`), with
 "ridge" the closed-form least-squares map onto one-hot labels (penalty `probe.ridge` per example), read out by
-argmax: one linear solve instead of hundreds of steps, for runs where the probes would dominate the wall time. Every level of the run tree is probed (fttrace/evals/common.LEVELS): pretrained, fine-tuned,
-reverse-fine-tuned members, the control that never had C_PT (before and after its C_PT training) and each
-pretraining seed's untrained model (metrics prefixed `init_`, on the pretraining members' rows).
+argmax: one linear solve instead of hundreds of steps, for runs where the probes would dominate the wall time.
+Every level of the run tree is probed (fttrace/evals/common.LEVELS): pretrained, fine-tuned, reverse-fine-tuned
+members, the control that never had C_PT (before and after its C_PT training) and each pretraining seed's
+untrained model (metrics prefixed `init_`, on the pretraining members' rows).
 
 Rows: phase "probe", step = layer position, metrics "<site>.<target>_acc".
 """
