@@ -174,12 +174,13 @@ def apply_gradients(phase, state: TrainState, key, loss, grads, protocol=None):
 
 
 # Members train in groups of at most this many activations (batch x context x d_model x layers per group): on a
-# lone CPU, groups of a few members amortise the on-device sampler and stay in cache (PCFG counter, d32 L2 B16: 16
-# members together 791 member-steps/s, 4 741, one at a time 475; groups of 4 let stopped members leave in finer
-# steps, see PhaseLoop); on an accelerator, all at once is fastest until
-# activations overflow its memory (the reference shape d128 L4 T64 B64 fit 256 members in an 80 GB H100 and asked
-# for 95 GB at 512). Measurements: benchmarks/NOTES.md.
-GROUP_ACTIVATIONS = {"cpu": 2**17, "accelerator": 2**29}
+# lone CPU, groups of a few members amortise the on-device sampler and stay in cache (`fttrace bench configs/bench.py
+# --config.shape=small --config.members="(16,)" --config.modes="('vmap',)" --config.data=task
+# --config.pretrain.member_batch=N` on the 2-core CPU: groups of 2 / 4 / 8 members 215 / 248 / 233 member-steps/s;
+# 2**18 gives that shape groups of 4, and the default study's pretraining (d32 L2 B32) too); on an accelerator, all
+# at once is fastest until activations overflow its memory (the reference shape d128 L4 T64 B64 fit 256 members in
+# an 80 GB H100 and asked for 95 GB at 512). Measurements: benchmarks/NOTES.md.
+GROUP_ACTIVATIONS = {"cpu": 2**18, "accelerator": 2**29}
 
 
 def train_member_batch(model_cfg: ModelConfig, phase) -> int | None:
