@@ -9,9 +9,12 @@ from the grammar itself (with t0 and t2 it would hold on almost none).
     python -m analysis summary runs/pcfg_index
 
 `configs/pcfg_index.py:small` is the default-size form (`pcfg_counter.py:small`, the default study) on this task.
-Measured with it (`fttrace run configs/pcfg_index.py:small --workdir runs/pcfg_index_small`, then
-`python -m analysis summary runs/pcfg_index_small`; 20 pretrained and 80 fine-tuned members), mean over 10 seeds
-[95% bootstrap CI]:
+Measured with its earlier form, which these overrides restore (`fttrace run configs/pcfg_index.py:small --workdir
+runs/pcfg_index_small --config.sweep.seeds=10 --config.sweep.pretrain_lr="(3e-3,)" --config.pretrain.steps=2000
+--config.pretrain.eval_every=500 --config.finetune.eval_every=50 --config.eval.examples=512
+--config.probe.fitter=softmax --config.probe.steps=150 --config.patch.examples=256`, then `python -m analysis
+summary runs/pcfg_index_small`; 20 pretrained and 80 fine-tuned members; claim 2 then read every learnt member),
+mean over 10 seeds [95% bootstrap CI]:
   regime: the prior contrast FAILS on this task: pretrained C_FT 0.87 [0.82, 0.92] at prior high but 0.50
     [0.42, 0.59] at prior low, far above the operand-blind level 0.15 (index(O_FT) is partly learnt even from 0.5%
     of the queries); pretrained C_PT 0.96 / 0.99. Every fine-tuning cell met the criterion (90-100%; median stop
