@@ -53,7 +53,7 @@ def fit_probe(x_train, y_train, x_test, y_test, n_classes: int, cfg):
     """Held-out accuracy of a linear probe trained on (x_train, y_train) (`cfg.fitter`: module docstring)."""
     mean, std = x_train.mean(0), x_train.std(0) + 1e-6
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    if getattr(cfg, "fitter", "softmax") == "ridge":
+    if cfg.fitter == "ridge":
         weights, bias = _ridge(x_train, y_train, n_classes, cfg.ridge)
         return ((x_test @ weights + bias).argmax(-1) == y_test).mean()
     params = (jnp.zeros((x_train.shape[1], n_classes)), jnp.zeros((n_classes,)))
