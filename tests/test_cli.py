@@ -53,7 +53,8 @@ def snapshot(workdir):
     (["--config.sweep.prior=('huge',)"], "config key 'sweep.prior': unknown name 'huge'"),
     (["--config.pretrain.eval_every=7"], "config key 'pretrain.eval_every': must divide"),
     (["--config.task.data_len=5"], "data_len"),
-    (["--config.probe.fitter=lasso"], "config key 'probe.fitter': must be 'softmax' or 'ridge'"),
+    (["--config.evals=('probe',)", "--config.probe.fitter=lasso"],
+     "config key 'probe.fitter': must be 'softmax' or 'ridge'"),
     (["--config.sweep.seeds=4"], "holds a run of a different config"),
 ])
 def test_bad_input_is_refused_and_nothing_is_lost(finished_run, capsys, args, message):
