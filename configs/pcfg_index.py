@@ -9,7 +9,15 @@ from the grammar itself (with t0 and t2 it would hold on almost none).
     python -m analysis summary runs/pcfg_index
 
 `configs/pcfg_index.py:small` is the default-size form (`pcfg_counter.py:small`, the default study) on this task.
-Measured with its earlier form, which these overrides restore (`fttrace run configs/pcfg_index.py:small --workdir
+Its pretraining (1,200 steps at LR 5e-3, enough for the counter) is too short for index: with it (`fttrace run
+configs/pcfg_index.py:small --workdir runs/pcfg_index_small`, 9 min 32 s on the idle 2-core CPU with an empty
+compilation cache; `python -m analysis summary runs/pcfg_index_small`, 8 seeds) the regime FAILS: pretrained C_PT
+0.80 [0.72, 0.88] at prior high (needs >= 0.9: every high-prior cell flagged), pretrained C_FT 0.81 / 0.27 at prior
+high / low against the operand-blind 0.14, and one medium-LR low-prior member missed the criterion (88% learnt:
+flagged); its claims (1, 2, 4a, 4c refuted, 3 x9.20 inconclusive, over the 6 seeds with counted members)
+describe models without the capability. The earlier default-size form, 2,000 pretraining steps at LR 3e-3, held
+the pretrained C_PT.
+Measured with that earlier form, which these overrides restore (`fttrace run configs/pcfg_index.py:small --workdir
 runs/pcfg_index_small --config.sweep.seeds=10 --config.sweep.pretrain_lr="(3e-3,)" --config.pretrain.steps=2000
 --config.pretrain.eval_every=500 --config.finetune.eval_every=50 --config.eval.examples=512
 --config.probe.fitter=softmax --config.probe.steps=150 --config.patch.examples=256`, then `python -m analysis
