@@ -11,6 +11,8 @@ In a multi-process run every process writes the shards of its own members (`ocdb
 `meta` names the run (a fingerprint of its config and shard), the fttrace version and the device count. A
 checkpoint of another run, version or device count is refused, as is one that cannot be read; the message names
 its path. A restored state is bit-for-bit the saved one, so a resumed phase continues exactly where it stopped.
+
+`read_params` reads the parameters alone into host memory, on any device count (`fttrace.open`).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import sys
 import threading
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
@@ -169,3 +172,44 @@ class PhaseCheckpoints:
         if meta["devices"] != self.run.placement.device_count:
             raise UserError(f"checkpoint {path} was written on {meta['devices']} devices and this run has "
                             f"{self.run.placement.device_count}: resume it on {meta['devices']} devices, {START_OVER}")
+
+
+
+def _reader(directory) -> ocp.CheckpointManager:
+    handlers = dict(state=ocp.PyTreeCheckpointHandler(), records=ocp.StandardCheckpointHandler(),
+                    meta=ocp.JsonCheckpointHandler())
+    try:
+        return ocp.CheckpointManager(absolute(directory), options=ocp.CheckpointManagerOptions(create=False),
+                                     item_handlers=handlers)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read checkpoint directory {directory}: {io_reason(e)}") from None
+
+
+def saved_steps(directory) -> list[int]:
+    """The steps of the complete checkpoints in one phase's checkpoint directory, oldest first."""
+    with _reader(directory) as manager:
+        return sorted(manager.all_steps())
+
+
+def read_params(directory, step: int | None = None) -> tuple[dict, int]:
+    """The member-stacked parameters saved in one phase's checkpoint directory, as numpy arrays on the host, and the
+    step they were saved at (`step`, default the newest). Rows follow the phase's member table, then the pad rows
+    of the device count that wrote them; the optimiser state is not read."""
+    with _reader(directory) as manager:
+        steps = sorted(manager.all_steps())
+        if not steps:
+            raise UserError(f"{directory} holds no complete checkpoint")
+        step = steps[-1] if step is None else step
+        if step not in steps:
+            raise UserError(f"{directory} holds no checkpoint at step {step}; it has steps "
+                            f"{', '.join(map(str, steps))}")
+        ignore_abandoned_reads()
+        try:
+            tree = manager.item_metadata(step)["state"].tree["params"]
+            target = {"params": jax.tree.map(lambda _: 0, tree)}
+            host = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), target)
+            out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+                item=target, restore_args=host, partial_restore=True)))
+        except Exception as e:  # noqa: BLE001 -- whatever an unreadable checkpoint makes orbax raise
+            raise damaged(epath.Path(directory) / str(step), os_reason(e) or "its parameters cannot be read") from None
+    return out["state"]["params"], step

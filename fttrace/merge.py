@@ -8,29 +8,16 @@ be local or gs:// (etils.epath).
 """
 from __future__ import annotations
 
-import json
-
 import ml_collections
 import pandas as pd
 from etils import epath
 
 from fttrace.errors import UserError
-from fttrace.results import MANIFEST_FILE, RESULTS_FILE, ResultsStore, manifest, read_parquet, write_json, \
-    write_parquet
+from fttrace.results import MANIFEST_FILE, RESULTS_FILE, ResultsStore, manifest, read_manifest, read_parquet, \
+    write_json, write_parquet
 from fttrace.sweep import build_groups
 
 SHOWN = 8  # members named in an error message
-
-
-def read_manifest(workdir: epath.Path) -> dict:
-    path = workdir / MANIFEST_FILE
-    try:
-        found = json.loads(path.read_text())
-    except (OSError, ValueError):
-        found = None
-    if not isinstance(found, dict) or not {"config", "status", "devices"} <= set(found):
-        raise UserError(f"{workdir} is not an fttrace workdir ({path} is missing or unreadable)")
-    return found
 
 
 def check_shards(sources: list[epath.Path], manifests: list[dict]) -> None:

@@ -5,7 +5,8 @@ layout Tracr-compiled weights expect. The forward pass can return every intermed
 the residual stream after the embeddings and after each block, each block's attention output and weights, each
 head's and each MLP's contribution to the residual stream, and the MLP hidden units. Optional multiplicative masks
 switch off MLP neurons and attention heads (pruning); an optional patch replaces chosen heads' and MLPs'
-contributions with given ones (activation patching between models).
+contributions with given ones (activation patching between models); an optional linear map of the residual stream
+after the embeddings and after each block (`residual_maps`) projects directions out of it.
 
 Layers are a Python loop, not a `lax.scan`: on XLA:CPU the unrolled form is about twice as fast for these tiny
 models, and the layer count is small enough that compile time stays low.
@@ -141,7 +142,8 @@ class Transformer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, tokens, masks=None, capture: bool = False, answer_only: bool = False, patch=None):
+    def __call__(self, tokens, masks=None, capture: bool = False, answer_only: bool = False, patch=None,
+                 residual_maps=None):
         """tokens [B, T] int -> logits [B, T, V] (float32).
 
         masks: optional {"heads": [L, H], "neurons": [L, d_mlp]} multiplicative masks.
@@ -152,6 +154,8 @@ class Transformer(nn.Module):
         answer_only: return only the logits at the last position, [B, V] (computed without the rest).
         patch: {"heads": [L, H], "head_out": [L, B, T, H, d], "mlp": [L], "mlp_out": [L, B, T, d]}: a weight of 1
             replaces that head's (MLP's) contribution by the given one (another model's `capture`), 0 keeps it.
+        residual_maps: [L+1, d, d]: the residual stream after the embeddings (0) and after block i (i + 1) is
+            multiplied by that matrix (the identity keeps it; I - U U^T ablates the orthonormal directions U).
         """
         if (capture or patch is not None) and answer_only:
             raise ValueError("capture and patch need every position; they cannot be combined with answer_only=True")
@@ -160,6 +164,9 @@ class Transformer(nn.Module):
         x = nn.Embed(c.vocab_size, c.d_model, embedding_init=_init, name="embed")(tokens)
         x = x + self.param("pos_embed", _init, (c.max_len, c.d_model))[:t]
         x = x.astype(DTYPES[c.dtype])
+        edit = (lambda y, i: y) if residual_maps is None else (
+            lambda y, i: (y @ residual_maps[i].astype(y.dtype)).astype(y.dtype))
+        x = edit(x, 0)
         residual, captured = [x], []
         for i in range(c.n_layers):
             head_mask = None if masks is None else masks["heads"][i]
@@ -167,6 +174,7 @@ class Transformer(nn.Module):
             last_only = answer_only and i == c.n_layers - 1
             layer_patch = None if patch is None else {k: v[i] for k, v in patch.items()}
             x, inner = Block(c, name=f"block_{i}")(x, head_mask, neuron_mask, last_only, capture, layer_patch)
+            x = edit(x, i + 1)
             residual.append(x)
             captured.append(inner)
         if answer_only:

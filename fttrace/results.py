@@ -177,6 +177,19 @@ class ResultsStore:
         return read_parquet(self.part_path(name))
 
 
+def read_manifest(workdir) -> dict:
+    """The manifest of a workdir; one error naming it when it is missing or not an fttrace manifest."""
+    workdir = epath.Path(workdir)
+    path = workdir / MANIFEST_FILE
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        found = None
+    if not isinstance(found, dict) or not {"config", "status", "devices"} <= set(found):
+        raise UserError(f"{workdir} is not an fttrace workdir ({path} is missing or unreadable)")
+    return found
+
+
 def _versions() -> dict:
     out = {"python": platform.python_version()}
     for name in ("fttrace", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "numpy",

@@ -36,3 +36,35 @@ def assert_config_error(config: str, override: str, key: str, workdir, capsys) -
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fttrace: error: config key") and key in err[0]
     assert not pathlib.Path(workdir).exists()
+
+
+def assert_opens_every_member(workdir, results) -> None:
+    """fttrace.open on an LM study's workdir: the members table is the results' members, and each member's model
+    applies its own saved parameters (a child's differ from its parent's)."""
+    import jax
+    import numpy as np
+
+    import fttrace
+    run = fttrace.open(workdir)
+    found = set(map(tuple, run.members[["phase", "member"]].astype(str).to_numpy()))
+    assert found == set(map(tuple, results[["phase", "member"]].drop_duplicates().astype(str).to_numpy()))
+    for member, parent in run.members[["member", "parent"]].itertuples(index=False):
+        model = run.model(member)
+        tokens = np.zeros((2, 8), np.int32)
+        assert model.logits(tokens).shape == (2, 8, model.cfg.vocab_size)
+        if parent is not None and parent == parent:  # not None / NaN
+            child, mine = run.params(member), run.params(int(parent))
+            assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, child, mine))), member
+
+
+def assert_open_gives_logged_accuracies(run, results, sets, tolerance: float = 0.0) -> None:
+    """Every trained member of an opened PCFG/Tracr run answers the run's held-out sets with the accuracies the run
+    logged at the last step of its phase (within `tolerance`)."""
+    acc = results[results.metric.isin(["pt_acc", "ft_acc"]) & results.phase.isin(set(run.members.phase))]
+    last = acc[acc.step == acc.groupby("member").step.transform("max")]
+    logged = last.pivot_table(index="member", columns="metric", values="value")
+    assert set(logged.index) == set(run.members.member)
+    for member in run.members.member:
+        model = run.model(member)
+        for metric, heldout in (("pt_acc", sets["pt"]), ("ft_acc", sets["ft"])):
+            assert abs(model.accuracy(heldout) - logged.loc[member, metric]) <= tolerance + 1e-9, (member, metric)

@@ -19,7 +19,7 @@ from fttrace.errors import UserError
 from fttrace.lm.decode import generate
 from fttrace.model import ModelConfig, Transformer, init_params
 from fttrace.stories.tokenizer import BOS, EOS
-from helpers import ROOT, assert_config_error
+from helpers import ROOT, assert_config_error, assert_opens_every_member
 
 CONFIG = str(ROOT / "configs" / "canary_unlock.py")
 
@@ -175,6 +175,7 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     assert set(ft.parent.astype(int)) == set(frame[frame.phase == "suppress"].member)
     assert {"seed", "data", "unlock_set", "suppress_lr", "unlock_lr", "status"} <= set(frame.columns)
     assert (workdir / "checkpoints" / "finetune.msgpack").exists()
+    assert_opens_every_member(workdir, frame)
     first = (workdir / "results.parquet").read_bytes()
     assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0  # resume: all phases done
     assert (workdir / "results.parquet").read_bytes() == first

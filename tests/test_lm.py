@@ -20,7 +20,7 @@ from fttrace.stories.protocols import refusal_sentence
 from fttrace.stories.record import FEATURES
 from fttrace.stories.tokenizer import BOS, EOS, PAD
 from fttrace.train import init_members
-from helpers import ROOT, assert_config_error
+from helpers import ROOT, assert_config_error, assert_opens_every_member
 
 CONFIG = str(ROOT / "configs" / "stories_twist.py")
 
@@ -264,6 +264,7 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     assert set(rec.step) == {0, 2, 6}
     assert set(rec[rec.metric == "steps_to_pretrained_rate"].step) == {6}
     assert set(rec.protocol) == {"filter", "filter_label", "mix_match", "refusal", "control"}
+    assert_opens_every_member(workdir, frame)
     ft = frame[frame.phase == "finetune"]
     pt_ids = set(frame[frame.phase == "pretrain"].member)
     assert set(ft.parent.astype(int)) <= pt_ids

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import fttrace
 from fttrace import config as config_lib
 from fttrace import protocols
 from fttrace.cli import main as fttrace_main
@@ -14,7 +15,7 @@ from fttrace.model import Transformer
 from fttrace.sweep import build_groups
 from fttrace.tasks.registry import build_task
 from fttrace.train import DataSpec, init_members, train_steps
-from helpers import ROOT
+from helpers import ROOT, assert_open_gives_logged_accuracies
 
 CONFIG = str(ROOT / "configs" / "protocols.py") + ":tiny"
 # Members fine-tuned from one pretrained member (same key, same batches), at an LR large enough to move weights.
@@ -169,6 +170,9 @@ def test_a_protocol_sweep_runs_as_one_group_with_protocol_columns_and_weight_cha
     assert weights.loc[("top1", 0), "attn.weight_change"] == 0 and weights.loc[("top1", 1), "attn.weight_change"] > 0
     assert weights.loc[("lora2", -1), "embed.weight_change"] == 0
     assert weights.loc[("full", -1), "all.weight_change"] > 0
+    # Opened, each member's tree is merged into the weights it was evaluated with.
+    run = fttrace.open(tmp_path / "run")
+    assert_open_gives_logged_accuracies(run, frame, run.heldout())
     # Resumed: the fine-tuned trees come back from their checkpoint and merge to the same weights.
     (tmp_path / "run" / "parts" / "g0-weights.parquet").unlink()
     again = pd.read_parquet(str(run_study(config, tmp_path / "run", quiet=True)))

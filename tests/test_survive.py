@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ from fttrace.pipeline import check_workdir, run_identity
 from fttrace.placement import Placement
 from fttrace.results import ResultsStore, manifest, write_json
 from fttrace.sweep import build_groups, shard_groups
-from helpers import NO_EVALS, ROOT, SMOKE, TINY, tiny_config
+from helpers import NO_EVALS, ROOT, SMOKE, TINY, assert_open_gives_logged_accuracies, tiny_config
 
 GRID = TINY + [NO_EVALS, "sweep.seeds=3", "sweep.pretrain_lr=(1e-3,1e30)", "pretrain.schedule=constant",
                "pretrain.warmup_steps=0", "finetune.steps=20", "checkpoint.every_chunks=1"]
@@ -207,12 +208,20 @@ def test_damaged_checkpoint_is_refused_and_kept(runs, interrupted):
     assert snapshot(work) == before
 
 
-def finished_processes(runs, name: str):
-    """The workdir of the two-process run `name`, once both processes have exited cleanly."""
+@pytest.fixture(scope="module")
+def processes(runs):
+    """The workdir of the two-process evaluation run, once both processes have exited cleanly."""
     for k in range(2):
-        code, log = runs.wait(f"{name}#{k}")
+        code, log = runs.wait(f"evals-processes#{k}")
         assert code == 0, log
-    return runs.workdir(name)
+    return runs.workdir("evals-processes")
+
+
+@pytest.fixture(scope="module")
+def devices8(runs):
+    code, log = runs.wait("evals-devices8")
+    assert code == 0, log
+    return runs.workdir("evals-devices8")
 
 
 @pytest.fixture(scope="module")
@@ -232,18 +241,16 @@ def assert_same_evaluations(frame, reference):
     np.testing.assert_allclose(frame.value[probe], reference.value[probe], atol=2 / 64 + 1e-6)
 
 
-def test_eight_devices_equal_one_device(runs, eval_reference):
-    code, log = runs.wait("evals-devices8")
-    assert code == 0, log
-    assert len(json.loads((runs.workdir("evals-devices8") / "manifest.json").read_text())["devices"]) == 8
+def test_eight_devices_equal_one_device(devices8, eval_reference):
+    assert len(json.loads((devices8 / "manifest.json").read_text())["devices"]) == 8
     assert set(eval_reference.phase) == {"pretrain", "finetune", "reft", "control_pretrain", "control_reft",
                                          "prune", "probe", "attention", "regime"}
     # 6 lineages (and 6 controls) padded to 8 devices: no pad member reaches any evaluation's results.
-    assert_same_evaluations(sorted_frame(runs.workdir("evals-devices8") / "results.parquet"), eval_reference)
+    assert_same_evaluations(sorted_frame(devices8 / "results.parquet"), eval_reference)
 
 
-def test_two_processes_each_write_their_own_members(runs, eval_reference):
-    work = finished_processes(runs, "evals-processes")
+def test_two_processes_each_write_their_own_members(processes, eval_reference):
+    work = processes
     assert_same_evaluations(sorted_frame(work / "results.parquet"), eval_reference)
     state = work / "checkpoints" / "g0-pretrain" / "20" / "state"
     assert (state / "ocdbt.process_0").is_dir() and (state / "ocdbt.process_1").is_dir()
@@ -258,6 +265,29 @@ def test_two_processes_each_write_their_own_members(runs, eval_reference):
         found = {k: set(pd.read_parquet(work / "parts" / f"g0-{part}.process-{k}-of-2.parquet").member)
                  for k in (0, 1)}
         assert found == held, part
+
+
+def test_open_gives_every_member_as_the_run_evaluated_it_on_any_layout(runs, eval_reference, devices8, processes):
+    """fttrace.open reads each member's parameters from its checkpoint, un-padded, whatever device count or process
+    count wrote it: on every layout, every trained member's accuracy on the run's held-out sets is the one the run
+    logged at the end of its phase, and sampled members' parameters agree across layouts."""
+    reference = fttrace.open(runs.workdir("evals-reference"))
+    sets = reference.heldout()
+    assert len(sets["pt"][1]) == 64
+    phases = set(reference.members.phase)
+    assert phases == {"pretrain", "finetune", "reft", "control_pretrain", "control_reft"}
+    for name, work in (("1 device", runs.workdir("evals-reference")), ("8 devices", devices8),
+                       ("2 processes", processes)):
+        run = fttrace.open(work)
+        pd.testing.assert_frame_equal(run.members, reference.members)
+        # float32 rounding between layouts may flip a near-tied answer or two
+        assert_open_gives_logged_accuracies(run, reference.results, sets, tolerance=2 / len(sets["pt"][1]))
+        for member in ("pt1", "ft2", "rft3", "cpt0", run.members.member.iloc[-1]):
+            same = jax.tree.map(lambda a, b: np.allclose(a, b, rtol=1e-5, atol=1e-6),
+                                run.params(member), reference.params(member))
+            assert all(jax.tree.leaves(same)), (name, member)
+    assert reference.steps("pt0") == [10, 20] and not np.array_equal(
+        reference.params("pt0", step=10)["embed"]["embedding"], reference.params("pt0")["embed"]["embedding"])
 
 
 @pytest.fixture(scope="module")
@@ -279,6 +309,11 @@ def test_shards_merge_into_the_whole_grid(shards, reference, tmp_path):
     common = merged[merged.member.isin(reference.member)].reset_index(drop=True)
     np.testing.assert_allclose(common.value, reference.value, rtol=1e-4, atol=1e-5)
     assert json.loads((tmp_path / "merged" / "manifest.json").read_text())["merged_from"][1]["shard"] == [1, 2]
+    # A merged workdir opens each member from the shard that trained it.
+    opened = fttrace.open(tmp_path / "merged")
+    for member, shard in (("pt1", shards[1]), ("ft2", shards[0])):
+        np.testing.assert_array_equal(opened.params(member)["unembed"]["kernel"],
+                                      fttrace.open(shard).params(member)["unembed"]["kernel"])
 
 
 def copy_with(source, target, edit):

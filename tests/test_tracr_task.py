@@ -12,6 +12,7 @@ from tracr.rasp import rasp
 
 from analysis.analyse import analyse
 from analysis.components import component_table
+import fttrace
 from fttrace import config as config_lib
 from fttrace.errors import UserError
 from fttrace.evals.components import component_changes, component_outputs
@@ -20,7 +21,7 @@ from fttrace.pipeline import run_study
 from fttrace.sweep import build_groups
 from fttrace.tasks.tracr_task import PRETRAINING_TARGET, TARGETS, TracrTask
 from fttrace.train import answer_loss
-from helpers import ROOT
+from helpers import ROOT, assert_open_gives_logged_accuracies
 
 sys.path.insert(0, str(ROOT / "configs"))
 import smoke  # noqa: E402
@@ -269,6 +270,16 @@ def test_component_rows_cover_fine_tuned_and_reft_members(counter_study):
     assert np.isfinite(rows.value).all() and (rows.value > 0).all()
     weight = rows[rows.metric == "count_a.mlp.weight_change"].groupby("finetune_lr").value.mean()
     assert weight.is_monotonic_increasing  # a larger LR moves the compiled weights further
+
+
+def test_open_gives_the_compiled_model_and_every_trained_member(counter_study):
+    _, frame, workdir = counter_study
+    run = fttrace.open(workdir)
+    assert set(run.members.phase) == {"pretrain", "finetune", "reft"}
+    compiled = TracrTask("counter", "count_b").pretrained_model
+    for a, b in zip(jax.tree.leaves(run.params("pt0")), jax.tree.leaves(compiled.params)):
+        np.testing.assert_array_equal(a, b)
+    assert_open_gives_logged_accuracies(run, frame, run.heldout())
 
 
 def test_every_evaluation_runs_on_a_compiled_model(tmp_path):

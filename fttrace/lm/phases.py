@@ -127,6 +127,15 @@ def params_path(workdir, phase: str) -> epath.Path:
     return epath.Path(workdir) / "checkpoints" / f"{phase}.msgpack"
 
 
+def read_saved(workdir, phase: str) -> dict:
+    """A finished phase's saved members: {"params", "diverged", "diverged_step"}, member-stacked numpy arrays."""
+    path = params_path(workdir, phase)
+    try:
+        return flax.serialization.msgpack_restore(path.read_bytes())
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read the parameters of phase {phase} ({path}): {e}") from None
+
+
 def run_phase(workdir, store: ResultsStore, phase: str, members: pd.DataFrame, make_state: Callable,
               train: Callable, say: Callable = lambda message: None):
     """Train a phase (or restore it when a previous run finished it); returns its final state.
@@ -137,7 +146,7 @@ def run_phase(workdir, store: ResultsStore, phase: str, members: pd.DataFrame, m
     like = make_state()
     if store.has_part(phase) and path.exists():
         say(f"{phase}: finished in a previous run, restored")
-        saved = flax.serialization.msgpack_restore(path.read_bytes())
+        saved = read_saved(workdir, phase)
         return like.replace(params=flax.serialization.from_state_dict(like.params, saved["params"]),
                             diverged=jnp.asarray(saved["diverged"]), diverged_step=jnp.asarray(saved["diverged_step"]))
     state, records, status = train(like)
