@@ -37,6 +37,8 @@ import ml_collections
 
 from fttrace.defaults import lm_phase
 
+VARIANTS = {"tiny": "the test form: seconds per phase", "gpu": "more canaries, a larger model, for an accelerator"}
+
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()

@@ -53,6 +53,8 @@ ridge probes, 128 patching inputs: 7 min 42 s on the 2-core CPU.
 """
 from fttrace.defaults import pcfg_config
 
+VARIANTS = {"small": "the default study: 8 seeds, 2 priors x 2 LRs x C_Tr 0 and 1, shorter budgets (2-core CPU)"}
+
 
 def get_config(arg=None):
     c = pcfg_config()

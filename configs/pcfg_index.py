@@ -42,6 +42,8 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import pcfg_counter  # noqa: E402
 
+VARIANTS = pcfg_counter.VARIANTS
+
 
 def get_config(arg=None):
     c = pcfg_counter.get_config(arg)

@@ -39,6 +39,8 @@ PROTOCOLS = dict(
 )
 DEFAULT = ("full", "l2sp_1e_1", "l2sp_1", "top1", "lora2", "svf")
 
+VARIANTS = {"tiny": "the test form: d16, 2 seeds, 10 fine-tuning steps"}
+
 
 def get_config(arg=None):
     c = pcfg_counter.get_config()  # its model, grammar, pretraining and schedules

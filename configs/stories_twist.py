@@ -34,6 +34,8 @@ import ml_collections
 
 from fttrace.defaults import lm_phase
 
+VARIANTS = {"tiny": "the test form: seconds per phase", "gpu": "a larger corpus and model for an accelerator"}
+
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()

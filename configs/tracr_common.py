@@ -5,6 +5,8 @@ Variants: none (the study: 8 seeds x 3 LRs x 2 C_Tr) and "tiny" (the test form, 
 """
 from fttrace.defaults import tracr_config
 
+VARIANTS = {"tiny": "the test form: 16 fine-tuning members, 20 steps per phase"}
+
 
 def tracr_study(program: str, ft_target: str, arg=None):
     c = tracr_config(program, ft_target)

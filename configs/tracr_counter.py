@@ -34,6 +34,8 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import tracr_common  # noqa: E402
 
+VARIANTS = tracr_common.VARIANTS
+
 
 def get_config(arg=None):
     c = tracr_common.tracr_study("counter", "count_b", arg)

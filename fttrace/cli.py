@@ -4,14 +4,20 @@
                 [--distributed | --coordinator HOST:PORT --num-processes N --process-id K]
     fttrace merge DIR [DIR ...] --out DIR [--overwrite]
     fttrace bench CONFIG [--config.KEY=VALUE ...] [--out FILE.json]
+    fttrace config CONFIG [--config.KEY=VALUE ...]      the resolved config
+    fttrace config --diff A B                            the keys on which two configs (files or workdirs) differ
+    fttrace status WORKDIR                               phase, progress, ETA and divergences of a run
+    fttrace --version
 
 Bad input (UserError) prints one line `fttrace: error: ...` and exits with status 2; nothing else is touched.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from fttrace.errors import UserError
@@ -38,11 +44,36 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
+OVERRIDES_HELP = """\
+config overrides:
+  --config.KEY=VALUE   (or --config.KEY VALUE) sets a config value: KEY is dotted (sweep.seeds, finetune.lr_scale.large),
+                       VALUE a Python literal (8, 1e-3, "(1e-3,1e-4)", True) or a plain string, of the type of the
+                       default it replaces. `fttrace config CONFIG --config...` prints the result.
+"""
+
+
+def configs_help() -> str:
+    """The bundled configs and their variants (CONFIG:VARIANT), for --help."""
+    from fttrace.config import bundled_configs
+    found = bundled_configs()
+    if not found:
+        return ""
+    lines = ["bundled configs (CONFIG or CONFIG:VARIANT):"]
+    for path, summary, variants in found:
+        lines.append(f"  {os.path.relpath(path)}")
+        lines.append(f"      {textwrap.shorten(summary, 100, placeholder=' ...')}")
+        lines += [f"      :{name}  {text}" for name, text in variants.items()]
+    return "\n".join(lines) + "\n"
+
+
 def build_parser() -> argparse.ArgumentParser:
+    import fttrace
     parser = argparse.ArgumentParser(prog="fttrace", description="Sweeps of fine-tuning studies, vmapped over "
                                      "members. Config values are overridden with --config.KEY=VALUE.")
+    parser.add_argument("--version", action="version", version=f"fttrace {fttrace.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run a study config into a workdir")
+    run = sub.add_parser("run", help="run a study config into a workdir", epilog=OVERRIDES_HELP + configs_help(),
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("config", help="config file (path.py or path.py:arg)")
     run.add_argument("--workdir", required=True, help="where results.parquet and manifest.json go")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress display")
@@ -66,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
                            "time and a plain PyTorch loop (configs/bench.py)")
     bench.add_argument("config", help="config file (path.py or path.py:arg)")
     bench.add_argument("--out", metavar="FILE.json", help="also write the results here as JSON")
+    config = sub.add_parser("config", help="print a resolved config, or the keys on which two configs differ",
+                            epilog=OVERRIDES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    config.add_argument("config", nargs="?", help="config file (path.py or path.py:arg)")
+    config.add_argument("--diff", nargs=2, metavar=("A", "B"),
+                        help="two configs to compare: config files (path.py[:arg]) or workdirs (their manifest's)")
+    status = sub.add_parser("status", help="where a run stands: phases done, the phase running, progress, ETA, "
+                            "diverged members")
+    status.add_argument("workdir", metavar="WORKDIR")
     return parser
 
 
@@ -152,7 +191,38 @@ def cmd_bench(args, overrides) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "merge": cmd_merge, "bench": cmd_bench}
+def resolved_config(spec: str, overrides=()) -> dict:
+    """A config file's resolved values, or a workdir's (from its manifest), as a plain dict."""
+    from fttrace import config as config_lib
+    from fttrace.results import read_manifest
+    if Path(spec).is_dir() or "://" in spec:
+        return read_manifest(spec)["config"]
+    return json.loads(config_lib.to_json(config_lib.load(spec, overrides)))
+
+
+def cmd_config(args, overrides) -> int:
+    from fttrace.config import differences
+    if args.diff:
+        if args.config or overrides:
+            raise UserError("config --diff takes two configs and nothing else")
+        found = differences(*(resolved_config(spec) for spec in args.diff))
+        print("\n".join(found) if found else "no differences")
+        return 0
+    if not args.config:
+        raise UserError("config: name a config file (or --diff A B)")
+    print(json.dumps(resolved_config(args.config, overrides), indent=2, sort_keys=True))
+    return 0
+
+
+def cmd_status(args, overrides) -> int:
+    from fttrace.status import describe
+    if overrides:
+        raise UserError("status takes no --config overrides")
+    print(describe(args.workdir))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "merge": cmd_merge, "bench": cmd_bench, "config": cmd_config, "status": cmd_status}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,10 @@ def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
         raise UserError(f"config file {path} failed to load: {type(e).__name__}: {e}") from None
     if not hasattr(module, "get_config"):
         raise UserError(f"config file {path} defines no get_config()")
+    variants = getattr(module, "VARIANTS", {})
+    if arg and arg not in variants:
+        known = f"its variants: {', '.join(variants)}" if variants else "it has none"
+        raise UserError(f"config file {path} has no variant {arg!r}; {known}")
     try:
         config = module.get_config(arg) if arg else module.get_config()
     except Exception as e:  # noqa: BLE001 -- any failure inside user config code
@@ -46,6 +50,64 @@ def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
         apply_override(config, item)
     validate(config)
     return config
+
+
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"  # the bundled configs (a source checkout)
+
+
+def bundled_configs(directory: pathlib.Path = CONFIGS_DIR) -> list[tuple[str, str, dict]]:
+    """(path, what it runs: its docstring's first line, its variants {name: description}) of each config file in
+    `directory` that defines get_config(); read from the source, nothing is imported."""
+    found = []
+    for file in sorted(directory.glob("*.py")) if directory.is_dir() else ():
+        tree = ast.parse(file.read_text())
+        if any(isinstance(n, ast.FunctionDef) and n.name == "get_config" for n in tree.body):
+            first = (ast.get_docstring(tree) or "").split("\n\n")[0].replace("\n", " ")
+            found.append((str(file), first.split(". ")[0].rstrip("."), _variants(tree, directory)))
+    return found
+
+
+def _variants(tree: ast.Module, directory: pathlib.Path) -> dict:
+    """A config module's VARIANTS: a dict literal, or another config's (`VARIANTS = other.VARIANTS`)."""
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["VARIANTS"]:
+            if isinstance(node.value, ast.Dict):
+                return ast.literal_eval(node.value)
+            other = directory / f"{getattr(node.value.value, 'id', '')}.py"
+            return _variants(ast.parse(other.read_text()), directory) if other.is_file() else {}
+    return {}
+
+
+def flat(config: dict, prefix: str = "") -> dict:
+    """A nested config dict as {dotted key: value}."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    """The keys on which two configs (nested dicts, e.g. a manifest's) differ, each as `key: A -> B` (`absent`
+    where one has no such key); tuples and lists of equal items are equal."""
+    def norm(value):
+        return json.loads(json.dumps(value, default=str))
+    fa, fb = flat(norm(a)), flat(norm(b))
+    missing = object()
+
+    def shown(value):
+        return "absent" if value is missing else repr(value)
+    return [f"{key}: {shown(fa.get(key, missing))} -> {shown(fb.get(key, missing))}"
+            for key in sorted(set(fa) | set(fb)) if fa.get(key, missing) != fb.get(key, missing)]
+
+
+def named_differences(a: dict, b: dict, shown: int = 4) -> str:
+    """`differences` for a message: the first `shown`, and how many more."""
+    found = differences(a, b)
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    return "; ".join(found[:shown]) + more
 
 
 def parse_value(text: str):

@@ -26,12 +26,15 @@ from fttrace.evals import EVALS, in_run_order
 from fttrace.model import Transformer
 from fttrace.placement import Placement, sync
 from fttrace.progress import Progress
-from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, status_of, write_json
+from fttrace.results import MANIFEST_FILE, PROGRESS_FILE, ResultsStore, long_frame, manifest, status_of, write_json
 from fttrace.sweep import Group, build_groups, shard_groups
 from fttrace.tasks import queries
 from fttrace.tasks.registry import build_task
 from fttrace.train import PHASE_IDS, PhaseLoop, TrainState, data_spec, eval_sets_for, fan_out, init_members, \
     member_key, new_state
+
+
+LIVE_EVERY_S = 30.0  # how often a training phase's live curves are rewritten (fttrace.open(...).live())
 
 
 def with_final_steps(records, diverged_step, stop_step):
@@ -130,9 +133,16 @@ class GroupRun:
             self.progress.say(f"{label}: resuming from the checkpoint at step {first_step}")
         loop = PhaseLoop(self.group.model, self.task, phase_cfg, self.eval_sets, self.config.eval.member_batch,
                          sharding=self.placement.members, model=model)
+        live = LiveCurves(self, phase, members)
+
+        def on_records(state, records):
+            live.update(records)
+            checkpoints.after_chunk(state, records, phase_cfg.steps)
+
         state, records = loop.run(state, data, self.progress.phase(label, len(members), first_step), records=records,
-                                  on_records=lambda s, r: checkpoints.after_chunk(s, r, phase_cfg.steps))
+                                  on_records=on_records)
         self.write_phase(phase, members, records, state)
+        self.store.drop_live(self.part_name(phase))
         return state
 
     @staticmethod
@@ -142,10 +152,14 @@ class GroupRun:
                             f"is missing; delete the part to train the phase again, {START_OVER}")
         return checkpoints.restore(like, final_step)[0]
 
+    def local_records(self, members: pd.DataFrame, records):
+        """(rows of this process's real members, their records as numpy)."""
+        rows = self.placement.local_rows(len(members))
+        return rows, [(step, self.placement.fetch(metrics, rows)) for step, metrics in records]
+
     def write_phase(self, phase: str, members: pd.DataFrame, records, state: TrainState | None = None) -> None:
         """Write one phase's records; with its final `state`, also each member's status, divergence and stop step."""
-        rows = self.placement.local_rows(len(members))
-        local = [(step, self.placement.fetch(metrics, rows)) for step, metrics in records]
+        rows, local = self.local_records(members, records)
         status = None
         if state is not None:
             diverged, diverged_step, stop_step = self.placement.fetch(
@@ -215,6 +229,21 @@ class GroupRun:
                 EVALS[name](self)
 
 
+class LiveCurves:
+    """A training phase's curves so far, written to the workdir's live folder after its first chunk and then at most
+    every LIVE_EVERY_S seconds (so a reader of a running sweep sees them); the phase's part replaces them."""
+
+    def __init__(self, run: GroupRun, phase: str, members: pd.DataFrame):
+        self.run, self.phase, self.members, self.written = run, phase, members, None
+
+    def update(self, records) -> None:
+        if self.written is not None and time.monotonic() - self.written < LIVE_EVERY_S:
+            return
+        rows, local = self.run.local_records(self.members, records)
+        self.run.store.write_live(self.run.part_name(self.phase), long_frame(self.members.iloc[rows], self.phase, local))
+        self.written = time.monotonic()
+
+
 def check_workdir(store: ResultsStore, identity: dict, layout: dict, overwrite: bool) -> None:
     """Refuse to mix two runs in one workdir (unless --overwrite): another config, shard, fttrace version or
     device layout (checkpoints hold the member axis padded for the devices that wrote them)."""
@@ -230,7 +259,8 @@ def check_workdir(store: ResultsStore, identity: dict, layout: dict, overwrite: 
         return
     workdir, advice = store.workdir, "choose another --workdir or pass --overwrite"
     if json.dumps(config, sort_keys=True, default=str) != json.dumps(identity["config"], sort_keys=True):
-        raise UserError(f"workdir {workdir} holds a run of a different config; {advice}")
+        raise UserError(f"workdir {workdir} holds a run of a different config "
+                        f"({config_lib.named_differences(config, identity['config'])}); {advice}")
     if shard != identity["shard"]:
         raise UserError(f"workdir {workdir} holds {describe_shard(shard)}, not {describe_shard(identity['shard'])}; "
                         f"{advice}")
@@ -279,7 +309,8 @@ def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
         store.merge_parts()  # results.parquet holds every part that a killed run had finished
         write_manifest(status="running")
     sync("fttrace-start")  # the other processes write nothing before process 0 has cleared the workdir
-    progress = Progress(quiet or not store.writes_results)
+    progress = Progress(quiet or not store.writes_results,
+                        record=store.workdir / PROGRESS_FILE if store.writes_results else None)
     # Jitted: one compiled program instead of a couple of hundred eagerly compiled sampler ops (same values).
     eval_sets = placement.replicate(jax.jit(lambda: eval_sets_for(task, config.eval.examples, config.eval.seed))())
     groups = build_groups(config)

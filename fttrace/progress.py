@@ -1,17 +1,25 @@
 """Progress display for long phases (phase, step, members and how many still train, member-steps/s counting every
-member, ETA at the budget) and for evaluations (start, time); silenced by -q."""
+member, ETA at the budget) and for evaluations (start, time); silenced by -q. With `record`, the same is kept in a
+JSON file (WORKDIR/progress.json, quiet or not) for `fttrace status`."""
 from __future__ import annotations
 
 import contextlib
 import sys
 import time
 
+from fttrace.results import write_json
+
 
 class Progress:
-    def __init__(self, quiet: bool = False, stream=None):
+    def __init__(self, quiet: bool = False, stream=None, record=None):
         self.quiet = quiet
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.record = record
+
+    def _record(self, **fields) -> None:
+        if self.record is not None:
+            write_json(self.record, dict(fields, updated=time.time()))
 
     def say(self, message: str) -> None:
         if not self.quiet:
@@ -21,6 +29,7 @@ class Progress:
     def step(self, label: str, members: int):
         """Brackets work without steps of its own (an evaluation): a line when it starts and one with its time."""
         self.say(f"{label:<24} {members} members ...")
+        self._record(stage=label, kind="evaluation", members=members, started=time.time())
         start = time.perf_counter()
         yield
         self.say(f"{label:<24} done in {time.perf_counter() - start:.1f}s")
@@ -32,11 +41,13 @@ class Progress:
 
         def on_chunk(step: int, total: int, seconds: float, training: int | None = None) -> None:
             """`training`: how many members still train (the others met their criterion or diverged)."""
-            if self.quiet:
-                return
             elapsed, taken = time.perf_counter() - start, step - first_step
             rate = members * taken / elapsed if elapsed > 0 else 0.0
             eta = elapsed / taken * (total - step)
+            self._record(stage=label, kind="phase", step=step, steps=total, members=members, training=training,
+                         member_steps_per_s=round(rate, 1), eta_s=round(eta, 1))
+            if self.quiet:
+                return
             still = "" if training is None or training == members else f" ({training} training)"
             line = (f"{label:<24} step {step:>6}/{total:<6} members {members:<5}{still} "
                     f"{rate:>9.0f} member-steps/s  ETA {eta:6.1f}s")

@@ -33,6 +33,8 @@ from fttrace.errors import UserError, io_reason
 RESULTS_FILE = "results.parquet"
 MANIFEST_FILE = "manifest.json"
 PARTS_DIR = "parts"
+LIVE_DIR = "live"  # the curves of phases still training, rewritten as they go; removed when the phase's part is written
+PROGRESS_FILE = "progress.json"  # where the run is now (fttrace/progress.py; `fttrace status`)
 BASE_COLUMNS = ("member", "parent", "phase", "step", "metric", "value", "status")
 
 
@@ -132,23 +134,39 @@ class ResultsStore:
 
     def remove_temporaries(self) -> None:
         """Delete the temporary files of writes that a killed run left unfinished."""
-        for folder in (self.workdir, self.parts):
+        for folder in (self.workdir, self.parts, self.workdir / LIVE_DIR):
             for tmp in folder.glob(f".*{TEMPORARY_SUFFIX}"):
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
 
     def clear(self) -> None:
         """Delete every result of a previous run (for --overwrite)."""
-        for path in [*self.parts.glob("*.parquet"), self.results_path]:
+        for path in [*self.parts.glob("*.parquet"), *(self.workdir / LIVE_DIR).glob("*.parquet"), self.results_path,
+                     self.workdir / PROGRESS_FILE]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def part_path(self, name: str, process: int | None = None) -> epath.Path:
-        """This process's file of part `name` (or that of process `process`)."""
+    def part_path(self, name: str, process: int | None = None, folder: str = PARTS_DIR) -> epath.Path:
+        """This process's file of part `name` (or that of process `process`); `folder` LIVE_DIR: its live curve."""
         if self.process_count == 1:
-            return self.parts / f"{name}.parquet"
+            return self.workdir / folder / f"{name}.parquet"
         process = self.process_index if process is None else process
-        return self.parts / f"{name}.process-{process}-of-{self.process_count}.parquet"
+        return self.workdir / folder / f"{name}.process-{process}-of-{self.process_count}.parquet"
+
+    def write_live(self, name: str, frame: pd.DataFrame) -> None:
+        """This process's rows so far of a phase still training (part `name`)."""
+        path = self.part_path(name, folder=LIVE_DIR)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet(path, frame)
+
+    def drop_live(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.part_path(name, folder=LIVE_DIR).unlink()
+
+    def read_live(self) -> pd.DataFrame | None:
+        """The rows of every phase still training (None if there are none)."""
+        files = sorted((self.workdir / LIVE_DIR).glob("*.parquet"))
+        return pd.concat([read_parquet(f) for f in files], ignore_index=True) if files else None
 
     def has_part(self, name: str) -> bool:
         """Whether every process has written part `name`.

@@ -4,6 +4,7 @@ model, for every study kind, on any device count.
     run = fttrace.open("runs/default")
     run.members                          # every member of every phase: id, phase, group, row, parent, hyperparameters
     run.results                          # results.parquet (long format; see fttrace/results.py)
+    run.live()                           # a running sweep: the curves so far of the phases still training
     model = run.model("ft3")             # a MemberModel (fttrace/member_model.py); run.params("ft3") its parameters
     sets = run.heldout()                 # PCFG / Tracr: {"pt", "ft", "ft_shortcut"}: (tokens, answers), held out
     model.accuracy(sets["pt"], ablate=Ablation(neurons=run.pruned_units("ft3", k=5)))
@@ -26,7 +27,7 @@ from fttrace import config as config_lib
 from fttrace.checkpoint import CHECKPOINTS_DIR, read_params, saved_steps
 from fttrace.errors import UserError
 from fttrace.member_model import MemberModel
-from fttrace.results import RESULTS_FILE, read_manifest, read_parquet
+from fttrace.results import RESULTS_FILE, ResultsStore, read_manifest, read_parquet
 
 
 class Run:
@@ -47,6 +48,10 @@ class Run:
         if not path.exists():
             raise UserError(f"{self.workdir} has no results yet ({path} is missing)")
         return read_parquet(path)
+
+    def live(self) -> pd.DataFrame | None:
+        """The curves so far of the phases still training (rows as in `results`; None when none is)."""
+        return ResultsStore(self.workdir).read_live()
 
     @functools.cached_property
     def _lm(self):

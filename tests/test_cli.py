@@ -55,7 +55,7 @@ def snapshot(workdir):
     (["--config.task.data_len=5"], "data_len"),
     (["--config.evals=('probe',)", "--config.probe.fitter=lasso"],
      "config key 'probe.fitter': must be 'softmax' or 'ridge'"),
-    (["--config.sweep.seeds=4"], "holds a run of a different config"),
+    (["--config.sweep.seeds=4"], "holds a run of a different config (sweep.seeds: 2 -> 4)"),
 ])
 def test_bad_input_is_refused_and_nothing_is_lost(finished_run, capsys, args, message):
     before = snapshot(finished_run)
@@ -119,3 +119,59 @@ def test_progress_says_how_many_members_still_train(monkeypatch):
     on_chunk(100, 3000, 2.0, training=7)
     first, second = stream.getvalue().strip().splitlines()
     assert "training" not in first and "members 40    (7 training)" in second
+
+
+def test_version_help_and_python_m(capsys):
+    import fttrace as package
+    with pytest.raises(SystemExit) as exit_:
+        fttrace("--version")
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == f"fttrace {package.__version__}"
+    with pytest.raises(SystemExit):
+        fttrace("run", "--help")
+    shown = capsys.readouterr().out
+    assert "--config.KEY=VALUE" in shown and "configs/pcfg_counter.py" in shown and ":small" in shown
+    assert ":gpu" in shown and "configs/default.py" in shown
+    done = subprocess.run([sys.executable, "-m", "fttrace", "--version"], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.startswith("fttrace ")
+
+
+def test_an_unknown_variant_is_refused_naming_the_known_ones(tmp_path, capsys):
+    assert fttrace("run", f"{ROOT}/configs/pcfg_counter.py:big", "--workdir", str(tmp_path / "w")) == 2
+    assert capsys.readouterr().err.strip() == (f"fttrace: error: config file {ROOT}/configs/pcfg_counter.py has no "
+                                               "variant 'big'; its variants: small")
+    assert fttrace("run", f"{SMOKE}:tiny", "--workdir", str(tmp_path / "w")) == 2
+    assert "has no variant 'tiny'; it has none" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
+
+
+def test_config_prints_the_resolved_config_and_names_differences(finished_run, capsys):
+    assert fttrace("config", SMOKE, "--config.sweep.seeds=3") == 0
+    resolved = json.loads(capsys.readouterr().out)
+    assert resolved["sweep"]["seeds"] == 3 and resolved["model"]["d_model"] == 32
+    assert fttrace("config", "--diff", str(finished_run), SMOKE) == 0
+    shown = capsys.readouterr().out.splitlines()
+    assert "sweep.seeds: 2 -> 4" in shown and "model.d_model: 16 -> 32" in shown
+    assert any(line.startswith("evals: [] -> ['reft', 'prune'") for line in shown)
+    assert fttrace("config", "--diff", SMOKE, SMOKE) == 0
+    assert capsys.readouterr().out.strip() == "no differences"
+    assert fttrace("config", "--diff", SMOKE, str(finished_run / "nowhere")) == 2
+    assert "fttrace: error: config file not found" in capsys.readouterr().err
+
+
+def test_status_of_a_finished_and_of_a_running_run(finished_run, tmp_path, capsys):
+    assert fttrace("status", str(finished_run)) == 0
+    shown = capsys.readouterr().out
+    assert ": counter study, finished " in shown and "done: g0-finetune, g0-pretrain, g0-regime" in shown
+    assert "diverged: none of 4 members with results" in shown
+    # A run in its fine-tuning phase: the manifest says running, the progress record where it is.
+    running = tmp_path / "running"
+    running.mkdir()
+    found = json.loads((finished_run / "manifest.json").read_text())
+    (running / "manifest.json").write_text(json.dumps(dict(found, status="running")))
+    Progress(quiet=True, record=running / "progress.json").phase("group 0 finetune", 4)(10, 100, 1.0, training=3)
+    assert fttrace("status", str(running)) == 0
+    shown = capsys.readouterr().out
+    assert "counter study, running since" in shown and "done: nothing yet" in shown
+    assert re.search(r"now: group 0 finetune  step 10/100, 3 of 4 members training, \d+ member-steps/s, ETA", shown)
+    assert fttrace("status", str(tmp_path)) == 2
+    assert "is not an fttrace workdir" in capsys.readouterr().err

@@ -280,7 +280,7 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     assert (workdir / "results.parquet").read_bytes() == first
     capsys.readouterr()
     assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q", "--config.sweep.seeds=2"]) == 2
-    assert "another config" in capsys.readouterr().err
+    assert "holds a run of another config (sweep.seeds: 1 -> 2)" in capsys.readouterr().err
 
 
 def test_study_reads_tinystories_instruct_files_and_measures_its_detectors(tmp_path, capsys):

@@ -141,6 +141,8 @@ def interrupted(runs):
     process.send_signal(signal.SIGKILL)
     seen["kill"] = runs.wait("interrupted#1")
     seen["kill_manifest"] = json.loads((work / "manifest.json").read_text())
+    seen["kill_live"] = fttrace.open(work).live()
+    seen["kill_status"] = main(["status", str(work)])
     shutil.copytree(work, runs.workdir("damaged"))
 
     before = snapshot(work)  # checkpoint 10 of pretraining
@@ -165,6 +167,15 @@ def test_sweep_killed_and_resumed_equals_an_uninterrupted_run(runs, interrupted,
     pd.testing.assert_frame_equal(sorted_frame(work / "results.parquet"), reference, check_exact=True)
     assert json.loads((work / "manifest.json").read_text())["status"] == "complete"
     assert not list(work.rglob("*.tmp"))
+    # Killed mid-phase, the pretraining curves so far were readable (live), and its status said where it was;
+    # finished, no live curve is left.
+    live = interrupted["kill_live"]
+    assert set(live.phase) == {"pretrain"} and {0, 10} <= set(live.step) and set(live.member) == {
+        f"pt{i}" for i in range(6)}
+    first = reference[(reference.phase == "pretrain") & reference.step.isin([0, 10])].drop(columns="status")
+    so_far = live[live.step.isin([0, 10])].sort_values(KEYS).reset_index(drop=True)  # status is known at the end
+    pd.testing.assert_frame_equal(so_far[first.columns], first.reset_index(drop=True), check_exact=True)
+    assert interrupted["kill_status"] == 0 and fttrace.open(work).live() is None
 
 
 def test_divergence_isolation_survives_resume(runs, interrupted, reference):

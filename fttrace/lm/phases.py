@@ -24,6 +24,7 @@ import pandas as pd
 from etils import epath
 
 from fttrace.checkpoint import run_fingerprint
+from fttrace.config import named_differences
 from fttrace.errors import UserError
 from fttrace.lm.steps import train_chunk
 from fttrace.model import ModelConfig
@@ -179,10 +180,11 @@ def run_in_workdir(config, workdir, study: str, run: Callable, overwrite: bool =
     identity = run_fingerprint({"config": json.loads(json.dumps(config.to_dict(), default=str)), "study": study})
     manifest_path = workdir / MANIFEST_FILE
     if manifest_path.exists() and not overwrite:
-        previous = json.loads(manifest_path.read_text()).get("fingerprint")
-        if previous != identity:
-            raise UserError(f"workdir {workdir} holds a run of another config; choose another workdir or start "
-                            "over with --overwrite")
+        previous = json.loads(manifest_path.read_text())
+        if previous.get("fingerprint") != identity:
+            changed = named_differences(previous.get("config", {}), config.to_dict())
+            raise UserError(f"workdir {workdir} holds a run of another config ({changed}); choose another workdir or "
+                            "start over with --overwrite")
     if overwrite:
         store.clear()
         for folder in fresh:
