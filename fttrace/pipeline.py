@@ -119,6 +119,7 @@ class GroupRun:
         with self.checkpoints.phase(part) as checkpoints:
             if self.done(part):
                 state = self._restore_final(part, checkpoints, state, phase_cfg.steps)
+                self.store.drop_live(part)  # left by a run killed between writing the part and dropping it
             else:
                 state = self._train(phase, members, state, data, phase_cfg, checkpoints, model)
         self.states[phase] = state

@@ -17,8 +17,10 @@ import contextlib
 import datetime
 import importlib.metadata
 import json
+import os
 import platform
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -217,15 +219,34 @@ def _versions() -> dict:
     return out
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                             timeout=5)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _packages() -> dict:
+    """Every installed distribution and its version."""
+    return dict(sorted((d.metadata["Name"], d.version) for d in importlib.metadata.distributions()
+                       if d.metadata["Name"]))
+
+
+ENVIRONMENT_PREFIXES = ("XLA_", "JAX_", "TPU_", "CUDA_VISIBLE_DEVICES", "FTTRACE_", "NCCL_", "TF_CPP_")
+
+
+def provenance() -> dict:
+    """What reproduces a run beyond its config: the command line, the environment variables that steer XLA and JAX,
+    the git commit of the source and whether its tree had uncommitted changes, and every installed package."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return dict(argv=list(sys.argv), environment={k: v for k, v in sorted(os.environ.items())
+                                                  if k.startswith(ENVIRONMENT_PREFIXES)},
+                git_commit=_git("rev-parse", "HEAD") or None, git_dirty=None if status is None else bool(status),
+                packages=_packages())
 
 
 def manifest(config_dict: dict, devices: list[str], **extra) -> dict:
-    return dict(config=config_dict, versions=_versions(), devices=devices, git_commit=_git_commit(),
-                host=platform.node(), written=datetime.datetime.now(datetime.timezone.utc).isoformat(), **extra)
+    return dict(config=config_dict, versions=_versions(), devices=devices, **provenance(), host=platform.node(),
+                written=datetime.datetime.now(datetime.timezone.utc).isoformat(), **extra)

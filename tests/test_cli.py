@@ -35,6 +35,10 @@ def test_run_writes_results_and_manifest(finished_run, capsys):
     assert manifest["status"] == "complete" and manifest["wall_s"] > 0
     assert manifest["config"]["sweep"]["seeds"] == 2
     assert {"jax", "flax", "optax"} <= set(manifest["versions"]) and manifest["devices"]
+    # What reproduces it beyond the config: the command, the XLA/JAX environment, the source tree, every package.
+    assert manifest["argv"] and isinstance(manifest["environment"], dict)
+    assert "FTTRACE_COMPILATION_CACHE" in manifest["environment"]  # set by the test session
+    assert manifest["git_dirty"] in (True, False, None) and {"jax", "numpy", "pandas"} <= set(manifest["packages"])
     task = manifest["task"]  # what the run's task was: its operands, the probes' control terminal, the held-out share
     assert task["kind"] == "pcfg" and task["pt_operand"] == 0 and task["other_operands"] == [3]
     assert task["control_operand"] not in (0, 2, 3) and task["holdout"] == 0.1

@@ -56,10 +56,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def snapshot(workdir, skip=("manifest.json",)) -> dict:
-    """Every file's bytes, but the manifest (rewritten by each start) and orbax's unfinished temporaries."""
+def snapshot(workdir, skip=("manifest.json", "progress.json")) -> dict:
+    """Every file's bytes, but the manifest and the progress record (rewritten as a run goes), the live curves (which
+    a phase's results part replaces) and orbax's unfinished temporaries."""
     return {p: p.read_bytes() for p in workdir.rglob("*")
-            if p.is_file() and p.name not in skip and "orbax-checkpoint-tmp" not in str(p)}
+            if p.is_file() and p.name not in skip and "orbax-checkpoint-tmp" not in str(p) and p.parent.name != "live"}
 
 
 class Runs:
@@ -172,9 +173,10 @@ def test_sweep_killed_and_resumed_equals_an_uninterrupted_run(runs, interrupted,
     live = interrupted["kill_live"]
     assert set(live.phase) == {"pretrain"} and {0, 10} <= set(live.step) and set(live.member) == {
         f"pt{i}" for i in range(6)}
-    first = reference[(reference.phase == "pretrain") & reference.step.isin([0, 10])].drop(columns="status")
-    so_far = live[live.step.isin([0, 10])].sort_values(KEYS).reset_index(drop=True)  # status is known at the end
-    pd.testing.assert_frame_equal(so_far[first.columns], first.reset_index(drop=True), check_exact=True)
+    columns = [c for c in live.columns if c != "status"]  # a member's status is known at the end of the phase
+    first = reference[(reference.phase == "pretrain") & reference.step.isin([0, 10])][columns]
+    so_far = live[live.step.isin([0, 10])].sort_values(KEYS).reset_index(drop=True)[columns]
+    pd.testing.assert_frame_equal(so_far, first.reset_index(drop=True), check_exact=True, check_dtype=False)
     assert interrupted["kill_status"] == 0 and fttrace.open(work).live() is None
 
 
@@ -293,7 +295,10 @@ def test_open_gives_every_member_as_the_run_evaluated_it_on_any_layout(runs, eva
         pd.testing.assert_frame_equal(run.members, reference.members)
         # float32 rounding between layouts may flip a near-tied answer or two
         assert_open_gives_logged_accuracies(run, reference.results, sets, tolerance=2 / len(sets["pt"][1]))
-        for member in ("pt1", "ft2", "rft3", "cpt0", run.members.member.iloc[-1]):
+        # (members of lineages at LR 1e-3: the diverged ones froze at weights of order 1e30, which no two
+        # reduction orders round alike)
+        control = run.members[run.members.parent == "cpt0"].member.iloc[-1]
+        for member in ("pt0", "ft2", "rft4", "cpt0", control):
             same = jax.tree.map(lambda a, b: np.allclose(a, b, rtol=1e-5, atol=1e-6),
                                 run.params(member), reference.params(member))
             assert all(jax.tree.leaves(same)), (name, member)
