@@ -181,7 +181,13 @@ LM_STUDIES = {"stories_twist": "fttrace.lm.study", "canary_unlock": "fttrace.can
 def lm_study(config):
     """The module running `config`'s study when it is one of LM_STUDIES, else None (the PCFG/Tracr pipeline)."""
     name = config.get("study")
-    return importlib.import_module(LM_STUDIES[name]) if name in LM_STUDIES else None
+    if name not in LM_STUDIES:
+        return None
+    try:
+        return importlib.import_module(LM_STUDIES[name])
+    except ImportError as e:
+        raise UserError(f"the {name} study needs the story data packages ({e.name or e}): "
+                        "pip install 'fttrace[stories]'") from None
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -15,7 +15,7 @@ from etils import epath
 from fttrace.config import named_differences
 from fttrace.errors import UserError
 from fttrace.results import MANIFEST_FILE, RESULTS_FILE, ResultsStore, manifest, read_manifest, read_parquet, \
-    write_json, write_parquet
+    workdir_path, write_json, write_parquet
 from fttrace.sweep import build_groups
 
 SHOWN = 8  # members named in an error message
@@ -68,7 +68,7 @@ def check_members(config: dict, sources: list[epath.Path], frames: list[pd.DataF
 
 def merge_workdirs(sources, out, overwrite: bool = False) -> epath.Path:
     """Merge the results of sharded runs into `out`; returns the path of the merged results.parquet."""
-    sources, out = [epath.Path(s) for s in sources], epath.Path(out)
+    sources, out = [workdir_path(s) for s in sources], workdir_path(out)
     if not sources:
         raise UserError("nothing to merge: name the workdirs of the shards")
     if out in sources:

@@ -111,7 +111,7 @@ def long_frame(members: pd.DataFrame, phase: str, records, status: np.ndarray | 
 
 class ResultsStore:
     def __init__(self, workdir, process_index: int = 0, process_count: int = 1):
-        self.workdir = epath.Path(workdir)
+        self.workdir = workdir_path(workdir)
         self.parts = self.workdir / PARTS_DIR
         self.process_index, self.process_count = process_index, process_count
 
@@ -197,9 +197,20 @@ class ResultsStore:
         return read_parquet(self.part_path(name))
 
 
+def workdir_path(workdir) -> epath.Path:
+    """A workdir as a path; a gs:// one needs gcsfs (the [gcs] extra), which is checked here, once, by name."""
+    path = epath.Path(workdir)
+    if str(workdir).startswith("gs://"):
+        try:
+            import gcsfs  # noqa: F401 -- etils reads gs:// paths through it
+        except ImportError:
+            raise UserError(f"workdir {workdir}: gs:// paths need gcsfs: pip install 'fttrace[gcs]'") from None
+    return path
+
+
 def read_manifest(workdir) -> dict:
     """The manifest of a workdir; one error naming it when it is missing or not an fttrace manifest."""
-    workdir = epath.Path(workdir)
+    workdir = workdir_path(workdir)
     path = workdir / MANIFEST_FILE
     try:
         found = json.loads(path.read_text())

@@ -17,7 +17,8 @@ import time
 
 from etils import epath
 
-from fttrace.results import LIVE_DIR, PARTS_DIR, PROGRESS_FILE, RESULTS_FILE, read_manifest, read_parquet
+from fttrace.results import LIVE_DIR, PARTS_DIR, PROGRESS_FILE, RESULTS_FILE, read_manifest, read_parquet, \
+    workdir_path
 
 
 def _duration(seconds: float) -> str:
@@ -44,7 +45,7 @@ def _now(record: dict) -> str:
 
 
 def describe(workdir) -> str:
-    workdir = epath.Path(workdir)
+    workdir = workdir_path(workdir)
     found = read_manifest(workdir)
     config = found["config"]
     study = config.get("study") or config.get("task", {}).get("name", "?")

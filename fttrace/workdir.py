@@ -27,14 +27,14 @@ from fttrace import config as config_lib
 from fttrace.checkpoint import CHECKPOINTS_DIR, read_params, saved_steps
 from fttrace.errors import UserError
 from fttrace.member_model import MemberModel
-from fttrace.results import RESULTS_FILE, ResultsStore, read_manifest, read_parquet
+from fttrace.results import RESULTS_FILE, ResultsStore, read_manifest, read_parquet, workdir_path
 
 
 class Run:
     """One workdir, read lazily: nothing heavier than the manifest is loaded before it is asked for."""
 
     def __init__(self, workdir):
-        self.workdir = epath.Path(workdir)
+        self.workdir = workdir_path(workdir)
         self.manifest = read_manifest(self.workdir)
         self.config = ml_collections.ConfigDict(self.manifest["config"])
         self.study = self.config.get("study") or self.config.task.name

@@ -179,3 +179,48 @@ def test_status_of_a_finished_and_of_a_running_run(finished_run, tmp_path, capsy
     assert re.search(r"now: group 0 finetune  step 10/100, 3 of 4 members training, \d+ member-steps/s, ETA", shown)
     assert fttrace("status", str(tmp_path)) == 2
     assert "is not an fttrace workdir" in capsys.readouterr().err
+
+
+OPTIONAL = """
+import sys
+
+BLOCKED = ("tracr", "haiku", "tensorflow_datasets", "sentencepiece", "array_record", "gcsfs", "torch")
+
+
+class Missing:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, Missing())
+from fttrace import config as config_lib
+from fttrace.cli import main
+from fttrace.sweep import build_groups
+from fttrace.tasks.registry import build_task
+
+config = config_lib.load("configs/default.py")
+build_groups(config), build_task(config)
+import fttrace.pipeline, fttrace.workdir, fttrace.status, fttrace.evals  # noqa: E401
+loaded = sorted({m.split(".")[0] for m in sys.modules} & set(BLOCKED))
+assert not loaded, loaded
+work = sys.argv[1]
+for args in (["run", "configs/tracr_counter.py:tiny"], ["run", "configs/stories_twist.py:tiny"],
+             ["run", "configs/smoke.py"]):
+    code = main([*args, "--workdir", work + "/w" if args[1] != "configs/smoke.py" else "gs://bucket/w", "-q"])
+    assert code == 2, args
+"""
+
+
+def test_the_core_runs_without_the_optional_packages_and_names_the_extra_a_study_needs(tmp_path):
+    done = subprocess.run([sys.executable, "-c", OPTIONAL, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("fttrace: error:")]
+    assert len(errors) == 3 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert errors[0] == "fttrace: error: task 'tracr' needs the Tracr compiler (tracr): pip install 'fttrace[tracr]'"
+    assert errors[1] == ("fttrace: error: the stories_twist study needs the story data packages (sentencepiece): "
+                         "pip install 'fttrace[stories]'")
+    assert errors[2] == "fttrace: error: workdir gs://bucket/w: gs:// paths need gcsfs: pip install 'fttrace[gcs]'"
+    assert not (tmp_path / "w").exists()

@@ -3,7 +3,7 @@
 A Tracr-compiled model comes with ground truth: `task.pretrained_model.components` tells which attention heads
 and MLP neurons each RASP operation occupies. For every fine-tuned and reverse-fine-tuned member, against its
 pretraining ancestor (the compiled model), per component:
-  weight_change  ||W - W0||_F / ||W0||_F over the component's weights (`tracr.component_params`: its heads'
+  weight_change  ||W - W0||_F / ||W0||_F over the component's weights (`component.component_params`: its heads'
                  query / key / value kernels and biases and output kernel, or its neurons' input kernel columns
                  and biases and output kernel rows)
   act_change     ||y - y0||_F / ||y0||_F of the component's output written into the residual stream (its heads'
@@ -28,7 +28,7 @@ import pandas as pd
 from fttrace.evals.common import ancestor_params, evaluate_members, member_sets, member_status
 from fttrace.model import Transformer
 from fttrace.results import long_frame
-from fttrace.tasks.tracr import Component, component_params
+from fttrace.tasks.component import Component, component_params
 
 PHASE = "components"
 OUTSIDE = ("embed", "pos_embed", "unembed")

@@ -4,7 +4,6 @@ from __future__ import annotations
 from fttrace.errors import UserError
 from fttrace.tasks import pcfg
 from fttrace.tasks.interface import Task
-from fttrace.tasks.tracr_task import TracrTask
 
 TRACR = "tracr"
 TASKS = pcfg.TASKS + (TRACR,)
@@ -13,7 +12,12 @@ TASKS = pcfg.TASKS + (TRACR,)
 def build_task(config) -> Task:
     t = config.task
     try:
-        if t.name == TRACR:
+        if t.name == TRACR:  # imported here: the compiler (tracr, haiku) loads only for a compiled task
+            try:
+                from fttrace.tasks.tracr_task import TracrTask
+            except ImportError as e:
+                raise UserError(f"task 'tracr' needs the Tracr compiler ({e.name or e}): pip install "
+                                "'fttrace[tracr]'") from None
             return TracrTask(program=t.program, ft_target=t.ft_target)
         rules = pcfg.DEFAULT_RULES if t.grammar == "default" else t.grammar
         grammar = pcfg.Grammar(rules, t.n_terminals)

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,7 @@ from tracr.craft import bases, transformers
 from tracr.rasp import rasp
 
 from fttrace.model import ModelConfig, Transformer
+from fttrace.tasks.component import Component
 
 BOS = "BOS"
 PAD = "compiler_pad"
@@ -88,19 +89,6 @@ TRACR_PROGRAMS: dict[str, ProgramSpec] = {
     "counter": ProgramSpec(make_counter, frozenset("abcd"), 8),
     "max_identifier": ProgramSpec(make_max_identifier, frozenset(range(6)), 8),
 }
-
-
-class Component(NamedTuple):
-    """One compiled RASP operation's share of the fttrace params.
-
-    kind "attn": `heads` of `block_{block}/attn`; kind "mlp": hidden `neurons` of `block_{block}/mlp`.
-    The other index field is None. A SelectorWidth compiles to an attention and an MLP component of one name.
-    """
-    name: str
-    kind: str
-    block: int
-    heads: tuple[int, ...] | None
-    neurons: tuple[int, ...] | None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -265,23 +253,3 @@ def _components(graph, craft_model: transformers.SeriesWithResiduals) -> tuple[C
 def components(program: CompiledProgram) -> list[Component]:
     """Each compiled RASP operation with the block, and heads or MLP neurons, it occupies, in model order."""
     return list(program.components)
-
-
-def component_params(params: dict, component: Component) -> dict:
-    """The slices of `params` (fttrace params of the compiled program's shape, e.g. after fine-tuning; numpy or JAX
-    arrays, also inside a jitted function) that belong to `component`, keyed by param path. Output biases, shared
-    by all heads or neurons of a sublayer, are left out."""
-    block = params[f"block_{component.block}"]
-    if component.kind == "attn":
-        heads = np.asarray(component.heads)
-        attn = block["attn"]
-        found = {f"attn/{name}/{leaf}": attn[name][leaf][..., heads, :]
-                 for name in ("query", "key", "value") for leaf in ("kernel", "bias")}
-        found["attn/out/kernel"] = attn["out"]["kernel"][heads]
-    else:
-        neurons = np.asarray(component.neurons)
-        mlp = block["mlp"]
-        found = {"mlp/fc_in/kernel": mlp["fc_in"]["kernel"][:, neurons],
-                 "mlp/fc_in/bias": mlp["fc_in"]["bias"][neurons],
-                 "mlp/fc_out/kernel": mlp["fc_out"]["kernel"][neurons]}
-    return {f"block_{component.block}/{path}": value for path, value in found.items()}
