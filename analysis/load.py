@@ -152,15 +152,34 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+GROWN = {"sweep.seeds", "sweep.seed_offset"}  # the keys on which the stores of one sweep grown by seeds differ
+HOW_IT_RAN = "checkpoint."  # keys that change how a run went, never its results (fttrace's RESULTS_NEUTRAL)
+
+
+def _seed_range(store: Store) -> range:
+    sweep = store.manifest["config"]["sweep"]
+    return range(sweep.get("seed_offset", 0), sweep.get("seed_offset", 0) + sweep["seeds"])
+
+
 def _check_same_config(stores: list[Store]) -> None:
+    """The stores are one sweep: shards of it, or runs of its config on other seeds (`sweep.seed_offset`: a sweep
+    grown by seeds), whose seed ranges must not overlap."""
     first = _flat(stores[0].manifest["config"])
     for store in stores[1:]:
         other = _flat(store.manifest["config"])
-        differ = sorted(k for k in first.keys() | other.keys() if first.get(k) != other.get(k))
+        differ = sorted(k for k in first.keys() | other.keys()
+                        if first.get(k) != other.get(k) and not k.startswith(HOW_IT_RAN))
+        if differ and set(differ) <= GROWN:
+            continue
         if differ:
             keys = ", ".join(differ[:SHOWN]) + (f" and {len(differ) - SHOWN} more" if len(differ) > SHOWN else "")
             raise AnalysisError(f"{store.path} and {stores[0].path} hold different configs ({keys}); "
-                                "stores analysed together must be shards of one sweep")
+                                "stores analysed together must be shards of one sweep or its config on other seeds")
+    ranges = sorted({(r.start, r.stop): store for store in stores for r in [_seed_range(store)]}.items())
+    for ((_, stop), before), ((start, _), after) in zip(ranges, ranges[1:]):
+        if start < stop:
+            raise AnalysisError(f"{before.path} and {after.path} both hold seeds from {start} on: a sweep grown by "
+                                "seeds needs disjoint seed ranges (sweep.seed_offset)")
 
 
 def _shard_notes(stores: list[Store]) -> list[str]:

@@ -103,6 +103,23 @@ def differences(a: dict, b: dict) -> list[str]:
             for key in sorted(set(fa) | set(fb)) if fa.get(key, missing) != fb.get(key, missing)]
 
 
+# Keys that change how a run goes, never what it computes: a run resumes under other values of them.
+RESULTS_NEUTRAL = ("checkpoint.every_chunks", "checkpoint.keep")
+
+
+def results_relevant(config: dict) -> dict:
+    """A config (nested dict) without its RESULTS_NEUTRAL keys: what identifies a run's results."""
+    out = json.loads(json.dumps(config, default=str))
+    for key in RESULTS_NEUTRAL:
+        *path, last = key.split(".")
+        section = out
+        for name in path:
+            section = section.get(name, {}) if isinstance(section, dict) else {}
+        if isinstance(section, dict):
+            section.pop(last, None)
+    return out
+
+
 def named_differences(a: dict, b: dict, shown: int = 4) -> str:
     """`differences` for a message: the first `shown`, and how many more."""
     found = differences(a, b)

@@ -12,7 +12,7 @@ import ml_collections
 import pandas as pd
 from etils import epath
 
-from fttrace.config import named_differences
+from fttrace.config import named_differences, results_relevant
 from fttrace.errors import UserError
 from fttrace.results import MANIFEST_FILE, RESULTS_FILE, ResultsStore, manifest, read_manifest, read_parquet, \
     workdir_path, write_json, write_parquet
@@ -78,7 +78,7 @@ def merge_workdirs(sources, out, overwrite: bool = False) -> epath.Path:
         if found["status"] != "complete":
             raise UserError(f"{source} holds an unfinished run (status {found['status']!r}); finish it first "
                             "(running it again resumes it)")
-        if found["config"] != manifests[0]["config"]:
+        if results_relevant(found["config"]) != results_relevant(manifests[0]["config"]):
             raise UserError(f"{source} holds a run of a different config than {sources[0]} "
                             f"({named_differences(manifests[0]['config'], found['config'])})")
     check_shards(sources, manifests)

@@ -50,8 +50,10 @@ def phase_keys(base_seed: int, seeds, phase: str):
 
 
 def run_identity(config, shard: tuple[int, int] | None = None) -> dict:
-    """What makes two runs the same run: the config and the shard of the grid."""
-    return dict(config=json.loads(config_lib.to_json(config)), shard=list(shard) if shard else None)
+    """What makes two runs the same run: the config (but the keys that cannot change a result, such as the
+    checkpoint cadence) and the shard of the grid."""
+    return dict(config=config_lib.results_relevant(json.loads(config_lib.to_json(config))),
+                shard=list(shard) if shard else None)
 
 
 class PhaseStates(dict):
@@ -259,6 +261,7 @@ def check_workdir(store: ResultsStore, identity: dict, layout: dict, overwrite: 
     if overwrite:
         return
     workdir, advice = store.workdir, "choose another --workdir or pass --overwrite"
+    config = config_lib.results_relevant(config)
     if json.dumps(config, sort_keys=True, default=str) != json.dumps(identity["config"], sort_keys=True):
         raise UserError(f"workdir {workdir} holds a run of a different config "
                         f"({config_lib.named_differences(config, identity['config'])}); {advice}")
@@ -298,9 +301,10 @@ def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
 
     task = build_task(config)
 
-    def write_manifest(**extra) -> None:
-        write_json(store.workdir / MANIFEST_FILE, manifest(identity["config"], shard=identity["shard"], **layout,
-                                                           task=task.describe(), **extra))
+    def write_manifest(**extra) -> None:  # the whole config, as this run was given it
+        write_json(store.workdir / MANIFEST_FILE, manifest(json.loads(config_lib.to_json(config)),
+                                                           shard=identity["shard"], **layout, task=task.describe(),
+                                                           **extra))
 
     if store.writes_results:
         store.remove_temporaries()

@@ -6,7 +6,10 @@ pretraining members are seeds x pretraining LRs x sampling priors; each feeds on
 (fine-tuning LR x spurious strength) — the fan-out, a gather along the member axis by `parent_index`.
 
 Member ids are stable strings numbered across the whole grid (`pt0`, `pt1`, ..., `ft0`, ...), so results of
-separate groups, shards or resumed runs join without renumbering. `shard_groups` deals the grid's lineages (a
+separate groups, shards or resumed runs join without renumbering. Numbers go seed by seed (a seed's members of every
+group, then the next seed's), counted from seed 0: a member's id depends on its seed and cell only, so a sweep grown
+by more seeds in another workdir (`sweep.seed_offset`) names its members as one sweep of all the seeds would, and
+never reuses an id. `shard_groups` deals the grid's lineages (a
 pretraining member and its fine-tuning children) to independent runs (`fttrace run --shard i/N`).
 
 Named values resolve to numbers here: priors through `task.priors`, fine-tuning LRs through `finetune.lr_scale`
@@ -82,24 +85,29 @@ def build_groups(config) -> list[Group]:
     shapes = dict(sweep.get("shapes", {}))
     shape_keys = sorted(shapes)
     seeds = [sweep.get("seed_offset", 0) + s for s in range(sweep.seeds)]
-    groups, n_pt, n_ft = [], 0, 0
-    for g, shape_values in enumerate(itertools.product(*(shapes[k] for k in shape_keys))):
+    shape_grid = list(itertools.product(*(shapes[k] for k in shape_keys)))
+    protocol_columns = [protocols.member_columns(config, name) for name in sweep.get("protocol", ())] or [{}]
+    children = list(itertools.product(protocol_columns, sweep.finetune_lr, sweep.spurious))
+    per_group = len(sweep.pretrain_lr) * len(sweep.prior)  # pretraining members per seed and group
+    per_seed = per_group * len(shape_grid)  # ... per seed, over every group
+    groups = []
+    for g, shape_values in enumerate(shape_grid):
         shape = dict(zip(shape_keys, shape_values))
         pt_rows = []
-        for seed, lr, prior in itertools.product(seeds, sweep.pretrain_lr, sweep.prior):
-            p, p_name = _named(prior, config.task.priors)
-            pt_rows.append(dict(member=f"pt{n_pt}", seed=seed, pretrain_lr=float(lr), prior=p, prior_name=p_name,
-                                group=g, **shape))
-            n_pt += 1
+        for seed in seeds:
+            for j, (lr, prior) in enumerate(itertools.product(sweep.pretrain_lr, sweep.prior)):
+                p, p_name = _named(prior, config.task.priors)
+                number = seed * per_seed + g * per_group + j
+                pt_rows.append(dict(member=f"pt{number}", seed=seed, pretrain_lr=float(lr), prior=p,
+                                    prior_name=p_name, group=g, **shape))
         ft_rows = []
-        protocol_columns = [protocols.member_columns(config, name) for name in sweep.get("protocol", ())] or [{}]
         for i, parent in enumerate(pt_rows):
-            for protocol, ft_lr, spurious in itertools.product(protocol_columns, sweep.finetune_lr, sweep.spurious):
+            first = int(parent["member"][2:]) * len(children)
+            for k, (protocol, ft_lr, spurious) in enumerate(children):
                 scale, lr_name = _named(ft_lr, config.finetune.lr_scale)
                 lr = parent["pretrain_lr"] * scale if lr_name else scale
-                ft_rows.append(dict(parent, member=f"ft{n_ft}", parent=parent["member"], parent_index=i,
+                ft_rows.append(dict(parent, member=f"ft{first + k}", parent=parent["member"], parent_index=i,
                                     finetune_lr=lr, finetune_lr_name=lr_name, spurious=float(spurious), **protocol))
-                n_ft += 1
         groups.append(Group(g, shape, model_config(config, shape), pd.DataFrame(pt_rows), pd.DataFrame(ft_rows)))
     return groups
 

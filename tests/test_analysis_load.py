@@ -48,6 +48,30 @@ def test_shard_stores_load_as_one_sweep(tmp_path, frame):
     assert any("1/2" in note for note in partial.notes)
 
 
+def grown(seeds: int, offset: int) -> dict:
+    """PLANT's config run on seeds [offset, offset + seeds) (a sweep grown by seeds in another workdir)."""
+    config = config_for(PLANT)
+    config["sweep"].update(seeds=seeds, seed_offset=offset)
+    return config
+
+
+def test_a_sweep_grown_by_seeds_loads_as_one_sweep(tmp_path, frame):
+    first = frame.seed < 2
+    parts = [write_store(tmp_path / "a", PLANT, frame=frame[first], config=grown(2, 0)),
+             write_store(tmp_path / "b", PLANT, frame=frame[~first], config=grown(2, 2))]
+    both, whole = load_study(parts), load_study(write_store(tmp_path / "whole", PLANT, frame=frame))
+    key = ["member", "phase", "step", "metric"]
+    pd.testing.assert_frame_equal(both.results.drop(columns="store").sort_values(key).reset_index(drop=True),
+                                  whole.results.drop(columns="store").sort_values(key).reset_index(drop=True))
+    pd.testing.assert_frame_equal(both.members.drop(columns="store", errors="ignore").sort_values("member")
+                                  .reset_index(drop=True),
+                                  whole.members.drop(columns="store", errors="ignore").sort_values("member")
+                                  .reset_index(drop=True))
+    overlapping = [write_store(tmp_path / "c", PLANT, frame=frame[frame.seed < 3], config=grown(3, 0)), parts[1]]
+    with pytest.raises(AnalysisError, match="both hold seeds from 2 on"):
+        load_study(overlapping)
+
+
 def test_a_store_in_progress_is_loaded_with_a_note(tmp_path, frame):
     study = load_study(write_store(tmp_path / "run", PLANT, frame=frame[frame.phase == "pretrain"],
                                    status="running"))

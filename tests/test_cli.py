@@ -69,6 +69,15 @@ def test_bad_input_is_refused_and_nothing_is_lost(finished_run, capsys, args, me
     assert snapshot(finished_run) == before
 
 
+def test_a_setting_that_cannot_change_results_does_not_block_resume(finished_run):
+    before = (finished_run / "results.parquet").read_bytes()
+    assert fttrace("run", SMOKE, "--workdir", str(finished_run), "-q",
+                   *overrides("sweep.seeds=2", "checkpoint.keep=3", "checkpoint.every_chunks=2")) == 0
+    assert (finished_run / "results.parquet").read_bytes() == before
+    manifest = json.loads((finished_run / "manifest.json").read_text())
+    assert manifest["config"]["checkpoint"] == {"every_chunks": 2, "keep": 3}  # the manifest keeps the whole config
+
+
 def test_missing_config_file(tmp_path, capsys):
     assert fttrace("run", str(tmp_path / "nope.py"), "--workdir", str(tmp_path / "w")) == 2
     assert "config file not found" in capsys.readouterr().err

@@ -19,6 +19,21 @@ def sweep_and_alone(tmp_path_factory):
     return sweep, alone
 
 
+def test_a_sweep_grown_by_seeds_in_another_workdir_names_and_trains_its_members_as_one_sweep(sweep_and_alone,
+                                                                                              tmp_path):
+    sweep, _ = sweep_and_alone
+    grown = run(tmp_path, "grown", "sweep.seeds=2", "sweep.seed_offset=2", "sweep.pretrain_lr=(1e-3,1e30)")
+    later = sweep[sweep.seed >= 2]
+    keys = ["member", "phase", "step", "metric"]
+    assert set(grown.member) == set(later.member) and set(grown.member).isdisjoint(sweep[sweep.seed < 2].member)
+    inside, apart = later.set_index(keys).value.sort_index(), grown.set_index(keys).value.sort_index()
+    assert list(inside.index) == list(apart.index)
+    acc = inside.index.get_level_values("metric").str.endswith("acc")
+    finite = np.isfinite(inside.to_numpy())
+    np.testing.assert_allclose(apart[~acc & finite].to_numpy(), inside[~acc & finite].to_numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(apart[acc].to_numpy(), inside[acc].to_numpy(), atol=1.5 / 64)
+
+
 def test_member_alone_equals_member_inside_a_sweep_of_8(sweep_and_alone):
     sweep, alone = sweep_and_alone
     assert sweep[sweep.phase == "pretrain"].member.nunique() == 8
