@@ -3,8 +3,8 @@
 Config files are plain Python modules with `get_config(arg=None)` returning an `ml_collections.ConfigDict`
 (big_vision style); `path/to/file.py:arg` passes `arg`. Overrides follow ml_collections conventions: the value
 is parsed as a Python literal (`8`, `1e-3`, `"(1e-3,1e-4)"`, `True`) and falls back to a plain string, and it
-must keep the type of the default it replaces. Keys under `sweep.shapes` may be new (each is a model field
-swept across groups).
+must keep the type of the default it replaces. Keys under `sweep.shapes` (a model field swept across groups) and
+`sweep.finetune_optimizer` (an optimiser hyperparameter swept across fine-tuning members) may be new.
 """
 from __future__ import annotations
 
@@ -134,6 +134,9 @@ def parse_value(text: str):
         return text
 
 
+GROWABLE = ("sweep.shapes", "sweep.finetune_optimizer")  # sections whose keys an override may add (sweep axes)
+
+
 def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
     """Apply one `KEY=VALUE` (KEY dotted, without the `config.` prefix)."""
     key, sep, text = item.partition("=")
@@ -147,13 +150,13 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
         node = node[part]
     leaf = parts[-1]
     value = parse_value(text)
-    growable = parts[:-1] == ["sweep", "shapes"]
+    growable = ".".join(parts[:-1]) in GROWABLE
     if not isinstance(node, ml_collections.ConfigDict) or (leaf not in node and not growable):
         raise UserError(f"unknown config key {key!r}")
     if isinstance(value, list):
         value = tuple(value)
     old = node.get(leaf)
-    if isinstance(old, tuple) and not isinstance(value, tuple):
+    if (isinstance(old, tuple) or growable) and not isinstance(value, tuple):
         value = (value,)  # a single value for a swept axis
     if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
@@ -246,6 +249,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for c in sweep.spurious:
         _require(isinstance(c, (int, float)) and 0 <= c <= 1, "sweep.spurious", f"{c!r} is not in [0, 1]")
     from fttrace.sweep import PHASE_SHAPES  # local import: the sweep imports the tasks
+    from fttrace.train import OPTIMIZER_AXES  # local import: train imports jax
+    for key, values in sweep.get("finetune_optimizer", {}).items():
+        _require(key in OPTIMIZER_AXES, f"sweep.finetune_optimizer.{key}",
+                 f"not an optimiser hyperparameter a member can vary (one of {', '.join(OPTIMIZER_AXES)})")
+        _require(isinstance(values, tuple) and len(values) > 0 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values),
+            f"sweep.finetune_optimizer.{key}", "must be a non-empty tuple of non-negative numbers")
     for key, values in sweep.get("shapes", {}).items():
         _require(key in config.model or key in PHASE_SHAPES, f"sweep.shapes.{key}",
                  f"is not a model field or one of {', '.join(PHASE_SHAPES)}")

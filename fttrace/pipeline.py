@@ -27,7 +27,7 @@ from fttrace.model import Transformer
 from fttrace.placement import Placement, sync
 from fttrace.progress import Progress
 from fttrace.results import MANIFEST_FILE, PROGRESS_FILE, ResultsStore, long_frame, manifest, status_of, write_json
-from fttrace.sweep import Group, build_groups, shard_groups
+from fttrace.sweep import Group, build_groups, optimizer_values, shard_groups
 from fttrace.tasks import queries
 from fttrace.tasks.registry import build_task
 from fttrace.train import PHASE_IDS, PhaseLoop, TrainState, data_spec, eval_sets_for, fan_out, init_members, \
@@ -202,21 +202,21 @@ class GroupRun:
 
     def finetune(self) -> TrainState:
         ft = self.group.finetune
-        parents, lrs, keys = self.placement.place((
+        parents, lrs, keys, hyper = self.placement.place((
             self.group.parent_index.astype(np.int32), ft.finetune_lr.to_numpy(np.float32),
-            phase_keys(self.config.seed, ft.seed.to_numpy(), "finetune")))
+            phase_keys(self.config.seed, ft.seed.to_numpy(), "finetune"), optimizer_values(ft, "finetune")))
         # The criterion is accuracy on the member's own fine-tuning distribution: its mixture of inputs with and
         # without the shortcut, on the held-out sets.
         spurious = ft.spurious.to_numpy(np.float32)
         data = data_spec(queries.fine_tuning(self.task, len(ft)), spurious,
                          criterion={"ft": 1 - spurious, "ft_shortcut": spurious})
         if not protocols.in_sweep(self.config):
-            state = fan_out(self.states["pretrain"], parents, self.config.finetune, lrs, keys)
+            state = fan_out(self.states["pretrain"], parents, self.config.finetune, lrs, keys, hyper=hyper)
             return self.train_phase("finetune", ft, state, data)
         # Fine-tuning protocols: members train trees (protocols.py) and later phases see the merged parameters.
         layout = protocols.group_layout(self.config, self.group.model.n_layers, ft)
         state, spec = protocols.fan_out(self.states["pretrain"], parents, self.config.finetune, lrs, keys, layout, ft,
-                                        self.placement)
+                                        self.placement, hyper)
         state = self.train_phase("finetune", ft, state, data.replace(protocol=spec),
                                  model=protocols.Reparameterised(Transformer(self.group.model), layout))
         self.states["finetune"] = merged = protocols.merge(layout, state)

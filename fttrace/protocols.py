@@ -263,17 +263,20 @@ def update_spec(layout: Layout, tree, kind, rank, top_k, l2sp) -> UpdateSpec:
                       anchor=jax.flatten_util.ravel_pytree(tree)[0])
 
 
-def fan_out(parent, parent_index, phase, lrs, keys, layout: Layout, members: pd.DataFrame, placement=None):
+def fan_out(parent, parent_index, phase, lrs, keys, layout: Layout, members: pd.DataFrame, placement=None,
+            hyper=None):
     """Fine-tuning members of a protocol sweep: (state whose params are the members' trees, their UpdateSpec).
 
     Like train.fan_out, with each child's parameters wrapped into its tree; `members` is the children's table
     (protocol columns). placement: where member-stacked arrays go (pipeline's Placement; None: as they are).
+    hyper: the members' optimiser hyperparameters (train.init_members).
     """
     arrays = member_arrays(members)
     if placement is not None:
         arrays = placement.place(arrays)
     wrap_all = jax.jit(jax.vmap(functools.partial(prepare, layout)))
-    state = train.fan_out(parent, parent_index, phase, lrs, keys, wrap=lambda p: wrap_all(p, keys, arrays["rank"]))
+    state = train.fan_out(parent, parent_index, phase, lrs, keys, wrap=lambda p: wrap_all(p, keys, arrays["rank"]),
+                          hyper=hyper)
     spec = jax.jit(jax.vmap(functools.partial(update_spec, layout)))(state.params, arrays["kind"], arrays["rank"],
                                                                       arrays["top_k"], arrays["l2sp"])
     return state, spec

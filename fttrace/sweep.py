@@ -17,6 +17,9 @@ Named values resolve to numbers here: priors through `task.priors`, fine-tuning 
 
 With `sweep.protocol` (fttrace/protocols.py) every pretraining member also feeds one fine-tuning member per
 protocol (x LR x spurious strength); all protocols share the group, and the members carry the protocol columns.
+
+`sweep.finetune_optimizer` ({name: values} of train.OPTIMIZER_AXES: weight decay, Adam's betas and eps) adds product
+axes of the fine-tuning members, in the columns `finetune_<name>`.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ import pandas as pd
 
 from fttrace import protocols
 from fttrace.model import ModelConfig
+from fttrace.train import OPTIMIZER_AXES
 from fttrace.tasks.registry import build_task
 
 
@@ -80,6 +84,21 @@ def model_config(config, shape: dict) -> ModelConfig:
     return ModelConfig.from_config(fields)
 
 
+def optimizer_cells(config, phase: str) -> list[dict]:
+    """The product of a phase's optimiser axes as member columns ([{}] without any)."""
+    axes = dict(config.sweep.get(f"{phase}_optimizer", {}))
+    names = sorted(axes)
+    return [{f"{phase}_{n}": float(v) for n, v in zip(names, values)}
+            for values in itertools.product(*(axes[n] for n in names))]
+
+
+def optimizer_values(members: pd.DataFrame, phase: str) -> dict:
+    """{name: [members]} of the optimiser hyperparameters these members' rows set for `phase` (train.new_state)."""
+    prefix = f"{phase}_"
+    return {c[len(prefix):]: members[c].to_numpy(np.float32) for c in members
+            if c.startswith(prefix) and c[len(prefix):] in OPTIMIZER_AXES}
+
+
 def build_groups(config) -> list[Group]:
     sweep = config.sweep
     shapes = dict(sweep.get("shapes", {}))
@@ -87,15 +106,17 @@ def build_groups(config) -> list[Group]:
     seeds = [sweep.get("seed_offset", 0) + s for s in range(sweep.seeds)]
     shape_grid = list(itertools.product(*(shapes[k] for k in shape_keys)))
     protocol_columns = [protocols.member_columns(config, name) for name in sweep.get("protocol", ())] or [{}]
-    children = list(itertools.product(protocol_columns, sweep.finetune_lr, sweep.spurious))
-    per_group = len(sweep.pretrain_lr) * len(sweep.prior)  # pretraining members per seed and group
+    children = list(itertools.product(protocol_columns, sweep.finetune_lr, sweep.spurious,
+                                      optimizer_cells(config, "finetune")))
+    cells = list(itertools.product(sweep.pretrain_lr, sweep.prior))
+    per_group = len(cells)  # pretraining members per seed and group
     per_seed = per_group * len(shape_grid)  # ... per seed, over every group
     groups = []
     for g, shape_values in enumerate(shape_grid):
         shape = dict(zip(shape_keys, shape_values))
         pt_rows = []
         for seed in seeds:
-            for j, (lr, prior) in enumerate(itertools.product(sweep.pretrain_lr, sweep.prior)):
+            for j, (lr, prior) in enumerate(cells):
                 p, p_name = _named(prior, config.task.priors)
                 number = seed * per_seed + g * per_group + j
                 pt_rows.append(dict(member=f"pt{number}", seed=seed, pretrain_lr=float(lr), prior=p,
@@ -103,11 +124,12 @@ def build_groups(config) -> list[Group]:
         ft_rows = []
         for i, parent in enumerate(pt_rows):
             first = int(parent["member"][2:]) * len(children)
-            for k, (protocol, ft_lr, spurious) in enumerate(children):
+            for k, (protocol, ft_lr, spurious, optimizer) in enumerate(children):
                 scale, lr_name = _named(ft_lr, config.finetune.lr_scale)
                 lr = parent["pretrain_lr"] * scale if lr_name else scale
                 ft_rows.append(dict(parent, member=f"ft{first + k}", parent=parent["member"], parent_index=i,
-                                    finetune_lr=lr, finetune_lr_name=lr_name, spurious=float(spurious), **protocol))
+                                    finetune_lr=lr, finetune_lr_name=lr_name, spurious=float(spurious), **protocol,
+                                    **optimizer))
         groups.append(Group(g, shape, model_config(config, shape), pd.DataFrame(pt_rows), pd.DataFrame(ft_rows)))
     return groups
 

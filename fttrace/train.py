@@ -4,7 +4,8 @@ Every leaf of a `TrainState` has a leading member axis. A phase is a Python loop
 `eval_every` steps; one chunk is one jitted call: `lax.scan` over steps of the vmapped train step, then the
 vmapped evaluation. Batches are sampled on device inside the step from the member's key, so nothing crosses
 to the host inside a chunk. Per-member hyperparameters (learning rate, task mixture, shortcut strength) are
-arrays: the learning rate lives in the optimiser state through `optax.inject_hyperparams`.
+arrays: the learning rate, and any optimiser hyperparameter a sweep varies (OPTIMIZER_AXES), live in the optimiser
+state through `optax.inject_hyperparams`.
 
 A member whose loss, gradients or new parameters are non-finite is frozen (its parameters and optimiser state
 stop changing) and flagged with the step; vmap keeps its neighbours' arithmetic independent of it. A member that
@@ -91,6 +92,9 @@ def member_key(base_seed: int, seed, phase_id: int):
 PHASE_IDS = {"init": 0, "pretrain": 1, "finetune": 2, "reft": 3, "eval": 4, "control": 5}
 
 
+OPTIMIZER_AXES = ("weight_decay", "b1", "b2", "eps")  # optimiser hyperparameters a sweep may vary per member
+
+
 def init_members(cfg: ModelConfig, phase, base_seed: int, seeds, lrs) -> TrainState:
     """Fresh members: parameters from each seed's init key, optimiser state with each member's LR."""
     @jax.jit
@@ -106,26 +110,33 @@ def flat_params(params) -> tuple[jax.Array, Callable]:
     return jax.flatten_util.ravel_pytree(params)
 
 
-def new_state(params, phase, lr, key) -> TrainState:
-    return TrainState(params=params, opt_state=make_optimizer(phase, lr).init(flat_params(params)[0]), key=key,
+def new_state(params, phase, lr, key, hyper=None) -> TrainState:
+    """One member's fresh state; `hyper`: {name: value} of OPTIMIZER_AXES in place of the phase's values (they live
+    in the optimiser state, like the LR, so members of one program may differ in them)."""
+    opt_state = make_optimizer(phase, lr).init(flat_params(params)[0])
+    if hyper:
+        opt_state = optax.tree_utils.tree_set(opt_state, **{k: jnp.asarray(v, jnp.float32) for k, v in hyper.items()})
+    return TrainState(params=params, opt_state=opt_state, key=key,
                       step=jnp.zeros((), jnp.int32), diverged=jnp.zeros((), bool),
                       diverged_step=jnp.full((), -1, jnp.int32), stopped=jnp.zeros((), bool),
                       stop_step=jnp.full((), -1, jnp.int32))
 
 
-def fan_out(parent: TrainState, parent_index, phase, lrs, keys, wrap=None) -> TrainState:
+def fan_out(parent: TrainState, parent_index, phase, lrs, keys, wrap=None, hyper=None) -> TrainState:
     """Children of `parent` members: gathered parameters, a fresh optimiser with each child's LR and key.
 
     A diverged parent stays diverged in its children (with its step), so a broken lineage is never revived.
     wrap: optional `params -> trainable tree` of member-stacked parameters (a fine-tuning protocol's
-    reparameterisation), applied before the optimiser state is made.
+    reparameterisation), applied before the optimiser state is made. hyper: {name: [children]} values of
+    OPTIMIZER_AXES in place of the phase's.
     """
     idx = jnp.asarray(parent_index)
     params = jax.tree.map(lambda x: x[idx], parent.params)
     if wrap is not None:
         params = wrap(params)
-    fresh = jax.jit(jax.vmap(lambda p, lr, k: new_state(p, phase, lr, k)))(params, jnp.asarray(lrs, jnp.float32),
-                                                                           keys)
+    hyper = {name: jnp.asarray(values, jnp.float32) for name, values in (hyper or {}).items()}
+    fresh = jax.jit(jax.vmap(lambda p, lr, k, h: new_state(p, phase, lr, k, h)))(
+        params, jnp.asarray(lrs, jnp.float32), keys, hyper)
     return fresh.replace(diverged=parent.diverged[idx], diverged_step=parent.diverged_step[idx])
 
 

@@ -56,3 +56,48 @@ def test_pretraining_length_is_a_group_axis(tmp_path):
     assert set(frame[frame.phase == "finetune"].pretrain_steps) == {10, 30}
     with pytest.raises(UserError, match="sweep.shapes.pretrain_steps"):
         config_lib.load(SMOKE, TINY + ["sweep.shapes.pretrain_steps=(15,)"])  # not a multiple of eval_every
+
+
+def test_an_optimiser_hyperparameter_is_a_fine_tuning_axis_set_per_member():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from fttrace.sweep import optimizer_values
+    from fttrace.train import fan_out, init_members
+
+    config = config_lib.load(SMOKE, ["sweep.seeds=1", "sweep.prior=('low',)", "sweep.spurious=(0.0,)",
+                                     "sweep.finetune_optimizer.weight_decay=(0.0,0.5)",
+                                     "sweep.finetune_optimizer.b2=0.95"])
+    (group,) = build_groups(config)
+    ft = group.finetune
+    assert len(ft) == 2 and list(ft.finetune_weight_decay) == [0.0, 0.5] and set(ft.finetune_b2) == {0.95}
+    # Each child's optimiser holds its own values, as a phase configured with them would.
+    parent = init_members(group.model, config.pretrain, 0, [0], [1e-3])
+    n = len(ft)
+    state = fan_out(parent, np.zeros(n, np.int32), config.finetune, np.full(n, 1e-2), jnp.stack(
+        [jax.random.PRNGKey(1)] * n), hyper=optimizer_values(ft, "finetune"))
+    held = optax.tree_utils.tree_get(state.opt_state, "hyperparams")
+    np.testing.assert_array_equal(held["weight_decay"], [0.0, 0.5])
+    np.testing.assert_array_equal(held["b2"], np.float32([0.95, 0.95]))
+    np.testing.assert_array_equal(held["b1"], np.float32([config.finetune.b1] * 2))
+    # ... and trains with them: the weight-decayed child equals a member of a phase whose weight decay is 0.5.
+    from fttrace.model import Transformer
+    from fttrace.tasks.registry import build_task
+    from fttrace.train import DataSpec, train_steps
+    task = build_task(config)
+    data = lambda k: DataSpec(queries=jnp.tile(task.query_mix(ft=1.0), (k, 1)), spurious=jnp.zeros(k))  # noqa: E731
+    trained, _ = jax.jit(train_steps(Transformer(group.model), task, config.finetune, 5))(state, data(n))
+    phase = config.finetune.copy_and_resolve_references()
+    phase.update(weight_decay=0.5, b2=0.95)
+    alone = fan_out(parent, np.zeros(1, np.int32), phase, np.full(1, 1e-2), jnp.stack([jax.random.PRNGKey(1)]))
+    alone, _ = jax.jit(train_steps(Transformer(group.model), task, phase, 5))(alone, data(1))
+    same = max(float(np.abs(a[1] - b[0]).max()) for a, b in zip(jax.tree.leaves(trained.params),
+                                                                jax.tree.leaves(alone.params)))
+    decayed = max(float(np.abs(a[1] - a[0]).max()) for a in jax.tree.leaves(trained.params))
+    # Alike up to float rounding (which Adam's normalisation lifts to ~1e-5 on entries whose gradients are ~0, at
+    # LR 1e-2), while the weight decay moves weights by hundreds of times as much.
+    assert same < 1e-4 and decayed > 100 * same, (same, decayed)
+    with pytest.raises(UserError, match="sweep.finetune_optimizer.momentum"):
+        config_lib.load(SMOKE, ["sweep.finetune_optimizer.momentum=(0.9,)"])
