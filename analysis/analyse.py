@@ -17,7 +17,7 @@ from analysis.load import Study, load_study
 from analysis.protocols import closing_note, protocol_display, protocol_table
 from analysis.regime import Regime, regime
 from analysis.revival import Revival, display as revival_display, revival
-from analysis.settings import describe_setting, readable, scale_columns, setting_columns
+from analysis.settings import describe_setting, readable, scale_columns, setting_columns, swept_axes
 from analysis.stats import CONFIDENCE, LogisticFit
 from analysis.survival import CoxFit
 from analysis.taxonomy import CLASSES, Parameters, Taxonomy, taxonomy
@@ -195,6 +195,7 @@ def analyse(paths, parameters: Parameters = Parameters(), by=(), alpha: float = 
                                                                "store")]
         raise AnalysisError(f"cannot group by {', '.join(unknown)}: not a column of the results "
                             f"(available: {', '.join(hyper)})")
+    by = (*by, *(c for c in swept_axes(study.members) if c not in by))  # a swept optimiser axis splits the cells
     found = taxonomy(study, parameters)
     evidence = found.evidence
     scales = scale_columns(study.members[study.members.kind == "finetuned"])

@@ -17,6 +17,18 @@ NOT_SCALES = {"member", "kind", "parent", "pretrained", "status", "store", "grou
               "control_lr_factor", "finetune_lr_label", "prior_label", "lora_rank", "top_k_layers", "l2sp"}
 
 
+FINETUNE_AXIS = "finetune_"  # fttrace's swept fine-tuning optimiser hyperparameters: finetune_weight_decay, ...
+NOT_AXES = {"finetune_lr", "finetune_lr_name", "finetune_lr_label"}
+
+
+def swept_axes(members: pd.DataFrame) -> list[str]:
+    """The fine-tuning optimiser hyperparameters the sweep varied (columns finetune_<name> other than the LR): each
+    is a setting column of its own, so that no cell pools members trained differently."""
+    fine = members[members.kind == "finetuned"] if "kind" in members else members
+    return [c for c in fine.columns if c.startswith(FINETUNE_AXIS) and c not in NOT_AXES
+            and fine[c].nunique(dropna=True) > 1]
+
+
 def setting_columns(by=()) -> list[str]:
     return [*SETTING, *(c for c in by if c not in SETTING)]
 
@@ -40,21 +52,31 @@ def plain(value) -> str:
     return f"{value:g}" if isinstance(value, (float, np.floating)) else str(value)
 
 
+def column_name(column: str) -> str:
+    """A setting column's readable name ('fine-tuning LR', 'fine-tuning weight decay', 'd_model')."""
+    if column in COLUMN_NAMES:
+        return COLUMN_NAMES[column]
+    if column.startswith(FINETUNE_AXIS):
+        return "fine-tuning " + column[len(FINETUNE_AXIS):].replace("_", " ")
+    return column
+
+
 def describe_setting(row, columns) -> str:
     """'fine-tuning LR medium, prior high, C_Tr 0'."""
-    return ", ".join(f"{COLUMN_NAMES.get(c, c)} {plain(row[c])}" for c in columns)
+    return ", ".join(f"{column_name(c)} {plain(row[c])}" for c in columns)
 
 
 def readable(table: pd.DataFrame, columns) -> pd.DataFrame:
     """The setting columns of `table` under their readable names, values as text."""
-    return pd.DataFrame({COLUMN_NAMES.get(c, c): table[c].map(plain) for c in columns}, index=table.index)
+    return pd.DataFrame({column_name(c): table[c].map(plain) for c in columns}, index=table.index)
 
 
 def scale_columns(members: pd.DataFrame) -> list[str]:
     """Numeric model or shape columns (d_model, n_layers, pretrain_steps, ...) that vary among these members."""
     out = []
     for column in members.columns:
-        if column in NOT_SCALES or not pd.api.types.is_numeric_dtype(members[column]):
+        if column in NOT_SCALES or column.startswith(FINETUNE_AXIS) or not pd.api.types.is_numeric_dtype(
+                members[column]):
             continue
         if members[column].nunique(dropna=True) > 1:
             out.append(column)

@@ -1,5 +1,6 @@
 """The regime, shown before any verdict: the flags on cells whose verdicts cannot mean what they say, the study
 checks, the probes' nulls, and a store written without regime diagnostics."""
+import numpy as np
 import pytest
 
 from analysis.analyse import analyse
@@ -65,3 +66,15 @@ def test_a_run_that_has_not_reached_the_regime_says_so(tmp_path):
     frame = build_frame(plant)
     a = analyse(write_store(tmp_path / "run", plant, frame=frame[frame.phase == "pretrain"], status="running"))
     assert a.regime.note == NOT_YET and a.regime.cells.empty
+
+
+def test_a_swept_fine_tuning_hyperparameter_splits_every_cell(tmp_path):
+    plant = Plant(seeds=4, priors=("high",), lrs=("medium", "large"), spurious=(0.0,))
+    frame = build_frame(plant)
+    finetuned = frame.member.str.startswith("ft")
+    frame["finetune_weight_decay"] = np.where(finetuned, (frame.seed % 2) * 0.1, np.nan)
+    a = analyse(write_store(tmp_path / "run", plant, frame=frame))
+    assert a.by == ("finetune_weight_decay",)
+    cells = a.regime.cells
+    assert len(cells) == 4 and set(cells.finetune_weight_decay) == {0.0, 0.1}
+    assert "fine-tuning weight decay" in a.summary_text()
