@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 
-import jax
+import flax.traverse_util
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -295,13 +295,16 @@ def test_open_gives_every_member_as_the_run_evaluated_it_on_any_layout(runs, eva
         pd.testing.assert_frame_equal(run.members, reference.members)
         # float32 rounding between layouts may flip a near-tied answer or two
         assert_open_gives_logged_accuracies(run, reference.results, sets, tolerance=2 / len(sets["pt"][1]))
-        # (members of lineages at LR 1e-3: the diverged ones froze at weights of order 1e30, which no two
-        # reduction orders round alike)
+        # Members of lineages at LR 1e-3 (the diverged ones froze at weights of order 1e30, which no two reduction
+        # orders round alike), without the attention key biases: the softmax leaves them no gradient but float
+        # noise, which Adam scales up to steps of the LR's size, differently in every layout.
         control = run.members[run.members.parent == "cpt0"].member.iloc[-1]
         for member in ("pt0", "ft2", "rft4", "cpt0", control):
-            same = jax.tree.map(lambda a, b: np.allclose(a, b, rtol=1e-5, atol=1e-6),
-                                run.params(member), reference.params(member))
-            assert all(jax.tree.leaves(same)), (name, member)
+            mine, theirs = (flax.traverse_util.flatten_dict(r.params(member)) for r in (run, reference))
+            for path in mine:
+                if path[-3:] != ("attn", "key", "bias"):
+                    np.testing.assert_allclose(mine[path], theirs[path], rtol=1e-5, atol=1e-6,
+                                               err_msg=f"{name} {member} {path}")
     assert reference.steps("pt0") == [10, 20] and not np.array_equal(
         reference.params("pt0", step=10)["embed"]["embedding"], reference.params("pt0")["embed"]["embedding"])
 
