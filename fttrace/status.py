@@ -1,10 +1,10 @@
 """`fttrace status WORKDIR`: where a run stands, read from its workdir alone (any study kind, running or finished).
 
-    runs/pcfg_index: counter study, running since 2026-12-05 04:45 UTC, 1 device(s) in 1 process(es)
+    runs/pcfg_index: index study, running since 2026-12-05 04:46 UTC, 1 device(s) in 1 process(es)
       done: g0-pretrain
       now: group 0 finetune  step 250/8000, 280 of 450 members training, 207 member-steps/s, ETA 4h 40m at the
-           budget (12 s ago); live curves of g0-finetune: 1,350 rows
-      diverged: none of 480 members with results
+           budget (0m 12s ago); live curves of g0-finetune
+      diverged: none of 30 members with results
 
 The phase running comes from WORKDIR/progress.json (fttrace/progress.py), the finished phases from the results
 parts, divergences from the results' status column.
