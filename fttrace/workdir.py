@@ -154,7 +154,7 @@ class Run:
         if rows.empty:
             raise UserError(f"{self.workdir} has no pruning order of {kind} for member {member!r} (is 'prune' among "
                             "its evals, and was the member pruned?)")
-        cfg = self.model(member).cfg if self._lm is not None else self._group(member).model
+        cfg = self._group(member).model  # (pruning runs in PCFG and Tracr studies only)
         per_layer = cfg.mlp if kind == "neurons" else cfg.n_heads
         units = rows.value.to_numpy(np.int64)[:k]
         return [tuple(map(int, divmod(u, per_layer))) for u in units]
