@@ -33,6 +33,7 @@ from fttrace.placement import Placement
 
 CHECKPOINTS_DIR = "checkpoints"
 START_OVER = "or start over with --overwrite"
+FINGERPRINTS = "checkpoint_fingerprints"  # the manifest's list of the fingerprints its run's checkpoints may carry
 
 
 def run_fingerprint(identity: dict) -> str:
@@ -77,9 +78,13 @@ def absolute(path) -> epath.Path:
 class Checkpoints:
     """The checkpoints of one run: where they live, whose they are and how often a phase writes one."""
 
-    def __init__(self, root, fingerprint: str, placement: Placement, every_chunks: int, keep: int):
+    def __init__(self, root, fingerprint: str, placement: Placement, every_chunks: int, keep: int,
+                 earlier: tuple[str, ...] = ()):
+        """`earlier`: other fingerprints of this same run, which its older checkpoints may carry (a run resumed
+        after an upgrade of fttrace that changed what identifies a run); new checkpoints carry `fingerprint`."""
         self.root = absolute(root)
         self.fingerprint, self.placement = fingerprint, placement
+        self.accepted = {fingerprint, *earlier}
         self.every_chunks, self.keep = every_chunks, keep
 
     def phase(self, name: str) -> "PhaseCheckpoints":
@@ -166,7 +171,7 @@ class PhaseCheckpoints:
         if meta["fttrace"] != fttrace.__version__:
             raise UserError(f"checkpoint {path} was written by fttrace {meta['fttrace']} and this is fttrace "
                             f"{fttrace.__version__}: resume it with fttrace {meta['fttrace']}, {START_OVER}")
-        if meta["run"] != self.run.fingerprint:
+        if meta["run"] not in self.run.accepted:
             raise UserError(f"checkpoint {path} belongs to a run of another config or shard; use another --workdir, "
                             f"{START_OVER}")
         if meta["devices"] != self.run.placement.device_count:

@@ -108,14 +108,15 @@ RESULTS_NEUTRAL = ("checkpoint.every_chunks", "checkpoint.keep")
 
 
 def results_relevant(config: dict) -> dict:
-    """A config (nested dict) without its RESULTS_NEUTRAL keys: what identifies a run's results."""
+    """A config (nested dict) without its RESULTS_NEUTRAL keys, nor a GROWABLE section that sweeps no axis
+    (empty: the same run as one written before that section existed): what identifies a run's results."""
     out = json.loads(json.dumps(config, default=str))
-    for key in RESULTS_NEUTRAL:
+    for key in RESULTS_NEUTRAL + GROWABLE:
         *path, last = key.split(".")
         section = out
         for name in path:
             section = section.get(name, {}) if isinstance(section, dict) else {}
-        if isinstance(section, dict):
+        if isinstance(section, dict) and (key in RESULTS_NEUTRAL or section.get(last, None) == {}):
             section.pop(last, None)
     return out
 

@@ -20,7 +20,7 @@ from etils import epath
 import fttrace
 from fttrace import config as config_lib
 from fttrace import protocols
-from fttrace.checkpoint import CHECKPOINTS_DIR, START_OVER, Checkpoints, PhaseCheckpoints, run_fingerprint
+from fttrace.checkpoint import CHECKPOINTS_DIR, FINGERPRINTS, START_OVER, Checkpoints, PhaseCheckpoints, run_fingerprint
 from fttrace.errors import UserError
 from fttrace.evals import EVALS, in_run_order
 from fttrace.model import Transformer
@@ -247,19 +247,24 @@ class LiveCurves:
         self.written = time.monotonic()
 
 
-def check_workdir(store: ResultsStore, identity: dict, layout: dict, overwrite: bool) -> None:
+def check_workdir(store: ResultsStore, identity: dict, layout: dict, overwrite: bool) -> tuple[str, ...]:
     """Refuse to mix two runs in one workdir (unless --overwrite): another config, shard, fttrace version or
-    device layout (checkpoints hold the member axis padded for the devices that wrote them)."""
+    device layout (checkpoints hold the member axis padded for the devices that wrote them).
+
+    Returns the earlier fingerprints of the run the workdir holds, which its checkpoints may carry: those its
+    manifest lists, and the hash of its whole config (what identified a run before RESULTS_NEUTRAL keys existed).
+    """
     path = store.workdir / MANIFEST_FILE
     if not path.exists():
-        return
+        return ()
     try:
         previous = json.loads(path.read_text())
         config, shard, versions = previous["config"], previous.get("shard"), previous["versions"]
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(f"{path} is unreadable or not an fttrace manifest; use another --workdir") from None
     if overwrite:
-        return
+        return ()
+    earlier = (*previous.get(FINGERPRINTS, ()), run_fingerprint(dict(config=config, shard=shard)))
     workdir, advice = store.workdir, "choose another --workdir or pass --overwrite"
     config = config_lib.results_relevant(config)
     if json.dumps(config, sort_keys=True, default=str) != json.dumps(identity["config"], sort_keys=True):
@@ -276,6 +281,7 @@ def check_workdir(store: ResultsStore, identity: dict, layout: dict, overwrite: 
     if before != now:
         raise UserError(f"workdir {workdir} holds a run on {before[0]} device(s) in {before[1]} process(es) and this "
                         f"one has {now[0]} in {now[1]}; resume it on the same layout, or {advice}")
+    return tuple(sorted(set(earlier)))
 
 
 def describe_shard(shard) -> str:
@@ -295,16 +301,16 @@ def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
     identity = run_identity(config, shard)
     layout = dict(devices=[str(d) for d in jax.devices()], processes=jax.process_count())
     store.prepare()
-    check_workdir(store, identity, layout, overwrite)
+    earlier = check_workdir(store, identity, layout, overwrite)
     checkpoints = Checkpoints(store.workdir / CHECKPOINTS_DIR, run_fingerprint(identity), placement,
-                              config.checkpoint.every_chunks, config.checkpoint.keep)
+                              config.checkpoint.every_chunks, config.checkpoint.keep, earlier)
 
     task = build_task(config)
 
     def write_manifest(**extra) -> None:  # the whole config, as this run was given it
         write_json(store.workdir / MANIFEST_FILE, manifest(json.loads(config_lib.to_json(config)),
                                                            shard=identity["shard"], **layout, task=task.describe(),
-                                                           **extra))
+                                                           **{FINGERPRINTS: sorted(checkpoints.accepted)}, **extra))
 
     if store.writes_results:
         store.remove_temporaries()

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import fttrace
-from fttrace.checkpoint import Checkpoints, ignore_abandoned_reads
+from fttrace.checkpoint import FINGERPRINTS, Checkpoints, ignore_abandoned_reads, run_fingerprint
 from fttrace.cli import main
 from fttrace.errors import UserError
 from fttrace.merge import merge_workdirs
@@ -488,6 +488,34 @@ def test_workdir_of_another_shard_version_or_device_layout_is_refused(tmp_path, 
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         check_workdir(store, identity, dict(devices=["cpu:0"], processes=1), overwrite=False)
     check_workdir(store, identity, dict(devices=["cpu:0"], processes=1), overwrite=True)
+
+
+def test_a_run_started_before_an_upgrade_resumes_from_its_checkpoints(tmp_path):
+    """A run whose checkpoints carry the fingerprint of its whole config (what identified a run before the
+    results-neutral keys, and before an empty sweep section, were left out of it) resumes after the upgrade."""
+    config = tiny_config(NO_EVALS)
+    identity = run_identity(config)
+    assert "finetune_optimizer" not in identity["config"]["sweep"]  # an empty sweep section is no axis
+    swept = run_identity(tiny_config(NO_EVALS, "sweep.finetune_optimizer.weight_decay=(0.0,0.1)"))
+    assert swept["config"]["sweep"]["finetune_optimizer"] == {"weight_decay": [0.0, 0.1]}
+    before_upgrade = json.loads(json.dumps(identity["config"]))
+    before_upgrade["checkpoint"] = dict(every_chunks=5, keep=2)
+    before_upgrade["sweep"].pop("finetune_optimizer", None)
+    store = ResultsStore(tmp_path)
+    store.prepare()
+    write_json(tmp_path / "manifest.json", manifest(before_upgrade, ["cpu:0"], processes=1))
+    earlier = check_workdir(store, identity, dict(devices=["cpu:0"], processes=1), overwrite=False)
+    old_fingerprint = run_fingerprint(dict(config=before_upgrade, shard=None))
+    assert earlier == (old_fingerprint,) and run_fingerprint(identity) != old_fingerprint
+    with checkpoints(tmp_path, old_fingerprint).phase("g0-pretrain") as phase:
+        phase.save(small_state(), records([0, 10]))
+    upgraded = Checkpoints(tmp_path / "checkpoints", run_fingerprint(identity), Placement(), 2, 2, earlier)
+    with upgraded.phase("g0-pretrain") as phase:
+        _, restored = phase.restore(small_state(), 10)
+    assert [s for s, _ in restored] == [0, 10]
+    listed = manifest(identity["config"], ["cpu:0"], processes=1, **{FINGERPRINTS: sorted(upgraded.accepted)})
+    write_json(tmp_path / "manifest.json", listed)  # the fingerprints outlive the manifest's rewrite
+    assert old_fingerprint in check_workdir(store, identity, dict(devices=["cpu:0"], processes=1), overwrite=False)
 
 
 @pytest.mark.parametrize("args, message", [
