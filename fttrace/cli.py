@@ -105,6 +105,12 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="where a run stands: phases done, the phase running, progress, ETA, "
                             "diverged members")
     status.add_argument("workdir", metavar="WORKDIR")
+    board = sub.add_parser("tensorboard", help="write a workdir's curves (running or finished) as TensorBoard event "
+                           "files, one mean per cell (needs the [tensorboard] extra)")
+    board.add_argument("workdir", metavar="WORKDIR")
+    board.add_argument("--logdir", help="where the event files go (default WORKDIR/tensorboard; rebuilt each time)")
+    board.add_argument("--follow", type=float, metavar="SECONDS",
+                       help="keep appending the steps that arrive, polling every SECONDS, until interrupted")
     return parser
 
 
@@ -222,7 +228,18 @@ def cmd_status(args, overrides) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "merge": cmd_merge, "bench": cmd_bench, "config": cmd_config, "status": cmd_status}
+def cmd_tensorboard(args, overrides) -> int:
+    from fttrace.tensorboard import write_event_files
+    if overrides:
+        raise UserError("tensorboard takes no --config overrides")
+    if args.follow is not None and not args.follow > 0:
+        raise UserError(f"--follow {args.follow}: expected a positive number of seconds")
+    write_event_files(args.workdir, args.logdir, args.follow)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "merge": cmd_merge, "bench": cmd_bench, "config": cmd_config, "status": cmd_status,
+            "tensorboard": cmd_tensorboard}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -232,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rest, overrides = split_overrides(argv)
         args = parser.parse_args(rest)
-        return COMMANDS[args.command](args, overrides)
+        code = COMMANDS[args.command](args, overrides)
+        sys.stdout.flush()  # here, where a reader that left is caught, not at exit
+        return code
     except UserError as e:
         print(f"fttrace: error: {e}", file=sys.stderr)
         if program:  # leave at once: I/O threads of an abandoned checkpoint read may print during a shutdown
@@ -243,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fttrace: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout left (`fttrace status W | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

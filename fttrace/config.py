@@ -103,7 +103,9 @@ def differences(a: dict, b: dict) -> list[str]:
             for key in sorted(set(fa) | set(fb)) if fa.get(key, missing) != fb.get(key, missing)]
 
 
-# Keys that change how a run goes, never what it computes: a run resumes under other values of them.
+# Keys that change how a run goes, never what it computes: a run resumes under other values of them. The phases'
+# and the evaluations' `member_batch` are not among them: the width of a vmapped group changes float rounding, and
+# through it, now and then, a logged accuracy.
 RESULTS_NEUTRAL = ("checkpoint.every_chunks", "checkpoint.keep")
 
 

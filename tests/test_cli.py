@@ -233,3 +233,12 @@ def test_the_core_runs_without_the_optional_packages_and_names_the_extra_a_study
                          "pip install 'fttrace[stories]'")
     assert errors[2] == "fttrace: error: workdir gs://bucket/w: gs:// paths need gcsfs: pip install 'fttrace[gcs]'"
     assert not (tmp_path / "w").exists()
+
+
+def test_a_reader_that_leaves_early_is_no_error():
+    """`fttrace config C | head -1` where head has gone before fttrace writes: no traceback, the pipe's exit code."""
+    child = subprocess.Popen([sys.executable, "-m", "fttrace", "config", SMOKE], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, cwd=ROOT)
+    child.stdout.close()  # the reader leaves before the child has printed anything
+    stderr = child.stderr.read().decode()
+    assert child.wait() == 141 and stderr == "", stderr
