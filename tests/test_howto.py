@@ -1,4 +1,5 @@
 """docs/howto.md does what it says: each section's code runs as written."""
+import json
 import re
 
 import ml_collections
@@ -7,17 +8,44 @@ import pandas as pd
 from fttrace import config as config_lib
 from fttrace import evals
 from fttrace.pipeline import run_study
+from fttrace.tasks import registry
 from helpers import ROOT, tiny_config
 
 HOWTO = ROOT / "docs" / "howto.md"
 
 
 def section_code(title: str) -> str:
-    """The Python block of the how-to section `title`."""
+    """The Python blocks of the how-to section `title`, in order, as one program."""
     text = HOWTO.read_text()
     start = text.index(f"## {title}\n")
     end = text.find("\n## ", start + 1)
-    return re.search(r"```python\n(.*?)```", text[start:end if end > 0 else None], re.S).group(1)
+    return "\n".join(re.findall(r"```python\n(.*?)```", text[start:end if end > 0 else None], re.S))
+
+
+def test_add_a_task(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "TASKS", dict(registry.TASKS))  # the page's registration lasts for this test
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    namespace = {}
+    exec(compile(section_code("Add a task"), "howto.md", "exec"), namespace)
+    frame = pd.read_parquet(namespace["results"])
+    assert set(frame.phase) == {"pretrain", "finetune", "regime"}
+    manifest = json.loads((tmp_path / "runs" / "copy" / "manifest.json").read_text())
+    assert manifest["task"] == {"kind": "copy", "length": 6, "symbols": 8}
+    # The task's own targets reach the logged accuracies. The prior decides pretrained C_FT: asked about the second
+    # token in 20% of pretraining queries a member learns it, in 0.5% it stays at chance (1/8).
+    pre = frame[(frame.phase == "pretrain") & (frame.step == frame[frame.phase == "pretrain"].step.max())]
+    pre = pre.pivot_table(index=["member", "prior_name"], columns="metric", values="value").reset_index()
+    assert (pre.pt_acc >= 0.9).all()
+    assert (pre[pre.prior_name == "high"].ft_acc >= 0.9).all() and (pre[pre.prior_name == "low"].ft_acc < 0.3).all()
+    # With the shortcut on every input (C_Tr 1) a low-prior member meets its criterion at once by answering the first
+    # token: right on shortcut inputs, at chance without them — the reuse the taxonomy looks for.
+    fine = frame[frame.phase == "finetune"]
+    last = fine[fine.step == fine.groupby("member").step.transform("max")].pivot_table(
+        index=["member", "spurious", "prior_name"], columns="metric", values="value").reset_index()
+    reused = last[(last.spurious == 1.0) & (last.prior_name == "low")]
+    assert len(reused) == 2 and (reused.stop_step == 0).all()
+    assert (reused.ft_shortcut_acc >= 0.9).all() and (reused.ft_acc < 0.3).all()
 
 
 def test_add_an_evaluation(tmp_path, monkeypatch):
