@@ -110,15 +110,15 @@ RESULTS_NEUTRAL = ("checkpoint.every_chunks", "checkpoint.keep")
 
 
 def results_relevant(config: dict) -> dict:
-    """A config (nested dict) without its RESULTS_NEUTRAL keys, nor a GROWABLE section that sweeps no axis
-    (empty: the same run as one written before that section existed): what identifies a run's results."""
+    """A config (nested dict) without its RESULTS_NEUTRAL keys, nor an EMPTY_IS_ABSENT key that is empty (the same
+    run as one written before that key existed): what identifies a run's results."""
     out = json.loads(json.dumps(config, default=str))
-    for key in RESULTS_NEUTRAL + GROWABLE:
+    for key in RESULTS_NEUTRAL + EMPTY_IS_ABSENT:
         *path, last = key.split(".")
         section = out
         for name in path:
             section = section.get(name, {}) if isinstance(section, dict) else {}
-        if isinstance(section, dict) and (key in RESULTS_NEUTRAL or section.get(last, None) == {}):
+        if isinstance(section, dict) and (key in RESULTS_NEUTRAL or section.get(last, None) in ({}, [])):
             section.pop(last, None)
     return out
 
@@ -138,6 +138,7 @@ def parse_value(text: str):
 
 
 GROWABLE = ("sweep.shapes", "sweep.finetune_optimizer")  # sections whose keys an override may add (sweep axes)
+EMPTY_IS_ABSENT = GROWABLE + ("sweep.zip",)  # keys that, empty, sweep nothing: a run as if they did not exist
 
 
 def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
@@ -259,6 +260,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
         _require(isinstance(values, tuple) and len(values) > 0 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values),
             f"sweep.finetune_optimizer.{key}", "must be a non-empty tuple of non-negative numbers")
+    zipped = tuple(sweep.get("zip", ()))
+    if zipped:
+        from fttrace.sweep import finetune_axes
+        axes = finetune_axes(config)
+        _require(len(zipped) >= 2 and len(set(zipped)) == len(zipped), "sweep.zip",
+                 "must name two or more different fine-tuning axes")
+        for name in zipped:
+            _require(name in axes, "sweep.zip", f"{name!r} is not a fine-tuning axis (one of {', '.join(axes)})")
+        _require(len({len(axes[name]) for name in zipped}) == 1, "sweep.zip",
+                 "its axes must have as many values each (" + ", ".join(f"{n}: {len(axes[n])}" for n in zipped) + ")")
     for key, values in sweep.get("shapes", {}).items():
         _require(key in config.model or key in PHASE_SHAPES, f"sweep.shapes.{key}",
                  f"is not a model field or one of {', '.join(PHASE_SHAPES)}")

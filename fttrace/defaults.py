@@ -52,6 +52,8 @@ def pcfg_config() -> ml_collections.ConfigDict:
         shapes=ml_collections.ConfigDict(),  # model fields swept across groups, e.g. d_model=(64, 128)
         # fine-tuning optimiser hyperparameters swept per member, e.g. weight_decay=(0.0, 0.1) (train.OPTIMIZER_AXES)
         finetune_optimizer=ml_collections.ConfigDict(),
+        # fine-tuning axes that vary together instead of as a product, e.g. ("finetune_lr", "spurious")
+        zip=(),
     )
     # member_batch: members evaluated together (bounds evaluation memory; raise it on accelerators).
     c.eval = dict(examples=1024, seed=1234, member_batch=8)

@@ -19,7 +19,9 @@ With `sweep.protocol` (fttrace/protocols.py) every pretraining member also feeds
 protocol (x LR x spurious strength); all protocols share the group, and the members carry the protocol columns.
 
 `sweep.finetune_optimizer` ({name: values} of train.OPTIMIZER_AXES: weight decay, Adam's betas and eps) adds product
-axes of the fine-tuning members, in the columns `finetune_<name>`.
+axes of the fine-tuning members, in the columns `finetune_<name>`. `sweep.zip` names fine-tuning axes (`finetune_lr`,
+`spurious`, `finetune_optimizer.<name>`) that vary together instead of as a product: with
+`zip=("finetune_lr", "finetune_optimizer.weight_decay")`, LR i goes with weight decay i.
 """
 from __future__ import annotations
 
@@ -84,12 +86,28 @@ def model_config(config, shape: dict) -> ModelConfig:
     return ModelConfig.from_config(fields)
 
 
-def optimizer_cells(config, phase: str) -> list[dict]:
-    """The product of a phase's optimiser axes as member columns ([{}] without any)."""
-    axes = dict(config.sweep.get(f"{phase}_optimizer", {}))
-    names = sorted(axes)
-    return [{f"{phase}_{n}": float(v) for n, v in zip(names, values)}
-            for values in itertools.product(*(axes[n] for n in names))]
+def finetune_axes(config) -> dict[str, list]:
+    """The axes of a parent's fine-tuning children, in the order their product numbers the children: the LR, C_Tr,
+    then the swept optimiser hyperparameters (`finetune_optimizer.<name>`, alphabetical)."""
+    sweep = config.sweep
+    axes = {"finetune_lr": list(sweep.finetune_lr), "spurious": list(sweep.spurious)}
+    for name, values in sorted(dict(sweep.get("finetune_optimizer", {})).items()):
+        axes[f"finetune_optimizer.{name}"] = list(values)
+    return axes
+
+
+def child_settings(config) -> list[dict]:
+    """One {axis: value} per fine-tuning child of a parent: the product of `finetune_axes`, except that the axes
+    named in `sweep.zip` vary together (the i-th values of each make one child), at the place of the first of them."""
+    axes, zipped = finetune_axes(config), tuple(config.sweep.get("zip", ()))
+    factors = []
+    for name, values in axes.items():
+        if name not in zipped:
+            factors.append([{name: v} for v in values])
+        elif name == next(a for a in axes if a in zipped):
+            factors.append([dict(zip([a for a in axes if a in zipped], together))
+                            for together in zip(*(axes[a] for a in axes if a in zipped))])
+    return [{k: v for part in combination for k, v in part.items()} for combination in itertools.product(*factors)]
 
 
 def optimizer_values(members: pd.DataFrame, phase: str) -> dict:
@@ -106,8 +124,7 @@ def build_groups(config) -> list[Group]:
     seeds = [sweep.get("seed_offset", 0) + s for s in range(sweep.seeds)]
     shape_grid = list(itertools.product(*(shapes[k] for k in shape_keys)))
     protocol_columns = [protocols.member_columns(config, name) for name in sweep.get("protocol", ())] or [{}]
-    children = list(itertools.product(protocol_columns, sweep.finetune_lr, sweep.spurious,
-                                      optimizer_cells(config, "finetune")))
+    children = list(itertools.product(protocol_columns, child_settings(config)))
     cells = list(itertools.product(sweep.pretrain_lr, sweep.prior))
     per_group = len(cells)  # pretraining members per seed and group
     per_seed = per_group * len(shape_grid)  # ... per seed, over every group
@@ -124,12 +141,14 @@ def build_groups(config) -> list[Group]:
         ft_rows = []
         for i, parent in enumerate(pt_rows):
             first = int(parent["member"][2:]) * len(children)
-            for k, (protocol, ft_lr, spurious, optimizer) in enumerate(children):
-                scale, lr_name = _named(ft_lr, config.finetune.lr_scale)
+            for k, (protocol, child) in enumerate(children):
+                scale, lr_name = _named(child["finetune_lr"], config.finetune.lr_scale)
                 lr = parent["pretrain_lr"] * scale if lr_name else scale
+                optimizer = {f"finetune_{name.split('.')[1]}": float(v) for name, v in child.items()
+                             if name.startswith("finetune_optimizer.")}
                 ft_rows.append(dict(parent, member=f"ft{first + k}", parent=parent["member"], parent_index=i,
-                                    finetune_lr=lr, finetune_lr_name=lr_name, spurious=float(spurious), **protocol,
-                                    **optimizer))
+                                    finetune_lr=lr, finetune_lr_name=lr_name, spurious=float(child["spurious"]),
+                                    **protocol, **optimizer))
         groups.append(Group(g, shape, model_config(config, shape), pd.DataFrame(pt_rows), pd.DataFrame(ft_rows)))
     return groups
 

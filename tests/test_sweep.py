@@ -101,3 +101,30 @@ def test_an_optimiser_hyperparameter_is_a_fine_tuning_axis_set_per_member():
     assert same < 1e-4 and decayed > 100 * same, (same, decayed)
     with pytest.raises(UserError, match="sweep.finetune_optimizer.momentum"):
         config_lib.load(SMOKE, ["sweep.finetune_optimizer.momentum=(0.9,)"])
+
+
+def test_zipped_axes_vary_together():
+    zipped = ["sweep.seeds=2", "sweep.finetune_lr=('small','medium','large')", "sweep.spurious=(0.0,1.0)",
+              "sweep.finetune_optimizer.weight_decay=(0.0,0.1,0.2)"]
+    (product,) = build_groups(config_lib.load(SMOKE, zipped))
+    together = "sweep.zip=('finetune_lr','finetune_optimizer.weight_decay')"
+    (group,) = build_groups(config_lib.load(SMOKE, zipped + [together]))
+    assert len(product.finetune) == 4 * 3 * 2 * 3 and len(group.finetune) == 4 * 3 * 2
+    pairs = set(zip(group.finetune.finetune_lr_name, group.finetune.finetune_weight_decay))
+    assert pairs == {("small", 0.0), ("medium", 0.1), ("large", 0.2)}  # LR i with weight decay i
+    children = group.finetune[group.finetune.parent == "pt0"]
+    assert list(children.member) == [f"ft{k}" for k in range(6)] and list(children.spurious) == [0.0, 1.0] * 3
+    # Each zipped cell is the product's cell with the same values, member for member but for the ids.
+    same = product.finetune.merge(group.finetune, on=["parent", "finetune_lr", "spurious", "finetune_weight_decay"])
+    assert len(same) == len(group.finetune)
+
+
+@pytest.mark.parametrize("zipped, message", [
+    ("('finetune_lr',)", "must name two or more different fine-tuning axes"),
+    ("('finetune_lr','prior')", "'prior' is not a fine-tuning axis (one of finetune_lr, spurious)"),
+    ("('finetune_lr','spurious')", "its axes must have as many values each (finetune_lr: 1, spurious: 2)"),
+])
+def test_a_bad_zip_is_refused(zipped, message):
+    with pytest.raises(UserError, match="sweep.zip") as error:
+        config_lib.load(SMOKE, [f"sweep.zip={zipped}"])
+    assert message in str(error.value)
