@@ -27,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
-import fttrace
+from fttrace.version import __version__
 from fttrace.errors import UserError, io_reason, os_reason
 from fttrace.placement import Placement
 
@@ -135,7 +135,7 @@ class PhaseCheckpoints:
 
     def save(self, state, records) -> None:
         step = records[-1][0]
-        meta = dict(fttrace=fttrace.__version__, run=self.run.fingerprint, devices=self.run.placement.device_count,
+        meta = dict(fttrace=__version__, run=self.run.fingerprint, devices=self.run.placement.device_count,
                     steps=[s for s, _ in records])
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   records=ocp.args.StandardSave([metrics for _, metrics in records]),
@@ -168,9 +168,9 @@ class PhaseCheckpoints:
     def _check(self, meta, path) -> None:
         if not isinstance(meta, dict) or not {"fttrace", "run", "devices", "steps"} <= set(meta):
             raise UserError(f"checkpoint {path} has no fttrace metadata; {START_OVER}")
-        if meta["fttrace"] != fttrace.__version__:
+        if meta["fttrace"] != __version__:
             raise UserError(f"checkpoint {path} was written by fttrace {meta['fttrace']} and this is fttrace "
-                            f"{fttrace.__version__}: resume it with fttrace {meta['fttrace']}, {START_OVER}")
+                            f"{__version__}: resume it with fttrace {meta['fttrace']}, {START_OVER}")
         if meta["run"] not in self.run.accepted:
             raise UserError(f"checkpoint {path} belongs to a run of another config or shard; use another --workdir, "
                             f"{START_OVER}")

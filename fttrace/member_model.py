@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-import fttrace
+from fttrace.version import __version__
 from fttrace.errors import UserError
 from fttrace.model import ModelConfig, Transformer
 
@@ -149,7 +149,7 @@ class MemberModel:
         """Write the parameters and the description (model config, member, fttrace version) to one .npz file."""
         flat = {"/".join(k): np.asarray(v) for k, v in traverse_util.flatten_dict(self.params).items()}
         info = dict(model=dataclasses.asdict(self.cfg), member=self.member, info=self.info,
-                    fttrace=fttrace.__version__)
+                    fttrace=__version__)
         path = str(path)
         with open(path, "wb") as f:
             np.savez(f, **flat, **{EXPORT_INFO: np.asarray(json.dumps(info, default=str))})

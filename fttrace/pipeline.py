@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from etils import epath
 
-import fttrace
+from fttrace.version import __version__
 from fttrace import config as config_lib
 from fttrace import protocols
 from fttrace.checkpoint import CHECKPOINTS_DIR, FINGERPRINTS, START_OVER, Checkpoints, PhaseCheckpoints, run_fingerprint
@@ -30,8 +30,8 @@ from fttrace.results import MANIFEST_FILE, PROGRESS_FILE, ResultsStore, long_fra
 from fttrace.sweep import Group, build_groups, optimizer_values, shard_groups
 from fttrace.tasks import queries
 from fttrace.tasks.registry import build_task
-from fttrace.train import PHASE_IDS, PhaseLoop, TrainState, data_spec, eval_sets_for, fan_out, init_members, \
-    member_key, new_state
+from fttrace.train import PhaseLoop, TrainState, data_spec, eval_sets_for, fan_out, init_members, member_keys, \
+    new_state
 
 
 LIVE_EVERY_S = 30.0  # how often a training phase's live curves are rewritten (fttrace.open(...).live())
@@ -43,10 +43,6 @@ def with_final_steps(records, diverged_step, stop_step):
     step, metrics = records[-1]
     return records[:-1] + [(step, dict(metrics, diverged_step=np.asarray(diverged_step, np.float64),
                                        stop_step=np.asarray(stop_step, np.float64)))]
-
-
-def phase_keys(base_seed: int, seeds, phase: str):
-    return jax.vmap(lambda s: member_key(base_seed, s, PHASE_IDS[phase]))(np.asarray(seeds, np.int32))
 
 
 def run_identity(config, shard: tuple[int, int] | None = None) -> dict:
@@ -187,7 +183,7 @@ class GroupRun:
         params = self.task.pretrained_model.params
         stacked = jax.tree.map(lambda x: np.broadcast_to(x, (len(pt),) + x.shape).copy(), params)
         state = jax.jit(jax.vmap(lambda p, lr, key: new_state(p, self.config.pretrain, lr, key)))(
-            stacked, pt.pretrain_lr.to_numpy(np.float32), phase_keys(self.config.seed, pt.seed.to_numpy(), "pretrain"))
+            stacked, pt.pretrain_lr.to_numpy(np.float32), member_keys(self.config.seed, pt.seed.to_numpy(), "pretrain"))
         state = self.placement.place(state)
         part = self.part_name("pretrain")
         if not self.done(part):
@@ -204,7 +200,7 @@ class GroupRun:
         ft = self.group.finetune
         parents, lrs, keys, hyper = self.placement.place((
             self.group.parent_index.astype(np.int32), ft.finetune_lr.to_numpy(np.float32),
-            phase_keys(self.config.seed, ft.seed.to_numpy(), "finetune"), optimizer_values(ft, "finetune")))
+            member_keys(self.config.seed, ft.seed.to_numpy(), "finetune"), optimizer_values(ft, "finetune")))
         # The criterion is accuracy on the member's own fine-tuning distribution: its mixture of inputs with and
         # without the shortcut, on the held-out sets.
         spurious = ft.spurious.to_numpy(np.float32)
@@ -273,9 +269,9 @@ def check_workdir(store: ResultsStore, identity: dict, layout: dict, overwrite: 
     if shard != identity["shard"]:
         raise UserError(f"workdir {workdir} holds {describe_shard(shard)}, not {describe_shard(identity['shard'])}; "
                         f"{advice}")
-    if versions.get("fttrace") != fttrace.__version__:
+    if versions.get("fttrace") != __version__:
         raise UserError(f"workdir {workdir} holds a run of fttrace {versions.get('fttrace')} and this is fttrace "
-                        f"{fttrace.__version__}; resume it with that version, or {advice}")
+                        f"{__version__}; resume it with that version, or {advice}")
     before = (len(previous.get("devices", ())), previous.get("processes", 1))
     now = (len(layout["devices"]), layout["processes"])
     if before != now:

@@ -92,6 +92,12 @@ def member_key(base_seed: int, seed, phase_id: int):
 PHASE_IDS = {"init": 0, "pretrain": 1, "finetune": 2, "reft": 3, "eval": 4, "control": 5}
 
 
+def member_keys(base_seed: int, seeds, phase: str):
+    """The keys of members of seeds `seeds` in `phase` (a name in PHASE_IDS): from the seed only, never the sweep
+    position, so a member's data order is the same alone or in any sweep (and a seed's members share it)."""
+    return jax.vmap(lambda s: member_key(base_seed, s, PHASE_IDS[phase]))(jnp.asarray(np.asarray(seeds), jnp.int32))
+
+
 OPTIMIZER_AXES = ("weight_decay", "b1", "b2", "eps")  # optimiser hyperparameters a sweep may vary per member
 
 

@@ -41,7 +41,7 @@ from fttrace.lm.steps import eval_loss
 from fttrace.model import Transformer
 from fttrace.results import ResultsStore
 from fttrace.stories.tokenizer import BOS, PAD
-from fttrace.train import PHASE_IDS, fan_out
+from fttrace.train import fan_out, member_keys
 
 STUDY = "canary_unlock"
 PHASES = ("pretrain", "suppress", "finetune")  # the last: benign fine-tuning, on an unlock set
@@ -256,7 +256,7 @@ class Study:
         return self.store.results_path
 
     def _keys(self, seeds, phase: str):
-        return phases.member_keys(self.config.seed, seeds, PHASE_IDS[KEY_PHASES[phase]])
+        return member_keys(self.config.seed, seeds, KEY_PHASES[phase])
 
 
 def run_study(config, workdir, quiet: bool = False, overwrite: bool = False) -> epath.Path:

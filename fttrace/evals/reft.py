@@ -29,7 +29,7 @@ import pandas as pd
 from fttrace.evals.common import pretrained_pt_acc
 from fttrace.results import long_frame
 from fttrace.tasks import queries
-from fttrace.train import data_spec, fan_out, init_members
+from fttrace.train import data_spec, fan_out, init_members, member_keys
 
 REFT, CONTROL_PRETRAIN, CONTROL_REFT = "reft", "control_pretrain", "control_reft"
 
@@ -97,13 +97,12 @@ def train_on_pretraining_task(run, phase, members, state, reference):
 
 def run_reft(run) -> None:
     """reFT of every fine-tuned member, then the control; a resumed run restores finished phases."""
-    from fttrace.pipeline import phase_keys  # the pipeline imports the evaluations
     cfg = run.config.reft
     group = run.group
     run.reft_members = rf = reft_members(group, cfg)
     pt_acc = pretrained_pt_acc(run)
     state = fan_out(run.states["finetune"], rf.parent_index.to_numpy(), cfg, rf.reft_lr.to_numpy(),
-                    phase_keys(run.config.seed, rf.seed.to_numpy(), REFT))
+                    member_keys(run.config.seed, rf.seed.to_numpy(), REFT))
     train_on_pretraining_task(run, REFT, rf, state, pt_acc[rf.pretrain_index])
     write_summary(run, REFT, rf, pt_acc[rf.pretrain_index])
     if not cfg.control:
@@ -114,7 +113,7 @@ def run_reft(run) -> None:
     data = data_spec(queries.control(run.task, len(cp)), np.zeros(len(cp)))
     state = run.train_phase(CONTROL_PRETRAIN, cp, state, data, phase_cfg=pretraining)
     state = fan_out(state, cr.parent_index.to_numpy(), cfg, cr.reft_lr.to_numpy(),
-                    phase_keys(run.config.seed, cr.seed.to_numpy(), REFT))
+                    member_keys(run.config.seed, cr.seed.to_numpy(), REFT))
     # The control's reference: the mean pretrained C_PT of the real members of the same seed and LR.
     ref = group.pretrain.assign(pt_acc=pt_acc).groupby(["seed", "pretrain_lr"]).pt_acc.mean()
     reference = [ref[(s, lr)] for s, lr in zip(cr.seed, cr.pretrain_lr)]

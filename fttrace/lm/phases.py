@@ -2,8 +2,8 @@
 
   config checks   errors that name the offending key (`check`, `positive_int`, `check_phase` for one phase
                   section: steps, batch size, schedule, warmup, eval steps, member batch; `check_model`)
-  members         the model of a config, each member's key for a phase, the untrained members of pretraining
-                  (`model_config`, `member_keys`, `fresh_members`, `size_line`)
+  members         the model of a config, the untrained members of pretraining
+                  (`model_config`, `fresh_members`, `size_line`)
   a phase         trained in chunks up to each of its eval steps, every member measured at each (`train_with_evals`)
   a finished one  its results part and its members' final parameters (WORKDIR/checkpoints/<phase>.msgpack); a
                   rerun restores it instead of training (`run_phase`: resume at phase granularity)
@@ -29,7 +29,7 @@ from fttrace.errors import UserError
 from fttrace.lm.steps import train_chunk
 from fttrace.model import ModelConfig
 from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
-from fttrace.train import init_members, member_key, param_count
+from fttrace.train import init_members, param_count
 
 
 # ---------------------------------------------------------------- config checks
@@ -78,11 +78,6 @@ def model_config(config, vocab_size: int) -> ModelConfig:
     m = config.model
     return ModelConfig(vocab_size=vocab_size, max_len=m.max_len, d_model=m.d_model, n_layers=m.n_layers,
                        n_heads=m.n_heads, d_mlp=m.get("d_mlp", 0))
-
-
-def member_keys(base_seed: int, seeds, phase_id: int):
-    """Each member's key for a phase: from its seed only, so members of one seed share their data order."""
-    return jax.vmap(lambda s: member_key(base_seed, s, phase_id))(jnp.asarray(np.asarray(seeds), jnp.int32))
 
 
 def fresh_members(config, model_cfg: ModelConfig, seeds):

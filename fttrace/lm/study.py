@@ -47,7 +47,7 @@ from fttrace.results import ResultsStore, write_json
 from fttrace.stories import builders, detectors, prepared, tokens as tokens_lib
 from fttrace.stories.protocols import STEPS, Protocol
 from fttrace.stories.record import FEATURES
-from fttrace.train import PHASE_IDS, fan_out, member_key
+from fttrace.train import PHASE_IDS, fan_out, member_key, member_keys
 
 STUDY = "stories_twist"
 PHASES = ("pretrain", "finetune", "recovery")
@@ -318,7 +318,7 @@ class Study:
                  f"precision {a.precision:.3f}, recall {a.recall:.3f}")
 
     def _keys(self, seeds, phase: str):
-        return phases.member_keys(self.config.seed, seeds, PHASE_IDS[phase])
+        return member_keys(self.config.seed, seeds, phase)
 
 
 def run_study(config, workdir, quiet: bool = False, overwrite: bool = False) -> epath.Path:
