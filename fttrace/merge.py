@@ -14,8 +14,8 @@ from etils import epath
 
 from fttrace.config import named_differences, results_relevant
 from fttrace.errors import UserError
-from fttrace.results import MANIFEST_FILE, RESULTS_FILE, ResultsStore, manifest, read_manifest, read_parquet, \
-    workdir_path, write_json, write_parquet
+from fttrace.results import COMPLETE, MANIFEST_FILE, RESULTS_FILE, ResultsStore, manifest, read_manifest, \
+    read_parquet, workdir_path, write_json, write_parquet
 from fttrace.sweep import build_groups
 
 SHOWN = 8  # members named in an error message
@@ -75,7 +75,7 @@ def merge_workdirs(sources, out, overwrite: bool = False) -> epath.Path:
         raise UserError(f"--out {out} is one of the sources; choose another directory")
     manifests = [read_manifest(s) for s in sources]
     for source, found in zip(sources, manifests):
-        if found["status"] != "complete":
+        if found["status"] != COMPLETE:
             raise UserError(f"{source} holds an unfinished run (status {found['status']!r}); finish it first "
                             "(running it again resumes it)")
         if results_relevant(found["config"]) != results_relevant(manifests[0]["config"]):
@@ -92,5 +92,5 @@ def merge_workdirs(sources, out, overwrite: bool = False) -> epath.Path:
     merged_from = [dict(workdir=str(s), shard=m.get("shard"), host=m.get("host"), devices=m.get("devices"))
                    for s, m in zip(sources, manifests)]
     write_json(out / MANIFEST_FILE, manifest(manifests[0]["config"], [d for m in manifests for d in m["devices"]],
-                                             status="complete", shard=None, merged_from=merged_from))
+                                             status=COMPLETE, shard=None, merged_from=merged_from))
     return store.results_path

@@ -26,7 +26,8 @@ from fttrace.evals import EVALS, in_run_order
 from fttrace.model import Transformer
 from fttrace.placement import Placement, sync
 from fttrace.progress import Progress
-from fttrace.results import MANIFEST_FILE, PROGRESS_FILE, ResultsStore, long_frame, manifest, status_of, write_json
+from fttrace.results import COMPLETE, MANIFEST_FILE, PROGRESS_FILE, ResultsStore, long_frame, manifest, status_of, \
+    write_json
 from fttrace.sweep import Group, build_groups, optimizer_values, shard_groups
 from fttrace.tasks import queries
 from fttrace.tasks.registry import build_task
@@ -239,7 +240,8 @@ class LiveCurves:
         if self.written is not None and time.monotonic() - self.written < LIVE_EVERY_S:
             return
         rows, local = self.run.local_records(self.members, records)
-        self.run.store.write_live(self.run.part_name(self.phase), long_frame(self.members.iloc[rows], self.phase, local))
+        frame = long_frame(self.members.iloc[rows], self.phase, local)
+        self.run.store.write_live(self.run.part_name(self.phase), frame)
         self.written = time.monotonic()
 
 
@@ -332,5 +334,5 @@ def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
     sync("fttrace-end")
     if store.writes_results:
         store.merge_parts()  # also covers a run killed between writing its last part and merging it
-        write_manifest(status="complete", wall_s=round(time.time() - start, 3))
+        write_manifest(status=COMPLETE, wall_s=round(time.time() - start, 3))
     return store.results_path

@@ -38,6 +38,19 @@ PARTS_DIR = "parts"
 LIVE_DIR = "live"  # the curves of phases still training, rewritten as they go; removed when the phase's part is written
 PROGRESS_FILE = "progress.json"  # where the run is now (fttrace/progress.py; `fttrace status`)
 BASE_COLUMNS = ("member", "parent", "phase", "step", "metric", "value", "status")
+# A manifest's status: "running" until the run ends, then COMPLETE with its wall time in `wall_s`. Workdirs of the LM
+# studies written by fttrace 0.3.0 and before say "done" and `wall_seconds` instead: `finished` and `wall_time` read
+# either schema.
+COMPLETE = "complete"
+OLD_SCHEMA = {"status": "done", "wall_s": "wall_seconds"}
+
+
+def finished(manifest: dict) -> bool:
+    return manifest.get("status") in (COMPLETE, OLD_SCHEMA["status"])
+
+
+def wall_time(manifest: dict) -> float | None:
+    return manifest.get("wall_s", manifest.get(OLD_SCHEMA["wall_s"]))
 
 
 TEMPORARY_SUFFIX = ".tmp"

@@ -17,8 +17,8 @@ import time
 
 from etils import epath
 
-from fttrace.results import LIVE_DIR, PARTS_DIR, PROGRESS_FILE, RESULTS_FILE, read_manifest, read_parquet, \
-    workdir_path
+from fttrace.results import LIVE_DIR, PARTS_DIR, PROGRESS_FILE, RESULTS_FILE, finished, read_manifest, read_parquet, \
+    wall_time, workdir_path
 
 
 def _duration(seconds: float) -> str:
@@ -52,11 +52,10 @@ def describe(workdir) -> str:
     written = datetime.datetime.fromisoformat(found["written"]).strftime("%Y-%m-%d %H:%M UTC") \
         if found.get("written") else "?"
     status = found["status"]
-    finished = status in ("complete", "done")
-    when = f"finished {written}" if finished else f"{status} since {written}"
+    ended, wall = finished(found), wall_time(found)
+    when = f"finished {written}" if ended else f"{status} since {written}"
     lines = [f"{workdir}: {study} study, {when}, {len(found['devices'])} device(s) in {found.get('processes', 1)} "
-             "process(es)" + (f", wall {_duration(found.get('wall_s') or found.get('wall_seconds'))}"
-                              if finished and (found.get("wall_s") or found.get("wall_seconds")) else "")]
+             "process(es)" + (f", wall {_duration(wall)}" if ended and wall else "")]
     done = [name for name in _part_names(workdir / PARTS_DIR) if not name.endswith("-summary")]
     lines.append(f"  done: {', '.join(done) if done else 'nothing yet'}")
     progress = workdir / PROGRESS_FILE

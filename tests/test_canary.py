@@ -254,7 +254,7 @@ def test_overwrite_starts_over_with_fresh_data_and_another_config_is_refused(tmp
     monkeypatch.setattr(canary_study, "Study", lambda config, workdir, quiet: types.SimpleNamespace(run=lambda: "done"))
     assert canary_study.run_study(config, tmp_path, quiet=True, overwrite=True) == "done"
     assert not (tmp_path / "data").exists() and not (tmp_path / "checkpoints").exists()
-    assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "done"
+    assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "complete"
     other = config_lib.load(f"{CONFIG}:tiny", ["sweep.seeds=2"])
     with pytest.raises(UserError, match="another config"):
         canary_study.run_study(other, tmp_path, quiet=True)

@@ -72,7 +72,8 @@ def test_results_schema(sweep_and_alone):
 
 def test_pretraining_learns_the_counter(tmp_path):
     # The counter of O_PT alone (no other operands to read apart): 400 steps suffice.
-    frame = run(tmp_path, "learn", "task.other_operands=()", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64", "model.n_layers=2",
+    frame = run(tmp_path, "learn", "task.other_operands=()", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64",
+                "model.n_layers=2",
                 "pretrain.steps=400", "pretrain.eval_every=400", "pretrain.batch_size=32",
                 "pretrain.warmup_steps=40", "sweep.pretrain_lr=(3e-3,)", "sweep.seeds=2", "eval.examples=512")
     final = frame[(frame.phase == "pretrain") & (frame.metric == "pt_acc") & (frame.step == 400)]

@@ -28,7 +28,7 @@ from fttrace.config import named_differences
 from fttrace.errors import UserError
 from fttrace.lm.steps import train_chunk
 from fttrace.model import ModelConfig
-from fttrace.results import MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
+from fttrace.results import COMPLETE, MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
 from fttrace.train import init_members, param_count
 
 
@@ -190,6 +190,6 @@ def run_in_workdir(config, workdir, study: str, run: Callable, overwrite: bool =
     devices = [str(d) for d in jax.devices()]
     write_json(manifest_path, manifest(config.to_dict(), devices, fingerprint=identity, status="running"))
     results = run()
-    write_json(manifest_path, manifest(config.to_dict(), devices, fingerprint=identity, status="done",
-                                       wall_seconds=round(time.time() - started, 1)))
+    write_json(manifest_path, manifest(config.to_dict(), devices, fingerprint=identity, status=COMPLETE,
+                                       wall_s=round(time.time() - started, 3)))
     return results

@@ -21,7 +21,8 @@ def _tracr(t) -> Task:
     try:  # imported here: the compiler (tracr, haiku) loads only for a compiled task
         from fttrace.tasks.tracr_task import TracrTask
     except ImportError as e:
-        raise UserError(f"task 'tracr' needs the Tracr compiler ({e.name or e}): pip install 'fttrace[tracr]'") from None
+        raise UserError(f"task 'tracr' needs the Tracr compiler ({e.name or e}): "
+                        "pip install 'fttrace[tracr]'") from None
     return TracrTask(program=t.program, ft_target=t.ft_target)
 
 
