@@ -59,7 +59,7 @@ def describe(workdir) -> str:
     done = [name for name in _part_names(workdir / PARTS_DIR) if not name.endswith("-summary")]
     lines.append(f"  done: {', '.join(done) if done else 'nothing yet'}")
     progress = workdir / PROGRESS_FILE
-    if not finished and progress.exists():
+    if not ended and progress.exists():
         try:
             now = _now(json.loads(progress.read_text()))
         except (OSError, ValueError, KeyError, TypeError):

@@ -186,6 +186,13 @@ def test_status_of_a_finished_and_of_a_running_run(finished_run, tmp_path, capsy
     shown = capsys.readouterr().out
     assert "counter study, running since" in shown and "done: nothing yet" in shown
     assert re.search(r"now: group 0 finetune  step 10/100, 3 of 4 members training, \d+ member-steps/s, ETA", shown)
+    # A stories workdir written in the LM studies' old manifest schema ("done", wall_seconds) reads as finished.
+    old = tmp_path / "old_schema"
+    old.mkdir()
+    schema = {k: v for k, v in found.items() if k not in ("status", "wall_s")}
+    (old / "manifest.json").write_text(json.dumps(dict(schema, status="done", wall_seconds=125.0)))
+    assert fttrace("status", str(old)) == 0
+    assert re.search(r"counter study, finished .*, wall 2m 05s", capsys.readouterr().out)
     assert fttrace("status", str(tmp_path)) == 2
     assert "is not an fttrace workdir" in capsys.readouterr().err
 

@@ -264,3 +264,11 @@ def test_an_unchanged_model_is_unchanged_under_every_measurement(study):
     assert len(change) and (change.value.abs() < 1e-6).all()  # reFT members stopped at step 0: nothing to revive
     null = study[(study.phase == "attention") & study.metric.str.endswith("tv_seed")]
     assert (null.value > 1e-3).all()  # two seeds' models attend differently
+
+
+def test_first_step_reaching_reads_records_and_skips_members_without_a_target():
+    from fttrace.curves import records_first_step
+    records = [(0, {"rate": np.array([0.1, 0.0, 0.5])}), (30, {"rate": np.array([0.6, 0.2, 0.5])}),
+               (300, {"rate": np.array([0.9, 0.9, 0.9])})]
+    got = records_first_step(records, "rate", np.array([0.5, 0.8, np.nan]))  # the third has no target: never
+    np.testing.assert_array_equal(got, [30.0, 300.0, np.nan])

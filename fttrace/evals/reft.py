@@ -26,6 +26,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fttrace.curves import first_step_reaching
 from fttrace.evals.common import pretrained_pt_acc
 from fttrace.results import long_frame
 from fttrace.tasks import queries
@@ -65,14 +66,12 @@ def control_members(group, reft: pd.DataFrame, factors) -> tuple[pd.DataFrame, p
     return cp, pd.DataFrame(rows)
 
 
-def steps_to_threshold(curve: pd.DataFrame, reference: dict, threshold: float) -> pd.DataFrame:
+def steps_to_threshold(curve: pd.DataFrame, reference: dict, threshold: float) -> pd.Series:
     """Per member: first logged step with pt_acc >= threshold x reference[member] (NaN if none)."""
-    pt = curve[curve.metric == "pt_acc"].sort_values("step")
-    out = {}
-    for member, rows in pt.groupby("member", sort=False):
-        hit = rows.step[rows.value.to_numpy() >= threshold * reference[member]]
-        out[member] = float(hit.iloc[0]) if len(hit) else np.nan
-    return pd.Series(out)
+    table = curve[curve.metric == "pt_acc"].pivot_table(index="step", columns="member", values="value",
+                                                         dropna=False).sort_index()
+    target = threshold * np.asarray([reference[m] for m in table.columns], np.float64)
+    return pd.Series(first_step_reaching(table.index, table.to_numpy(), target), index=table.columns)
 
 
 def summary_frame(members, phase, curve, reference, threshold):

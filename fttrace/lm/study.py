@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from etils import epath
 
+from fttrace.curves import records_first_step
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib, phases
 from fttrace.lm.decode import generate_members
@@ -278,11 +279,10 @@ class Study:
         pre = pre[pre.step == pre.step.max()].set_index("seed")["value"]
         members = self.tables["recovery"]
         reference = pre.reindex(members.seed).to_numpy()
-        target = self.config.recovery.threshold * reference
-        reached = np.full(len(members), np.nan)
-        for step, metrics in reversed(records):  # a seed whose pretrained model never showed F has nothing to regain
-            reached = np.where((metrics["feature_rate"] >= target) & (reference > 0), step, reached)
-        return {"pretrained_rate": reference, "steps_to_pretrained_rate": reached}
+        # A seed whose pretrained model never showed F has nothing to regain: no target.
+        target = np.where(reference > 0, self.config.recovery.threshold * reference, np.nan)
+        return {"pretrained_rate": reference, "steps_to_pretrained_rate": records_first_step(records, "feature_rate",
+                                                                                             target)}
 
     def run(self) -> epath.Path:
         c = self.config
