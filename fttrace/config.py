@@ -174,16 +174,18 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
         raise UserError(f"config key {key!r}: expected a value of type {type(old).__name__}, got {text!r}") from None
 
 
-def _require(ok: bool, key: str, message: str) -> None:
+def require(ok: bool, key: str, message: str) -> None:
+    """The config check of every study: one error naming the offending key."""
     if not ok:
         raise UserError(f"config key {key!r}: {message}")
 
 
-def _positive_int(config, key):
+def positive_int(config, key: str):
+    """`config`'s value at dotted `key`, which must be a positive integer."""
     value = config
     for part in key.split("."):
         value = value[part]
-    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0, key,
+    require(isinstance(value, int) and not isinstance(value, bool) and value > 0, key,
              f"must be a positive integer, got {value!r}")
     return value
 
@@ -192,9 +194,9 @@ def _check_named_values(values, names, key: str, in_range, problem: str) -> None
     """Each value of a swept axis is a name from `names` or a number for which `in_range` holds."""
     for value in values:
         if isinstance(value, str):
-            _require(value in names, key, f"unknown name {value!r}; known: {', '.join(names)}")
+            require(value in names, key, f"unknown name {value!r}; known: {', '.join(names)}")
         else:
-            _require(isinstance(value, (int, float)) and in_range(value), key, f"{value!r} {problem}")
+            require(isinstance(value, (int, float)) and in_range(value), key, f"{value!r} {problem}")
 
 
 # Studies with their own run tree (language models): config.study -> the module with validate_config, run_study
@@ -219,113 +221,113 @@ def validate(config: ml_collections.ConfigDict) -> None:
     if (study := lm_study(config)) is not None:
         return study.validate_config(config)
     for section in ("task", "model", "pretrain", "finetune", "sweep", "eval", "checkpoint"):
-        _require(section in config, section, "missing section")
+        require(section in config, section, "missing section")
     from fttrace.tasks import registry  # local import: tasks import jax
-    _require(config.task.name in registry.TASKS, "task.name",
+    require(config.task.name in registry.TASKS, "task.name",
              f"unknown task {config.task.name!r}; known: {', '.join(registry.TASKS)}")
     for key in ("model.d_model", "model.n_layers", "model.n_heads", "sweep.seeds", "eval.examples",
                 "eval.member_batch"):
-        _positive_int(config, key)
-    _require(config.model.d_model % config.model.n_heads == 0 or config.model.get("head_dim", 0) > 0,
+        positive_int(config, key)
+    require(config.model.d_model % config.model.n_heads == 0 or config.model.get("head_dim", 0) > 0,
              "model.n_heads", "must divide model.d_model (or set model.head_dim)")
-    _require(config.model.get("dtype", "float32") in ("float32", "bfloat16"), "model.dtype",
+    require(config.model.get("dtype", "float32") in ("float32", "bfloat16"), "model.dtype",
              "must be 'float32' or 'bfloat16'")
-    _require(config.model.get("activation", "gelu") in ("gelu", "relu"), "model.activation",
+    require(config.model.get("activation", "gelu") in ("gelu", "relu"), "model.activation",
              "must be 'gelu' or 'relu'")
     evals = config.get("evals", ())
     for phase in ("pretrain", "finetune") + (("reft",) if "reft" in evals else ()):
-        steps = _positive_int(config, f"{phase}.steps")
-        every = _positive_int(config, f"{phase}.eval_every")
-        _positive_int(config, f"{phase}.batch_size")
-        _require(steps % every == 0, f"{phase}.eval_every", f"must divide {phase}.steps ({steps})")
-        _require(config[phase].schedule in ("constant", "cosine"), f"{phase}.schedule",
+        steps = positive_int(config, f"{phase}.steps")
+        every = positive_int(config, f"{phase}.eval_every")
+        positive_int(config, f"{phase}.batch_size")
+        require(steps % every == 0, f"{phase}.eval_every", f"must divide {phase}.steps ({steps})")
+        require(config[phase].schedule in ("constant", "cosine"), f"{phase}.schedule",
                  "must be 'constant' or 'cosine'")
-        _require(0 <= config[phase].warmup_steps <= steps, f"{phase}.warmup_steps", f"must be in [0, {steps}]")
+        require(0 <= config[phase].warmup_steps <= steps, f"{phase}.warmup_steps", f"must be in [0, {steps}]")
     sweep = config.sweep
     for axis in ("pretrain_lr", "prior", "finetune_lr", "spurious"):
-        _require(isinstance(sweep[axis], tuple) and len(sweep[axis]) > 0, f"sweep.{axis}",
+        require(isinstance(sweep[axis], tuple) and len(sweep[axis]) > 0, f"sweep.{axis}",
                  "must be a non-empty tuple")
     for lr in sweep.pretrain_lr:
-        _require(isinstance(lr, (int, float)) and lr > 0, "sweep.pretrain_lr", f"bad learning rate {lr!r}")
+        require(isinstance(lr, (int, float)) and lr > 0, "sweep.pretrain_lr", f"bad learning rate {lr!r}")
     _check_named_values(sweep.finetune_lr, config.finetune.lr_scale, "sweep.finetune_lr", lambda v: v > 0,
                         "is not a positive learning rate")
     _check_named_values(sweep.prior, config.task.priors, "sweep.prior", lambda v: 0 <= v <= 1, "is not in [0, 1]")
     for c in sweep.spurious:
-        _require(isinstance(c, (int, float)) and 0 <= c <= 1, "sweep.spurious", f"{c!r} is not in [0, 1]")
+        require(isinstance(c, (int, float)) and 0 <= c <= 1, "sweep.spurious", f"{c!r} is not in [0, 1]")
     from fttrace.sweep import PHASE_SHAPES  # local import: the sweep imports the tasks
     from fttrace.train import OPTIMIZER_AXES  # local import: train imports jax
     for key, values in sweep.get("finetune_optimizer", {}).items():
-        _require(key in OPTIMIZER_AXES, f"sweep.finetune_optimizer.{key}",
+        require(key in OPTIMIZER_AXES, f"sweep.finetune_optimizer.{key}",
                  f"not an optimiser hyperparameter a member can vary (one of {', '.join(OPTIMIZER_AXES)})")
-        _require(isinstance(values, tuple) and len(values) > 0 and all(
+        require(isinstance(values, tuple) and len(values) > 0 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values),
             f"sweep.finetune_optimizer.{key}", "must be a non-empty tuple of non-negative numbers")
     zipped = tuple(sweep.get("zip", ()))
     if zipped:
         from fttrace.sweep import finetune_axes
         axes = finetune_axes(config)
-        _require(len(zipped) >= 2 and len(set(zipped)) == len(zipped), "sweep.zip",
+        require(len(zipped) >= 2 and len(set(zipped)) == len(zipped), "sweep.zip",
                  "must name two or more different fine-tuning axes")
         for name in zipped:
-            _require(name in axes, "sweep.zip", f"{name!r} is not a fine-tuning axis (one of {', '.join(axes)})")
-        _require(len({len(axes[name]) for name in zipped}) == 1, "sweep.zip",
+            require(name in axes, "sweep.zip", f"{name!r} is not a fine-tuning axis (one of {', '.join(axes)})")
+        require(len({len(axes[name]) for name in zipped}) == 1, "sweep.zip",
                  "its axes must have as many values each (" + ", ".join(f"{n}: {len(axes[n])}" for n in zipped) + ")")
     for key, values in sweep.get("shapes", {}).items():
-        _require(key in config.model or key in PHASE_SHAPES, f"sweep.shapes.{key}",
+        require(key in config.model or key in PHASE_SHAPES, f"sweep.shapes.{key}",
                  f"is not a model field or one of {', '.join(PHASE_SHAPES)}")
-        _require(isinstance(values, tuple) and len(values) > 0, f"sweep.shapes.{key}", "must be a non-empty tuple")
+        require(isinstance(values, tuple) and len(values) > 0, f"sweep.shapes.{key}", "must be a non-empty tuple")
         if key in PHASE_SHAPES:
             section = config[PHASE_SHAPES[key][0]]
             for steps in values:
-                _require(isinstance(steps, int) and steps > 0 and steps % section.eval_every == 0
+                require(isinstance(steps, int) and steps > 0 and steps % section.eval_every == 0
                          and steps >= section.warmup_steps, f"sweep.shapes.{key}",
                          f"{steps!r} must be a positive multiple of {PHASE_SHAPES[key][0]}.eval_every "
                          f"({section.eval_every}) and at least its warmup_steps")
     every = config.checkpoint.every_chunks
-    _require(isinstance(every, int) and not isinstance(every, bool) and every >= 0, "checkpoint.every_chunks",
+    require(isinstance(every, int) and not isinstance(every, bool) and every >= 0, "checkpoint.every_chunks",
              f"must be a non-negative integer, got {every!r}")
-    _positive_int(config, "checkpoint.keep")
+    positive_int(config, "checkpoint.keep")
     task = registry.build_task(config)  # raises UserError on a bad task config
     model = config.model
     if task.pretrained_model is not None:  # the model is the task's, as compiled
-        _require(not sweep.get("shapes", {}), "sweep.shapes",
+        require(not sweep.get("shapes", {}), "sweep.shapes",
                  f"must be empty: task {config.task.name!r} brings its own model, whose shape cannot be swept")
         model = task.pretrained_model.model_config
     from fttrace.evals import EVALS, NEEDS_COMPONENTS  # local import: evals import jax
     for name in evals:
-        _require(name in EVALS, "evals", f"unknown evaluation {name!r}; known: {', '.join(EVALS)}")
-        _require(name in config, name, f"missing section (needed by evaluation {name!r})")
-        _require(name not in NEEDS_COMPONENTS or getattr(task.pretrained_model, "components", None), "evals",
+        require(name in EVALS, "evals", f"unknown evaluation {name!r}; known: {', '.join(EVALS)}")
+        require(name in config, name, f"missing section (needed by evaluation {name!r})")
+        require(name not in NEEDS_COMPONENTS or getattr(task.pretrained_model, "components", None), "evals",
                  f"evaluation {name!r} needs a task whose model is compiled (task.name 'tracr'), not "
                  f"{config.task.name!r}")
     if config.sweep.get("protocol", ()):
         _validate_protocols(config, model)
     if "prune" in evals:
-        _require(config.prune.score in ("taylor", "abs"), "prune.score", "must be 'taylor' or 'abs'")
-        _require(0 <= config.prune.tolerance <= 1, "prune.tolerance", "must be in [0, 1]")
+        require(config.prune.score in ("taylor", "abs"), "prune.score", "must be 'taylor' or 'abs'")
+        require(0 <= config.prune.tolerance <= 1, "prune.tolerance", "must be in [0, 1]")
         for key in ("neuron_ks", "head_ks"):
-            _require(all(isinstance(k, int) and k >= 0 for k in config.prune[key]), f"prune.{key}",
+            require(all(isinstance(k, int) and k >= 0 for k in config.prune[key]), f"prune.{key}",
                      "must hold non-negative integers")
         n_heads = model.n_layers * model.n_heads
-        _require(max(config.prune.head_ks) <= n_heads, "prune.head_ks", f"exceeds the model's {n_heads} heads")
+        require(max(config.prune.head_ks) <= n_heads, "prune.head_ks", f"exceeds the model's {n_heads} heads")
         for key in ("weight_fractions", "mask_budgets"):
-            _require(all(0 <= f <= 1 for f in config.prune[key]), f"prune.{key}", "must hold fractions in [0, 1]")
-        _positive_int(config, "prune.random_draws")
+            require(all(0 <= f <= 1 for f in config.prune[key]), f"prune.{key}", "must hold fractions in [0, 1]")
+        positive_int(config, "prune.random_draws")
     if "patch" in evals:
-        _positive_int(config, "patch.examples")
-    _require(0 <= config.finetune.get("target", 0.0) <= 1, "finetune.target", "must be in [0, 1] (0: no criterion)")
+        positive_int(config, "patch.examples")
+    require(0 <= config.finetune.get("target", 0.0) <= 1, "finetune.target", "must be in [0, 1] (0: no criterion)")
     if "reft" in evals:
-        _require(config.reft.lr_mode in ("shared", "tied"), "reft.lr_mode", "must be 'shared' or 'tied'")
-        _require(config.reft.lr_factor > 0, "reft.lr_factor", "must be positive")
-        _require(config.reft.lr_scale > 0, "reft.lr_scale", "must be positive")
-        _require(0 < config.reft.threshold <= 1, "reft.threshold", "must be in (0, 1]")
+        require(config.reft.lr_mode in ("shared", "tied"), "reft.lr_mode", "must be 'shared' or 'tied'")
+        require(config.reft.lr_factor > 0, "reft.lr_factor", "must be positive")
+        require(config.reft.lr_scale > 0, "reft.lr_scale", "must be positive")
+        require(0 < config.reft.threshold <= 1, "reft.threshold", "must be in (0, 1]")
     if "components" in evals:
-        _positive_int(config, "components.examples")
+        positive_int(config, "components.examples")
     if "probe" in evals:
         for key in ("probe.train_examples", "probe.test_examples", "probe.steps"):
-            _positive_int(config, key)
-        _require(config.probe.fitter in ("softmax", "ridge"), "probe.fitter", "must be 'softmax' or 'ridge'")
-        _require(config.probe.ridge >= 0, "probe.ridge", "must be non-negative")
+            positive_int(config, key)
+        require(config.probe.fitter in ("softmax", "ridge"), "probe.fitter", "must be 'softmax' or 'ridge'")
+        require(config.probe.ridge >= 0, "probe.ridge", "must be non-negative")
 
 
 def _validate_protocols(config, model) -> None:

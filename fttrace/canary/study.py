@@ -33,10 +33,11 @@ import pandas as pd
 from etils import epath
 
 from fttrace.canary import authors as authors_lib, data as data_lib, extraction
+from fttrace.config import positive_int, require
 from fttrace.lm import corpus as corpus_lib, phases
 from fttrace.lm.decode import generate_members
 from fttrace.lm.measure import Prompts, probe_members
-from fttrace.lm.phases import check, check_model, check_phase, positive_int
+from fttrace.lm.phases import check_model, check_phase
 from fttrace.lm.steps import eval_loss
 from fttrace.model import Transformer
 from fttrace.results import ResultsStore
@@ -53,12 +54,12 @@ UNLOCK_SETS = authors_lib.AUTHORS + ("mix", authors_lib.SYNTHETIC)
 
 
 def _lr(value, key):
-    check(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, key,
+    require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, key,
           f"must be a positive learning rate, got {value!r}")
 
 
 def _ints(values, key, minimum):
-    check(isinstance(values, tuple) and len(values) > 0 and all(
+    require(isinstance(values, tuple) and len(values) > 0 and all(
         isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values), key,
         f"must be a non-empty tuple of integers >= {minimum}, got {values!r}")
 
@@ -66,45 +67,45 @@ def _ints(values, key, minimum):
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Check a canary config; the error names the offending key."""
     for section in ("data", "canary", "model", *PHASES, "sweep", "probe", "eval"):
-        check(section in config, section, "missing section")
+        require(section in config, section, "missing section")
     d = config.data
-    check(isinstance(d.authors, tuple) and len(d.authors) > 0 and len(set(d.authors)) == len(d.authors) and all(
+    require(isinstance(d.authors, tuple) and len(d.authors) > 0 and len(set(d.authors)) == len(d.authors) and all(
         a in authors_lib.AUTHORS for a in d.authors), "data.authors",
         f"must be distinct authors of {', '.join(authors_lib.AUTHORS)}, got {d.authors!r}")
     for key in ("train_size", "unlock_size", "validation_size", "vocab_size", "sentences", "synthetic_words"):
-        positive_int(d[key], f"data.{key}")
+        positive_int(config, f"data.{key}")
     c = config.canary
     _ints(c.counts, "canary.counts", 1)
-    check(len(set(c.counts)) == len(c.counts), "canary.counts", f"must be distinct, got {c.counts!r}")
+    require(len(set(c.counts)) == len(c.counts), "canary.counts", f"must be distinct, got {c.counts!r}")
     for key in ("per_cell", "prefix", "k"):
-        positive_int(c[key], f"canary.{key}")
+        positive_int(config, f"canary.{key}")
     _ints(c.lengths, "canary.lengths", c.prefix + c.k)
     check_model(config)
-    check(config.model.max_len >= max(c.lengths) + 1, "model.max_len",
+    require(config.model.max_len >= max(c.lengths) + 1, "model.max_len",
           f"must hold a canary and its BOS ({max(c.lengths) + 1} tokens), got {config.model.max_len}")
     for phase in PHASES:
         check_phase(config, phase)
     _lr(config.pretrain.lr, "pretrain.lr")
     _lr(config.suppress.lr, "suppress.lr")
-    check(isinstance(config.suppress.share, float) and 0 < config.suppress.share < 1, "suppress.share",
+    require(isinstance(config.suppress.share, float) and 0 < config.suppress.share < 1, "suppress.share",
           f"must be a fraction in (0, 1), got {config.suppress.share!r}")
     s = config.sweep
-    positive_int(s.seeds, "sweep.seeds")
-    check(isinstance(s.unlock_sets, tuple) and len(s.unlock_sets) > 0 and all(
+    positive_int(config, "sweep.seeds")
+    require(isinstance(s.unlock_sets, tuple) and len(s.unlock_sets) > 0 and all(
         u in UNLOCK_SETS and (u in ("mix", authors_lib.SYNTHETIC) or u in d.authors) for u in s.unlock_sets),
         "sweep.unlock_sets", f"must be a non-empty tuple of data.authors, 'mix' or 'synthetic', got {s.unlock_sets!r}")
-    check(isinstance(s.unlock_lr, tuple) and len(s.unlock_lr) > 0, "sweep.unlock_lr",
+    require(isinstance(s.unlock_lr, tuple) and len(s.unlock_lr) > 0, "sweep.unlock_lr",
           "must be a non-empty tuple of positive learning rates")
     for value in s.unlock_lr:
         _lr(value, "sweep.unlock_lr")
     for key in ("positions", "steps"):
-        positive_int(config.probe[key], f"probe.{key}")
+        positive_int(config, f"probe.{key}")
     _ints(config.probe.prefix_lengths, "probe.prefix_lengths", 1)
-    check(max(config.probe.prefix_lengths) <= min(c.lengths), "probe.prefix_lengths",
+    require(max(config.probe.prefix_lengths) <= min(c.lengths), "probe.prefix_lengths",
           f"must not exceed the shortest canary ({min(c.lengths)} tokens)")
-    check(config.probe.positions <= min(config.probe.prefix_lengths) + 1, "probe.positions",
+    require(config.probe.positions <= min(config.probe.prefix_lengths) + 1, "probe.positions",
           "must be at most min(probe.prefix_lengths) + 1")
-    check(isinstance(config.probe.lr, (int, float)) and config.probe.lr > 0, "probe.lr", "must be positive")
+    require(isinstance(config.probe.lr, (int, float)) and config.probe.lr > 0, "probe.lr", "must be positive")
 
 
 # ---------------------------------------------------------------- members

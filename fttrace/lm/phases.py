@@ -1,7 +1,7 @@
 """What the run trees of the LM studies share (stories: `lm/study.py`, canaries: `canary/study.py`).
 
-  config checks   errors that name the offending key (`check`, `positive_int`, `check_phase` for one phase
-                  section: steps, batch size, schedule, warmup, eval steps, member batch; `check_model`)
+  config checks   `check_phase` for one phase section (steps, batch size, schedule, warmup, eval steps, member
+                  batch) and `check_model`, through the checks every study uses (config.require, positive_int)
   members         the model of a config, the untrained members of pretraining
                   (`model_config`, `fresh_members`, `size_line`)
   a phase         trained in chunks up to each of its eval steps, every member measured at each (`train_with_evals`)
@@ -24,7 +24,7 @@ import pandas as pd
 from etils import epath
 
 from fttrace.checkpoint import run_fingerprint
-from fttrace.config import named_differences
+from fttrace.config import named_differences, positive_int, require
 from fttrace.errors import UserError
 from fttrace.lm.steps import train_chunk
 from fttrace.model import ModelConfig
@@ -35,29 +35,19 @@ from fttrace.train import init_members, param_count
 # ---------------------------------------------------------------- config checks
 
 
-def check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise UserError(f"config key {key!r}: {message}")
-
-
-def positive_int(value, key: str) -> None:
-    check(isinstance(value, int) and not isinstance(value, bool) and value > 0, key,
-          f"must be a positive integer, got {value!r}")
-
-
 def check_phase(config, phase: str) -> None:
     """One phase section: steps, batch size, schedule, warmup, eval steps rising from 0 to steps, member batch."""
     p = config[phase]
     for key in ("steps", "batch_size"):
-        positive_int(p[key], f"{phase}.{key}")
-    check(p.schedule in ("constant", "cosine"), f"{phase}.schedule", "must be 'constant' or 'cosine'")
-    check(0 <= p.warmup_steps <= p.steps, f"{phase}.warmup_steps", f"must be in [0, {p.steps}]")
+        positive_int(config, f"{phase}.{key}")
+    require(p.schedule in ("constant", "cosine"), f"{phase}.schedule", "must be 'constant' or 'cosine'")
+    require(0 <= p.warmup_steps <= p.steps, f"{phase}.warmup_steps", f"must be in [0, {p.steps}]")
     steps = tuple(p.eval_steps)
-    check(len(steps) >= 2 and steps[0] == 0 and steps[-1] == p.steps and all(
+    require(len(steps) >= 2 and steps[0] == 0 and steps[-1] == p.steps and all(
         isinstance(s, int) and a < s for a, s in zip(steps, steps[1:])), f"{phase}.eval_steps",
         f"must rise from 0 to {phase}.steps ({p.steps}), got {steps!r}")
     value = p.get("member_batch", 0)
-    check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"{phase}.member_batch",
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"{phase}.member_batch",
           f"must be a non-negative integer (0: all members at once), got {value!r}")
 
 
@@ -65,12 +55,12 @@ def check_model(config) -> None:
     """The model section of an LM study: positive sizes, heads dividing the width, float32 (the decoder's)."""
     m = config.model
     for key in ("d_model", "n_layers", "n_heads", "max_len"):
-        positive_int(m[key], f"model.{key}")
-    check(m.d_model % m.n_heads == 0, "model.n_heads", "must divide model.d_model")
-    check(m.get("dtype", "float32") == "float32", "model.dtype", "only float32 is supported by the LM decoder")
-    positive_int(config.eval.batch_size, "eval.batch_size")
+        positive_int(config, f"model.{key}")
+    require(m.d_model % m.n_heads == 0, "model.n_heads", "must divide model.d_model")
+    require(m.get("dtype", "float32") == "float32", "model.dtype", "only float32 is supported by the LM decoder")
+    positive_int(config, "eval.batch_size")
     value = config.eval.get("member_batch", 0)
-    check(isinstance(value, int) and not isinstance(value, bool) and value >= 0, "eval.member_batch",
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, "eval.member_batch",
           f"must be a non-negative integer (0: all members at once), got {value!r}")
 
 

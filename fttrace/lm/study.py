@@ -35,13 +35,14 @@ import numpy as np
 import pandas as pd
 from etils import epath
 
+from fttrace.config import positive_int, require
 from fttrace.curves import records_first_step
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib, phases
 from fttrace.lm.decode import generate_members
 from fttrace.lm.measure import (decode_samples, feature_rate, probe_members, probe_records, prompts_of,
                                  refusal_rate)
-from fttrace.lm.phases import check, check_model, check_phase, positive_int
+from fttrace.lm.phases import check_model, check_phase
 from fttrace.lm.steps import eval_loss
 from fttrace.model import Transformer
 from fttrace.results import ResultsStore, write_json
@@ -63,40 +64,40 @@ HYPER_COLUMNS = ("seed", "pretrain_protocol", "protocol", "data", "finetune_lr",
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Check a stories config; the error names the offending key."""
     for section in ("data", "model", "pretrain", "finetune", "recovery", "sweep", "generate", "probe", "eval"):
-        check(section in config, section, "missing section")
+        require(section in config, section, "missing section")
     d = config.data
-    check(d.get("dataset", "generated") in DATASETS, "data.dataset",
+    require(d.get("dataset", "generated") in DATASETS, "data.dataset",
           f"unknown dataset {d.get('dataset')!r}; known: {', '.join(DATASETS)}")
-    check(d.feature in FEATURES, "data.feature", f"unknown feature {d.feature!r}; known: {', '.join(FEATURES)}")
-    check(d.source in FEATURES and d.source != d.feature, "data.source",
+    require(d.feature in FEATURES, "data.feature", f"unknown feature {d.feature!r}; known: {', '.join(FEATURES)}")
+    require(d.source in FEATURES and d.source != d.feature, "data.source",
           f"must be a feature other than {d.feature}, got {d.source!r}")
     for key in ("train_size", "validation_size", "vocab_size"):
-        positive_int(d[key], f"data.{key}")
+        positive_int(config, f"data.{key}")
     check_model(config)
     for phase in PHASES:
         check_phase(config, phase)
     for key in ("pretrain.lr", "recovery.lr"):
         section, name = key.split(".")
-        check(isinstance(config[section][name], (int, float)) and config[section][name] > 0, key,
+        require(isinstance(config[section][name], (int, float)) and config[section][name] > 0, key,
               "must be a positive learning rate")
     s = config.sweep
-    positive_int(s.seeds, "sweep.seeds")
-    check(isinstance(s.protocols, tuple) and len(s.protocols) > 0, "sweep.protocols", "must be a non-empty tuple")
+    positive_int(config, "sweep.seeds")
+    require(isinstance(s.protocols, tuple) and len(s.protocols) > 0, "sweep.protocols", "must be a non-empty tuple")
     for name in s.protocols:
-        check(isinstance(name, str) and all(step in DELETION_PROTOCOLS for step in name.split("+")),
+        require(isinstance(name, str) and all(step in DELETION_PROTOCOLS for step in name.split("+")),
               "sweep.protocols", f"unknown deletion protocol {name!r}; known: {', '.join(DELETION_PROTOCOLS)}")
-    check(isinstance(s.finetune_lr, tuple) and len(s.finetune_lr) > 0 and all(
+    require(isinstance(s.finetune_lr, tuple) and len(s.finetune_lr) > 0 and all(
         isinstance(v, (int, float)) and v > 0 for v in s.finetune_lr), "sweep.finetune_lr",
         "must be a non-empty tuple of positive learning rates")
     g = config.generate
-    positive_int(g.prompts, "generate.prompts")
-    positive_int(g.max_new, "generate.max_new")
-    check(g.temperature > 0, "generate.temperature", "must be positive")
-    check(isinstance(g.top_k, int) and 0 <= g.top_k <= d.vocab_size, "generate.top_k",
+    positive_int(config, "generate.prompts")
+    positive_int(config, "generate.max_new")
+    require(g.temperature > 0, "generate.temperature", "must be positive")
+    require(isinstance(g.top_k, int) and 0 <= g.top_k <= d.vocab_size, "generate.top_k",
           f"must be in [0, data.vocab_size], got {g.top_k!r}")
     for key in ("examples", "positions", "steps"):
-        positive_int(config.probe[key], f"probe.{key}")
-    check(0 < config.recovery.threshold <= 1, "recovery.threshold", "must be in (0, 1]")
+        positive_int(config, f"probe.{key}")
+    require(0 < config.recovery.threshold <= 1, "recovery.threshold", "must be in (0, 1]")
 
 
 # ---------------------------------------------------------------- data
