@@ -25,9 +25,9 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import optax
 import pandas as pd
 
+from fttrace import probes
 from fttrace.evals.common import LEVELS, evaluate_members, extra_key, member_sets, member_status
 from fttrace.model import Transformer
 from fttrace.results import long_frame
@@ -50,39 +50,10 @@ def site_features(model, params, tokens):
 
 
 def fit_probe(x_train, y_train, x_test, y_test, n_classes: int, cfg):
-    """Held-out accuracy of a linear probe trained on (x_train, y_train) (`cfg.fitter`: module docstring)."""
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    fit = _ridge if cfg.fitter == "ridge" else _softmax
-    weights, bias = fit(x_train, y_train, n_classes, cfg)
-    return ((x_test @ weights + bias).argmax(-1) == y_test).mean()
-
-
-def _softmax(x, y, n_classes: int, cfg):
-    """Softmax regression weights and bias, trained by full-batch Adam with an L2 penalty on the weights."""
-    params = (jnp.zeros((x.shape[1], n_classes)), jnp.zeros((n_classes,)))
-    tx = optax.adam(cfg.lr)
-
-    def loss(p):
-        logits = x @ p[0] + p[1]
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean() + \
-            cfg.weight_decay * jnp.sum(p[0] ** 2)
-
-    def step(carry, _):
-        p, opt = carry
-        updates, opt = tx.update(jax.grad(loss)(p), opt)
-        return (optax.apply_updates(p, updates), opt), None
-    (params, _), _ = jax.lax.scan(step, (params, tx.init(params)), None, length=cfg.steps)
-    return params
-
-
-def _ridge(x, y, n_classes: int, cfg):
-    """Least-squares map of centred features x [N, d] onto one-hot labels, with penalty `cfg.ridge` x N on the
-    squared weights; the bias is each class's share (the features are centred)."""
-    one_hot = jax.nn.one_hot(y, n_classes)
-    bias = one_hot.mean(0)
-    gram = x.T @ x + cfg.ridge * x.shape[0] * jnp.eye(x.shape[1])
-    return jnp.linalg.solve(gram, x.T @ (one_hot - bias)), bias
+    """Held-out accuracy of a linear probe trained on (x_train, y_train) (`cfg.fitter`: fttrace/probes.py)."""
+    predicted = probes.predict(x_train, y_train, x_test, cfg.fitter, n_classes, steps=cfg.steps, lr=cfg.lr,
+                               weight_decay=cfg.weight_decay, ridge=cfg.ridge)
+    return (predicted == y_test).mean()
 
 
 class Prober:

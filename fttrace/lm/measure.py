@@ -18,8 +18,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
+from fttrace import probes
 from fttrace.model import Transformer
 from fttrace.stories import detectors
 from fttrace.stories.protocols import refusal_sentence
@@ -90,23 +90,8 @@ def probe_accuracy(x_train, y_train, x_test, y_test, steps: int, lr: float):
 
 def probe_correct(x_train, y_train, x_test, y_test, steps: int, lr: float):
     """Whether the logistic probe fitted on (x_train, y_train) gets each held-out example right: bool [N_test]."""
-    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
-    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    opt = optax.adam(lr)
-
-    def loss(w):
-        logits = x_train @ w[0] + w[1]
-        return optax.sigmoid_binary_cross_entropy(logits, y_train).mean() + 1e-3 * jnp.square(w[0]).sum()
-
-    def step(carry, _):
-        w, state = carry
-        grads = jax.grad(loss)(w)
-        updates, state = opt.update(grads, state, w)
-        return (optax.apply_updates(w, updates), state), None
-
-    w = (jnp.zeros(x_train.shape[1]), jnp.zeros(()))
-    (w, _), _ = jax.lax.scan(step, (w, opt.init(w)), None, length=steps)
-    return ((x_test @ w[0] + w[1]) > 0) == (y_test > 0.5)
+    predicted = probes.predict(x_train, y_train, x_test, "logistic", steps=steps, lr=lr, weight_decay=1e-3)
+    return (predicted > 0) == (y_test > 0.5)
 
 
 def probe_members(model: Transformer, params, prompts: Prompts, train: np.ndarray, positions: int, steps: int,
