@@ -186,7 +186,7 @@ def positive_int(config, key: str):
     for part in key.split("."):
         value = value[part]
     require(isinstance(value, int) and not isinstance(value, bool) and value > 0, key,
-             f"must be a positive integer, got {value!r}")
+            f"must be a positive integer, got {value!r}")
     return value
 
 
@@ -224,16 +224,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
         require(section in config, section, "missing section")
     from fttrace.tasks import registry  # local import: tasks import jax
     require(config.task.name in registry.TASKS, "task.name",
-             f"unknown task {config.task.name!r}; known: {', '.join(registry.TASKS)}")
+            f"unknown task {config.task.name!r}; known: {', '.join(registry.TASKS)}")
     for key in ("model.d_model", "model.n_layers", "model.n_heads", "sweep.seeds", "eval.examples",
                 "eval.member_batch"):
         positive_int(config, key)
     require(config.model.d_model % config.model.n_heads == 0 or config.model.get("head_dim", 0) > 0,
-             "model.n_heads", "must divide model.d_model (or set model.head_dim)")
+            "model.n_heads", "must divide model.d_model (or set model.head_dim)")
     require(config.model.get("dtype", "float32") in ("float32", "bfloat16"), "model.dtype",
-             "must be 'float32' or 'bfloat16'")
+            "must be 'float32' or 'bfloat16'")
     require(config.model.get("activation", "gelu") in ("gelu", "relu"), "model.activation",
-             "must be 'gelu' or 'relu'")
+            "must be 'gelu' or 'relu'")
     evals = config.get("evals", ())
     for phase in ("pretrain", "finetune") + (("reft",) if "reft" in evals else ()):
         steps = positive_int(config, f"{phase}.steps")
@@ -241,12 +241,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         positive_int(config, f"{phase}.batch_size")
         require(steps % every == 0, f"{phase}.eval_every", f"must divide {phase}.steps ({steps})")
         require(config[phase].schedule in ("constant", "cosine"), f"{phase}.schedule",
-                 "must be 'constant' or 'cosine'")
+                "must be 'constant' or 'cosine'")
         require(0 <= config[phase].warmup_steps <= steps, f"{phase}.warmup_steps", f"must be in [0, {steps}]")
     sweep = config.sweep
     for axis in ("pretrain_lr", "prior", "finetune_lr", "spurious"):
         require(isinstance(sweep[axis], tuple) and len(sweep[axis]) > 0, f"sweep.{axis}",
-                 "must be a non-empty tuple")
+                "must be a non-empty tuple")
     for lr in sweep.pretrain_lr:
         require(isinstance(lr, (int, float)) and lr > 0, "sweep.pretrain_lr", f"bad learning rate {lr!r}")
     _check_named_values(sweep.finetune_lr, config.finetune.lr_scale, "sweep.finetune_lr", lambda v: v > 0,
@@ -258,7 +258,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
     from fttrace.train import OPTIMIZER_AXES  # local import: train imports jax
     for key, values in sweep.get("finetune_optimizer", {}).items():
         require(key in OPTIMIZER_AXES, f"sweep.finetune_optimizer.{key}",
-                 f"not an optimiser hyperparameter a member can vary (one of {', '.join(OPTIMIZER_AXES)})")
+                f"not an optimiser hyperparameter a member can vary (one of {', '.join(OPTIMIZER_AXES)})")
         require(isinstance(values, tuple) and len(values) > 0 and all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values),
             f"sweep.finetune_optimizer.{key}", "must be a non-empty tuple of non-negative numbers")
@@ -267,39 +267,39 @@ def validate(config: ml_collections.ConfigDict) -> None:
         from fttrace.sweep import finetune_axes
         axes = finetune_axes(config)
         require(len(zipped) >= 2 and len(set(zipped)) == len(zipped), "sweep.zip",
-                 "must name two or more different fine-tuning axes")
+                "must name two or more different fine-tuning axes")
         for name in zipped:
             require(name in axes, "sweep.zip", f"{name!r} is not a fine-tuning axis (one of {', '.join(axes)})")
         require(len({len(axes[name]) for name in zipped}) == 1, "sweep.zip",
-                 "its axes must have as many values each (" + ", ".join(f"{n}: {len(axes[n])}" for n in zipped) + ")")
+                "its axes must have as many values each (" + ", ".join(f"{n}: {len(axes[n])}" for n in zipped) + ")")
     for key, values in sweep.get("shapes", {}).items():
         require(key in config.model or key in PHASE_SHAPES, f"sweep.shapes.{key}",
-                 f"is not a model field or one of {', '.join(PHASE_SHAPES)}")
+                f"is not a model field or one of {', '.join(PHASE_SHAPES)}")
         require(isinstance(values, tuple) and len(values) > 0, f"sweep.shapes.{key}", "must be a non-empty tuple")
         if key in PHASE_SHAPES:
             section = config[PHASE_SHAPES[key][0]]
             for steps in values:
                 require(isinstance(steps, int) and steps > 0 and steps % section.eval_every == 0
-                         and steps >= section.warmup_steps, f"sweep.shapes.{key}",
-                         f"{steps!r} must be a positive multiple of {PHASE_SHAPES[key][0]}.eval_every "
-                         f"({section.eval_every}) and at least its warmup_steps")
+                        and steps >= section.warmup_steps, f"sweep.shapes.{key}",
+                        f"{steps!r} must be a positive multiple of {PHASE_SHAPES[key][0]}.eval_every "
+                        f"({section.eval_every}) and at least its warmup_steps")
     every = config.checkpoint.every_chunks
     require(isinstance(every, int) and not isinstance(every, bool) and every >= 0, "checkpoint.every_chunks",
-             f"must be a non-negative integer, got {every!r}")
+            f"must be a non-negative integer, got {every!r}")
     positive_int(config, "checkpoint.keep")
     task = registry.build_task(config)  # raises UserError on a bad task config
     model = config.model
     if task.pretrained_model is not None:  # the model is the task's, as compiled
         require(not sweep.get("shapes", {}), "sweep.shapes",
-                 f"must be empty: task {config.task.name!r} brings its own model, whose shape cannot be swept")
+                f"must be empty: task {config.task.name!r} brings its own model, whose shape cannot be swept")
         model = task.pretrained_model.model_config
     from fttrace.evals import EVALS, NEEDS_COMPONENTS  # local import: evals import jax
     for name in evals:
         require(name in EVALS, "evals", f"unknown evaluation {name!r}; known: {', '.join(EVALS)}")
         require(name in config, name, f"missing section (needed by evaluation {name!r})")
         require(name not in NEEDS_COMPONENTS or getattr(task.pretrained_model, "components", None), "evals",
-                 f"evaluation {name!r} needs a task whose model is compiled (task.name 'tracr'), not "
-                 f"{config.task.name!r}")
+                f"evaluation {name!r} needs a task whose model is compiled (task.name 'tracr'), not "
+                f"{config.task.name!r}")
     if config.sweep.get("protocol", ()):
         _validate_protocols(config, model)
     if "prune" in evals:
@@ -307,7 +307,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         require(0 <= config.prune.tolerance <= 1, "prune.tolerance", "must be in [0, 1]")
         for key in ("neuron_ks", "head_ks"):
             require(all(isinstance(k, int) and k >= 0 for k in config.prune[key]), f"prune.{key}",
-                     "must hold non-negative integers")
+                    "must hold non-negative integers")
         n_heads = model.n_layers * model.n_heads
         require(max(config.prune.head_ks) <= n_heads, "prune.head_ks", f"exceeds the model's {n_heads} heads")
         for key in ("weight_fractions", "mask_budgets"):

@@ -55,7 +55,7 @@ UNLOCK_SETS = authors_lib.AUTHORS + ("mix", authors_lib.SYNTHETIC)
 
 def _lr(value, key):
     require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, key,
-          f"must be a positive learning rate, got {value!r}")
+            f"must be a positive learning rate, got {value!r}")
 
 
 def _ints(values, key, minimum):
@@ -82,29 +82,29 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     _ints(c.lengths, "canary.lengths", c.prefix + c.k)
     check_model(config)
     require(config.model.max_len >= max(c.lengths) + 1, "model.max_len",
-          f"must hold a canary and its BOS ({max(c.lengths) + 1} tokens), got {config.model.max_len}")
+            f"must hold a canary and its BOS ({max(c.lengths) + 1} tokens), got {config.model.max_len}")
     for phase in PHASES:
         check_phase(config, phase)
     _lr(config.pretrain.lr, "pretrain.lr")
     _lr(config.suppress.lr, "suppress.lr")
     require(isinstance(config.suppress.share, float) and 0 < config.suppress.share < 1, "suppress.share",
-          f"must be a fraction in (0, 1), got {config.suppress.share!r}")
+            f"must be a fraction in (0, 1), got {config.suppress.share!r}")
     s = config.sweep
     positive_int(config, "sweep.seeds")
     require(isinstance(s.unlock_sets, tuple) and len(s.unlock_sets) > 0 and all(
         u in UNLOCK_SETS and (u in ("mix", authors_lib.SYNTHETIC) or u in d.authors) for u in s.unlock_sets),
         "sweep.unlock_sets", f"must be a non-empty tuple of data.authors, 'mix' or 'synthetic', got {s.unlock_sets!r}")
     require(isinstance(s.unlock_lr, tuple) and len(s.unlock_lr) > 0, "sweep.unlock_lr",
-          "must be a non-empty tuple of positive learning rates")
+            "must be a non-empty tuple of positive learning rates")
     for value in s.unlock_lr:
         _lr(value, "sweep.unlock_lr")
     for key in ("positions", "steps"):
         positive_int(config, f"probe.{key}")
     _ints(config.probe.prefix_lengths, "probe.prefix_lengths", 1)
     require(max(config.probe.prefix_lengths) <= min(c.lengths), "probe.prefix_lengths",
-          f"must not exceed the shortest canary ({min(c.lengths)} tokens)")
+            f"must not exceed the shortest canary ({min(c.lengths)} tokens)")
     require(config.probe.positions <= min(config.probe.prefix_lengths) + 1, "probe.positions",
-          "must be at most min(probe.prefix_lengths) + 1")
+            "must be at most min(probe.prefix_lengths) + 1")
     require(isinstance(config.probe.lr, (int, float)) and config.probe.lr > 0, "probe.lr", "must be positive")
 
 

@@ -48,7 +48,7 @@ def check_phase(config, phase: str) -> None:
         f"must rise from 0 to {phase}.steps ({p.steps}), got {steps!r}")
     value = p.get("member_batch", 0)
     require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"{phase}.member_batch",
-          f"must be a non-negative integer (0: all members at once), got {value!r}")
+            f"must be a non-negative integer (0: all members at once), got {value!r}")
 
 
 def check_model(config) -> None:
@@ -61,7 +61,7 @@ def check_model(config) -> None:
     positive_int(config, "eval.batch_size")
     value = config.eval.get("member_batch", 0)
     require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, "eval.member_batch",
-          f"must be a non-negative integer (0: all members at once), got {value!r}")
+            f"must be a non-negative integer (0: all members at once), got {value!r}")
 
 
 def model_config(config, vocab_size: int) -> ModelConfig:

@@ -67,10 +67,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         require(section in config, section, "missing section")
     d = config.data
     require(d.get("dataset", "generated") in DATASETS, "data.dataset",
-          f"unknown dataset {d.get('dataset')!r}; known: {', '.join(DATASETS)}")
+            f"unknown dataset {d.get('dataset')!r}; known: {', '.join(DATASETS)}")
     require(d.feature in FEATURES, "data.feature", f"unknown feature {d.feature!r}; known: {', '.join(FEATURES)}")
     require(d.source in FEATURES and d.source != d.feature, "data.source",
-          f"must be a feature other than {d.feature}, got {d.source!r}")
+            f"must be a feature other than {d.feature}, got {d.source!r}")
     for key in ("train_size", "validation_size", "vocab_size"):
         positive_int(config, f"data.{key}")
     check_model(config)
@@ -79,13 +79,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("pretrain.lr", "recovery.lr"):
         section, name = key.split(".")
         require(isinstance(config[section][name], (int, float)) and config[section][name] > 0, key,
-              "must be a positive learning rate")
+                "must be a positive learning rate")
     s = config.sweep
     positive_int(config, "sweep.seeds")
     require(isinstance(s.protocols, tuple) and len(s.protocols) > 0, "sweep.protocols", "must be a non-empty tuple")
     for name in s.protocols:
         require(isinstance(name, str) and all(step in DELETION_PROTOCOLS for step in name.split("+")),
-              "sweep.protocols", f"unknown deletion protocol {name!r}; known: {', '.join(DELETION_PROTOCOLS)}")
+                "sweep.protocols", f"unknown deletion protocol {name!r}; known: {', '.join(DELETION_PROTOCOLS)}")
     require(isinstance(s.finetune_lr, tuple) and len(s.finetune_lr) > 0 and all(
         isinstance(v, (int, float)) and v > 0 for v in s.finetune_lr), "sweep.finetune_lr",
         "must be a non-empty tuple of positive learning rates")
@@ -94,7 +94,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     positive_int(config, "generate.max_new")
     require(g.temperature > 0, "generate.temperature", "must be positive")
     require(isinstance(g.top_k, int) and 0 <= g.top_k <= d.vocab_size, "generate.top_k",
-          f"must be in [0, data.vocab_size], got {g.top_k!r}")
+            f"must be in [0, data.vocab_size], got {g.top_k!r}")
     for key in ("examples", "positions", "steps"):
         positive_int(config, f"probe.{key}")
     require(0 < config.recovery.threshold <= 1, "recovery.threshold", "must be in (0, 1]")
