@@ -179,7 +179,6 @@ class PhaseCheckpoints:
                             f"{self.run.placement.device_count}: resume it on {meta['devices']} devices, {START_OVER}")
 
 
-
 def _reader(directory) -> ocp.CheckpointManager:
     handlers = dict(state=ocp.PyTreeCheckpointHandler(), records=ocp.StandardCheckpointHandler(),
                     meta=ocp.JsonCheckpointHandler())

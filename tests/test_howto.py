@@ -74,4 +74,3 @@ def test_add_a_sweep_axis(capsys):
     assert "group 1: d_model 64, 4 pretrained, 16 fine-tuned" in shown
     # numbered seed by seed: group 1's first parent is seed 0's third member, pt2, with children ft8-ft11
     assert "finetune_weight_decay" in shown and re.search(r"ft11\s+pt2\s+0\s+high", shown)
-

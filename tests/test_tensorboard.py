@@ -42,10 +42,10 @@ def running(tmp_path):
     """A store whose pretraining is finished and whose fine-tuning has logged two evaluations so far."""
     store = ResultsStore(tmp_path)
     store.prepare()
-    pre = MEMBERS.iloc[:2].assign(member=["pt0", "pt1"], parent=None).drop(columns=["finetune_lr",
-                                                                                    "finetune_lr_name"])
-    store.write_part("g0-pretrain", long_frame(pre, "pretrain", [(0, {"pt_acc": np.array([0.0, 0.2])}),
-                                                                (10, {"pt_acc": np.array([0.8, 1.0])})]))
+    pre = MEMBERS.iloc[:2].assign(member=["pt0", "pt1"], parent=None)
+    pre = pre.drop(columns=["finetune_lr", "finetune_lr_name"])
+    curve = [(0, {"pt_acc": np.array([0.0, 0.2])}), (10, {"pt_acc": np.array([0.8, 1.0])})]
+    store.write_part("g0-pretrain", long_frame(pre, "pretrain", curve))
     store.write_part("g0-prune", long_frame(pre, "prune", [(0, {"pt_acc": np.array([1.0, 1.0])})]))
     store.write_live("g0-finetune", long_frame(MEMBERS, "finetune", records([0, 50])))
     return store
@@ -72,8 +72,8 @@ def test_event_files_hold_the_means_and_grow_with_the_live_curve(running, tmp_pa
     log = EventLog(tmp_path / "followed")
     assert log.write(cell_means(store_rows(running.workdir))) == 2 * 2 * 2 + 2  # 2 cells x 2 metrics x 2 steps + pt
     more = np.vstack([ACC, [[0.3, 0.5, 0.7, np.nan]]])
-    running.write_live("g0-finetune", long_frame(MEMBERS, "finetune", [(s, {"ft_acc": more[i], "ft_loss": 1 - more[i]})
-                                                                      for i, s in enumerate([0, 50, 100])]))
+    grown = [(s, {"ft_acc": more[i], "ft_loss": 1 - more[i]}) for i, s in enumerate([0, 50, 100])]
+    running.write_live("g0-finetune", long_frame(MEMBERS, "finetune", grown))
     assert log.write(cell_means(store_rows(running.workdir))) == 2 * 2  # step 100 of 2 cells x 2 metrics
     log.close()
     assert read_events(tmp_path / "followed" / "finetune" / "finetune_lr=small")["ft_acc"] == pytest.approx(
