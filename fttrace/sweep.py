@@ -99,14 +99,14 @@ def finetune_axes(config) -> dict[str, list]:
 def child_settings(config) -> list[dict]:
     """One {axis: value} per fine-tuning child of a parent: the product of `finetune_axes`, except that the axes
     named in `sweep.zip` vary together (the i-th values of each make one child), at the place of the first of them."""
-    axes, zipped = finetune_axes(config), tuple(config.sweep.get("zip", ()))
+    axes = finetune_axes(config)
+    zipped = [name for name in axes if name in config.sweep.get("zip", ())]  # in the axes' order
     factors = []
     for name, values in axes.items():
         if name not in zipped:
             factors.append([{name: v} for v in values])
-        elif name == next(a for a in axes if a in zipped):
-            factors.append([dict(zip([a for a in axes if a in zipped], together))
-                            for together in zip(*(axes[a] for a in axes if a in zipped))])
+        elif name == zipped[0]:
+            factors.append([dict(zip(zipped, together)) for together in zip(*(axes[a] for a in zipped))])
     return [{k: v for part in combination for k, v in part.items()} for combination in itertools.product(*factors)]
 
 
