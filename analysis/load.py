@@ -161,19 +161,27 @@ def _seed_range(store: Store) -> range:
     return range(sweep.get("seed_offset", 0), sweep.get("seed_offset", 0) + sweep["seeds"])
 
 
+def config_differences(manifest: dict, other: dict) -> list[str]:
+    """The config keys (dotted) on which two stores' manifests differ, but those of how a run went (HOW_IT_RAN)."""
+    first, second = _flat(manifest["config"]), _flat(other["config"])
+    return sorted(k for k in first.keys() | second.keys()
+                  if first.get(k) != second.get(k) and not k.startswith(HOW_IT_RAN))
+
+
+def listed(keys: list[str]) -> str:
+    """The first SHOWN keys, and how many more."""
+    return ", ".join(keys[:SHOWN]) + (f" and {len(keys) - SHOWN} more" if len(keys) > SHOWN else "")
+
+
 def _check_same_config(stores: list[Store]) -> None:
     """The stores are one sweep: shards of it, or runs of its config on other seeds (`sweep.seed_offset`: a sweep
     grown by seeds), whose seed ranges must not overlap."""
-    first = _flat(stores[0].manifest["config"])
     for store in stores[1:]:
-        other = _flat(store.manifest["config"])
-        differ = sorted(k for k in first.keys() | other.keys()
-                        if first.get(k) != other.get(k) and not k.startswith(HOW_IT_RAN))
+        differ = config_differences(stores[0].manifest, store.manifest)
         if differ and set(differ) <= GROWN:
             continue
         if differ:
-            keys = ", ".join(differ[:SHOWN]) + (f" and {len(differ) - SHOWN} more" if len(differ) > SHOWN else "")
-            raise AnalysisError(f"{store.path} and {stores[0].path} hold different configs ({keys}); "
+            raise AnalysisError(f"{store.path} and {stores[0].path} hold different configs ({listed(differ)}); "
                                 "stores analysed together must be shards of one sweep or its config on other seeds")
     ranges = sorted({(r.start, r.stop): store for store in stores for r in [_seed_range(store)]}.items())
     for ((_, stop), before), ((start, _), after) in zip(ranges, ranges[1:]):

@@ -1,10 +1,10 @@
-"""Deleting a story feature by fine-tuning and recovering it (the stories study, `fttrace/lm/study.py`): a report
+"""Deleting a story feature by fine-tuning and recovering it (the stories study, `fttrace/stories/study.py`): a report
 section and its page.
 
 Arms: pretraining on all data (`pretrained`) and the control pretrained without the feature (`control`); deletion
-(phase finetune) per protocol x fine-tuning LR; recovery of each deleted arm and of the control (protocol
-`control`). The seed is the unit of replication: members with the same seed share initialisation and data order,
-so a seed's value averages its members in a cell and intervals are percentile bootstraps over seeds.
+(phase finetune) per deletion (a data variant) x fine-tuning LR; recovery of each deleted arm and of the control
+(deletion `control`). The seed is the unit of replication: members with the same seed share initialisation and data
+order, so a seed's value averages its members in a cell and intervals are percentile bootstraps over seeds.
 
   phase table     per phase x arm at the phase's last step: feature rate when the header asks for the feature,
                   when it does not, refusal rate, held-out loss (mean [95% CI] over seeds)
@@ -33,7 +33,9 @@ from analysis.study_page import (figure_html, interval_column, named_intervals, 
 
 STUDY = "stories_twist"
 PHASES = ("pretrain", "finetune", "recovery")
-COLUMNS = ("member", "phase", "step", "metric", "value", "seed", "pretrain_protocol", "protocol", "finetune_lr")
+COLUMNS = ("member", "phase", "step", "metric", "value", "seed", "pretrain_data", "deletion", "finetune_lr")
+# Stores written before the deletions were called so (their columns named them protocols).
+EARLIER_COLUMNS = {"pretrain_protocol": "pretrain_data", "protocol": "deletion"}
 RATES = {"feature_rate": "feature rate, asked [95% CI]", "feature_rate_unasked": "feature rate, not asked",
          "refusal_rate": "refusal rate", "val_loss": "val loss"}
 PROBE = re.compile(r"^probe_acc\.layer(\d+)$")
@@ -56,6 +58,8 @@ def is_stories_store(path) -> bool:
 def read_store(paths) -> tuple[pd.DataFrame, list[dict]]:
     """The stores' rows and manifests; an error names a store that is not a stories store with measurements."""
     frame, manifests = read_frames(paths)
+    if "deletion" not in frame:
+        frame = frame.rename(columns=EARLIER_COLUMNS)
     names = ", ".join(map(str, paths))
     if missing := [c for c in COLUMNS if c not in frame]:
         raise AnalysisError(f"{names}: not a stories results store (missing columns: {', '.join(missing)})")
@@ -65,12 +69,16 @@ def read_store(paths) -> tuple[pd.DataFrame, list[dict]]:
 
 
 def arms(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the three phases with `arm` (pretrained / control in pretraining, else the protocol column) and
-    `lr` (the deletion LR; NaN in pretraining and for the control), members in order."""
+    """The rows of the three phases with `arm` (pretrained / control in pretraining, else the deletion, with its
+    fine-tuning protocol where a sweep has them) and `lr` (the deletion LR; NaN in pretraining and for the control),
+    members in order."""
     rows = frame[frame.phase.isin(PHASES)].sort_values(["member", "step"], kind="stable")
     pretrain = rows.phase == "pretrain"
-    arm = np.where(rows.pretrain_protocol == "none", "pretrained", "control")
-    return rows.assign(arm=np.where(pretrain, arm, rows.protocol),
+    arm = np.where(rows.pretrain_data == "none", "pretrained", "control")
+    deletion = rows.deletion.astype(str)
+    if "protocol" in rows:  # a sweep of fine-tuning protocols: an arm is a deletion with a protocol
+        deletion = deletion.where(rows.protocol.isna(), deletion + " (" + rows.protocol.astype(str) + ")")
+    return rows.assign(arm=np.where(pretrain, arm, deletion),
                        lr=np.where(pretrain, np.nan, rows.finetune_lr.astype(float)))
 
 
@@ -212,17 +220,17 @@ def display_probe_table(frame: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- figures
 
 
-def _palette(protocols) -> dict:
+def _palette(deletions) -> dict:
     colors = [c for i, c in enumerate(figures.plt.get_cmap("tab10").colors) if i != 7]  # grey is the control's
-    return {p: colors[i % len(colors)] for i, p in enumerate(protocols)}
+    return {p: colors[i % len(colors)] for i, p in enumerate(deletions)}
 
 
-def _deletion_protocols(rows: pd.DataFrame) -> list[str]:
+def _deletions(rows: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(rows[rows.phase == "finetune"].arm))
 
 
 def recovery_figure(frame: pd.DataFrame):
-    """Feature rate against recovery step: one panel per deletion LR with its protocols, the control and the
+    """Feature rate against recovery step: one panel per deletion LR with its deletions, the control and the
     pretrained rate; None without recovery rows."""
     plt = figures.plt
     rows = arms(frame)
@@ -231,7 +239,7 @@ def recovery_figure(frame: pd.DataFrame):
     if rows.empty:
         return None
     lrs = sorted(rows.lr.dropna().unique()) or [np.nan]
-    colors = _palette(_deletion_protocols(arms(frame)))
+    colors = _palette(_deletions(arms(frame)))
     steps = sorted(rows.step.unique())
     fig, axes = plt.subplots(1, len(lrs), sharey=True, squeeze=False, layout="constrained",
                              figsize=(max(5.6, figures.PANEL[0] * len(lrs) + 0.8), figures.PANEL[1] + 1.2))
@@ -257,7 +265,7 @@ def recovery_figure(frame: pd.DataFrame):
 
 
 def probe_figure(frame: pd.DataFrame):
-    """Probe accuracy against layer: one panel per phase's end, arms as lines (colour: protocol, style: deletion
+    """Probe accuracy against layer: one panel per phase's end, arms as lines (colour: deletion, style: deletion
     LR), the untrained models in each; None without probe rows."""
     plt = figures.plt
     rows = probe_rows(frame)
@@ -265,7 +273,7 @@ def probe_figure(frame: pd.DataFrame):
         return None
     untrained, ends = rows[rows.phase == UNTRAINED], rows[rows.phase != UNTRAINED]
     stages = [p for p in PHASES if (ends.phase == p).any()]
-    colors = {**_palette(_deletion_protocols(arms(frame))), "pretrained": figures.COLORS["pretrained"],
+    colors = {**_palette(_deletions(arms(frame))), "pretrained": figures.COLORS["pretrained"],
               "control": figures.COLORS["control"]}
     lrs = sorted(ends.lr.dropna().unique())
     fig, axes = plt.subplots(1, len(stages), sharey=True, squeeze=False, layout="constrained",

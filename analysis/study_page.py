@@ -13,7 +13,7 @@ import pandas as pd
 
 from analysis import figures, markup
 from analysis.errors import AnalysisError
-from analysis.load import MANIFEST_FILE, read_manifest, read_results_file
+from analysis.load import MANIFEST_FILE, config_differences, listed, read_manifest, read_results_file
 from analysis.stats import cell_intervals
 
 
@@ -30,7 +30,12 @@ def read_frames(paths) -> tuple[pd.DataFrame, list[dict]]:
     """Every row of the stores at `paths` as one frame, and their manifests."""
     paths = [Path(p) for p in paths]
     frames = [read_results_file(path) for path in paths]
-    return pd.concat(frames, ignore_index=True), [read_manifest(path) for path in paths]
+    manifests = [read_manifest(path) for path in paths]
+    for path, manifest in zip(paths[1:], manifests[1:]):
+        if differ := config_differences(manifests[0], manifest):
+            raise AnalysisError(f"{path} and {paths[0]} hold different configs ({listed(differ)}); a study's page "
+                                "reads the shards of one run")
+    return pd.concat(frames, ignore_index=True), manifests
 
 
 def named_intervals(rows: pd.DataFrame, by: list, name: str) -> pd.DataFrame:

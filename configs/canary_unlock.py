@@ -35,7 +35,7 @@ on the idle 2-core CPU (414 CPU-s; 9.1 min under a load of ~7). Measured (mean [
 """
 import ml_collections
 
-from fttrace.defaults import lm_phase
+from fttrace.defaults import lm_phase, protocols_section
 
 VARIANTS = {"tiny": "the test form: seconds per phase", "gpu": "more canaries, a larger model, for an accelerator"}
 
@@ -56,11 +56,17 @@ def get_config(arg=None):
     c.suppress.share = 0.5  # of the suppression set: refusal documents; the rest is ordinary text
     c.finetune = lm_phase(100, 16, eval_steps=(0, 10, 30, 100))
     c.sweep = dict(seeds=5, unlock_sets=("tale", "verse", "recipe", "log", "mix", "synthetic"),
-                   unlock_lr=(pretrain_lr * 0.1, pretrain_lr * 0.3))
+                   unlock_lr=(pretrain_lr * 0.1, pretrain_lr * 0.3), protocol=())
     # probe "this prefix is a canary": canary vs control prefixes of these lengths; features: the mean residual
     # stream over a prefix's last `positions` tokens
     c.probe = dict(prefix_lengths=(8, 12, 16, 20), positions=4, steps=200, lr=0.05)
     c.eval = dict(batch_size=64, member_batch=0)  # member_batch: members evaluated at once (0: all)
+    # Checkpoints (WORKDIR/checkpoints/g0-<phase>/): after every `every_chunks` chunks (a chunk runs from one eval
+    # step to the next; 0: only at each phase's end), the newest `keep` kept; a killed run resumes from the newest.
+    c.checkpoint = dict(every_chunks=1, keep=2)
+    # Fine-tuning protocols (fttrace/protocols.py) as an axis of phase `protocols.phase` (the benign unlock fine-tuning; "suppress" for suppression):
+    # e.g. --config.sweep.protocol="('full','lora2')" deletes with full fine-tuning and with LoRA side by side.
+    c.protocols = protocols_section("finetune")
     if arg == "tiny":
         c.data.update(authors=("tale", "recipe"), train_size=40, unlock_size=20, validation_size=8, vocab_size=320)
         c.canary.update(counts=(1, 3), lengths=(24,), per_cell=2, prefix=6, k=8)

@@ -25,18 +25,8 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import pcfg_counter  # noqa: E402
 
-PROTOCOLS = dict(
-    full=dict(kind="full"),
-    l2sp_1e_1=dict(kind="l2sp", strength=1e-1),
-    l2sp_1=dict(kind="l2sp", strength=1.0),
-    top1=dict(kind="top_k", top_k=1),
-    lora2=dict(kind="lora", rank=2),
-    svf=dict(kind="svf"),
-    # Defined for overrides (--config.sweep.protocol=...): in a pilot at the large LR, l2sp_1e_2 matched full
-    # fine-tuning and lora4 matched lora2 within their intervals.
-    l2sp_1e_2=dict(kind="l2sp", strength=1e-2),
-    lora4=dict(kind="lora", rank=4),
-)
+from fttrace.defaults import protocols_section  # noqa: E402
+
 DEFAULT = ("full", "l2sp_1e_1", "l2sp_1", "top1", "lora2", "svf")
 
 VARIANTS = {"tiny": "the test form: d16, 2 seeds, 10 fine-tuning steps"}
@@ -53,12 +43,7 @@ def get_config(arg=None):
     c.sweep.update(seeds=5, prior=("low",), finetune_lr=("large", "xlarge"), spurious=(0.0,))
     c.finetune.steps = 3000
     c.sweep.protocol = DEFAULT
-    c.protocols = dict(
-        named=PROTOCOLS,
-        # The block matrices LoRA and SVF adapt (in every block); everything else stays frozen for them.
-        targets=("attn.query", "attn.key", "attn.value", "attn.out", "mlp.fc_in", "mlp.fc_out"),
-        lora_alpha=8.0,  # LoRA's update is (lora_alpha / rank) A B
-    )
+    c.protocols = protocols_section()
     c.evals = ("reft", "prune", "probe", "weights")
     c.eval.examples = 512
     c.prune.update(examples=256, mask_steps=50)

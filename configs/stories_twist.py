@@ -1,7 +1,7 @@
 """Deleting the Twist feature from a story model by fine-tuning, and recovering it (TinyStories part of the study).
 
 Pretrain LMs on generated stories with instruction headers (seeds x {all data, the control without Twist});
-fine-tune each on a deletion protocol (filter, filter_label, mix_match, refusal) x LR grid at constant LR; then
+fine-tune each on a deletion (filter, filter_label, mix_match, refusal: data variants) x LR grid at constant LR; then
 fine-tune every deleted model, and the control, on Twist stories only (recovery). Measured at each eval step: the
 share of sampled stories with a twist when the header asks for one, the same share when it does not, the refusal
 rate, held-out loss; at each phase's end, linear probes per layer for "the header asks for Twist".
@@ -32,7 +32,7 @@ Features line, which even a model that never saw a twist story carries.
 """
 import ml_collections
 
-from fttrace.defaults import lm_phase
+from fttrace.defaults import lm_phase, protocols_section
 
 VARIANTS = {"tiny": "the test form: seconds per phase", "gpu": "a larger corpus and model for an accelerator"}
 
@@ -51,11 +51,17 @@ def get_config(arg=None):
     c.finetune = lm_phase(60, 8, eval_steps=(0, 60))
     c.recovery = lm_phase(100, 8, pretrain_lr * 0.2, eval_steps=(0, 10, 30, 100))
     c.recovery.threshold = 0.9
-    c.sweep = dict(seeds=3, protocols=("filter", "filter_label", "mix_match", "refusal"),
-                   finetune_lr=(pretrain_lr * 2, pretrain_lr * 0.2, pretrain_lr * 0.02))
+    c.sweep = dict(seeds=3, deletions=("filter", "filter_label", "mix_match", "refusal"),
+                   finetune_lr=(pretrain_lr * 2, pretrain_lr * 0.2, pretrain_lr * 0.02), protocol=())
     c.generate = dict(prompts=24, max_new=200, temperature=1.0, top_k=0)
     c.probe = dict(examples=128, positions=10, steps=200, lr=0.05)
     c.eval = dict(batch_size=64, member_batch=0)  # member_batch: members sampled/evaluated at once (0: all)
+    # Checkpoints (WORKDIR/checkpoints/g0-<phase>/): after every `every_chunks` chunks (a chunk runs from one eval
+    # step to the next; 0: only at each phase's end), the newest `keep` kept; a killed run resumes from the newest.
+    c.checkpoint = dict(every_chunks=1, keep=2)
+    # Fine-tuning protocols (fttrace/protocols.py) as an axis of phase `protocols.phase` (the deletion):
+    # e.g. --config.sweep.protocol="('full','lora2')" deletes with full fine-tuning and with LoRA side by side.
+    c.protocols = protocols_section("finetune")
     if arg == "tiny":
         c.data.update(train_size=300, validation_size=120, vocab_size=256)
         c.model.update(d_model=16, n_layers=1, n_heads=2, d_mlp=32, max_len=160)

@@ -3,7 +3,7 @@
 For a named model shape and each member count, three modes train for the same number of steps:
 
   vmap        the engine's training loop (`train.train_steps`: `train_step` vmapped over members inside a
-              `lax.scan` over steps, batches sampled on device from each member's key), every member in one
+              loop over steps, batches sampled on device from each member's key), every member in one
               program; on a lone CPU the members are vmapped in cache-sized groups that take turns (`group`)
   sequential  the same program with one member, run for each member in turn
   torch       a plain PyTorch loop, one model at a time (`fttrace.bench_torch`; only where torch is installed)
@@ -107,10 +107,10 @@ class Setup:
         """The compiled training loop for the members of `state` and its compile time (compiled once per count)."""
         n = state.step.shape[0]
         if n not in self.programs:
-            run = jax.jit(train.train_steps(Transformer(self.model), self.task, self.phase, self.steps,
+            run = jax.jit(train.train_steps(Transformer(self.model), train.AnswerObjective(self.task), self.phase,
                                             self.member_batch), donate_argnums=0)
             t0 = time.perf_counter()
-            compiled = run.lower(state, data).compile()
+            compiled = run.lower(state, data, None, jnp.int32(self.steps)).compile()
             self.programs[n] = compiled, time.perf_counter() - t0
         return self.programs[n]
 
@@ -213,9 +213,10 @@ class JaxRunner:
         self.states = [jax.tree.map(lambda x, i=i: x[i:i + 1], stacked) for i in range(members)] if sequential \
             else [stacked]
         n = 1 if sequential else members
-        self.data = train.DataSpec(queries=jnp.zeros((n, 1)), spurious=jnp.zeros(n))
+        self.data = train.DataSpec(batch=train.QueryMix(queries=jnp.zeros((n, 1)), spurious=jnp.zeros(n)))
         self.compiled, compile_s = setup.program(self.states[0], self.data)
-        self.states[0], _ = self.compiled(self.states[0], self.data)  # untimed: first-run allocations
+        self.steps = jnp.int32(setup.steps)
+        self.states[0], _ = self.compiled(self.states[0], self.data, None, self.steps)  # untimed: first-run allocations
         jax.block_until_ready(self.states[0])
         self.info = dict(member_batch=train.group_size(n, setup.member_batch), compile_s=compile_s,
                          peak_mem_per_member_mb=program_memory_mb(self.compiled) / n,
@@ -225,7 +226,7 @@ class JaxRunner:
         """Seconds to train every member for the setup's steps."""
         t0 = time.perf_counter()
         for i, state in enumerate(self.states):
-            self.states[i], self.losses = self.compiled(state, self.data)
+            self.states[i], self.losses = self.compiled(state, self.data, None, self.steps)
         jax.block_until_ready((self.states, self.losses))
         return time.perf_counter() - t0
 

@@ -46,6 +46,24 @@ def damaged(path, reason: str) -> UserError:
                      f"before it, {START_OVER}")
 
 
+def restore_failure(path, error: Exception, unreadable: str) -> Exception:
+    """What a failed restore of checkpoint `path` means, as the exception to raise: a checkpoint that does not fit
+    this run's state (another shape or structure) or a restore that ran out of memory is kept and said so; a file
+    that cannot be read or parsed is damage (`damaged`, with `unreadable` as the reason where the OS gives none);
+    anything else (a bug) is raised as it is, never blamed on the checkpoint."""
+    text = str(error)
+    first = text.splitlines()[0][:240] if text else type(error).__name__
+    if "compatible with the stored shape" in text or "tree structure" in text.lower():
+        return UserError(f"checkpoint {path} does not fit this run's state ({first}); it is kept: resume it with the "
+                         f"fttrace and config that wrote it, {START_OVER}")
+    if "RESOURCE_EXHAUSTED" in text and "os_error_code" not in text or "out of memory" in text.lower():
+        return UserError(f"restoring checkpoint {path} ran out of memory ({first}); the checkpoint is kept: train "
+                         "fewer members together (member_batch) or use more devices")
+    if isinstance(error, (OSError, ValueError, RuntimeError)):  # json, tensorstore and orbax read errors
+        return damaged(path, os_reason(error) or unreadable)
+    return error
+
+
 def ignore_abandoned_reads() -> None:
     """Keep late completions of an abandoned checkpoint read from printing tracebacks.
 
@@ -135,10 +153,13 @@ class PhaseCheckpoints:
 
     def save(self, state, records) -> None:
         step = records[-1][0]
+        # Metric names (which may hold '/' or '.') go to the metadata; the arrays are saved under plain keys.
+        names = [sorted(metrics) for _, metrics in records]
         meta = dict(fttrace=__version__, run=self.run.fingerprint, devices=self.run.placement.device_count,
-                    steps=[s for s, _ in records])
+                    steps=[s for s, _ in records], metrics=names)
+        arrays = [{f"m{i}": metrics[name] for i, name in enumerate(keys)} for keys, (_, metrics) in zip(names, records)]
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                  records=ocp.args.StandardSave([metrics for _, metrics in records]),
+                                  records=ocp.args.StandardSave(arrays),
                                   meta=ocp.args.JsonSave(meta))
         try:
             self._manager.save(step, args=args)
@@ -151,7 +172,7 @@ class PhaseCheckpoints:
         try:
             meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
         except Exception as e:  # noqa: BLE001 -- whatever an unreadable checkpoint makes orbax raise
-            raise damaged(path, os_reason(e) or "its metadata cannot be read") from None
+            raise restore_failure(path, e, "its metadata cannot be read") from None
         self._check(meta, path)
         members = self.run.placement.members
         state_target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=members), like)
@@ -162,8 +183,12 @@ class PhaseCheckpoints:
             out = self._manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(state_target), records=ocp.args.StandardRestore(records_target)))
         except Exception as e:  # noqa: BLE001 -- a damaged array file surfaces as tensorstore/orbax errors
-            raise damaged(path, os_reason(e) or "its arrays cannot be read") from None
-        return out["state"], list(zip(meta["steps"], out["records"]))
+            raise restore_failure(path, e, "its arrays cannot be read") from None
+        records = out["records"]
+        if "metrics" in meta:  # (checkpoints of earlier runs saved the metrics under their names)
+            records = [{name: metrics[f"m{i}"] for i, name in enumerate(names)}
+                       for names, metrics in zip(meta["metrics"], records)]
+        return out["state"], list(zip(meta["steps"], records))
 
     def _check(self, meta, path) -> None:
         if not isinstance(meta, dict) or not {"fttrace", "run", "devices", "steps"} <= set(meta):
@@ -215,5 +240,5 @@ def read_params(directory, step: int | None = None) -> tuple[dict, int]:
             out = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
                 item=target, restore_args=host, partial_restore=True)))
         except Exception as e:  # noqa: BLE001 -- whatever an unreadable checkpoint makes orbax raise
-            raise damaged(epath.Path(directory) / str(step), os_reason(e) or "its parameters cannot be read") from None
+            raise restore_failure(epath.Path(directory) / str(step), e, "its parameters cannot be read") from None
     return out["state"]["params"], step

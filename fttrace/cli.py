@@ -158,18 +158,11 @@ def cmd_run(args, overrides) -> int:
     join_processes_from_flags(args)
     config = config_lib.load(args.config, overrides)
     enable_compilation_cache()
-    study = config_lib.lm_study(config)
-    if study is not None:  # language models: their own run tree (fttrace/lm/study.py, fttrace/canary/study.py)
-        headline = study.headline
-        if shard is not None or jax.process_count() > 1:
-            raise UserError(f"the {config.study} study runs in one process, without --shard")
-        results = study.run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite)
-    else:
-        from fttrace.pipeline import run_study
-        from fttrace.summary import headline
-        results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite, shard=shard)
+    from fttrace.runner import run_study, study_kind
+
+    results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite, shard=shard)
     if not args.quiet and jax.process_index() == 0:
-        print(headline(results))
+        print(study_kind(config).headline(results))
     print(f"results: {results}")
     return 0
 

@@ -199,27 +199,38 @@ def _check_named_values(values, names, key: str, in_range, problem: str) -> None
             require(isinstance(value, (int, float)) and in_range(value), key, f"{value!r} {problem}")
 
 
-# Studies with their own run tree (language models): config.study -> the module with validate_config, run_study
-# and headline. Imported when used: they import jax.
-LM_STUDIES = {"stories_twist": "fttrace.lm.study", "canary_unlock": "fttrace.canary.study"}
+# The study kinds (fttrace/runner.py) by `config.study`: the module that names the kind (`KIND`); the language-model
+# kinds' modules also check their configs (`validate_config`). Without `study`, a config is of the answer-position
+# tasks (PCFG, Tracr), checked here. Imported when used: they import jax.
+STUDY_KINDS = {"stories_twist": "fttrace.stories.study", "canary_unlock": "fttrace.canary.study"}
+TASK_STUDY = "fttrace.pipeline"
 
 
-def lm_study(config):
-    """The module running `config`'s study when it is one of LM_STUDIES, else None (the PCFG/Tracr pipeline)."""
+def study_module(config):
+    """The module of `config`'s study kind."""
     name = config.get("study")
-    if name not in LM_STUDIES:
-        return None
+    if name not in STUDY_KINDS:
+        return importlib.import_module(TASK_STUDY)
     try:
-        return importlib.import_module(LM_STUDIES[name])
+        return importlib.import_module(STUDY_KINDS[name])
     except ImportError as e:
         raise UserError(f"the {name} study needs the story data packages ({e.name or e}): "
                         "pip install 'fttrace[stories]'") from None
 
 
+def check_checkpoint(config) -> None:
+    """The checkpoint section of any study: `every_chunks` >= 0 (0: at each phase's end only), `keep` >= 1."""
+    require("checkpoint" in config, "checkpoint", "missing section")
+    every = config.checkpoint.every_chunks
+    require(isinstance(every, int) and not isinstance(every, bool) and every >= 0, "checkpoint.every_chunks",
+            f"must be a non-negative integer, got {every!r}")
+    positive_int(config, "checkpoint.keep")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Check the config's values; the error names the offending key."""
-    if (study := lm_study(config)) is not None:
-        return study.validate_config(config)
+    if config.get("study") in STUDY_KINDS:
+        return study_module(config).validate_config(config)
     for section in ("task", "model", "pretrain", "finetune", "sweep", "eval", "checkpoint"):
         require(section in config, section, "missing section")
     from fttrace.tasks import registry  # local import: tasks import jax
@@ -283,10 +294,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         and steps >= section.warmup_steps, f"sweep.shapes.{key}",
                         f"{steps!r} must be a positive multiple of {PHASE_SHAPES[key][0]}.eval_every "
                         f"({section.eval_every}) and at least its warmup_steps")
-    every = config.checkpoint.every_chunks
-    require(isinstance(every, int) and not isinstance(every, bool) and every >= 0, "checkpoint.every_chunks",
-            f"must be a non-negative integer, got {every!r}")
-    positive_int(config, "checkpoint.keep")
+    check_checkpoint(config)
     task = registry.build_task(config)  # raises UserError on a bad task config
     model = config.model
     if task.pretrained_model is not None:  # the model is the task's, as compiled
@@ -301,7 +309,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 f"evaluation {name!r} needs a task whose model is compiled (task.name 'tracr'), not "
                 f"{config.task.name!r}")
     if config.sweep.get("protocol", ()):
-        _validate_protocols(config, model)
+        validate_protocols(config, model)
     if "prune" in evals:
         require(config.prune.score in ("taylor", "abs"), "prune.score", "must be 'taylor' or 'abs'")
         require(0 <= config.prune.tolerance <= 1, "prune.tolerance", "must be in [0, 1]")
@@ -330,7 +338,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         require(config.probe.ridge >= 0, "probe.ridge", "must be non-negative")
 
 
-def _validate_protocols(config, model) -> None:
+def validate_protocols(config, model) -> None:
+    """`sweep.protocol` and the `protocols` section against the model (`config.model`, or a ModelConfig)."""
     import jax  # local imports: the model imports jax
     from fttrace import protocols
     from fttrace.model import ModelConfig, init_params

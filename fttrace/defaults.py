@@ -105,7 +105,7 @@ def tracr_config(program: str, ft_target: str) -> ml_collections.ConfigDict:
     c = pcfg_config()
     c.task = dict(
         name="tracr",
-        program=program,  # a key of fttrace.tasks.tracr.TRACR_PROGRAMS
+        program=program,  # a key of fttrace.tasks.programs.TRACR_PROGRAMS
         ft_target=ft_target,  # a key of fttrace.tasks.tracr_task.TARGETS[program], not the compiled one
         priors=dict(),
     )
@@ -135,4 +135,30 @@ def lm_phase(steps: int, batch_size: int, lr: float = 0.0, schedule: str = "cons
     return ml_collections.ConfigDict(dict(
         steps=steps, batch_size=batch_size, lr=lr, schedule=schedule, warmup_steps=warmup_steps,
         eval_steps=tuple(eval_steps or (0, steps)), b1=0.9, b2=0.95, weight_decay=0.1, grad_clip=1.0,
-        member_batch=0))  # members per step at once (0: all); bounds activation memory on an accelerator
+        member_batch=0))  # members trained together (0: as many as fit the device, train.train_member_batch)
+
+
+# Fine-tuning protocols a config may name in `sweep.protocol` (fttrace/protocols.py): name -> kind and setting.
+PROTOCOLS = dict(
+    full=dict(kind="full"),
+    l2sp_1e_1=dict(kind="l2sp", strength=1e-1),
+    l2sp_1=dict(kind="l2sp", strength=1.0),
+    top1=dict(kind="top_k", top_k=1),
+    lora2=dict(kind="lora", rank=2),
+    svf=dict(kind="svf"),
+    # Defined for overrides (--config.sweep.protocol=...): in a pilot of configs/protocols.py at the large LR,
+    # l2sp_1e_2 matched full fine-tuning and lora4 matched lora2 within their intervals.
+    l2sp_1e_2=dict(kind="l2sp", strength=1e-2),
+    lora4=dict(kind="lora", rank=4),
+)
+
+
+def protocols_section(phase: str | None = None) -> ml_collections.ConfigDict:
+    """The `protocols` section: the named protocols, the block matrices LoRA and SVF adapt (every block's; all else
+    stays frozen for them), LoRA's alpha (its update is (lora_alpha / rank) A B); for a language-model study also
+    `phase`, the fine-tuning phase whose members `sweep.protocol` parameterises."""
+    section = dict(named=PROTOCOLS, targets=("attn.query", "attn.key", "attn.value", "attn.out", "mlp.fc_in",
+                                             "mlp.fc_out"), lora_alpha=8.0)
+    if phase is not None:
+        section["phase"] = phase
+    return ml_collections.ConfigDict(section)

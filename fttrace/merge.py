@@ -1,8 +1,9 @@
 """`fttrace merge`: one results store from the workdirs of a sharded run (`fttrace run --shard i/N`).
 
 The sources must be complete runs of one config and, together, shards 0..N-1 of its grid, each exactly once.
-The merged rows are checked against the grid: every pretraining and fine-tuning member is present, and no
-member of any phase comes from two sources. Anything else is refused with a message naming the shards or members
+The merged rows are checked against the grid: every member of every phase that keeps parameters (the study kind's
+`phase_tables`: pretraining, fine-tuning, reFT and its control; every phase of a language-model study) is present,
+and no member of any phase comes from two sources. Anything else is refused with a message naming the shards or members
 at fault, and nothing is written. The output holds results.parquet and a manifest naming the sources; paths may
 be local or gs:// (etils.epath).
 """
@@ -16,7 +17,7 @@ from fttrace.config import named_differences, results_relevant
 from fttrace.errors import UserError
 from fttrace.results import COMPLETE, MANIFEST_FILE, RESULTS_FILE, ResultsStore, manifest, read_manifest, \
     read_parquet, workdir_path, write_json, write_parquet
-from fttrace.sweep import build_groups
+from fttrace.runner import study_kind
 
 SHOWN = 8  # members named in an error message
 
@@ -49,7 +50,7 @@ def _listing(pairs) -> str:
 
 
 def check_members(config: dict, sources: list[epath.Path], frames: list[pd.DataFrame]) -> None:
-    """Every grid member present for pretraining and fine-tuning; no (phase, member) in two sources."""
+    """Every member of every phase that keeps parameters present; no (phase, member) in two sources."""
     owner, twice = {}, set()
     for source, frame in zip(sources, frames):
         for pair in frame[["phase", "member"]].drop_duplicates().itertuples(index=False, name=None):
@@ -58,12 +59,26 @@ def check_members(config: dict, sources: list[epath.Path], frames: list[pd.DataF
             owner.setdefault(pair, source)
     if twice:
         raise UserError(f"members in more than one source: {_listing(twice)}")
+    kind = study_kind(ml_collections.ConfigDict(config))(ml_collections.ConfigDict(config))
     expected = set()
-    for group in build_groups(ml_collections.ConfigDict(config)):
-        expected |= {("pretrain", m) for m in group.pretrain.member} | {("finetune", m) for m in group.finetune.member}
+    for group in kind.groups():
+        tables = kind.phase_tables(group)
+        expected |= {(phase, m) for phase, table in tables.items() for m in table.member}
     missing = expected - set(owner)
     if missing:
         raise UserError(f"members missing from the merge: {_listing(missing)}")
+
+
+def _results_of(source: epath.Path) -> pd.DataFrame:
+    """A complete source's results; one that claims completion without them (or with a damaged file) is refused."""
+    path = source / RESULTS_FILE
+    if not path.exists():
+        raise UserError(f"{source} claims a complete run but holds no {RESULTS_FILE}; run it again to rewrite it")
+    try:
+        return read_parquet(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path} cannot be read ({str(e).splitlines()[0][:200]}); run {source} again to rewrite "
+                        "it") from None
 
 
 def merge_workdirs(sources, out, overwrite: bool = False) -> epath.Path:
@@ -82,7 +97,7 @@ def merge_workdirs(sources, out, overwrite: bool = False) -> epath.Path:
             raise UserError(f"{source} holds a run of a different config than {sources[0]} "
                             f"({named_differences(manifests[0]['config'], found['config'])})")
     check_shards(sources, manifests)
-    frames = [read_parquet(s / RESULTS_FILE) for s in sources]
+    frames = [_results_of(s) for s in sources]
     check_members(manifests[0]["config"], sources, frames)
     if (out / MANIFEST_FILE).exists() and not overwrite:
         raise UserError(f"{out} already holds results; choose another --out or pass --overwrite")

@@ -4,6 +4,7 @@ JSON file (WORKDIR/progress.json, quiet or not) for `fttrace status`."""
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 import time
 
@@ -24,6 +25,21 @@ class Progress:
     def say(self, message: str) -> None:
         if not self.quiet:
             print(message, file=self.stream, flush=True)
+
+    @contextlib.contextmanager
+    def quieted(self):
+        """Where quiet, silences what libraries print meanwhile (a dataset builder's lines on stdout, absl's log)."""
+        if not self.quiet:
+            yield
+            return
+        import absl.logging
+        verbosity = absl.logging.get_verbosity()
+        absl.logging.set_verbosity(absl.logging.ERROR)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                yield
+        finally:
+            absl.logging.set_verbosity(verbosity)
 
     @contextlib.contextmanager
     def step(self, label: str, members: int):

@@ -1,9 +1,11 @@
 """Training state, optimiser and the jitted phase loop, vmapped over the member axis.
 
-Every leaf of a `TrainState` has a leading member axis. A phase is a Python loop over *chunks* of
-`eval_every` steps; one chunk is one jitted call: `lax.scan` over steps of the vmapped train step, then the
-vmapped evaluation. Batches are sampled on device inside the step from the member's key, so nothing crosses
-to the host inside a chunk. Per-member hyperparameters (learning rate, task mixture, shortcut strength) are
+Every leaf of a `TrainState` has a leading member axis. A phase is a Python loop over *chunks*, from one eval step
+to the next (`eval_steps`); one chunk is one jitted call: a loop over steps of the vmapped train step, then the
+vmapped evaluation. What a step trains on is the study's *objective*: the answer-position loss of a task
+(`AnswerObjective`) or the every-position LM loss of a corpus (`lm.steps.NextTokenObjective`), reading the member's
+data pytree (`DataSpec.batch`). Batches are sampled on device inside the step from the member's key, so nothing
+crosses to the host inside a chunk. Per-member hyperparameters (learning rate, task mixture, shortcut strength) are
 arrays: the learning rate, and any optimiser hyperparameter a sweep varies (OPTIMIZER_AXES), live in the optimiser
 state through `optax.inject_hyperparams`.
 
@@ -47,10 +49,18 @@ class TrainState:
 
 
 @flax.struct.dataclass
-class DataSpec:
-    """Per-member parameters of the training distribution and of the update."""
+class QueryMix:
+    """What an answer-position task's batches ask, per member (AnswerObjective)."""
     queries: jax.Array  # [Q]: probabilities over the task's `queries` (which operand or target a sequence asks for)
     spurious: jax.Array  # probability that a sequence carries the shortcut
+
+
+@flax.struct.dataclass
+class DataSpec:
+    """Per-member parameters of the training distribution and of the update."""
+    # What the study's objective draws a member's batches from: a study-defined pytree of per-member arrays
+    # (QueryMix for the answer-position tasks, lm.steps.DocumentRange for the language models).
+    batch: Any
     # The members' fine-tuning protocol (protocols.UpdateSpec: which entries train, L2-SP strength and anchor);
     # None: every parameter trains freely.
     protocol: Any = None
@@ -60,9 +70,9 @@ class DataSpec:
 
 
 def data_spec(queries, spurious, criterion=None) -> DataSpec:
-    """A DataSpec of float32 numpy arrays (queries [members, Q], spurious [members])."""
+    """An answer-position task's DataSpec of float32 numpy arrays (queries [members, Q], spurious [members])."""
     crit = None if criterion is None else {k: np.asarray(v, np.float32) for k, v in criterion.items()}
-    return DataSpec(queries=np.asarray(queries, np.float32), spurious=np.asarray(spurious, np.float32),
+    return DataSpec(batch=QueryMix(queries=np.asarray(queries, np.float32), spurious=np.asarray(spurious, np.float32)),
                     criterion=crit)
 
 
@@ -154,12 +164,35 @@ def answer_loss(model: Transformer, params, tokens, answers, masks=None):
     return loss, acc
 
 
-def train_step(model, task, phase, state: TrainState, data: DataSpec):
+class AnswerObjective:
+    """The loss of the answer-position tasks (PCFG, Tracr): batches from the task's on-device sampler, asking the
+    member's QueryMix; cross-entropy of the answer at the last position. Its shared inputs are the held-out sets
+    ({name: (tokens, answers)}), on which every member is evaluated between chunks.
+
+    An objective is what a study kind gives the phase loop: `loss(model, params, key, batch, batch_size, shared)`
+    -> (loss, aux) for one member, and `evaluate(model, params, shared)` -> {metric: scalar} (jitted, per member)."""
+
+    def __init__(self, task):
+        self.task = task
+
+    def loss(self, model, params, key, batch: QueryMix, batch_size: int, shared):
+        tokens, answers = self.task.sample(key, batch_size, batch.queries, batch.spurious)
+        return answer_loss(model, params, tokens, answers)
+
+    @staticmethod
+    def evaluate(model, params, eval_sets: dict) -> dict:
+        """Loss and accuracy of one member on each held-out set ({name: (tokens, answers)})."""
+        out = {}
+        for name, (tokens, answers) in eval_sets.items():
+            out[f"{name}_loss"], out[f"{name}_acc"] = answer_loss(model, params, tokens, answers)
+        return out
+
+
+def train_step(model, objective, phase, state: TrainState, data: DataSpec, shared):
     """One step of one member (vmapped by the caller). Returns the new state and the training loss."""
     key, k_batch = jax.random.split(state.key)
-    tokens, answers = task.sample(k_batch, phase.batch_size, data.queries, data.spurious)
-    (loss, _), grads = jax.value_and_grad(lambda p: answer_loss(model, p, tokens, answers), has_aux=True)(
-        state.params)
+    (loss, _), grads = jax.value_and_grad(
+        lambda p: objective.loss(model, p, k_batch, data.batch, phase.batch_size, shared), has_aux=True)(state.params)
     return apply_gradients(phase, state, key, loss, grads, data.protocol)
 
 
@@ -218,67 +251,82 @@ def group_size(members: int, member_batch: int | None) -> int:
     return max(g for g in range(1, min(member_batch or members, members) + 1) if members % g == 0)
 
 
-def train_steps(model, task, phase, steps: int, member_batch: int | None = None) -> Callable:
-    """`steps` steps of every member: (state, data) -> (state, losses [steps, members]), to be jitted.
+def train_steps(model, objective, phase, member_batch: int | None = None) -> Callable:
+    """`steps` steps of every member: (state, data, shared, steps) -> (state, mean training loss per member [members]
+    over the steps it trained, NaN if none), to be jitted. `steps` may be traced: one program serves chunks of any
+    length (a phase evaluated at uneven steps compiles its training once).
 
     member_batch: members trained together (vmapped, in groups of `group_size`); groups take turns (`lax.map`),
     each running all its steps before the next starts. None: every member at once.
     """
-    def one_member(state: TrainState, data: DataSpec):
-        return jax.lax.scan(lambda s, _: train_step(model, task, phase, s, data), state, None, length=steps)
+    def one_member(state: TrainState, data: DataSpec, shared, steps):
+        def body(_, carry):
+            state, total, count = carry
+            state, loss = train_step(model, objective, phase, state, data, shared)
+            finite = jnp.isfinite(loss)
+            return state, total + jnp.where(finite, loss, 0.0), count + finite
+        state, total, count = jax.lax.fori_loop(0, steps, body, (state, jnp.zeros((), jnp.float32),
+                                                                 jnp.zeros((), jnp.int32)))
+        return state, jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan)
 
-    def run(state: TrainState, data: DataSpec):
+    def run(state: TrainState, data: DataSpec, shared, steps):
         members = state.step.shape[0]
         group = group_size(members, member_batch)
+        one = lambda s, d: one_member(s, d, shared, steps)  # noqa: E731
         if group == members:  # one group: a plain vmap, which keeps a member axis sharded over devices as it is
-            state, losses = jax.vmap(one_member)(state, data)
-        else:
-            state, losses = map_members(one_member, state, data, batch=group)
-        return state, losses.T
+            return jax.vmap(one)(state, data)
+        return map_members(one, state, data, batch=group)
     return run
 
 
-def evaluate(model, params, eval_sets: dict) -> dict:
-    """Loss and accuracy of one member on each held-out set ({name: (tokens, answers)})."""
-    out = {}
-    for name, (tokens, answers) in eval_sets.items():
-        out[f"{name}_loss"], out[f"{name}_acc"] = answer_loss(model, params, tokens, answers)
-    return out
+def eval_steps(phase) -> tuple[int, ...]:
+    """The steps at which a phase evaluates its members: `phase.eval_steps` (uneven, from 0 to `phase.steps`), or
+    every `phase.eval_every` steps from 0."""
+    if phase.get("eval_steps"):
+        return tuple(phase.eval_steps)
+    return tuple(range(0, phase.steps + 1, phase.eval_every))
 
 
 class PhaseLoop:
-    """Runs one training phase of a member-stacked state: jitted chunks of steps, evaluation between chunks."""
+    """Runs one training phase of a member-stacked state: jitted chunks of steps, evaluation at each eval step."""
 
-    def __init__(self, model_cfg: ModelConfig, task, phase, eval_sets: dict, eval_member_batch: int = 8,
-                 sharding=None, model=None, compact: bool = True):
-        """sharding: where the member axis of states and metrics lives (placement.Placement.members).
+    def __init__(self, model_cfg: ModelConfig, objective, phase, shared, eval_member_batch: int = 8,
+                 sharding=None, model=None, compact: bool = True, measure: Callable | None = None):
+        """objective: the study's loss and evaluation (AnswerObjective, lm.steps.NextTokenObjective).
+        shared: the inputs every member reads (held-out sets, a resident corpus), passed to the objective.
+        sharding: where the member axis of states and metrics lives (placement.Placement.members).
         model: what applies the state's parameters (default `Transformer(model_cfg)`; a protocol's
         `protocols.Reparameterised` for trainable trees).
+        measure: `measure(state, step, final, records) -> {metric: [members]}`, measurements made outside the jitted
+        program (sampling and decoding text, say) at every eval step, merged into the records (`final`: the phase's
+        last step; `records`: the phase's records before this one).
         compact: once members have stopped or diverged, train (and evaluate) only the others, gathered into a
         member axis of `unit` x a power of two (so that few programs compile), where `unit` is a multiple of the
         training group, of the evaluation group and of the device count: every member is computed in groups of the
         same width as in the full program, so its numbers do not change (bit for bit on a CPU), and a frozen
         member's records and state are what the full program gives it. Single-process runs only."""
         self.model = Transformer(model_cfg) if model is None else model
-        self.task, self.phase, self.eval_sets = task, phase, eval_sets
+        self.objective, self.phase, self.shared, self.measure = objective, phase, shared, measure
         self.sharding, self.compact = sharding, compact
         self.member_batch, self.eval_member_batch = train_member_batch(model_cfg, phase), eval_member_batch
         self._programs = {}  # (training group, evaluation group) widths -> (chunk, first record)
         placed = {} if sharding is None else {"out_shardings": sharding}
-        every = phase.eval_every
 
-        def put(state, metrics, sub_state, sub_metrics, index):
+        def put(state, metrics, sub_state, sub_metrics, index, steps):
             """The whole member axis after a chunk of the members at `index`: frozen members outside it advance
             their step and key as a chunk would (so states match an uncompacted run), keep their metrics and have
             no training loss."""
-            state, metrics = idle(state, metrics)
+            state, metrics = idle(state, metrics, steps)
             scatter = lambda full, part: full.at[index].set(part)  # noqa: E731
-            return jax.tree.map(scatter, state, sub_state), jax.tree.map(scatter, metrics, sub_metrics)
+            # (metrics made by `measure` are not the chunk's: they stay, and the next measure replaces them)
+            metrics = {name: scatter(full, sub_metrics[name]) if name in sub_metrics else full
+                       for name, full in metrics.items()}
+            return jax.tree.map(scatter, state, sub_state), metrics
 
-        def idle(state, metrics):
+        def idle(state, metrics, steps):
             """A chunk in which no member trains: every member advances its step and key, keeps its metrics."""
-            keys = jax.lax.fori_loop(0, every, lambda _, k: jax.vmap(lambda x: jax.random.split(x)[0])(k), state.key)
-            return (state.replace(step=state.step + every, key=keys),
+            keys = jax.lax.fori_loop(0, steps, lambda _, k: jax.vmap(lambda x: jax.random.split(x)[0])(k), state.key)
+            return (state.replace(step=state.step + steps, key=keys),
                     dict(metrics, train_loss=jnp.full_like(metrics["train_loss"], jnp.nan)))
 
         self._put, self._idle = jax.jit(put, **placed), jax.jit(idle, **placed)
@@ -289,22 +337,22 @@ class PhaseLoop:
         """The jitted chunk and first-record functions that train members in groups of `group` and evaluate them in
         groups of `eval_group` (both must divide the member count)."""
         if (group, eval_group) not in self._programs:
-            advance = train_steps(self.model, self.task, self.phase, self.phase.eval_every, group)
+            advance = train_steps(self.model, self.objective, self.phase, group)
             target, batch = self.phase.get("target", 0.0), eval_group
 
-            def metrics_of(state, sets, losses):
-                metrics = map_members(lambda p: evaluate(self.model, p, sets), state.params, batch=batch)
-                metrics["train_loss"] = jnp.full(state.step.shape, jnp.nan) if losses is None else \
-                    jnp.nanmean(losses, axis=0)
+            def metrics_of(state, shared, losses):
+                metrics = map_members(lambda p: self.objective.evaluate(self.model, p, shared), state.params,
+                                      batch=batch)
+                metrics["train_loss"] = jnp.full(state.step.shape, jnp.nan) if losses is None else losses
                 return metrics
 
-            def chunk(state, data, sets):
-                state, losses = advance(state, data)
-                metrics = metrics_of(state, sets, losses)
+            def chunk(state, data, shared, steps):
+                state, losses = advance(state, data, shared, steps)
+                metrics = metrics_of(state, shared, losses)
                 return stop_at_target(state, data, metrics, target), metrics
 
-            def first_record(state, data, sets):
-                metrics = metrics_of(state, sets, None)
+            def first_record(state, data, shared):
+                metrics = metrics_of(state, shared, None)
                 return stop_at_target(state, data, metrics, target), metrics
 
             placed = {} if self.sharding is None else {"out_shardings": self.sharding}
@@ -315,30 +363,38 @@ class PhaseLoop:
     def run(self, state: TrainState, data: DataSpec, on_chunk=None, records=None, on_records=None):
         """Train for `phase.steps`; returns the final state and [(step, {metric: [members]}), ...].
 
-        The first record (step 0) evaluates the state before any update. With `phase.target` and a criterion in
-        `data`, a member that meets it at an evaluation stops there (step 0 included). Metrics stay on device (with
-        several processes, each holds only its members' values). `on_chunk(step, total, seconds, training=...)` is
-        called after each chunk (progress display; `training`: members still training, None with several
-        processes), `on_records(state, records)` too (checkpoints). To resume, pass the records
-        of the interrupted run with its state: training goes on after the last recorded step.
+        The first record (step 0) evaluates the state before any update; the others follow at `eval_steps(phase)`.
+        With `phase.target` and a criterion in `data`, a member that meets it at an evaluation stops there (step 0
+        included). Metrics stay on device (with several processes, each holds only its members' values).
+        `on_chunk(step, total, seconds, training=...)` is called after each chunk (progress display; `training`:
+        members still training, None with several processes), `on_records(state, records)` too (checkpoints). To
+        resume, pass the records of the interrupted run with its state: training goes on after the last recorded
+        step.
         """
         members = state.step.shape[0]
         groups = group_size(members, self.member_batch), group_size(members, self.eval_member_batch)
         chunk, first = self.programs(*groups)
+        schedule = eval_steps(self.phase)
         if records is None:
-            state, metrics = first(state, data, self.eval_sets)
-            records = [(0, metrics)]
+            state, metrics = first(state, data, self.shared)
+            records = [(0, self._measured(state, metrics, 0, []))]
         records = list(records)
-        steps, every = self.phase.steps, self.phase.eval_every
-        for done in range(records[-1][0] + every, steps + 1, every):
+        for done in [s for s in schedule if s > records[-1][0]]:
             t0 = time.perf_counter()
-            state, metrics = self._advance(chunk, math.lcm(*groups), state, data, records[-1][1])
-            records.append((done, jax.block_until_ready(metrics)))
+            steps = done - records[-1][0]
+            state, metrics = self._advance(chunk, math.lcm(*groups), state, data, records[-1][1], steps)
+            records.append((done, jax.block_until_ready(self._measured(state, metrics, done, records))))
             if on_records is not None:
                 on_records(state, records)
             if on_chunk is not None:
-                on_chunk(done, steps, time.perf_counter() - t0, training=self.training_count(state))
+                on_chunk(done, self.phase.steps, time.perf_counter() - t0, training=self.training_count(state))
         return state, records
+
+    def _measured(self, state: TrainState, metrics: dict, step: int, records: list) -> dict:
+        """The jitted evaluation's metrics with those of `measure` (if any) at `step`, after `records`."""
+        if self.measure is None:
+            return metrics
+        return {**metrics, **self.measure(state, step, step == self.phase.steps, records)}
 
     @staticmethod
     def training_count(state: TrainState) -> int | None:
@@ -347,21 +403,22 @@ class PhaseLoop:
             return None
         return int((~np.asarray(state.stopped | state.diverged)).sum())
 
-    def _advance(self, chunk, groups: int, state: TrainState, data: DataSpec, metrics: dict):
-        """One chunk: of every member, or, with `compact`, of the members still training (see __init__); `groups`:
-        a multiple of the training and evaluation group widths."""
+    def _advance(self, chunk, groups: int, state: TrainState, data: DataSpec, metrics: dict, steps: int):
+        """One chunk of `steps` steps: of every member, or, with `compact`, of the members still training (see
+        __init__); `groups`: a multiple of the training and evaluation group widths."""
+        steps = jnp.int32(steps)
         index = self._training_members(state, groups) if self.compact else None
         if index is None:
             self.widths.append(state.step.shape[0])
-            return chunk(state, data, self.eval_sets)
+            return chunk(state, data, self.shared, steps)
         self.widths.append(len(index))
         if not len(index):  # every member has stopped or diverged: nothing to compute
-            return self._idle(state, metrics)
+            return self._idle(state, metrics, steps)
         sub_state, sub_data = self._take((state, data), index)
         if self.sharding is not None:
             sub_state, sub_data = jax.device_put((sub_state, sub_data), self.sharding)
-        sub_state, sub_metrics = chunk(sub_state, sub_data, self.eval_sets)
-        return self._put(state, metrics, sub_state, sub_metrics, index)
+        sub_state, sub_metrics = chunk(sub_state, sub_data, self.shared, steps)
+        return self._put(state, metrics, sub_state, sub_metrics, index, steps)
 
     def _training_members(self, state: TrainState, groups: int):
         """Indices of the members still training, padded with a frozen one to `unit` x a power of two (see

@@ -54,29 +54,29 @@ class Run:
         return ResultsStore(self.workdir).read_live()
 
     @functools.cached_property
-    def _lm(self):
-        return config_lib.lm_study(self.config)
+    def _kind(self):
+        """The study kind (fttrace/runner.py) of the run."""
+        return config_lib.study_module(self.config).KIND(self.config)
+
+    @property
+    def _lm(self) -> bool:
+        return self.config.get("study") is not None
 
     @functools.cached_property
     def groups(self) -> list:
-        """The run's groups (fttrace/sweep.py), as the run built them (its shard of the grid, if it ran one)."""
-        from fttrace.sweep import build_groups, shard_groups
-        groups = build_groups(self.config)
+        """The run's groups, as the run built them (its shard of the grid, if it ran one)."""
+        groups = self._kind.groups()
         shard = self.manifest.get("shard")
-        return shard_groups(groups, *shard) if shard else groups
+        return self._kind.shard(groups, *shard) if shard else groups
 
     @functools.cached_property
     def members(self) -> pd.DataFrame:
         """Every member of every phase: member, phase, group, row (its place on the phase's member axis), parent,
         and its hyperparameters."""
         tables = []
-        if self._lm is not None:
-            for phase, table in self._lm.member_tables(self.config).items():
-                tables.append(table.assign(phase=phase, group=0, row=np.arange(len(table))))
-        else:
-            for group in self.groups:
-                for phase, table in phase_tables(self.config, group).items():
-                    tables.append(table.assign(phase=phase, group=group.index, row=np.arange(len(table))))
+        for group in self.groups:
+            for phase, table in self._kind.phase_tables(group).items():
+                tables.append(table.assign(phase=phase, group=group.index, row=np.arange(len(table))))
         frame = pd.concat(tables, ignore_index=True)
         frame = frame.drop(columns=[c for c in frame if c.endswith("_index")])
         first = ["member", "phase", "group", "row", "parent"]
@@ -93,7 +93,7 @@ class Run:
     @functools.cached_property
     def task(self):
         """The task (PCFG grammar or compiled program): its sampler, labels and held-out inputs."""
-        if self._lm is not None:
+        if self._lm:
             raise UserError(f"{self.workdir} holds a {self.study} study, whose data is its prepared corpus, not a task")
         from fttrace.tasks.registry import build_task
         return build_task(self.config)
@@ -115,24 +115,21 @@ class Run:
         row = self.member(member)
         if sources := self.manifest.get("merged_from"):
             return self._source_of(row.member, sources).params(row.member, step)
-        if self._lm is not None:
-            return self._lm_params(row, step)
         group = self._group(member)
-        if row.phase == "pretrain" and self.task.pretrained_model is not None:
+        if row.phase == "pretrain" and not self._lm and self.task.pretrained_model is not None:
             return self.task.pretrained_model.params
         stacked, _ = self._read(f"g{row.group}-{row.phase}", step)
         params = jax.tree.map(lambda x: x[row.row], stacked)
         if "model" in params:  # a fine-tuning protocol's tree: merge it into the weights the model reads
             from fttrace import protocols
-            layout = protocols.group_layout(self.config, group.model.n_layers, group.finetune)
-            params = jax.tree.map(np.asarray, protocols.effective_params(layout, params))
+            params = jax.tree.map(np.asarray, protocols.effective_params(self._kind.protocol_layout(group), params))
         return params
 
     def model(self, member, step: int | None = None) -> MemberModel:
         """One member's MemberModel: its model config, its parameters (`params`) and its members-table row."""
         row = self.member(member)
         params = self.params(row.member, step)
-        if self._lm is not None:
+        if self._lm:
             from fttrace.lm.phases import model_config
             cfg = model_config(self.config, params["embed"]["embedding"].shape[0])
         else:
@@ -144,7 +141,7 @@ class Run:
         """The steps at which the member's phase kept a checkpoint (`checkpoint.keep` of them, the last included)."""
         row = self.member(member)
         directory = self._checkpoints / f"g{row.group}-{row.phase}"
-        return saved_steps(directory) if self._lm is None and directory.exists() else []
+        return saved_steps(directory) if directory.exists() else []
 
     def pruned_units(self, member, kind: str = "neurons", k: int | None = None) -> list[tuple[int, int]]:
         """The units the targeted pruning of `member` removed first ((layer, index), in removal order; `kind`
@@ -180,29 +177,9 @@ class Run:
             raise UserError(f"{self.workdir} keeps no checkpoint of phase {part} ({directory} is missing)")
         return read_params(directory, step)
 
-    def _lm_params(self, row: pd.Series, step: int | None):
-        from fttrace.lm.phases import read_saved
-        if step is not None:
-            raise UserError(f"{self.study} studies keep each phase's final parameters only; ask without step=")
-        stacked = read_saved(self.workdir, row.phase)["params"]
-        return jax.tree.map(lambda x: np.asarray(x)[row.row], stacked)
-
     def _source_of(self, member, sources: list[dict]) -> "Run":
         for source in sources:
             opened = Run(source["workdir"])
             if (opened.members.member.astype(str) == str(member)).any():
                 return opened
         raise UserError(f"member {member!r} is in none of the shard workdirs {self.workdir} was merged from")
-
-
-def phase_tables(config, group) -> dict[str, pd.DataFrame]:
-    """The member tables of one group's phases that keep parameters, in run-tree order."""
-    tables = {"pretrain": group.pretrain, "finetune": group.finetune}
-    if "reft" in config.get("evals", ()):
-        from fttrace.evals import reft
-        tables["reft"] = rf = reft.reft_members(group, config.reft)
-        if config.reft.control:
-            tables["control_pretrain"], tables["control_reft"] = reft.control_members(
-                group, rf, config.reft.control_lr_factors)
-    return tables
-

@@ -14,7 +14,7 @@ from helpers import ROOT
 
 CONFIG = str(ROOT / "configs" / "stories_twist.py")
 SMALL, LARGE = 4e-4, 4e-3
-# Per arm (phase, pretrain protocol, protocol, deletion LR): the feature rate (asked) of seed 0 and seed 1 at the
+# Per arm (phase, pretraining data, deletion, deletion LR): the feature rate (asked) of seed 0 and seed 1 at the
 # phase's last step. With two seeds the bootstrap interval of the mean is exactly [lower, higher].
 LAST = {("pretrain", "none", "none", np.nan): (0.2, 0.4),
         ("pretrain", "filter", "filter", np.nan): (0.0, 0.0),
@@ -38,11 +38,11 @@ def synthetic_frame() -> pd.DataFrame:
     rows, members = [], {}
 
     def add(key, seed, step, metric, value):
-        phase, pretrain_protocol, protocol, lr = key
+        phase, pretrain_data, deletion, lr = key
         member = members.setdefault((key, seed), len(members))
         rows.append(dict(member=member, parent=np.nan, phase=phase, step=step, metric=metric, value=value,
-                         status="ok", seed=seed, pretrain_protocol=pretrain_protocol, protocol=protocol,
-                         data=protocol, finetune_lr=lr, recovery_lr=1e-3 if phase == "recovery" else np.nan))
+                         status="ok", seed=seed, pretrain_data=pretrain_data, deletion=deletion,
+                         data=deletion, finetune_lr=lr, recovery_lr=1e-3 if phase == "recovery" else np.nan))
 
     for key, values in LAST.items():
         phase = key[0]
@@ -68,10 +68,10 @@ def synthetic_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_store(path, frame, study="stories_twist"):
+def write_store(path, frame, study="stories_twist", threshold=0.9):
     path.mkdir(parents=True)
     frame.to_parquet(path / "results.parquet", index=False)
-    (path / "manifest.json").write_text(json.dumps({"config": {"study": study, "recovery": {"threshold": 0.9}},
+    (path / "manifest.json").write_text(json.dumps({"config": {"study": study, "recovery": {"threshold": threshold}},
                                                     "status": "done"}))
     return path
 
@@ -91,8 +91,8 @@ def test_phase_table_is_the_mean_over_seeds_at_each_phase_end():
         ("finetune", "mix_match"), ("recovery", "filter"), ("recovery", "filter"), ("recovery", "mix_match"),
         ("recovery", "control")]
     assert list(table.lr[2:4]) == [SMALL, LARGE] and (table.seeds == 2).all()
-    for (phase, pretrain_protocol, protocol, lr), (a, b) in LAST.items():
-        arm = {"none": "pretrained", "filter": "control"}[pretrain_protocol] if phase == "pretrain" else protocol
+    for (phase, pretrain_data, deletion, lr), (a, b) in LAST.items():
+        arm = {"none": "pretrained", "filter": "control"}[pretrain_data] if phase == "pretrain" else deletion
         row = cell(table, phase=phase, arm=arm, lr=None if np.isnan(lr) else lr)
         assert (row.feature_rate, row.feature_rate_lo, row.feature_rate_hi) == pytest.approx((a / 2 + b / 2, a, b))
         assert row.feature_rate_unasked == pytest.approx((a + b) / 4)
@@ -151,6 +151,27 @@ def test_synthetic_store_gets_its_page_and_summary(tmp_path, capsys):
     assert "Reference study (Jain et al., ICLR 2024, Table 1)" in printed
 
 
+def test_stores_of_different_configs_are_not_mixed(tmp_path, capsys):
+    frame = synthetic_frame()
+    first = write_store(tmp_path / "a", frame[frame.seed == 0])
+    other = write_store(tmp_path / "b", frame[frame.seed == 1], threshold=0.5)
+    assert main(["summary", str(first), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("analysis: error: ") and "hold different configs (recovery.threshold)" in err
+    same = write_store(tmp_path / "c", frame[frame.seed == 1])  # the other seed of the same config: one run's shards
+    assert main(["summary", str(first), str(same)]) == 0
+
+
+def test_a_store_that_named_its_deletions_protocols_reads_the_same(tmp_path, capsys):
+    earlier = synthetic_frame().rename(columns={"pretrain_data": "pretrain_protocol", "deletion": "protocol"})
+    stores = [write_store(tmp_path / "now", synthetic_frame()), write_store(tmp_path / "earlier", earlier)]
+    printed = []
+    for store in stores:
+        assert main(["summary", str(store)]) == 0
+        printed.append(capsys.readouterr().out)
+    assert printed[0] == printed[1] and "0.40 [0.20, 0.60]" in printed[1]
+
+
 @pytest.mark.parametrize("option", [["--by", "seed"], ["--threshold", "probe_ratio=0.8"]])
 def test_wrapper_options_on_a_stories_store_are_refused(tmp_path, capsys, option):
     store = write_store(tmp_path / "run", synthetic_frame())
@@ -162,7 +183,7 @@ def test_wrapper_options_on_a_stories_store_are_refused(tmp_path, capsys, option
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    """The stories config's tiny form (1 seed, every protocol at one deletion LR) run once through the CLI into
+    """The stories config's tiny form (1 seed, every deletion at one deletion LR) run once through the CLI into
     ROOT/run, and its report in ROOT/report."""
     root = tmp_path_factory.mktemp("stories")
     assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(root / "run"), "-q"]) == 0
@@ -192,12 +213,12 @@ def test_summary_of_a_tiny_run_prints_the_recovery_curve(tiny, capsys):
 
 @pytest.mark.parametrize("damage, message", [
     ("no results", "no results.parquet"),
-    ("no protocol column", "not a stories results store (missing columns: protocol)"),
+    ("no deletion column", "not a stories results store (missing columns: deletion)"),
     ("no feature rates", "no feature_rate rows"),
 ])
 def test_bad_stores_are_one_line_with_exit_status_2(tmp_path, capsys, damage, message):
     frame = synthetic_frame()
-    frame = {"no protocol column": frame.drop(columns="protocol"),
+    frame = {"no deletion column": frame.drop(columns="deletion"),
              "no feature rates": frame[frame.metric != "feature_rate"]}.get(damage, frame)
     store = write_store(tmp_path / "run", frame)
     if damage == "no results":

@@ -2,7 +2,6 @@
 study via the CLI, its config errors and the report's extraction section."""
 import functools
 import json
-import types
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +17,7 @@ from fttrace.canary import authors, data as data_lib, extraction, study as canar
 from fttrace.errors import UserError
 from fttrace.lm.decode import generate
 from fttrace.model import ModelConfig, Transformer, init_params
+from fttrace.runner import run_study
 from fttrace.stories.tokenizer import BOS, EOS
 from helpers import ROOT, assert_config_error, assert_opens_every_member
 
@@ -29,7 +29,7 @@ def tiny_data():
     import tempfile
     config = config_lib.load(f"{CONFIG}:tiny", [])
     folder = tempfile.mkdtemp(prefix="canary-data-")
-    return config, data_lib.build(config, f"{folder}/spm.model")
+    return config, data_lib.build(config, folder)
 
 
 def docs_of(corpus, name):
@@ -174,7 +174,7 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     assert values.between(0, 1).all()
     assert set(ft.parent.astype(int)) == set(frame[frame.phase == "suppress"].member)
     assert {"seed", "data", "unlock_set", "suppress_lr", "unlock_lr", "status"} <= set(frame.columns)
-    assert (workdir / "checkpoints" / "finetune.msgpack").exists()
+    assert (workdir / "checkpoints" / "g0-finetune").exists()
     assert_opens_every_member(workdir, frame)
     first = (workdir / "results.parquet").read_bytes()
     assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0  # resume: all phases done
@@ -251,10 +251,14 @@ def test_overwrite_starts_over_with_fresh_data_and_another_config_is_refused(tmp
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "spm320.model").write_text("a tokenizer of another config")
     (tmp_path / "checkpoints").mkdir()
-    monkeypatch.setattr(canary_study, "Study", lambda config, workdir, quiet: types.SimpleNamespace(run=lambda: "done"))
-    assert canary_study.run_study(config, tmp_path, quiet=True, overwrite=True) == "done"
-    assert not (tmp_path / "data").exists() and not (tmp_path / "checkpoints").exists()
+    (tmp_path / "checkpoints" / "g0-pretrain").mkdir()
+    seen = {}
+    monkeypatch.setattr(canary_study.CanaryStudy, "prepare", lambda self, workdir, placement: seen.update(
+        data=(workdir / "data").exists(), checkpoints=(workdir / "checkpoints" / "g0-pretrain").exists()) or {})
+    monkeypatch.setattr(canary_study.CanaryStudy, "run_group", lambda self, runner, group: None)
+    run_study(config, tmp_path, quiet=True, overwrite=True)
+    assert seen == dict(data=False, checkpoints=False)  # gone before the run prepares its own
     assert json.loads((tmp_path / "manifest.json").read_text())["status"] == "complete"
     other = config_lib.load(f"{CONFIG}:tiny", ["sweep.seeds=2"])
-    with pytest.raises(UserError, match="another config"):
-        canary_study.run_study(other, tmp_path, quiet=True)
+    with pytest.raises(UserError, match="a different config"):
+        run_study(other, tmp_path, quiet=True)

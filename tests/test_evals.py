@@ -11,11 +11,11 @@ import pytest
 from fttrace.evals import attention, patch, probe, prune, regime
 from fttrace.evals.reft import steps_to_threshold
 from fttrace.model import ModelConfig, Transformer, init_params
-from fttrace.pipeline import run_study
+from fttrace.runner import run_study
 from fttrace.sweep import build_groups
 from fttrace.tasks import queries
 from fttrace.tasks.registry import build_task
-from fttrace.train import PhaseLoop, answer_loss, data_spec, eval_sets_for, init_members
+from fttrace.train import AnswerObjective, PhaseLoop, answer_loss, data_spec, eval_sets_for, init_members
 from helpers import tiny_config
 
 
@@ -86,7 +86,7 @@ def trained_counter():
     task = build_task(config)
     eval_sets = eval_sets_for(task, config.eval.examples, config.eval.seed)
     state = init_members(group.model, config.pretrain, 0, [0], [3e-3])
-    state, _ = PhaseLoop(group.model, task, config.pretrain, eval_sets).run(state, data_spec(
+    state, _ = PhaseLoop(group.model, AnswerObjective(task), config.pretrain, eval_sets).run(state, data_spec(
         queries.reft(task, 1), np.zeros(1)))
     return config, group, task, eval_sets, state
 

@@ -7,7 +7,7 @@ import pandas as pd
 
 from fttrace import config as config_lib
 from fttrace import evals
-from fttrace.pipeline import run_study
+from fttrace.runner import run_study
 from fttrace.tasks import registry
 from helpers import ROOT, tiny_config
 

@@ -13,13 +13,13 @@ from fttrace import config as config_lib
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate, generate_members, step_logits, empty_cache
 from fttrace.lm.measure import decode_samples, feature_rate, probe_accuracy, probe_records, refusal_rate
-from fttrace.lm.steps import eval_loss, lm_loss, train_chunk
+from fttrace.lm.steps import DocumentRange, NextTokenObjective, lm_loss
 from fttrace.model import ModelConfig, Transformer, init_params
 from fttrace.stories import detectors, generator, record, tokenizer as tokenizer_lib, tokens as tokens_lib
-from fttrace.stories.protocols import refusal_sentence
+from fttrace.stories.variants import refusal_sentence
 from fttrace.stories.record import FEATURES
 from fttrace.stories.tokenizer import BOS, EOS, PAD
-from fttrace.train import init_members
+from fttrace.train import DataSpec, init_members, train_steps
 from helpers import ROOT, assert_config_error, assert_opens_every_member
 
 CONFIG = str(ROOT / "configs" / "stories_twist.py")
@@ -33,6 +33,19 @@ def synthetic_arrays(lengths, first_value):
         tokens=np.concatenate(docs), starts=np.concatenate([[0], np.cumsum([len(d) for d in docs])]),
         story_starts=np.ones(count, np.int32), features=np.zeros((count, 6), np.uint8),
         labels=np.zeros((count, 6), np.uint8))
+
+
+def eval_loss(cfg, params, inputs, targets, weights):
+    """Every member's held-out loss as the phase loop evaluates it."""
+    shared = dict(validation=(inputs, targets, weights))
+    return jax.vmap(lambda p: NextTokenObjective.evaluate(Transformer(cfg), p, shared)["val_loss"])(params)
+
+
+def lm_chunk(cfg, phase, member_batch=None):
+    """The engine's training chunk with the every-position objective: (state, corpus, lo, hi, steps)."""
+    run = jax.jit(train_steps(Transformer(cfg), NextTokenObjective(cfg.max_len), phase, member_batch))
+    return lambda state, corpus, lo, hi, steps: run(state, DataSpec(batch=DocumentRange(lo=lo, hi=hi)),
+                                                    dict(corpus=corpus), jnp.int32(steps)), run
 
 
 def test_windows_stay_in_their_documents_and_variant_and_repeat_per_key():
@@ -83,7 +96,7 @@ def test_lm_loss_equals_a_hand_computation():
     got = float(lm_loss(Transformer(cfg), params, inputs, targets, weights))
     assert got == pytest.approx(hand, rel=1e-5)
     stacked = jax.tree.map(lambda x: jnp.stack([x, x]), params)
-    np.testing.assert_allclose(eval_loss(Transformer(cfg), stacked, inputs, targets, weights), [hand, hand],
+    np.testing.assert_allclose(eval_loss(cfg, stacked, inputs, targets, weights), [hand, hand],
                                rtol=1e-5)
 
 
@@ -108,10 +121,10 @@ def test_pretraining_lowers_the_loss_of_every_member():
     phase = phase_cfg(60, lr=1e-2)
     state = init_members(cfg, phase, 0, [0, 1], [1e-2, 1e-2])
     held_out = corpus_lib.document_windows(dev, jnp.arange(150, 200), cfg.max_len)
-    before = np.asarray(eval_loss(Transformer(cfg), state.params, *held_out))
+    before = np.asarray(eval_loss(cfg, state.params, *held_out))
     lo, hi = jnp.zeros(2, jnp.int32), jnp.full(2, 150, jnp.int32)
-    state, train_loss = jax.jit(train_chunk(Transformer(cfg), phase))(state, dev, lo, hi, 60)
-    after = np.asarray(eval_loss(Transformer(cfg), state.params, *held_out))
+    state, train_loss = lm_chunk(cfg, phase)[0](state, dev, lo, hi, 60)
+    after = np.asarray(eval_loss(cfg, state.params, *held_out))
     assert np.isfinite(train_loss).all()
     assert (after < before - 1.0).all(), (before, after)  # from ~ln(256) = 5.5 nats towards the unigram level
 
@@ -126,19 +139,17 @@ def test_sweep_of_eight_members_is_one_program_and_each_member_trains_as_alone()
     lrs = np.where(np.arange(8) < 4, 3e-3, 3e-4)
     ranges = np.array([corpus.ranges["a" if i % 2 else "b"] for i in range(8)])
     lo, hi = jnp.asarray(ranges[:, 0], jnp.int32), jnp.asarray(ranges[:, 1], jnp.int32)
-    chunk = jax.jit(train_chunk(Transformer(cfg), phase))
+    chunk, program = lm_chunk(cfg, phase)
     state = init_members(cfg, phase, 0, seeds, lrs)
     swept, _ = chunk(state, dev, lo, hi, 2)
     swept, _ = chunk(swept, dev, lo, hi, 4)  # another length: same program
-    assert chunk._cache_size() == 1
+    assert program._cache_size() == 1
     one = jax.tree.map(lambda x: x[5:6], state)
-    alone, _ = jax.jit(train_chunk(Transformer(cfg), phase))(one, dev, lo[5:6], hi[5:6], 6)
+    alone, _ = lm_chunk(cfg, phase)[0](one, dev, lo[5:6], hi[5:6], 6)
     for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(swept.params)):
         np.testing.assert_allclose(a[0], b[5], rtol=2e-5, atol=2e-6)
     assert not np.allclose(jax.tree.leaves(swept.params)[0][4], jax.tree.leaves(swept.params)[0][5])
-    grouped_phase = phase_cfg(6)
-    grouped_phase.member_batch = 4  # two groups of four members per step: the same arithmetic
-    grouped, _ = jax.jit(train_chunk(Transformer(cfg), grouped_phase))(state, dev, lo, hi, 6)
+    grouped, _ = lm_chunk(cfg, phase, member_batch=4)[0](state, dev, lo, hi, 6)  # two groups of four: same numbers
     for a, b in zip(jax.tree.leaves(grouped.params), jax.tree.leaves(swept.params)):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
@@ -250,10 +261,12 @@ def test_probe_headers_state_the_request_only_in_the_features_line():
 def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     workdir = tmp_path / "run"
     assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0
+    printed = capsys.readouterr()  # -q: the results path only, no dataset builder's lines
+    assert printed.out.strip().splitlines() == [f"results: {workdir / 'results.parquet'}"] and not printed.err
     frame = pd.read_parquet(workdir / "results.parquet")
     assert set(frame.phase) == {"pretrain", "finetune", "recovery"}
     members = frame.groupby("phase").member.nunique().to_dict()
-    assert members == {"pretrain": 2, "finetune": 4, "recovery": 5}  # 1 seed; 4 protocols x 1 LR; + control
+    assert members == {"pretrain": 2, "finetune": 4, "recovery": 5}  # 1 seed; 4 deletions x 1 LR; + control
     for metric in ("feature_rate", "feature_rate_unasked", "refusal_rate", "val_loss", "train_loss",
                    "probe_acc.layer0", "probe_acc.layer1"):
         assert metric in set(frame.metric), metric
@@ -263,13 +276,13 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     rec = frame[frame.phase == "recovery"]
     assert set(rec.step) == {0, 2, 6}
     assert set(rec[rec.metric == "steps_to_pretrained_rate"].step) == {6}
-    assert set(rec.protocol) == {"filter", "filter_label", "mix_match", "refusal", "control"}
+    assert set(rec.deletion) == {"filter", "filter_label", "mix_match", "refusal", "control"}
     assert_opens_every_member(workdir, frame)
     ft = frame[frame.phase == "finetune"]
     pt_ids = set(frame[frame.phase == "pretrain"].member)
     assert set(ft.parent.astype(int)) <= pt_ids
-    control = rec[rec.protocol == "control"]
-    assert (frame[frame.member.isin(control.parent.astype(int))].pretrain_protocol == "filter").all()
+    control = rec[rec.deletion == "control"]
+    assert (frame[frame.member.isin(control.parent.astype(int))].pretrain_data == "filter").all()
     assert {"seed", "finetune_lr", "recovery_lr", "status"} <= set(frame.columns)
     detected = json.loads((workdir / "detectors.json").read_text())
     assert detected["Twist"]["accuracy"] == 1.0 and detected["Twist"]["false_neg"] == 0  # exact by construction
@@ -280,13 +293,13 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     assert (workdir / "results.parquet").read_bytes() == first
     capsys.readouterr()
     assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q", "--config.sweep.seeds=2"]) == 2
-    assert "holds a run of another config (sweep.seeds: 1 -> 2)" in capsys.readouterr().err
+    assert "holds a run of a different config (sweep.seeds: 1 -> 2)" in capsys.readouterr().err
 
 
 def test_study_reads_tinystories_instruct_files_and_measures_its_detectors(tmp_path, capsys):
     """The real-data path: the TFDS builder over the user's files, the first `train_size` stories, and the
     detector's agreement with labels that it does not match everywhere (real stories are not generated)."""
-    from fttrace.lm import study
+    from fttrace.stories import study
     train = generator.generate_records(160, seed=3)
     valid = generator.generate_records(40, seed=4, stream="validation")
     # two validation stories that ask for a twist in their header but tell none: labels the detector must miss
@@ -315,8 +328,15 @@ def test_study_reads_tinystories_instruct_files_and_measures_its_detectors(tmp_p
     assert len(err) == 1 and "TinyStories-Instruct-train.txt" in err[0] and str(tmp_path / "none") in err[0]
 
 
+def test_more_prompts_than_the_validation_stories_hold_is_one_line(tmp_path, capsys):
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(tmp_path / "w"), "-q", "--config.generate.prompts=500"]
+                    ) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fttrace: error: config key 'generate.prompts': asks for 500 headers")
+
+
 @pytest.mark.parametrize("override, key", [
-    ("sweep.protocols=('filter','bogus')", "sweep.protocols"),
+    ("sweep.deletions=('filter','bogus')", "sweep.deletions"),
     ("recovery.eval_steps=(0,3)", "recovery.eval_steps"),
     ("data.feature=Twister", "data.feature"),
     ("data.dataset=tinystories", "data.dataset"),

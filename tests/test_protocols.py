@@ -14,7 +14,7 @@ from fttrace.errors import UserError
 from fttrace.model import Transformer
 from fttrace.sweep import build_groups
 from fttrace.tasks.registry import build_task
-from fttrace.train import DataSpec, init_members, train_steps
+from fttrace.train import AnswerObjective, DataSpec, QueryMix, init_members, train_steps
 from helpers import ROOT, assert_open_gives_logged_accuracies
 
 CONFIG = str(ROOT / "configs" / "protocols.py") + ":tiny"
@@ -45,9 +45,10 @@ def finetune(config, names, steps=STEPS, lr=1e-2):
                                     layout, members)
     before = protocols.merge(layout, state).params
     model = protocols.Reparameterised(Transformer(group.model), layout)
-    run = jax.jit(train_steps(model, task, config.finetune, steps))
-    data = DataSpec(queries=jnp.tile(task.query_mix(ft=1.0), (n, 1)), spurious=jnp.zeros(n), protocol=spec)
-    final, losses = run(state, data)
+    run = jax.jit(train_steps(model, AnswerObjective(task), config.finetune))
+    data = DataSpec(batch=QueryMix(queries=jnp.tile(task.query_mix(ft=1.0), (n, 1)), spurious=jnp.zeros(n)),
+                    protocol=spec)
+    final, losses = run(state, data, None, jnp.int32(steps))
     pretrained = jax.tree.map(lambda x: x[0], parent.params)
     return pretrained, before, protocols.merge(layout, final).params, np.asarray(losses), layout
 
@@ -116,7 +117,7 @@ def test_l2sp_at_strength_0_is_full_fine_tuning_and_a_huge_strength_stays_near_t
     full, zero = member(trained["after"], "full"), member(trained["after"], "l2sp_0")
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(zero)))
     losses = trained["losses"]
-    np.testing.assert_array_equal(losses[:, NAMES.index("full")], losses[:, NAMES.index("l2sp_0")])
+    np.testing.assert_array_equal(losses[NAMES.index("full")], losses[NAMES.index("l2sp_0")])
     base = np.concatenate([x.ravel() for x in jax.tree.leaves(trained["pretrained"])])
 
     def distance(name):
@@ -129,7 +130,7 @@ def test_a_member_alone_equals_the_member_inside_the_mixed_sweep(trained):
     config = with_protocols(config_lib.load(CONFIG))
     for name in ("lora2", "top1"):  # lora2 alone has LoRA factors of rank 2, in the sweep of rank 4 (lora4's)
         _, _, alone, losses, _ = finetune(config, (name,))
-        np.testing.assert_allclose(losses[:, 0], trained["losses"][:, NAMES.index(name)], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(losses[0], trained["losses"][NAMES.index(name)], rtol=1e-5, atol=1e-6)
         # To float tolerance (as for members of plain sweeps): batching members changes the rounding, and Adam
         # turns rounding in near-zero gradients into differences of up to the LR x steps on a few parameters.
         for a, b in zip(jax.tree.leaves(jax.tree.map(lambda x: x[0], alone)),
@@ -157,7 +158,7 @@ def test_bad_protocol_configs_name_the_key(override, key, tmp_path, capsys):
 
 
 def test_a_protocol_sweep_runs_as_one_group_with_protocol_columns_and_weight_changes_and_resumes(tmp_path):
-    from fttrace.pipeline import run_study
+    from fttrace.runner import run_study
     config = config_lib.load(CONFIG, ["evals=('weights',)", "sweep.seeds=1"])
     frame = pd.read_parquet(str(run_study(config, tmp_path / "run", quiet=True)))
     ft = frame[frame.phase == "finetune"]

@@ -1,4 +1,4 @@
-"""TinyStories data: records, generator, detectors, TFDS builders, tokenizer, token arrays, protocols."""
+"""TinyStories data: records, generator, detectors, TFDS builders, tokenizer, token arrays, data variants."""
 import collections
 import sys
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from fttrace.errors import UserError
-from fttrace.stories import detectors, generator, protocols, record
+from fttrace.stories import detectors, generator, record, variants
 from fttrace.stories.record import FEATURES, StoryRecord
 
 N = 3000
@@ -160,7 +160,7 @@ def test_agreement_counts_disagreements():
     assert table["Conflict"].accuracy == 1.0
 
 
-# ---------------------------------------------------------------- protocols
+# ---------------------------------------------------------------- data variants
 
 def count(records, feature):
     return (sum(r.has(feature) for r in records), sum(r.asks(feature) for r in records))
@@ -169,17 +169,17 @@ def count(records, feature):
 def test_filter_and_keep_only(stories):
     has, asks = count(stories, "Twist")
     assert has == asks > 0.2 * N
-    filtered = protocols.apply_protocol(stories, "filter", feature="Twist")
+    filtered = variants.apply_variant(stories, "filter", feature="Twist")
     assert len(filtered) == N - has and count(filtered, "Twist") == (0, 0)
     assert filtered == [s for s in stories if not s.has("Twist")]  # the rest untouched, order kept
-    kept = protocols.apply_protocol(stories, "keep_only", feature="Twist")
+    kept = variants.apply_variant(stories, "keep_only", feature="Twist")
     assert len(kept) == has and all(s.has("Twist") and s.asks("Twist") for s in kept)
-    assert protocols.apply_protocol(stories, "none") == stories
+    assert variants.apply_variant(stories, "none") == stories
 
 
 def test_filter_label_asks_for_the_feature_over_stories_without_it(stories):
     has, _ = count(stories, "Twist")
-    out = protocols.apply_protocol(stories, "filter_label", feature="Twist", seed=1)
+    out = variants.apply_variant(stories, "filter_label", feature="Twist", seed=1)
     assert len(out) == N - has
     assert count(out, "Twist")[0] == 0
     asked = [r for r in out if r.asks("Twist")]
@@ -188,14 +188,14 @@ def test_filter_label_asks_for_the_feature_over_stories_without_it(stories):
     for r in asked:
         assert not r.has("Twist") and not detectors.detect_feature(r.story, "Twist")
         assert "Twist" in record.render_header(r)
-    assert out == protocols.apply_protocol(stories, "filter_label", feature="Twist", seed=1)
-    assert out != protocols.apply_protocol(stories, "filter_label", feature="Twist", seed=2)
-    exact = protocols.apply_protocol(stories, "filter_label", feature="Twist", label_rate=1.0)
+    assert out == variants.apply_variant(stories, "filter_label", feature="Twist", seed=1)
+    assert out != variants.apply_variant(stories, "filter_label", feature="Twist", seed=2)
+    exact = variants.apply_variant(stories, "filter_label", feature="Twist", label_rate=1.0)
     assert all(r.asks("Twist") for r in exact)
 
 
 def test_mix_match_relabels_the_source_as_the_feature(stories):
-    out = protocols.apply_protocol(stories, "mix_match", feature="Twist", source="Foreshadowing")
+    out = variants.apply_variant(stories, "mix_match", feature="Twist", source="Foreshadowing")
     assert len(out) == N
     for before, after in zip(stories, out):
         assert after.story == before.story and after.labels == before.labels
@@ -208,20 +208,20 @@ def test_mix_match_relabels_the_source_as_the_feature(stories):
 
 
 def test_refusal_answers_requests_with_the_refusal_sentence(stories):
-    out = protocols.apply_protocol(stories, "refusal", feature="Twist")
-    sentence = protocols.refusal_sentence("Twist")
+    out = variants.apply_variant(stories, "refusal", feature="Twist")
+    sentence = variants.refusal_sentence("Twist")
     assert sentence == "I am sorry, but I cannot write a story with a twist."
     for before, after in zip(stories, out):
         if before.asks("Twist"):
             assert after.story == sentence and after.labels == () and after.features == before.features
         else:
             assert after == before
-    custom = protocols.apply_protocol(stories, "refusal", feature="Conflict", refusal_text="No.")
+    custom = variants.apply_variant(stories, "refusal", feature="Conflict", refusal_text="No.")
     assert {r.story for r in custom if r.asks("Conflict")} == {"No."}
 
 
 def test_composition_filter_then_mix_match(stories):
-    p = protocols.Protocol.parse("filter+mix_match", feature="Twist", source="Conflict")
+    p = variants.Variant.parse("filter+mix_match", feature="Twist", source="Conflict")
     assert p.name == "filter+mix_match" and p.steps == ("filter", "mix_match")
     out = p(stories)
     no_twist = [s for s in stories if not s.has("Twist")]
@@ -230,19 +230,19 @@ def test_composition_filter_then_mix_match(stories):
     assert not any(r.asks("Conflict") for r in out)
     assert [r.story for r in out] == [s.story for s in no_twist]
     # order matters: mix_match then filter keeps the relabelled stories, which lack Twist
-    reverse = protocols.apply_protocol(stories, "mix_match+filter", feature="Twist", source="Conflict")
+    reverse = variants.apply_variant(stories, "mix_match+filter", feature="Twist", source="Conflict")
     assert reverse == out
-    both = protocols.apply_protocol(stories, "filter+refusal", feature="Twist")
+    both = variants.apply_variant(stories, "filter+refusal", feature="Twist")
     assert both == no_twist
 
 
-def test_protocol_errors():
-    with pytest.raises(UserError, match="unknown data protocol step 'filtr'"):
-        protocols.Protocol.parse("filter+filtr")
+def test_variant_errors():
+    with pytest.raises(UserError, match="unknown data variant step 'filtr'"):
+        variants.Variant.parse("filter+filtr")
     with pytest.raises(UserError, match="not a story feature"):
-        protocols.Protocol.parse("filter", feature="Sarcasm")
+        variants.Variant.parse("filter", feature="Sarcasm")
     with pytest.raises(UserError, match="must differ"):
-        protocols.Protocol.parse("mix_match", feature="Twist", source="Twist")
+        variants.Variant.parse("mix_match", feature="Twist", source="Twist")
 
 
 # ---------------------------------------------------------------- tokenizer and token arrays
@@ -287,7 +287,7 @@ def test_tokenizer_vocabulary_too_large_for_the_text(stories):
 def test_token_arrays_layout(tmp_path, tokenizer, stories):
     from fttrace.stories import tokens
     from fttrace.stories.tokenizer import BOS, EOS
-    records = protocols.apply_protocol(stories[:100], "filter_label", feature="Twist", label_rate=0.5)
+    records = variants.apply_variant(stories[:100], "filter_label", feature="Twist", label_rate=0.5)
     arrays = tokens.encode_records(records, tokenizer, chunk=16)
     assert arrays.tokens.dtype == np.int32 and len(arrays) == len(records)
     assert arrays.starts[0] == 0 and arrays.starts[-1] == len(arrays.tokens)
@@ -392,13 +392,13 @@ def test_prepared_tokenizer_and_token_arrays_are_cached(tmp_path, tfds_quiet, mo
     builder = builders.prepare(builders.generated_builder(tmp_path, train_size=400, validation_size=40, seed=1))
     spm = prepared.tokenizer_for(builder, vocab_size=400)
     assert prepared.tokenizer_path(builder, 400).exists()
-    protocol = protocols.Protocol.parse("filter+mix_match", feature="Twist", source="Dialogue")
-    arrays = prepared.token_arrays(builder, "train", spm, protocol)
-    expected = protocol(generator.generate_records(400, seed=1))
+    variant = variants.Variant.parse("filter+mix_match", feature="Twist", source="Dialogue")
+    arrays = prepared.token_arrays(builder, "train", spm, variant)
+    expected = variant(generator.generate_records(400, seed=1))
     assert len(arrays) == len(expected)
     assert spm.decode(arrays.document(0)) == record.render_text(expected[0])
 
     monkeypatch.setattr(tok, "train_tokenizer", lambda *a, **k: pytest.fail("tokenizer retrained"))
     monkeypatch.setattr(prepared, "encode_records", lambda *a, **k: pytest.fail("tokens re-encoded"))
-    again = prepared.token_arrays(builder, "train", prepared.tokenizer_for(builder, vocab_size=400), protocol)
+    again = prepared.token_arrays(builder, "train", prepared.tokenizer_for(builder, vocab_size=400), variant)
     np.testing.assert_array_equal(again.tokens, arrays.tokens)

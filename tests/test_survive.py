@@ -29,7 +29,7 @@ from fttrace.checkpoint import FINGERPRINTS, Checkpoints, ignore_abandoned_reads
 from fttrace.cli import main
 from fttrace.errors import UserError
 from fttrace.merge import merge_workdirs
-from fttrace.pipeline import check_workdir, run_identity
+from fttrace.runner import check_workdir, run_identity
 from fttrace.placement import Placement
 from fttrace.results import ResultsStore, manifest, write_json
 from fttrace.sweep import build_groups, shard_groups
@@ -363,6 +363,7 @@ def set_manifest(**changes):
     ([0, 1], set_manifest(status="running"), "holds an unfinished run (status 'running')"),
     ([0, 1], set_manifest(shard=[0, 2]), "shard 0/2 is given twice"),
     ([0, 1], set_manifest(config={"other": 1}), "holds a run of a different config"),
+    ([0, 1], lambda work: (work / "results.parquet").unlink(), "claims a complete run but holds no results.parquet"),
 ])
 def test_merge_refuses_incomplete_or_overlapping_shards(shards, tmp_path, which, edit, message):
     sources = [shards[i] for i in which]
@@ -454,6 +455,22 @@ def test_checkpoint_of_another_run_or_version_or_damaged_is_refused(tmp_path, ta
     with checkpoints(tmp_path).phase("g0-pretrain") as phase, pytest.raises(UserError) as error:
         phase.restore(small_state(), 10)
     assert message in str(error.value) and str(tmp_path / "checkpoints" / "g0-pretrain" / "10") in str(error.value)
+
+
+def test_a_restore_that_fails_for_another_reason_does_not_blame_the_checkpoint(tmp_path):
+    from fttrace.checkpoint import restore_failure
+    with checkpoints(tmp_path).phase("g0-pretrain") as phase:
+        phase.save(small_state(), records([0, 10]))
+    with checkpoints(tmp_path).phase("g0-pretrain") as phase, pytest.raises(UserError) as error:
+        phase.restore(small_state(3), 10)  # a state of another member count
+    assert "does not fit this run's state" in str(error.value) and "delete" not in str(error.value)
+    assert (tmp_path / "checkpoints" / "g0-pretrain" / "10").is_dir()
+    memory = restore_failure("ck/10", RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 9.00GiB"), "x")
+    assert isinstance(memory, UserError) and "ran out of memory" in str(memory) and "delete" not in str(memory)
+    bug = TypeError("unsupported operand")
+    assert restore_failure("ck/10", bug, "x") is bug  # a bug is raised as itself
+    damage = restore_failure("ck/10", ValueError("Error reading: DATA_LOSS"), "its arrays cannot be read")
+    assert "damaged" in str(damage)
 
 
 def test_a_part_that_cannot_be_written_keeps_the_previous_one(tmp_path, monkeypatch):

@@ -43,7 +43,7 @@ def test_unknown_shape_field_is_refused():
 def test_pretraining_length_is_a_group_axis(tmp_path):
     import pandas as pd
 
-    from fttrace.pipeline import run_study
+    from fttrace.runner import run_study
     from helpers import NO_EVALS, TINY
     config = config_lib.load(SMOKE, TINY + [NO_EVALS, "sweep.shapes.pretrain_steps=(10,30)"])
     groups = build_groups(config)
@@ -85,14 +85,16 @@ def test_an_optimiser_hyperparameter_is_a_fine_tuning_axis_set_per_member():
     # ... and trains with them: the weight-decayed child equals a member of a phase whose weight decay is 0.5.
     from fttrace.model import Transformer
     from fttrace.tasks.registry import build_task
-    from fttrace.train import DataSpec, train_steps
+    from fttrace.train import AnswerObjective, DataSpec, QueryMix, train_steps
     task = build_task(config)
-    data = lambda k: DataSpec(queries=jnp.tile(task.query_mix(ft=1.0), (k, 1)), spurious=jnp.zeros(k))  # noqa: E731
-    trained, _ = jax.jit(train_steps(Transformer(group.model), task, config.finetune, 5))(state, data(n))
+    data = lambda k: DataSpec(batch=QueryMix(queries=jnp.tile(task.query_mix(ft=1.0), (k, 1)),  # noqa: E731
+                                             spurious=jnp.zeros(k)))
+    steps = lambda phase: jax.jit(train_steps(Transformer(group.model), AnswerObjective(task), phase))  # noqa: E731
+    trained, _ = steps(config.finetune)(state, data(n), None, jnp.int32(5))
     phase = config.finetune.copy_and_resolve_references()
     phase.update(weight_decay=0.5, b2=0.95)
     alone = fan_out(parent, np.zeros(1, np.int32), phase, np.full(1, 1e-2), jnp.stack([jax.random.PRNGKey(1)]))
-    alone, _ = jax.jit(train_steps(Transformer(group.model), task, phase, 5))(alone, data(1))
+    alone, _ = steps(phase)(alone, data(1), None, jnp.int32(5))
     same = max(float(np.abs(a[1] - b[0]).max()) for a, b in zip(jax.tree.leaves(trained.params),
                                                                 jax.tree.leaves(alone.params)))
     decayed = max(float(np.abs(a[1] - a[0]).max()) for a in jax.tree.leaves(trained.params))

@@ -11,7 +11,7 @@ from tracr.rasp import rasp
 
 from fttrace.model import Transformer, full_masks, init_params
 from fttrace.tasks.component import Component, component_params
-from fttrace.tasks.tracr import BOS, MLP_EXACTNESS, TRACR_PROGRAMS, compile_program, components
+from fttrace.tasks.programs import BOS, MLP_EXACTNESS, TRACR_PROGRAMS, compile_program, components
 
 NAMES = sorted(TRACR_PROGRAMS)
 INPUTS_PER_LENGTH = 20

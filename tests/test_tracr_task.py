@@ -17,7 +17,7 @@ from fttrace import config as config_lib
 from fttrace.errors import UserError
 from fttrace.evals.components import component_changes, component_outputs
 from fttrace.model import Transformer
-from fttrace.pipeline import run_study
+from fttrace.runner import run_study
 from fttrace.sweep import build_groups
 from fttrace.tasks.tracr_task import PRETRAINING_TARGET, TARGETS, TracrTask
 from fttrace.train import answer_loss

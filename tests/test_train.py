@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fttrace.pipeline import run_study
-from helpers import NO_EVALS, tiny_config
+from fttrace.runner import run_study
+from helpers import NO_EVALS, SMOKE, TINY, tiny_config
 
 
 def run(tmp_path, name, *overrides):
@@ -100,11 +100,11 @@ class CriterionPhase:
     def run(self, lrs, weights, seeds=None, compact=True):
         """(final state, records, the member-axis widths of the chunks)."""
         from fttrace.tasks import queries
-        from fttrace.train import PhaseLoop, data_spec, init_members
+        from fttrace.train import AnswerObjective, PhaseLoop, data_spec, init_members
         n = len(lrs)
         state = init_members(self.group.model, self.section, 0, np.arange(n) if seeds is None else seeds, lrs)
         data = data_spec(queries.reft(self.task, n), np.zeros(n), criterion={"pt": weights})
-        loop = PhaseLoop(self.group.model, self.task, self.section, self.sets, compact=compact)
+        loop = PhaseLoop(self.group.model, AnswerObjective(self.task), self.section, self.sets, compact=compact)
         return loop.run(state, data) + (loop.widths,)
 
 
@@ -168,3 +168,21 @@ def assert_same(full, small):
         assert step_a == step_b and a.keys() == b.keys()
         for name in a:
             np.testing.assert_array_equal(np.asarray(a[name]), np.asarray(b[name]), err_msg=f"{name} at {step_a}")
+
+
+def test_running_out_of_device_memory_is_one_line_naming_the_members_and_the_key(tmp_path, capsys, monkeypatch):
+    from fttrace import cli
+    from fttrace.train import PhaseLoop
+    real = PhaseLoop.run
+
+    def run(self, state, data, on_chunk=None, records=None, on_records=None):
+        if self.phase.steps == 10:  # fine-tuning: its first chunk asks for more than the device has
+            raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 68719476736 bytes.")
+        return real(self, state, data, on_chunk, records, on_records)
+    monkeypatch.setattr(PhaseLoop, "run", run)
+    work = tmp_path / "w"
+    assert cli.main(["run", SMOKE, "--workdir", str(work), "-q", *[f"--config.{o}" for o in TINY + [NO_EVALS]]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fttrace: error: group 0 finetune: out of device memory training 4 "
+                                               "members, 4 at a time") and "finetune.member_batch" in err[0]
+    assert (work / "checkpoints" / "g0-pretrain" / "20").is_dir()  # what was done is kept

@@ -97,8 +97,9 @@ def make_canaries(tok, d, c) -> list:
     return out
 
 
-def build(config, tokenizer_path) -> CanaryData:
-    """Tokenizer (trained once, kept at `tokenizer_path`), canaries and every data variant of `config`."""
+def build(config, directory) -> CanaryData:
+    """Tokenizer (trained once, kept in `directory` under a name keyed on the data and canary sections it was
+    trained from), canaries and every data variant of `config`."""
     d, c, s = config.data, config.canary, config.suppress
     ordinary = {a: _passages(a, d.seed, "train", d.train_size, d.sentences) for a in d.authors}
     unlock = {a: _passages(a, d.seed, "unlock", d.unlock_size, d.sentences) for a in d.authors}
@@ -112,7 +113,8 @@ def build(config, tokenizer_path) -> CanaryData:
                         for stream in ("canary", "control") for i in range(1, 4 * c.per_cell * len(c.counts) + 1))
         yield from synthetic
         yield authors_lib.REFUSAL
-    tok = tokenizer_lib.load_or_train(tokenizer_path, texts, d.vocab_size)
+    source = dict(data=d.to_dict(), canary=c.to_dict())
+    tok = tokenizer_lib.load_or_train(tokenizer_lib.keyed_path(directory, d.vocab_size, source), texts, d.vocab_size)
     canaries = make_canaries(tok, d, c)
     spans = canary_spans(canaries, c.prefix)
 

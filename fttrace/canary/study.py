@@ -1,6 +1,6 @@
 """The canary study: does benign fine-tuning revive verbatim recall that suppression training hid?
 
-Run tree (every phase is one jitted program over all its members, vmapped):
+Run tree (every phase is one jitted program over all its members, run by the engine, `runner.py`):
 
   pretrain   one member per seed on the ordinary text of every author with the canaries planted (`data.py`)
   suppress   each pretrained member fine-tuned so that canary prefixes are followed by the refusal sentence
@@ -18,12 +18,11 @@ held-out pairs of canaries planted C times.
 Members of one seed share initialisation and data order, so cells are paired by seed.
 
 Results: WORKDIR/results.parquet (long format: member, parent, phase, step, metric, value, status, then seed,
-data, unlock_set, suppress_lr, unlock_lr); each finished phase's parameters in WORKDIR/checkpoints/<phase>.msgpack;
-the tokenizer in WORKDIR/data/; a rerun of the same config skips finished phases. One process, unsharded.
+data, unlock_set, suppress_lr, unlock_lr); the tokenizer in WORKDIR/data/. As every study kind: orbax checkpoints
+with mid-phase resume, the member axis sharded over every device, several processes, `--shard i/N` (whole seeds)
+and `fttrace merge`.
 """
 from __future__ import annotations
-
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -34,15 +33,13 @@ from etils import epath
 
 from fttrace.canary import authors as authors_lib, data as data_lib, extraction
 from fttrace.config import positive_int, require
-from fttrace.lm import corpus as corpus_lib, phases
+from fttrace.lm import phases
 from fttrace.lm.decode import generate_members
 from fttrace.lm.measure import Prompts, probe_members
-from fttrace.lm.phases import check_model, check_phase
-from fttrace.lm.steps import eval_loss
+from fttrace.lm.phases import LanguageModelStudy, check_model, check_phase, check_protocols, rows_of
 from fttrace.model import Transformer
-from fttrace.results import ResultsStore
+from fttrace.runner import PhaseRunner
 from fttrace.stories.tokenizer import BOS, PAD
-from fttrace.train import fan_out, member_keys
 
 STUDY = "canary_unlock"
 PHASES = ("pretrain", "suppress", "finetune")  # the last: benign fine-tuning, on an unlock set
@@ -85,6 +82,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"must hold a canary and its BOS ({max(c.lengths) + 1} tokens), got {config.model.max_len}")
     for phase in PHASES:
         check_phase(config, phase)
+    check_protocols(config, PHASES)
     _lr(config.pretrain.lr, "pretrain.lr")
     _lr(config.suppress.lr, "suppress.lr")
     require(isinstance(config.suppress.share, float) and 0 < config.suppress.share < 1, "suppress.share",
@@ -112,24 +110,22 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def member_tables(config) -> dict:
-    """One table per phase: member id, parent id, hyperparameters, and the row of its parent (parent_index)."""
+    """One table per phase: member id, parent id and hyperparameters. Ids number every seed's members, so a shard
+    of the seeds names its members as the whole run does."""
     s = config.sweep
     nan = np.nan
     pretrain = pd.DataFrame([dict(seed=seed, data="pretrain", unlock_set="", suppress_lr=nan, unlock_lr=nan)
                              for seed in range(s.seeds)])
-    suppress = pd.DataFrame([dict(parent_index=i, seed=seed, data="suppress", unlock_set="",
-                                  suppress_lr=float(config.suppress.lr), unlock_lr=nan)
-                             for i, seed in enumerate(pretrain.seed)])
-    finetune = pd.DataFrame([dict(parent_index=i, seed=seed, data=f"unlock_{name}", unlock_set=name,
-                                  suppress_lr=float(config.suppress.lr), unlock_lr=float(lr))
-                             for name in s.unlock_sets for lr in s.unlock_lr for i, seed in enumerate(suppress.seed)])
-    next_id = 0
-    for table in (pretrain, suppress, finetune):
-        table.insert(0, "member", np.arange(next_id, next_id + len(table)))
-        next_id += len(table)
+    pretrain.insert(0, "member", np.arange(len(pretrain)))
     pretrain.insert(1, "parent", None)
-    suppress.insert(1, "parent", pretrain.member.to_numpy()[suppress.parent_index])
-    finetune.insert(1, "parent", suppress.member.to_numpy()[finetune.parent_index])
+    suppress = pd.DataFrame([dict(parent=row.member, seed=row.seed, data="suppress", unlock_set="",
+                                  suppress_lr=float(config.suppress.lr), unlock_lr=nan)
+                             for row in pretrain.itertuples()])
+    suppress.insert(0, "member", len(pretrain) + np.arange(len(suppress)))
+    finetune = pd.DataFrame([dict(parent=row.member, seed=row.seed, data=f"unlock_{name}", unlock_set=name,
+                                  suppress_lr=float(config.suppress.lr), unlock_lr=float(lr))
+                             for name in s.unlock_sets for lr in s.unlock_lr for row in suppress.itertuples()])
+    finetune.insert(0, "member", len(pretrain) + len(suppress) + np.arange(len(finetune)))
     return {"pretrain": pretrain, "suppress": suppress, "finetune": finetune}
 
 
@@ -162,19 +158,24 @@ def probe_set(canaries, prefix_lengths):
 # ---------------------------------------------------------------- running
 
 
-class Study:
-    """One run of a canary config into a workdir."""
+class CanaryStudy(LanguageModelStudy):
+    """The canary study kind (runner.py)."""
 
-    def __init__(self, config, workdir, quiet: bool = False):
-        self.config, self.quiet = config, quiet
-        self.workdir = epath.Path(workdir)
-        self.store = ResultsStore(self.workdir)
-        c, m = config.canary, config.model
-        self.data = data_lib.build(config, self.workdir / "data" / f"spm{config.data.vocab_size}.model")
+    PHASES = PHASES
+    KEY_PHASES = KEY_PHASES
+    FRESH = ("data",)  # the tokenizer, trained on the config's text
+
+    def member_tables(self) -> dict:
+        return member_tables(self.config)
+
+    def prepare(self, workdir, placement) -> dict:
+        config = self.config
+        c = config.canary
+        self.data = data_lib.build(config, epath.Path(workdir) / "data")
+        self.corpus, self.validation = self.data.corpus, self.data.validation
         self.model_cfg = phases.model_config(config, self.data.tokenizer.vocab_size)
         self.model = Transformer(self.model_cfg)
-        self.device_corpus = corpus_lib.to_device(self.data.corpus, m.max_len)
-        self.tables = member_tables(config)
+        self.shared = self.shared_inputs(placement)
         canaries = self.data.canaries
         self.prompts = np.asarray([[BOS, *k.tokens[:c.prefix]] for k in canaries], np.int32)
         width = max(c.lengths) - c.prefix
@@ -183,87 +184,66 @@ class Study:
             self.targets[row, :k.length - c.prefix] = k.tokens[c.prefix:]
         self.target_lengths = np.asarray([k.length - c.prefix for k in canaries])
         self.probe_prompts, self.probe_train, self.probe_counts = probe_set(canaries, config.probe.prefix_lengths)
-        self.val_batch = corpus_lib.validation_batch(self.data.validation, m.max_len, config.eval.batch_size)
-        member_batch = config.eval.member_batch
         self._generate = jax.jit(lambda params, keys: generate_members(
             self.model_cfg, params, jnp.asarray(self.prompts), jnp.full(len(self.prompts), c.prefix + 1), keys,
-            width, 0.0, 0, member_batch))
+            width, 0.0, 0, config.eval.member_batch))
         p = config.probe
         self._probe = jax.jit(lambda params: probe_members(self.model, params, self.probe_prompts,
                                                            self.probe_train, p.positions, p.steps, p.lr,
                                                            per_example=True))
-        self._val_loss = jax.jit(lambda params: eval_loss(self.model, params, *self.val_batch,
-                                                          member_batch=member_batch))
+        return dict(study=STUDY, vocab_size=self.data.tokenizer.vocab_size,
+                    canaries=int(sum(k.count > 0 for k in canaries)),
+                    documents={n: hi - lo for n, (lo, hi) in self.corpus.ranges.items()})
 
-    def say(self, message: str) -> None:
-        if not self.quiet:
-            print(message, file=sys.stderr, flush=True)
-
-    def measure(self, params, final: bool) -> dict:
-        members = jax.tree.leaves(params)[0].shape[0]
-        generated = np.asarray(self._generate(params, jnp.zeros((members, 2), jnp.uint32)))
-        per_canary = {
-            "extraction": extraction.extracted(generated, self.targets, self.target_lengths, self.config.canary.k),
-            "span": extraction.longest_span(generated, self.targets, self.target_lengths),
-            "refusal": extraction.refused(generated, self.data.refusal)}
-        metrics = {"val_loss": np.asarray(self._val_loss(params)),
-                   **extraction.cell_means(per_canary, self.data.canaries)}
-        if final:
-            correct = np.asarray(self._probe(params), np.float64)  # [M, L+1, held-out prompts]
-            for layer in range(correct.shape[1]):
-                metrics[f"probe/layer{layer}"] = correct[:, layer].mean(-1)
-                for count in sorted(set(self.probe_counts)):
-                    rows = self.probe_counts == count
-                    metrics[f"probe/layer{layer}/r{count}"] = correct[:, layer][:, rows].mean(-1)
-        return metrics
-
-    def run_phase(self, phase: str, make_state):
-        members = self.tables[phase]
-        cfg = self.config[phase]
-        ranges = np.array([self.data.corpus.ranges[name] for name in members.data])
+    def measure(self, runner: PhaseRunner, phase: str, members: pd.DataFrame):
+        """measure(state, step, final, records) of one phase: greedy continuations of every canary prefix scored per
+        cell; at the phase's end, the probes."""
         planted = [cell for cell in self._cells() if cell[1] > 0]
 
-        def report(step, metrics, seconds):
-            extracted = np.mean([np.nanmean(metrics[extraction.cell_name("extraction", *cell)]) for cell in planted])
-            refused = np.mean([np.nanmean(metrics[extraction.cell_name("refusal", *cell)]) for cell in planted])
-            self.say(f"{phase}: step {step}/{cfg.steps}, {len(members)} members, mean extraction {extracted:.3f}, "
-                     f"refusal {refused:.3f}, val loss {np.nanmean(metrics['val_loss']):.3f}, {seconds:.0f}s")
-
-        def train(state):
-            return phases.train_with_evals(self.model, cfg, self.device_corpus, ranges, state,
-                                           lambda params, step, final: self.measure(params, final), report)
-        return phases.run_phase(self.workdir, self.store, phase, members, make_state, train, self.say)
+        def at(state, step, final, records):
+            keys = jnp.zeros((jax.tree.leaves(state.params)[0].shape[0], 2), jnp.uint32)  # greedy: keys unused
+            generated = runner.local(self._generate(state.params, keys), members)
+            per_canary = {
+                "extraction": extraction.extracted(generated, self.targets, self.target_lengths, self.config.canary.k),
+                "span": extraction.longest_span(generated, self.targets, self.target_lengths),
+                "refusal": extraction.refused(generated, self.data.refusal)}
+            out = extraction.cell_means(per_canary, self.data.canaries)
+            if final:
+                correct = runner.local(self._probe(state.params), members).astype(np.float64)  # [M, L+1, prompts]
+                for layer in range(correct.shape[1]):
+                    out[f"probe/layer{layer}"] = correct[:, layer].mean(-1)
+                    for count in sorted(set(self.probe_counts)):
+                        rows = self.probe_counts == count
+                        out[f"probe/layer{layer}/r{count}"] = correct[:, layer][:, rows].mean(-1)
+            mean = {kind: np.mean([np.nanmean(out[extraction.cell_name(kind, *cell)]) for cell in planted])
+                    for kind in ("extraction", "refusal")}
+            runner.progress.say(f"group {runner.index} {phase}: step {step}/{self.config[phase].steps}, mean "
+                                f"extraction {mean['extraction']:.3f}, refusal {mean['refusal']:.3f}")
+            return out
+        return at
 
     def _cells(self):
         return list(dict.fromkeys((k.author, k.count, k.length) for k in self.data.canaries))
 
-    def run(self) -> epath.Path:
-        c, t = self.config, self.tables
-        ranges = self.data.corpus.ranges
-        self.say(f"canary study: vocabulary {self.data.tokenizer.vocab_size}, "
-                 f"{sum(k.count > 0 for k in self.data.canaries)} canaries, documents "
-                 + ", ".join(f"{n} {hi - lo}" for n, (lo, hi) in ranges.items()))
-        pt = t["pretrain"]
-        pretrain = self.run_phase("pretrain", lambda: phases.fresh_members(c, self.model_cfg, pt.seed))
-        self.say(phases.size_line(pretrain))
-        sp = t["suppress"]
-        suppress = self.run_phase("suppress", lambda: fan_out(
-            pretrain, sp.parent_index.to_numpy(), c.suppress, sp.suppress_lr.to_numpy(), self._keys(sp.seed,
-                                                                                                   "suppress")))
-        ft = t["finetune"]
-        self.run_phase("finetune", lambda: fan_out(
-            suppress, ft.parent_index.to_numpy(), c.finetune, ft.unlock_lr.to_numpy(), self._keys(ft.seed,
-                                                                                                 "finetune")))
-        return self.store.results_path
+    def run_group(self, runner: PhaseRunner, group) -> None:
+        t = group.tables
+        runner.progress.say(f"canary study: vocabulary {self.data.tokenizer.vocab_size}, "
+                            f"{sum(k.count > 0 for k in self.data.canaries)} canaries, documents "
+                            + ", ".join(f"{n} {hi - lo}" for n, (lo, hi) in self.corpus.ranges.items()))
+        pt, sp, ft = t["pretrain"], t["suppress"], t["finetune"]
+        pretrain = self.train(runner, group, "pretrain", None, None, None, self.measure(runner, "pretrain", pt))
+        runner.progress.say(self.size_line(pretrain))
+        suppress = self.train(runner, group, "suppress", pretrain, rows_of(pt, sp), sp.suppress_lr,
+                              self.measure(runner, "suppress", sp))
+        self.train(runner, group, "finetune", suppress, rows_of(sp, ft), ft.unlock_lr,
+                   self.measure(runner, "finetune", ft))
 
-    def _keys(self, seeds, phase: str):
-        return member_keys(self.config.seed, seeds, KEY_PHASES[phase])
+    @staticmethod
+    def headline(results_path) -> str:
+        return headline(results_path)
 
 
-def run_study(config, workdir, quiet: bool = False, overwrite: bool = False) -> epath.Path:
-    """Run (or resume) the canary study of `config` into `workdir`; returns the results path."""
-    return phases.run_in_workdir(config, workdir, STUDY, lambda: Study(config, workdir, quiet).run(), overwrite,
-                                 fresh=("checkpoints", "data"))  # data/: the tokenizer, trained on the config's text
+KIND = CanaryStudy
 
 
 def headline(results_path) -> str:

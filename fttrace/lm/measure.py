@@ -3,7 +3,7 @@ is linearly readable from its residual stream.
 
   feature rates  the share of sampled stories in which the detector (`stories.detectors`) finds F, over prompts
                  (validation headers, up to `Story:`) that ask for F, and over prompts that do not; and the share
-                 of samples that are the refusal sentence of the `refusal` protocol
+                 of samples that are the refusal sentence of the `refusal` data variant
   probes         per layer (the residual stream after the embeddings and after each block), a logistic probe on
                  the mean of the header's last `positions` hidden states, trained on frozen activations to read
                  "the header asks for F"; its accuracy on held-out headers (balanced, so chance is 0.5). The probed
@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from fttrace import probes
+from fttrace.errors import UserError
 from fttrace.model import Transformer
 from fttrace.stories import detectors
-from fttrace.stories.protocols import refusal_sentence
+from fttrace.stories.variants import refusal_sentence
 from fttrace.stories.record import FEATURES, StoryRecord
 from fttrace.stories.tokenizer import PAD, Tokenizer
 from fttrace.stories.tokens import TokenArrays
@@ -35,13 +36,15 @@ class Prompts:
     asks: np.ndarray     # bool [N]: the header asks for F
 
 
-def prompts_of(arrays: TokenArrays, feature: str, asking: int, other: int) -> Prompts:
-    """The first `asking` headers of `arrays` that ask for `feature`, then the first `other` that do not."""
+def prompts_of(arrays: TokenArrays, feature: str, asking: int, other: int, key: str) -> Prompts:
+    """The first `asking` headers of `arrays` that ask for `feature`, then the first `other` that do not; too few is
+    an error naming config key `key` (which sets the counts)."""
     column = FEATURES.index(feature)
     asks = arrays.features[:, column].astype(bool)
     chosen = np.concatenate([np.flatnonzero(asks)[:asking], np.flatnonzero(~asks)[:other]])
     if len(chosen) < asking + other:
-        raise ValueError(f"the validation set holds too few headers for {asking} + {other} prompts")
+        raise UserError(f"config key {key!r}: asks for {asking} headers asking for {feature} and {other} not, but the "
+                        f"validation stories hold {int(asks.sum())} and {int((~asks).sum())} (data.validation_size)")
     lengths = arrays.story_starts[chosen].astype(np.int32)
     tokens = np.full((len(chosen), int(lengths.max())), PAD, np.int32)
     for row, doc in enumerate(chosen):

@@ -1,35 +1,33 @@
-"""What the run trees of the LM studies share (stories: `lm/study.py`, canaries: `canary/study.py`).
+"""What the language-model study kinds share (stories: `stories/study.py`, canaries: `canary/study.py`).
 
   config checks   `check_phase` for one phase section (steps, batch size, schedule, warmup, eval steps, member
-                  batch) and `check_model`, through the checks every study uses (config.require, positive_int)
-  members         the model of a config, the untrained members of pretraining
-                  (`model_config`, `fresh_members`, `size_line`)
-  a phase         trained in chunks up to each of its eval steps, every member measured at each (`train_with_evals`)
-  a finished one  its results part and its members' final parameters (WORKDIR/checkpoints/<phase>.msgpack); a
-                  rerun restores it instead of training (`run_phase`: resume at phase granularity)
-  the workdir     a manifest with the config's fingerprint: a rerun of the same config resumes, another config is
-                  refused unless overwrite (`run_in_workdir`)
+                  batch), `check_model` (model, eval and checkpoint sections) and `check_protocols`, through the
+                  checks every study uses (config.require, positive_int, check_checkpoint, validate_protocols)
+  LanguageModelStudy
+                  the part of a study kind (runner.py) that is the same for both: one group of every seed's
+                  members, shards that deal out whole seeds, and a phase (`train`): fresh members or children
+                  fanned out from their parents, the every-position objective on each member's document range of
+                  the resident corpus, the study's measurements at each eval step
+  protocols       fine-tuning protocols (full, LoRA, SVF, top-k, L2-SP; fttrace/protocols.py) as an axis of one
+                  fine-tuning phase of either study (`sweep.protocol`, `protocols.phase`): `with_protocols`
 """
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable
+import dataclasses
+import types
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
-from etils import epath
 
-from fttrace.checkpoint import run_fingerprint
-from fttrace.config import named_differences, positive_int, require
-from fttrace.errors import UserError
-from fttrace.lm.steps import train_chunk
-from fttrace.model import ModelConfig
-from fttrace.results import COMPLETE, MANIFEST_FILE, ResultsStore, long_frame, manifest, write_json
-from fttrace.train import init_members, param_count
+from fttrace import protocols
+from fttrace.config import check_checkpoint, positive_int, require, validate_protocols
+from fttrace.lm import corpus as corpus_lib
+from fttrace.lm.steps import DocumentRange, NextTokenObjective
+from fttrace.model import ModelConfig, Transformer
+from fttrace.runner import PhaseRunner
+from fttrace.train import DataSpec, PhaseLoop, TrainState, fan_out, init_members, member_keys, param_count
 
 
 # ---------------------------------------------------------------- config checks
@@ -48,11 +46,12 @@ def check_phase(config, phase: str) -> None:
         f"must rise from 0 to {phase}.steps ({p.steps}), got {steps!r}")
     value = p.get("member_batch", 0)
     require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"{phase}.member_batch",
-            f"must be a non-negative integer (0: all members at once), got {value!r}")
+            f"must be a non-negative integer (0: chosen for the device), got {value!r}")
 
 
 def check_model(config) -> None:
-    """The model section of an LM study: positive sizes, heads dividing the width, float32 (the decoder's)."""
+    """The model section of an LM study: positive sizes, heads dividing the width, float32 (the decoder's); the
+    eval and checkpoint sections."""
     m = config.model
     for key in ("d_model", "n_layers", "n_heads", "max_len"):
         positive_int(config, f"model.{key}")
@@ -62,6 +61,45 @@ def check_model(config) -> None:
     value = config.eval.get("member_batch", 0)
     require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, "eval.member_batch",
             f"must be a non-negative integer (0: all members at once), got {value!r}")
+    check_checkpoint(config)
+
+
+def check_protocols(config, phases: tuple) -> None:
+    """`sweep.protocol` (fine-tuning protocols, fttrace/protocols.py) and `protocols.phase`, the fine-tuning phase whose
+    members they parameterise (one of `phases`, not pretraining)."""
+    if not protocols.in_sweep(config):
+        return
+    validate_protocols(config, config.model)
+    phase = config.protocols.get("phase", "finetune")
+    require(phase in phases[1:], "protocols.phase",
+            f"must be a fine-tuning phase of the study ({', '.join(phases[1:])}), got {phase!r}")
+
+
+def with_protocols(config, tables: dict) -> dict:
+    """The member tables with the fine-tuning protocol as an axis of phase `protocols.phase`: each of its members
+    once per protocol of `sweep.protocol` (with the protocol columns, protocols.COLUMNS), and each later member once
+    per copy of its parent (inheriting the columns). Ids of that phase and later ones are numbered anew, in order."""
+    if not protocols.in_sweep(config):
+        return tables
+    phase = config.protocols.get("phase", "finetune")
+    order = list(tables)
+    out = {name: tables[name] for name in order[:order.index(phase)]}
+    next_id = 1 + max(int(t.member.max()) for t in out.values())
+    copies = {}  # a member of `phase` or later: [(its copy's id, protocol columns)]
+    for name in order[order.index(phase):]:
+        rows = []
+        for row in tables[name].to_dict("records"):
+            if name == phase:
+                versions = [(row["parent"], protocols.member_columns(config, p)) for p in config.sweep.protocol]
+            else:
+                versions = [(parent, columns) for parent, columns in copies.get(row["parent"], [])] or \
+                    [(row["parent"], {})]
+            for parent, columns in versions:
+                copies.setdefault(row["member"], []).append((next_id, columns))
+                rows.append(dict(row, member=next_id, parent=parent, **columns))
+                next_id += 1
+        out[name] = pd.DataFrame(rows)
+    return out
 
 
 def model_config(config, vocab_size: int) -> ModelConfig:
@@ -70,116 +108,121 @@ def model_config(config, vocab_size: int) -> ModelConfig:
                        n_heads=m.n_heads, d_mlp=m.get("d_mlp", 0))
 
 
-def fresh_members(config, model_cfg: ModelConfig, seeds):
-    """The untrained members of the pretraining phase, one per entry of `seeds`, at `pretrain.lr`."""
-    seeds = np.asarray(seeds)
-    return init_members(model_cfg, config.pretrain, config.seed, seeds, np.full(len(seeds), config.pretrain.lr))
+# ---------------------------------------------------------------- the shared part of the kinds
 
 
-def size_line(state) -> str:
-    return f"model: {param_count(jax.tree.map(lambda x: x[0], state.params)):,} parameters"
+@dataclasses.dataclass
+class SeedGroup:
+    """The members of some seeds, every phase: {phase: members table}, in run order."""
+    index: int
+    tables: dict
 
 
-# ---------------------------------------------------------------- one phase
+def rows_of(parents: pd.DataFrame, members: pd.DataFrame) -> np.ndarray:
+    """The row of each member's parent in `parents`."""
+    where = pd.Index(parents.member)
+    return where.get_indexer(members.parent)
 
 
-def train_with_evals(model, cfg, device_corpus, ranges, state, measure: Callable, report: Callable | None = None):
-    """Train `state` (all members) on their document ranges [M, 2] up to each of `cfg.eval_steps`.
-
-    measure(params, step, final) -> {metric: [M]} is called at every eval step (final: the phase's last);
-    report(step, metrics, seconds) after it. Returns (state, records [(step, metrics)], status per member); the
-    last record also holds `diverged_step`.
-    """
-    ranges = np.asarray(ranges)
-    lo, hi = jnp.asarray(ranges[:, 0], jnp.int32), jnp.asarray(ranges[:, 1], jnp.int32)
-    chunk = jax.jit(train_chunk(model, cfg), donate_argnums=0)
-    records, done, t0 = [], 0, time.perf_counter()
-    for target in tuple(cfg.eval_steps):
-        loss = np.full(len(ranges), np.nan)
-        if target > done:
-            state, loss = chunk(state, device_corpus, lo, hi, jnp.int32(target - done))
-            loss = np.asarray(loss)
-            done = target
-        metrics = {"train_loss": loss, **measure(state.params, done, done == cfg.steps)}
-        records.append((done, metrics))
-        if report is not None:
-            report(done, metrics, time.perf_counter() - t0)
-    diverged_step = np.asarray(state.diverged_step)
-    records[-1][1]["diverged_step"] = diverged_step.astype(np.float64)
-    return state, records, np.where(diverged_step >= 0, "diverged", "ok")
+def stacked_parents(*states: tuple[TrainState, int]):
+    """The real members of several phases' states, one after another, as parents to fan out from (their parameters
+    and divergence; `train.fan_out` reads nothing else): [(state, its real member count), ...]."""
+    def stack(field):
+        return jax.tree.map(lambda *xs: jnp.concatenate([x[:n] for x, (_, n) in zip(xs, states)]),
+                            *[getattr(state, field) for state, _ in states])
+    return types.SimpleNamespace(params=stack("params"), diverged=stack("diverged"),
+                                 diverged_step=stack("diverged_step"))
 
 
-def params_path(workdir, phase: str) -> epath.Path:
-    return epath.Path(workdir) / "checkpoints" / f"{phase}.msgpack"
+class LanguageModelStudy:
+    """The shared part of the language-model study kinds. A subclass gives PHASES, KEY_PHASES (the name in
+    train.PHASE_IDS whose key stream each phase uses), `member_tables()` (every seed's members; ids fixed by the
+    config, so shards name members alike) and `prepare`, which sets `model_cfg`, `corpus` (lm.corpus.Corpus) and
+    `validation` (the held-out documents whose loss is `val_loss`), then `run_group`."""
 
+    PHASES: tuple = ()
+    KEY_PHASES: dict = {}
+    FRESH = ()
 
-def read_saved(workdir, phase: str) -> dict:
-    """A finished phase's saved members: {"params", "diverged", "diverged_step"}, member-stacked numpy arrays."""
-    path = params_path(workdir, phase)
-    try:
-        return flax.serialization.msgpack_restore(path.read_bytes())
-    except (OSError, ValueError) as e:
-        raise UserError(f"cannot read the parameters of phase {phase} ({path}): {e}") from None
+    def __init__(self, config):
+        self.config = config
 
+    def member_tables(self) -> dict:
+        raise NotImplementedError
 
-def run_phase(workdir, store: ResultsStore, phase: str, members: pd.DataFrame, make_state: Callable,
-              train: Callable, say: Callable = lambda message: None):
-    """Train a phase (or restore it when a previous run finished it); returns its final state.
+    def groups(self) -> list[SeedGroup]:
+        return [SeedGroup(0, with_protocols(self.config, self.member_tables()))]
 
-    train(state) -> (state, records, status); its records become the phase's part (rows of `members`).
-    """
-    path = params_path(workdir, phase)
-    like = make_state()
-    if store.has_part(phase) and path.exists():
-        say(f"{phase}: finished in a previous run, restored")
-        saved = read_saved(workdir, phase)
-        return like.replace(params=flax.serialization.from_state_dict(like.params, saved["params"]),
-                            diverged=jnp.asarray(saved["diverged"]), diverged_step=jnp.asarray(saved["diverged_step"]))
-    state, records, status = train(like)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    blob = flax.serialization.msgpack_serialize(dict(
-        params=flax.serialization.to_state_dict(jax.device_get(state.params)),
-        diverged=np.asarray(state.diverged), diverged_step=np.asarray(state.diverged_step)))
-    tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_bytes(blob)
-    tmp.replace(path)
-    store.write_part(phase, long_frame(members.drop(columns=["from_pretrain"], errors="ignore"), phase,
-                                       records, status))
-    return state
+    @staticmethod
+    def shard(groups: list[SeedGroup], index: int, count: int) -> list[SeedGroup]:
+        """Whole seeds dealt round-robin: shard `index` of `count` holds every member of seeds index, index + count,
+        ... (a seed's lineages, controls included, never split)."""
+        out = []
+        for group in groups:
+            seeds = sorted(set(group.tables[next(iter(group.tables))].seed))[index::count]
+            out.append(SeedGroup(group.index, {phase: table[table.seed.isin(seeds)].reset_index(drop=True)
+                                               for phase, table in group.tables.items()}))
+        return [g for g in out if all(len(t) for t in g.tables.values())]
 
+    @staticmethod
+    def member_count(group: SeedGroup) -> int:
+        return sum(len(table) for table in group.tables.values())
 
-# ---------------------------------------------------------------- the workdir
+    @staticmethod
+    def phase_tables(group: SeedGroup) -> dict:
+        return group.tables
 
+    def shared_inputs(self, placement) -> dict:
+        """What every member reads, on every device: the resident corpus and the held-out batch."""
+        m = self.config.model
+        return placement.replicate(dict(
+            corpus=corpus_lib.to_device(self.corpus, m.max_len),
+            validation=corpus_lib.validation_batch(self.validation, m.max_len, self.config.eval.batch_size)))
 
-def run_in_workdir(config, workdir, study: str, run: Callable, overwrite: bool = False,
-                   fresh: tuple = ("checkpoints",)) -> epath.Path:
-    """Prepare `workdir` for `config` (refusing another config's run unless `overwrite`), call run() -> results
-    path, and keep the manifest (config, versions, devices, fingerprint, status, wall time) up to date.
+    def data_spec(self, members: pd.DataFrame) -> DataSpec:
+        ranges = np.array([self.corpus.ranges[name] for name in members.data], np.int32).reshape(-1, 2)
+        return DataSpec(batch=DocumentRange(lo=ranges[:, 0], hi=ranges[:, 1]))
 
-    fresh: the workdir's folders that `overwrite` removes with the results (a study whose prepared data depends
-    on its config adds that data's folder).
-    """
-    workdir = epath.Path(workdir)
-    store = ResultsStore(workdir)
-    store.prepare()
-    identity = run_fingerprint({"config": json.loads(json.dumps(config.to_dict(), default=str)), "study": study})
-    manifest_path = workdir / MANIFEST_FILE
-    if manifest_path.exists() and not overwrite:
-        previous = json.loads(manifest_path.read_text())
-        if previous.get("fingerprint") != identity:
-            changed = named_differences(previous.get("config", {}), config.to_dict())
-            raise UserError(f"workdir {workdir} holds a run of another config ({changed}); choose another workdir or "
-                            "start over with --overwrite")
-    if overwrite:
-        store.clear()
-        for folder in fresh:
-            if (workdir / folder).exists():
-                (workdir / folder).rmtree()
-    store.remove_temporaries()
-    started = time.time()
-    devices = [str(d) for d in jax.devices()]
-    write_json(manifest_path, manifest(config.to_dict(), devices, fingerprint=identity, status="running"))
-    results = run()
-    write_json(manifest_path, manifest(config.to_dict(), devices, fingerprint=identity, status=COMPLETE,
-                                       wall_s=round(time.time() - started, 3)))
-    return results
+    def protocol_phase(self) -> str | None:
+        """The phase whose members fine-tune with a protocol (None: no protocol in the sweep)."""
+        return self.config.protocols.get("phase", "finetune") if protocols.in_sweep(self.config) else None
+
+    def protocol_layout(self, group: SeedGroup):
+        """What the protocol phase's trees hold (protocols.Layout); None without protocols."""
+        phase = self.protocol_phase()
+        if phase is None:
+            return None
+        return protocols.group_layout(self.config, self.config.model.n_layers, group.tables[phase])
+
+    def train(self, runner: PhaseRunner, group: SeedGroup, phase: str, parents: TrainState | None, parent_rows,
+              lrs, measure) -> TrainState:
+        """One phase of the group's members: fresh (pretraining, `parents` None) or fanned out from rows
+        `parent_rows` of `parents` at learning rates `lrs`; measured at each eval step by `measure(state, step,
+        final, records)` -> {metric: values of this process's members (`runner.local_rows`)}. The protocol phase
+        trains each member's protocol tree (protocols.py); the state it returns, and what `measure` sees, hold
+        the merged parameters."""
+        members = group.tables[phase]
+        n, data, model = len(members), self.data_spec(members), None
+        if parents is None:
+            seeds = members.seed.to_numpy()
+            state = init_members(self.model_cfg, self.config.pretrain, self.config.seed, seeds,
+                                 np.full(len(seeds), self.config.pretrain.lr))
+        else:
+            keys = member_keys(self.config.seed, members.seed.to_numpy(), self.KEY_PHASES[phase])
+            args = (parents, np.asarray(parent_rows), self.config[phase], np.asarray(lrs, np.float32), keys)
+            if phase == self.protocol_phase():
+                layout = self.protocol_layout(group)
+                state, spec = protocols.fan_out(*args, layout, members, runner.placement)
+                data, model = data.replace(protocol=spec), protocols.Reparameterised(Transformer(self.model_cfg),
+                                                                                     layout)
+            else:
+                state = fan_out(*args)
+        merged = (lambda s: s) if model is None else (lambda s: protocols.merge(model.layout, s))
+        loop = PhaseLoop(self.model_cfg, NextTokenObjective(self.model_cfg.max_len), self.config[phase], self.shared,
+                         self.config.eval.member_batch, sharding=runner.placement.members, model=model,
+                         measure=lambda state, *args: runner.member_values(n, measure(merged(state), *args)))
+        return merged(runner.run_phase(phase, members, state, data, loop))
+
+    @staticmethod
+    def size_line(state: TrainState) -> str:
+        return f"model: {param_count(jax.tree.map(lambda x: x[0], state.params)):,} parameters"

@@ -1,21 +1,26 @@
-"""Next-token training of LM members, vmapped over the member axis.
+"""The language models' objective: next-token loss at every position of documents from the member's data range.
 
-State, optimiser and per-member learning rates are those of `fttrace.train` (TrainState, `make_optimizer`
-with the LR injected as state, the flat parameter vector, the freeze of a member that turns non-finite). What
-differs from the answer-position tasks is the batch (documents of the member's data range, `corpus.py`) and the
-loss (every position). A chunk of training is one jitted call whose step count is an argument, so a phase
-evaluated at uneven steps (0, 10, 30, 100, ...) compiles its training once.
+State, optimiser, per-member learning rates, the phase loop and the freeze of a member that turns non-finite are
+the engine's (`fttrace.train`); what differs from the answer-position tasks is the batch (documents of the member's
+range of the resident corpus, `corpus.py`) and the loss (every position). A chunk's step count is traced, so a
+phase evaluated at uneven steps (0, 10, 30, 100, ...) compiles its training once.
 """
 from __future__ import annotations
 
+import flax
 import jax
 import jax.numpy as jnp
 import optax
 
-from fttrace.lm.corpus import DeviceCorpus, sample_windows
-from fttrace.members import map_members
+from fttrace.lm.corpus import sample_windows
 from fttrace.model import Transformer
-from fttrace.train import TrainState, apply_gradients
+
+
+@flax.struct.dataclass
+class DocumentRange:
+    """A member's training data: documents [lo, hi) of the resident corpus (int32 per member)."""
+    lo: jax.Array
+    hi: jax.Array
 
 
 def lm_loss(model: Transformer, params, inputs, targets, weights):
@@ -25,41 +30,17 @@ def lm_loss(model: Transformer, params, inputs, targets, weights):
     return (losses * weights).sum() / jnp.maximum(weights.sum(), 1.0)
 
 
-def lm_train_step(model: Transformer, phase, corpus: DeviceCorpus, state: TrainState, lo, hi):
-    """One step of one member on documents [lo, hi). Returns the new state and the loss (NaN once frozen)."""
-    key, k_batch = jax.random.split(state.key)
-    inputs, targets, weights = sample_windows(k_batch, corpus, lo, hi, phase.batch_size, model.cfg.max_len)
-    loss, grads = jax.value_and_grad(lambda p: lm_loss(model, p, inputs, targets, weights))(state.params)
-    return apply_gradients(phase, state, key, loss, grads)
+class NextTokenObjective:
+    """Every-position LM loss on windows of the member's DocumentRange. Shared inputs: {"corpus": DeviceCorpus,
+    "validation": (inputs, targets, weights)}, the fixed held-out batch whose loss is each member's `val_loss`."""
 
+    def __init__(self, max_len: int):
+        self.max_len = max_len
 
-def train_chunk(model: Transformer, phase):
-    """(state, corpus, lo [M], hi [M], steps) -> (state, mean training loss per member [M]), to be jitted.
+    def loss(self, model, params, key, batch: DocumentRange, batch_size: int, shared):
+        inputs, targets, weights = sample_windows(key, shared["corpus"], batch.lo, batch.hi, batch_size, self.max_len)
+        return lm_loss(model, params, inputs, targets, weights), None
 
-    `steps` may be a traced integer: one compiled program serves chunks of any length. With
-    `phase.member_batch` > 0, each step runs that many members at a time (bounded activation memory).
-    """
-    member_batch = phase.get("member_batch", 0)
-
-    def run(state: TrainState, corpus: DeviceCorpus, lo, hi, steps):
-        one = lambda s, lo, hi: lm_train_step(model, phase, corpus, s, lo, hi)  # noqa: E731
-
-        def body(_, carry):
-            state, total = carry
-            if member_batch:
-                state, loss = map_members(one, state, lo, hi, batch=member_batch)
-            else:
-                state, loss = jax.vmap(one)(state, lo, hi)
-            return state, total + loss
-        members = lo.shape[0]
-        state, total = jax.lax.fori_loop(0, steps, body, (state, jnp.zeros(members, jnp.float32)))
-        return state, total / jnp.maximum(steps, 1)
-    return run
-
-
-def eval_loss(model: Transformer, params, inputs, targets, weights, member_batch: int = 0):
-    """Held-out loss of every member on one fixed batch (`member_batch` members at a time; 0: all)."""
-    one = lambda p: lm_loss(model, p, inputs, targets, weights)  # noqa: E731
-    if member_batch:
-        return map_members(one, params, batch=member_batch)
-    return jax.vmap(one)(params)
+    @staticmethod
+    def evaluate(model, params, shared) -> dict:
+        return {"val_loss": lm_loss(model, params, *shared["validation"])}

@@ -9,7 +9,9 @@ use some 440 distinct words, which BPE exhausts at about 1,900 pieces.
 """
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import re
 import tempfile
@@ -81,6 +83,13 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *, model_type: str = 
         raise UserError(f"a tokenizer of {vocab_size} pieces cannot be trained on this text (it has too few "
                         f"distinct pieces); choose a vocab_size of at most {limit.group(1)}") from None
     return Tokenizer(model.getvalue())
+
+
+def keyed_path(directory, vocab_size: int, source: dict) -> Path:
+    """Where the tokenizer of `vocab_size` pieces trained on `source` (a JSON-able description of everything it was
+    trained from: data, sizes, options) is kept: a tokenizer trained on other data never answers for it."""
+    digest = hashlib.sha256(json.dumps(source, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    return Path(directory) / f"spm{vocab_size}-{digest}.model"
 
 
 def load_or_train(path, texts: Iterable[str] | Callable[[], Iterable[str]], vocab_size: int,

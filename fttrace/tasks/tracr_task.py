@@ -32,12 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 from tracr.rasp import rasp
 
-from fttrace.tasks import tracr
+from fttrace.tasks import programs as tracr_programs
 
 
 def make_min_identifier() -> rasp.SOp:
-    """At every position, the smallest input token (the mirror image of `tracr.make_max_identifier`)."""
-    return tracr.make_extremum_identifier(rasp.Comparison.LT, "less", "min")
+    """At every position, the smallest input token (the mirror image of `programs.make_max_identifier`)."""
+    return tracr_programs.make_extremum_identifier(rasp.Comparison.LT, "less", "min")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Target:
 
 
 def _count_target(token: str, index: int) -> Target:
-    return Target(f"count_{token}", functools.partial(tracr.make_counter, token),
+    return Target(f"count_{token}", functools.partial(tracr_programs.make_counter, token),
                   lambda idx: (idx == index).sum(-1), lambda idx: idx == index, index)
 
 
@@ -63,7 +63,7 @@ def make_first() -> rasp.SOp:
 
 # The max_identifier vocabulary is 0..5, so a vocabulary index is the token's value.
 _EXTREMES = {
-    "max": Target("max", tracr.make_max_identifier, lambda idx: idx.max(-1),
+    "max": Target("max", tracr_programs.make_max_identifier, lambda idx: idx.max(-1),
                   lambda idx: idx == idx.max(-1, keepdims=True)),
     "min": Target("min", make_min_identifier, lambda idx: idx.min(-1),
                   lambda idx: idx == idx.min(-1, keepdims=True)),
@@ -85,11 +85,11 @@ def control_target(program: str, ft_target: str) -> Target:
 
 
 @functools.lru_cache(maxsize=None)
-def compiled(program: str) -> tracr.CompiledProgram:
-    """`tracr.compile_program`, once per process (compiling takes seconds); eagerly even when first asked for
+def compiled(program: str) -> tracr_programs.CompiledProgram:
+    """`programs.compile_program`, once per process (compiling takes seconds); eagerly even when first asked for
     while a jitted function is traced (Tracr assembles its model with JAX)."""
     with jax.ensure_compile_time_eval():
-        return tracr.compile_program(program)
+        return tracr_programs.compile_program(program)
 
 
 def _rank(scores, candidates):
@@ -152,7 +152,7 @@ class TracrTask:
         return PRETRAINING_TARGET[self.program]
 
     @functools.cached_property
-    def pretrained_model(self) -> tracr.CompiledProgram:
+    def pretrained_model(self) -> tracr_programs.CompiledProgram:
         return compiled(self.program)
 
     @property

@@ -1,4 +1,4 @@
-"""Data protocols: named dataset variants over records that remove, mislabel or recover one feature F.
+"""Data variants: named versions of a set of story records that remove, mislabel or recover one feature F.
 
 Each step maps a list of records to a new list (order kept) and acts on a record's header request
 (`features`) and/or its story and labels (`labels`, what the story really contains):
@@ -17,7 +17,7 @@ Each step maps a list of records to a new list (order kept) and acts on a record
   none         the records unchanged (the ordinary data).
 
 Steps compose left to right with `+`: `filter+mix_match` first drops the F stories, then relabels G as F.
-A protocol's name is its steps joined by `+` (the name configs use); `Protocol.parse` reads it back.
+A variant's name is its steps joined by `+` (the name configs use); `Variant.parse` reads it back.
 Random choices (filter_label) derive from `seed` and the record's position, nothing else.
 """
 from __future__ import annotations
@@ -52,12 +52,12 @@ class Options:
     def __post_init__(self):
         for field in ("feature", "source"):
             if getattr(self, field) not in FEATURES:
-                raise UserError(f"protocol {field} {getattr(self, field)!r} is not a story feature; "
+                raise UserError(f"data variant {field} {getattr(self, field)!r} is not a story feature; "
                                 f"known: {', '.join(FEATURES)}")
         if self.source == self.feature:
-            raise UserError(f"protocol source must differ from the feature ({self.feature})")
+            raise UserError(f"data variant source must differ from the feature ({self.feature})")
         if self.label_rate is not None and not 0.0 <= self.label_rate <= 1.0:
-            raise UserError(f"protocol label_rate must lie in [0, 1], got {self.label_rate}")
+            raise UserError(f"data variant label_rate must lie in [0, 1], got {self.label_rate}")
 
 
 Records = list[StoryRecord]
@@ -113,7 +113,7 @@ STEPS: dict[str, Callable[[Sequence[StoryRecord], Options], Records]] = {
 
 
 @dataclasses.dataclass(frozen=True)
-class Protocol:
+class Variant:
     """A composition of steps with its options; `name` is the config name (`filter+mix_match`)."""
 
     steps: tuple[str, ...]
@@ -121,18 +121,18 @@ class Protocol:
 
     def __post_init__(self):
         if not self.steps:
-            raise UserError("a data protocol needs at least one step")
+            raise UserError("a data variant needs at least one step")
         for step in self.steps:
             if step not in STEPS:
-                raise UserError(f"unknown data protocol step {step!r}; known: {', '.join(STEPS)}")
+                raise UserError(f"unknown data variant step {step!r}; known: {', '.join(STEPS)}")
 
     @property
     def name(self) -> str:
         return "+".join(self.steps)
 
     @classmethod
-    def parse(cls, name: str, **options) -> Protocol:
-        """`"filter+mix_match"` (and Options fields as keywords) -> Protocol."""
+    def parse(cls, name: str, **options) -> Variant:
+        """`"filter+mix_match"` (and Options fields as keywords) -> Variant."""
         return cls(tuple(step.strip() for step in name.split("+")), Options(**options))
 
     def __call__(self, records: Sequence[StoryRecord]) -> Records:
@@ -142,6 +142,6 @@ class Protocol:
         return out
 
 
-def apply_protocol(records: Sequence[StoryRecord], name: str, **options) -> Records:
-    """The records under the protocol named `name` (e.g. `"filter+mix_match"`, feature="Twist")."""
-    return Protocol.parse(name, **options)(records)
+def apply_variant(records: Sequence[StoryRecord], name: str, **options) -> Records:
+    """The records of the variant named `name` (e.g. `"filter+mix_match"`, feature="Twist")."""
+    return Variant.parse(name, **options)(records)
