@@ -53,6 +53,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.load import Study
+from analysis.settings import pretrain_axes
 
 # Pruning methods that remove whole units; `weights` prunes individual weights and has no unit budget.
 UNIT_METHODS = {"neurons": "neurons", "neurons_remove_ft": "neurons", "mask": "neurons", "heads": "heads"}
@@ -218,19 +219,21 @@ def matched_controls(study: Study, lineage: pd.DataFrame, factor: float = 1.0) -
     members = study.members
     controls = members[(members.kind == "control_reft") & (members.status == "ok") &
                        np.isclose(members.control_lr_factor.astype(float), factor)]
-    keys = ["group", "seed", "pretrain_lr", "_lr"]
+    lineage_keys = ["group", "seed", "pretrain_lr", *pretrain_axes(members)]
+    keys = [*lineage_keys, "_lr"]
     controls = controls.assign(_lr=lr_key(controls.reft_lr_base).to_numpy()).drop_duplicates(keys)
-    mine = lineage[["group", "seed", "pretrain_lr"]].assign(_lr=lr_key(lineage.reft_lr).to_numpy())
+    mine = lineage[lineage_keys].assign(_lr=lr_key(lineage.reft_lr).to_numpy())
     matched = mine.merge(controls[[*keys, "member"]], on=keys, how="left")
     return pd.Series(matched.member.to_numpy(), index=lineage.index)
 
 
 def control_pretrained(study: Study, frame: pd.DataFrame) -> pd.Series:
-    """Per row of `frame` (group, seed, pretrain_lr): its seed's control_pretrain member (NaN where none)."""
+    """Per row of `frame` (group, seed, pretrain_lr and the swept pretraining optimiser setting): its seed's
+    control_pretrain member (NaN where none)."""
     members = study.members
-    controls = members[members.kind == "control_pretrained"].drop_duplicates(["group", "seed", "pretrain_lr"])
-    matched = frame[["group", "seed", "pretrain_lr"]].merge(
-        controls[["group", "seed", "pretrain_lr", "member"]], on=["group", "seed", "pretrain_lr"], how="left")
+    keys = ["group", "seed", "pretrain_lr", *pretrain_axes(members)]
+    controls = members[members.kind == "control_pretrained"].drop_duplicates(keys)
+    matched = frame[keys].merge(controls[[*keys, "member"]], on=keys, how="left")
     return pd.Series(matched.member.to_numpy(), index=frame.index)
 
 

@@ -19,13 +19,21 @@ NOT_SCALES = {"member", "kind", "parent", "pretrained", "status", "store", "grou
 
 FINETUNE_AXIS = "finetune_"  # fttrace's swept fine-tuning optimiser hyperparameters: finetune_weight_decay, ...
 NOT_AXES = {"finetune_lr", "finetune_lr_name", "finetune_lr_label"}
+# The optimiser hyperparameters a sweep may vary per member (fttrace's train.OPTIMIZER_AXES; the analysis does not
+# import fttrace), as pretraining columns: pretrain_weight_decay, ...
+PRETRAIN_OPTIMIZER = tuple(f"pretrain_{name}" for name in ("weight_decay", "b1", "b2", "eps"))
+
+
+def pretrain_axes(members: pd.DataFrame) -> list[str]:
+    """The swept pretraining optimiser hyperparameters present among these members' columns."""
+    return [c for c in PRETRAIN_OPTIMIZER if c in members]
 
 
 def swept_axes(members: pd.DataFrame) -> list[str]:
-    """The fine-tuning optimiser hyperparameters the sweep varied (columns finetune_<name> other than the LR): each
-    is a setting column of its own, so that no cell pools members trained differently."""
+    """The optimiser hyperparameters the sweep varied (columns finetune_<name> other than the LR, and
+    pretrain_<name>): each is a setting column of its own, so that no cell pools members trained differently."""
     fine = members[members.kind == "finetuned"] if "kind" in members else members
-    return [c for c in fine.columns if c.startswith(FINETUNE_AXIS) and c not in NOT_AXES
+    return [c for c in fine.columns if (c.startswith(FINETUNE_AXIS) and c not in NOT_AXES or c in PRETRAIN_OPTIMIZER)
             and fine[c].nunique(dropna=True) > 1]
 
 
@@ -75,7 +83,8 @@ def scale_columns(members: pd.DataFrame) -> list[str]:
     """Numeric model or shape columns (d_model, n_layers, pretrain_steps, ...) that vary among these members."""
     out = []
     for column in members.columns:
-        if column in NOT_SCALES or column.startswith(FINETUNE_AXIS) or not pd.api.types.is_numeric_dtype(
+        if column in NOT_SCALES or column.startswith(FINETUNE_AXIS) or column in PRETRAIN_OPTIMIZER or \
+                not pd.api.types.is_numeric_dtype(
                 members[column]):
             continue
         if members[column].nunique(dropna=True) > 1:

@@ -25,27 +25,29 @@ command with `--config.` overrides; `python -m analysis summary` prints the numb
   - reFT at pretraining LR / 10 for every cell, 3,000 steps; the control at that LR and x 10.
 Evaluation strings are held out of every training stream (10% of the grammar's strings, by hash).
 
-Measured on the 2-core CPU: 50 min 41 s wall (the test suite ran beside it for 20 of them). Mean over 10 seeds
-[95% bootstrap CI]:
-  regime: pretrained C_PT 1.00 at every prior; pretrained C_FT 0.99 / 0.68 [0.53, 0.84] / 0.31 [0.28, 0.33] at
-    prior high / medium / low (operand-blind level 0.27); every member of every cell met the criterion (median stop
-    step at small / medium / large LR: 2,200 / 700 / 375 at the low prior, C_Tr 0; 0 at the high prior, whose
-    pretrained C_FT already meets it); C_FT without the shortcut after fine-tuning 0.84-0.94 for C_Tr <= 0.5, 0.68-0.84
-    at 0.75; at C_Tr 1 0.60-0.64 at the medium prior and 0.28-0.30 at the low (83-89% of its O_FT
-    answers are the O_PT count).
-  classes (450 members): kept 53% (every high-prior member; 40-70% at the medium prior), hidden wrapper 42% (90-100%
-    of the low-prior members for C_Tr < 1), reuse 5% (50-60% at the low prior with C_Tr 1), overwrite 1 member.
-  nulls: T_prune = +0.014 (random-k gains mean -0.001, the control's targeted gain +0.009); T_reft = 250 steps.
-  reFT: the suppressed C_PT revives in a median 50 steps at every LR; the control that never had it needs 350 (same
-    LR) or 150 (x 10); log-rank p < 1e-10 per LR; Cox hazard ratios of revival: log10 LR 0.61 [0.43, 0.87], log10
-    prior 2.32 [1.66, 3.23], C_Tr 3.63 [2.27, 5.81].
-  claims: 3 (reFT faster than the control) supported, x5.54 [4.71, 6.52], p(Holm) 0.006; 1 (pruning revives beyond
-    the random null) inconclusive, +0.048 [-0.021, +0.111], power 0.11 at +0.05; 2 (probe selectivity kept,
-    then read over every learnt member; it now reads suppressed members only) inconclusive, +0.007 [-0.022,
-    +0.030]; 4a and 4c (weakening at the large LR) refuted, 4b inconclusive.
-  probes: selectivity (C_PT target minus control target) pretrained 0.44 [0.40, 0.49], fine-tuned 0.40, the control
-    that never had C_PT 0.07 [0.05, 0.10], untrained -0.10. Patching the parent's second block into a low-prior member
-    (C_Tr 0) brings C_PT back by +0.66 [0.57, 0.76].
+Measured on the 2-core CPU (at low priority beside other work, killed and resumed across sessions, so no wall
+time is given; `python -m analysis summary runs/pcfg_counter` prints every number below). Mean over 10 seeds [95%
+bootstrap CI]:
+  regime: holds, no cell flagged. Pretrained C_PT 1.00 at every prior; pretrained C_FT 0.98 [0.97, 0.99] / 0.62
+    [0.43, 0.80] / 0.31 [0.30, 0.33] at prior high / medium / low (operand-blind level 0.27); every member of every
+    cell met the criterion (median stop step at small / medium / large LR: 3,825 / 1,150 / 425 at the low prior,
+    C_Tr 0; 0 at the high prior, whose pretrained C_FT already meets it); C_FT without the shortcut after
+    fine-tuning at the medium and low priors 0.86-0.95 for C_Tr <= 0.5, 0.71-0.85 at 0.75, and at C_Tr 1 0.56-0.58
+    (medium) and 0.29-0.30 (low) (81-87% of its O_FT answers are the O_PT count).
+  classes (450 members): kept 48% [43, 53] (every high-prior member; 40-50% at the medium prior), hidden wrapper 46%
+    [41, 51] (90-100% of the low-prior members for C_Tr < 1), reuse 5% (40-60% at the low prior with C_Tr 1),
+    overwrite 5 members.
+  nulls: T_prune = +0.008 (random-neuron gains mean -0.002, the control's targeted gain +0.005); T_reft = 150 steps.
+  reFT: the suppressed C_PT revives in a median 50 steps at every LR; the control that never had it needs 500 (same
+    LR) or 150 (x 10); log-rank p < 1e-9 per LR; Cox hazard ratios of revival: log10 LR 0.64 [0.46, 0.89], log10
+    prior 1.36 [1.03, 1.80], C_Tr 2.70 [1.73, 4.23].
+  claims (over the members whose C_PT fine-tuning suppressed): 1 (pruning revives beyond the random null) supported,
+    +0.076 [+0.053, +0.099], power 0.81 at +0.05, p(Holm) 0.006; 2 (probe selectivity kept) inconclusive, -0.026
+    [-0.086, +0.026]; 3 (reFT faster than the control) supported, x7.15 [4.83, 10.19], power 0.71 at x2, p(Holm)
+    0.006; 4a and 4c (weakening at the large LR) supported (+0.018, x1.14), 4b inconclusive.
+  probes: selectivity (C_PT target minus control target) pretrained 0.38 [0.36, 0.42], fine-tuned 0.35, reFT 0.40,
+    the control that never had C_PT 0.07 [0.02, 0.12], untrained -0.10. Patching the parent into a low-prior member
+    (C_Tr 0, small LR) brings C_PT back by +0.65 [0.57, 0.72], most often at the second block.
 `configs/pcfg_counter.py:small` is the default study (README's first command; its numbers: `configs/default.py`):
 8 seeds, priors high and low, LRs medium and large, C_Tr 0 and 1, pretraining 1,200 steps at LR 5e-3 (the
 fine-tuning and reFT LRs scale with it), fine-tuning evaluated every 100 steps on 256 held-out sequences per set,

@@ -1,20 +1,26 @@
 """`fttrace bench`: how fast the engine trains members, against one member at a time and a plain PyTorch loop.
 
-For a named model shape and each member count, three modes train for the same number of steps:
+For a named model shape and each member count, the modes train for the same number of steps:
 
   vmap        the engine's training loop (`train.train_steps`: `train_step` vmapped over members inside a
               loop over steps, batches sampled on device from each member's key), every member in one
               program; on a lone CPU the members are vmapped in cache-sized groups that take turns (`group`)
-  sequential  the same program with one member, run for each member in turn
+  vmap_full   the same, with the forward pass a plain model makes: every position's logits, the last one read
+  sequential  the vmap program with one member, run for each member in turn
   torch       a plain PyTorch loop, one model at a time (`fttrace.bench_torch`; only where torch is installed)
 
+Each row names the work its mode does (`WORK`). With `objective="answer"` (the PCFG/Tracr loss at the answer
+position) vmap and sequential compute the last block and the unembedding at the answer position only, while
+vmap_full and torch compute every position and read the last, as a researcher's loop would: like for like is
+vmap_full against torch. With `objective="lm"` (the stories and canary loss) every mode computes the next-token loss
+at every position. FLOPs are the matrix-multiply FLOPs of the work a row does (`train_flops`, forward x 3).
+
 Throughput is member-steps per second: members x steps / seconds of the fastest of `repeats` timed runs (after
-one untimed run); the modes take turns, so that they share the machine's other load alike. FLOPs are the
-matrix-multiply FLOPs a training step needs (`train_flops`): forward x 3, with the last block and the
-unembedding at the answer position only, since the loss reads nothing else. Every mode is credited the same
-FLOPs per step, whatever it computes beyond them. MFU divides achieved FLOP/s by a peak:
-the device's published dense peak for the compute dtype where it is known (`SPEC_PEAK_FLOPS`), else a large
-matmul timed in the same run (always reported as `matmul_flops`).
+one untimed run); the modes take turns, so that they share the machine's other load alike. MFU divides achieved
+FLOP/s by a peak: the device's published dense peak for the compute dtype where it is known (`SPEC_PEAK_FLOPS`),
+else a large matmul timed in the same run (always reported as `matmul_flops`). The roofline (`roofline`) reads
+the FLOPs and bytes of one member's step from XLA's cost analysis of the compiled step: its arithmetic intensity,
+and the member-steps/s that compute and memory bandwidth allow on this device and on an H100.
 """
 from __future__ import annotations
 
@@ -46,9 +52,18 @@ SHAPES = {
     "large": BenchShape(d_model=256, n_layers=6, n_heads=8, context=128, vocab=512, batch=32),
     "small": BenchShape(d_model=64, n_layers=2, n_heads=4, context=32, vocab=32, batch=16),
     "tiny": BenchShape(d_model=32, n_layers=2, n_heads=2, context=16, vocab=16, batch=8),
+    # the language-model studies' shapes (configs/stories_twist.py default and :gpu, configs/canary_unlock.py)
+    "stories": BenchShape(d_model=64, n_layers=2, n_heads=4, context=240, vocab=1024, batch=8),
+    "stories_gpu": BenchShape(d_model=256, n_layers=6, n_heads=8, context=384, vocab=1024, batch=64),
+    "canary": BenchShape(d_model=64, n_layers=2, n_heads=4, context=48, vocab=320, batch=32),
 }
-MODES = ("vmap", "sequential", "torch")
+MODES = ("vmap", "vmap_full", "sequential", "torch")
+OBJECTIVES = ("answer", "lm")
+WORK = {"answer": {"vmap": "answer position only", "vmap_full": "every position, last read",
+                   "sequential": "answer position only", "torch": "every position, last read"},
+        "lm": {mode: "next token at every position" for mode in MODES}}
 DATA = ("random", "task")
+H100 = dict(flops=989e12, bytes_per_s=3.35e12)  # dense bf16 peak, HBM3 bandwidth
 
 # Published dense matmul peaks (FLOP/s) by device kind and compute dtype; float32 matmuls run as TF32 on these.
 SPEC_PEAK_FLOPS = {
@@ -70,10 +85,18 @@ class RandomTokens:
         return draws[:, :-1], draws[:, -1]
 
 
+def random_corpus(context: int, vocab: int, documents: int = 256):
+    """A resident corpus of `documents` uniform random documents of `context` + 1 tokens (the LM objective's data)."""
+    from fttrace.lm.corpus import DeviceCorpus
+    tokens = jax.random.randint(jax.random.PRNGKey(0), (documents * (context + 1) + context + 1,), 0, vocab, jnp.int32)
+    return DeviceCorpus(tokens, jnp.arange(0, documents * (context + 1) + 1, context + 1, dtype=jnp.int32))
+
+
 @dataclasses.dataclass
 class Setup:
     """What every mode trains: model, data, optimiser phase, and the run's fixed choices."""
     shape_name: str
+    objective_name: str  # OBJECTIVES
     model: ModelConfig
     task: object
     phase: object  # the pretraining section, with the shape's batch size
@@ -92,9 +115,25 @@ class Setup:
     def member_batch(self) -> int | None:
         return train.train_member_batch(self.model, self.phase)
 
-    @property
-    def flops_per_member_step(self) -> float:
-        return train_flops(self.model, self.batch, self.context)
+    def flops_per_member_step(self, mode: str) -> float:
+        """Matmul FLOPs of the work `mode` does (WORK)."""
+        full = self.objective_name == "lm" or WORK["answer"][mode] != WORK["answer"]["vmap"]
+        return train_flops(self.model, self.batch, self.context, every_position=full)
+
+    def objective(self, mode: str):
+        if self.objective_name == "lm":
+            from fttrace.lm.steps import NextTokenObjective
+            return NextTokenObjective(self.context)
+        return train.AnswerObjective(self.task, answer_only=mode != "vmap_full")
+
+    def data(self, members: int) -> tuple[train.DataSpec, object]:
+        """(the members' DataSpec, the shared inputs) of the objective."""
+        if self.objective_name == "lm":
+            from fttrace.lm.steps import DocumentRange
+            return (train.DataSpec(batch=DocumentRange(lo=jnp.zeros(members, jnp.int32),
+                                                       hi=jnp.full(members, 256, jnp.int32))),
+                    dict(corpus=random_corpus(self.context, self.model.vocab_size)))
+        return train.DataSpec(batch=train.QueryMix(queries=jnp.zeros((members, 1)), spurious=jnp.zeros(members))), None
 
     def initial_state(self, members: int) -> train.TrainState:
         """The first `members` members, freshly initialised (all counts share one initialisation)."""
@@ -103,27 +142,46 @@ class Setup:
                                               np.full(self.max_members, self.lr))
         return jax.tree.map(lambda x: jnp.array(x[:members], copy=True), self.initial)  # runs donate their state
 
-    def program(self, state: train.TrainState, data: train.DataSpec):
-        """The compiled training loop for the members of `state` and its compile time (compiled once per count)."""
+    def program(self, mode: str, state: train.TrainState, data: train.DataSpec, shared):
+        """The compiled training loop of `mode` for the members of `state` and its compile time (compiled once per
+        mode and count)."""
         n = state.step.shape[0]
-        if n not in self.programs:
-            run = jax.jit(train.train_steps(Transformer(self.model), train.AnswerObjective(self.task), self.phase,
+        if (mode, n) not in self.programs:
+            run = jax.jit(train.train_steps(Transformer(self.model), self.objective(mode), self.phase,
                                             self.member_batch), donate_argnums=0)
             t0 = time.perf_counter()
-            compiled = run.lower(state, data, None, jnp.int32(self.steps)).compile()
-            self.programs[n] = compiled, time.perf_counter() - t0
-        return self.programs[n]
+            compiled = run.lower(state, data, shared, jnp.int32(self.steps)).compile()
+            self.programs[mode, n] = compiled, time.perf_counter() - t0
+        return self.programs[mode, n]
+
+    def roofline(self, mode: str) -> dict:
+        """FLOPs and bytes accessed of one member's training step, from XLA's cost analysis of that step compiled
+        alone: arithmetic intensity, and the member-steps/s an H100 allows by compute (bf16 peak) and by memory."""
+        state = jax.tree.map(lambda x: x[0], self.initial_state(1))
+        data, shared = self.data(1)
+        data = jax.tree.map(lambda x: x[0], data)
+        step = jax.jit(lambda s, d, sh: train.train_step(Transformer(self.model), self.objective(mode), self.phase,
+                                                         s, d, sh))
+        cost = step.lower(state, data, shared).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        flops, moved = float(cost.get("flops", 0.0)), float(cost.get("bytes accessed", 0.0))
+        return dict(xla_flops=flops, xla_bytes=moved, intensity=flops / moved if moved else None,
+                    h100_bound=min(H100["flops"] / flops if flops else float("inf"),
+                                   H100["bytes_per_s"] / moved if moved else float("inf")))
 
 
-def train_flops(cfg: ModelConfig, batch: int, context: int) -> float:
-    """Matmul FLOPs of one member's training step: 3 x the answer-position forward pass of `batch` sequences."""
+def train_flops(cfg: ModelConfig, batch: int, context: int, every_position: bool = False) -> float:
+    """Matmul FLOPs of one member's training step: 3 x the forward pass of `batch` sequences, with the last block and
+    the unembedding at the answer position only, or at `every_position` (an LM loss, or a plain loop that computes
+    every position and reads the last)."""
     d, f, inner, t = cfg.d_model, cfg.mlp, cfg.n_heads * cfg.hd, context
 
     def block(queries: int) -> int:  # one sequence: `queries` query positions over `t` keys
         return 2 * (d * inner * queries + 2 * d * inner * t + 2 * queries * t * inner + inner * d * queries
                     + 2 * d * f * queries)
 
-    forward = (cfg.n_layers - 1) * block(t) + block(1) + 2 * d * cfg.vocab_size
+    queries = t if every_position else 1
+    forward = (cfg.n_layers - 1) * block(t) + block(queries) + 2 * d * cfg.vocab_size * queries
     return 3.0 * batch * forward
 
 
@@ -140,6 +198,12 @@ def setup_from_config(config) -> Setup:
         raise UserError(f"config key 'modes': unknown mode(s) {unknown}; known: {', '.join(MODES)}")
     if config.data not in DATA:
         raise UserError(f"config key 'data': must be one of {', '.join(DATA)}, got {config.data!r}")
+    objective = config.get("objective", "answer")
+    if objective not in OBJECTIVES:
+        raise UserError(f"config key 'objective': must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    if objective == "lm" and ("vmap_full" in config.modes or config.data == "task"):
+        raise UserError("config key 'objective': the LM objective computes every position in every mode (no "
+                        "vmap_full) on random documents (data='random')")
     for key in ("steps", "repeats"):
         if not (isinstance(config[key], int) and config[key] > 0):
             raise UserError(f"config key {key!r}: must be a positive integer, got {config[key]!r}")
@@ -162,8 +226,8 @@ def setup_from_config(config) -> Setup:
                         "model.causal and model.use_bias True)")
     phase = config.pretrain.copy_and_resolve_references()
     phase.batch_size = shape.batch
-    return Setup(config.shape, model, task, phase, shape.batch, context, config.steps, config.repeats, config.seed,
-                 float(config.lr), config.matmul_size, max(members))
+    return Setup(config.shape, objective, model, task, phase, shape.batch, context, config.steps, config.repeats,
+                 config.seed, float(config.lr), config.matmul_size, max(members))
 
 
 def device_name() -> str:
@@ -199,6 +263,19 @@ def program_memory_mb(compiled) -> float:
     return (m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes + m.temp_size_in_bytes) / 2**20
 
 
+def memory_bandwidth(megabytes: int = 256, repeats: int = 3) -> float:
+    """Bytes/s of the fastest of `repeats` timed element-wise passes over a `megabytes` array (read and written)."""
+    x = jnp.ones((megabytes * 2**20 // 4,), jnp.float32)
+    scale = jax.jit(lambda a: a * 1.0001).lower(x).compile()
+    jax.block_until_ready(scale(x))
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(scale(x))
+        best = min(best, time.perf_counter() - t0)
+    return 2 * x.nbytes / best
+
+
 def device_peak_mb() -> float | None:
     """The process's peak device memory so far (accelerators report it; XLA:CPU does not)."""
     stats = jax.devices()[0].memory_stats()
@@ -208,15 +285,16 @@ def device_peak_mb() -> float | None:
 class JaxRunner:
     """The engine's loop over every member at once, or over one member at a time (`sequential`), ready to time."""
 
-    def __init__(self, setup: Setup, members: int, sequential: bool):
+    def __init__(self, setup: Setup, members: int, mode: str):
         stacked = setup.initial_state(members)
+        sequential = mode == "sequential"
         self.states = [jax.tree.map(lambda x, i=i: x[i:i + 1], stacked) for i in range(members)] if sequential \
             else [stacked]
         n = 1 if sequential else members
-        self.data = train.DataSpec(batch=train.QueryMix(queries=jnp.zeros((n, 1)), spurious=jnp.zeros(n)))
-        self.compiled, compile_s = setup.program(self.states[0], self.data)
+        self.data, self.shared = setup.data(n)
+        self.compiled, compile_s = setup.program(mode, self.states[0], self.data, self.shared)
         self.steps = jnp.int32(setup.steps)
-        self.states[0], _ = self.compiled(self.states[0], self.data, None, self.steps)  # untimed: first-run allocations
+        self.states[0], _ = self.compiled(self.states[0], self.data, self.shared, self.steps)  # untimed: first run
         jax.block_until_ready(self.states[0])
         self.info = dict(member_batch=train.group_size(n, setup.member_batch), compile_s=compile_s,
                          peak_mem_per_member_mb=program_memory_mb(self.compiled) / n,
@@ -226,7 +304,7 @@ class JaxRunner:
         """Seconds to train every member for the setup's steps."""
         t0 = time.perf_counter()
         for i, state in enumerate(self.states):
-            self.states[i], self.losses = self.compiled(state, self.data, None, self.steps)
+            self.states[i], self.losses = self.compiled(state, self.data, self.shared, self.steps)
         jax.block_until_ready((self.states, self.losses))
         return time.perf_counter() - t0
 
@@ -237,7 +315,7 @@ class JaxRunner:
 def runner(setup: Setup, mode: str, members: int):
     if mode == "torch":
         return bench_torch.TorchRunner(setup, members)  # imports torch
-    return JaxRunner(setup, members, sequential=mode == "sequential")
+    return JaxRunner(setup, members, mode)
 
 
 def run_bench(config, log=None) -> dict:
@@ -268,35 +346,54 @@ def run_bench(config, log=None) -> dict:
                 seconds[mode].append(r.run())
         for mode, r in runners.items():
             rate = members * setup.steps / min(seconds[mode])
-            results.append(dict(mode=mode, shape=setup.shape_name, members=members, member_steps_per_s=rate,
+            results.append(dict(mode=mode, work=WORK[setup.objective_name][mode], shape=setup.shape_name,
+                                members=members, member_steps_per_s=rate,
                                 tokens_per_s=rate * setup.batch * setup.context,
-                                tflops=rate * setup.flops_per_member_step / 1e12, seconds=seconds[mode],
+                                flops_per_member_step=setup.flops_per_member_step(mode),
+                                tflops=rate * setup.flops_per_member_step(mode) / 1e12, seconds=seconds[mode],
                                 **r.finish()))
         del runners
     spec = spec_peak_flops(setup.model.dtype)
     peak, basis = (spec, "published peak") if spec else (measured, "measured matmul")
+    bandwidth = memory_bandwidth()
+    rooflines = {}
+    for mode in modes:
+        if mode != "torch" and WORK[setup.objective_name][mode] not in rooflines:
+            line = setup.roofline(mode)
+            line["device_bound"] = min(peak / line["xla_flops"] if line["xla_flops"] else float("inf"),
+                                       bandwidth / line["xla_bytes"] if line["xla_bytes"] else float("inf"))
+            rooflines[WORK[setup.objective_name][mode]] = line
     for r in results:
-        r.update(mfu=r["tflops"] * 1e12 / peak, matmul_fraction=r["tflops"] * 1e12 / measured)
+        r.update(mfu=r["tflops"] * 1e12 / peak, matmul_fraction=r["tflops"] * 1e12 / measured,
+                 roofline=rooflines.get(r["work"]))
         torch_rate = next((t["member_steps_per_s"] for t in results
                            if t["mode"] == "torch" and t["members"] == r["members"]), None)
         r["speedup_vs_torch"] = r["member_steps_per_s"] / torch_rate if torch_rate else None
+        r["same_work_as_torch"] = r["work"] == WORK[setup.objective_name]["torch"]
     return dict(shape=dict(name=setup.shape_name, **dataclasses.asdict(SHAPES[setup.shape_name]),
                            context_used=setup.context, vocab_used=setup.model.vocab_size),
-                data=config.data, dtype=setup.model.dtype, steps=setup.steps, repeats=setup.repeats,
-                flops_per_member_step=setup.flops_per_member_step, matmul_flops=measured, spec_peak_flops=spec,
-                mfu_basis=basis, device=device_name(), jax_version=jax.__version__, notes=notes, results=results)
+                objective=setup.objective_name, data=config.data, dtype=setup.model.dtype, steps=setup.steps,
+                repeats=setup.repeats, matmul_flops=measured, spec_peak_flops=spec, memory_bandwidth=bandwidth,
+                mfu_basis=basis, device=device_name(), jax_version=jax.__version__, notes=notes, results=results,
+                rooflines=rooflines)
 
 
 def format_table(report: dict) -> str:
     """The results as an aligned text table, one line per (members, mode)."""
-    header = ("mode", "members", "group", "member-steps/s", "x torch", "tokens/s", "TFLOP/s", "MFU",
+    header = ("mode", "work", "members", "group", "member-steps/s", "x torch", "tokens/s", "TFLOP/s", "MFU",
               "mem/member MB", "compile s")
+
     def cell(value, form):
         return "-" if value is None else format(value, form)
 
-    rows = [(r["mode"], str(r["members"]), cell(r.get("member_batch"), "d"), cell(r["member_steps_per_s"], ",.0f"),
-             cell(r["speedup_vs_torch"], ".2f"), cell(r["tokens_per_s"], ",.0f"), cell(r["tflops"], ".4f"),
-             cell(r["mfu"], ".1%"), cell(r["peak_mem_per_member_mb"], ".1f"), cell(r["compile_s"], ".1f"))
+    def speedup(r):  # against torch, marked where the row does less work than the torch loop
+        text = cell(r["speedup_vs_torch"], ".2f")
+        return text if r["same_work_as_torch"] or text == "-" else f"{text}*"
+
+    rows = [(r["mode"], r["work"], str(r["members"]), cell(r.get("member_batch"), "d"),
+             cell(r["member_steps_per_s"], ",.0f"), speedup(r), cell(r["tokens_per_s"], ",.0f"),
+             cell(r["tflops"], ".4f"), cell(r["mfu"], ".1%"), cell(r["peak_mem_per_member_mb"], ".1f"),
+             cell(r["compile_s"], ".1f"))
             for r in report["results"]]
     widths = [max(len(x) for x in column) for column in zip(header, *rows)]
     line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
@@ -306,4 +403,11 @@ def format_table(report: dict) -> str:
              f"{report['steps']} steps, {report['device']}; MFU against {report['mfu_basis']} "
              f"{report['spec_peak_flops'] or report['matmul_flops']:.3g} FLOP/s "
              f"(large matmul here: {report['matmul_flops']:.3g})")
-    return "\n".join([title, line(header), *map(line, rows), *report["notes"]])
+    roofline = [f"roofline ({work}): XLA counts {r['xla_flops']:.3g} FLOP and {r['xla_bytes']:.3g} bytes per "
+                f"member-step, intensity {r['intensity'] or 0:.1f} FLOP/byte; bound {r['device_bound']:,.0f} "
+                f"member-steps/s here (peak FLOP/s, {report['memory_bandwidth'] / 1e9:.1f} GB/s measured), "
+                f"{r['h100_bound']:,.0f} on an H100 (989 TFLOP/s bf16, 3.35 TB/s)"
+                for work, r in report["rooflines"].items()]
+    marked = ["* does less work than the torch loop (answer position only): not like for like"] if any(
+        r["speedup_vs_torch"] and not r["same_work_as_torch"] for r in report["results"]) else []
+    return "\n".join([title, line(header), *map(line, rows), *marked, *roofline, *report["notes"]])

@@ -14,6 +14,8 @@ import importlib.util
 import math
 import time
 
+import numpy as np
+
 
 def available() -> bool:
     return importlib.util.find_spec("torch") is not None
@@ -69,19 +71,10 @@ def _modules():
 
 
 def _schedule(phase):
-    """The phase's LR multiplier by step (`train.lr_multiplier`), as a plain function for LambdaLR."""
-    warmup, total = phase.warmup_steps, phase.steps
-    final = phase.get("final_lr_fraction", 0.0)
-
-    def multiplier(step: int) -> float:
-        if warmup and step < warmup:
-            return step / warmup
-        if phase.schedule != "cosine":
-            return 1.0
-        progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
-        return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return multiplier
+    """The phase's LR multiplier by step (`train.lr_multiplier`, in numpy), as a plain function for LambdaLR."""
+    from fttrace.train import lr_multiplier
+    return lambda step: float(lr_multiplier(step, phase.warmup_steps, phase.steps, phase.schedule,
+                                            phase.get("final_lr_fraction", 0.0), xp=np))
 
 
 class TorchRunner:

@@ -3,8 +3,9 @@
 Config files are plain Python modules with `get_config(arg=None)` returning an `ml_collections.ConfigDict`
 (big_vision style); `path/to/file.py:arg` passes `arg`. Overrides follow ml_collections conventions: the value
 is parsed as a Python literal (`8`, `1e-3`, `"(1e-3,1e-4)"`, `True`) and falls back to a plain string, and it
-must keep the type of the default it replaces. Keys under `sweep.shapes` (a model field swept across groups) and
-`sweep.finetune_optimizer` (an optimiser hyperparameter swept across fine-tuning members) may be new.
+must keep the type of the default it replaces. Keys under `sweep.shapes` (a model field swept across groups),
+`sweep.pretrain_optimizer` and `sweep.finetune_optimizer` (an optimiser hyperparameter swept across pretraining or
+fine-tuning members) may be new.
 """
 from __future__ import annotations
 
@@ -137,7 +138,8 @@ def parse_value(text: str):
         return text
 
 
-GROWABLE = ("sweep.shapes", "sweep.finetune_optimizer")  # sections whose keys an override may add (sweep axes)
+# Sections whose keys an override may add (sweep axes).
+GROWABLE = ("sweep.shapes", "sweep.pretrain_optimizer", "sweep.finetune_optimizer")
 EMPTY_IS_ABSENT = GROWABLE + ("sweep.zip",)  # keys that, empty, sweep nothing: a run as if they did not exist
 
 
@@ -267,12 +269,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
         require(isinstance(c, (int, float)) and 0 <= c <= 1, "sweep.spurious", f"{c!r} is not in [0, 1]")
     from fttrace.sweep import PHASE_SHAPES  # local import: the sweep imports the tasks
     from fttrace.train import OPTIMIZER_AXES  # local import: train imports jax
-    for key, values in sweep.get("finetune_optimizer", {}).items():
-        require(key in OPTIMIZER_AXES, f"sweep.finetune_optimizer.{key}",
-                f"not an optimiser hyperparameter a member can vary (one of {', '.join(OPTIMIZER_AXES)})")
-        require(isinstance(values, tuple) and len(values) > 0 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values),
-            f"sweep.finetune_optimizer.{key}", "must be a non-empty tuple of non-negative numbers")
+    for section in ("pretrain_optimizer", "finetune_optimizer"):
+        for key, values in sweep.get(section, {}).items():
+            require(key in OPTIMIZER_AXES, f"sweep.{section}.{key}",
+                    f"not an optimiser hyperparameter a member can vary (one of {', '.join(OPTIMIZER_AXES)})")
+            require(isinstance(values, tuple) and len(values) > 0 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values),
+                f"sweep.{section}.{key}", "must be a non-empty tuple of non-negative numbers")
+            phase = section.split("_")[0]  # pretrain, finetune
+            require(key != "warmup_steps" or max(values) <= config[phase].steps, f"sweep.{section}.{key}",
+                    f"a warm-up longer than {phase}.steps ({config[phase].steps})")
     zipped = tuple(sweep.get("zip", ()))
     if zipped:
         from fttrace.sweep import finetune_axes

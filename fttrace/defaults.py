@@ -50,7 +50,9 @@ def pcfg_config() -> ml_collections.ConfigDict:
         finetune_lr=("small", "medium", "large"),
         spurious=(0.0, 1.0),  # C_Tr: fraction of fine-tuning sequences that carry the shortcut
         shapes=ml_collections.ConfigDict(),  # model fields swept across groups, e.g. d_model=(64, 128)
-        # fine-tuning optimiser hyperparameters swept per member, e.g. weight_decay=(0.0, 0.1) (train.OPTIMIZER_AXES)
+        # optimiser hyperparameters swept per member, e.g. weight_decay=(0.0, 0.1) (train.OPTIMIZER_AXES), of the
+        # pretraining members (a product with pretrain_lr and prior) and of the fine-tuning members
+        pretrain_optimizer=ml_collections.ConfigDict(),
         finetune_optimizer=ml_collections.ConfigDict(),
         # fine-tuning axes that vary together instead of as a product, e.g. ("finetune_lr", "spurious")
         zip=(),

@@ -78,8 +78,10 @@ class GroupRun(PhaseRunner):
         if self.task.pretrained_model is not None:
             return self.load_pretrained()
         pt = self.group.pretrain
-        seeds, lrs = self.placement.place((pt.seed.to_numpy(np.int32), pt.pretrain_lr.to_numpy(np.float32)))
-        state = init_members(self.group.model, self.group.phase(self.config, "pretrain"), self.config.seed, seeds, lrs)
+        seeds, lrs, hyper = self.placement.place((pt.seed.to_numpy(np.int32), pt.pretrain_lr.to_numpy(np.float32),
+                                                  optimizer_values(pt, "pretrain")))
+        state = init_members(self.group.model, self.group.phase(self.config, "pretrain"), self.config.seed, seeds, lrs,
+                             hyper)
         data = data_spec(queries.pretraining(self.task, pt.prior.to_numpy()), np.zeros(len(pt)))
         return self.train_phase("pretrain", pt, state, data)
 

@@ -18,10 +18,13 @@ Named values resolve to numbers here: priors through `task.priors`, fine-tuning 
 With `sweep.protocol` (fttrace/protocols.py) every pretraining member also feeds one fine-tuning member per
 protocol (x LR x spurious strength); all protocols share the group, and the members carry the protocol columns.
 
-`sweep.finetune_optimizer` ({name: values} of train.OPTIMIZER_AXES: weight decay, Adam's betas and eps) adds product
-axes of the fine-tuning members, in the columns `finetune_<name>`. `sweep.zip` names fine-tuning axes (`finetune_lr`,
-`spurious`, `finetune_optimizer.<name>`) that vary together instead of as a product: with
-`zip=("finetune_lr", "finetune_optimizer.weight_decay")`, LR i goes with weight decay i.
+`sweep.finetune_optimizer` ({name: values} of train.OPTIMIZER_AXES: weight decay, Adam's betas and eps, the
+warm-up) adds product
+axes of the fine-tuning members, in the columns `finetune_<name>`; `sweep.pretrain_optimizer` those of the
+pretraining members (after the LR and the prior), in the columns `pretrain_<name>`, which their children carry too.
+`sweep.zip` names fine-tuning axes (`finetune_lr`, `spurious`, `finetune_optimizer.<name>`) that vary together
+instead of as a product: with `zip=("finetune_lr", "finetune_optimizer.weight_decay")`, LR i goes with weight
+decay i.
 """
 from __future__ import annotations
 
@@ -125,7 +128,8 @@ def build_groups(config) -> list[Group]:
     shape_grid = list(itertools.product(*(shapes[k] for k in shape_keys)))
     protocol_columns = [protocols.member_columns(config, name) for name in sweep.get("protocol", ())] or [{}]
     children = list(itertools.product(protocol_columns, child_settings(config)))
-    cells = list(itertools.product(sweep.pretrain_lr, sweep.prior))
+    pretrain_optimizer = sorted(dict(sweep.get("pretrain_optimizer", {})).items())  # [(name, values)], by name
+    cells = list(itertools.product(sweep.pretrain_lr, sweep.prior, *(values for _, values in pretrain_optimizer)))
     per_group = len(cells)  # pretraining members per seed and group
     per_seed = per_group * len(shape_grid)  # ... per seed, over every group
     groups = []
@@ -133,11 +137,12 @@ def build_groups(config) -> list[Group]:
         shape = dict(zip(shape_keys, shape_values))
         pt_rows = []
         for seed in seeds:
-            for j, (lr, prior) in enumerate(cells):
+            for j, (lr, prior, *optimizer) in enumerate(cells):
                 p, p_name = _named(prior, config.task.priors)
                 number = seed * per_seed + g * per_group + j
+                swept = {f"pretrain_{name}": float(v) for (name, _), v in zip(pretrain_optimizer, optimizer)}
                 pt_rows.append(dict(member=f"pt{number}", seed=seed, pretrain_lr=float(lr), prior=p,
-                                    prior_name=p_name, group=g, **shape))
+                                    prior_name=p_name, group=g, **shape, **swept))
         ft_rows = []
         for i, parent in enumerate(pt_rows):
             first = int(parent["member"][2:]) * len(children)

@@ -76,21 +76,38 @@ def data_spec(queries, spurious, criterion=None) -> DataSpec:
                     criterion=crit)
 
 
-def lr_multiplier(phase) -> Callable:
-    """The schedule's shape (peak 1); the per-member peak LR is an injected hyperparameter."""
-    warmup = phase.warmup_steps
-    if phase.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0 if warmup else 1.0, 1.0, max(warmup, 1), phase.steps,
-                                                  end_value=phase.get("final_lr_fraction", 0.0))
-    return optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup), optax.constant_schedule(1.0)],
-                                [warmup]) if warmup else optax.constant_schedule(1.0)
+def lr_multiplier(step, warmup, steps: int, schedule: str, final_fraction: float = 0.0, xp=jnp):
+    """The schedule's shape at `step` (peak 1; the per-member peak LR is an injected hyperparameter): a linear
+    warm-up from 0 over `warmup` steps (none at 0), then constant, or a cosine decay that reaches `final_fraction` at
+    `steps`. `warmup` may differ per member (it is injected too); xp: jax.numpy, or numpy for a plain loop."""
+    step = xp.asarray(step, xp.float32)
+    warm = xp.where(warmup > 0, xp.minimum(step / xp.maximum(warmup, 1), 1.0), 1.0)
+    if schedule != "cosine":
+        return warm
+    progress = xp.clip((step - warmup) / xp.maximum(steps - warmup, 1), 0.0, 1.0)
+    decay = final_fraction + (1 - final_fraction) * 0.5 * (1 + xp.cos(math.pi * progress))
+    return xp.where(step < warmup, warm, decay)
+
+
+def scale_by_phase_schedule(warmup_steps, phase) -> optax.GradientTransformation:
+    """Updates scaled by the phase's `lr_multiplier`; under `optax.inject_hyperparams` the warm-up is a number in the
+    optimiser state, so members of one program may warm up for different lengths."""
+    def init(params):
+        return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update(updates, state, params=None):
+        m = lr_multiplier(state.count, warmup_steps, phase.steps, phase.schedule, phase.get("final_lr_fraction", 0.0))
+        return (jax.tree.map(lambda u: u * m.astype(u.dtype), updates),
+                optax.ScaleByScheduleState(count=jnp.minimum(state.count, jnp.iinfo(jnp.int32).max - 1) + 1))
+    return optax.GradientTransformation(init, update)
 
 
 def make_optimizer(phase, lr) -> optax.GradientTransformation:
     parts = [optax.clip_by_global_norm(phase.grad_clip)] if phase.grad_clip > 0 else []
     parts += [optax.inject_hyperparams(optax.adamw)(learning_rate=lr, b1=phase.b1, b2=phase.b2,
                                                     weight_decay=phase.weight_decay),
-              optax.scale_by_schedule(lr_multiplier(phase))]
+              optax.inject_hyperparams(scale_by_phase_schedule, static_args=("phase",))(
+                  warmup_steps=float(phase.warmup_steps), phase=phase)]
     return optax.chain(*parts)
 
 
@@ -108,17 +125,20 @@ def member_keys(base_seed: int, seeds, phase: str):
     return jax.vmap(lambda s: member_key(base_seed, s, PHASE_IDS[phase]))(jnp.asarray(np.asarray(seeds), jnp.int32))
 
 
-OPTIMIZER_AXES = ("weight_decay", "b1", "b2", "eps")  # optimiser hyperparameters a sweep may vary per member
+# Optimiser hyperparameters a sweep may vary per member (they live in the optimiser state: `inject_hyperparams`).
+OPTIMIZER_AXES = ("weight_decay", "b1", "b2", "eps", "warmup_steps")
 
 
-def init_members(cfg: ModelConfig, phase, base_seed: int, seeds, lrs) -> TrainState:
-    """Fresh members: parameters from each seed's init key, optimiser state with each member's LR."""
+def init_members(cfg: ModelConfig, phase, base_seed: int, seeds, lrs, hyper=None) -> TrainState:
+    """Fresh members: parameters from each seed's init key, optimiser state with each member's LR (and `hyper`:
+    {name: [members]} of OPTIMIZER_AXES in place of the phase's)."""
     @jax.jit
     @jax.vmap
-    def init(seed, lr):
+    def init(seed, lr, hyper):
         params = init_params(cfg, member_key(base_seed, seed, PHASE_IDS["init"]))
-        return new_state(params, phase, lr, member_key(base_seed, seed, PHASE_IDS["pretrain"]))
-    return init(jnp.asarray(seeds, jnp.int32), jnp.asarray(lrs, jnp.float32))
+        return new_state(params, phase, lr, member_key(base_seed, seed, PHASE_IDS["pretrain"]), hyper)
+    hyper = {name: jnp.asarray(values, jnp.float32) for name, values in (hyper or {}).items()}
+    return init(jnp.asarray(seeds, jnp.int32), jnp.asarray(lrs, jnp.float32), hyper)
 
 
 def flat_params(params) -> tuple[jax.Array, Callable]:
@@ -156,9 +176,11 @@ def fan_out(parent: TrainState, parent_index, phase, lrs, keys, wrap=None, hyper
     return fresh.replace(diverged=parent.diverged[idx], diverged_step=parent.diverged_step[idx])
 
 
-def answer_loss(model: Transformer, params, tokens, answers, masks=None):
-    """Cross-entropy and accuracy of the answer predicted at the last position."""
-    logits = model.apply({"params": params}, tokens, masks=masks, answer_only=True)
+def answer_loss(model: Transformer, params, tokens, answers, masks=None, answer_only: bool = True):
+    """Cross-entropy and accuracy of the answer predicted at the last position (`answer_only=False`: computed as a
+    plain model would, the logits of every position, then the last read: the same numbers for more work)."""
+    logits = model.apply({"params": params}, tokens, masks=masks, answer_only=answer_only)
+    logits = logits if answer_only else logits[:, -1]
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, answers).mean()
     acc = (logits.argmax(-1) == answers).mean()
     return loss, acc
@@ -172,12 +194,12 @@ class AnswerObjective:
     An objective is what a study kind gives the phase loop: `loss(model, params, key, batch, batch_size, shared)`
     -> (loss, aux) for one member, and `evaluate(model, params, shared)` -> {metric: scalar} (jitted, per member)."""
 
-    def __init__(self, task):
-        self.task = task
+    def __init__(self, task, answer_only: bool = True):
+        self.task, self.answer_only = task, answer_only  # answer_only=False: the full forward (benchmarks)
 
     def loss(self, model, params, key, batch: QueryMix, batch_size: int, shared):
         tokens, answers = self.task.sample(key, batch_size, batch.queries, batch.spurious)
-        return answer_loss(model, params, tokens, answers)
+        return answer_loss(model, params, tokens, answers, answer_only=self.answer_only)
 
     @staticmethod
     def evaluate(model, params, eval_sets: dict) -> dict:

@@ -1,5 +1,8 @@
-"""Shared test settings: tiny configs that compile and run in seconds on a 2-core CPU."""
+"""Shared test settings: tiny configs that compile and run in seconds on a 2-core CPU; `fttrace` subprocesses."""
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -68,3 +71,47 @@ def assert_open_gives_logged_accuracies(run, results, sets, tolerance: float = 0
         model = run.model(member)
         for metric, heldout in (("pt_acc", sets["pt"]), ("ft_acc", sets["ft"])):
             assert abs(model.accuracy(heldout) - logged.loc[member, metric]) <= tolerance + 1e-9, (member, metric)
+
+
+class Runs:
+    """`fttrace` subprocesses sharing a compilation cache, each logging to tmp/<name>.log. Run `name` works in
+    tmp/<name>; `name#k` also works there (several processes, or runs one after another). A subclass's
+    `start(name, ...)` builds the command and calls `launch`."""
+
+    timeout = 900
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        self.env.update(FTTRACE_COMPILATION_CACHE=str(tmp / "xla-cache"),
+                        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")  # cache even the small programs
+        self.running = {}
+
+    def launch(self, name, arguments, devices=None, program=None):
+        """Start `program` (default `python -m fttrace.cli`) with `arguments`, on `devices` host devices."""
+        env = dict(self.env)
+        if devices:  # must be set before jax is imported, hence in the subprocess's environment
+            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        log = open(self.tmp / f"{name}.log", "w")
+        command = [*(program or [sys.executable, "-m", "fttrace.cli"]), *arguments]
+        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        self.running[name] = (process, log)
+        return process
+
+    def wait(self, name):
+        process, log = self.running.pop(name)
+        process.wait(self.timeout)
+        log.close()
+        return process.returncode, (self.tmp / f"{name}.log").read_text()
+
+    def run(self, name, *args, **kwargs):
+        self.start(name, *args, **kwargs)
+        return self.wait(name)
+
+    def workdir(self, name):
+        return self.tmp / name
+
+    def stop_all(self):
+        for name in list(self.running):
+            self.running[name][0].kill()
+            self.wait(name)

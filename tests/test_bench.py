@@ -9,25 +9,59 @@ from helpers import ROOT
 
 BENCH = str(ROOT / "configs" / "bench.py")
 QUICK = ["shape=tiny", "members=(1,2)", "steps=3", "repeats=1", "matmul_size=512"]
-FIELDS = {"mode", "shape", "members", "member_steps_per_s", "tokens_per_s", "tflops", "mfu",
-          "peak_mem_per_member_mb", "compile_s", "device"}
+FIELDS = {"mode", "work", "shape", "members", "member_steps_per_s", "tokens_per_s", "tflops", "mfu",
+          "peak_mem_per_member_mb", "compile_s", "device", "roofline", "flops_per_member_step"}
 
 
 @pytest.fixture(scope="module")
 def report():
-    return bench.run_bench(config_lib.load(BENCH, QUICK + ["modes=('vmap','sequential')"]))
+    return bench.run_bench(config_lib.load(BENCH, QUICK + ["modes=('vmap','vmap_full','sequential')"]))
 
 
 def test_library_reports_every_mode_at_every_member_count(report):
     assert [(r["mode"], r["members"]) for r in report["results"]] == [
-        ("vmap", 1), ("sequential", 1), ("vmap", 2), ("sequential", 2)]
+        ("vmap", 1), ("vmap_full", 1), ("sequential", 1), ("vmap", 2), ("vmap_full", 2), ("sequential", 2)]
     for r in report["results"]:
         assert FIELDS <= set(r)
         assert r["shape"] == "tiny" and r["member_steps_per_s"] > 0 and r["compile_s"] > 0
         assert r["tokens_per_s"] == pytest.approx(r["member_steps_per_s"] * 8 * 16)
-        assert r["tflops"] == pytest.approx(r["member_steps_per_s"] * report["flops_per_member_step"] / 1e12)
+        assert r["tflops"] == pytest.approx(r["member_steps_per_s"] * r["flops_per_member_step"] / 1e12)
         assert 0 < r["mfu"] < 1 and r["peak_mem_per_member_mb"] > 0
-    assert report["matmul_flops"] > 0 and json.loads(json.dumps(report)) == report
+    assert report["matmul_flops"] > 0 and report["memory_bandwidth"] > 0 and json.loads(json.dumps(report)) == report
+
+
+def test_each_row_names_its_work_and_the_full_forward_is_the_torch_loops(report):
+    """The answer-only forward and the full forward (a plain loop's work) are separate rows, counted and costed
+    apart: the full one does more FLOPs by our count and by XLA's."""
+    work = {r["mode"]: r["work"] for r in report["results"]}
+    assert work == {"vmap": "answer position only", "sequential": "answer position only",
+                    "vmap_full": "every position, last read"}
+    assert work["vmap_full"] == bench.WORK["answer"]["torch"]
+    flops = {r["mode"]: r["flops_per_member_step"] for r in report["results"]}
+    assert flops["vmap_full"] > flops["vmap"] == flops["sequential"]
+    lines = report["rooflines"]
+    assert set(lines) == {"answer position only", "every position, last read"}
+    assert lines["every position, last read"]["xla_flops"] > lines["answer position only"]["xla_flops"] > 0
+    for line in lines.values():
+        assert line["intensity"] > 0 and 0 < line["device_bound"] < line["h100_bound"]
+
+
+def test_the_language_model_step_is_benchmarked_at_every_position():
+    overrides = QUICK + ["members=(2,)", "modes=('vmap','sequential')", "objective=lm"]
+    lm = bench.run_bench(config_lib.load(BENCH, overrides))
+    assert {r["work"] for r in lm["results"]} == {"next token at every position"}
+    cfg = bench.setup_from_config(config_lib.load(BENCH, ["shape=tiny"])).model
+    assert {r["flops_per_member_step"] for r in lm["results"]} == {bench.train_flops(cfg, 8, 16, every_position=True)}
+    assert all(r["member_steps_per_s"] > 0 and r["roofline"]["xla_flops"] > 0 for r in lm["results"])
+
+
+def test_the_torch_loop_runs_and_compares_like_for_like():
+    pytest.importorskip("torch", reason="the torch mode needs pip install 'fttrace[torch]'")
+    report = bench.run_bench(config_lib.load(BENCH, QUICK + ["members=(2,)", "modes=('vmap','vmap_full','torch')"]))
+    rows = {r["mode"]: r for r in report["results"]}
+    assert rows["torch"]["member_steps_per_s"] > 0 and rows["torch"]["speedup_vs_torch"] == pytest.approx(1.0)
+    assert rows["vmap_full"]["same_work_as_torch"] and not rows["vmap"]["same_work_as_torch"]
+    assert "* does less work than the torch loop" in bench.format_table(report)
 
 
 def test_flops_count_follows_the_shape():
@@ -36,6 +70,8 @@ def test_flops_count_follows_the_shape():
     full_block = 2 * (32 * 32 * 16 + 2 * 32 * 32 * 16 + 2 * 16 * 16 * 32 + 32 * 32 * 16 + 2 * 32 * 128 * 16)
     last_block = 2 * (32 * 32 + 2 * 32 * 32 * 16 + 2 * 16 * 32 + 32 * 32 + 2 * 32 * 128)
     assert bench.train_flops(cfg, 8, 16) == 3 * 8 * (full_block + last_block + 2 * 32 * 16)
+    # every position (an LM loss, or a plain loop that reads the last): the last block and the unembedding everywhere
+    assert bench.train_flops(cfg, 8, 16, every_position=True) == 3 * 8 * (2 * full_block + 2 * 32 * 16 * 16)
 
 
 def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
@@ -43,14 +79,16 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     assert main(["bench", BENCH, *[f"--config.{o}" for o in QUICK], "--config.members=(1,)",
                  "--config.modes=('vmap',)", "--out", str(out)]) == 0
     table = capsys.readouterr().out
-    assert "member-steps/s" in table and "MFU" in table
-    assert any(line.split()[:2] == ["vmap", "1"] for line in table.splitlines())
+    assert "member-steps/s" in table and "MFU" in table and "roofline (answer position only)" in table
+    assert any(line.split()[:4] == ["vmap", "answer", "position", "only"] for line in table.splitlines())
     results = json.loads(out.read_text())["results"]
     assert len(results) == 1 and FIELDS <= set(results[0])
 
 
 @pytest.mark.parametrize("override, message", [
-    ("shape=huge", "config key 'shape': unknown shape 'huge'; known: ref, large, small, tiny"),
+    ("shape=huge", "config key 'shape': unknown shape 'huge'; known: ref, large, small, tiny, stories"),
+    ("objective=words", "config key 'objective': must be one of answer, lm"),
+    ("objective=lm", "the LM objective computes every position in every mode (no vmap_full)"),
     ("members=(0,4)", "config key 'members'"),
     ("modes=('jit',)", "config key 'modes': unknown mode"),
     ("model.layer_norm=False", "the torch loop mirrors the default architecture only"),
@@ -66,3 +104,31 @@ def test_bad_bench_config_is_refused(tmp_path, capsys, override, message):
 def test_bad_shape_is_refused_by_the_library():
     with pytest.raises(bench.UserError, match="unknown shape 'huge'"):
         bench.run_bench(config_lib.load(BENCH, ["shape=huge"]))
+
+
+def test_device_check_dry_run_prints_commands_whose_configs_load():
+    """benchmarks/device_check.sh under DRY_RUN=1: every step bounded in time, every config it names loads and
+    builds (as it would on the GPU machine), and its GPU tests are the `gpu`-marked ones."""
+    import os
+    import shlex
+    import subprocess
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_check.sh")], capture_output=True, text=True,
+                          cwd=ROOT, env=dict(os.environ, DRY_RUN="1", FTTRACE="fttrace"))
+    assert done.returncode == 0, done.stderr
+    lines = [shlex.split(line) for line in done.stdout.splitlines() if line]
+    assert all(words[0] == "timeout" for words in lines)
+    assert sum(int(words[1]) for words in lines) <= 8 * 60  # seconds of device time at most, before start-up
+    commands = [words[2:] for words in lines]
+    assert commands[0][:4] == ["python", "-m", "pytest", "-q"] and "gpu" in commands[0]
+    kinds = {}
+    for command in commands[1:]:
+        assert command[0] == "fttrace", command
+        overrides = [w[len("--config."):] for w in command if w.startswith("--config.")]
+        config = config_lib.load(str(ROOT / command[2]), overrides)
+        if command[1] == "bench":
+            setup = bench.setup_from_config(config)
+            kinds.setdefault("bench", []).append((setup.shape_name, setup.objective_name, setup.max_members))
+        else:
+            kinds.setdefault(command[1], []).append(command[2])
+    assert ("ref", "answer", 1024) in kinds["bench"] and ("stories_gpu", "lm", 64) in kinds["bench"]
+    assert kinds["run"] == ["configs/pcfg_counter.py"]

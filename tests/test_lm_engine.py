@@ -6,11 +6,8 @@ suppressed, 6 unlock members), pretraining evaluated at step 4 as well, so that 
 the stories study's tiny form on one device and on eight.
 """
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -19,7 +16,7 @@ import pytest
 
 import fttrace
 from fttrace.cli import main
-from helpers import ROOT
+from helpers import ROOT, Runs
 
 CONFIG = str(ROOT / "configs" / "canary_unlock.py")
 ARGS = ["--config.sweep.seeds=2", "--config.pretrain.eval_steps=(0,4,8)", "--config.checkpoint.every_chunks=1"]
@@ -34,36 +31,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Runs:
-    """`fttrace run CONFIG:tiny` subprocesses sharing a compilation cache; run `name` works in tmp/<name>."""
-
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-        self.env.update(FTTRACE_COMPILATION_CACHE=str(tmp / "xla-cache"), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-        self.running = {}
-
+class StudyRuns(Runs):
     def start(self, name, *args, devices=None, quiet=True, study=None):
         """`fttrace run` of the canary config (ARGS) or, with `study=[CONFIG, ARGS...]`, of another."""
-        env = dict(self.env)
-        if devices:
-            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-        log = open(self.tmp / f"{name}.log", "w")
         config, *extra = study or [CONFIG, *ARGS]
-        command = [sys.executable, "-m", "fttrace.cli", "run", f"{config}:tiny", "--workdir",
-                   str(self.workdir(name.split("#")[0])), *(["-q"] if quiet else []), *extra, *args]
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        self.running[name] = (process, log)
-        return process
-
-    def wait(self, name):
-        process, log = self.running.pop(name)
-        process.wait(TIMEOUT)
-        log.close()
-        return process.returncode, (self.tmp / f"{name}.log").read_text()
-
-    def workdir(self, name):
-        return self.tmp / name
+        return self.launch(name, ["run", f"{config}:tiny", "--workdir", str(self.workdir(name.split("#")[0])),
+                                  *(["-q"] if quiet else []), *extra, *args], devices)
 
 
 def results(workdir) -> pd.DataFrame:
@@ -72,7 +45,7 @@ def results(workdir) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    runs = Runs(tmp_path_factory.mktemp("lm-engine"))
+    runs = StudyRuns(tmp_path_factory.mktemp("lm-engine"))
     runs.start("reference")
     runs.start("devices8", devices=8)
     code, log = runs.wait("reference")
@@ -86,9 +59,7 @@ def runs(tmp_path_factory):
     runs.start("stories-reference", study=STORIES)
     runs.start("stories-devices8", devices=8, study=STORIES)
     yield runs
-    for name in list(runs.running):
-        runs.running[name][0].kill()
-        runs.wait(name)
+    runs.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from fttrace.runner import check_workdir, run_identity
 from fttrace.placement import Placement
 from fttrace.results import ResultsStore, manifest, write_json
 from fttrace.sweep import build_groups, shard_groups
-from helpers import NO_EVALS, ROOT, SMOKE, TINY, assert_open_gives_logged_accuracies, tiny_config
+from helpers import NO_EVALS, ROOT, SMOKE, TINY, Runs, assert_open_gives_logged_accuracies, tiny_config
 
 GRID = TINY + [NO_EVALS, "sweep.seeds=3", "sweep.pretrain_lr=(1e-3,1e30)", "pretrain.schedule=constant",
                "pretrain.warmup_steps=0", "finetune.steps=20", "checkpoint.every_chunks=1"]
@@ -63,50 +63,17 @@ def snapshot(workdir, skip=("manifest.json", "progress.json")) -> dict:
             if p.is_file() and p.name not in skip and "orbax-checkpoint-tmp" not in str(p) and p.parent.name != "live"}
 
 
-class Runs:
-    """`fttrace run` subprocesses sharing a compilation cache, each logging to tmp/<name>.log.
-
-    Run `name` works in tmp/<name>; `name#k` also works there (several processes, or runs one after another).
-    """
-
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-        self.env.update(FTTRACE_COMPILATION_CACHE=str(tmp / "xla-cache"),
-                        JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")  # cache even the small programs
-        self.running = {}
-
+class SmokeRuns(Runs):
     def start(self, name, *args, fault=None, devices=None, config=()):
         """Start `fttrace run SMOKE --workdir tmp/<name> ARGS` (through the fault driver with `fault`)."""
-        program = [sys.executable, str(ROOT / "tests" / "fault_driver.py"), fault] if fault else \
-            [sys.executable, "-m", "fttrace.cli"]
-        env = dict(self.env)
-        if devices:  # must be set before jax is imported, hence in the subprocess's environment
-            env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-        log = open(self.tmp / f"{name}.log", "w")
-        command = [*program, "run", SMOKE, "--workdir", str(self.workdir(name.split("#")[0])), "-q", *args,
-                   *config_args(*config)]
-        process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        self.running[name] = (process, log)
-        return process
-
-    def wait(self, name):
-        process, log = self.running.pop(name)
-        process.wait(TIMEOUT)
-        log.close()
-        return process.returncode, (self.tmp / f"{name}.log").read_text()
-
-    def run(self, name, *args, **kwargs):
-        self.start(name, *args, **kwargs)
-        return self.wait(name)
-
-    def workdir(self, name):
-        return self.tmp / name
+        program = [sys.executable, str(ROOT / "tests" / "fault_driver.py"), fault] if fault else None
+        return self.launch(name, ["run", SMOKE, "--workdir", str(self.workdir(name.split("#")[0])), "-q", *args,
+                                  *config_args(*config)], devices, program)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    runs = Runs(tmp_path_factory.mktemp("survive"))
+    runs = SmokeRuns(tmp_path_factory.mktemp("survive"))
     # Training and every evaluation on one device, on 8 devices, and in two processes (the same command on two
     # "hosts", 2 devices each).
     runs.start("evals-reference", config=[EVALS])
@@ -120,9 +87,7 @@ def runs(tmp_path_factory):
     for index in range(2):  # shards of a grid twice as large, with the same shapes as the reference
         runs.start(f"shard{index}", "--shard", f"{index}/2", config=["sweep.seeds=6"])
     yield runs
-    for name in list(runs.running):
-        runs.running[name][0].kill()
-        runs.wait(name)
+    runs.stop_all()
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ def test_an_optimiser_hyperparameter_is_a_fine_tuning_axis_set_per_member():
 
     config = config_lib.load(SMOKE, ["sweep.seeds=1", "sweep.prior=('low',)", "sweep.spurious=(0.0,)",
                                      "sweep.finetune_optimizer.weight_decay=(0.0,0.5)",
-                                     "sweep.finetune_optimizer.b2=0.95"])
+                                     "sweep.finetune_optimizer.b2=0.95", "sweep.finetune_optimizer.warmup_steps=(4,)"])
     (group,) = build_groups(config)
     ft = group.finetune
     assert len(ft) == 2 and list(ft.finetune_weight_decay) == [0.0, 0.5] and set(ft.finetune_b2) == {0.95}
@@ -78,10 +78,11 @@ def test_an_optimiser_hyperparameter_is_a_fine_tuning_axis_set_per_member():
     n = len(ft)
     state = fan_out(parent, np.zeros(n, np.int32), config.finetune, np.full(n, 1e-2), jnp.stack(
         [jax.random.PRNGKey(1)] * n), hyper=optimizer_values(ft, "finetune"))
-    held = optax.tree_utils.tree_get(state.opt_state, "hyperparams")
+    held = {name: optax.tree_utils.tree_get(state.opt_state, name) for name in ("weight_decay", "b1", "b2")}
     np.testing.assert_array_equal(held["weight_decay"], [0.0, 0.5])
     np.testing.assert_array_equal(held["b2"], np.float32([0.95, 0.95]))
     np.testing.assert_array_equal(held["b1"], np.float32([config.finetune.b1] * 2))
+    np.testing.assert_array_equal(optax.tree_utils.tree_get(state.opt_state, "warmup_steps"), [4.0, 4.0])
     # ... and trains with them: the weight-decayed child equals a member of a phase whose weight decay is 0.5.
     from fttrace.model import Transformer
     from fttrace.tasks.registry import build_task
@@ -92,7 +93,7 @@ def test_an_optimiser_hyperparameter_is_a_fine_tuning_axis_set_per_member():
     steps = lambda phase: jax.jit(train_steps(Transformer(group.model), AnswerObjective(task), phase))  # noqa: E731
     trained, _ = steps(config.finetune)(state, data(n), None, jnp.int32(5))
     phase = config.finetune.copy_and_resolve_references()
-    phase.update(weight_decay=0.5, b2=0.95)
+    phase.update(weight_decay=0.5, b2=0.95, warmup_steps=4)
     alone = fan_out(parent, np.zeros(1, np.int32), phase, np.full(1, 1e-2), jnp.stack([jax.random.PRNGKey(1)]))
     alone, _ = steps(phase)(alone, data(1), None, jnp.int32(5))
     same = max(float(np.abs(a[1] - b[0]).max()) for a, b in zip(jax.tree.leaves(trained.params),
@@ -103,6 +104,35 @@ def test_an_optimiser_hyperparameter_is_a_fine_tuning_axis_set_per_member():
     assert same < 1e-4 and decayed > 100 * same, (same, decayed)
     with pytest.raises(UserError, match="sweep.finetune_optimizer.momentum"):
         config_lib.load(SMOKE, ["sweep.finetune_optimizer.momentum=(0.9,)"])
+    with pytest.raises(UserError, match="sweep.finetune_optimizer.warmup_steps.*longer than finetune.steps"):
+        config_lib.load(SMOKE, ["finetune.steps=100", "sweep.finetune_optimizer.warmup_steps=(0,200)"])
+
+
+def test_an_optimiser_hyperparameter_is_a_pretraining_axis_down_to_the_reft_controls(tmp_path):
+    import numpy as np
+
+    import fttrace
+    from fttrace.runner import run_study
+    from helpers import NO_EVALS, TINY
+    config = config_lib.load(SMOKE, TINY + ["sweep.seeds=1", "sweep.pretrain_optimizer.weight_decay=(0.0,0.5)",
+                                            "evals=('reft',)", "reft.control=True"])
+    (group,) = build_groups(config)
+    pt = group.pretrain
+    assert list(pt.pretrain_weight_decay) == [0.0, 0.5] and list(pt.member) == ["pt0", "pt1"]
+    assert list(group.finetune.pretrain_weight_decay) == [0.0, 0.5]  # children carry their parent's setting
+    run_study(config, tmp_path / "swept", quiet=True)
+    swept = fttrace.open(tmp_path / "swept")
+    members = swept.members
+    controls = members[members.phase == "control_pretrain"]
+    assert sorted(controls.pretrain_weight_decay) == [0.0, 0.5]  # a control per pretraining setting
+    # The decayed member is the member of a run whose pretraining weight decay is 0.5; the other is not.
+    fixed = config_lib.load(SMOKE, TINY + ["sweep.seeds=1", NO_EVALS, "pretrain.weight_decay=0.5"])
+    run_study(fixed, tmp_path / "fixed", quiet=True)
+    alone = fttrace.open(tmp_path / "fixed").params("pt0")["unembed"]["kernel"]
+    decayed, plain = (swept.params(m)["unembed"]["kernel"] for m in ("pt1", "pt0"))
+    assert np.abs(decayed - alone).max() < 1e-4 < np.abs(plain - alone).max()
+    with pytest.raises(UserError, match="sweep.pretrain_optimizer.momentum"):
+        config_lib.load(SMOKE, ["sweep.pretrain_optimizer.momentum=(0.9,)"])
 
 
 def test_zipped_axes_vary_together():

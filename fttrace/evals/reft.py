@@ -30,6 +30,7 @@ from fttrace.curves import first_step_reaching
 from fttrace.evals.common import pretrained_pt_acc
 from fttrace.results import long_frame
 from fttrace.tasks import queries
+from fttrace.sweep import optimizer_values
 from fttrace.train import data_spec, fan_out, init_members, member_keys
 
 REFT, CONTROL_PRETRAIN, CONTROL_REFT = "reft", "control_pretrain", "control_reft"
@@ -50,14 +51,16 @@ def reft_members(group, cfg) -> pd.DataFrame:
 
 
 def control_members(group, reft: pd.DataFrame, factors) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Control pretraining members (one per seed x pretraining LR) and their C_PT training members."""
+    """Control pretraining members (one per seed x pretraining LR x swept pretraining optimiser setting) and their
+    C_PT training members."""
     pt = group.pretrain.reset_index(drop=True)
-    first = pt.groupby(["seed", "pretrain_lr"], sort=False).head(1)
+    matched = ["seed", "pretrain_lr", *(f"pretrain_{name}" for name in optimizer_values(pt, "pretrain"))]
+    first = pt.groupby(matched, sort=False).head(1)
     cp = first.assign(member="c" + first.member, prior=1.0, prior_name="control",
                       pretrain_index=first.index.to_numpy()).reset_index(drop=True)
     rows = []
     for i, parent in cp.iterrows():
-        mine = reft[(reft.seed == parent.seed) & (reft.pretrain_lr == parent.pretrain_lr)]
+        mine = reft[(reft[matched] == parent[matched]).all(axis=1)]
         for base in sorted(mine.reft_lr.unique()):
             for factor in factors:
                 rows.append(dict(parent.to_dict(), member=f"{parent.member}-{base:g}-x{factor:g}", parent=parent.member,
@@ -108,7 +111,8 @@ def run_reft(run) -> None:
         return
     run.control_members, run.control_reft_members = cp, cr = control_members(group, rf, cfg.control_lr_factors)
     pretraining = group.phase(run.config, "pretrain")
-    state = init_members(group.model, pretraining, run.config.seed, cp.seed.to_numpy(), cp.pretrain_lr.to_numpy())
+    state = init_members(group.model, pretraining, run.config.seed, cp.seed.to_numpy(), cp.pretrain_lr.to_numpy(),
+                         optimizer_values(cp, "pretrain"))
     data = data_spec(queries.control(run.task, len(cp)), np.zeros(len(cp)))
     state = run.train_phase(CONTROL_PRETRAIN, cp, state, data, phase_cfg=pretraining)
     state = fan_out(state, cr.parent_index.to_numpy(), cfg, cr.reft_lr.to_numpy(),
