@@ -59,7 +59,8 @@ def restore_failure(path, error: Exception, unreadable: str) -> Exception:
     if "RESOURCE_EXHAUSTED" in text and "os_error_code" not in text or "out of memory" in text.lower():
         return UserError(f"restoring checkpoint {path} ran out of memory ({first}); the checkpoint is kept: train "
                          "fewer members together (member_batch) or use more devices")
-    if isinstance(error, (OSError, ValueError, RuntimeError)):  # json, tensorstore and orbax read errors
+    # json, tensorstore and orbax read errors (orbax reports a failed array read as a bare Exception)
+    if isinstance(error, (OSError, ValueError, RuntimeError)) or type(error) is Exception:
         return damaged(path, os_reason(error) or unreadable)
     return error
 

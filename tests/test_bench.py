@@ -27,7 +27,7 @@ def test_library_reports_every_mode_at_every_member_count(report):
         assert r["tokens_per_s"] == pytest.approx(r["member_steps_per_s"] * 8 * 16)
         assert r["tflops"] == pytest.approx(r["member_steps_per_s"] * r["flops_per_member_step"] / 1e12)
         assert 0 < r["mfu"] < 1 and r["peak_mem_per_member_mb"] > 0
-    assert report["matmul_flops"] > 0 and report["memory_bandwidth"] > 0 and json.loads(json.dumps(report)) == report
+    assert report["matmul_flops"] > 0 and json.loads(json.dumps(report)) == report
 
 
 def test_each_row_names_its_work_and_the_full_forward_is_the_torch_loops(report):
@@ -43,7 +43,7 @@ def test_each_row_names_its_work_and_the_full_forward_is_the_torch_loops(report)
     assert set(lines) == {"answer position only", "every position, last read"}
     assert lines["every position, last read"]["xla_flops"] > lines["answer position only"]["xla_flops"] > 0
     for line in lines.values():
-        assert line["intensity"] > 0 and 0 < line["device_bound"] < line["h100_bound"]
+        assert line["intensity"] > 0 and 0 < line["device_compute_bound"] < line["h100_bound"]
 
 
 def test_the_language_model_step_is_benchmarked_at_every_position():

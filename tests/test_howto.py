@@ -74,3 +74,18 @@ def test_add_a_sweep_axis(capsys):
     assert "group 1: d_model 64, 4 pretrained, 16 fine-tuned" in shown
     # numbered seed by seed: group 1's first parent is seed 0's third member, pt2, with children ft8-ft11
     assert "finetune_weight_decay" in shown and re.search(r"ft11\s+pt2\s+0\s+high", shown)
+
+
+def test_add_a_study_kind_names_what_every_kind_has():
+    """Every study kind (the tasks' and each of STUDY_KINDS) has each method the page says a kind declares."""
+    import importlib
+    text = HOWTO.read_text()
+    section = text[text.index("## Add a study kind\n"):]
+    methods = ("groups", "shard", "member_count", "phase_tables", "prepare", "run_group", "protocol_layout",
+               "headline")
+    assert all(f"`{name}(" in section for name in methods)
+    for module in (config_lib.TASK_STUDY, *config_lib.STUDY_KINDS.values()):
+        kind = importlib.import_module(module).KIND
+        assert all(callable(getattr(kind, name, None)) for name in methods), (module, methods)
+        if module != config_lib.TASK_STUDY:
+            assert callable(importlib.import_module(module).validate_config)
