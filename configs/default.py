@@ -9,25 +9,25 @@ with a control target, attention change, activation patching and the regime diag
     python -m analysis summary runs/default
 
 Measured (`python -m analysis summary runs/default`), mean over 8 seeds [95% bootstrap CI], on the 2-core CPU with
-nothing beside it: 7 min 42 s wall with an empty compilation cache (as on a fresh machine; programs that recur
-within the run, such as the reFT and control chunks, compile once): pretraining 90 s, fine-tuning 93 s, reFT and its
-control 122 s, pruning 58 s, probes 40 s, attention 10 s, patching 20 s, regime 21 s.
-  regime: holds, no cell flagged. Pretrained C_PT 0.99-1.00; pretrained test C_FT 0.96 [0.93, 0.99] at prior high,
-    0.29 [0.26, 0.32] at prior low (operand-blind level 0.31). Every member of every cell met the criterion (median
-    stop step 600 / 300 at medium / large LR, low prior, C_Tr 0; 0 at the high prior). C_FT at C_Te 0 after
-    fine-tuning at the low prior 0.91 [0.90, 0.93] / 0.95 [0.93, 0.97] (C_Tr 0), 0.31-0.32 with C_Tr 1, where
-    92-96% of O_FT answers are the O_PT count.
-  classes (64 members): kept 48% (31 of the 32 high-prior members), hidden wrapper 39% (15 of the 16 low-prior
-    members at C_Tr 0, 9 at C_Tr 1), reuse 11% (7 at C_Tr 1), overwrite 1.
-  nulls: T_prune = +0.019 (random-neuron gains mean -0.0005, the control's targeted gain +0.006); T_reft = 150 steps;
-    probe selectivity pretrained 0.37 [0.33, 0.40], fine-tuned 0.37, the control that never had C_PT 0.05
-    [-0.00, 0.11], untrained 0.01.
-  reFT: a median 50 steps at both LRs against 300 for the control at the same LR (150 at x 10); log-rank p < 2e-5.
-  claims (1-3 read the members whose C_PT fine-tuning suppressed): 3 (reFT faster than the control) supported, x5.20
-    [3.46, 7.25], p(Holm) 0.023; 1 (pruning revives beyond the random null) inconclusive, +0.049 [+0.002, +0.091],
-    p 0.039, p(Holm) 0.16, power 0.24 at its SESOI +0.05 (the effect sits at the SESOI); 2 (probe selectivity kept:
-    fine-tuned >= 0.9 x the parent's) inconclusive, +0.037 [-0.015, +0.107]; 4a and 4c (weakening at the large LR)
-    refuted, 4b inconclusive.
+nothing beside it: 8 min 13 s wall (manifest `wall_s` 493; 8 min 21 s for the whole command) with an empty
+compilation cache (as on a fresh machine; programs that recur within the run, such as the reFT and control chunks,
+compile once): reFT and its control 132 s, pruning 66 s, probes 39 s, attention 10 s, patching 20 s, regime 17 s,
+pretraining and fine-tuning the rest.
+  regime: holds, no cell flagged. Pretrained C_PT 1.00; pretrained test C_FT 0.98 [0.98, 0.99] at prior high,
+    0.31 [0.28, 0.34] at prior low (operand-blind level 0.31). Every member of every cell met the criterion (median
+    stop step 850 / 350 at medium / large LR, low prior, C_Tr 0; 0 at the high prior). C_FT at C_Te 0 after
+    fine-tuning at the low prior 0.93 [0.91, 0.94] / 0.94 [0.92, 0.96] (C_Tr 0), 0.32-0.33 with C_Tr 1, where
+    89-92% of O_FT answers are the O_PT count.
+  classes (64 members): kept 52% [40, 63] (every high-prior member), hidden wrapper 36% [25, 48] (all 16 low-prior
+    members at C_Tr 0, 7 of 16 at C_Tr 1), reuse 12% (8 of the 16 at C_Tr 1).
+  nulls: T_prune = +0.016 (random-neuron gains mean +0.0004, the control's targeted gain +0.014); T_reft = 250 steps;
+    probe selectivity pretrained 0.33 [0.30, 0.37], fine-tuned 0.32, the control that never had C_PT 0.08
+    [0.06, 0.10], untrained 0.01.
+  reFT: a median 50 steps at both LRs against 350 for the control at the same LR (150 at x 10); log-rank p < 3e-5.
+  claims (1-3 read the members whose C_PT fine-tuning suppressed): 3 (reFT faster than the control) supported, x5.40
+    [4.70, 6.19], power 1.00 at x2, p(Holm) 0.023; 2 (probe selectivity kept) refuted, -0.050 [-0.104, +0.001];
+    1 (pruning revives beyond the random null) inconclusive, +0.067 [+0.024, +0.111], p 0.016 but p(Holm) 0.078,
+    power 0.14 at its SESOI +0.05 with 8 seeds; 4a and 4b inconclusive, 4c refuted.
 
 The full grid is `configs/pcfg_counter.py` (10 seeds, three priors, three LRs, five C_Tr levels).
 """

@@ -51,7 +51,7 @@ bootstrap CI]:
 `configs/pcfg_counter.py:small` is the default study (README's first command; its numbers: `configs/default.py`):
 8 seeds, priors high and low, LRs medium and large, C_Tr 0 and 1, pretraining 1,200 steps at LR 5e-3 (the
 fine-tuning and reFT LRs scale with it), fine-tuning evaluated every 100 steps on 256 held-out sequences per set,
-ridge probes, 128 patching inputs: 7 min 42 s on the 2-core CPU.
+ridge probes, 128 patching inputs: 8 min 21 s on the 2-core CPU.
 """
 from fttrace.defaults import pcfg_config
 
