@@ -115,11 +115,11 @@ class GroupRun(PhaseRunner):
         spurious = ft.spurious.to_numpy(np.float32)
         data = data_spec(queries.fine_tuning(self.task, len(ft)), spurious,
                          criterion={"ft": 1 - spurious, "ft_shortcut": spurious})
-        if not protocols.in_sweep(self.config):
+        layout = protocol_layout(self.config, self.group)
+        if layout is None:
             state = fan_out(self.states["pretrain"], parents, self.config.finetune, lrs, keys, hyper=hyper)
             return self.train_phase("finetune", ft, state, data)
         # Fine-tuning protocols: members train trees (protocols.py) and later phases see the merged parameters.
-        layout = protocols.group_layout(self.config, self.group.model.n_layers, ft)
         state, spec = protocols.fan_out(self.states["pretrain"], parents, self.config.finetune, lrs, keys, layout, ft,
                                         self.placement, hyper)
         state = self.train_phase("finetune", ft, state, data.replace(protocol=spec),
@@ -135,6 +135,13 @@ class GroupRun(PhaseRunner):
         for name in in_run_order(self.config.get("evals", ())):
             with self.progress.step(f"group {self.group.index} {name}", members):
                 EVALS[name](self)
+
+
+def protocol_layout(config, group: Group):
+    """What the group's fine-tuning trees hold (protocols.Layout); None without protocols in the sweep."""
+    if not protocols.in_sweep(config):
+        return None
+    return protocols.group_layout(config, group.model.n_layers, group.finetune)
 
 
 class TaskStudy:
@@ -168,10 +175,7 @@ class TaskStudy:
         return tables
 
     def protocol_layout(self, group: Group):
-        """What the group's fine-tuning trees hold (protocols.Layout); None without protocols."""
-        if not protocols.in_sweep(self.config):
-            return None
-        return protocols.group_layout(self.config, group.model.n_layers, group.finetune)
+        return protocol_layout(self.config, group)
 
     def prepare(self, workdir, placement) -> dict:
         """The task, and the held-out sets every member is evaluated on (replicated on every device)."""

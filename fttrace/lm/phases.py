@@ -147,9 +147,6 @@ class LanguageModelStudy:
     def __init__(self, config):
         self.config = config
 
-    def member_tables(self) -> dict:
-        raise NotImplementedError
-
     def groups(self) -> list[SeedGroup]:
         return [SeedGroup(0, with_protocols(self.config, self.member_tables()))]
 
