@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from fttrace.version import __version__
-from fttrace.errors import UserError, io_reason, os_reason
+from fttrace.errors import UserError, io_reason, os_reason, out_of_memory
 from fttrace.placement import Placement
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -56,7 +56,7 @@ def restore_failure(path, error: Exception, unreadable: str) -> Exception:
     if "compatible with the stored shape" in text or "tree structure" in text.lower():
         return UserError(f"checkpoint {path} does not fit this run's state ({first}); it is kept: resume it with the "
                          f"fttrace and config that wrote it, {START_OVER}")
-    if "RESOURCE_EXHAUSTED" in text and "os_error_code" not in text or "out of memory" in text.lower():
+    if out_of_memory(error):
         return UserError(f"restoring checkpoint {path} ran out of memory ({first}); the checkpoint is kept: train "
                          "fewer members together (member_batch) or use more devices")
     # json, tensorstore and orbax read errors (orbax reports a failed array read as a bare Exception)

@@ -11,6 +11,13 @@ class UserError(Exception):
     """Bad input from the user; the message names the problem."""
 
 
+def out_of_memory(error: Exception) -> bool:
+    """Whether `error` is a device or host running out of memory (XLA's RESOURCE_EXHAUSTED, which tensorstore also
+    uses for a full disk: that one carries an `os_error_code`)."""
+    text = str(error)
+    return "RESOURCE_EXHAUSTED" in text and "os_error_code" not in text or "out of memory" in text.lower()
+
+
 def os_reason(error: Exception) -> str | None:
     """The operating system's reason behind an I/O failure (`No space left on device`, ...), if it gave one.
 

@@ -59,7 +59,8 @@ def check_members(config: dict, sources: list[epath.Path], frames: list[pd.DataF
             owner.setdefault(pair, source)
     if twice:
         raise UserError(f"members in more than one source: {_listing(twice)}")
-    kind = study_kind(ml_collections.ConfigDict(config))(ml_collections.ConfigDict(config))
+    config = ml_collections.ConfigDict(config)
+    kind = study_kind(config)(config)
     expected = set()
     for group in kind.groups():
         tables = kind.phase_tables(group)

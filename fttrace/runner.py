@@ -38,7 +38,7 @@ from etils import epath
 from fttrace.version import __version__
 from fttrace import config as config_lib
 from fttrace.checkpoint import CHECKPOINTS_DIR, FINGERPRINTS, START_OVER, Checkpoints, PhaseCheckpoints, run_fingerprint
-from fttrace.errors import UserError
+from fttrace.errors import UserError, out_of_memory
 from fttrace.placement import Placement, sync
 from fttrace.progress import Progress
 from fttrace.results import COMPLETE, MANIFEST_FILE, PROGRESS_FILE, ResultsStore, long_frame, manifest, status_of, \
@@ -121,7 +121,7 @@ class PhaseRunner:
             state, records = loop.run(state, data, self.progress.phase(label, len(members), first_step),
                                       records=records, on_records=on_records)
         except Exception as e:  # noqa: BLE001 -- XLA reports running out of memory as a runtime error
-            if "RESOURCE_EXHAUSTED" not in str(e) or "os_error_code" in str(e):
+            if not out_of_memory(e):
                 raise
             together = group_size(len(members), loop.member_batch)
             key = f"{phase}.member_batch" if phase in self.config else "the phase's member_batch"

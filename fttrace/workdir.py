@@ -23,7 +23,6 @@ import numpy as np
 import pandas as pd
 from etils import epath
 
-from fttrace import config as config_lib
 from fttrace.checkpoint import CHECKPOINTS_DIR, read_params, saved_steps
 from fttrace.errors import UserError
 from fttrace.member_model import MemberModel
@@ -56,7 +55,8 @@ class Run:
     @functools.cached_property
     def _kind(self):
         """The study kind (fttrace/runner.py) of the run."""
-        return config_lib.study_module(self.config).KIND(self.config)
+        from fttrace.runner import study_kind
+        return study_kind(self.config)(self.config)
 
     @property
     def _lm(self) -> bool:
