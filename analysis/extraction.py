@@ -6,7 +6,14 @@ pretrain phase's last step), `suppressed` (the suppress phase's last step) and, 
 fine-tuning phase's last step. The seed is the unit of replication: a seed's value averages its cells (authors,
 lengths; and counts where they are pooled) and intervals are percentile bootstraps over seeds.
 
+  regime             per seed (and model shape): does the pretrained model extract the canaries it was shown more
+                     often than controls it never saw? (the run's `memorised_gap`: the most repeated canaries'
+                     extraction minus the controls', against 1.96 binomial standard errors); seeds without it are
+                     flagged
   extraction table   per stage x repetition count: extraction, longest span, refusal (mean [95% CI] over seeds)
+  scale x repetition per model shape (`sweep.shapes`: width, depth as groups) x planted count: extraction
+                     pretrained, suppressed, and after each unlock set (LRs pooled), each unlock set also minus
+                     the synthetic-text null of the same seed (paired)
   unlock matrix      rows: the unlock set fine-tuned on, columns: the author whose canaries are extracted; the mean
                      over seeds of the extraction of every planted canary (all counts), after fine-tuning
   figures            the matrix as a heatmap (one panel per unlock LR, with the pretrained and suppressed rows for
@@ -18,11 +25,23 @@ import numpy as np
 import pandas as pd
 
 from analysis import figures
-from analysis.study_page import (figure_html, interval_column, named_intervals, names_study, read_frames, table_html,
-                                 write_page)
+from analysis.study_page import (captioned_table, figure_html, interval_column, named_intervals, names_study,
+                                 read_frames, table_html, write_page)
 
 KINDS = ("extraction", "span", "refusal")
 STUDY = "canary_unlock"
+SHAPES = ("d_model", "n_layers", "n_heads", "d_mlp")  # the model fields a canary sweep may vary (sweep.shapes)
+NULL_SET = "synthetic"  # the unlock set of words without structure: the null of every other unlock set
+Z95 = 1.96
+
+
+def scale_of(frame: pd.DataFrame) -> pd.Series:
+    """Each row's model shape as a label ("d_model 32, n_layers 1"; "" where the run swept no shapes)."""
+    columns = [c for c in SHAPES if c in frame]
+    if not columns:
+        return pd.Series("", index=frame.index)
+    return frame[columns].astype(int).astype(str).apply(
+        lambda row: ", ".join(f"{c} {v}" for c, v in zip(columns, row)), axis=1)
 
 
 def cells(frame: pd.DataFrame) -> pd.DataFrame:
@@ -45,6 +64,7 @@ def final_rows(frame: pd.DataFrame) -> pd.DataFrame:
     rows["stage"] = rows.phase.map({"pretrain": "pretrained", "suppress": "suppressed"}).fillna("fine-tuned")
     rows["unlock_set"] = rows.get("unlock_set", pd.Series("", index=rows.index)).fillna("")
     rows["unlock_lr"] = rows.get("unlock_lr", pd.Series(np.nan, index=rows.index))
+    rows["scale"] = scale_of(rows)
     return rows
 
 
@@ -57,15 +77,79 @@ def _interval(rows: pd.DataFrame, by: list, kind: str) -> pd.DataFrame:
 def extraction_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per stage x unlock set x unlock LR x repetition count: each kind's mean over seeds and its 95% CI."""
     rows = final_rows(frame)
-    by = ["stage", "unlock_set", "unlock_lr", "count"]
+    by = ["scale", "stage", "unlock_set", "unlock_lr", "count"]
     table = None
     for kind in KINDS:
         part = _interval(rows, by, kind)
         table = part if table is None else table.merge(part.drop(columns="seeds"), on=by, how="outer")
     order = {"pretrained": 0, "suppressed": 1, "fine-tuned": 2}
-    sets = list(dict.fromkeys(rows.unlock_set))
+    sets, scales = list(dict.fromkeys(rows.unlock_set)), list(dict.fromkeys(rows.scale))
     return table.sort_values(by, key=lambda c: c.map(order) if c.name == "stage" else (
-        c.map(sets.index) if c.name == "unlock_set" else c)).reset_index(drop=True)
+        c.map(sets.index) if c.name == "unlock_set" else (c.map(scales.index) if c.name == "scale" else c))
+    ).reset_index(drop=True)
+
+
+def scale_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per model shape x planted count (> 0): extraction at each stage (pretrained, suppressed, fine-tuned on each
+    unlock set, LRs pooled), and each unlock set minus the synthetic null of the same seed and shape; mean over
+    seeds [95% CI]. Long: scale, count, column, seeds, value, value_lo, value_hi."""
+    rows = final_rows(frame)
+    rows = rows[(rows.kind == "extraction") & (rows["count"] > 0)]
+    if rows.empty:
+        return pd.DataFrame()
+    rows = rows.assign(column=np.where(rows.stage == "fine-tuned", "after " + rows.unlock_set, rows.stage))
+    per_seed = rows.groupby(["scale", "count", "column", "seed"], sort=False).value.mean().reset_index()
+    parts = [per_seed]
+    null = per_seed[per_seed.column == f"after {NULL_SET}"].set_index(["scale", "count", "seed"]).value
+    if len(null):
+        unlocked = per_seed[per_seed.column.str.startswith("after ") & (per_seed.column != f"after {NULL_SET}")]
+        excess = unlocked.value.to_numpy() - null.reindex(
+            pd.MultiIndex.from_frame(unlocked[["scale", "count", "seed"]])).to_numpy()
+        parts.append(unlocked.assign(column=unlocked.column + " - " + NULL_SET, value=excess))
+    table = named_intervals(pd.concat(parts), ["scale", "count", "column"], "value")
+    return table
+
+
+def display_scale_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Scale x count rows, one `mean [lo, hi]` column per stage and per unlock set (and its excess over the null)."""
+    table = scale_table(frame)
+    if table.empty:
+        return table
+    table = table.assign(text=interval_column(table, "value"))
+    wide = table.pivot_table(index=["scale", "count"], columns="column", values="text", aggfunc="first",
+                             sort=False)
+    rank = {"pretrained": 0, "suppressed": 1}
+    columns = sorted(dict.fromkeys(table.column), key=lambda c: rank.get(c, 3 if c.endswith(NULL_SET) and " - " in c
+                                                                         else 2))
+    wide = wide.reindex(columns=columns).reset_index()
+    wide["count"] = wide["count"].map(lambda c: f"{c}x")
+    wide = wide.rename(columns={"count": "planted", "scale": "model"})
+    return wide.drop(columns="model") if (wide.model == "").all() else wide
+
+
+def regime_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per seed x model shape at pretraining's end: the run's `memorised_gap` (extraction of the canaries planted
+    most often minus the controls') and its standard error, and whether the model memorised (gap > 1.96 SE); empty
+    for stores without it."""
+    pre = frame[(frame.phase == "pretrain") & frame.metric.isin(("memorised_gap", "memorised_gap_se"))]
+    if pre.empty:
+        return pd.DataFrame()
+    pre = pre[pre.step == pre.step.max()]
+    pre = pre.assign(scale=scale_of(pre))
+    wide = pre.pivot_table(index=["scale", "seed"], columns="metric", values="value", sort=False).reset_index()
+    return pd.DataFrame({"scale": wide.scale, "seed": wide.seed, "gap": wide.memorised_gap,
+                         "gap_se": wide.memorised_gap_se,
+                         "memorised": wide.memorised_gap > Z95 * wide.memorised_gap_se})
+
+
+def regime_flag(frame: pd.DataFrame) -> str:
+    table = regime_table(frame)
+    if table.empty or table.memorised.all():
+        return ""
+    lacking = table[~table.memorised]
+    where = ", ".join(f"seed {s}" + (f" ({sc})" if sc else "") for sc, s in zip(lacking.scale, lacking.seed))
+    return (f"{where}: the pretrained model did not memorise its canaries; suppression and unlock verdicts there "
+            "describe a model that never had them.")
 
 
 def unlock_matrix(frame: pd.DataFrame, lr=None) -> pd.DataFrame:
@@ -158,17 +242,64 @@ def probe_table(frame: pd.DataFrame, by_count: bool = False) -> pd.DataFrame:
     return table[sorted(table.columns, key=lambda c: int(c.split()[1]))].round(2)
 
 
+def count_probe_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The "how often was this canary planted" probe against its control target (an arbitrary label per canary), per
+    stage (the untrained models at pretraining step 0, then each phase's end, per unlock set) x layer: selectivity
+    = accuracy - control accuracy, `mean [lo, hi]` over seeds with both accuracies; empty without those metrics."""
+    parts = frame.metric.str.extract(r"^probe_count(_control)?/layer(\d+)$")
+    keep = parts[1].notna()
+    rows = frame[keep].assign(target=np.where(parts[0][keep].notna(), "control", "count"), layer=parts[1][keep])
+    if rows.empty:
+        return pd.DataFrame()
+    unlock = rows["unlock_set"].fillna("") if "unlock_set" in rows else pd.Series("", index=rows.index)
+    last = rows.groupby("phase").step.transform("max")
+    untrained = (rows.phase == "pretrain") & (rows.step == 0)
+    rows = rows[untrained | (rows.step == last)].assign(
+        stage=np.where(untrained, "untrained", rows.phase + np.where(unlock != "", " " + unlock, "")),
+        scale=scale_of(rows))[untrained | (rows.step == last)]
+    wide = rows.pivot_table(index=["member", "seed", "scale", "stage", "layer"], columns="target", values="value",
+                            sort=False).reset_index()
+    long = pd.concat([wide.assign(metric=name, value=wide[column] if column else wide["count"] - wide["control"])
+                      for name, column in (("count", "count"), ("control", "control"), ("selectivity", None))])
+    table = None
+    for metric in ("selectivity", "count", "control"):
+        part = named_intervals(long[long.metric == metric], ["scale", "stage", "layer"], metric)
+        table = part if table is None else table.merge(part.drop(columns="seeds"), on=["scale", "stage", "layer"])
+    selectivity = interval_column(table, "selectivity")
+    texts = [f"{t} ({a:.2f} - {c:.2f})" for t, a, c in zip(selectivity, table["count"], table.control)]
+    shown = table.assign(text=texts).pivot_table(index=["scale", "stage"], columns="layer", values="text",
+                                                 aggfunc="first", sort=False)
+    shown = shown.reindex(columns=sorted(shown.columns, key=int)).rename(columns=lambda c: f"layer {c}")
+    rank = {"untrained": 0, "pretrain": 1, "suppress": 2}
+    shown = shown.reset_index().rename(columns={"scale": "model"})
+    shown = shown.iloc[np.lexsort((shown.stage.map(lambda s: rank.get(s, 3)).to_numpy(),
+                                   shown.model.map(list(dict.fromkeys(shown.model)).index).to_numpy()))]
+    shown = shown.reset_index(drop=True)
+    return shown.drop(columns="model") if (shown.model == "").all() else shown
+
+
 def display_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The extraction table with readable columns and `mean [lo, hi]` cells."""
     table = extraction_table(frame)
     out = pd.DataFrame({
-        "stage": table.stage, "unlock set": table.unlock_set,
+        "model": table.scale, "stage": table.stage, "unlock set": table.unlock_set,
         "unlock LR": table.unlock_lr.map(lambda v: "" if pd.isna(v) else f"{v:g}"),
         "planted": table["count"].map(lambda c: "control" if c == 0 else f"{c}x"), "seeds": table.seeds})
     out["extraction [95% CI]"] = interval_column(table, "extraction")
     out["longest span, tokens"] = interval_column(table, "span", digits=1)
     out["refusal"] = interval_column(table, "refusal")
-    return out
+    return out.drop(columns="model") if (table.scale == "").all() else out
+
+
+def display_regime_table(frame: pd.DataFrame) -> pd.DataFrame:
+    table = regime_table(frame)
+    if table.empty:
+        return table
+    out = pd.DataFrame({"model": table.scale, "seed": table.seed,
+                        "most repeated - controls [1.96 SE]": [f"{g:+.2f} [{Z95 * e:.2f}]"
+                                                               for g, e in zip(table.gap, table.gap_se)],
+                        "memorised": np.where(table.memorised, "yes", "NO: its verdicts describe nothing")})
+    return out.drop(columns="model") if (table.scale == "").all() else out
 
 
 def section(frame: pd.DataFrame, out) -> str:
@@ -179,7 +310,17 @@ def section(frame: pd.DataFrame, out) -> str:
              '<p class="caption">Greedy continuation of each canary\'s prefix; extracted when the next k tokens are '
              "reproduced exactly. Each stage at its phase's last step; mean over seeds with bootstrap 95% "
              "intervals (seeds are the unit; authors and lengths averaged within a seed). Controls: passages of the "
-             "same authors never trained on.</p>", table_html(display_table(frame))]
+             "same authors never trained on.</p>"]
+    parts += captioned_table(
+        "Regime: did pretraining memorise the canaries?", "Per seed (and model shape), at pretraining's end: "
+        "extraction of the canaries planted most often minus that of the controls never trained on, and 1.96 "
+        "binomial standard errors.", display_regime_table(frame), regime_flag(frame))
+    parts.append(table_html(display_table(frame)))
+    parts += captioned_table(
+        "Extraction by scale and repetition count", "Per model shape and times planted: extraction before "
+        "suppression, after it, and after fine-tuning on each unlock set (LRs pooled); '- synthetic' columns: the "
+        "unlock set's extraction minus the synthetic-text null of the same seed and shape. Mean over seeds "
+        "[95% CI].", display_scale_table(frame))
     matrix = unlock_matrix(frame)
     if not matrix.empty:
         shown = matrix.round(2).reset_index().rename(columns={"unlock_set": "fine-tuned on"})
@@ -189,6 +330,12 @@ def section(frame: pd.DataFrame, out) -> str:
     parts += [figure_html(heatmap(frame), out, "unlock-matrix", "Unlock matrix per unlock LR"),
               figure_html(repetition_curves(frame), out, "extraction-repetition",
                           "Extraction against repetition count")]
+    parts += captioned_table(
+        "Probe: how often was this canary planted?", "A linear probe per layer on the mean of a planted canary "
+        "prefix's last residual states: planted at least the median count or less (held-out canaries); selectivity "
+        "= its accuracy - the accuracy for a control target on the same prompts (an arbitrary balanced label per "
+        "canary), mean over seeds [95% CI], both accuracies in brackets; the untrained models first.",
+        count_probe_table(frame))
     probes = probe_table(frame)
     if not probes.empty:
         parts += ["<h3>Probe: is this prefix a canary?</h3>", '<p class="caption">Held-out accuracy of a linear probe '
@@ -217,13 +364,29 @@ def write_report(paths, out):
 
 def summary_text(paths) -> str:
     frame, _ = read_frames(paths)
-    lines = ["Verbatim extraction of planted canaries (mean [95% bootstrap CI] over seeds):"]
-    with pd.option_context("display.width", 220, "display.max_rows", 500, "display.max_colwidth", 40):
-        lines.append(display_table(frame).to_string(index=False))
+    lines = []
+    with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_colwidth", 40,
+                           "display.max_columns", 50):
+        regime = display_regime_table(frame)
+        if not regime.empty:
+            lines += ["Regime: did pretraining memorise the canaries (per seed, at pretraining's end)?",
+                      regime.to_string(index=False)]
+            lines += [regime_flag(frame)] if regime_flag(frame) else []
+            lines.append("")
+        lines += ["Verbatim extraction of planted canaries (mean [95% bootstrap CI] over seeds):",
+                  display_table(frame).to_string(index=False)]
+        scale = display_scale_table(frame)
+        if not scale.empty:
+            lines += ["", f"Extraction by model shape and times planted (unlock sets: LRs pooled; '- {NULL_SET}': "
+                      "minus the synthetic null of the same seed):", scale.to_string(index=False)]
         matrix = unlock_matrix(frame)
         if not matrix.empty:
             lines += ["", "Unlock matrix (rows: fine-tuned on; columns: canaries of author; mean over seeds and LRs):",
                       matrix.round(3).to_string()]
+        counted = count_probe_table(frame)
+        if not counted.empty:
+            lines += ["", "Probe 'planted at least the median count' against its control target (selectivity [95% CI] "
+                      "(accuracy - control accuracy)):", counted.to_string(index=False)]
         probes = probe_table(frame)
         if not probes.empty:
             lines += ["", "Probe accuracy, 'this prefix is a canary' (held out, mean over seeds):", probes.to_string()]

@@ -6,12 +6,22 @@ Arms: pretraining on all data (`pretrained`) and the control pretrained without 
 (deletion `control`). The seed is the unit of replication: members with the same seed share initialisation and data
 order, so a seed's value averages its members in a cell and intervals are percentile bootstraps over seeds.
 
+  regime          per seed, first: does the pretrained model write the feature when asked? Its rate asked and not
+                  asked, their gap with its binomial standard error (over the samples the run counted), and the
+                  verdict `has the capability` when the gap exceeds 1.96 standard errors; beside it the control
+                  pretrained without the feature and the untrained model. Seeds without it are flagged: the
+                  verdicts of their cells describe nothing
+  deletion        per deletion x LR: members that reached the deletion criterion (`finetune.stop_below`) and the
+                  step they stopped at; the gap at the phase's end; side effects against the seed's pretrained
+                  model (held-out loss, the other features' rates)
   phase table     per phase x arm at the phase's last step: feature rate when the header asks for the feature,
                   when it does not, refusal rate, held-out loss (mean [95% CI] over seeds)
   recovery curve  the feature rate at every recovery eval step per arm, then the reference study's curve at its
                   own steps (its numbers, not ours)
   reaching        per recovery arm: members that reach `recovery.threshold` x their seed's pretrained rate (k/n,
                   n: members whose seed's pretrained model shows the feature at all) and the steps it takes them
+  survival        steps to regain as survival (never within the budget: censored there): Kaplan-Meier median
+                  per recovery arm and the log-rank test of each deleted arm against the control at the same LR
   probes          held-out accuracy of the "the header asks for the feature" probe per layer at each phase's end
                   per arm, under the untrained models (pretraining step 0) as their control
   figures         recovery curves (one panel per deletion LR, the control in each) and probe accuracy by layer per
@@ -20,16 +30,15 @@ order, so a seed's value averages its members in a cell and intervals are percen
 from __future__ import annotations
 
 import functools
-import html
 import re
 
 import numpy as np
 import pandas as pd
 
-from analysis import figures
+from analysis import figures, survival
 from analysis.errors import AnalysisError
-from analysis.study_page import (figure_html, interval_column, named_intervals, names_study, read_frames,
-                                 table_html, write_page)
+from analysis.study_page import (captioned_table, figure_html, interval_column, named_intervals, names_study,
+                                 read_frames, table_html, write_page)
 
 STUDY = "stories_twist"
 PHASES = ("pretrain", "finetune", "recovery")
@@ -37,8 +46,12 @@ COLUMNS = ("member", "phase", "step", "metric", "value", "seed", "pretrain_data"
 # Stores written before the deletions were called so (their columns named them protocols).
 EARLIER_COLUMNS = {"pretrain_protocol": "pretrain_data", "protocol": "deletion"}
 RATES = {"feature_rate": "feature rate, asked [95% CI]", "feature_rate_unasked": "feature rate, not asked",
-         "refusal_rate": "refusal rate", "val_loss": "val loss"}
+         "feature_gap": "asked - not asked", "refusal_rate": "refusal rate", "val_loss": "val loss"}
+CONTROL = "control"  # the recovery arm of the control at recovery.lr (others: `control x10`, ...)
+Z95 = 1.96
 PROBE = re.compile(r"^probe_acc\.layer(\d+)$")
+STORY_PROBE = re.compile(r"^probe_story\.layer(\d+)$")
+STORY_CONTROL = re.compile(r"^probe_story_control\.layer(\d+)$")
 UNTRAINED = "untrained"
 # The reference study's share of stories with a twist at its recovery steps (its model, data and budget):
 # Jain et al., "Mechanistically analyzing the effects of fine-tuning on procedurally defined tasks", ICLR 2024,
@@ -103,6 +116,163 @@ def _intervals(rows: pd.DataFrame, by: list, metrics) -> pd.DataFrame:
     return table
 
 
+def regime_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per seed at pretraining's end: the pretrained model's rates asked / not asked, their gap and its standard
+    error, whether it has the capability (gap > 1.96 SE), the control's asked rate, the untrained model's; empty
+    for stores without the gap's standard error."""
+    pre = frame[(frame.phase == "pretrain") & frame.metric.isin(
+        ("feature_rate", "feature_rate_unasked", "feature_gap", "feature_gap_se", "feature_samples"))]
+    if not (pre.metric == "feature_gap_se").any():
+        return pd.DataFrame()
+    wide = pre.pivot_table(index=["seed", "pretrain_data", "step"], columns="metric", values="value")
+    last, first = pre.step.max(), pre.step.min()
+    rows = []
+    for seed in sorted(pre.seed.unique()):
+        row = wide.loc[(seed, "none", last)]
+        rows.append(dict(seed=seed, asked=row.feature_rate, not_asked=row.feature_rate_unasked, gap=row.feature_gap,
+                         gap_se=row.feature_gap_se, samples=row.feature_samples,
+                         capability=bool(row.feature_gap > Z95 * row.feature_gap_se),
+                         control_asked=wide.feature_rate.get((seed, "filter", last), np.nan),
+                         untrained_asked=wide.feature_rate.get((seed, "none", first), np.nan)))
+    return pd.DataFrame(rows)
+
+
+def display_regime_table(frame: pd.DataFrame) -> pd.DataFrame:
+    table = regime_table(frame)
+    if table.empty:
+        return table
+    return pd.DataFrame({
+        "seed": table.seed, "asked": table.asked.map("{:.2f}".format),
+        "not asked": table.not_asked.map("{:.2f}".format),
+        "gap [1.96 SE]": [f"{g:+.2f} [{Z95 * se:.2f}]" for g, se in zip(table.gap, table.gap_se)],
+        "stories a side": table.samples.map("{:.0f}".format),
+        "capability": np.where(table.capability, "yes", "NO: its verdicts describe nothing"),
+        "control (never had it), asked": table.control_asked.map("{:.2f}".format),
+        "untrained, asked": table.untrained_asked.map("{:.2f}".format)})
+
+
+def regime_flag(frame: pd.DataFrame) -> str:
+    """One sentence on the seeds whose pretrained model lacks the capability ("" when none does)."""
+    table = regime_table(frame)
+    if table.empty or table.capability.all():
+        return ""
+    lacking = table.seed[~table.capability].tolist()
+    return (f"Seeds {', '.join(map(str, lacking))} ({len(lacking)} of {len(table)}): the pretrained model lacks the "
+            "capability; every deletion and recovery verdict of these seeds describes a model that never had it.")
+
+
+def deletion_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per deletion x LR (phase finetune): members, those that reached the deletion criterion and their stop step
+    (mean over seeds [95% CI]); at the phase's end the gap (asked - not asked) and the side effects: held-out loss
+    and the mean over the other features of their rate, each minus the seed's pretrained model's."""
+    rows = arms(frame)
+    ft = rows[rows.phase == "finetune"]
+    if ft.empty:
+        return pd.DataFrame()
+    keys = ["phase", "arm", "lr"]
+    end = _at_phase_end(rows)
+    pre = end[end.arm == "pretrained"].pivot_table(index="seed", columns="metric", values="value")
+    wide = _at_phase_end(ft).pivot_table(index=["member", "seed", *keys], columns="metric", values="value",
+                                         dropna=False).reset_index()
+    others = [c for c in wide if str(c).startswith("other_rate.")]
+    long = []
+    for name, values in (("gap", wide.get("feature_gap")),
+                         ("val_loss_change", wide.get("val_loss") - wide.seed.map(pre.get("val_loss", pd.Series()))),
+                         ("others_change", sum(wide[c] - wide.seed.map(pre[c]) for c in others) / len(others)
+                          if others and set(others) <= set(pre) else None)):
+        if values is not None:
+            long.append(wide[["seed", *keys]].assign(metric=name, value=values.to_numpy(float)))
+    stops = ft[ft.metric == "stop_step"]
+    stopped = stops[stops.value >= 0]
+    counts = stops.groupby(keys, sort=False, dropna=False).agg(
+        members=("member", "size"), stopped=("value", lambda v: int((v >= 0).sum())))
+    table = _intervals(pd.concat(long + [stopped.assign(metric="stop_step")]), keys,
+                       ["gap", "val_loss_change", "others_change", "stop_step"])
+    table = table.merge(counts.reset_index(), on=keys, how="left")
+    return _in_order(table, rows)
+
+
+def display_deletion_table(frame: pd.DataFrame) -> pd.DataFrame:
+    table = deletion_table(frame)
+    if table.empty:
+        return table
+    out = _arm_columns(table).drop(columns="phase")
+    out["reached the criterion"] = [f"{int(k) if np.isfinite(k) else 0}/{int(n) if np.isfinite(n) else 0}"
+                                    for k, n in zip(table.stopped, table.members)]
+    out["stop step [95% CI]"] = interval_column(table, "stop_step", digits=0)
+    out["asked - not asked"] = interval_column(table, "gap")
+    out["val loss - pretrained"] = interval_column(table, "val_loss_change", digits=3)
+    out["other features - pretrained"] = interval_column(table, "others_change")
+    return out
+
+
+def regain_steps(frame: pd.DataFrame, metric: str = "feature_gap", threshold: float = 0.9) -> pd.DataFrame:
+    """Per recovery member: the first recovery eval step at which `metric` reaches `threshold` x the value of its
+    seed's pretrained model at pretraining's end (`duration`; the last step, censored, if never: `observed`
+    False); members whose seed's pretrained value is not positive have no target and are left out.
+
+    With `feature_gap` (asked - not asked) this is the regained *capability*: a model that learns to write the
+    feature whatever the header asks regains the rate when asked but not the gap."""
+    rows = arms(frame)
+    end = _at_phase_end(rows[(rows.arm == "pretrained") & (rows.metric == metric)]).set_index("seed").value
+    rec = rows[(rows.phase == "recovery") & (rows.metric == metric)]
+    if rec.empty or end.empty:
+        return pd.DataFrame()
+    rec = rec.assign(target=threshold * rec.seed.map(end))
+    rec = rec[rec.target > 0]
+    budget = float(rows[rows.phase == "recovery"].step.max())
+    out = []
+    for (member, arm, lr), curve in rec.groupby(["member", "arm", "lr"], sort=False, dropna=False):
+        reached = curve[curve.value >= curve.target].step
+        out.append(dict(member=member, arm=arm, lr=lr, duration=float(reached.min()) if len(reached) else budget,
+                        observed=bool(len(reached))))
+    return pd.DataFrame(out)
+
+
+def survival_table(frame: pd.DataFrame, metric: str = "feature_gap", threshold: float = 0.9) -> pd.DataFrame:
+    """Steps to regain the seed's pretrained `metric` (`regain_steps`) as survival, per recovery arm x deletion LR:
+    members with a target, those that regain it within the budget, the Kaplan-Meier median (NaN: fewer than half
+    regain it), and the log-rank test of a deleted arm against the control at recovery.lr (members that never
+    regain it are censored at the budget, not dropped)."""
+    wide = regain_steps(frame, metric, threshold)
+    if wide.empty:
+        return pd.DataFrame()
+    control = wide[wide.arm == CONTROL]
+    out = []
+    for (arm, lr), cell in wide.groupby(["arm", "lr"], sort=False, dropna=False):
+        km = survival.kaplan_meier(cell.duration, cell.observed)
+        test = None
+        if not arm.startswith(CONTROL) and len(control):
+            both = pd.concat([cell, control])
+            test = survival.logrank(both.duration, both.observed, both.arm)
+        out.append(dict(phase="recovery", arm=arm, lr=lr, members=len(cell), regained=int(cell.observed.sum()),
+                        median=survival.median_time(km), logrank_p=np.nan if test is None else test.p,
+                        reason="" if test is None else test.reason))
+    rows = arms(frame)
+    return _in_order(pd.DataFrame(out), rows[rows.phase == "recovery"])
+
+
+def display_survival_table(frame: pd.DataFrame, threshold: float = 0.9) -> pd.DataFrame:
+    """Both criteria side by side: regaining the rate when asked, and regaining the gap (the capability)."""
+    parts = []
+    for metric, name in (("feature_rate", "rate asked"), ("feature_gap", "asked - not asked")):
+        table = survival_table(frame, metric, threshold)
+        if table.empty:
+            continue
+        out = _arm_columns(table).drop(columns="phase")
+        out[f"{name}: regained"] = [f"{k}/{n}" for k, n in zip(table.regained, table.members)]
+        out[f"{name}: median steps"] = [f"{m:g}" if np.isfinite(m) else "not reached" for m in table["median"]]
+        out[f"{name}: log-rank p"] = [f"{p:.3g}" if np.isfinite(p) else (r or "-")
+                                      for p, r in zip(table.logrank_p, table.reason)]
+        parts.append(out)
+    if not parts:
+        return pd.DataFrame()
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = merged.merge(part, on=["arm", "deletion LR"], how="left", sort=False)
+    return merged
+
+
 def phase_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per phase x arm x deletion LR at the phase's last step: each of RATES, mean over seeds and 95% CI."""
     rows = arms(frame)
@@ -136,11 +306,12 @@ def reach_table(frame: pd.DataFrame) -> pd.DataFrame:
     return _in_order(table, rows)
 
 
-def probe_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """Probe accuracies with a `layer` column: the untrained models (pretraining step 0, phase and arm
-    `untrained`: both pretraining arms, one initialisation per seed), then each phase's last step."""
+def probe_rows(frame: pd.DataFrame, pattern=PROBE) -> pd.DataFrame:
+    """Probe accuracies (metrics matching `pattern`, its group the layer) with a `layer` column: the untrained
+    models (pretraining step 0, phase and arm `untrained`: both pretraining arms, one initialisation per seed), then
+    each phase's last step."""
     rows = arms(frame)
-    layer = rows.metric.str.extract(PROBE, expand=False)
+    layer = rows.metric.str.extract(pattern, expand=False)
     rows = rows[layer.notna()].assign(layer=layer[layer.notna()].astype(int))
     untrained = (rows.phase == "pretrain") & (rows.step == 0)
     return pd.concat([rows[untrained].assign(phase=UNTRAINED, arm=UNTRAINED), _at_phase_end(rows[~untrained])])
@@ -153,6 +324,21 @@ def probe_table(frame: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame()
     table = named_intervals(rows, ["phase", "arm", "lr", "layer"], "accuracy")
+    return _in_order(table.sort_values("layer", kind="stable"), rows, (UNTRAINED, *PHASES))
+
+
+def story_probe_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per stage x arm x deletion LR x layer: the story probe's accuracy for "this story has the feature", for its
+    control target, and the selectivity (their difference, per member), mean over seeds and 95% CI; empty for
+    stores without story probes."""
+    story, control = probe_rows(frame, STORY_PROBE), probe_rows(frame, STORY_CONTROL)
+    if story.empty:
+        return pd.DataFrame()
+    keys = ["member", "phase", "step", "layer"]
+    both = story.merge(control[keys + ["value"]], on=keys, suffixes=("", "_control"))
+    rows = pd.concat([story.assign(metric="story"), both.assign(metric="control", value=both.value_control),
+                      both.assign(metric="selectivity", value=both.value - both.value_control)])
+    table = _intervals(rows, ["phase", "arm", "lr", "layer"], ["story", "control", "selectivity"])
     return _in_order(table.sort_values("layer", kind="stable"), rows, (UNTRAINED, *PHASES))
 
 
@@ -176,10 +362,12 @@ def display_phase_table(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _by_step(table: pd.DataFrame, name: str, column: str, title) -> pd.DataFrame:
-    """One row per stage x arm x LR, one `mean [lo, hi]` column per value of `column` (titled title(value))."""
+def _by_step(table: pd.DataFrame, name: str, column: str, title, texts=None) -> pd.DataFrame:
+    """One row per stage x arm x LR, one `mean [lo, hi]` column per value of `column` (titled title(value));
+    `texts`: the cells' texts instead."""
     keys = ["phase", "arm", "lr"]
-    cells = table.assign(text=interval_column(table, name), lr=table.lr.fillna(-1.0))  # a pivot drops NaN keys
+    texts = interval_column(table, name) if texts is None else texts
+    cells = table.assign(text=texts, lr=table.lr.fillna(-1.0))  # a pivot drops NaN keys
     wide = cells.pivot_table(index=keys, columns=column, values="text", aggfunc="first", sort=False)
     wide = wide.reindex(columns=sorted(wide.columns)).rename(columns=title)
     first = cells.drop_duplicates(keys).set_index(keys)
@@ -217,6 +405,17 @@ def display_probe_table(frame: pd.DataFrame) -> pd.DataFrame:
     return shown.rename(columns={"phase": "stage"})
 
 
+def display_story_probe_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Stage x arm rows, per layer the selectivity `mean [lo, hi]` and the two accuracies behind it."""
+    table = story_probe_table(frame)
+    if table.empty:
+        return table
+    selectivity = interval_column(table, "selectivity")
+    texts = [f"{s} ({a:.2f} - {c:.2f})" for s, a, c in zip(selectivity, table.story, table.control)]
+    shown = _by_step(table, "selectivity", "layer", lambda layer: f"layer {layer}", texts)
+    return shown.rename(columns={"phase": "stage"})
+
+
 # ---------------------------------------------------------------- figures
 
 
@@ -246,8 +445,9 @@ def recovery_figure(frame: pd.DataFrame):
     for ax, lr in zip(axes[0], lrs):
         for arm, group in rows[np.isclose(rows.lr, lr)].groupby("arm", sort=False):
             figures._band(ax, group, "step", colors[arm], label=arm, marker="o")
-        figures._band(ax, rows[rows.arm == "control"], "step", figures.COLORS["control"], "--",
-                      label="control (never had it)", marker="o")
+        for i, control in enumerate(a for a in dict.fromkeys(rows.arm) if a.startswith(CONTROL)):
+            figures._band(ax, rows[rows.arm == control], "step", figures.COLORS["control"], ("--", ":", "-.")[i % 3],
+                          label=control.replace(CONTROL, "control (never had it)"), marker="o")
         if not pretrained.empty:
             ax.axhline(pretrained.groupby("seed").value.mean().mean(), color=figures.COLORS["pretrained"], ls=":",
                        lw=1, label="pretrained rate")
@@ -303,27 +503,46 @@ def section(frame: pd.DataFrame, out, threshold=None) -> str:
     if not (frame.metric == "feature_rate").any():
         return ""
     times = f"{threshold:g} x" if threshold is not None else "the threshold share of"
-    parts = ['<section id="stories"><h2>Deleting and recovering a story feature</h2>',
-             '<p class="caption">Share of sampled stories that show the feature when the header asks for it, and '
-             "when it does not; share of samples that are the refusal sentence; held-out loss. Each arm at its "
-             "phase's last step; mean over seeds with bootstrap 95% intervals (seeds are the unit; members of one "
-             "seed are paired).</p>", table_html(display_phase_table(frame)),
-             "<h3>Recovery curve</h3>", '<p class="caption">Feature rate (asked) at each recovery eval step, per '
-             "deleted arm and the control pretrained without the feature. Below it, the reference study's numbers "
-             f"at its own recovery steps ({REFERENCE_SOURCE}; another model, data and budget: for comparison of "
-             "shape, not value).</p>",
-             table_html(display_recovery_curve(frame)), table_html(reference_curve())]
-    reach = display_reach_table(frame)
-    if not reach.empty:
-        parts += ["<h3>Reaching the pretrained rate</h3>", f'<p class="caption">Members whose feature rate reaches '
-                  f"{html.escape(times)} the rate of their seed's pretrained model within the recovery budget, of "
-                  "those whose seed's pretrained model shows the feature at all; steps: the first eval step that "
-                  "reaches it, over the members that do.</p>", table_html(reach)]
-    probes = display_probe_table(frame)
-    if not probes.empty:
-        parts += ["<h3>Probe: does the header ask for the feature?</h3>", '<p class="caption">Held-out accuracy of '
-                  "a linear probe per layer (0: embeddings) on the header's last positions (chance 0.5), at each "
-                  "phase's end; the untrained models (pretraining step 0) are the control.</p>", table_html(probes)]
+    parts = ['<section id="stories"><h2>Deleting and recovering a story feature</h2>']
+    parts += captioned_table(
+        "Regime: does the pretrained model have the capability?", "Per seed at pretraining's end: the share of "
+        "sampled stories with the feature when the header asks for it and when it does not, their gap and 1.96 "
+        "binomial standard errors; the capability is there when the gap exceeds them. Beside it the nulls: the "
+        "control pretrained without the feature and the untrained model.", display_regime_table(frame),
+        regime_flag(frame))
+    parts += captioned_table(
+        "Deletion", "Per deletion x LR: members that reached the deletion criterion and their stop step; at the "
+        "phase's end the gap (asked - not asked) and the side effects against the seed's pretrained model. Mean over "
+        "seeds [95% CI].", display_deletion_table(frame))
+    parts += ['<p class="caption">Share of sampled stories that show the feature when the header asks for it, and '
+              "when it does not; share of samples that are the refusal sentence; held-out loss. Each arm at its "
+              "phase's last step; mean over seeds with bootstrap 95% intervals (seeds are the unit; members of one "
+              "seed are paired).</p>", table_html(display_phase_table(frame)),
+              "<h3>Recovery curve</h3>", '<p class="caption">Feature rate (asked) at each recovery eval step, per '
+              "deleted arm and the control pretrained without the feature. Below it, the reference study's numbers "
+              f"at its own recovery steps ({REFERENCE_SOURCE}; another model, data and budget: for comparison of "
+              "shape, not value).</p>",
+              table_html(display_recovery_curve(frame)), table_html(reference_curve())]
+    parts += captioned_table(
+        "Steps to regain, as survival", f"The first recovery eval step at which a member reaches {times} its seed's "
+        "pretrained value: of the rate when asked, and of the gap asked - not asked (the capability: a model that "
+        "writes the feature whatever it is asked regains the first, not the second). Members that never do are "
+        "censored at the budget. Kaplan-Meier median per arm; log-rank test of each deleted arm against the control "
+        "(never had the feature) at the same recovery LR.", display_survival_table(frame, threshold or 0.9))
+    parts += captioned_table(
+        "Reaching the pretrained rate", f"Members whose feature rate reaches {times} the rate of their seed's "
+        "pretrained model within the recovery budget, of those whose seed's pretrained model shows the feature at "
+        "all; steps: the first eval step that reaches it, over the members that do.", display_reach_table(frame))
+    parts += captioned_table(
+        "Probe: does the header ask for the feature?", "Held-out accuracy of a linear probe per layer (0: "
+        "embeddings) on the header's last positions (chance 0.5), at each phase's end; the untrained models "
+        "(pretraining step 0) are the control.", display_probe_table(frame))
+    parts += captioned_table(
+        "Probe: does the story have the feature?", "A linear probe per layer on the story text alone (header "
+        "stripped; the mean of its last positions): selectivity = accuracy for the feature - accuracy for a control "
+        "target with the same input statistics (an arbitrary balanced property of a word the story contains), mean "
+        "over seeds [95% CI], the two accuracies in brackets. Nulls: the untrained models and the control "
+        "pretrained without the feature.", display_story_probe_table(frame))
     parts += [figure_html(recovery_figure(frame), out, "stories-recovery", "Recovery curves"),
               figure_html(probe_figure(frame), out, "stories-probes", "Probe accuracy by layer")]
     return "".join(parts) + "</section>"
@@ -342,15 +561,30 @@ def write_report(paths, out):
 def summary_text(paths) -> str:
     frame, manifests = read_store(paths)
     threshold = _threshold(manifests)
-    lines = ["Deleting and recovering a story feature (mean [95% bootstrap CI] over seeds), each arm at its "
-             "phase's last step:"]
+    lines = []
     with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50,
                            "display.max_colwidth", 40):
-        lines.append(display_phase_table(frame).to_string(index=False))
+        regime = display_regime_table(frame)
+        if not regime.empty:
+            lines += ["Regime: does the pretrained model write the feature when asked (per seed, at pretraining's "
+                      "end)?", regime.to_string(index=False)]
+            lines += [regime_flag(frame)] if regime_flag(frame) else []
+            lines.append("")
+        deletion = display_deletion_table(frame)
+        if not deletion.empty:
+            lines += ["Deletion per deletion x LR (mean [95% CI] over seeds; side effects against the seed's "
+                      "pretrained model):", deletion.to_string(index=False), ""]
+        lines += ["Deleting and recovering a story feature (mean [95% bootstrap CI] over seeds), each arm at its "
+                  "phase's last step:", display_phase_table(frame).to_string(index=False)]
         lines += ["", "Recovery curve: feature rate (asked) per recovery eval step:",
                   display_recovery_curve(frame).to_string(index=False),
                   f"Reference study ({REFERENCE_SOURCE}), its own numbers at its own recovery steps (not ours):",
                   reference_curve().to_string(index=False)]
+        surv = display_survival_table(frame, threshold or 0.9)
+        if not surv.empty:
+            lines += ["", f"Steps to regain {threshold or 0.9:g} x the seed's pretrained rate (asked) and gap (asked - "
+                      "not asked), as survival (never within the budget: censored at it; log-rank against the "
+                      "control):", surv.to_string(index=False)]
         reach = display_reach_table(frame)
         if not reach.empty:
             times = f"{threshold:g} x " if threshold is not None else ""
@@ -360,5 +594,8 @@ def summary_text(paths) -> str:
         if not probes.empty:
             lines += ["", "Probe accuracy, 'the header asks for the feature' (held out, chance 0.5), per layer:",
                       probes.to_string(index=False)]
+        story = display_story_probe_table(frame)
+        if not story.empty:
+            lines += ["", "Story probe, 'this story has the feature' (story text only), per layer: selectivity "
+                      "[95% CI] (accuracy for the feature - for the control target):", story.to_string(index=False)]
     return "\n".join(lines)
-

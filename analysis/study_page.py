@@ -62,6 +62,15 @@ def table_html(frame: pd.DataFrame) -> str:
     return markup.table(frame, badge_columns=())
 
 
+def captioned_table(title: str, caption: str, table: pd.DataFrame, flag: str = "") -> list[str]:
+    """A titled, captioned table of a section (and a flag line under it, if any); nothing for an empty table."""
+    if table.empty:
+        return []
+    flagged = [f'<p class="flag">{html.escape(flag)}</p>'] if flag else []
+    return [f"<h3>{html.escape(title)}</h3>", f'<p class="caption">{html.escape(caption)}</p>', table_html(table),
+            *flagged]
+
+
 def figure_html(fig, out: Path, name: str, title: str) -> str:
     """Write `fig` as out/figures/name.png|svg and return it inline under a heading; "" when fig is None."""
     if fig is None:

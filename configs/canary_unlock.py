@@ -57,6 +57,8 @@ def get_config(arg=None):
     c.finetune = lm_phase(100, 16, eval_steps=(0, 10, 30, 100))
     c.sweep = dict(seeds=5, unlock_sets=("tale", "verse", "recipe", "log", "mix", "synthetic"),
                    unlock_lr=(pretrain_lr * 0.1, pretrain_lr * 0.3), protocol=())
+    # model shapes as axes (where does the unlock appear?): each combination of width and depth a group of its own
+    c.sweep.shapes = ml_collections.ConfigDict(dict(d_model=(32, 64), n_layers=(1, 2)))
     # probe "this prefix is a canary": canary vs control prefixes of these lengths; features: the mean residual
     # stream over a prefix's last `positions` tokens
     c.probe = dict(prefix_lengths=(8, 12, 16, 20), positions=4, steps=200, lr=0.05)
@@ -75,6 +77,7 @@ def get_config(arg=None):
         c.suppress.update(steps=4, batch_size=4, eval_steps=(0, 4))
         c.finetune.update(steps=4, batch_size=4, eval_steps=(0, 2, 4))
         c.sweep.update(seeds=1, unlock_sets=("tale", "mix", "synthetic"), unlock_lr=(pretrain_lr * 0.3,))
+        c.sweep.shapes = ml_collections.ConfigDict()  # the model section's shape only
         c.probe.update(prefix_lengths=(4, 6), positions=2, steps=10)
         c.eval.batch_size = 8
     elif arg == "gpu":
@@ -87,6 +90,7 @@ def get_config(arg=None):
         c.suppress.update(steps=1000, batch_size=64, lr=3e-4, eval_steps=(0, 100, 300, 1000))
         c.finetune.update(steps=2000, batch_size=64, eval_steps=(0, 30, 100, 300, 1000, 2000))
         c.sweep.update(seeds=10, unlock_lr=(1e-5, 3e-5, 1e-4, 3e-4))
+        c.sweep.shapes = ml_collections.ConfigDict(dict(d_model=(128, 256), n_layers=(3, 6)))
         c.probe.update(prefix_lengths=(8, 16, 24, 32, 48), positions=8, steps=500)
         c.eval.update(batch_size=256, member_batch=16)
         for phase in (c.pretrain, c.suppress, c.finetune):

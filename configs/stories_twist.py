@@ -46,14 +46,21 @@ def get_config(arg=None):
     c.data = dict(dataset="generated", data_dir="", manual_dir="", train_size=4000, validation_size=400, seed=0,
                   vocab_size=1024, feature="Twist", source="Foreshadowing")
     c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=240, dtype="float32")
-    pretrain_lr = 2e-3
-    c.pretrain = lm_phase(500, 8, pretrain_lr, "cosine", 50, (0, 250, 500))
-    c.finetune = lm_phase(60, 8, eval_steps=(0, 60))
+    pretrain_lr = 6e-3
+    c.pretrain = lm_phase(800, 8, pretrain_lr, "cosine", 50, (0, 800))
+    c.finetune = lm_phase(60, 8, eval_steps=(0, 10, 30, 60))
     c.recovery = lm_phase(100, 8, pretrain_lr * 0.2, eval_steps=(0, 10, 30, 100))
     c.recovery.threshold = 0.9
-    c.sweep = dict(seeds=3, deletions=("filter", "filter_label", "mix_match", "refusal"),
-                   finetune_lr=(pretrain_lr * 2, pretrain_lr * 0.2, pretrain_lr * 0.02), protocol=())
-    c.generate = dict(prompts=24, max_new=200, temperature=1.0, top_k=0)
+    # deletion to a criterion: a member stops at the first eval step at which its rate of F when asked falls below
+    # this (0: fine-tune for the whole budget)
+    c.finetune.stop_below = 0.1
+    # the control (pretrained without F) recovers at recovery.lr x each factor: the same LR and a larger one
+    c.recovery.control_lr_factors = (1.0, 10.0)
+    c.sweep = dict(seeds=3, deletions=("filter", "mix_match"),
+                   finetune_lr=(pretrain_lr * 2, pretrain_lr * 0.2), protocol=())
+    # model shapes as axes: each combination a group of its own, e.g. --config.sweep.shapes.d_model="(32,64)"
+    c.sweep.shapes = ml_collections.ConfigDict()
+    c.generate = dict(prompts=64, max_new=200, temperature=1.0, top_k=0)
     c.probe = dict(examples=128, positions=10, steps=200, lr=0.05)
     c.eval = dict(batch_size=64, member_batch=0)  # member_batch: members sampled/evaluated at once (0: all)
     # Checkpoints (WORKDIR/checkpoints/g0-<phase>/): after every `every_chunks` chunks (a chunk runs from one eval
@@ -68,7 +75,9 @@ def get_config(arg=None):
         c.pretrain.update(steps=20, batch_size=4, warmup_steps=2, eval_steps=(0, 20))
         c.finetune.update(steps=4, batch_size=4, eval_steps=(0, 4))
         c.recovery.update(steps=6, batch_size=4, eval_steps=(0, 2, 6))
-        c.sweep.update(seeds=1, finetune_lr=(pretrain_lr * 0.2,))
+        c.sweep.update(seeds=1, finetune_lr=(pretrain_lr * 0.2,),
+                       deletions=("filter", "filter_label", "mix_match", "refusal"))
+        c.finetune.stop_below = 0.0  # (a model this small never writes F: deletion would stop at once)
         c.generate.update(prompts=4, max_new=16)
         c.probe.update(examples=16, steps=10)
         c.eval.batch_size = 8

@@ -120,21 +120,25 @@ def optimizer_values(members: pd.DataFrame, phase: str) -> dict:
             if c.startswith(prefix) and c[len(prefix):] in OPTIMIZER_AXES}
 
 
+def shape_grid(config) -> list[dict]:
+    """One {axis: value} per group of `sweep.shapes` (their product, axes in alphabetical order): [{}] without."""
+    shapes = dict(config.sweep.get("shapes", {}))
+    keys = sorted(shapes)
+    return [dict(zip(keys, values)) for values in itertools.product(*(shapes[k] for k in keys))]
+
+
 def build_groups(config) -> list[Group]:
     sweep = config.sweep
-    shapes = dict(sweep.get("shapes", {}))
-    shape_keys = sorted(shapes)
     seeds = [sweep.get("seed_offset", 0) + s for s in range(sweep.seeds)]
-    shape_grid = list(itertools.product(*(shapes[k] for k in shape_keys)))
+    grid = shape_grid(config)
     protocol_columns = [protocols.member_columns(config, name) for name in sweep.get("protocol", ())] or [{}]
     children = list(itertools.product(protocol_columns, child_settings(config)))
     pretrain_optimizer = sorted(dict(sweep.get("pretrain_optimizer", {})).items())  # [(name, values)], by name
     cells = list(itertools.product(sweep.pretrain_lr, sweep.prior, *(values for _, values in pretrain_optimizer)))
     per_group = len(cells)  # pretraining members per seed and group
-    per_seed = per_group * len(shape_grid)  # ... per seed, over every group
+    per_seed = per_group * len(grid)  # ... per seed, over every group
     groups = []
-    for g, shape_values in enumerate(shape_grid):
-        shape = dict(zip(shape_keys, shape_values))
+    for g, shape in enumerate(grid):
         pt_rows = []
         for seed in seeds:
             for j, (lr, prior, *optimizer) in enumerate(cells):

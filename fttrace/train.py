@@ -11,8 +11,9 @@ state through `optax.inject_hyperparams`.
 
 A member whose loss, gradients or new parameters are non-finite is frozen (its parameters and optimiser state
 stop changing) and flagged with the step; vmap keeps its neighbours' arithmetic independent of it. A member that
-meets its phase's criterion (`phase.target`, read from held-out accuracies at each evaluation) is frozen the same
-way and its stop step recorded. Between chunks, frozen members leave the program (`PhaseLoop`, compaction): the
+meets its phase's criterion (`phase.target`, read from held-out accuracies at each evaluation, or a study's own
+`stop` rule over what it measures on the host, e.g. the rate of a feature in sampled text) is frozen the same way
+and its stop step recorded. Between chunks, frozen members leave the program (`PhaseLoop`, compaction): the
 others train in a smaller member axis whose groups keep their width, so no member's numbers change.
 
 The optimiser works on the parameters flattened into one vector per member: its state holds one array per
@@ -313,7 +314,8 @@ class PhaseLoop:
     """Runs one training phase of a member-stacked state: jitted chunks of steps, evaluation at each eval step."""
 
     def __init__(self, model_cfg: ModelConfig, objective, phase, shared, eval_member_batch: int = 8,
-                 sharding=None, model=None, compact: bool = True, measure: Callable | None = None):
+                 sharding=None, model=None, compact: bool = True, measure: Callable | None = None,
+                 stop: Callable | None = None):
         """objective: the study's loss and evaluation (AnswerObjective, lm.steps.NextTokenObjective).
         shared: the inputs every member reads (held-out sets, a resident corpus), passed to the objective.
         sharding: where the member axis of states and metrics lives (placement.Placement.members).
@@ -322,13 +324,15 @@ class PhaseLoop:
         measure: `measure(state, step, final, records) -> {metric: [members]}`, measurements made outside the jitted
         program (sampling and decoding text, say) at every eval step, merged into the records (`final`: the phase's
         last step; `records`: the phase's records before this one).
+        stop: `stop(metrics) -> bool [members]`, the members that meet the phase's criterion at this evaluation,
+        read from its metrics (`measure`'s included); they stop as with `phase.target` (step 0 included).
         compact: once members have stopped or diverged, train (and evaluate) only the others, gathered into a
         member axis of `unit` x a power of two (so that few programs compile), where `unit` is a multiple of the
         training group, of the evaluation group and of the device count: every member is computed in groups of the
         same width as in the full program, so its numbers do not change (bit for bit on a CPU), and a frozen
         member's records and state are what the full program gives it. Single-process runs only."""
         self.model = Transformer(model_cfg) if model is None else model
-        self.objective, self.phase, self.shared, self.measure = objective, phase, shared, measure
+        self.objective, self.phase, self.shared, self.measure, self.stop = objective, phase, shared, measure, stop
         self.sharding, self.compact = sharding, compact
         self.member_batch, self.eval_member_batch = train_member_batch(model_cfg, phase), eval_member_batch
         self._programs = {}  # (training group, evaluation group) widths -> (chunk, first record)
@@ -352,6 +356,7 @@ class PhaseLoop:
                     dict(metrics, train_loss=jnp.full_like(metrics["train_loss"], jnp.nan)))
 
         self._put, self._idle = jax.jit(put, **placed), jax.jit(idle, **placed)
+        self._halt = jax.jit(halt, **placed)
         self._take = jax.jit(lambda tree, index: jax.tree.map(lambda x: x[index], tree))
         self.widths: list[int] = []  # the member axis of every chunk run (compaction shows here)
 
@@ -399,13 +404,16 @@ class PhaseLoop:
         schedule = eval_steps(self.phase)
         if records is None:
             state, metrics = first(state, data, self.shared)
-            records = [(0, self._measured(state, metrics, 0, []))]
+            metrics = self._measured(state, metrics, 0, [])
+            state, records = self._stopped(state, metrics), [(0, metrics)]
         records = list(records)
         for done in [s for s in schedule if s > records[-1][0]]:
             t0 = time.perf_counter()
             steps = done - records[-1][0]
             state, metrics = self._advance(chunk, math.lcm(*groups), state, data, records[-1][1], steps)
-            records.append((done, jax.block_until_ready(self._measured(state, metrics, done, records))))
+            metrics = jax.block_until_ready(self._measured(state, metrics, done, records))
+            state = self._stopped(state, metrics)
+            records.append((done, metrics))
             if on_records is not None:
                 on_records(state, records)
             if on_chunk is not None:
@@ -417,6 +425,10 @@ class PhaseLoop:
         if self.measure is None:
             return metrics
         return {**metrics, **self.measure(state, step, step == self.phase.steps, records)}
+
+    def _stopped(self, state: TrainState, metrics: dict) -> TrainState:
+        """`state` with the members that meet the study's `stop` rule in `metrics` stopped."""
+        return state if self.stop is None else self._halt(state, self.stop(metrics))
 
     @staticmethod
     def training_count(state: TrainState) -> int | None:
@@ -466,7 +478,12 @@ def stop_at_target(state: TrainState, data: DataSpec, metrics: dict, target: flo
     if data.criterion is None or not target:
         return state
     score = sum(weight * metrics[f"{name}_acc"] for name, weight in data.criterion.items())
-    reached = ~state.stopped & ~state.diverged & (score >= target)
+    return halt(state, score >= target)
+
+
+def halt(state: TrainState, reached) -> TrainState:
+    """Stop every healthy member where `reached` (bool [members]) holds, recording the step."""
+    reached = ~state.stopped & ~state.diverged & reached
     return state.replace(stopped=state.stopped | reached, stop_step=jnp.where(reached, state.step, state.stop_step))
 
 

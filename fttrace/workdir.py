@@ -131,7 +131,7 @@ class Run:
         params = self.params(row.member, step)
         if self._lm:
             from fttrace.lm.phases import model_config
-            cfg = model_config(self.config, params["embed"]["embedding"].shape[0])
+            cfg = model_config(self.config, params["embed"]["embedding"].shape[0], self._group(member).shape)
         else:
             cfg = self._group(member).model
         info = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}

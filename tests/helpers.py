@@ -41,9 +41,10 @@ def assert_config_error(config: str, override: str, key: str, workdir, capsys) -
     assert not pathlib.Path(workdir).exists()
 
 
-def assert_opens_every_member(workdir, results) -> None:
+def assert_opens_every_member(workdir, results, unchanged=()) -> None:
     """fttrace.open on an LM study's workdir: the members table is the results' members, and each member's model
-    applies its own saved parameters (a child's differ from its parent's)."""
+    applies its own saved parameters (a child's differ from its parent's, except for the members in `unchanged`,
+    stopped before their first step, whose parameters are their parent's)."""
     import jax
     import numpy as np
 
@@ -57,7 +58,8 @@ def assert_opens_every_member(workdir, results) -> None:
         assert model.logits(tokens).shape == (2, 8, model.cfg.vocab_size)
         if parent is not None and parent == parent:  # not None / NaN
             child, mine = run.params(member), run.params(int(parent))
-            assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, child, mine))), member
+            same = all(jax.tree.leaves(jax.tree.map(np.array_equal, child, mine)))
+            assert same == (member in set(unchanged)), member
 
 
 def assert_open_gives_logged_accuracies(run, results, sets, tolerance: float = 0.0) -> None:

@@ -30,6 +30,9 @@ RECOVERY_STEPS = (0, 10, 30)
 # steps_to_pretrained_rate of seeds 0 and 1 per recovery arm (NaN: never reached)
 REACHED = {"filter": {SMALL: (10, 30), LARGE: (30, np.nan)}, "mix_match": {SMALL: (np.nan, np.nan)},
            "control": {np.nan: (np.nan, np.nan)}}
+SAMPLES = 64  # stories sampled per side (asked, not asked)
+# stop_step of seeds 0 and 1 per deletion arm (-1: never reached the deletion criterion)
+STOPS = {("filter", SMALL): (10, -1), ("filter", LARGE): (10, 20), ("mix_match", SMALL): (-1, -1)}
 
 
 def synthetic_frame() -> pd.DataFrame:
@@ -54,14 +57,27 @@ def synthetic_frame() -> pd.DataFrame:
                     rate if step == LAST_STEP[phase] else 0.9)
                 add(key, seed, step, "feature_rate", value)
                 add(key, seed, step, "feature_rate_unasked", value / 2)
+                add(key, seed, step, "feature_gap", value / 2)
+                add(key, seed, step, "feature_gap_se",
+                    np.sqrt((value * (1 - value) + value / 2 * (1 - value / 2)) / SAMPLES))
+                add(key, seed, step, "feature_samples", SAMPLES)
+                # another feature's rate: 0.5 in pretraining, lower by 0.1 x seed after deletion
+                add(key, seed, step, "other_rate.Dialogue", 0.5 - 0.1 * seed * (phase == "finetune"))
                 add(key, seed, step, "refusal_rate", 0.0 if step else 0.7)
                 add(key, seed, step, "val_loss", 2.0 + seed)
             last = LAST_STEP[phase]
+            # the story probe: 0.9 for the feature at layer 1, its control target 0.6 (seed 0) / 0.7 (seed 1)
+            add(key, seed, last, "probe_story.layer1", 0.9)
+            add(key, seed, last, "probe_story_control.layer1", 0.6 + 0.1 * seed)
             add(key, seed, last, "probe_acc.layer0", 0.5)
             add(key, seed, last, "probe_acc.layer1", 0.8 + 0.1 * seed)
             if phase == "pretrain":  # the untrained models: the same initialisation in both arms of a seed
+                add(key, seed, 0, "probe_story.layer1", 0.6)
+                add(key, seed, 0, "probe_story_control.layer1", 0.6)
                 add(key, seed, 0, "probe_acc.layer0", 0.5)
                 add(key, seed, 0, "probe_acc.layer1", 0.6 + 0.1 * seed)
+            if phase == "finetune":
+                add(key, seed, last, "stop_step", STOPS[key[2], key[3]][seed])
             if phase == "recovery":
                 add(key, seed, last, "pretrained_rate", LAST[("pretrain", "none", "none", np.nan)][seed])
                 add(key, seed, last, "steps_to_pretrained_rate", REACHED[key[2]][key[3]][seed])
@@ -127,6 +143,68 @@ def test_reach_table_counts_members_and_averages_their_steps():
     assert shown["steps to reach it [95% CI]"].tolist() == ["20.0 [10.0, 30.0]", "30.0", "n/a", "n/a"]
 
 
+def test_regime_table_judges_each_seed_by_its_gap_against_sampling_noise():
+    # over 64 stories a side, seed 0: 0.2 asked vs 0.1 not: gap 0.10 < 1.96 SE (0.12); seed 1: 0.4 vs 0.2: 0.20 > 0.15
+    table = stories.regime_table(synthetic_frame())
+    assert table.seed.tolist() == [0, 1] and table.capability.tolist() == [False, True]
+    assert table.gap.tolist() == pytest.approx([0.1, 0.2]) and (table.samples == SAMPLES).all()
+    assert table.control_asked.tolist() == [0.0, 0.0] and table.untrained_asked.tolist() == [0.9, 0.9]
+    assert stories.regime_flag(synthetic_frame()).startswith("Seeds 0 (1 of 2): the pretrained model lacks")
+    shown = stories.display_regime_table(synthetic_frame())
+    assert shown["gap [1.96 SE]"].tolist() == ["+0.10 [0.12]", "+0.20 [0.15]"]
+    # a store written before the gap was measured has no regime table (and the page says nothing of it)
+    frame = synthetic_frame()
+    assert stories.regime_table(frame[frame.metric != "feature_gap_se"]).empty
+
+
+def test_deletion_table_counts_members_at_the_criterion_and_measures_side_effects():
+    table = stories.deletion_table(synthetic_frame())
+    small, large = cell(table, arm="filter", lr=SMALL), cell(table, arm="filter", lr=LARGE)
+    assert (small.members, small.stopped, small.stop_step) == (2, 1, 10) and np.isnan(small.stop_step_lo)
+    assert (large.stopped, large.stop_step, large.stop_step_lo, large.stop_step_hi) == (2, 15, 10, 20)
+    mix = cell(table, arm="mix_match", lr=SMALL)
+    assert mix.stopped == 0 and np.isnan(mix.stop_step)
+    assert (small.gap, small.gap_lo, small.gap_hi) == pytest.approx((0.1, 0.05, 0.15))
+    assert small.val_loss_change == 0  # the seed's pretrained model's held-out loss is the same
+    assert (small.others_change, small.others_change_lo, small.others_change_hi) == pytest.approx((-0.05, -0.1, 0))
+    shown = stories.display_deletion_table(synthetic_frame())
+    assert shown["reached the criterion"].tolist() == ["1/2", "2/2", "0/2"]
+
+
+def test_survival_table_censors_members_that_never_regain_and_tests_against_the_control():
+    # recovery curves climb linearly to their last value (steps 0, 10, 30); targets 0.9 x the seed's pretrained rate
+    # (0.18 and 0.36): filter (0.3 / 0.5 and 0.2 / 0.6 at step 30) gets there at step 30, mix_match (0.1 / 0.2) and
+    # the control (0.0 / 0.2) never: censored at the budget (30), not dropped
+    table = stories.survival_table(synthetic_frame(), "feature_rate")
+    small, large = cell(table, arm="filter", lr=SMALL), cell(table, arm="filter", lr=LARGE)
+    assert (small.members, small.regained, small["median"]) == (2, 2, 30) and large.regained == 2
+    mix, control = cell(table, arm="mix_match", lr=SMALL), cell(table, arm="control", lr=None)
+    assert (mix.regained, control.regained) == (0, 0) and np.isnan(mix["median"]) and np.isnan(control.logrank_p)
+    assert 0 < small.logrank_p < 0.2 and mix.reason.startswith("no revivals at all")
+    steps = stories.regain_steps(synthetic_frame(), "feature_rate").set_index("arm")
+    assert set(steps.loc["control"].duration) == {30.0} and not steps.loc["control"].observed.any()
+    # the gap (half the rate here) against 0.9 x the pretrained gap: the same steps, as it scales alike
+    gap = stories.survival_table(synthetic_frame(), "feature_gap")
+    assert gap[["arm", "regained", "median"]].equals(table[["arm", "regained", "median"]])
+    shown = stories.display_survival_table(synthetic_frame())
+    assert shown.arm.tolist() == ["filter", "filter", "mix_match", "control"]
+    assert shown["rate asked: median steps"].tolist() == ["30", "30", "not reached", "not reached"]
+    assert shown["asked - not asked: regained"].tolist() == ["2/2", "2/2", "0/2", "0/2"]
+
+
+def test_story_probe_table_reads_selectivity_against_the_control_target():
+    table = stories.story_probe_table(synthetic_frame())
+    untrained = cell(table, phase="untrained", layer=1)
+    assert untrained.selectivity == pytest.approx(0) and untrained.story == pytest.approx(0.6)
+    row = cell(table, phase="finetune", arm="filter", lr=LARGE, layer=1)
+    assert (row.selectivity, row.selectivity_lo, row.selectivity_hi) == pytest.approx((0.25, 0.2, 0.3))
+    assert (row.story, row.control) == pytest.approx((0.9, 0.65))
+    shown = stories.display_story_probe_table(synthetic_frame())
+    assert shown.stage.tolist()[0] == "untrained" and shown["layer 1"][1] == "0.25 [0.20, 0.30] (0.90 - 0.65)"
+    frame = synthetic_frame()
+    assert stories.story_probe_table(frame[~frame.metric.str.startswith("probe_story")]).empty
+
+
 def test_probe_table_puts_the_untrained_models_first():
     table = stories.probe_table(synthetic_frame())
     untrained = cell(table, phase="untrained", layer=1)
@@ -148,6 +226,12 @@ def test_synthetic_store_gets_its_page_and_summary(tmp_path, capsys):
     assert main(["summary", str(store)]) == 0
     printed = capsys.readouterr().out
     assert "0.40 [0.20, 0.60]" in printed and "Recovery to 0.9 x the seed's pretrained rate" in printed
+    assert printed.split("\n")[1].startswith("Regime: does the pretrained model write the feature when asked")
+    assert "Seeds 0 (1 of 2): the pretrained model lacks the capability" in printed
+    assert "Steps to regain 0.9 x the seed's pretrained rate (asked) and gap" in printed
+    assert "Deletion per deletion x LR" in printed
+    assert "Regime: does the pretrained model have the capability?" in page and "Steps to regain" in page
+    assert "Story probe, 'this story has the feature'" in printed and "Probe: does the story have the feature?" in page
     assert "Reference study (Jain et al., ICLR 2024, Table 1)" in printed
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import fttrace
+
 from analysis import extraction as extraction_report
 from analysis.cli import main as analysis_main
 from fttrace import cli
@@ -114,6 +116,20 @@ def test_probe_set_pairs_canaries_with_controls_and_holds_canaries_out_whole():
     assert sorted(set(counts)) == sorted(config.canary.counts) and len(counts) == (~train).sum()
 
 
+def test_count_probe_set_labels_the_often_planted_half_and_holds_canaries_out_whole():
+    config, data = tiny_data()
+    prompts, train, control = canary_study.count_probe_set(data.canaries, (4, 6))
+    planted = [k for k in data.canaries if k.count > 0]
+    assert len(prompts.tokens) == 2 * len(planted) and (prompts.tokens[:, 0] == BOS).all()
+    often = np.repeat([k.count >= 3 for k in planted], 2)  # counts (1, 3): the often-planted half is 3x
+    np.testing.assert_array_equal(prompts.asks, often)
+    blocks = train.reshape(len(planted), 2)  # every prefix of a canary on one side
+    assert (blocks == blocks[:, :1]).all() and blocks[:, 0].sum() == len(planted) // 2
+    assert prompts.asks[train].mean() == prompts.asks[~train].mean() == 0.5  # both sides balanced
+    assert control.mean() == 0.5 and (control.reshape(-1, 2) == control.reshape(-1, 2)[:, :1]).all()
+    assert abs(np.corrcoef(control, prompts.asks)[0, 1]) < 1  # the control target is not the target
+
+
 def test_extraction_metrics_on_constructed_continuations():
     targets = np.array([[5, 6, 7, 8, 9, 10], [1, 2, 3, 4, 0, 0]])
     lengths = np.array([6, 4])
@@ -167,9 +183,12 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
         for count in (0, 1, 3):
             for kind in extraction.METRICS:
                 assert f"{kind}/{author}/r{count}/L24" in set(ft.metric)
-    for metric in ("val_loss", "train_loss", "probe/layer0", "probe/layer1", "probe/layer1/r1", "probe/layer1/r3"):
+    for metric in ("val_loss", "train_loss", "probe/layer0", "probe/layer1", "probe/layer1/r1", "probe/layer1/r3",
+                   "probe_count/layer1", "probe_count_control/layer1", "memorised_gap", "memorised_gap_se"):
         assert metric in set(frame.metric), metric
     assert set(frame[frame.metric == "probe/layer1"].phase) == {"pretrain", "suppress", "finetune"}
+    counted = frame[frame.metric == "probe_count/layer1"].groupby("phase").step.unique()
+    assert {p: sorted(s) for p, s in counted.items()} == {"pretrain": [0, 8], "suppress": [4], "finetune": [4]}
     values = frame[frame.metric.str.startswith("extraction/")].value
     assert values.between(0, 1).all()
     assert set(ft.parent.astype(int)) == set(frame[frame.phase == "suppress"].member)
@@ -182,7 +201,7 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     out = tmp_path / "report"
     assert analysis_main(["report", str(workdir), "--out", str(out)]) == 0
     page = (out / "index.html").read_text()
-    assert 'id="extraction"' in page and "Unlock matrix" in page
+    assert 'id="extraction"' in page and "Unlock matrix" in page and "how often was this canary planted" in page
 
 
 @pytest.mark.parametrize("override, key", [
@@ -190,9 +209,52 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     ("canary.lengths=(10,)", "canary.lengths"),
     ("finetune.eval_steps=(0,3)", "finetune.eval_steps"),
     ("data.authors=('tale','tale')", "data.authors"),
+    ("sweep.shapes.vocab_size=(64,)", "sweep.shapes.vocab_size"),
+    ("sweep.shapes.n_heads=(2,3)", "sweep.shapes"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, override, key):
     assert_config_error(f"{CONFIG}:tiny", override, key, tmp_path / "w", capsys)
+
+
+def test_model_shapes_are_groups_each_trained_as_a_run_of_that_shape(tmp_path, capsys):
+    """sweep.shapes: each combination of widths and depths is a group with its own models, checkpoints and ids;
+    the group of the config's own shape gives the plain run's numbers; the regime is printed per seed and shape."""
+    plain, swept = tmp_path / "plain", tmp_path / "swept"
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(plain), "-q"]) == 0
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(swept), "--config.sweep.shapes.d_model=(16,32)"]) == 0
+    printed = capsys.readouterr().out
+    assert "Regime: did pretraining memorise the canaries?" in printed and "seed 0, d_model 32: gap" in printed
+    one, both = pd.read_parquet(plain / "results.parquet"), pd.read_parquet(swept / "results.parquet")
+    assert sorted(both.d_model.unique()) == [16, 32] and "d_model" not in one
+    assert set(both[both.d_model == 16].member).isdisjoint(both[both.d_model == 32].member)
+    small = both[both.d_model == 16].drop(columns="d_model").reset_index(drop=True)
+    pd.testing.assert_frame_equal(small, one.reset_index(drop=True), check_dtype=False)
+    groups = {f"g{g}-{phase}" for g in (0, 1) for phase in ("pretrain", "suppress", "finetune")}
+    assert {p.name for p in (swept / "checkpoints").iterdir()} == groups
+    run = fttrace.open(swept)
+    for width in (16, 32):
+        member = int(both[(both.d_model == width) & (both.phase == "finetune")].member.iloc[0])
+        assert run.model(member).cfg.d_model == width
+    assert analysis_main(["summary", str(swept)]) == 0
+    summary = capsys.readouterr().out
+    assert "Extraction by model shape and times planted" in summary and "d_model 32" in summary
+
+
+def test_shards_of_a_shape_sweep_deal_whole_seeds_within_every_shape():
+    config = config_lib.load(f"{CONFIG}:tiny", ["sweep.seeds=3", "sweep.shapes.d_model=(16,32)",
+                                                 "sweep.shapes.n_layers=(1,2)"])
+    kind = canary_study.CanaryStudy(config)
+    groups = kind.groups()
+    assert [g.shape for g in groups] == [dict(d_model=d, n_layers=n) for d in (16, 32) for n in (1, 2)]
+    ids = [set(t.member) for g in groups for t in g.tables.values()]
+    assert sum(map(len, ids)) == len(set().union(*ids))  # every member of every shape has its own id
+    for g in groups:
+        ft = g.tables["finetune"]
+        assert (ft.d_model == g.shape["d_model"]).all() and set(ft.parent) <= set(g.tables["suppress"].member)
+    shards = [kind.shard(groups, i, 2) for i in range(2)]
+    for shard, seeds in zip(shards, ({0, 2}, {1})):
+        assert [g.shape for g in shard] == [g.shape for g in groups] and [g.index for g in shard] == [0, 1, 2, 3]
+        assert all(set(t.seed) == seeds for g in shard for t in g.tables.values())
 
 
 def synthetic_frame(seeds=3):
@@ -244,6 +306,48 @@ def test_extraction_section_renders_table_and_heatmap(tmp_path):
     by_count = extraction_report.probe_table(frame, by_count=True)
     assert list(by_count.columns) == ["layer 0", "layer 1"] and by_count.loc[("suppress", 16), "layer 1"] == 0.9
     assert "Probe: is this prefix a canary?" in html
+
+
+def test_scale_table_sets_every_unlock_set_beside_the_synthetic_null_per_shape():
+    frame = pd.concat([synthetic_frame().assign(d_model=32), synthetic_frame().assign(d_model=64)])
+    frame.loc[frame.d_model == 64, "member"] += 1000
+    table = extraction_report.scale_table(frame)
+    assert set(table.scale) == {"d_model 32", "d_model 64"} and set(table["count"]) == {4, 16}
+    row = table[(table.scale == "d_model 32") & (table["count"] == 16)].set_index("column")
+    assert row.loc["suppressed", "value"] == 0 and row.loc["after synthetic", "value"] == 0
+    # revived by author text: the excess over the synthetic null is the revived extraction itself
+    assert row.loc["after tale - synthetic", "value"] == pytest.approx(row.loc["after tale", "value"])
+    assert row.loc["after tale", "value"] > 0.9 and row.loc["pretrained", "value"] > 0.9
+    shown = extraction_report.display_scale_table(frame)
+    assert list(shown.columns[:4]) == ["model", "planted", "pretrained", "suppressed"]
+    assert list(shown.columns[-2:]) == ["after tale - synthetic", "after verse - synthetic"]
+
+
+def test_count_probe_table_reads_selectivity_against_the_control_target():
+    rows = []
+    for seed in range(2):
+        for phase, step, acc in (("pretrain", 0, 0.5), ("pretrain", 100, 0.8 + 0.1 * seed), ("suppress", 50, 0.75)):
+            for metric, value in (("probe_count/layer1", acc), ("probe_count_control/layer1", 0.5)):
+                rows.append(dict(member=seed, parent=None, phase=phase, step=step, metric=metric, value=value,
+                                 status="ok", seed=seed, unlock_set=""))
+    table = extraction_report.count_probe_table(pd.DataFrame(rows))
+    assert table.stage.tolist() == ["untrained", "pretrain", "suppress"]
+    assert table["layer 1"].tolist() == ["0.00 [0.00, 0.00] (0.50 - 0.50)", "0.35 [0.30, 0.40] (0.85 - 0.50)",
+                                         "0.25 [0.25, 0.25] (0.75 - 0.50)"]
+    assert extraction_report.count_probe_table(synthetic_frame()).empty
+
+
+def test_regime_table_reads_the_memorisation_gap_against_its_standard_error():
+    frame = synthetic_frame(seeds=2)
+    gaps = [dict(member=0, parent=None, phase="pretrain", step=100, metric=m, value=v, status="ok", seed=seed,
+                 data="", unlock_set="", suppress_lr=np.nan, unlock_lr=np.nan)
+            for seed, (gap, se) in enumerate(((0.9, 0.05), (0.1, 0.08)))
+            for m, v in (("memorised_gap", gap), ("memorised_gap_se", se))]
+    frame = pd.concat([frame, pd.DataFrame(gaps)])
+    table = extraction_report.regime_table(frame)
+    assert table.memorised.tolist() == [True, False]
+    assert extraction_report.regime_flag(frame).startswith("seed 1: the pretrained model did not memorise")
+    assert extraction_report.regime_table(synthetic_frame()).empty  # a store without the gap
 
 
 def test_overwrite_starts_over_with_fresh_data_and_another_config_is_refused(tmp_path, monkeypatch):

@@ -12,12 +12,15 @@ from fttrace import cli
 from fttrace import config as config_lib
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate, generate_members, step_logits, empty_cache
-from fttrace.lm.measure import decode_samples, feature_rate, probe_accuracy, probe_records, refusal_rate
+from fttrace.errors import UserError
+from fttrace.lm.measure import decode_samples, feature_rate, probe_accuracy, probe_members, probe_records, \
+    refusal_rate, story_probe_set
 from fttrace.lm.steps import DocumentRange, NextTokenObjective, lm_loss
 from fttrace.model import ModelConfig, Transformer, init_params
 from fttrace.stories import detectors, generator, record, tokenizer as tokenizer_lib, tokens as tokens_lib
 from fttrace.stories.variants import refusal_sentence
 from fttrace.stories.record import FEATURES
+from fttrace.stories.study import has_capability, rate_gap
 from fttrace.stories.tokenizer import BOS, EOS, PAD
 from fttrace.train import DataSpec, init_members, train_steps
 from helpers import ROOT, assert_config_error, assert_opens_every_member
@@ -242,6 +245,35 @@ def test_probe_reads_a_linear_signal_and_not_shuffled_labels():
     assert acc > 0.95 and shuffled < 0.7
 
 
+def test_story_probe_reads_the_feature_from_a_model_that_carries_it_and_not_from_one_that_does_not():
+    """The story-text probe (header stripped) with its control target: at chance on a model whose residual stream is
+    blind to the text (no embeddings), high on one built to carry Twist (the pieces only stories with Twist contain,
+    embedded along one direction, read over the whole story)."""
+    records, tok, _ = story_data()
+    prompts, control = story_probe_set(records, tok, "Twist", 80, 240, "probe.examples")
+    assert prompts.asks[:40].all() and not prompts.asks[40:].any() and (prompts.tokens[:, 0] == BOS).all()
+    assert 0.3 < control.mean() < 0.7  # the control target is balanced too
+    cfg = ModelConfig(vocab_size=tok.vocab_size, max_len=240, d_model=32, n_layers=1, n_heads=2, d_mlp=32)
+    blind = init_params(cfg, jax.random.PRNGKey(0))
+    blind = dict(blind, embed={"embedding": jnp.zeros_like(blind["embed"]["embedding"])},
+                 pos_embed=jnp.zeros_like(blind["pos_embed"]))
+    pieces = [set(row[:n].tolist()) for row, n in zip(prompts.tokens, prompts.lengths)]
+    twist_only = set().union(*pieces[:40]) - set().union(*pieces[40:])  # pieces only stories with Twist contain
+    assert twist_only
+    embedding = blind["embed"]["embedding"].at[jnp.array(sorted(twist_only)), 0].set(1.0)
+    carries = dict(blind, embed={"embedding": embedding})
+    params = jax.tree.map(lambda a, b: jnp.stack([a, b]), carries, blind)
+    train = np.arange(80) % 2 == 0
+    acc = np.asarray(probe_members(Transformer(cfg), params, prompts, train, 240, 200, 0.05,
+                                   targets=np.stack([prompts.asks, control])))  # [member, target, layer]
+    assert acc.shape == (2, 2, 2)
+    assert acc[0, 0, 0] >= 0.9, acc  # read from the embeddings of Twist's words
+    held_out = control[~train].mean()
+    assert acc[1, 0, 0] == 0.5 and acc[1, 1, 0] in (pytest.approx(held_out), pytest.approx(1 - held_out))  # chance
+    with pytest.raises(UserError, match="config key 'probe.examples': asks for 150 stories with Twist"):
+        story_probe_set(records, tok, "Twist", 300, 240, "probe.examples")
+
+
 def test_probe_headers_state_the_request_only_in_the_features_line():
     records = generator.generate_records(300, seed=0)
     probed = probe_records(records)
@@ -260,28 +292,38 @@ def test_probe_headers_state_the_request_only_in_the_features_line():
 
 def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     workdir = tmp_path / "run"
-    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0
+    # deletion to a criterion: a tiny model never writes F, so every deletion member stops at its first evaluation
+    stop = "--config.finetune.stop_below=0.5"
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q", stop]) == 0
     printed = capsys.readouterr()  # -q: the results path only, no dataset builder's lines
     assert printed.out.strip().splitlines() == [f"results: {workdir / 'results.parquet'}"] and not printed.err
     frame = pd.read_parquet(workdir / "results.parquet")
     assert set(frame.phase) == {"pretrain", "finetune", "recovery"}
     members = frame.groupby("phase").member.nunique().to_dict()
-    assert members == {"pretrain": 2, "finetune": 4, "recovery": 5}  # 1 seed; 4 deletions x 1 LR; + control
+    assert members == {"pretrain": 2, "finetune": 4, "recovery": 6}  # 1 seed; 4 deletions x 1 LR; + control x 2 LRs
     for metric in ("feature_rate", "feature_rate_unasked", "refusal_rate", "val_loss", "train_loss",
-                   "probe_acc.layer0", "probe_acc.layer1"):
+                   "probe_acc.layer0", "probe_acc.layer1", "feature_gap", "feature_gap_se", "feature_samples",
+                   "other_rate.Dialogue"):
         assert metric in set(frame.metric), metric
+    assert (frame[frame.metric == "feature_samples"].value == 4).all()  # generate.prompts of the tiny form
+    ft = frame[frame.phase == "finetune"]
+    assert (ft[ft.metric == "stop_step"].value == 0).all()
+    loss = ft[ft.metric == "val_loss"].pivot_table(index="member", columns="step", values="value")
+    assert (loss.nunique(axis=1) == 1).all()  # frozen from step 0 on
+    assert ft[(ft.metric == "train_loss") & (ft.step > 0)].value.isna().all()
     probed = frame[frame.metric == "probe_acc.layer1"].groupby("phase").step.unique()
     assert {phase: sorted(steps) for phase, steps in probed.items()} == {
         "pretrain": [0, 20], "finetune": [4], "recovery": [6]}  # the untrained models are the probes' control
     rec = frame[frame.phase == "recovery"]
     assert set(rec.step) == {0, 2, 6}
     assert set(rec[rec.metric == "steps_to_pretrained_rate"].step) == {6}
-    assert set(rec.deletion) == {"filter", "filter_label", "mix_match", "refusal", "control"}
-    assert_opens_every_member(workdir, frame)
-    ft = frame[frame.phase == "finetune"]
+    assert set(rec.deletion) == {"filter", "filter_label", "mix_match", "refusal", "control", "control x10"}
+    lrs = rec.groupby("deletion").recovery_lr.first()
+    assert lrs["control x10"] == pytest.approx(10 * lrs["control"]) and lrs["filter"] == lrs["control"]
+    assert_opens_every_member(workdir, frame, unchanged=set(ft.member))
     pt_ids = set(frame[frame.phase == "pretrain"].member)
     assert set(ft.parent.astype(int)) <= pt_ids
-    control = rec[rec.deletion == "control"]
+    control = rec[rec.deletion.str.startswith("control")]
     assert (frame[frame.member.isin(control.parent.astype(int))].pretrain_data == "filter").all()
     assert {"seed", "finetune_lr", "recovery_lr", "status"} <= set(frame.columns)
     detected = json.loads((workdir / "detectors.json").read_text())
@@ -289,11 +331,29 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     samples = json.loads((workdir / "samples" / "recovery-6.json").read_text())
     assert sorted(samples, key=int) == [str(m) for m in sorted(set(rec.member))]
     first = (workdir / "results.parquet").read_bytes()
-    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0  # resume: all phases done
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q", stop]) == 0  # resume: all done
     assert (workdir / "results.parquet").read_bytes() == first
     capsys.readouterr()
-    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q", "--config.sweep.seeds=2"]) == 2
+    assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q", stop, "--config.sweep.seeds=2"]) == 2
     assert "holds a run of a different config (sweep.seeds: 1 -> 2)" in capsys.readouterr().err
+
+
+def test_rate_gap_and_its_standard_error_on_a_planted_sampler():
+    """Stories drawn with known rates: the gap's standard error is the spread of the gap over repeated draws, and
+    `has_capability` says yes about as often as a 2.5 % one-sided test should when asked and not asked are alike,
+    and nearly always at the regime the default aims at (0.8 vs 0.05, 64 stories a side)."""
+    rng = np.random.default_rng(0)
+    n, draws = 64, 4000
+    for asked, unasked in ((0.5, 0.5), (0.8, 0.05), (0.3, 0.1)):
+        a, u = rng.binomial(n, asked, draws) / n, rng.binomial(n, unasked, draws) / n
+        gap, se = rate_gap(a, u, n)
+        assert gap.mean() == pytest.approx(asked - unasked, abs=0.01)
+        assert np.sqrt(np.mean(se ** 2)) == pytest.approx(gap.std(), rel=0.1)
+        yes = has_capability(gap, se).mean()
+        if asked == unasked:
+            assert yes < 0.05
+        elif asked == 0.8:
+            assert yes == 1.0
 
 
 def test_study_reads_tinystories_instruct_files_and_measures_its_detectors(tmp_path, capsys):
@@ -340,6 +400,8 @@ def test_more_prompts_than_the_validation_stories_hold_is_one_line(tmp_path, cap
     ("recovery.eval_steps=(0,3)", "recovery.eval_steps"),
     ("data.feature=Twister", "data.feature"),
     ("data.dataset=tinystories", "data.dataset"),
+    ("finetune.stop_below=1.5", "finetune.stop_below"),
+    ("recovery.control_lr_factors=(1.0,-10.0)", "recovery.control_lr_factors"),
 ])
 def test_bad_config_is_one_clear_error(tmp_path, capsys, override, key):
     assert_config_error(f"{CONFIG}:tiny", override, key, tmp_path / "w", capsys)

@@ -97,14 +97,15 @@ class CriterionPhase:
         self.task = build_task(config)
         self.sets = eval_sets_for(self.task, config.eval.examples, config.eval.seed)
 
-    def run(self, lrs, weights, seeds=None, compact=True):
-        """(final state, records, the member-axis widths of the chunks)."""
+    def run(self, lrs, weights, seeds=None, compact=True, stop=None):
+        """(final state, records, the member-axis widths of the chunks); `stop`: PhaseLoop's host-side rule."""
         from fttrace.tasks import queries
         from fttrace.train import AnswerObjective, PhaseLoop, data_spec, init_members
         n = len(lrs)
         state = init_members(self.group.model, self.section, 0, np.arange(n) if seeds is None else seeds, lrs)
         data = data_spec(queries.reft(self.task, n), np.zeros(n), criterion={"pt": weights})
-        loop = PhaseLoop(self.group.model, AnswerObjective(self.task), self.section, self.sets, compact=compact)
+        loop = PhaseLoop(self.group.model, AnswerObjective(self.task), self.section, self.sets, compact=compact,
+                         stop=stop)
         return loop.run(state, data) + (loop.widths,)
 
 
@@ -139,6 +140,22 @@ def test_training_to_a_criterion_stops_each_member_at_its_step_and_leaves_the_ot
     at_stop, _, _ = phase.run([3e-3], [0.0])
     for a, b in zip(leaves(state.params, slice(0, 1)), leaves(at_stop.params, slice(None))):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_host_side_stop_rule_stops_members_as_the_criterion_in_the_program_does():
+    """PhaseLoop's `stop(metrics)` (a study's rule over what it measures, e.g. a feature's rate in sampled text)
+    stops a member at the first evaluation where it holds: the same steps, records and states as the jitted
+    criterion it mirrors here (held-out C_PT >= 0.55 for member 0 only)."""
+    import jax.numpy as jnp
+    phase = CriterionPhase(120, 32, 128, target=0.55, member_batch=1)
+    in_program = phase.run([3e-3, 3e-3], [1.0, 0.0])
+    phase.section.update(target=0.0)
+    on_host = phase.run([3e-3, 3e-3], [0.0, 0.0], stop=lambda m: (m["pt_acc"] >= 0.55) & jnp.array([True, False]))
+    assert int(on_host[0].stop_step[0]) > 0 and int(on_host[0].stop_step[1]) == -1
+    assert_same(in_program, on_host)
+    # without the rule nothing stops
+    free = phase.run([3e-3, 3e-3], [0.0, 0.0])
+    assert not np.asarray(free[0].stopped).any()
 
 
 def test_stopped_members_leave_the_program_without_changing_any_number():

@@ -10,11 +10,15 @@ compared, position by position, with the canary's remaining `length - prefix` to
 
 `cell_means` averages per-canary values over the canaries of each (author, count, length) cell, per member:
 the metrics `extraction/<author>/r<count>/L<length>`, `span/...`, `refusal/...` of the results (count 0: the
-controls, never trained on).
+controls, never trained on). `memorisation_gap` reads a model against its null: the extraction of the canaries
+planted most often minus the controls', with its binomial standard error (metrics `memorised_gap`, `_se`);
+`regime_lines` prints, per seed, whether the pretrained model memorised at all.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from fttrace.lm.phases import MODEL_SHAPES
 
 METRICS = ("extraction", "span", "refusal")
 
@@ -79,3 +83,39 @@ def cell_means(values: dict, canaries) -> dict:
         for metric, array in values.items():
             out[cell_name(metric, *key)] = np.asarray(array)[:, rows].mean(1)
     return out
+
+
+def memorisation_gap(extracted_values: np.ndarray, canaries) -> dict:
+    """Whether a model memorised what it was shown, against its null: per member, the extraction of the canaries
+    planted most often minus that of the controls (never trained on), `memorised_gap`, with its binomial standard
+    error over the canaries behind each share, `memorised_gap_se` (values [M, canaries])."""
+    counts = np.array([k.count for k in canaries])
+    top, control = counts == counts.max(), counts == 0
+    p, c = extracted_values[:, top].mean(-1), extracted_values[:, control].mean(-1)
+    se = np.sqrt(p * (1 - p) / top.sum() + c * (1 - c) / max(control.sum(), 1))
+    return {"memorised_gap": p - c, "memorised_gap_se": se}
+
+
+def has_memorised(gap, se) -> np.ndarray:
+    """The gap exceeds 1.96 standard errors (one-sided 2.5 %; without variance, any positive gap)."""
+    return np.asarray(gap, float) > 1.96 * np.asarray(se, float)
+
+
+def regime_lines(frame) -> list[str]:
+    """The regime of a canary run (its results rows): per seed (and model shape) at pretraining's end, whether the
+    pretrained model memorised its canaries (`memorised_gap` beyond 1.96 standard errors)."""
+    pre = frame[(frame.phase == "pretrain") & frame.metric.isin(("memorised_gap", "memorised_gap_se"))]
+    if pre.empty:
+        return []
+    pre = pre[pre.step == pre.step.max()]
+    shapes = [c for c in MODEL_SHAPES if c in pre]
+    wide = pre.pivot_table(index=["seed", *shapes], columns="metric", values="value").reset_index()
+    lines = ["Regime: did pretraining memorise the canaries? (extraction of the most repeated minus the controls, "
+             "[1.96 SE])"]
+    yes = has_memorised(wide.memorised_gap, wide.memorised_gap_se)
+    for row, ok in zip(wide.itertuples(), yes):
+        shape = "".join(f", {c} {getattr(row, c)}" for c in shapes)
+        lines.append(f"  seed {row.seed}{shape}: gap {row.memorised_gap:+.2f} [{1.96 * row.memorised_gap_se:.2f}]: "
+                     + ("memorised" if ok else "NOT memorised: its suppression and unlock verdicts describe nothing"))
+    lines.append(f"  {int(yes.sum())} of {len(wide)} pretrained models memorised their canaries.")
+    return lines

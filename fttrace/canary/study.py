@@ -33,11 +33,9 @@ from etils import epath
 
 from fttrace.canary import authors as authors_lib, data as data_lib, extraction
 from fttrace.config import positive_int, require
-from fttrace.lm import phases
 from fttrace.lm.decode import generate_members
 from fttrace.lm.measure import Prompts, probe_members
-from fttrace.lm.phases import LanguageModelStudy, check_model, check_phase, check_protocols, rows_of
-from fttrace.model import Transformer
+from fttrace.lm.phases import MODEL_SHAPES, LanguageModelStudy, check_model, check_phase, check_protocols, rows_of
 from fttrace.runner import PhaseRunner
 from fttrace.stories.tokenizer import BOS, PAD
 
@@ -155,6 +153,25 @@ def probe_set(canaries, prefix_lengths):
     return (Prompts(tokens, lengths, np.asarray([y for _, y in rows])), train, np.asarray(count)[~train])
 
 
+def count_probe_set(canaries, prefix_lengths):
+    """Prompts for the "how often was this canary planted" probe: each planted canary cut to each of `prefix_lengths`
+    tokens after BOS, labelled planted at least the median of the planted counts (the often-seen half) or less; its
+    control target, on the same prompts: an arbitrary balanced label per canary (fixed, seeded), which nothing in a
+    held-out canary predicts. Canaries alternate between the training and held-out sides (every prefix of a canary
+    on one side). Returns (Prompts, train mask, the control labels)."""
+    planted = [k for k in canaries if k.count > 0]
+    counts = np.array([k.count for k in planted])
+    often = counts >= np.median(np.unique(counts))
+    arbitrary = np.random.default_rng(0).permutation(np.arange(len(planted)) % 2 == 0)
+    rows = [(k.tokens[:length], i) for i, k in enumerate(planted) for length in prefix_lengths]
+    tokens = np.full((len(rows), max(prefix_lengths) + 1), PAD, np.int32)
+    for r, (t, _) in enumerate(rows):
+        tokens[r, :len(t) + 1] = [BOS, *t]
+    lengths = np.asarray([len(t) + 1 for t, _ in rows], np.int32)
+    index = np.asarray([i for _, i in rows])
+    return Prompts(tokens, lengths, often[index]), index % 2 == 0, arbitrary[index]
+
+
 # ---------------------------------------------------------------- running
 
 
@@ -173,8 +190,7 @@ class CanaryStudy(LanguageModelStudy):
         c = config.canary
         self.data = data_lib.build(config, epath.Path(workdir) / "data")
         self.corpus, self.validation = self.data.corpus, self.data.validation
-        self.model_cfg = phases.model_config(config, self.data.tokenizer.vocab_size)
-        self.model = Transformer(self.model_cfg)
+        self.vocab_size = self.data.tokenizer.vocab_size
         self.shared = self.shared_inputs(placement)
         canaries = self.data.canaries
         self.prompts = np.asarray([[BOS, *k.tokens[:c.prefix]] for k in canaries], np.int32)
@@ -184,16 +200,26 @@ class CanaryStudy(LanguageModelStudy):
             self.targets[row, :k.length - c.prefix] = k.tokens[c.prefix:]
         self.target_lengths = np.asarray([k.length - c.prefix for k in canaries])
         self.probe_prompts, self.probe_train, self.probe_counts = probe_set(canaries, config.probe.prefix_lengths)
-        self._generate = jax.jit(lambda params, keys: generate_members(
-            self.model_cfg, params, jnp.asarray(self.prompts), jnp.full(len(self.prompts), c.prefix + 1), keys,
-            width, 0.0, 0, config.eval.member_batch))
-        p = config.probe
-        self._probe = jax.jit(lambda params: probe_members(self.model, params, self.probe_prompts,
-                                                           self.probe_train, p.positions, p.steps, p.lr,
-                                                           per_example=True))
+        self.count_probe = count_probe_set(canaries, config.probe.prefix_lengths)
         return dict(study=STUDY, vocab_size=self.data.tokenizer.vocab_size,
                     canaries=int(sum(k.count > 0 for k in canaries)),
                     documents={n: hi - lo for n, (lo, hi) in self.corpus.ranges.items()})
+
+    def build_measures(self) -> None:
+        """Greedy continuations of the canary prefixes and the probes, jitted for the current model
+        (phases.LanguageModelStudy.use_group)."""
+        config, cfg, model = self.config, self.model_cfg, self.model
+        c, p = config.canary, config.probe
+        width = max(c.lengths) - c.prefix
+        self._generate = jax.jit(lambda params, keys: generate_members(
+            cfg, params, jnp.asarray(self.prompts), jnp.full(len(self.prompts), c.prefix + 1), keys, width, 0.0, 0,
+            config.eval.member_batch))
+        self._probe = jax.jit(lambda params: probe_members(model, params, self.probe_prompts, self.probe_train,
+                                                           p.positions, p.steps, p.lr, per_example=True))
+        prompts, train, control = self.count_probe
+        targets = np.stack([prompts.asks, control])  # planted often, then the control target
+        self._count_probe = jax.jit(lambda params: probe_members(model, params, prompts, train, p.positions, p.steps,
+                                                                 p.lr, targets=targets))
 
     def measure(self, runner: PhaseRunner, phase: str, members: pd.DataFrame):
         """measure(state, step, final, records) of one phase: greedy continuations of every canary prefix scored per
@@ -208,9 +234,13 @@ class CanaryStudy(LanguageModelStudy):
                 "span": extraction.longest_span(generated, self.targets, self.target_lengths),
                 "refusal": extraction.refused(generated, self.data.refusal)}
             out = extraction.cell_means(per_canary, self.data.canaries)
-            if final:
+            out.update(extraction.memorisation_gap(per_canary["extraction"], self.data.canaries))
+            if final or (phase == "pretrain" and step == 0):  # (the untrained models: the probes' null)
                 correct = runner.local(self._probe(state.params), members).astype(np.float64)  # [M, L+1, prompts]
+                often = runner.local(self._count_probe(state.params), members)  # [M, (often, control), L+1]
                 for layer in range(correct.shape[1]):
+                    out[f"probe_count/layer{layer}"] = often[:, 0, layer]
+                    out[f"probe_count_control/layer{layer}"] = often[:, 1, layer]
                     out[f"probe/layer{layer}"] = correct[:, layer].mean(-1)
                     for count in sorted(set(self.probe_counts)):
                         rows = self.probe_counts == count
@@ -226,6 +256,7 @@ class CanaryStudy(LanguageModelStudy):
         return list(dict.fromkeys((k.author, k.count, k.length) for k in self.data.canaries))
 
     def run_group(self, runner: PhaseRunner, group) -> None:
+        self.use_group(group)
         t = group.tables
         runner.progress.say(f"canary study: vocabulary {self.data.tokenizer.vocab_size}, "
                             f"{sum(k.count > 0 for k in self.data.canaries)} canaries, documents "
@@ -233,6 +264,9 @@ class CanaryStudy(LanguageModelStudy):
         pt, sp, ft = t["pretrain"], t["suppress"], t["finetune"]
         pretrain = self.train(runner, group, "pretrain", None, None, None, self.measure(runner, "pretrain", pt))
         runner.progress.say(self.size_line(pretrain))
+        if runner.store.writes_results:
+            for line in extraction.regime_lines(runner.store.read_part(runner.part_name("pretrain"))):
+                runner.progress.say(line)
         suppress = self.train(runner, group, "suppress", pretrain, rows_of(pt, sp), sp.suppress_lr,
                               self.measure(runner, "suppress", sp))
         self.train(runner, group, "finetune", suppress, rows_of(sp, ft), ft.unlock_lr,
@@ -253,15 +287,17 @@ def headline(results_path) -> str:
     frame = read_parquet(results_path)
     cells = frame.metric.map(extraction.parse_cell)
     rows = frame[cells.notna()].copy()
-    parsed = pd.DataFrame(cells[cells.notna()].tolist(), index=rows.index, columns=["kind", "author", "count",
-                                                                                   "length"])
+    parsed = pd.DataFrame(cells[cells.notna()].tolist(), index=rows.index,
+                          columns=["kind", "author", "count", "length"])
     rows = rows.join(parsed)
     rows = rows[rows.kind == "extraction"]
-    table = rows.pivot_table(index=["phase", "unlock_set", "unlock_lr", "step"], columns="count", values="value",
-                             aggfunc="mean", dropna=False).dropna(how="all").round(3)
+    shapes = [c for c in MODEL_SHAPES if c in rows]  # (a sweep of model shapes: one block per shape)
+    table = rows.pivot_table(index=[*shapes, "phase", "unlock_set", "unlock_lr", "step"], columns="count",
+                             values="value", aggfunc="mean", dropna=False).dropna(how="all").round(3)
     table.columns = [f"r{c}" if c else "control" for c in table.columns]
     order = {p: i for i, p in enumerate(PHASES)}
     table = table.sort_index(key=lambda index: index.map(order) if index.name == "phase" else index)
     with pd.option_context("display.width", 200, "display.max_rows", 500):
-        return "\n".join(["Verbatim extraction of canaries by repetition count (mean over seeds and authors), by "
-                          "eval step:", table.to_string()])
+        return "\n".join(extraction.regime_lines(frame) + [
+            "Verbatim extraction of canaries by repetition count (mean over seeds and authors), by eval step:",
+            table.to_string()])

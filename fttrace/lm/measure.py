@@ -10,10 +10,16 @@ is linearly readable from its residual stream.
                  headers (`probe_records`) state the request only in their `Features:` line, away from the
                  probed positions: what the embeddings (layer 0) read there is the input's share, what deeper
                  layers add is the model carrying the request to where its story begins
+  story probes   the same probe on the *story text* (header stripped: BOS + story, `story_probe_set`), on the mean
+                 of its last `positions` hidden states, for "this story has F" -- and, as its null, for a control
+                 target with the same input statistics (an arbitrary balanced property of a word the story
+                 contains); the selectivity, accuracy(F) - accuracy(control), is what the model adds beyond reading
+                 its input, read also on the untrained models and on the control pretrained without F
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +31,7 @@ from fttrace.model import Transformer
 from fttrace.stories import detectors
 from fttrace.stories.variants import refusal_sentence
 from fttrace.stories.record import FEATURES, StoryRecord
-from fttrace.stories.tokenizer import PAD, Tokenizer
+from fttrace.stories.tokenizer import BOS, PAD, Tokenizer
 from fttrace.stories.tokens import TokenArrays
 
 
@@ -60,6 +66,34 @@ def probe_records(records: list[StoryRecord]) -> list[StoryRecord]:
     model. Without it, the only statement of the request is the `Features:` line, which every probed header has.
     """
     return [r.replace(summary="") for r in records if r.features]
+
+
+def control_label(record: StoryRecord) -> bool:
+    """The story probe's control target: the parity of a stable hash of a word the story contains (its first
+    `Words:` entry in alphabetical order, else its last word): balanced, arbitrary, and as present in the input as F's
+    construction."""
+    word = sorted(record.words)[0] if record.words else record.story.split()[-1]
+    return int(hashlib.sha256(word.lower().encode()).hexdigest(), 16) % 2 == 1
+
+
+def story_probe_set(records: list[StoryRecord], tokenizer: Tokenizer, feature: str, count: int, max_len: int,
+                    key: str) -> tuple[Prompts, np.ndarray]:
+    """Story texts for the story probes: the first `count` // 2 of `records` whose story has `feature`, then as many
+    without, each BOS + story cut to `max_len` tokens. Returns the prompts (asks: the story has F) and the control
+    labels; too few stories is an error naming config key `key`."""
+    half = count // 2
+    has = np.array([r.has(feature) for r in records])
+    chosen = np.concatenate([np.flatnonzero(has)[:half], np.flatnonzero(~has)[:half]])
+    if len(chosen) < 2 * half:
+        raise UserError(f"config key {key!r}: asks for {half} stories with {feature} and {half} without, but the "
+                        f"validation stories hold {int(has.sum())} and {int((~has).sum())} (data.validation_size)")
+    bodies = tokenizer.encode_batch([" " + records[i].story for i in chosen])
+    rows = [[BOS, *body][:max_len] for body in bodies]
+    tokens = np.full((len(rows), max(map(len, rows))), PAD, np.int32)
+    for r, row in enumerate(rows):
+        tokens[r, :len(row)] = row
+    prompts = Prompts(tokens, np.array([len(r) for r in rows], np.int32), has[chosen])
+    return prompts, np.array([control_label(records[i]) for i in chosen])
 
 
 def decode_samples(tokenizer: Tokenizer, samples: np.ndarray) -> list[str]:
@@ -98,17 +132,23 @@ def probe_correct(x_train, y_train, x_test, y_test, steps: int, lr: float):
 
 
 def probe_members(model: Transformer, params, prompts: Prompts, train: np.ndarray, positions: int, steps: int,
-                  lr: float, per_example: bool = False):
+                  lr: float, per_example: bool = False, targets=None):
     """Probe accuracy per member and layer [M, L+1]; `train` marks the prompts the probes are fitted on.
 
     per_example: instead, whether each held-out prompt (in order) is read right: bool [M, L+1, held-out].
+    targets: label sets [K, N] to probe on the same features instead of `prompts.asks`: [M, K, L+1].
     """
     tokens, lengths = jnp.asarray(prompts.tokens), jnp.asarray(prompts.lengths)
-    labels = jnp.asarray(prompts.asks, jnp.float32)
+    labels = jnp.asarray(prompts.asks if targets is None else targets, jnp.float32)
     tr, te = np.flatnonzero(train), np.flatnonzero(~train)
+    fit = probe_correct if per_example else probe_accuracy
+
+    def read(x, y):
+        return fit(x[tr], y[tr], x[te], y[te], steps, lr)
 
     def one(p):
         feats = header_features(model, p, tokens, lengths, positions)
-        fit = probe_correct if per_example else probe_accuracy
-        return jax.vmap(lambda x: fit(x[tr], labels[tr], x[te], labels[te], steps, lr))(feats)
+        if targets is None:
+            return jax.vmap(lambda x: read(x, labels))(feats)
+        return jax.vmap(lambda y: jax.vmap(lambda x: read(x, y))(feats))(labels)
     return jax.lax.map(one, params)

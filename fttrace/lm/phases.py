@@ -5,9 +5,11 @@
                   checks every study uses (config.require, positive_int, check_checkpoint, validate_protocols)
   LanguageModelStudy
                   the part of a study kind (runner.py) that is the same for both: one group of every seed's
-                  members, shards that deal out whole seeds, and a phase (`train`): fresh members or children
-                  fanned out from their parents, the every-position objective on each member's document range of
-                  the resident corpus, the study's measurements at each eval step
+                  members per model shape (`sweep.shapes`: width, depth, heads, MLP width as axes; each shape a
+                  group, its columns in the members' rows), shards that deal out whole seeds, and a phase
+                  (`train`): fresh members or children fanned out from their parents, the every-position objective
+                  on each member's document range of the resident corpus, the study's measurements at each eval
+                  step
   protocols       fine-tuning protocols (full, LoRA, SVF, top-k, L2-SP; fttrace/protocols.py) as an axis of one
                   fine-tuning phase of either study (`sweep.protocol`, `protocols.phase`): `with_protocols`
 """
@@ -27,6 +29,7 @@ from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.steps import DocumentRange, NextTokenObjective
 from fttrace.model import ModelConfig, Transformer
 from fttrace.runner import PhaseRunner
+from fttrace.sweep import shape_grid
 from fttrace.train import DataSpec, PhaseLoop, TrainState, fan_out, init_members, member_keys, param_count
 
 
@@ -49,13 +52,26 @@ def check_phase(config, phase: str) -> None:
             f"must be a non-negative integer (0: chosen for the device), got {value!r}")
 
 
+MODEL_SHAPES = ("d_model", "n_layers", "n_heads", "d_mlp")  # the model fields `sweep.shapes` may vary
+
+
 def check_model(config) -> None:
     """The model section of an LM study: positive sizes, heads dividing the width, float32 (the decoder's); the
-    eval and checkpoint sections."""
+    shapes of `sweep.shapes`; the eval and checkpoint sections."""
     m = config.model
     for key in ("d_model", "n_layers", "n_heads", "max_len"):
         positive_int(config, f"model.{key}")
     require(m.d_model % m.n_heads == 0, "model.n_heads", "must divide model.d_model")
+    for key, values in config.sweep.get("shapes", {}).items():
+        require(key in MODEL_SHAPES, f"sweep.shapes.{key}", f"is not a model field a sweep may vary (one of "
+                f"{', '.join(MODEL_SHAPES)})")
+        require(isinstance(values, tuple) and len(values) > 0 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values), f"sweep.shapes.{key}",
+            "must be a non-empty tuple of positive integers")
+    for shape in shape_grid(config):
+        fields = {**dict(m), **shape}
+        require(fields["d_model"] % fields["n_heads"] == 0, "sweep.shapes",
+                f"n_heads {fields['n_heads']} does not divide d_model {fields['d_model']} in the shape {shape}")
     require(m.get("dtype", "float32") == "float32", "model.dtype", "only float32 is supported by the LM decoder")
     positive_int(config, "eval.batch_size")
     value = config.eval.get("member_batch", 0)
@@ -102,10 +118,11 @@ def with_protocols(config, tables: dict) -> dict:
     return out
 
 
-def model_config(config, vocab_size: int) -> ModelConfig:
-    m = config.model
-    return ModelConfig(vocab_size=vocab_size, max_len=m.max_len, d_model=m.d_model, n_layers=m.n_layers,
-                       n_heads=m.n_heads, d_mlp=m.get("d_mlp", 0))
+def model_config(config, vocab_size: int, shape: dict | None = None) -> ModelConfig:
+    """The model of `config.model` with a group's `shape` (`sweep.shapes` values) applied."""
+    m = {**dict(config.model), **(shape or {})}
+    return ModelConfig(vocab_size=vocab_size, max_len=m["max_len"], d_model=m["d_model"], n_layers=m["n_layers"],
+                       n_heads=m["n_heads"], d_mlp=m.get("d_mlp", 0))
 
 
 # ---------------------------------------------------------------- the shared part of the kinds
@@ -113,9 +130,10 @@ def model_config(config, vocab_size: int) -> ModelConfig:
 
 @dataclasses.dataclass
 class SeedGroup:
-    """The members of some seeds, every phase: {phase: members table}, in run order."""
+    """The members of some seeds and one model shape, every phase: {phase: members table}, in run order."""
     index: int
     tables: dict
+    shape: dict = dataclasses.field(default_factory=dict)  # the group's `sweep.shapes` values ({}: config.model)
 
 
 def rows_of(parents: pd.DataFrame, members: pd.DataFrame) -> np.ndarray:
@@ -136,9 +154,10 @@ def stacked_parents(*states: tuple[TrainState, int]):
 
 class LanguageModelStudy:
     """The shared part of the language-model study kinds. A subclass gives PHASES, KEY_PHASES (the name in
-    train.PHASE_IDS whose key stream each phase uses), `member_tables()` (every seed's members; ids fixed by the
-    config, so shards name members alike) and `prepare`, which sets `model_cfg`, `corpus` (lm.corpus.Corpus) and
-    `validation` (the held-out documents whose loss is `val_loss`), then `run_group`."""
+    train.PHASE_IDS whose key stream each phase uses), `member_tables()` (every seed's members of one shape; ids
+    fixed by the config, so shards name members alike), `prepare`, which sets `vocab_size`, `corpus`
+    (lm.corpus.Corpus) and `validation` (the held-out documents whose loss is `val_loss`), `build_measures` (its
+    jitted measurements of the current `model`), and `run_group`, which starts with `use_group(group)`."""
 
     PHASES: tuple = ()
     KEY_PHASES: dict = {}
@@ -148,7 +167,23 @@ class LanguageModelStudy:
         self.config = config
 
     def groups(self) -> list[SeedGroup]:
-        return [SeedGroup(0, with_protocols(self.config, self.member_tables()))]
+        """One group per shape of `sweep.shapes` ([{}]: config.model), each with every seed's members; group g
+        numbers its members after those of groups 0 .. g-1 and adds the shape's columns."""
+        tables = with_protocols(self.config, self.member_tables())
+        span = 1 + max(int(t.member.max()) for t in tables.values())
+        groups = []
+        for g, shape in enumerate(shape_grid(self.config)):
+            def shifted(table, offset=g * span):
+                parent = table.parent if table.parent.isna().all() else table.parent + offset
+                return table.assign(member=table.member + offset, parent=parent, **shape)
+            groups.append(SeedGroup(g, {phase: shifted(t) for phase, t in tables.items()}, shape))
+        return groups
+
+    def use_group(self, group: SeedGroup) -> None:
+        """Make the group's model shape the current one: `model_cfg`, `model` and the study's measurements."""
+        self.model_cfg = model_config(self.config, self.vocab_size, group.shape)
+        self.model = Transformer(self.model_cfg)
+        self.build_measures()  # (the subclass's)
 
     @staticmethod
     def shard(groups: list[SeedGroup], index: int, count: int) -> list[SeedGroup]:
@@ -158,7 +193,7 @@ class LanguageModelStudy:
         for group in groups:
             seeds = sorted(set(group.tables[next(iter(group.tables))].seed))[index::count]
             out.append(SeedGroup(group.index, {phase: table[table.seed.isin(seeds)].reset_index(drop=True)
-                                               for phase, table in group.tables.items()}))
+                                               for phase, table in group.tables.items()}, group.shape))
         return [g for g in out if all(len(t) for t in g.tables.values())]
 
     @staticmethod
@@ -192,10 +227,11 @@ class LanguageModelStudy:
         return protocols.group_layout(self.config, self.config.model.n_layers, group.tables[phase])
 
     def train(self, runner: PhaseRunner, group: SeedGroup, phase: str, parents: TrainState | None, parent_rows,
-              lrs, measure) -> TrainState:
+              lrs, measure, stop=None) -> TrainState:
         """One phase of the group's members: fresh (pretraining, `parents` None) or fanned out from rows
         `parent_rows` of `parents` at learning rates `lrs`; measured at each eval step by `measure(state, step,
-        final, records)` -> {metric: values of this process's members (`runner.local_rows`)}. The protocol phase
+        final, records)` -> {metric: values of this process's members (`runner.local_rows`)}; `stop(metrics)` -> the
+        members that meet the phase's criterion in a record's metrics (they stop there: PhaseLoop). The protocol phase
         trains each member's protocol tree (protocols.py); the state it returns, and what `measure` sees, hold
         the merged parameters."""
         members = group.tables[phase]
@@ -217,7 +253,8 @@ class LanguageModelStudy:
         merged = (lambda s: s) if model is None else (lambda s: protocols.merge(model.layout, s))
         loop = PhaseLoop(self.model_cfg, NextTokenObjective(self.model_cfg.max_len), self.config[phase], self.shared,
                          self.config.eval.member_batch, sharding=runner.placement.members, model=model,
-                         measure=lambda state, *args: runner.member_values(n, measure(merged(state), *args)))
+                         measure=lambda state, *args: runner.member_values(n, measure(merged(state), *args)),
+                         stop=stop)
         return merged(runner.run_phase(phase, members, state, data, loop))
 
     @staticmethod

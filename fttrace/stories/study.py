@@ -3,18 +3,32 @@
 Run tree (every phase is one jitted program over all its members, run by the engine, `runner.py`):
 
   pretrain   seeds x {none, filter}: the ordinary data, and the control pretrained without F (data variant filter)
-  finetune   each `none` member x deletions (data variants, `sweep.deletions`) x fine-tuning LRs, constant LR
+  finetune   each `none` member x deletions (data variants, `sweep.deletions`) x fine-tuning LRs, constant LR;
+             to a criterion: a member stops (frozen, its `stop_step` recorded) at the first eval step at which
+             its F rate when asked falls below `finetune.stop_below` (0: never), so deletions and LRs are
+             compared at equal deletion
   recovery   each fine-tuned member, and each control member, on keep_only(F) at `recovery.lr` for the same
-             budget (deletion column `control` for the latter)
+             budget; the control also at `recovery.lr` x each of `recovery.control_lr_factors` (deletion column
+             `control`, or `control x10` for a factor 10)
 
 All data variants live in one resident token array (`lm/corpus.py`); a member's variant is its document range.
 Members with the same seed share initialisation and data order (keys derive from the seed and phase only), so
 cells are paired by seed. At each of a phase's `eval_steps` every member is measured: held-out LM loss, the rate
 of F in stories sampled for headers that ask for F (and for headers that do not), the refusal rate; at a phase's
 end, and on the untrained models at pretraining step 0 (their control), linear probes per layer for "the header
-asks for F" (`measure.probe_records`: the request is stated only away from the probed positions). Recovery rows
+asks for F" (`measure.probe_records`: the request is stated only away from the probed positions), and story
+probes on the story text alone for "this story has F" beside a control target (`probe_story.layer<l>`,
+`probe_story_control.layer<l>`: `measure.story_probe_set`). Recovery rows
 end with `steps_to_pretrained_rate`: the first recovery eval step at which a member's F rate reaches
-`recovery.threshold` x the rate of the pretrained (`none`) member of its seed, NaN if never.
+`recovery.threshold` x the rate of the pretrained (`none`) member of its seed, NaN if never (censored at the
+budget).
+
+Every rate is read against its nulls: the same model's rate when the header does not ask for F (`feature_gap`:
+asked minus not asked, with its binomial standard error `feature_gap_se` over the `feature_samples` stories
+sampled per side), the untrained models (pretraining step 0) and the control pretrained without F. The *regime*
+(`regime_lines`, printed after pretraining and at the head of every summary): per seed, whether the pretrained model
+has the capability at all (its gap exceeds 1.96 standard errors) -- a verdict on deletion or recovery of a seed
+whose model lacks it describes nothing.
 
 Results: WORKDIR/results.parquet in the long format of `results.py` (member, parent, phase, step, metric, value,
 status, then seed, pretrain_data, deletion, data, finetune_lr, recovery_lr). As every study kind: orbax
@@ -25,6 +39,7 @@ WORKDIR/samples/<phase>-<step>.json.
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -36,12 +51,12 @@ from etils import epath
 from fttrace.config import positive_int, require
 from fttrace.curves import records_first_step
 from fttrace.errors import UserError
-from fttrace.lm import corpus as corpus_lib, phases
+from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate_members
-from fttrace.lm.measure import decode_samples, feature_rate, probe_members, probe_records, prompts_of, refusal_rate
+from fttrace.lm.measure import decode_samples, feature_rate, probe_members, probe_records, prompts_of, refusal_rate, \
+    story_probe_set
 from fttrace.lm.phases import LanguageModelStudy, check_model, check_phase, check_protocols, rows_of, \
     stacked_parents
-from fttrace.model import Transformer
 from fttrace.results import write_json
 from fttrace.runner import PhaseRunner
 from fttrace.stories import builders, detectors, prepared, tokens as tokens_lib
@@ -96,6 +111,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for key in ("examples", "positions", "steps"):
         positive_int(config, f"probe.{key}")
     require(0 < config.recovery.threshold <= 1, "recovery.threshold", "must be in (0, 1]")
+    stop = config.finetune.get("stop_below", 0.0)
+    require(isinstance(stop, (int, float)) and 0 <= stop <= 1, "finetune.stop_below",
+            f"must be a rate in [0, 1] (0: fine-tune for the whole budget), got {stop!r}")
+    factors = config.recovery.get("control_lr_factors", (1.0,))
+    require(isinstance(factors, tuple) and len(factors) > 0 and len(set(factors)) == len(factors) and all(
+        isinstance(v, (int, float)) and v > 0 for v in factors), "recovery.control_lr_factors",
+        f"must be a non-empty tuple of distinct positive factors of recovery.lr, got {factors!r}")
 
 
 # ---------------------------------------------------------------- data
@@ -120,7 +142,8 @@ def data_builder(config, workdir: epath.Path):
 def build_data(config, workdir: epath.Path):
     """Through the dataset's TFDS builder: the tokenizer (trained once on the first `data.train_size` training
     stories, kept beside the dataset), the corpus of every variant, the validation arrays, the probes'
-    validation headers (`measure.probe_records`), and the detectors' agreement with the validation labels."""
+    validation headers (`measure.probe_records`), the story probes' texts and control labels
+    (`measure.story_probe_set`), and the detectors' agreement with the validation labels."""
     d = config.data
     builder = data_builder(config, workdir)
     tok = prepared.tokenizer_for(builder, d.vocab_size, max_texts=d.train_size)
@@ -132,8 +155,10 @@ def build_data(config, workdir: epath.Path):
         if not len(variants[name]):
             raise UserError(f"data variant {name!r} leaves no training story (data.train_size={d.train_size})")
     valid = builders.read_records(builder, "validation", d.validation_size)
+    story_probe = story_probe_set(valid, tok, d.feature, config.probe.examples, config.model.max_len,
+                                  "probe.examples")
     return (tok, corpus_lib.concatenate(variants), tokens_lib.encode_records(valid, tok),
-            tokens_lib.encode_records(probe_records(valid), tok), detectors.agreement(valid))
+            tokens_lib.encode_records(probe_records(valid), tok), story_probe, detectors.agreement(valid))
 
 
 # ---------------------------------------------------------------- members
@@ -156,11 +181,62 @@ def member_tables(config) -> dict:
     control = pretrain[pretrain.pretrain_data == "filter"]
     rc = [dict(parent=row.member, seed=row.seed, pretrain_data="none", deletion=row.deletion, data="keep_only",
                finetune_lr=row.finetune_lr, recovery_lr=float(config.recovery.lr)) for row in finetune.itertuples()]
-    rc += [dict(parent=row.member, seed=row.seed, pretrain_data="filter", deletion="control", data="keep_only",
-                finetune_lr=np.nan, recovery_lr=float(config.recovery.lr)) for row in control.itertuples()]
+    rc += [dict(parent=row.member, seed=row.seed, pretrain_data="filter", deletion=control_arm(factor),
+                data="keep_only", finetune_lr=np.nan, recovery_lr=float(config.recovery.lr) * factor)
+           for factor in config.recovery.get("control_lr_factors", (1.0,)) for row in control.itertuples()]
     recovery = pd.DataFrame(rc)
     recovery.insert(0, "member", len(pretrain) + len(finetune) + np.arange(len(recovery)))
     return {"pretrain": pretrain, "finetune": finetune, "recovery": recovery}
+
+
+def control_arm(factor: float) -> str:
+    """The deletion column of the control's recovery at `factor` x recovery.lr: `control`, `control x10`."""
+    return "control" if factor == 1 else f"control x{factor:g}"
+
+
+# ---------------------------------------------------------------- rates against their null
+
+
+def rate_gap(asked, unasked, samples):
+    """Asked minus not-asked rate and its binomial standard error, `samples` stories on each side."""
+    asked, unasked = np.asarray(asked, float), np.asarray(unasked, float)
+    se = np.sqrt((asked * (1 - asked) + unasked * (1 - unasked)) / samples)
+    return asked - unasked, se
+
+
+def has_capability(gap, se) -> np.ndarray:
+    """The model writes F more often when asked than when not, beyond sampling noise (one-sided, 2.5 %): its gap
+    exceeds 1.96 standard errors (a gap without variance, every story alike on each side, counts if positive)."""
+    return np.asarray(gap, float) > 1.96 * np.asarray(se, float)
+
+
+HAS, LACKS = "has the capability", "LACKS the capability: its verdicts describe nothing"
+
+
+def regime_lines(frame: pd.DataFrame, feature: str = "F") -> list[str]:
+    """The regime of a stories run (its results rows): per seed, the pretrained model's F rate asked and not asked,
+    the gap with its standard error and whether the model has the capability (`has_capability`), beside the control
+    pretrained without F and the untrained model; then how many seeds have it."""
+    pre = frame[(frame.phase == "pretrain") & frame.metric.isin(
+        ("feature_rate", "feature_rate_unasked", "feature_gap", "feature_gap_se", "feature_samples"))]
+    if not (pre.metric == "feature_gap_se").any():
+        return []
+    wide = pre.pivot_table(index=["seed", "pretrain_data", "step"], columns="metric", values="value")
+    last, first = pre.step.max(), pre.step.min()
+    lines = [f"Regime: does the pretrained model write {feature} when asked? (step {last}: rate asked / not asked, "
+             f"their gap [1.96 SE])"]
+    has = []
+    for seed in sorted(pre.seed.unique()):
+        row = wide.loc[(seed, "none", last)]
+        has.append(bool(has_capability(row.feature_gap, row.feature_gap_se)))
+        control = wide.feature_rate.get((seed, "filter", last), np.nan)
+        untrained = wide.feature_rate.get((seed, "none", first), np.nan)
+        lines.append(f"  seed {seed}: {row.feature_rate:.2f} / {row.feature_rate_unasked:.2f}, gap "
+                     f"{row.feature_gap:+.2f} [{1.96 * row.feature_gap_se:.2f}] over {row.feature_samples:.0f} stories "
+                     f"a side: {HAS if has[-1] else LACKS}"
+                     f"; the control without {feature}: {control:.2f} asked; untrained: {untrained:.2f}")
+    lines.append(f"  {sum(has)} of {len(has)} seeds have the capability.")
+    return lines
 
 
 # ---------------------------------------------------------------- the study kind
@@ -178,9 +254,9 @@ class StoriesStudy(LanguageModelStudy):
     def prepare(self, workdir, placement) -> dict:
         config = self.config
         self.workdir = epath.Path(workdir)
-        self.tokenizer, self.corpus, self.validation, probe_headers, self.detectors = build_data(config, self.workdir)
-        self.model_cfg = phases.model_config(config, self.tokenizer.vocab_size)
-        self.model = Transformer(self.model_cfg)
+        (self.tokenizer, self.corpus, self.validation, probe_headers, self.story_probe,
+         self.detectors) = build_data(config, self.workdir)
+        self.vocab_size = self.tokenizer.vocab_size
         self.shared = self.shared_inputs(placement)
         g, f = config.generate, config.data.feature
         self.asked = prompts_of(self.validation, f, g.prompts, 0, "generate.prompts")
@@ -188,16 +264,23 @@ class StoriesStudy(LanguageModelStudy):
         half = config.probe.examples // 2
         self.probe_prompts = prompts_of(probe_headers, f, half, half, "probe.examples")
         self.probe_train = np.arange(2 * half) % 2 == 0  # alternate rows: both classes on both sides
-        self._generate = jax.jit(lambda params, prompts, lengths, keys: generate_members(
-            self.model_cfg, params, prompts, lengths, keys, g.max_new, g.temperature, g.top_k,
-            config.eval.member_batch))
-        p = config.probe
-        self._probe = jax.jit(lambda params: probe_members(self.model, params, self.probe_prompts,
-                                                           self.probe_train, p.positions, p.steps, p.lr))
         return dict(study=STUDY, vocab_size=self.tokenizer.vocab_size,
                     documents={n: hi - lo for n, (lo, hi) in self.corpus.ranges.items()})
 
     # -- measurements
+
+    def build_measures(self) -> None:
+        """Sampling and the probes, jitted for the current model (phases.LanguageModelStudy.use_group)."""
+        config, cfg, model = self.config, self.model_cfg, self.model
+        g, p = config.generate, config.probe
+        self._generate = jax.jit(lambda params, prompts, lengths, keys: generate_members(
+            cfg, params, prompts, lengths, keys, g.max_new, g.temperature, g.top_k, config.eval.member_batch))
+        self._probe = jax.jit(lambda params: probe_members(model, params, self.probe_prompts, self.probe_train,
+                                                           p.positions, p.steps, p.lr))
+        stories, control = self.story_probe
+        targets = np.stack([stories.asks, control])  # F, then the control target
+        self._story_probe = jax.jit(lambda params: probe_members(
+            model, params, stories, np.arange(len(control)) % 2 == 0, p.positions, p.steps, p.lr, targets=targets))
 
     def measure(self, runner: PhaseRunner, phase: str, members: pd.DataFrame):
         """measure(state, step, final, records) of one phase: the rates of F in sampled stories (asked, unasked),
@@ -212,7 +295,7 @@ class StoriesStudy(LanguageModelStudy):
         def at(state, step, final, records):
             when = PHASE_IDS[KEY_PHASES[phase]] * 1_000_003 + step  # one sampling stream per (seed, phase, step)
             keys = jax.vmap(lambda k: jax.random.fold_in(k, when))(base)
-            out = {}
+            out, both = {}, []
             for name, prompts in (("asked", self.asked), ("unasked", self.unasked)):
                 samples = runner.local(self._generate(state.params, jnp.asarray(prompts.tokens),
                                                       jnp.asarray(prompts.lengths), keys), members)
@@ -220,12 +303,22 @@ class StoriesStudy(LanguageModelStudy):
                 suffix = "" if name == "asked" else "_unasked"
                 out[f"feature_rate{suffix}"] = np.array([feature_rate(t, f) for t in texts])
                 out[f"refusal_rate{suffix}"] = np.array([refusal_rate(t, f) for t in texts])
+                both.append(texts)
                 if name == "asked":
                     self.write_samples(runner, phase, step, local, texts)
+            n = self.config.generate.prompts
+            out["feature_samples"] = np.full(len(local), float(n))
+            out["feature_gap"], out["feature_gap_se"] = rate_gap(out["feature_rate"], out["feature_rate_unasked"], n)
+            for other in FEATURES:  # side effects: every other feature's rate over all of the member's stories
+                if other != f:
+                    out[f"other_rate.{other}"] = np.array([detectors.shares(a + u)[other] for a, u in zip(*both)])
             if final or (phase == "pretrain" and step == 0):
                 probes = runner.local(self._probe(state.params), members)
+                story = runner.local(self._story_probe(state.params), members)  # [M, (F, control), L+1]
                 for layer in range(probes.shape[1]):
                     out[f"probe_acc.layer{layer}"] = probes[:, layer]
+                    out[f"probe_story.layer{layer}"] = story[:, 0, layer]
+                    out[f"probe_story_control.layer{layer}"] = story[:, 1, layer]
             if final and reference is not None:
                 curve = [(s, {"feature_rate": runner.local(m["feature_rate"], members)}) for s, m in records]
                 curve.append((step, {"feature_rate": out["feature_rate"]}))
@@ -257,6 +350,7 @@ class StoriesStudy(LanguageModelStudy):
     # -- the run tree
 
     def run_group(self, runner: PhaseRunner, group) -> None:
+        self.use_group(group)
         t = group.tables
         if runner.store.writes_results:
             self.write_detectors(runner)
@@ -265,8 +359,13 @@ class StoriesStudy(LanguageModelStudy):
         pt, ft, rc = t["pretrain"], t["finetune"], t["recovery"]
         pretrain = self.train(runner, group, "pretrain", None, None, None, self.measure(runner, "pretrain", pt))
         runner.progress.say(self.size_line(pretrain))
+        if runner.store.writes_results:
+            for line in regime_lines(runner.store.read_part(runner.part_name("pretrain")), self.config.data.feature):
+                runner.progress.say(line)
+        below = self.config.finetune.get("stop_below", 0.0)
         finetune = self.train(runner, group, "finetune", pretrain, rows_of(pt, ft), ft.finetune_lr,
-                              self.measure(runner, "finetune", ft))
+                              self.measure(runner, "finetune", ft),
+                              stop=(lambda metrics: metrics["feature_rate"] < below) if below else None)
         # Recovery parents: fine-tuned members, then the pretrained ones (the control's): one stacked state.
         parents = stacked_parents((finetune, len(ft)), (pretrain, len(pt)))
         self.train(runner, group, "recovery", parents, rows_of(pd.concat([ft, pt], ignore_index=True), rc),
@@ -291,15 +390,23 @@ KIND = StoriesStudy
 
 
 def headline(results_path) -> str:
-    """F rate (prompted for F) per phase, eval step and arm, mean over seeds; steps to the pretrained rate."""
+    """The regime (regime_lines), then the F rate (prompted for F) per phase, eval step and arm, mean over seeds;
+    deletion stop steps; steps to the pretrained rate."""
     from fttrace.results import read_parquet
     frame = read_parquet(results_path)
     arm = ["deletion", "protocol"] if "protocol" in frame else ["deletion"]  # (a fine-tuning protocol sweep)
     rates = frame[frame.metric == "feature_rate"]
     table = rates.pivot_table(index=["phase", *arm, "finetune_lr"], columns="step", values="value",
                               aggfunc="mean", dropna=False).dropna(how="all").round(3)
-    lines = ["Share of stories with the feature when asked for it (mean over seeds), by eval step:",
-             table.to_string()]
+    manifest = epath.Path(results_path).parent / "manifest.json"
+    feature = json.loads(manifest.read_text())["config"]["data"]["feature"] if manifest.exists() else "F"
+    lines = regime_lines(frame, feature) + [
+        "Share of stories with the feature when asked for it (mean over seeds), by eval step:", table.to_string()]
+    stops = frame[(frame.metric == "stop_step") & (frame.phase == "finetune")]
+    if len(stops) and (stops.value >= 0).any():
+        stopped = stops.groupby([*arm, "finetune_lr"], dropna=False)["value"].agg(
+            stopped=lambda v: f"{int((v >= 0).sum())}/{len(v)}", mean_step=lambda v: v[v >= 0].mean())
+        lines += ["Deletion to the criterion: members that stopped, mean stop step:", stopped.to_string()]
     reach = frame[frame.metric == "steps_to_pretrained_rate"]
     if len(reach):
         summary = reach.groupby([*arm, "finetune_lr"], dropna=False)["value"].agg(["mean", "count"])
