@@ -164,7 +164,8 @@ def regime_flag(frame: pd.DataFrame) -> str:
 def deletion_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per deletion x LR (phase finetune): members, those that reached the deletion criterion and their stop step
     (mean over seeds [95% CI]); at the phase's end the gap (asked - not asked) and the side effects: held-out loss
-    and the mean over the other features of their rate, each minus the seed's pretrained model's."""
+    (on every validation story, and on those without the feature where the run measured it) and the mean over the
+    other features of their rate, each minus the seed's pretrained model's."""
     rows = arms(frame)
     ft = rows[rows.phase == "finetune"]
     if ft.empty:
@@ -174,20 +175,27 @@ def deletion_table(frame: pd.DataFrame) -> pd.DataFrame:
     pre = end[end.arm == "pretrained"].pivot_table(index="seed", columns="metric", values="value")
     wide = _at_phase_end(ft).pivot_table(index=["member", "seed", *keys], columns="metric", values="value",
                                          dropna=False).reset_index()
-    others = [c for c in wide if str(c).startswith("other_rate.")]
-    long = []
-    for name, values in (("gap", wide.get("feature_gap")),
-                         ("val_loss_change", wide.get("val_loss") - wide.seed.map(pre.get("val_loss", pd.Series()))),
-                         ("others_change", sum(wide[c] - wide.seed.map(pre[c]) for c in others) / len(others)
-                          if others and set(others) <= set(pre) else None)):
-        if values is not None:
-            long.append(wide[["seed", *keys]].assign(metric=name, value=values.to_numpy(float)))
+
+    def change(metric):
+        return wide[metric] - wide.seed.map(pre[metric])
+
+    others = [c for c in wide if str(c).startswith("other_rate.") and c in pre]
+    measures = {"gap": lambda: wide["feature_gap"], "val_loss_change": lambda: change("val_loss"),
+                "val_loss_without_change": lambda: change("val_loss.without_feature"),
+                "others_change": lambda: sum(change(c) for c in others) / len(others)}
+    present, long = [], []
+    for name, measure in measures.items():
+        try:
+            values = measure().to_numpy(float)
+        except (KeyError, ZeroDivisionError):  # a store without that metric (or without other features)
+            continue
+        present.append(name)
+        long.append(wide[["seed", *keys]].assign(metric=name, value=values))
     stops = ft[ft.metric == "stop_step"]
-    stopped = stops[stops.value >= 0]
     counts = stops.groupby(keys, sort=False, dropna=False).agg(
         members=("member", "size"), stopped=("value", lambda v: int((v >= 0).sum())))
-    table = _intervals(pd.concat(long + [stopped.assign(metric="stop_step")]), keys,
-                       ["gap", "val_loss_change", "others_change", "stop_step"])
+    table = _intervals(pd.concat(long + [stops[stops.value >= 0].assign(metric="stop_step")]), keys,
+                       present + ["stop_step"])
     table = table.merge(counts.reset_index(), on=keys, how="left")
     return _in_order(table, rows)
 
@@ -200,9 +208,11 @@ def display_deletion_table(frame: pd.DataFrame) -> pd.DataFrame:
     out["reached the criterion"] = [f"{int(k) if np.isfinite(k) else 0}/{int(n) if np.isfinite(n) else 0}"
                                     for k, n in zip(table.stopped, table.members)]
     out["stop step [95% CI]"] = interval_column(table, "stop_step", digits=0)
-    out["asked - not asked"] = interval_column(table, "gap")
-    out["val loss - pretrained"] = interval_column(table, "val_loss_change", digits=3)
-    out["other features - pretrained"] = interval_column(table, "others_change")
+    for name, title, digits in (("gap", "asked - not asked", 2), ("val_loss_change", "val loss - pretrained", 3),
+                                ("val_loss_without_change", "val loss without the feature - pretrained", 3),
+                                ("others_change", "other features - pretrained", 2)):
+        if name in table:
+            out[title] = interval_column(table, name, digits=digits)
     return out
 
 

@@ -1,34 +1,45 @@
 """Deleting the Twist feature from a story model by fine-tuning, and recovering it (TinyStories part of the study).
 
 Pretrain LMs on generated stories with instruction headers (seeds x {all data, the control without Twist});
-fine-tune each on a deletion (filter, filter_label, mix_match, refusal: data variants) x LR grid at constant LR; then
-fine-tune every deleted model, and the control, on Twist stories only (recovery). Measured at each eval step: the
-share of sampled stories with a twist when the header asks for one, the same share when it does not, the refusal
-rate, held-out loss; at each phase's end, linear probes per layer for "the header asks for Twist".
+fine-tune each on a deletion (data variants: filter, filter_label, mix_match, refusal and their compositions) x LR
+grid at constant LR, to a criterion (a member stops at the first eval step at which its Twist rate when asked falls
+below `finetune.stop_below`); then fine-tune every deleted model, and the control (at the recovery LR and x10), on
+Twist stories only (recovery). Measured at each eval step: the share of sampled stories with a twist when the
+header asks for one and when it does not, their gap and its standard error, the other features' rates, the refusal
+rate, held-out loss; at each phase's end (and untrained), probes per layer for "the header asks for Twist" and, on
+the story text alone, for "this story has a twist" beside a control target.
 
-    fttrace run configs/stories_twist.py --workdir runs/stories_twist            # default: CPU, ~19 min (see below)
+    fttrace run configs/stories_twist.py --workdir runs/stories_twist            # default: CPU, ~18 min (see below)
     fttrace run configs/stories_twist.py:tiny --workdir /tmp/stories_tiny        # seconds: does it run?
     fttrace run configs/stories_twist.py:gpu --workdir runs/stories_twist_gpu    # larger form, for a GPU
+    python -m analysis summary runs/stories_twist                                # the numbers below
 
-LRs follow the reference study's ratios to its pretraining LR (5e-4 -> {1e-3, 1e-4, 1e-5}: x2, x0.2, x0.02).
-Recovery there is 4,000 steps at x0.02; with our shorter budgets recovery uses x0.2 (override recovery.lr).
+LRs follow the reference study's ratios to its pretraining LR (5e-4 -> {1e-3, 1e-4}: x2, x0.2). Recovery there is
+4,000 steps at x0.02; with our shorter budgets recovery uses x0.2 (override recovery.lr). The other deletions:
+--config.sweep.deletions="('filter','filter_label','mix_match','refusal')" (about 30 min on the CPU).
 
-Default (3 seeds; 6 pretrained, 36 fine-tuned, 39 recovery members; d64 L2 H4, context 240, 246k parameters; 500
-pretraining, 60 fine-tuning, 100 recovery steps; 24 + 24 sampled stories per member and eval step): 18 min 51 s on
-the idle 2-core CPU (1,590 CPU-s; 30 min under a load of ~5; sampling is most of it, fewer `generate.prompts`
-shorten it). Measured,
-mean [95% bootstrap interval over the 3 seeds], share of stories with a twist when the header asks for one
-(training data: 100 %):
-  pretrained 21 % [12, 29] (asked) vs 11 % [8, 12] (not asked); the control pretrained without Twist 0 %;
-  after deletion (LR 4e-5 / 4e-4 / 4e-3): filter 10 / 4 / 0 %, filter_label 19 / 0 / 0 %, mix_match 12 / 22 / 19 %,
-  refusal 10 / 4 / 0 %;
-  recovery steps 0 / 10 / 30 / 100: filter at 4e-4 3 / 14 / 31 / 47 %, filter at 4e-3 0 / 0 / 0 / 24 %,
-  control 0 / 0 / 0 / 3 %; every one of the 36 deleted members regains 0.9 x its seed's pretrained rate within
-  100 steps (0-100 steps, later after the larger deletion LR), the control in none of 3.
-Probes for "the header asks for Twist" (headers without summary): embeddings 0.42-0.54 (chance), untrained models
-0.85 / 0.89 (layers 1 / 2), pretrained 0.99-1.00 and the control 0.99-1.00; after deletion 0.93-1.00 except
-filter_label at 4e-3 (0.83 / 0.84, near the untrained models). The probe reads the request carried from the
-Features line, which even a model that never saw a twist story carries.
+Default (3 seeds; 6 pretrained, 12 fine-tuned, 18 recovery members; d64 L2 H4, context 240, 246k parameters; 800
+pretraining steps at LR 6e-3 (cosine), up to 60 deletion, 100 recovery steps; 64 + 64 sampled stories per member and
+eval step): 17 min 47 s on the 2-core CPU (light editing beside it). Pretraining 500 steps at 2e-3 (this config's
+earlier default) gave stories with a twist in 21 % of the asked-for stories and 11 % of the others: no capability
+to delete. Measured, mean [95% bootstrap interval over the 3 seeds], share of stories with a twist:
+  regime: pretrained 0.83 / 0.88 / 0.84 asked vs 0.02 / 0.03 / 0.05 not asked per seed (gap 0.82 [0.80, 0.84],
+  standard error 0.03 over the 3 x 64 stories a side); the control pretrained without Twist 0.00; untrained 0.00.
+  deletion to the criterion (asked rate < 0.1): at LR 1.2e-2 filter stops in 3/3 (step 10), mix_match in 1/3; at
+  1.2e-3 filter in 1/3 (gap left 0.29 [0.05, 0.47]) and mix_match in 0/3 (gap 0.72: mix_match at the small LR
+  deletes nothing). Side effects at 1.2e-2: held-out loss +0.86 [0.72, 0.94] (filter), +0.42 (mix_match); at
+  1.2e-3: +0.02 and +0.00.
+  recovery (steps 0 / 10 / 30 / 100, asked): filter at 1.2e-3 0.35 / 0.80 / 0.85 / 0.89, filter at 1.2e-2 0.00 /
+  0.10 / 0.54 / 0.84, control 0.00 / 0.00 / 0.04 / 0.55, control x10 0.00 / 0.03 / 0.24 / 0.61. Every deleted
+  member regains 0.9 x its seed's asked rate (Kaplan-Meier medians 0-100 steps; log-rank against the control p
+  0.02-0.03), the control in 0 of 3 at either LR. But the rate when not asked climbs with it (0.43-0.81): no
+  deleted member regains 0.9 x its seed's gap within 100 steps (except mix_match at 1.2e-3, which never lost it).
+  Recovery on Twist-only stories restores writing twists, not writing them when asked.
+Probes (held out, chance 0.5): "the header asks for Twist" embeddings 0.46-0.53, untrained 0.85 / 0.89 (layers
+1 / 2), pretrained 0.97 / 0.99, the control 0.94 / 0.96: it reads the request, which even a model that never saw a
+twist carries. The story-text probe's selectivity (accuracy for "has a twist" minus a control target's) at layer 2:
+untrained 0.07, pretrained 0.23 [0.16, 0.31], the control that never saw a twist 0.28 [0.25, 0.31], after deletion
+0.19-0.23: at this scale it cannot tell a kept capability from none (a null result).
 """
 import ml_collections
 

@@ -303,8 +303,11 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     assert members == {"pretrain": 2, "finetune": 4, "recovery": 6}  # 1 seed; 4 deletions x 1 LR; + control x 2 LRs
     for metric in ("feature_rate", "feature_rate_unasked", "refusal_rate", "val_loss", "train_loss",
                    "probe_acc.layer0", "probe_acc.layer1", "feature_gap", "feature_gap_se", "feature_samples",
-                   "other_rate.Dialogue"):
+                   "other_rate.Dialogue", "val_loss.without_feature"):
         assert metric in set(frame.metric), metric
+    losses = frame[frame.metric.str.startswith("val_loss")].pivot_table(index=["member", "step"], columns="metric",
+                                                                        values="value")
+    assert (losses["val_loss"] != losses["val_loss.without_feature"]).all()  # stories without Twist only
     assert (frame[frame.metric == "feature_samples"].value == 4).all()  # generate.prompts of the tiny form
     ft = frame[frame.phase == "finetune"]
     assert (ft[ft.metric == "stop_step"].value == 0).all()

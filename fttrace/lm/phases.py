@@ -204,12 +204,16 @@ class LanguageModelStudy:
     def phase_tables(group: SeedGroup) -> dict:
         return group.tables
 
-    def shared_inputs(self, placement) -> dict:
-        """What every member reads, on every device: the resident corpus and the held-out batch."""
-        m = self.config.model
+    def shared_inputs(self, placement, held_out: dict | None = None) -> dict:
+        """What every member reads, on every device: the resident corpus, the held-out batch (`val_loss`) and the
+        batches of `held_out` ({name: TokenArrays}: `val_loss.<name>`)."""
+        m, size = self.config.model, self.config.eval.batch_size
+        batches = {name: corpus_lib.validation_batch(arrays, m.max_len, size) for name, arrays in
+                   (held_out or {}).items()}
         return placement.replicate(dict(
             corpus=corpus_lib.to_device(self.corpus, m.max_len),
-            validation=corpus_lib.validation_batch(self.validation, m.max_len, self.config.eval.batch_size)))
+            validation=corpus_lib.validation_batch(self.validation, m.max_len, size),
+            **({"held_out": batches} if batches else {})))
 
     def data_spec(self, members: pd.DataFrame) -> DataSpec:
         ranges = np.array([self.corpus.ranges[name] for name in members.data], np.int32).reshape(-1, 2)

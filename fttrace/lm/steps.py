@@ -32,7 +32,8 @@ def lm_loss(model: Transformer, params, inputs, targets, weights):
 
 class NextTokenObjective:
     """Every-position LM loss on windows of the member's DocumentRange. Shared inputs: {"corpus": DeviceCorpus,
-    "validation": (inputs, targets, weights)}, the fixed held-out batch whose loss is each member's `val_loss`."""
+    "validation": (inputs, targets, weights)}, the fixed held-out batch whose loss is each member's `val_loss`, and
+    optionally "held_out": {name: batch}, more such batches (their losses: `val_loss.<name>`)."""
 
     def __init__(self, max_len: int):
         self.max_len = max_len
@@ -43,4 +44,6 @@ class NextTokenObjective:
 
     @staticmethod
     def evaluate(model, params, shared) -> dict:
-        return {"val_loss": lm_loss(model, params, *shared["validation"])}
+        held_out = shared.get("held_out", {})
+        losses = {f"val_loss.{name}": lm_loss(model, params, *batch) for name, batch in held_out.items()}
+        return {"val_loss": lm_loss(model, params, *shared["validation"]), **losses}

@@ -13,7 +13,8 @@ Run tree (every phase is one jitted program over all its members, run by the eng
 
 All data variants live in one resident token array (`lm/corpus.py`); a member's variant is its document range.
 Members with the same seed share initialisation and data order (keys derive from the seed and phase only), so
-cells are paired by seed. At each of a phase's `eval_steps` every member is measured: held-out LM loss, the rate
+cells are paired by seed. At each of a phase's `eval_steps` every member is measured: held-out LM loss (on every
+validation story, `val_loss`, and on those without F, `val_loss.without_feature`), the rate
 of F in stories sampled for headers that ask for F (and for headers that do not), the refusal rate; at a phase's
 end, and on the untrained models at pretraining step 0 (their control), linear probes per layer for "the header
 asks for F" (`measure.probe_records`: the request is stated only away from the probed positions), and story
@@ -143,7 +144,8 @@ def build_data(config, workdir: epath.Path):
     """Through the dataset's TFDS builder: the tokenizer (trained once on the first `data.train_size` training
     stories, kept beside the dataset), the corpus of every variant, the validation arrays, the probes'
     validation headers (`measure.probe_records`), the story probes' texts and control labels
-    (`measure.story_probe_set`), and the detectors' agreement with the validation labels."""
+    (`measure.story_probe_set`), the detectors' agreement with the validation labels, and the validation stories
+    without F (their loss: `val_loss.without_feature`)."""
     d = config.data
     builder = data_builder(config, workdir)
     tok = prepared.tokenizer_for(builder, d.vocab_size, max_texts=d.train_size)
@@ -155,10 +157,11 @@ def build_data(config, workdir: epath.Path):
         if not len(variants[name]):
             raise UserError(f"data variant {name!r} leaves no training story (data.train_size={d.train_size})")
     valid = builders.read_records(builder, "validation", d.validation_size)
+    without = tokens_lib.encode_records([r for r in valid if not r.has(d.feature)], tok)
     story_probe = story_probe_set(valid, tok, d.feature, config.probe.examples, config.model.max_len,
                                   "probe.examples")
     return (tok, corpus_lib.concatenate(variants), tokens_lib.encode_records(valid, tok),
-            tokens_lib.encode_records(probe_records(valid), tok), story_probe, detectors.agreement(valid))
+            tokens_lib.encode_records(probe_records(valid), tok), story_probe, detectors.agreement(valid), without)
 
 
 # ---------------------------------------------------------------- members
@@ -254,10 +257,11 @@ class StoriesStudy(LanguageModelStudy):
     def prepare(self, workdir, placement) -> dict:
         config = self.config
         self.workdir = epath.Path(workdir)
-        (self.tokenizer, self.corpus, self.validation, probe_headers, self.story_probe,
-         self.detectors) = build_data(config, self.workdir)
+        (self.tokenizer, self.corpus, self.validation, probe_headers, self.story_probe, self.detectors,
+         self.without_feature) = build_data(config, self.workdir)
         self.vocab_size = self.tokenizer.vocab_size
-        self.shared = self.shared_inputs(placement)
+        # held-out loss on stories without F too (`val_loss.without_feature`): deletion's side effect on the rest
+        self.shared = self.shared_inputs(placement, {"without_feature": self.without_feature})
         g, f = config.generate, config.data.feature
         self.asked = prompts_of(self.validation, f, g.prompts, 0, "generate.prompts")
         self.unasked = prompts_of(self.validation, f, 0, g.prompts, "generate.prompts")
