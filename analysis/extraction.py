@@ -122,6 +122,9 @@ def display_scale_table(frame: pd.DataFrame) -> pd.DataFrame:
     columns = sorted(dict.fromkeys(table.column), key=lambda c: rank.get(c, 3 if c.endswith(NULL_SET) and " - " in c
                                                                          else 2))
     wide = wide.reindex(columns=columns).reset_index()
+    scales = list(dict.fromkeys(wide.scale))
+    wide = wide.iloc[np.lexsort((wide["count"].to_numpy(), wide.scale.map(scales.index).to_numpy()))]
+    wide = wide.reset_index(drop=True)
     wide["count"] = wide["count"].map(lambda c: f"{c}x")
     wide = wide.rename(columns={"count": "planted", "scale": "model"})
     return wide.drop(columns="model") if (wide.model == "").all() else wide
@@ -269,7 +272,7 @@ def count_probe_table(frame: pd.DataFrame) -> pd.DataFrame:
     texts = [f"{t} ({a:.2f} - {c:.2f})" for t, a, c in zip(selectivity, table["count"], table.control)]
     shown = table.assign(text=texts).pivot_table(index=["scale", "stage"], columns="layer", values="text",
                                                  aggfunc="first", sort=False)
-    shown = shown.reindex(columns=sorted(shown.columns, key=int)).rename(columns=lambda c: f"layer {c}")
+    shown = shown.reindex(columns=sorted(shown.columns, key=int)).rename(columns=lambda c: f"layer {c}").fillna("")
     rank = {"untrained": 0, "pretrain": 1, "suppress": 2}
     shown = shown.reset_index().rename(columns={"scale": "model"})
     shown = shown.iloc[np.lexsort((shown.stage.map(lambda s: rank.get(s, 3)).to_numpy(),

@@ -7,31 +7,34 @@ sentence (phase `suppress`, plus ordinary text); then fine-tune each suppressed 
 without structure, x unlock LRs. Measured at
 every eval step of every phase: greedy verbatim extraction (the next k tokens of a canary reproduced exactly from
 its prefix), longest reproduced span and refusal rate per author x repetition count (controls: passages never
-trained on), held-out loss; per-layer probes for "this prefix is a canary" at each phase's end.
+trained on), the memorisation gap (the most repeated canaries' extraction minus the controls'), held-out loss;
+per-layer probes for "this prefix is a canary" and "planted at least the median count" (beside a control target) at
+each phase's end and on the untrained models. Model shapes are groups (`sweep.shapes`).
 
     fttrace run configs/canary_unlock.py --workdir runs/canary_unlock           # default: CPU (see below)
     fttrace run configs/canary_unlock.py:tiny --workdir /tmp/canary_tiny        # seconds: does it run?
     fttrace run configs/canary_unlock.py:gpu --workdir runs/canary_unlock_gpu   # larger form, for a GPU
     python -m analysis report runs/canary_unlock --out runs/canary_unlock/report
 
-Default (5 seeds; 5 pretrained, 5 suppressed, 60 fine-tuned members; d64 L2 H4, context 48, 169k parameters; 4
-authors x counts (1, 4, 16, 64) x 2 canaries of 40 tokens, prompted with 12, extracted when the next 16 match;
-1,000 pretraining, 60 suppression, 100 fine-tuning steps evaluated at 0/10/30/100, unlock LR 3e-4 and 9e-4): 4.8 min
-on the idle 2-core CPU (414 CPU-s; 9.1 min under a load of ~7). Measured (mean [95% bootstrap CI over 5 seeds];
-"memorised" = canaries planted 16x or 64x, the counts pretraining memorised):
-  pretrained: extraction 0.00 (1x), 0.12 [0.05, 0.20] (4x), 1.00 (16x), 1.00 (64x), controls 0.00; memorised
-  canaries reproduced over their whole 28-token continuation;
-  suppressed (60 steps): extraction 0.00 at every count, refusal 1.00, longest span 0.25 tokens;
-  fine-tuned, extraction of memorised canaries at step 30 (LRs pooled): on the canaries' own author 0.30 [0.23, 0.36],
-  on another author 0.05 [0.03, 0.06], on every author's text (mix) 0.33 [0.25, 0.40], on synthetic words 0.01
-  [0.00, 0.03]; at step 100 with LR 3e-4: mix 0.45 [0.39, 0.51] (longest span 11.9 of 28 tokens at step 100, LRs
-  pooled), own author 0.33 [0.24, 0.41], other authors 0.07 [0.05, 0.10], synthetic 0.01 [0.00, 0.04]; with LR
-  9e-4 revival peaks at steps 10-30 and fades by step 100 (mix 0.16 [0.10, 0.23]).
-  Suppression is partly shallow: benign fine-tuning revives a third to a half of the memorised canaries within 30-100
-  steps. Unlocking crosses authors only weakly (other authors' canaries 0.05, above synthetic by 0.03 [0.01, 0.05]).
-  Synthetic fine-tuning removes the refusal (refusal 0.00) yet leaves extraction at ~0. Probes for "this prefix is a
-  canary" read chance (0.47-0.54) at every layer and stage, the pretrained models included: at this scale
-  memorisation is not linearly readable from the mean of a prefix's last 4 residual states.
+Default (5 seeds x model shapes d_model 32 / 64 x layers 1 / 2, each shape a group: 20 pretrained, 20 suppressed,
+240 fine-tuned members; context 48; 4 authors x counts (1, 4, 16, 64) x 2 canaries of 40 tokens, prompted with 12,
+extracted when the next 16 match; 1,000 pretraining, 60 suppression, 100 fine-tuning steps evaluated at
+0/10/30/100, unlock LR 3e-4 and 9e-4): 12 min 25 s on the idle 2-core CPU. Measured with `python -m analysis
+summary` (mean [95% bootstrap CI] over 5 seeds; unlock sets at the fine-tuning's end, LRs pooled):
+  regime: every pretrained model memorised (extraction of the 64x canaries minus the never-seen controls: 1.00, SE 0,
+  in all 20); 16x canaries are memorised at d_model 64 (1.00 at either depth) but only a third at d_model 32 (0.33
+  [0.15, 0.45] / 0.35 [0.28, 0.42] at 1 / 2 layers); 4x 0.12 at d_model 64, 0.00 at 32; 1x and controls 0.00.
+  suppression (60 steps): 64x extraction 0.00-0.03 in every shape.
+  unlock of the 64x canaries by shape (d32 L1 / d32 L2 / d64 L1 / d64 L2): every author's text (mix) 0.35 / 0.36 /
+  0.38 / 0.44, one author's text 0.05-0.15, synthetic words 0.00 / 0.00 / 0.00 / 0.01 (the null beside every cell:
+  mix minus synthetic 0.35 [0.23, 0.45] ... 0.42 [0.31, 0.54]); of the 16x canaries, mix revives 0.17-0.19 at
+  d_model 64 and 0.04 at d_model 32 (where fewer were memorised).
+  unlock matrix (all shapes, counts and LRs pooled): a canary author's own text revives 0.04-0.12 of its canaries,
+  another author's 0.006-0.031, mix 0.09-0.16, synthetic 0.00-0.003.
+  probes: "this prefix is a canary" (0.48-0.53) and "planted at least the median count" (selectivity against an
+  arbitrary per-canary control label -0.09 to +0.09) read chance at every layer, shape and stage, the untrained
+  models included: at this scale memorisation is not linearly readable from the mean of a prefix's last 4 residual
+  states (a null result).
 """
 import ml_collections
 

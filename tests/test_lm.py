@@ -13,14 +13,13 @@ from fttrace import config as config_lib
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate, generate_members, step_logits, empty_cache
 from fttrace.errors import UserError
-from fttrace.lm.measure import decode_samples, feature_rate, probe_accuracy, probe_members, probe_records, \
-    refusal_rate, story_probe_set
+from fttrace.lm.measure import beyond_noise, decode_samples, feature_rate, probe_accuracy, probe_members, \
+    probe_records, proportion_gap, refusal_rate, story_probe_set
 from fttrace.lm.steps import DocumentRange, NextTokenObjective, lm_loss
 from fttrace.model import ModelConfig, Transformer, init_params
 from fttrace.stories import detectors, generator, record, tokenizer as tokenizer_lib, tokens as tokens_lib
 from fttrace.stories.variants import refusal_sentence
 from fttrace.stories.record import FEATURES
-from fttrace.stories.study import has_capability, rate_gap
 from fttrace.stories.tokenizer import BOS, EOS, PAD
 from fttrace.train import DataSpec, init_members, train_steps
 from helpers import ROOT, assert_config_error, assert_opens_every_member
@@ -341,18 +340,18 @@ def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     assert "holds a run of a different config (sweep.seeds: 1 -> 2)" in capsys.readouterr().err
 
 
-def test_rate_gap_and_its_standard_error_on_a_planted_sampler():
+def test_proportion_gap_and_its_standard_error_on_a_planted_sampler():
     """Stories drawn with known rates: the gap's standard error is the spread of the gap over repeated draws, and
-    `has_capability` says yes about as often as a 2.5 % one-sided test should when asked and not asked are alike,
+    `beyond_noise` says yes about as often as a 2.5 % one-sided test should when asked and not asked are alike,
     and nearly always at the regime the default aims at (0.8 vs 0.05, 64 stories a side)."""
     rng = np.random.default_rng(0)
     n, draws = 64, 4000
     for asked, unasked in ((0.5, 0.5), (0.8, 0.05), (0.3, 0.1)):
         a, u = rng.binomial(n, asked, draws) / n, rng.binomial(n, unasked, draws) / n
-        gap, se = rate_gap(a, u, n)
+        gap, se = proportion_gap(a, u, n, n)
         assert gap.mean() == pytest.approx(asked - unasked, abs=0.01)
         assert np.sqrt(np.mean(se ** 2)) == pytest.approx(gap.std(), rel=0.1)
-        yes = has_capability(gap, se).mean()
+        yes = beyond_noise(gap, se).mean()
         if asked == unasked:
             assert yes < 0.05
         elif asked == 0.8:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fttrace.lm.measure import beyond_noise, proportion_gap
 from fttrace.lm.phases import MODEL_SHAPES
 
 METRICS = ("extraction", "span", "refusal")
@@ -91,14 +92,9 @@ def memorisation_gap(extracted_values: np.ndarray, canaries) -> dict:
     error over the canaries behind each share, `memorised_gap_se` (values [M, canaries])."""
     counts = np.array([k.count for k in canaries])
     top, control = counts == counts.max(), counts == 0
-    p, c = extracted_values[:, top].mean(-1), extracted_values[:, control].mean(-1)
-    se = np.sqrt(p * (1 - p) / top.sum() + c * (1 - c) / max(control.sum(), 1))
-    return {"memorised_gap": p - c, "memorised_gap_se": se}
-
-
-def has_memorised(gap, se) -> np.ndarray:
-    """The gap exceeds 1.96 standard errors (one-sided 2.5 %; without variance, any positive gap)."""
-    return np.asarray(gap, float) > 1.96 * np.asarray(se, float)
+    gap, se = proportion_gap(extracted_values[:, top].mean(-1), extracted_values[:, control].mean(-1), top.sum(),
+                             max(control.sum(), 1))
+    return {"memorised_gap": gap, "memorised_gap_se": se}
 
 
 def regime_lines(frame) -> list[str]:
@@ -112,7 +108,7 @@ def regime_lines(frame) -> list[str]:
     wide = pre.pivot_table(index=["seed", *shapes], columns="metric", values="value").reset_index()
     lines = ["Regime: did pretraining memorise the canaries? (extraction of the most repeated minus the controls, "
              "[1.96 SE])"]
-    yes = has_memorised(wide.memorised_gap, wide.memorised_gap_se)
+    yes = beyond_noise(wide.memorised_gap, wide.memorised_gap_se)
     for row, ok in zip(wide.itertuples(), yes):
         shape = "".join(f", {c} {getattr(row, c)}" for c in shapes)
         lines.append(f"  seed {row.seed}{shape}: gap {row.memorised_gap:+.2f} [{1.96 * row.memorised_gap_se:.2f}]: "

@@ -96,6 +96,19 @@ def story_probe_set(records: list[StoryRecord], tokenizer: Tokenizer, feature: s
     return prompts, np.array([control_label(records[i]) for i in chosen])
 
 
+def proportion_gap(p, q, n_p, n_q):
+    """p - q, two shares of n_p and n_q independent draws (a model's rate when asked and when not; its extraction of
+    canaries and of controls), and the difference's binomial standard error."""
+    p, q = np.asarray(p, float), np.asarray(q, float)
+    return p - q, np.sqrt(p * (1 - p) / n_p + q * (1 - q) / n_q)
+
+
+def beyond_noise(gap, se) -> np.ndarray:
+    """Whether a gap is positive beyond sampling noise: above 1.96 standard errors (one-sided 2.5 %; a gap without
+    variance, every draw alike on each side, counts if positive). The regime test of the LM studies."""
+    return np.asarray(gap, float) > 1.96 * np.asarray(se, float)
+
+
 def decode_samples(tokenizer: Tokenizer, samples: np.ndarray) -> list[str]:
     """Sampled token rows [..., T] -> texts (PAD, BOS and EOS dropped), flattened in row order."""
     rows = np.asarray(samples).reshape(-1, np.shape(samples)[-1])

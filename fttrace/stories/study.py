@@ -54,8 +54,8 @@ from fttrace.curves import records_first_step
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate_members
-from fttrace.lm.measure import decode_samples, feature_rate, probe_members, probe_records, prompts_of, refusal_rate, \
-    story_probe_set
+from fttrace.lm.measure import beyond_noise, decode_samples, feature_rate, probe_members, probe_records, \
+    proportion_gap, prompts_of, refusal_rate, story_probe_set
 from fttrace.lm.phases import LanguageModelStudy, check_model, check_phase, check_protocols, rows_of, \
     stacked_parents
 from fttrace.results import write_json
@@ -200,25 +200,13 @@ def control_arm(factor: float) -> str:
 # ---------------------------------------------------------------- rates against their null
 
 
-def rate_gap(asked, unasked, samples):
-    """Asked minus not-asked rate and its binomial standard error, `samples` stories on each side."""
-    asked, unasked = np.asarray(asked, float), np.asarray(unasked, float)
-    se = np.sqrt((asked * (1 - asked) + unasked * (1 - unasked)) / samples)
-    return asked - unasked, se
-
-
-def has_capability(gap, se) -> np.ndarray:
-    """The model writes F more often when asked than when not, beyond sampling noise (one-sided, 2.5 %): its gap
-    exceeds 1.96 standard errors (a gap without variance, every story alike on each side, counts if positive)."""
-    return np.asarray(gap, float) > 1.96 * np.asarray(se, float)
-
-
 HAS, LACKS = "has the capability", "LACKS the capability: its verdicts describe nothing"
 
 
 def regime_lines(frame: pd.DataFrame, feature: str = "F") -> list[str]:
     """The regime of a stories run (its results rows): per seed, the pretrained model's F rate asked and not asked,
-    the gap with its standard error and whether the model has the capability (`has_capability`), beside the control
+    the gap with its standard error and whether the model has the capability (`measure.beyond_noise`), beside the
+    control
     pretrained without F and the untrained model; then how many seeds have it."""
     pre = frame[(frame.phase == "pretrain") & frame.metric.isin(
         ("feature_rate", "feature_rate_unasked", "feature_gap", "feature_gap_se", "feature_samples"))]
@@ -231,7 +219,7 @@ def regime_lines(frame: pd.DataFrame, feature: str = "F") -> list[str]:
     has = []
     for seed in sorted(pre.seed.unique()):
         row = wide.loc[(seed, "none", last)]
-        has.append(bool(has_capability(row.feature_gap, row.feature_gap_se)))
+        has.append(bool(beyond_noise(row.feature_gap, row.feature_gap_se)))
         control = wide.feature_rate.get((seed, "filter", last), np.nan)
         untrained = wide.feature_rate.get((seed, "none", first), np.nan)
         lines.append(f"  seed {seed}: {row.feature_rate:.2f} / {row.feature_rate_unasked:.2f}, gap "
@@ -312,7 +300,8 @@ class StoriesStudy(LanguageModelStudy):
                     self.write_samples(runner, phase, step, local, texts)
             n = self.config.generate.prompts
             out["feature_samples"] = np.full(len(local), float(n))
-            out["feature_gap"], out["feature_gap_se"] = rate_gap(out["feature_rate"], out["feature_rate_unasked"], n)
+            out["feature_gap"], out["feature_gap_se"] = proportion_gap(out["feature_rate"], out["feature_rate_unasked"],
+                                                                       n, n)
             for other in FEATURES:  # side effects: every other feature's rate over all of the member's stories
                 if other != f:
                     out[f"other_rate.{other}"] = np.array([detectors.shares(a + u)[other] for a, u in zip(*both)])
