@@ -375,11 +375,12 @@ def test_study_reads_tinystories_instruct_files_and_measures_its_detectors(tmp_p
     overrides = ["data.dataset=tinystories_instruct", f"data.manual_dir={manual}", "data.train_size=120",
                  "data.validation_size=40", f"data.data_dir={tmp_path / 'tfds'}"]
     config = config_lib.load(f"{CONFIG}:tiny", overrides)
-    tok, corpus, validation, probe_headers, agreement = study.build_data(config, tmp_path / "run")
-    assert corpus.ranges["none"] == (0, 120)
-    assert len(validation) == 40 and validation.features[:, FEATURES.index("Twist")].sum() == sum(
+    data = study.build_data(config, tmp_path / "run")
+    assert data.corpus.ranges["none"] == (0, 120)
+    assert len(data.validation) == 40 and data.validation.features[:, FEATURES.index("Twist")].sum() == sum(
         r.asks("Twist") for r in valid)
-    twist = agreement["Twist"]
+    assert len(data.without_feature) == sum(not r.has("Twist") for r in valid)
+    twist = data.agreement["Twist"]
     assert (twist.false_neg, twist.false_pos) == (2, 0) and twist.accuracy == pytest.approx(38 / 40)
     assert (tmp_path / "tfds").is_dir() and not (tmp_path / "run" / "data").exists()
     # files missing: one line that says where to put them, exit 2

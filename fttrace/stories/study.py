@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -140,12 +141,20 @@ def data_builder(config, workdir: epath.Path):
     return builders.prepare(builder, manual_dir=d.get("manual_dir") or None)
 
 
-def build_data(config, workdir: epath.Path):
-    """Through the dataset's TFDS builder: the tokenizer (trained once on the first `data.train_size` training
-    stories, kept beside the dataset), the corpus of every variant, the validation arrays, the probes'
-    validation headers (`measure.probe_records`), the story probes' texts and control labels
-    (`measure.story_probe_set`), the detectors' agreement with the validation labels, and the validation stories
-    without F (their loss: `val_loss.without_feature`)."""
+@dataclasses.dataclass(frozen=True)
+class StoriesData:
+    """What the stories study reads, built through the dataset's TFDS builder (`build_data`)."""
+    tokenizer: Any           # trained once on the first `data.train_size` training stories, kept beside the dataset
+    corpus: corpus_lib.Corpus  # every data variant, one resident token array
+    validation: Any          # TokenArrays of the validation stories (held-out loss, sampling prompts)
+    without_feature: Any     # ... of those without F (their loss: `val_loss.without_feature`)
+    probe_headers: Any       # ... of the probes' validation headers (`measure.probe_records`)
+    story_probe: tuple       # the story probes' texts and control labels (`measure.story_probe_set`)
+    agreement: dict          # the detectors' agreement with the validation labels, per feature
+
+
+def build_data(config, workdir: epath.Path) -> StoriesData:
+    """The stories study's data (StoriesData) through the dataset's TFDS builder."""
     d = config.data
     builder = data_builder(config, workdir)
     tok = prepared.tokenizer_for(builder, d.vocab_size, max_texts=d.train_size)
@@ -157,11 +166,13 @@ def build_data(config, workdir: epath.Path):
         if not len(variants[name]):
             raise UserError(f"data variant {name!r} leaves no training story (data.train_size={d.train_size})")
     valid = builders.read_records(builder, "validation", d.validation_size)
-    without = tokens_lib.encode_records([r for r in valid if not r.has(d.feature)], tok)
-    story_probe = story_probe_set(valid, tok, d.feature, config.probe.examples, config.model.max_len,
-                                  "probe.examples")
-    return (tok, corpus_lib.concatenate(variants), tokens_lib.encode_records(valid, tok),
-            tokens_lib.encode_records(probe_records(valid), tok), story_probe, detectors.agreement(valid), without)
+    return StoriesData(
+        tokenizer=tok, corpus=corpus_lib.concatenate(variants), validation=tokens_lib.encode_records(valid, tok),
+        without_feature=tokens_lib.encode_records([r for r in valid if not r.has(d.feature)], tok),
+        probe_headers=tokens_lib.encode_records(probe_records(valid), tok),
+        story_probe=story_probe_set(valid, tok, d.feature, config.probe.examples, config.model.max_len,
+                                    "probe.examples"),
+        agreement=detectors.agreement(valid))
 
 
 # ---------------------------------------------------------------- members
@@ -245,16 +256,16 @@ class StoriesStudy(LanguageModelStudy):
     def prepare(self, workdir, placement) -> dict:
         config = self.config
         self.workdir = epath.Path(workdir)
-        (self.tokenizer, self.corpus, self.validation, probe_headers, self.story_probe, self.detectors,
-         self.without_feature) = build_data(config, self.workdir)
+        self.data = build_data(config, self.workdir)
+        self.tokenizer, self.corpus, self.validation = self.data.tokenizer, self.data.corpus, self.data.validation
         self.vocab_size = self.tokenizer.vocab_size
         # held-out loss on stories without F too (`val_loss.without_feature`): deletion's side effect on the rest
-        self.shared = self.shared_inputs(placement, {"without_feature": self.without_feature})
+        self.shared = self.shared_inputs(placement, {"without_feature": self.data.without_feature})
         g, f = config.generate, config.data.feature
         self.asked = prompts_of(self.validation, f, g.prompts, 0, "generate.prompts")
         self.unasked = prompts_of(self.validation, f, 0, g.prompts, "generate.prompts")
         half = config.probe.examples // 2
-        self.probe_prompts = prompts_of(probe_headers, f, half, half, "probe.examples")
+        self.probe_prompts = prompts_of(self.data.probe_headers, f, half, half, "probe.examples")
         self.probe_train = np.arange(2 * half) % 2 == 0  # alternate rows: both classes on both sides
         return dict(study=STUDY, vocab_size=self.tokenizer.vocab_size,
                     documents={n: hi - lo for n, (lo, hi) in self.corpus.ranges.items()})
@@ -269,7 +280,7 @@ class StoriesStudy(LanguageModelStudy):
             cfg, params, prompts, lengths, keys, g.max_new, g.temperature, g.top_k, config.eval.member_batch))
         self._probe = jax.jit(lambda params: probe_members(model, params, self.probe_prompts, self.probe_train,
                                                            p.positions, p.steps, p.lr))
-        stories, control = self.story_probe
+        stories, control = self.data.story_probe
         targets = np.stack([stories.asks, control])  # F, then the control target
         self._story_probe = jax.jit(lambda params: probe_members(
             model, params, stories, np.arange(len(control)) % 2 == 0, p.positions, p.steps, p.lr, targets=targets))
@@ -368,9 +379,9 @@ class StoriesStudy(LanguageModelStudy):
         """How the feature detectors that judge the samples agree with the validation labels:
         WORKDIR/detectors.json (exact on generated stories by construction; measured on real ones)."""
         table = {f: dict(dataclasses.asdict(a), accuracy=a.accuracy, precision=a.precision, recall=a.recall)
-                 for f, a in self.detectors.items()}
+                 for f, a in self.data.agreement.items()}
         write_json(self.workdir / "detectors.json", table)
-        a = self.detectors[self.config.data.feature]
+        a = self.data.agreement[self.config.data.feature]
         runner.progress.say(f"{a.feature} detector against {len(self.validation)} validation labels: accuracy "
                             f"{a.accuracy:.3f}, precision {a.precision:.3f}, recall {a.recall:.3f}")
 
