@@ -20,15 +20,16 @@ LRs follow the reference study's ratios to its pretraining LR (5e-4 -> {1e-3, 1e
 
 Default (3 seeds; 6 pretrained, 12 fine-tuned, 18 recovery members; d64 L2 H4, context 240, 246k parameters; 800
 pretraining steps at LR 6e-3 (cosine), up to 60 deletion, 100 recovery steps; 64 + 64 sampled stories per member and
-eval step): 17 min 47 s on the 2-core CPU (light editing beside it). Pretraining 500 steps at 2e-3 (this config's
-earlier default) gave stories with a twist in 21 % of the asked-for stories and 11 % of the others: no capability
-to delete. Measured, mean [95% bootstrap interval over the 3 seeds], share of stories with a twist:
+eval step): 17 min 47 s on the 2-core CPU (light editing beside it). Shorter pretraining leaves nothing to delete:
+with --config.pretrain.steps=500 --config.pretrain.lr=2e-3 the models write a twist in about 21 % of the asked-for
+stories and 11 % of the others. Measured, mean [95% bootstrap interval over the 3 seeds], share of stories with a
+twist:
   regime: pretrained 0.83 / 0.88 / 0.84 asked vs 0.02 / 0.03 / 0.05 not asked per seed (gap 0.82 [0.80, 0.84],
   standard error 0.03 over the 3 x 64 stories a side); the control pretrained without Twist 0.00; untrained 0.00.
   deletion to the criterion (asked rate < 0.1): at LR 1.2e-2 filter stops in 3/3 (step 10), mix_match in 1/3; at
   1.2e-3 filter in 1/3 (gap left 0.29 [0.05, 0.47]) and mix_match in 0/3 (gap 0.72: mix_match at the small LR
-  deletes nothing). Side effects at 1.2e-2: held-out loss +0.86 [0.72, 0.94] (filter), +0.42 (mix_match); at
-  1.2e-3: +0.02 and +0.00.
+  deletes nothing). Side effects at 1.2e-2: held-out loss +0.86 [0.72, 0.94] (filter), +0.42 (mix_match), on the
+  stories without Twist +0.74 [0.62, 0.81] and +0.41; at 1.2e-3 +0.02 and +0.00 (without Twist -0.00 and +0.01).
   recovery (steps 0 / 10 / 30 / 100, asked): filter at 1.2e-3 0.35 / 0.80 / 0.85 / 0.89, filter at 1.2e-2 0.00 /
   0.10 / 0.54 / 0.84, control 0.00 / 0.00 / 0.04 / 0.55, control x10 0.00 / 0.03 / 0.24 / 0.61. Every deleted
   member regains 0.9 x its seed's asked rate (Kaplan-Meier medians 0-100 steps; log-rank against the control p
