@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import figures
+from analysis.stats import beyond_noise, gap_text
 from analysis.study_page import (captioned_table, figure_html, interval_column, named_intervals, names_study,
                                  read_frames, table_html, write_page)
 
@@ -32,7 +33,6 @@ KINDS = ("extraction", "span", "refusal")
 STUDY = "canary_unlock"
 SHAPES = ("d_model", "n_layers", "n_heads", "d_mlp")  # the model fields a canary sweep may vary (sweep.shapes)
 NULL_SET = "synthetic"  # the unlock set of words without structure: the null of every other unlock set
-Z95 = 1.96
 
 
 def scale_of(frame: pd.DataFrame) -> pd.Series:
@@ -89,6 +89,11 @@ def extraction_table(frame: pd.DataFrame) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+def _shapes_shown(table: pd.DataFrame, column: str = "model") -> pd.DataFrame:
+    """A displayed table without its model-shape column where the run swept no shapes (every label empty)."""
+    return table.drop(columns=column) if (table[column] == "").all() else table
+
+
 def scale_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per model shape x planted count (> 0): extraction at each stage (pretrained, suppressed, fine-tuned on each
     unlock set, LRs pooled), and each unlock set minus the synthetic null of the same seed and shape; mean over
@@ -127,7 +132,7 @@ def display_scale_table(frame: pd.DataFrame) -> pd.DataFrame:
     wide = wide.reset_index(drop=True)
     wide["count"] = wide["count"].map(lambda c: f"{c}x")
     wide = wide.rename(columns={"count": "planted", "scale": "model"})
-    return wide.drop(columns="model") if (wide.model == "").all() else wide
+    return _shapes_shown(wide)
 
 
 def regime_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -142,7 +147,7 @@ def regime_table(frame: pd.DataFrame) -> pd.DataFrame:
     wide = pre.pivot_table(index=["scale", "seed"], columns="metric", values="value", sort=False).reset_index()
     return pd.DataFrame({"scale": wide.scale, "seed": wide.seed, "gap": wide.memorised_gap,
                          "gap_se": wide.memorised_gap_se,
-                         "memorised": wide.memorised_gap > Z95 * wide.memorised_gap_se})
+                         "memorised": beyond_noise(wide.memorised_gap, wide.memorised_gap_se)})
 
 
 def regime_flag(frame: pd.DataFrame) -> str:
@@ -257,9 +262,8 @@ def count_probe_table(frame: pd.DataFrame) -> pd.DataFrame:
     unlock = rows["unlock_set"].fillna("") if "unlock_set" in rows else pd.Series("", index=rows.index)
     last = rows.groupby("phase").step.transform("max")
     untrained = (rows.phase == "pretrain") & (rows.step == 0)
-    rows = rows[untrained | (rows.step == last)].assign(
-        stage=np.where(untrained, "untrained", rows.phase + np.where(unlock != "", " " + unlock, "")),
-        scale=scale_of(rows))[untrained | (rows.step == last)]
+    rows = rows.assign(stage=np.where(untrained, "untrained", rows.phase + np.where(unlock != "", " " + unlock, "")),
+                       scale=scale_of(rows))[untrained | (rows.step == last)]
     wide = rows.pivot_table(index=["member", "seed", "scale", "stage", "layer"], columns="target", values="value",
                             sort=False).reset_index()
     long = pd.concat([wide.assign(metric=name, value=wide[column] if column else wide["count"] - wide["control"])
@@ -277,8 +281,7 @@ def count_probe_table(frame: pd.DataFrame) -> pd.DataFrame:
     shown = shown.reset_index().rename(columns={"scale": "model"})
     shown = shown.iloc[np.lexsort((shown.stage.map(lambda s: rank.get(s, 3)).to_numpy(),
                                    shown.model.map(list(dict.fromkeys(shown.model)).index).to_numpy()))]
-    shown = shown.reset_index(drop=True)
-    return shown.drop(columns="model") if (shown.model == "").all() else shown
+    return _shapes_shown(shown.reset_index(drop=True))
 
 
 def display_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -291,7 +294,7 @@ def display_table(frame: pd.DataFrame) -> pd.DataFrame:
     out["extraction [95% CI]"] = interval_column(table, "extraction")
     out["longest span, tokens"] = interval_column(table, "span", digits=1)
     out["refusal"] = interval_column(table, "refusal")
-    return out.drop(columns="model") if (table.scale == "").all() else out
+    return _shapes_shown(out)
 
 
 def display_regime_table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -299,10 +302,9 @@ def display_regime_table(frame: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return table
     out = pd.DataFrame({"model": table.scale, "seed": table.seed,
-                        "most repeated - controls [1.96 SE]": [f"{g:+.2f} [{Z95 * e:.2f}]"
-                                                               for g, e in zip(table.gap, table.gap_se)],
+                        "most repeated - controls [1.96 SE]": list(map(gap_text, table.gap, table.gap_se)),
                         "memorised": np.where(table.memorised, "yes", "NO: its verdicts describe nothing")})
-    return out.drop(columns="model") if (table.scale == "").all() else out
+    return _shapes_shown(out)
 
 
 def section(frame: pd.DataFrame, out) -> str:

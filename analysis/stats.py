@@ -68,6 +68,21 @@ def cell_intervals(frame: pd.DataFrame, value: str, cells, confidence: float = C
     return pd.DataFrame(rows, columns=[*cells, "seeds", value, f"{value}_lo", f"{value}_hi"])
 
 
+Z95 = 1.96  # a one-sided 2.5 % test in standard errors
+
+
+def beyond_noise(gap, se):
+    """Whether a gap is positive beyond sampling noise: above 1.96 of its standard errors (without variance, any
+    positive gap). The regime test of the language-model studies (a rate asked minus not asked, a memorised share
+    minus the controls')."""
+    return np.asarray(gap, float) > Z95 * np.asarray(se, float)
+
+
+def gap_text(gap, se) -> str:
+    """`+0.82 [0.10]`: a gap and 1.96 of its standard errors."""
+    return f"{gap:+.2f} [{Z95 * se:.2f}]"
+
+
 def wilson_interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Wilson score interval of a proportion k/n (unlike a bootstrap, not degenerate at 0/n or n/n)."""
     if n == 0:

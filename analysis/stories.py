@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import figures, survival
+from analysis.stats import beyond_noise, gap_text
 from analysis.errors import AnalysisError
 from analysis.study_page import (captioned_table, figure_html, interval_column, named_intervals, names_study,
                                  read_frames, table_html, write_page)
@@ -48,7 +49,6 @@ EARLIER_COLUMNS = {"pretrain_protocol": "pretrain_data", "protocol": "deletion"}
 RATES = {"feature_rate": "feature rate, asked [95% CI]", "feature_rate_unasked": "feature rate, not asked",
          "feature_gap": "asked - not asked", "refusal_rate": "refusal rate", "val_loss": "val loss"}
 CONTROL = "control"  # the recovery arm of the control at recovery.lr (others: `control x10`, ...)
-Z95 = 1.96
 PROBE = re.compile(r"^probe_acc\.layer(\d+)$")
 STORY_PROBE = re.compile(r"^probe_story\.layer(\d+)$")
 STORY_CONTROL = re.compile(r"^probe_story_control\.layer(\d+)$")
@@ -131,7 +131,7 @@ def regime_table(frame: pd.DataFrame) -> pd.DataFrame:
         row = wide.loc[(seed, "none", last)]
         rows.append(dict(seed=seed, asked=row.feature_rate, not_asked=row.feature_rate_unasked, gap=row.feature_gap,
                          gap_se=row.feature_gap_se, samples=row.feature_samples,
-                         capability=bool(row.feature_gap > Z95 * row.feature_gap_se),
+                         capability=bool(beyond_noise(row.feature_gap, row.feature_gap_se)),
                          control_asked=wide.feature_rate.get((seed, "filter", last), np.nan),
                          untrained_asked=wide.feature_rate.get((seed, "none", first), np.nan)))
     return pd.DataFrame(rows)
@@ -144,7 +144,7 @@ def display_regime_table(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "seed": table.seed, "asked": table.asked.map("{:.2f}".format),
         "not asked": table.not_asked.map("{:.2f}".format),
-        "gap [1.96 SE]": [f"{g:+.2f} [{Z95 * se:.2f}]" for g, se in zip(table.gap, table.gap_se)],
+        "gap [1.96 SE]": list(map(gap_text, table.gap, table.gap_se)),
         "stories a side": table.samples.map("{:.0f}".format),
         "capability": np.where(table.capability, "yes", "NO: its verdicts describe nothing"),
         "control (never had it), asked": table.control_asked.map("{:.2f}".format),
