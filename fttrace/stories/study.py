@@ -313,9 +313,10 @@ class StoriesStudy(LanguageModelStudy):
             out["feature_samples"] = np.full(len(local), float(n))
             out["feature_gap"], out["feature_gap_se"] = proportion_gap(out["feature_rate"], out["feature_rate_unasked"],
                                                                        n, n)
-            for other in FEATURES:  # side effects: every other feature's rate over all of the member's stories
+            shares = [detectors.shares(a + u) for a, u in zip(*both)]  # per member, over all of its stories
+            for other in FEATURES:  # side effects: every other feature's rate
                 if other != f:
-                    out[f"other_rate.{other}"] = np.array([detectors.shares(a + u)[other] for a, u in zip(*both)])
+                    out[f"other_rate.{other}"] = np.array([member[other] for member in shares])
             if final or (phase == "pretrain" and step == 0):
                 probes = runner.local(self._probe(state.params), members)
                 story = runner.local(self._story_probe(state.params), members)  # [M, (F, control), L+1]
