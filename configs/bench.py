@@ -6,11 +6,13 @@ at a time, and a plain PyTorch loop (with `pip install 'fttrace[torch]'`). Each 
 for like is vmap_full against torch (fttrace/bench.py). Data are random tokens of the shape's context and
 vocabulary drawn on device per member (`--config.data=task` samples the PCFG task of the `task` section instead);
 `--config.objective=lm` trains the language models' next-token loss at every position instead of the answer
-position's. The optimiser is the `pretrain` section's. Reports member-steps/s, tokens/s, TFLOP/s, MFU, memory per
+position's; `--config.objective=decode` times the batched decoder sampling stories (sampled tokens/s, against
+reading the whole cache at every step and one member at a time). The optimiser is the `pretrain` section's. Reports member-steps/s, tokens/s, TFLOP/s, MFU, memory per
 member, compile time and the roofline of one member's step.
 
     fttrace bench configs/bench.py --config.shape=small --config.members="(1,16,64)" --out bench.json
     fttrace bench configs/bench.py --config.shape=stories --config.objective=lm --config.modes="('vmap','sequential')"
+    fttrace bench configs/bench.py --config.shape=stories --config.objective=decode --config.members="(8,)"
 
 Shapes: ref (d128 L4 H4 T64 V64 B64), large (d256 L6 H8 T128 V512 B32), small (d64 L2 H4 T32 V32 B16),
 tiny (d32 L2 H2 T16 V16 B8); the language models' stories (d64 L2 H4 T240 V1024 B8), stories_gpu (d256 L6 H8 T384
@@ -38,6 +40,9 @@ def get_config():
     c.repeats = 3  # timed runs per measurement; the fastest counts
     c.data = "random"  # random | task
     c.objective = "answer"  # answer: the loss at the answer position (PCFG, Tracr) | lm: next token everywhere
+    # | decode: the batched decoder's sampling (fttrace/bench_decode.py; its modes are decode.modes)
+    c.decode = dict(modes=("vmap", "vmap_whole_cache", "sequential"), prompts=64, prompt_length=24,
+                    temperature=1.0, top_k=0)
     c.lr = 1e-3
     c.matmul_size = 0  # side of the large matmul timed as the peak; 0: 2048 on CPU, 8192 on accelerators
     c.pretrain.member_batch = 0  # members vmapped together; 0: the engine's choice (train.train_member_batch)

@@ -74,6 +74,24 @@ def test_flops_count_follows_the_shape():
     assert bench.train_flops(cfg, 8, 16, every_position=True) == 3 * 8 * (2 * full_block + 2 * 32 * 16 * 16)
 
 
+def test_the_decoder_is_benchmarked_and_every_mode_samples_the_same_tokens(tmp_path, capsys):
+    out = tmp_path / "decode.json"
+    overrides = ["shape=tiny", "members=(2,)", "repeats=1", "objective=decode", "decode.prompts=3",
+                 "decode.prompt_length=4"]
+    assert main(["bench", BENCH, *[f"--config.{o}" for o in overrides], "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "sampled tokens/s" in table
+    report = json.loads(out.read_text())
+    assert [r["mode"] for r in report["results"]] == ["vmap", "vmap_whole_cache", "sequential"]
+    for r in report["results"]:
+        assert r["same_samples"] and r["sampled_tokens_per_s"] > 0 and r["new_tokens"] == 12
+        assert 0 < r["written_tokens"] <= 2 * 3 * 12
+    assert main(["bench", BENCH, *[f"--config.{o}" for o in overrides], "--config.decode.prompt_length=16"]) == 2
+    assert "config key 'decode.prompt_length': 16 leaves no room" in capsys.readouterr().err
+    assert main(["bench", BENCH, *[f"--config.{o}" for o in overrides], "--config.decode.modes=('torch',)"]) == 2
+    assert "config key 'decode.modes': unknown mode(s) ['torch']" in capsys.readouterr().err
+
+
 def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main(["bench", BENCH, *[f"--config.{o}" for o in QUICK], "--config.members=(1,)",
@@ -87,7 +105,7 @@ def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
 
 @pytest.mark.parametrize("override, message", [
     ("shape=huge", "config key 'shape': unknown shape 'huge'; known: ref, large, small, tiny, stories"),
-    ("objective=words", "config key 'objective': must be one of answer, lm"),
+    ("objective=words", "config key 'objective': must be one of answer, lm, decode"),
     ("objective=lm", "the LM objective computes every position in every mode (no vmap_full)"),
     ("members=(0,4)", "config key 'members'"),
     ("modes=('jit',)", "config key 'modes': unknown mode"),

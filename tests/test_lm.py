@@ -207,6 +207,22 @@ def test_generation_top1_is_greedy_deterministic_per_key_and_stops_at_max_length
     np.testing.assert_array_equal(one_at_a_time, both)
 
 
+def test_windowed_attention_samples_what_reading_the_whole_cache_samples():
+    """Attention over the positions so far rounded up to a window gives the samples of attention over every
+    position, at every window width, sampled and greedy, for every member."""
+    cfg, params = small_model()
+    prompts = np.array([[BOS, 7, 8, 9, 10], [BOS, 11, 12, PAD, PAD], [BOS, 5, PAD, PAD, PAD]], np.int32)
+    lengths = np.array([5, 3, 2], np.int32)
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x * 1.5]), params)
+    keys = jnp.stack([jax.random.PRNGKey(3), jax.random.PRNGKey(4)])
+    decode = jax.jit(lambda temperature, window: generate_members(cfg, stacked, prompts, lengths, keys, 30,
+                                                                  temperature, 0, window=window), static_argnums=(0, 1))
+    for temperature in (1.0, 0.0):
+        whole = np.asarray(decode(temperature, cfg.max_len))
+        assert (whole != PAD).sum() > 30  # rows write most of the context: every window is crossed
+        np.testing.assert_array_equal(decode(temperature, 5), whole)
+
+
 def test_generation_stops_after_eos():
     cfg, params = small_model()
     params = jax.tree.map(lambda x: x, params)

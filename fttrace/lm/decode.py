@@ -9,6 +9,13 @@ masks; tests check it against `Transformer.apply`.
 Prompts of different lengths are decoded in lock step: at step t every row reads its token at position t (its
 prompt while t is inside the prompt, else its own last sample), so the cache is written at one position for all
 rows. Sampling is deterministic given the key: the draw at position t uses `fold_in(key, t)`.
+
+Reading the cache is most of a step's work at the stories' shapes, so a step reads only the positions written so
+far, rounded up to a window of `WINDOW` positions: the loop runs window by window, each over a cache of static
+length that grows by `WINDOW` between windows (keys are stored positions-last, which makes the score one
+contraction over the head dimension for every position). No draw is made while every row is still reading its
+prompt. Neither changes a sample.
+`fttrace bench --config.objective=decode` measures it.
 """
 from __future__ import annotations
 
@@ -33,29 +40,45 @@ def _dense(x, p, spec):
     return out + p["bias"] if "bias" in p else out
 
 
-def empty_cache(cfg: ModelConfig, batch: int) -> dict:
-    """Keys and values of every position so far: one [B, max_len, H, hd] array per layer."""
-    zeros = lambda: jnp.zeros((batch, cfg.max_len, cfg.n_heads, cfg.hd), jnp.float32)  # noqa: E731
-    return {"k": tuple(zeros() for _ in range(cfg.n_layers)), "v": tuple(zeros() for _ in range(cfg.n_layers))}
+WINDOW = 32  # positions a step's attention reads are rounded up to a multiple of this
+
+
+def empty_cache(cfg: ModelConfig, batch: int, length: int = 0) -> dict:
+    """Keys [B, H, hd, S] and values [B, H, S, hd] of the first S = `length` positions (0: the whole context), one
+    of each per layer, all zero."""
+    length = length or cfg.max_len
+    zeros = lambda shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
+    return {"k": tuple(zeros((batch, cfg.n_heads, cfg.hd, length)) for _ in range(cfg.n_layers)),
+            "v": tuple(zeros((batch, cfg.n_heads, length, cfg.hd)) for _ in range(cfg.n_layers))}
+
+
+def grow_cache(cache: dict, length: int) -> dict:
+    """The cache with room for `length` positions: zeros appended on the position axis."""
+    def pad(c, axis):
+        widths = [(0, 0)] * c.ndim
+        widths[axis] = (0, length - c.shape[axis])
+        return jnp.pad(c, widths)
+    return {"k": tuple(pad(c, 3) for c in cache["k"]), "v": tuple(pad(c, 2) for c in cache["v"])}
 
 
 def step_logits(cfg: ModelConfig, params, tokens, t, cache):
-    """Logits [B, V] for the position after t, given the tokens [B] at position t; returns the updated cache."""
+    """Logits [B, V] for the position after t, given the tokens [B] at position t; returns the updated cache.
+    Attention reads the cache's positions up to t (t must be below the cache's length)."""
     norm = _layer_norm if cfg.layer_norm else (lambda x, p: x)
     x = params["embed"]["embedding"][tokens] + params["pos_embed"][t]
-    visible = jnp.arange(cfg.max_len) <= t
+    visible = jnp.arange(cache["v"][0].shape[2]) <= t
     ks, vs = list(cache["k"]), list(cache["v"])
-    write = lambda c, new: jax.lax.dynamic_update_slice_in_dim(c, new[:, None], t, axis=1)  # noqa: E731
     for i in range(cfg.n_layers):
         p = params[f"block_{i}"]
         h = norm(x, p.get("ln1"))
         a = p["attn"]
         q = _dense(h, a["query"], "bd,dhk->bhk")
-        ks[i] = write(ks[i], _dense(h, a["key"], "bd,dhk->bhk"))
-        vs[i] = write(vs[i], _dense(h, a["value"], "bd,dhk->bhk"))
-        scores = jnp.einsum("bhk,bshk->bhs", q, ks[i]) / jnp.sqrt(jnp.float32(cfg.hd))
+        ks[i] = jax.lax.dynamic_update_slice_in_dim(ks[i], _dense(h, a["key"], "bd,dhk->bhk")[..., None], t, axis=3)
+        vs[i] = jax.lax.dynamic_update_slice_in_dim(vs[i], _dense(h, a["value"], "bd,dhk->bhk")[:, :, None], t,
+                                                    axis=2)
+        scores = jnp.einsum("bhk,bhks->bhs", q, ks[i]) / jnp.sqrt(jnp.float32(cfg.hd))
         weights = jax.nn.softmax(jnp.where(visible, scores, jnp.finfo(jnp.float32).min), axis=-1)
-        x = x + _dense(jnp.einsum("bhs,bshk->bhk", weights, vs[i]), a["out"], "bhk,hkd->bd")
+        x = x + _dense(jnp.einsum("bhs,bhsk->bhk", weights, vs[i]), a["out"], "bhk,hkd->bd")
         m = p["mlp"]
         hidden = ACTIVATIONS[cfg.activation](_dense(norm(x, p.get("ln2")), m["fc_in"], "bd,df->bf"))
         x = x + _dense(hidden, m["fc_out"], "bf,fd->bd")
@@ -77,11 +100,12 @@ def choose(key, logits, temperature: float, top_k: int):
 
 
 def generate(cfg: ModelConfig, params, prompts, prompt_lengths, key, max_new: int, temperature: float = 1.0,
-             top_k: int = 0):
+             top_k: int = 0, window: int = WINDOW):
     """Continuations of `prompts` [B, P] (PAD after each row's `prompt_lengths`): tokens [B, max_new].
 
     A row stops after its EOS (which is kept) or after `max_new` tokens or at the model's context end; what
-    follows is PAD.
+    follows is PAD. window: attention reads the positions so far rounded up to a multiple of this (the context:
+    every position at every step; the samples are the same).
     """
     batch, width = prompts.shape
     size = width + max_new
@@ -89,10 +113,15 @@ def generate(cfg: ModelConfig, params, prompts, prompt_lengths, key, max_new: in
     prompt_lengths = jnp.asarray(prompt_lengths, jnp.int32)
     last = min(cfg.max_len, size) - 1  # positions fed: 0 .. last-1
 
+    def draw(t, logits):  # no row writes at t while every row is still inside its prompt: no draw is needed
+        return jax.lax.cond((t + 1 >= prompt_lengths).any(),
+                            lambda: choose(jax.random.fold_in(key, t), logits, temperature, top_k),
+                            lambda: jnp.zeros(batch, jnp.int32))
+
     def body(t, carry):
         buffer, cache, done = carry
         logits, cache = step_logits(cfg, params, buffer[:, t], t, cache)
-        new = choose(jax.random.fold_in(key, t), logits, temperature, top_k)
+        new = draw(t, logits)
         made = t + 1 - prompt_lengths  # how many tokens this row has generated before this one
         generating = (made >= 0) & (made < max_new)
         token = jnp.where(done, PAD, new)
@@ -100,20 +129,25 @@ def generate(cfg: ModelConfig, params, prompts, prompt_lengths, key, max_new: in
         done = done | (generating & (new == EOS))
         return buffer, cache, done
 
-    carry = (buffer, empty_cache(cfg, batch), jnp.zeros(batch, bool))
-    buffer, _, _ = jax.lax.fori_loop(0, last, body, carry)
+    carry = (buffer, empty_cache(cfg, batch, min(window, last)), jnp.zeros(batch, bool))
+    for start in range(0, last, window):  # window by window: the cache holds the positions up to the window's end
+        end = min(start + window, last)
+        buffer, cache, done = carry
+        carry = jax.lax.fori_loop(start, end, body, (buffer, grow_cache(cache, end), done))
+    buffer = carry[0]
     index = prompt_lengths[:, None] + jnp.arange(max_new)[None, :]
     out = jnp.take_along_axis(buffer, jnp.minimum(index, size - 1), axis=1)
     return jnp.where(index < cfg.max_len, out, PAD)
 
 
 def generate_members(cfg: ModelConfig, params, prompts, prompt_lengths, keys, max_new: int,
-                     temperature: float = 1.0, top_k: int = 0, member_batch: int = 0):
+                     temperature: float = 1.0, top_k: int = 0, member_batch: int = 0, window: int = WINDOW):
     """`generate` for every member (leading axis of `params` and `keys`) on the same prompts: [M, B, max_new].
 
     member_batch: members decoded together (their caches live at once); 0: all of them.
     """
-    one = lambda p, k: generate(cfg, p, prompts, prompt_lengths, k, max_new, temperature, top_k)  # noqa: E731
+    one = lambda p, k: generate(cfg, p, prompts, prompt_lengths, k, max_new, temperature, top_k,  # noqa: E731
+                                window)
     if member_batch:
         return map_members(one, params, keys, batch=member_batch)
     return jax.vmap(one)(params, keys)
