@@ -296,5 +296,5 @@ def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
     sync("fttrace-end")
     if store.writes_results:
         store.merge_parts()  # also covers a run killed between writing its last part and merging it
-        write_manifest(status=COMPLETE, wall_s=round(time.time() - start, 3))
+        write_manifest(status=COMPLETE, wall_s=round(time.time() - start, 3), time=progress.times)
     return store.results_path

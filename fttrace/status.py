@@ -44,6 +44,18 @@ def _now(record: dict) -> str:
             f"({ago})")
 
 
+def time_shares(times: dict, wall: float) -> str:
+    """Where a finished run's wall time went (the manifest's `time`, written by `progress.Progress`): training
+    phases (their host-side measurements apart), evaluations, and the rest (data, compiling outside phases,
+    writing results)."""
+    phases = sum(t["wall_s"] for t in times.values() if t["kind"] == "phase")
+    measuring = sum(t.get("measuring_s", 0.0) for t in times.values() if t["kind"] == "phase")
+    evaluations = sum(t["wall_s"] for t in times.values() if t["kind"] == "evaluation")
+    share = lambda s: f"{_duration(s)} ({s / wall:.0%})"  # noqa: E731
+    return (f"training phases {share(phases - measuring)}, measurements inside them (sampling, decoding, probes) "
+            f"{share(measuring)}, evaluations {share(evaluations)}, the rest {share(max(wall - phases - evaluations, 0))}")
+
+
 def describe(workdir) -> str:
     workdir = workdir_path(workdir)
     found = read_manifest(workdir)
@@ -56,6 +68,8 @@ def describe(workdir) -> str:
     when = f"finished {written}" if ended else f"{status} since {written}"
     lines = [f"{workdir}: {study} study, {when}, {len(found['devices'])} device(s) in {found.get('processes', 1)} "
              "process(es)" + (f", wall {_duration(wall)}" if ended and wall else "")]
+    if ended and wall and found.get("time"):
+        lines.append(f"  time: {time_shares(found['time'], wall)}")
     done = [name for name in _part_names(workdir / PARTS_DIR) if not name.endswith("-summary")]
     lines.append(f"  done: {', '.join(done) if done else 'nothing yet'}")
     progress = workdir / PROGRESS_FILE

@@ -359,6 +359,7 @@ class PhaseLoop:
         self._halt = jax.jit(halt, **placed)
         self._take = jax.jit(lambda tree, index: jax.tree.map(lambda x: x[index], tree))
         self.widths: list[int] = []  # the member axis of every chunk run (compaction shows here)
+        self.measuring_s = 0.0  # seconds `measure` took in the last `run`
 
     def programs(self, group: int, eval_group: int):
         """The jitted chunk and first-record functions that train members in groups of `group` and evaluate them in
@@ -393,7 +394,8 @@ class PhaseLoop:
         The first record (step 0) evaluates the state before any update; the others follow at `eval_steps(phase)`.
         With `phase.target` and a criterion in `data`, a member that meets it at an evaluation stops there (step 0
         included). Metrics stay on device (with several processes, each holds only its members' values).
-        `on_chunk(step, total, seconds, training=...)` is called after each chunk (progress display; `training`:
+        `on_chunk(step, total, seconds, training=..., measuring=...)` is called after each chunk (progress display;
+        `measuring`: seconds of `measure` in this run so far; `training`:
         members still training, None with several processes), `on_records(state, records)` too (checkpoints). To
         resume, pass the records of the interrupted run with its state: training goes on after the last recorded
         step.
@@ -402,6 +404,7 @@ class PhaseLoop:
         groups = group_size(members, self.member_batch), group_size(members, self.eval_member_batch)
         chunk, first = self.programs(*groups)
         schedule = eval_steps(self.phase)
+        self.measuring_s = 0.0
         if records is None:
             state, metrics = first(state, data, self.shared)
             metrics = self._measured(state, metrics, 0, [])
@@ -417,14 +420,20 @@ class PhaseLoop:
             if on_records is not None:
                 on_records(state, records)
             if on_chunk is not None:
-                on_chunk(done, self.phase.steps, time.perf_counter() - t0, training=self.training_count(state))
+                on_chunk(done, self.phase.steps, time.perf_counter() - t0, training=self.training_count(state),
+                         measuring=self.measuring_s)
         return state, records
 
     def _measured(self, state: TrainState, metrics: dict, step: int, records: list) -> dict:
-        """The jitted evaluation's metrics with those of `measure` (if any) at `step`, after `records`."""
+        """The jitted evaluation's metrics with those of `measure` (if any) at `step`, after `records`; the
+        seconds `measure` takes add to `measuring_s` (from the program's end: the chunk is waited for first)."""
         if self.measure is None:
             return metrics
-        return {**metrics, **self.measure(state, step, step == self.phase.steps, records)}
+        metrics = jax.block_until_ready(metrics)
+        t0 = time.perf_counter()
+        measured = self.measure(state, step, step == self.phase.steps, records)
+        self.measuring_s += time.perf_counter() - t0
+        return {**metrics, **measured}
 
     def _stopped(self, state: TrainState, metrics: dict) -> TrainState:
         """`state` with the members that meet the study's `stop` rule in `metrics` stopped."""

@@ -33,6 +33,11 @@ def test_run_writes_results_and_manifest(finished_run, capsys):
     assert set(frame.phase) == {"pretrain", "finetune", "regime"}  # the regime diagnostics always run
     manifest = json.loads((finished_run / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["wall_s"] > 0
+    times = manifest["time"]  # where the time went: each phase (its host-side measurements apart), each evaluation
+    assert {label: t["kind"] for label, t in times.items()} == {
+        "group 0 pretrain": "phase", "group 0 finetune": "phase", "group 0 regime": "evaluation"}
+    assert sum(t["wall_s"] for t in times.values()) < manifest["wall_s"]
+    assert all(0 <= t["measuring_s"] <= t["wall_s"] for t in times.values() if t["kind"] == "phase")
     assert manifest["config"]["sweep"]["seeds"] == 2
     assert {"jax", "flax", "optax"} <= set(manifest["versions"]) and manifest["devices"]
     # What reproduces it beyond the config: the command, the XLA/JAX environment, the source tree, every package.
@@ -176,6 +181,8 @@ def test_status_of_a_finished_and_of_a_running_run(finished_run, tmp_path, capsy
     shown = capsys.readouterr().out
     assert ": counter study, finished " in shown and "done: g0-finetune, g0-pretrain, g0-regime" in shown
     assert "diverged: none of 4 members with results" in shown
+    assert re.search(r"time: training phases \d+m \d+s \(\d+%\), measurements inside them .* evaluations \d+m "
+                     r"\d+s \(\d+%\), the rest", shown)
     # A run in its fine-tuning phase: the manifest says running, the progress record where it is.
     running = tmp_path / "running"
     running.mkdir()

@@ -97,16 +97,17 @@ class CriterionPhase:
         self.task = build_task(config)
         self.sets = eval_sets_for(self.task, config.eval.examples, config.eval.seed)
 
-    def run(self, lrs, weights, seeds=None, compact=True, stop=None):
-        """(final state, records, the member-axis widths of the chunks); `stop`: PhaseLoop's host-side rule."""
+    def run(self, lrs, weights, seeds=None, compact=True, stop=None, measure=None, on_chunk=None):
+        """(final state, records, the member-axis widths of the chunks); `stop`: PhaseLoop's host-side rule,
+        `measure` its host-side measurements."""
         from fttrace.tasks import queries
         from fttrace.train import AnswerObjective, PhaseLoop, data_spec, init_members
         n = len(lrs)
         state = init_members(self.group.model, self.section, 0, np.arange(n) if seeds is None else seeds, lrs)
         data = data_spec(queries.reft(self.task, n), np.zeros(n), criterion={"pt": weights})
         loop = PhaseLoop(self.group.model, AnswerObjective(self.task), self.section, self.sets, compact=compact,
-                         stop=stop)
-        return loop.run(state, data) + (loop.widths,)
+                         stop=stop, measure=measure)
+        return loop.run(state, data, on_chunk=on_chunk) + (loop.widths,)
 
 
 def leaves(tree, rows):
@@ -156,6 +157,24 @@ def test_a_host_side_stop_rule_stops_members_as_the_criterion_in_the_program_doe
     # without the rule nothing stops
     free = phase.run([3e-3, 3e-3], [0.0, 0.0])
     assert not np.asarray(free[0].stopped).any()
+
+
+def test_the_time_host_side_measurements_take_is_counted_apart():
+    """PhaseLoop times its `measure` calls (step 0's included) and reports the running total with each chunk: the
+    share of a phase's time that sampling takes in a language-model study."""
+    import time
+    phase = CriterionPhase(40, 8, 64)
+
+    def measure(state, step, final, records):
+        time.sleep(0.25)
+        return {"extra": np.full(state.step.shape, float(step))}
+
+    reported = []
+    _, records, _ = phase.run([3e-3], [0.0], measure=measure,
+                              on_chunk=lambda *a, measuring, **k: reported.append(measuring))
+    assert [float(np.asarray(m["extra"])[0]) for _, m in records] == [0.0, 20.0, 40.0]
+    assert len(reported) == 2 and 0.5 <= reported[0] < reported[1]
+    assert 0.75 <= reported[1] < 1.5  # three measurements of 0.25 s, and no training time
 
 
 def test_stopped_members_leave_the_program_without_changing_any_number():
