@@ -6,7 +6,8 @@
 #   1. the `gpu`-marked tests: bf16 against f32, every local GPU, the memory plan (memory_plan.json)
 #   2. fttrace bench, reference and large shapes in bf16: vmap, vmap_full, sequential (and torch where installed) at
 #      1 / 64 / 256 members, then vmap alone at 1,024
-#   3. the LM step at the stories :gpu shape (every-position loss)
+#   3. the LM step at the stories :gpu shape (every-position loss), and its decoder (sampled tokens/s, windowed
+#      against the whole cache)
 #   4. a timed slice of the full counter grid: its pretraining and first fine-tuning chunks (progress in the log)
 #
 #   benchmarks/device_check.sh
@@ -29,7 +30,7 @@ step() {  # step NAME SECONDS COMMAND...: COMMAND within SECONDS, its output in 
 }
 
 bench=("${FTTRACE_CMD[@]}" bench configs/bench.py --config.repeats=2)
-step gpu-tests 100 python -m pytest -q -m gpu tests/test_gpu.py
+step gpu-tests 80 python -m pytest -q -m gpu tests/test_gpu.py
 for shape in ref large; do
   step "bench-$shape" 80 "${bench[@]}" --config.shape="$shape" --config.model.dtype=bfloat16 --config.steps=20 \
     --config.members="(1,64,256)" --config.modes="('vmap','vmap_full','sequential','torch')" \
@@ -39,5 +40,7 @@ for shape in ref large; do
 done
 step bench-stories-gpu 60 "${bench[@]}" --config.shape=stories_gpu --config.objective=lm --config.steps=10 \
   --config.members="(1,16,64)" --config.modes="('vmap','sequential','torch')" --out "$out/bench-stories-gpu.json"
-step counter-slice 60 "${FTTRACE_CMD[@]}" run configs/pcfg_counter.py --workdir "$out/counter-slice" --overwrite \
+step decode-stories-gpu 30 "${bench[@]}" --config.shape=stories_gpu --config.objective=decode --config.repeats=1 \
+  --config.members="(16,)" --config.decode.modes="('vmap','vmap_whole_cache')" --out "$out/decode-stories-gpu.json"
+step counter-slice 50 "${FTTRACE_CMD[@]}" run configs/pcfg_counter.py --workdir "$out/counter-slice" --overwrite \
   --config.finetune.steps=400 --config.evals="()"

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fttrace import bench
+from fttrace import bench, bench_decode
 from fttrace import config as config_lib
 from fttrace.cli import main
 from helpers import ROOT
@@ -143,10 +143,14 @@ def test_device_check_dry_run_prints_commands_whose_configs_load():
         assert command[0] == "fttrace", command
         overrides = [w[len("--config."):] for w in command if w.startswith("--config.")]
         config = config_lib.load(str(ROOT / command[2]), overrides)
-        if command[1] == "bench":
+        if command[1] == "bench" and config.objective == "decode":
+            bench_decode.check(config)
+            kinds.setdefault("bench", []).append((config.shape, "decode", max(config.members)))
+        elif command[1] == "bench":
             setup = bench.setup_from_config(config)
             kinds.setdefault("bench", []).append((setup.shape_name, setup.objective_name, setup.max_members))
         else:
             kinds.setdefault(command[1], []).append(command[2])
     assert ("ref", "answer", 1024) in kinds["bench"] and ("stories_gpu", "lm", 64) in kinds["bench"]
+    assert ("stories_gpu", "decode", 16) in kinds["bench"]
     assert kinds["run"] == ["configs/pcfg_counter.py"]
