@@ -9,7 +9,7 @@ header asks for one and when it does not, their gap and its standard error, the 
 rate, held-out loss; at each phase's end (and untrained), probes per layer for "the header asks for Twist" and, on
 the story text alone, for "this story has a twist" beside a control target.
 
-    fttrace run configs/stories_twist.py --workdir runs/stories_twist            # default: CPU, ~18 min (see below)
+    fttrace run configs/stories_twist.py --workdir runs/stories_twist            # default: CPU, ~16 min (see below)
     fttrace run configs/stories_twist.py:tiny --workdir /tmp/stories_tiny        # seconds: does it run?
     fttrace run configs/stories_twist.py:gpu --workdir runs/stories_twist_gpu    # larger form, for a GPU
     python -m analysis summary runs/stories_twist                                # the numbers below
@@ -19,28 +19,31 @@ LRs follow the reference study's ratios to its pretraining LR (5e-4 -> {1e-3, 1e
 --config.sweep.deletions="('filter','filter_label','mix_match','refusal')" (about 30 min on the CPU).
 
 Default (3 seeds; 6 pretrained, 12 fine-tuned, 18 recovery members; d64 L2 H4, context 240, 246k parameters; 800
-pretraining steps at LR 6e-3 (cosine), up to 60 deletion, 100 recovery steps; 64 + 64 sampled stories per member and
-eval step): 17 min 47 s on the 2-core CPU (light editing beside it). Shorter pretraining leaves nothing to delete:
-with --config.pretrain.steps=500 --config.pretrain.lr=2e-3 the models write a twist in about 21 % of the asked-for
-stories and 11 % of the others. Measured, mean [95% bootstrap interval over the 3 seeds], share of stories with a
-twist:
-  regime: pretrained 0.83 / 0.88 / 0.84 asked vs 0.02 / 0.03 / 0.05 not asked per seed (gap 0.82 [0.80, 0.84],
-  standard error 0.03 over the 3 x 64 stories a side); the control pretrained without Twist 0.00; untrained 0.00.
+pretraining steps at LR 6e-3 (cosine), up to 60 deletion, 100 recovery steps; 192 + 192 sampled stories per member
+and eval step, from 800 validation headers): 15 min 47 s on the 2-core CPU, of which sampling, decoding and probes
+8 min 21 s (`fttrace status`). Shorter pretraining leaves nothing to delete: with --config.pretrain.steps=500
+--config.pretrain.lr=2e-3 the models write a twist in about 21 % of the asked-for stories and 11 % of the others.
+Measured, mean [95% bootstrap interval over the 3 seeds], share of stories with a twist:
+  regime: pretrained 0.86 / 0.88 / 0.83 asked vs 0.04 / 0.02 / 0.09 not asked per seed (gap 0.81 [0.74, 0.86]);
+  the control pretrained without Twist 0.00; untrained 0.00. Every cell's gap (3 seeds x 192 stories a side) has a
+  standard error of at most 0.029 (`feature_gap_se`, `feature_samples` in the results).
   deletion to the criterion (asked rate < 0.1): at LR 1.2e-2 filter stops in 3/3 (step 10), mix_match in 1/3; at
-  1.2e-3 filter in 1/3 (gap left 0.29 [0.05, 0.47]) and mix_match in 0/3 (gap 0.72: mix_match at the small LR
+  1.2e-3 filter in 1/3 (gap left 0.28 [0.09, 0.44]) and mix_match in 0/3 (gap 0.74: mix_match at the small LR
   deletes nothing). Side effects at 1.2e-2: held-out loss +0.86 [0.72, 0.94] (filter), +0.42 (mix_match), on the
   stories without Twist +0.74 [0.62, 0.81] and +0.41; at 1.2e-3 +0.02 and +0.00 (without Twist -0.00 and +0.01).
-  recovery (steps 0 / 10 / 30 / 100, asked): filter at 1.2e-3 0.35 / 0.80 / 0.85 / 0.89, filter at 1.2e-2 0.00 /
-  0.10 / 0.54 / 0.84, control 0.00 / 0.00 / 0.04 / 0.55, control x10 0.00 / 0.03 / 0.24 / 0.61. Every deleted
+  recovery (steps 0 / 10 / 30 / 100, asked): filter at 1.2e-3 0.28 / 0.82 / 0.85 / 0.90, filter at 1.2e-2 0.00 /
+  0.16 / 0.57 / 0.84, control 0.00 / 0.00 / 0.04 / 0.61, control x10 0.00 / 0.03 / 0.22 / 0.62. Every deleted
   member regains 0.9 x its seed's asked rate (Kaplan-Meier medians 0-100 steps; log-rank against the control p
-  0.02-0.03), the control in 0 of 3 at either LR. But the rate when not asked climbs with it (0.43-0.81): no
+  0.02-0.03), the control in 0 of 3 at either LR. But the rate when not asked climbs with it (0.40-0.82): no
   deleted member regains 0.9 x its seed's gap within 100 steps (except mix_match at 1.2e-3, which never lost it).
   Recovery on Twist-only stories restores writing twists, not writing them when asked.
 Probes (held out, chance 0.5): "the header asks for Twist" embeddings 0.46-0.53, untrained 0.85 / 0.89 (layers
 1 / 2), pretrained 0.97 / 0.99, the control 0.94 / 0.96: it reads the request, which even a model that never saw a
 twist carries. The story-text probe's selectivity (accuracy for "has a twist" minus a control target's) at layer 2:
 untrained 0.07, pretrained 0.23 [0.16, 0.31], the control that never saw a twist 0.28 [0.25, 0.31], after deletion
-0.19-0.23: at this scale it cannot tell a kept capability from none (a null result).
+0.19-0.23: at this scale it cannot tell a kept capability from none (a null result). The same run with 64 stories a
+side (--config.generate.prompts=64 --config.data.validation_size=400) took 17 min 47 s with the decoder before
+windowed attention; its cells in mid-range had standard errors up to 0.04.
 """
 import ml_collections
 
