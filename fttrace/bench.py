@@ -191,10 +191,7 @@ def setup_from_config(config) -> Setup:
     """Checks the bench keys of a config (bad input -> UserError) and builds what the modes train."""
     if config.shape not in SHAPES:
         raise UserError(f"config key 'shape': unknown shape {config.shape!r}; known: {', '.join(SHAPES)}")
-    members = config.members
-    if not (isinstance(members, tuple) and members and all(
-            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in members)):
-        raise UserError(f"config key 'members': must be a tuple of positive integers, got {members!r}")
+    check_members(config)
     unknown = [m for m in config.modes if m not in MODES]
     if unknown or not config.modes:
         raise UserError(f"config key 'modes': unknown mode(s) {unknown}; known: {', '.join(MODES)}")
@@ -230,7 +227,27 @@ def setup_from_config(config) -> Setup:
     phase = config.pretrain.copy_and_resolve_references()
     phase.batch_size = shape.batch
     return Setup(config.shape, objective, model, task, phase, shape.batch, context, config.steps, config.repeats,
-                 config.seed, float(config.lr), config.matmul_size, max(members))
+                 config.seed, float(config.lr), config.matmul_size, max(config.members))
+
+
+def check_members(config) -> None:
+    """The member counts of a bench config: a tuple of positive integers (else UserError naming the key)."""
+    members = config.members
+    if not (isinstance(members, tuple) and members and all(
+            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in members)):
+        raise UserError(f"config key 'members': must be a tuple of positive integers, got {members!r}")
+
+
+def timed_rounds(runners: dict, repeats: int, label: str, log=None) -> dict:
+    """Seconds of each runner's `run()` in `repeats` rounds, the runners taking turns within each round (so that
+    they share whatever else the machine is doing alike): {name: [seconds per round]}."""
+    seconds = {name: [] for name in runners}
+    for round_ in range(repeats):
+        if log:
+            log(f"{label}: timed round {round_ + 1}/{repeats}")
+        for name, r in runners.items():
+            seconds[name].append(r.run())
+    return seconds
 
 
 def device_name() -> str:
@@ -328,12 +345,7 @@ def run_bench(config, log=None) -> dict:
         if log:
             log(f"{members} members: preparing {', '.join(modes)}")
         runners = {mode: runner(setup, mode, members) for mode in modes}
-        seconds = {mode: [] for mode in modes}
-        for round_ in range(setup.repeats):
-            if log:
-                log(f"{members} members: timed round {round_ + 1}/{setup.repeats}")
-            for mode, r in runners.items():
-                seconds[mode].append(r.run())
+        seconds = timed_rounds(runners, setup.repeats, f"{members} members", log)
         for mode, r in runners.items():
             rate = members * setup.steps / min(seconds[mode])
             results.append(dict(mode=mode, work=WORK[setup.objective_name][mode], shape=setup.shape_name,

@@ -50,10 +50,7 @@ def check(config) -> None:
                         f"{config.shape} shape's context of {context}")
     if not (isinstance(config.repeats, int) and config.repeats > 0):
         raise UserError(f"config key 'repeats': must be a positive integer, got {config.repeats!r}")
-    members = config.members
-    if not (isinstance(members, tuple) and members and all(
-            isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in members)):
-        raise UserError(f"config key 'members': must be a tuple of positive integers, got {members!r}")
+    bench.check_members(config)
 
 
 class Decoder:
@@ -105,12 +102,7 @@ def run_decode_bench(config, log=None) -> dict:
                     for mode in d.modes}
         first = next(iter(decoders.values())).samples
         same = all(np.array_equal(dec.samples, first) for dec in decoders.values())
-        seconds = {mode: [] for mode in decoders}
-        for round_ in range(config.repeats):
-            if log:
-                log(f"{members} members: timed round {round_ + 1}/{config.repeats}")
-            for mode, dec in decoders.items():
-                seconds[mode].append(dec.run())
+        seconds = bench.timed_rounds(decoders, config.repeats, f"{members} members", log)
         written = int((first != PAD).sum())  # tokens the rows wrote (PAD after a row's EOS or the context end)
         for mode, dec in decoders.items():
             best = min(seconds[mode])
