@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from fttrace import train
+from fttrace import train, trees
 from fttrace.errors import UserError
 
 KINDS = ("full", "l2sp", "top_k", "lora", "svf")
@@ -145,18 +145,6 @@ def member_arrays(members: pd.DataFrame) -> dict:
 
 # -------------------------------------------------------------------------------------------------- the trees
 
-def _get(tree, path):
-    for key in path:
-        tree = tree[key]
-    return tree
-
-
-def _set(tree, path, value):
-    if not path:
-        return value
-    return {**tree, path[0]: _set(tree[path[0]], path[1:], value)}
-
-
 def matrices(layout: Layout):
     """(block-relative path, path of the kernel in the parameters, input axes) of every adapted matrix."""
     out = []
@@ -177,43 +165,37 @@ def wrap(layout: Layout, params, key):
     if layout.lora_rank:
         lora = {}
         for j, (path, kernel_path, axes) in enumerate(matrices(layout)):
-            w = _as_matrix(_get(params, kernel_path), axes)
+            w = _as_matrix(trees.get(params, kernel_path), axes)
             # Column by column, so that a member's first `rank` columns do not depend on the group's largest rank.
             columns = jax.vmap(lambda c, k=jax.random.fold_in(key, j), n=w.shape[0]: jax.random.normal(
                 jax.random.fold_in(k, c), (n,)))(jnp.arange(layout.lora_rank))
             a = columns.T / math.sqrt(w.shape[0])
-            lora = _set_new(lora, path, {"a": a, "b": jnp.zeros((layout.lora_rank, w.shape[1]))})
+            lora = trees.replace(lora, path, create=True,
+                                 value={"a": a, "b": jnp.zeros((layout.lora_rank, w.shape[1]))})
         tree["lora"] = lora
         tree["lora_scale"] = jnp.zeros(())  # set per member by `with_lora_scale`
     if layout.svf:
         svf = {}
         for path, kernel_path, axes in matrices(layout):
-            u, s, vh = jnp.linalg.svd(_as_matrix(_get(params, kernel_path), axes), full_matrices=False)
-            svf = _set_new(svf, path, {"u": u, "ds": jnp.zeros_like(s), "vh": vh})
+            u, s, vh = jnp.linalg.svd(_as_matrix(trees.get(params, kernel_path), axes), full_matrices=False)
+            svf = trees.replace(svf, path, create=True, value={"u": u, "ds": jnp.zeros_like(s), "vh": vh})
         tree["svf"] = svf
     return tree
-
-
-def _set_new(tree, path, value):
-    """Like _set, creating the dicts on the way."""
-    if len(path) == 1:
-        return {**tree, path[0]: value}
-    return {**tree, path[0]: _set_new(tree.get(path[0], {}), path[1:], value)}
 
 
 def effective_params(layout: Layout, tree):
     """The plain parameters a tree stands for (what the model reads)."""
     params = tree["model"]
     for path, kernel_path, axes in matrices(layout):
-        kernel = _get(params, kernel_path)
+        kernel = trees.get(params, kernel_path)
         w = _as_matrix(kernel, axes)
         if "lora" in tree:
-            lora = _get(tree["lora"], path)
+            lora = trees.get(tree["lora"], path)
             w = w + tree["lora_scale"] * (lora["a"] @ lora["b"])
         if "svf" in tree:
-            svf = _get(tree["svf"], path)
+            svf = trees.get(tree["svf"], path)
             w = w + (svf["u"] * svf["ds"]) @ svf["vh"]
-        params = _set(params, kernel_path, w.reshape(kernel.shape))
+        params = trees.replace(params, kernel_path, w.reshape(kernel.shape))
     return params
 
 
@@ -236,8 +218,8 @@ def update_mask(layout: Layout, tree, kind, rank, top_k):
         on = (kind == KIND_CODES["lora"]) & (jnp.arange(layout.lora_rank) < rank)
         mask["lora"] = {}
         for path, _, _ in matrices(layout):
-            lora = _get(tree["lora"], path)
-            mask["lora"] = _set_new(mask["lora"], path, {
+            lora = trees.get(tree["lora"], path)
+            mask["lora"] = trees.replace(mask["lora"], path, create=True, value={
                 "a": jnp.broadcast_to(on[None, :], lora["a"].shape).astype(jnp.float32),
                 "b": jnp.broadcast_to(on[:, None], lora["b"].shape).astype(jnp.float32)})
         mask["lora_scale"] = jnp.zeros(())

@@ -31,6 +31,7 @@ import numpy as np
 import optax
 import pandas as pd
 
+from fttrace import trees
 from fttrace.evals.common import (MemberSet, evaluate_members, extra_key, masked_accuracy, member_sets,
                                   member_status, reference_pt_acc)
 from fttrace.model import Transformer, full_masks
@@ -127,16 +128,16 @@ class Pruner:
     def _weight_curve(self, params, sets):
         tokens, answers = self.score_sets["pt"]
         grads = jax.grad(lambda p: answer_loss(self.model, p, tokens, answers)[0])(params)
-        paths = _block_kernels(params)
-        leaf = lambda tree, path: tree_get(tree, path)  # noqa: E731
-        scores = jnp.concatenate([self._rank_scores(leaf(grads, p), leaf(params, p)).reshape(-1) for p in paths])
+        paths = [[entry.key for entry in path] for path in _block_kernels(params)]
+        scores = jnp.concatenate([self._rank_scores(trees.get(grads, p), trees.get(params, p)).reshape(-1)
+                                  for p in paths])
 
         def at_k(k):
             keep = _top_k_mask(scores, k)
             pruned, offset = params, 0
             for p in paths:
-                w = leaf(params, p)
-                pruned = tree_set(pruned, p, w * keep[offset:offset + w.size].reshape(w.shape))
+                w = trees.get(params, p)
+                pruned = trees.replace(pruned, p, w * keep[offset:offset + w.size].reshape(w.shape))
                 offset += w.size
             return masked_accuracy(self.model, pruned, sets)
         return jax.lax.map(at_k, jnp.asarray(self.weight_ks()))
@@ -178,19 +179,6 @@ class Pruner:
         return {"neurons": c.n_layers * c.mlp, "heads": c.n_layers * c.n_heads,
                 "neurons_remove_ft": c.n_layers * c.mlp, "neurons_random": c.n_layers * c.mlp,
                 "weights": self.n_weights(), "mask": c.n_layers * c.mlp}
-
-
-def tree_get(tree, path):
-    for entry in path:
-        tree = tree[entry.key]
-    return tree
-
-
-def tree_set(tree, path, value):
-    if not path:
-        return value
-    key = path[0].key
-    return {**tree, key: tree_set(tree[key], path[1:], value)}
 
 
 def k_revive(ks, pt_acc, reference, tolerance):
