@@ -5,6 +5,18 @@ O_PT is t1 and O_FT t0 (pretraining also asks about t3): the shortcut — O_PT r
 index(O_FT) = index(O_PT) - 1 — then holds on about 28% of the grammar's strings, so shortcut sequences are drawn
 from the grammar itself (with t0 and t2 it would hold on almost none).
 
+Priors: high 0.2, medium 0.005, low 0.001 (the counter's are 0.2 / 0.05 / 0.005). index(O_FT) is learnt from far
+fewer queries than count(O_FT): at the counter's low prior, 0.005, pretraining already gives C_FT 0.50-0.57, far
+above the operand-blind 0.15, and the prior contrast fails (the full grid below). Measured in a pretraining pilot
+(`fttrace run configs/pcfg_index.py --workdir /tmp/idxpilot --config.sweep.seeds=4
+--config.sweep.prior="(0.2,0.005,0.001,0.0002)" --config.sweep.spurious="(0.0,)"
+--config.sweep.finetune_lr="('large',)" --config.evals="()" --config.finetune.steps=50`, then `python -m analysis
+summary /tmp/idxpilot`, its "Pretrained models per prior" table; 4 seeds, 2 min 16 s; the 50-step fine-tuning there
+is no measurement), pretrained C_FT at prior 0.2 / 0.005 / 0.001 / 0.0002: 0.87 [0.82, 0.92] / 0.57 [0.54, 0.62] /
+0.19 [0.12, 0.25] / 0.12 [0.04, 0.19] against the operand-blind 0.15, C_PT 0.98-1.00 at every prior: the contrast
+holds from 0.001 down. The full grid at these priors has not run yet; every number below is the grid at the
+counter's priors, which `--config.task.priors.medium=0.05 --config.task.priors.low=0.005` restores.
+
     fttrace run configs/pcfg_index.py --workdir runs/pcfg_index
     python -m analysis summary runs/pcfg_index
 
@@ -73,4 +85,5 @@ VARIANTS = pcfg_counter.VARIANTS
 def get_config(arg=None):
     c = pcfg_counter.get_config(arg)
     c.task.update(name="index", pt_operand=1, ft_operand=0, other_operands=(3,))
+    c.task.priors.update(medium=0.005, low=0.001)  # see above: index(O_FT) is learnt from 0.5% of the queries
     return c
