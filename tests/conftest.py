@@ -11,13 +11,13 @@ def pytest_configure(config):
     """One persistent compilation cache for the session (a fresh temporary directory, removed at the end), so that
     tests that build the same small programs compile them once; subprocesses and in-process `fttrace run` calls
     share it. Set here, before anything compiles: JAX decides at its first compilation whether it uses a cache.
-    A FTTRACE_COMPILATION_CACHE set by the caller wins ("off": compile everything afresh)."""
-    if "FTTRACE_COMPILATION_CACHE" in os.environ:
-        return
-    where = tempfile.mkdtemp(prefix="fttrace-test-xla-")
-    _SESSION_CACHE.append(where)
-    os.environ["FTTRACE_COMPILATION_CACHE"] = where
-    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # cache even the small programs
+    A FTTRACE_COMPILATION_CACHE set by the caller wins ("off": compile everything afresh); the worker processes of
+    `pytest -n` inherit the session's from the controlling process and enable it too."""
+    if "FTTRACE_COMPILATION_CACHE" not in os.environ:
+        where = tempfile.mkdtemp(prefix="fttrace-test-xla-")
+        _SESSION_CACHE.append(where)
+        os.environ["FTTRACE_COMPILATION_CACHE"] = where
+        os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")  # cache even the small programs
     from fttrace.cli import enable_compilation_cache
     enable_compilation_cache()
 
