@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fttrace import bench_torch, train
+from fttrace.config import positive_int
 from fttrace.errors import UserError
 from fttrace.model import DTYPES, ModelConfig, Transformer
 from fttrace.tasks.registry import build_task
@@ -189,8 +190,7 @@ def train_flops(cfg: ModelConfig, batch: int, context: int, every_position: bool
 
 def setup_from_config(config) -> Setup:
     """Checks the bench keys of a config (bad input -> UserError) and builds what the modes train."""
-    if config.shape not in SHAPES:
-        raise UserError(f"config key 'shape': unknown shape {config.shape!r}; known: {', '.join(SHAPES)}")
+    check_shape(config)
     check_members(config)
     unknown = [m for m in config.modes if m not in MODES]
     if unknown or not config.modes:
@@ -205,8 +205,7 @@ def setup_from_config(config) -> Setup:
         raise UserError("config key 'objective': the LM objective computes every position in every mode (no "
                         "vmap_full) on random documents (data='random')")
     for key in ("steps", "repeats"):
-        if not (isinstance(config[key], int) and config[key] > 0):
-            raise UserError(f"config key {key!r}: must be a positive integer, got {config[key]!r}")
+        positive_int(config, key)
     if not (isinstance(config.matmul_size, int) and config.matmul_size >= 0):
         raise UserError(f"config key 'matmul_size': must be 0 (automatic) or a positive integer, "
                         f"got {config.matmul_size!r}")
@@ -228,6 +227,12 @@ def setup_from_config(config) -> Setup:
     phase.batch_size = shape.batch
     return Setup(config.shape, objective, model, task, phase, shape.batch, context, config.steps, config.repeats,
                  config.seed, float(config.lr), config.matmul_size, max(config.members))
+
+
+def check_shape(config) -> None:
+    """The shape of a bench config: one of SHAPES (else UserError naming the key)."""
+    if config.shape not in SHAPES:
+        raise UserError(f"config key 'shape': unknown shape {config.shape!r}; known: {', '.join(SHAPES)}")
 
 
 def check_members(config) -> None:

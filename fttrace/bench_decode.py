@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fttrace import bench
+from fttrace.config import positive_int
 from fttrace.errors import UserError
 from fttrace.lm.decode import WINDOW, generate_members
 from fttrace.model import ModelConfig, Transformer
@@ -39,17 +40,14 @@ def check(config) -> None:
     unknown = [m for m in d.modes if m not in MODES]
     if unknown or not d.modes:
         raise UserError(f"config key 'decode.modes': unknown mode(s) {unknown}; known: {', '.join(MODES)}")
-    if config.shape not in bench.SHAPES:
-        raise UserError(f"config key 'shape': unknown shape {config.shape!r}; known: {', '.join(bench.SHAPES)}")
+    bench.check_shape(config)
     context = bench.SHAPES[config.shape].context
-    for key in ("prompts", "prompt_length"):
-        if not (isinstance(d[key], int) and not isinstance(d[key], bool) and d[key] > 0):
-            raise UserError(f"config key 'decode.{key}': must be a positive integer, got {d[key]!r}")
+    positive_int(config, "decode.prompts")
+    positive_int(config, "decode.prompt_length")
     if d.prompt_length >= context:
         raise UserError(f"config key 'decode.prompt_length': {d.prompt_length} leaves no room to write in the "
                         f"{config.shape} shape's context of {context}")
-    if not (isinstance(config.repeats, int) and config.repeats > 0):
-        raise UserError(f"config key 'repeats': must be a positive integer, got {config.repeats!r}")
+    positive_int(config, "repeats")
     bench.check_members(config)
 
 
