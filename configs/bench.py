@@ -41,8 +41,11 @@ def get_config():
     c.data = "random"  # random | task
     c.objective = "answer"  # answer: the loss at the answer position (PCFG, Tracr) | lm: next token everywhere
     # | decode: the batched decoder's sampling (fttrace/bench_decode.py; its modes are decode.modes)
+    # | compaction: one phase with a share of its members stopped, with and without compaction
+    # (fttrace/bench_compaction.py)
     c.decode = dict(modes=("vmap", "vmap_whole_cache", "sequential"), prompts=64, prompt_length=24,
                     temperature=1.0, top_k=0)
+    c.compaction = dict(stopped=(0.0, 0.5, 0.75, 0.875), chunks=10, examples=256)
     c.lr = 1e-3
     c.matmul_size = 0  # side of the large matmul timed as the peak; 0: 2048 on CPU, 8192 on accelerators
     c.pretrain.member_batch = 0  # members vmapped together; 0: the engine's choice (train.train_member_batch)

@@ -200,7 +200,8 @@ def setup_from_config(config) -> Setup:
     objective = config.get("objective", "answer")
     if objective not in OBJECTIVES:
         raise UserError(f"config key 'objective': must be one of {', '.join(OBJECTIVES)}, decode (the decoder: "
-                        f"fttrace/bench_decode.py), got {objective!r}")
+                        f"fttrace/bench_decode.py), compaction (stopped members: fttrace/bench_compaction.py), "
+                        f"got {objective!r}")
     if objective == "lm" and ("vmap_full" in config.modes or config.data == "task"):
         raise UserError("config key 'objective': the LM objective computes every position in every mode (no "
                         "vmap_full) on random documents (data='random')")

@@ -2,7 +2,8 @@
 
 Same architecture as `fttrace.model.Transformer` (pre-LayerNorm blocks, learned positions, tanh GELU, causal
 attention, untied unembedding), same data shape, AdamW with the same hyperparameters, gradient clipping and
-warmup/cosine schedule. It computes the logits of every position and reads the last one, as a plain loop does.
+warmup/cosine schedule. It computes the logits of every position and, for the answer-position objective, reads the
+last one, as a plain loop does; for the LM objective its loss is the next-token cross-entropy at every position.
 Models train one after another on the GPU if there is one, else on the CPU, with torch's default intra-op
 threads or one thread, whichever a short trial finds faster: on a busy machine, torch's OpenMP threads wait for
 each other at every small op and the default can run ten times slower than one thread. This is the only module
@@ -106,9 +107,7 @@ class TorchRunner:
         for _ in range(steps):
             draws = torch.randint(0, setup.model.vocab_size, (setup.batch, setup.context + 1), generator=rng,
                                   device=self.device)
-            with self.autocast:
-                logits = model(draws[:, :-1])[:, -1].float()
-            loss = torch.nn.functional.cross_entropy(logits, draws[:, -1])
+            loss = self.objective_loss(model, draws)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if setup.phase.grad_clip > 0:
@@ -116,6 +115,16 @@ class TorchRunner:
             opt.step()
             schedule.step()
         return loss.item()  # waits for the device
+
+    def objective_loss(self, model, draws):
+        """The objective's loss on `draws` [batch, context + 1]: the last token from the rest (answer), or every next
+        token (lm)."""
+        torch = self.torch
+        with self.autocast:
+            logits = model(draws[:, :-1])
+        if self.setup.objective_name == "lm":
+            return torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), draws[:, 1:].flatten())
+        return torch.nn.functional.cross_entropy(logits[:, -1].float(), draws[:, -1])
 
     def run(self) -> float:
         """Seconds of training (building each model and optimiser is not timed, as the engine's init is not)."""

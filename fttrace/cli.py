@@ -94,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("--out", required=True, help="where the merged results.parquet and manifest.json go")
     merge.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     bench = sub.add_parser("bench", help="measure training throughput (vmapped members against one member at a "
-                           "time and a plain PyTorch loop) or the decoder's (objective=decode) (configs/bench.py)")
+                           "time and a plain PyTorch loop), the decoder's (objective=decode) or what stopped "
+                           "members cost (objective=compaction) (configs/bench.py)")
     bench.add_argument("config", help="config file (path.py or path.py:arg)")
     bench.add_argument("--out", metavar="FILE.json", help="also write the results here as JSON")
     config = sub.add_parser("config", help="print a resolved config, or the keys on which two configs differ",
@@ -183,6 +184,9 @@ def cmd_bench(args, overrides) -> int:
     config = config_lib.load(args.config, overrides)
     if config.get("objective") == "decode":
         from fttrace.bench_decode import format_decode_table as format_table, run_decode_bench as run_bench
+    elif config.get("objective") == "compaction":
+        from fttrace.bench_compaction import (format_compaction_table as format_table,
+                                              run_compaction_bench as run_bench)
     else:
         from fttrace.bench import format_table, run_bench
     report = run_bench(config, log=lambda line: print(line, file=sys.stderr, flush=True))

@@ -1,8 +1,9 @@
 import json
 
+import numpy as np
 import pytest
 
-from fttrace import bench, bench_decode
+from fttrace import bench, bench_compaction, bench_decode
 from fttrace import config as config_lib
 from fttrace.cli import main
 from helpers import ROOT
@@ -64,6 +65,24 @@ def test_the_torch_loop_runs_and_compares_like_for_like():
     assert "* does less work than the torch loop" in bench.format_table(report)
 
 
+def test_the_torch_loops_lm_loss_reads_every_position():
+    torch = pytest.importorskip("torch", reason="the torch mode needs pip install 'fttrace[torch]'")
+    from fttrace import bench_torch
+    cross_entropy = torch.nn.functional.cross_entropy
+    for objective in ("answer", "lm"):
+        config = config_lib.load(BENCH, QUICK + [f"objective={objective}", "modes=('vmap',)"])
+        setup = bench.setup_from_config(config)
+        runner = bench_torch.TorchRunner(setup, 1)
+        model = runner._build(0)[0]
+        draws = torch.randint(0, setup.model.vocab_size, (4, setup.context + 1), generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            loss, logits = float(runner.objective_loss(model, draws)), model(draws[:, :-1])
+            last = float(cross_entropy(logits[:, -1], draws[:, -1]))
+            every = float(cross_entropy(logits.flatten(0, 1), draws[:, 1:].flatten()))
+        assert abs(last - every) > 1e-3
+        assert loss == pytest.approx(every if objective == "lm" else last, rel=1e-6)
+
+
 def test_flops_count_follows_the_shape():
     # tiny: 2 blocks (the last at the answer position only) + unembedding, x batch 8, x 3 for the backward pass.
     cfg = bench.setup_from_config(config_lib.load(BENCH, ["shape=tiny"])).model
@@ -90,6 +109,34 @@ def test_the_decoder_is_benchmarked_and_every_mode_samples_the_same_tokens(tmp_p
     assert "config key 'decode.prompt_length': 16 leaves no room" in capsys.readouterr().err
     assert main(["bench", BENCH, *[f"--config.{o}" for o in overrides], "--config.decode.modes=('torch',)"]) == 2
     assert "config key 'decode.modes': unknown mode(s) ['torch']" in capsys.readouterr().err
+
+
+def test_compaction_is_benchmarked_with_the_same_results_in_both_modes(tmp_path, capsys):
+    """Training groups of 2, evaluation groups of 8: 12 of 16 members stopped leave a member axis of 8."""
+    out = tmp_path / "compaction.json"
+    overrides = ["shape=tiny", "members=(16,)", "repeats=1", "steps=4", "objective=compaction",
+                 "compaction.stopped=(0.0,0.75)", "compaction.chunks=2", "compaction.examples=16",
+                 "pretrain.member_batch=2"]
+    assert main(["bench", BENCH, *[f"--config.{o}" for o in overrides], "--out", str(out)]) == 0
+    assert "training member-steps/s" in capsys.readouterr().out
+    rows = {(r["mode"], r["stopped"]): r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {(m, s) for m in bench_compaction.MODES for s in (0, 12)}
+    assert rows["full", 12]["widths"] == [16, 16] and rows["compact", 12]["widths"] == [8, 8]
+    assert rows["compact", 0]["widths"] == [16, 16]
+    assert all(r["same_results"] and r["training"] == 16 - r["stopped"] for r in rows.values())
+    assert main(["bench", BENCH, *[f"--config.{o}" for o in overrides], "--config.compaction.chunks=3"]) == 2
+    assert "config key 'compaction.chunks': must be a positive integer dividing steps (4)" in capsys.readouterr().err
+    assert main(["bench", BENCH, *[f"--config.{o}" for o in overrides], "--config.compaction.stopped=(1.0,)"]) == 2
+    assert "config key 'compaction.stopped'" in capsys.readouterr().err
+
+
+def test_compaction_bench_tells_different_results_apart():
+    from types import SimpleNamespace
+    run = lambda loss, w: SimpleNamespace(records=[(0, {"loss": np.array([loss, np.nan])})],  # noqa: E731
+                                          final={"w": np.array([w])})
+    assert bench_compaction.same_results(run(1.0, 2.0), run(1.0, 2.0))  # NaN equals NaN
+    assert not bench_compaction.same_results(run(1.0, 2.0), run(1.5, 2.0))
+    assert not bench_compaction.same_results(run(1.0, 2.0), run(1.0, 2.5))
 
 
 def test_cli_prints_the_table_and_writes_json(tmp_path, capsys):
