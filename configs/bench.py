@@ -7,7 +7,8 @@ for like is vmap_full against torch (fttrace/bench.py). Data are random tokens o
 vocabulary drawn on device per member (`--config.data=task` samples the PCFG task of the `task` section instead);
 `--config.objective=lm` trains the language models' next-token loss at every position instead of the answer
 position's; `--config.objective=decode` times the batched decoder sampling stories (sampled tokens/s, against
-reading the whole cache at every step and one member at a time). The optimiser is the `pretrain` section's. Reports member-steps/s, tokens/s, TFLOP/s, MFU, memory per
+reading the whole cache at every step and one member at a time); `--config.objective=compaction` times one phase
+with a share of its members stopped (`compaction.stopped`), with and without compaction. The optimiser is the `pretrain` section's. Reports member-steps/s, tokens/s, TFLOP/s, MFU, memory per
 member, compile time and the roofline of one member's step.
 
     fttrace bench configs/bench.py --config.shape=small --config.members="(1,16,64)" --out bench.json
