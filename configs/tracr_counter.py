@@ -31,9 +31,8 @@ A longer budget does not help. Pilot (`fttrace run configs/tracr_counter.py --wo
 --config.sweep.finetune_lr="(1.0,10.0,30.0,100.0)" --config.sweep.spurious="(0.0,)"`: LRs 1e-3 / 1e-2 / 3e-2 / 1e-1,
 C_Tr 0, 20,000 steps; 51 s; the results table it prints and its results.parquet): no member met the criterion;
 the best C_FT any member reached at any evaluation was 0.31 (1e-3) and 0.29 (the others), final C_FT 0.21 / 0.23 at
-1e-3, and at 1e-2 and above 5 of 6 members diverged (non-finite) within 3-834 steps, frozen at C_FT 0.11-0.29. A
-softer compiled model is no way out either: scaling the compiled head's query weights (100) down to 5 leaves C_PT at
-0.22. Learning count("b") from this start is the open problem of this config; its verdicts describe no-ops.
+1e-3, and at 1e-2 and above 5 of 6 members diverged (non-finite) within 3-834 steps, frozen at C_FT 0.11-0.29.
+Learning count("b") from this start is the open problem of this config; its verdicts describe no-ops.
 
 `configs/tracr_counter.py:tiny` is the test form (2 seeds x 4 LRs x 2 C_Tr = 16 fine-tuning members, a few steps).
 """
