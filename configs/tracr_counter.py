@@ -32,6 +32,9 @@ A longer budget does not help. Pilot (`fttrace run configs/tracr_counter.py --wo
 C_Tr 0, 20,000 steps; 51 s; the results table it prints and its results.parquet): no member met the criterion;
 the best C_FT any member reached at any evaluation was 0.31 (1e-3) and 0.29 (the others), final C_FT 0.21 / 0.23 at
 1e-3, and at 1e-2 and above 5 of 6 members diverged (non-finite) within 3-834 steps, frozen at C_FT 0.11-0.29.
+The compiled weights sit where the loss is extremely sharp: one AdamW step at 1e-2 takes the held-out C_FT loss
+from 2.23 to 1.2e6 and 2.5e7 (2 seeds; the same command with `--config.finetune.steps=20
+--config.finetune.eval_every=1 --config.sweep.finetune_lr="(10.0,)"`, `ft_loss` by step in its results.parquet).
 Learning count("b") from this start is the open problem of this config; its verdicts describe no-ops.
 
 `configs/tracr_counter.py:tiny` is the test form (2 seeds x 4 LRs x 2 C_Tr = 16 fine-tuning members, a few steps).
