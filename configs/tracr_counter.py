@@ -39,7 +39,7 @@ Smaller LRs learn a little more and rarely escape (the same command with `--conf
 0.3)"` for 20,000 steps, then `"(0.001,0.003,0.01)"` for `--config.finetune.steps=40000
 --config.finetune.eval_every=1000`; 38 s and 63 s): final C_FT 0.58 / 0.57 at 3e-5, 0.27 / 0.37 at 1e-4, 0.13 / 0.13 at
 3e-4; at 1e-6 / 3e-6 / 1e-5 the members plateau at 0.32-0.43 by step 8,000, and one member (1e-6) left its plateau
-at step ~20,000 and met the criterion at step 26,000 (C_FT 0.99): 1 of 18 members over the three pilots. C_PT falls
+at step ~20,000 and met the criterion at step 26,000 (C_FT 0.99): 1 of 20 members over the three pilots. C_PT falls
 to 0.15-0.21 within 8,000 steps at every LR. Learning count("b") from this start is the open problem of this
 config; its verdicts describe no-ops.
 
