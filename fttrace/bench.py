@@ -384,6 +384,12 @@ def run_bench(config, log=None) -> dict:
                 rooflines=rooflines)
 
 
+def aligned(header: tuple, rows: list) -> list[str]:
+    """The header and rows (tuples of strings) as right-aligned text lines."""
+    widths = [max(len(x) for x in column) for column in zip(header, *rows)]
+    return ["  ".join(c.rjust(w) for c, w in zip(cells, widths)) for cells in (header, *rows)]
+
+
 def format_table(report: dict) -> str:
     """The results as an aligned text table, one line per (members, mode)."""
     header = ("mode", "work", "members", "group", "member-steps/s", "x torch", "tokens/s", "TFLOP/s", "MFU",
@@ -401,8 +407,6 @@ def format_table(report: dict) -> str:
              cell(r["tflops"], ".4f"), cell(r["mfu"], ".1%"), cell(r["peak_mem_per_member_mb"], ".1f"),
              cell(r["compile_s"], ".1f"))
             for r in report["results"]]
-    widths = [max(len(x) for x in column) for column in zip(header, *rows)]
-    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     shape = report["shape"]
     title = (f"{shape['name']}: d{shape['d_model']} L{shape['n_layers']} H{shape['n_heads']} "
              f"T{shape['context_used']} V{shape['vocab_used']} B{shape['batch']}, {report['dtype']}, "
@@ -416,4 +420,4 @@ def format_table(report: dict) -> str:
                 "cache reuse aside)" for work, r in report["rooflines"].items()]
     marked = ["* does less work than the torch loop (answer position only): not like for like"] if any(
         r["speedup_vs_torch"] and not r["same_work_as_torch"] for r in report["results"]) else []
-    return "\n".join([title, line(header), *map(line, rows), *marked, *roofline, *report["notes"]])
+    return "\n".join([title, *aligned(header, rows), *marked, *roofline, *report["notes"]])

@@ -39,6 +39,9 @@ def check(config) -> None:
     if not (isinstance(c.chunks, int) and c.chunks > 0 and config.steps % c.chunks == 0):
         raise UserError(f"config key 'compaction.chunks': must be a positive integer dividing steps "
                         f"({config.steps}), got {c.chunks!r}")
+    if config.data != "random":
+        raise UserError(f"config key 'data': the compaction bench trains on random tokens (data='random'), got "
+                        f"{config.data!r}")
     if not (isinstance(c.examples, int) and c.examples > 0):
         raise UserError(f"config key 'compaction.examples': must be a positive integer, got {c.examples!r}")
 
@@ -80,9 +83,8 @@ def run_compaction_bench(config, log=None) -> dict:
     setup = bench.setup_from_config(config)
     setup.phase.steps, setup.phase.eval_every = config.steps, config.steps // config.compaction.chunks
     setup.phase.target = 0.0
-    task = setup.task
-    tokens, answers = task.sample(jax.random.PRNGKey(config.seed + 1), config.compaction.examples, None, None)
-    eval_sets = {"held_out": (tokens, answers)}
+    eval_sets = {"held_out": setup.task.sample(jax.random.PRNGKey(config.seed + 1), config.compaction.examples,
+                                               None, None)}
     results = []
     for members in config.members:
         for share in config.compaction.stopped:
@@ -117,9 +119,7 @@ def format_compaction_table(report: dict) -> str:
     rows = [(r["mode"], str(r["members"]), str(r["stopped"]), ",".join(map(str, sorted(set(r["widths"])))),
              f"{min(r['seconds']):.2f}", f"{r['speedup_vs_full']:.2f}", f"{r['training_member_steps_per_s']:,.0f}",
              "yes" if r["same_results"] else "NO") for r in report["results"]]
-    widths = [max(len(x) for x in column) for column in zip(header, *rows)]
-    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     s = report["shape"]
     title = (f"compaction, {s['name']}: d{s['d_model']} L{s['n_layers']} H{s['n_heads']} T{s['context']} "
              f"V{s['vocab']} B{s['batch']}, {report['steps']} steps in {report['chunks']} chunks, {report['device']}")
-    return "\n".join([title, line(header), *map(line, rows)])
+    return "\n".join([title, *bench.aligned(header, rows)])

@@ -126,10 +126,8 @@ def format_decode_table(report: dict) -> str:
     rows = [(r["mode"], str(r["members"]), str(r["prompts"]), str(r["new_tokens"]),
              f"{r['sampled_tokens_per_s']:,.0f}", f"{r['speedup_vs_first_mode']:.2f}",
              "yes" if r["same_samples"] else "NO", f"{r['compile_s']:.1f}") for r in report["results"]]
-    widths = [max(len(x) for x in column) for column in zip(header, *rows)]
-    line = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
     s = report["shape"]
     title = (f"decode, {s['name']}: d{s['d_model']} L{s['n_layers']} H{s['n_heads']} T{s['context']} V{s['vocab']}, "
              f"prompts of {report['prompt_length']} tokens, temperature {report['temperature']}, top_k "
              f"{report['top_k']}, window {report['window']}, {report['device']}")
-    return "\n".join([title, line(header), *map(line, rows)])
+    return "\n".join([title, *bench.aligned(header, rows)])

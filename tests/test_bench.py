@@ -128,6 +128,8 @@ def test_compaction_is_benchmarked_with_the_same_results_in_both_modes(tmp_path,
     assert "config key 'compaction.chunks': must be a positive integer dividing steps (4)" in capsys.readouterr().err
     assert main(["bench", BENCH, *[f"--config.{o}" for o in overrides], "--config.compaction.stopped=(1.0,)"]) == 2
     assert "config key 'compaction.stopped'" in capsys.readouterr().err
+    assert main(["bench", BENCH, *[f"--config.{o}" for o in overrides], "--config.data=task"]) == 2
+    assert "config key 'data': the compaction bench trains on random tokens" in capsys.readouterr().err
 
 
 def test_compaction_bench_tells_different_results_apart():
