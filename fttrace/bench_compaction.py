@@ -58,8 +58,9 @@ class PhaseRun:
 
     def train(self):
         state = train.halt(self.setup.initial_state(self.members), jnp.asarray(self.stopped))
-        self.loop.widths = []
+        first = len(self.loop.widths)
         state, records = self.loop.run(state, self.data)
+        self.widths = self.loop.widths[first:]  # the member axis of this run's chunks
         return jax.block_until_ready((state, records))
 
     def run(self) -> float:
@@ -101,7 +102,7 @@ def run_compaction_bench(config, log=None) -> dict:
                 best = min(seconds[mode])
                 results.append(dict(mode=mode, members=members, stopped=count, training=members - count,
                                     steps=config.steps, chunks=config.compaction.chunks, seconds=seconds[mode],
-                                    widths=list(r.loop.widths),
+                                    widths=list(r.widths),
                                     training_member_steps_per_s=(members - count) * config.steps / best,
                                     speedup_vs_full=min(seconds["full"]) / best, same_results=same,
                                     device=bench.device_name()))

@@ -36,10 +36,16 @@ def join_processes(coordinator: str | None = None, num_processes: int | None = N
         raise UserError(f"cannot join the multi-process run: {e}") from None
 
 
+SYNC_TIMEOUT_S = 24 * 3600  # how long a process waits at a barrier for the others (a phase may run in between)
+
+
 def sync(name: str) -> None:
-    """Wait until every process reaches this point (`name` unique per barrier; a no-op with one process)."""
+    """Wait until every process reaches this point (`name` unique per barrier; a no-op with one process).
+
+    The barrier is the coordination service's, not a collective: the first CPU collective gives the other processes
+    only 30 s to arrive, and processes reach the start of a run unevenly (imports, compilation, a busy host)."""
     if jax.process_count() > 1:
-        ocp.multihost.sync_global_processes(name)
+        ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=SYNC_TIMEOUT_S * 1000)
 
 
 class Placement:

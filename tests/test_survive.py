@@ -227,6 +227,20 @@ def test_eight_devices_equal_one_device(devices8, eval_reference):
     assert_same_evaluations(sorted_frame(devices8 / "results.parquet"), eval_reference)
 
 
+def test_processes_meet_at_the_coordination_services_barrier(monkeypatch):
+    """`sync` waits at the coordination service's barrier, with a timeout in hours, not at a collective (the first
+    CPU collective gives the other processes 30 s to arrive; processes start unevenly)."""
+    from fttrace import placement
+    calls = []
+    monkeypatch.setattr(placement.jax, "process_count", lambda: 2)
+    monkeypatch.setattr(placement.ocp.multihost, "get_barrier_sync_fn", lambda: lambda **kw: calls.append(kw))
+    monkeypatch.setattr(placement.ocp.multihost, "sync_global_processes",
+                        lambda *a, **k: pytest.fail("a collective barrier"))
+    placement.sync("fttrace-start")
+    assert calls == [dict(key="fttrace-start", timeout_ms=placement.SYNC_TIMEOUT_S * 1000)]
+    assert placement.SYNC_TIMEOUT_S >= 3600
+
+
 def test_two_processes_each_write_their_own_members(processes, eval_reference):
     work = processes
     assert_same_evaluations(sorted_frame(work / "results.parquet"), eval_reference)
