@@ -3,8 +3,9 @@ member, ETA at the budget) and for evaluations (start, time); silenced by -q. Wi
 JSON file (WORKDIR/progress.json, quiet or not) for `fttrace status`.
 
 `times` keeps where a run's time went, by label: each phase's wall time and, within it, the time its host-side
-measurements took (sampling and decoding text, probes: `PhaseLoop`'s `measure`); each evaluation's wall time. The
-runner writes it to the manifest (`time`), `fttrace status` prints the shares."""
+measurements took (sampling and decoding text, probes: `PhaseLoop`'s `measure`); each evaluation's wall time. A
+phase run inside an evaluation (reFT's control is trained there) names it (`within`): its time is also part of the
+evaluation's. The runner writes `times` to the manifest (`time`), `fttrace status` prints the shares."""
 from __future__ import annotations
 
 import contextlib
@@ -21,7 +22,8 @@ class Progress:
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.record = record
-        self.times: dict[str, dict] = {}  # label -> {"kind", "wall_s", "measuring_s" (phases)}
+        self.times: dict[str, dict] = {}  # label -> {"kind", "wall_s", "measuring_s" and "within" (phases)}
+        self._open: list[str] = []  # the evaluations under way, innermost last
 
     def _record(self, **fields) -> None:
         if self.record is not None:
@@ -52,7 +54,11 @@ class Progress:
         self.say(f"{label:<24} {members} members ...")
         self._record(stage=label, kind="evaluation", members=members, started=time.time())
         start = time.perf_counter()
-        yield
+        self._open.append(label)
+        try:
+            yield
+        finally:
+            self._open.pop()
         elapsed = time.perf_counter() - start
         self.times[label] = dict(kind="evaluation", wall_s=round(elapsed, 3))
         self.say(f"{label:<24} done in {elapsed:.1f}s")
@@ -61,13 +67,14 @@ class Progress:
         """Returns an `on_chunk(step, total, seconds)` callback for `PhaseLoop.run`; `first_step` is where a resumed
         phase goes on from (rate and ETA count only the steps taken since)."""
         start = time.perf_counter()
+        within = {"within": self._open[-1]} if self._open else {}
 
         def on_chunk(step: int, total: int, seconds: float, training: int | None = None,
                      measuring: float = 0.0) -> None:
             """`training`: how many members still train (the others met their criterion or diverged);
             `measuring`: seconds of host-side measurements in the phase so far."""
             elapsed, taken = time.perf_counter() - start, step - first_step
-            self.times[label] = dict(kind="phase", wall_s=round(elapsed, 3), measuring_s=round(measuring, 3))
+            self.times[label] = dict(kind="phase", wall_s=round(elapsed, 3), measuring_s=round(measuring, 3), **within)
             rate = members * taken / elapsed if elapsed > 0 else 0.0
             eta = elapsed / taken * (total - step)
             self._record(stage=label, kind="phase", step=step, steps=total, members=members, training=training,

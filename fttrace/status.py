@@ -47,13 +47,16 @@ def _now(record: dict) -> str:
 def time_shares(times: dict, wall: float) -> str:
     """Where a finished run's wall time went (the manifest's `time`, written by `progress.Progress`): training
     phases (their host-side measurements apart), evaluations, and the rest (data, compiling outside phases,
-    writing results)."""
+    writing results). A phase trained inside an evaluation (`within`: reFT's control) counts as a training phase,
+    not as the evaluation's too, so the shares add up to the wall time."""
     phases = sum(t["wall_s"] for t in times.values() if t["kind"] == "phase")
     measuring = sum(t.get("measuring_s", 0.0) for t in times.values() if t["kind"] == "phase")
-    evaluations = sum(t["wall_s"] for t in times.values() if t["kind"] == "evaluation")
+    nested = sum(t["wall_s"] for t in times.values() if t["kind"] == "phase" and t.get("within"))
+    evaluations = sum(t["wall_s"] for t in times.values() if t["kind"] == "evaluation") - nested
     share = lambda s: f"{_duration(s)} ({s / wall:.0%})"  # noqa: E731
     return (f"training phases {share(phases - measuring)}, measurements inside them (sampling, decoding, probes) "
-            f"{share(measuring)}, evaluations {share(evaluations)}, the rest {share(max(wall - phases - evaluations, 0))}")
+            f"{share(measuring)}, evaluations {share(evaluations)}, "
+            f"the rest {share(max(wall - phases - evaluations, 0))}")
 
 
 def describe(workdir) -> str:

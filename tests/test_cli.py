@@ -128,6 +128,22 @@ def test_progress_shows_each_evaluation_and_its_time(tmp_path, capsys):
     assert len(start) == 1 and len(done) == 1 and start[0] < done[0]
 
 
+def test_a_phase_inside_an_evaluation_is_counted_once_in_the_time_shares(monkeypatch):
+    """reFT's control trains inside the reFT evaluation: the shares of the time add up to the wall time."""
+    from fttrace.status import time_shares
+    clock = iter([0.0, 10.0, 40.0, 70.0])  # evaluation starts, phase starts, its chunk ends, evaluation ends
+    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
+    progress = Progress(stream=io.StringIO())
+    with progress.step("group 0 reft", 4):
+        progress.phase("group 0 control_pretrain", 4)(100, 100, 30.0, training=0)
+    assert progress.times == {"group 0 control_pretrain": dict(kind="phase", wall_s=30.0, measuring_s=0.0,
+                                                               within="group 0 reft"),
+                              "group 0 reft": dict(kind="evaluation", wall_s=70.0)}
+    line = time_shares(dict(progress.times, **{"group 0 finetune": dict(kind="phase", wall_s=20.0)}), 100.0)
+    assert "training phases 0m 50s (50%)" in line and "evaluations 0m 40s (40%)" in line
+    assert "the rest 0m 10s (10%)" in line
+
+
 def test_progress_says_how_many_members_still_train(monkeypatch):
     clock = iter([100.0, 102.0, 104.0])
     monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
