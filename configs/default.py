@@ -9,10 +9,10 @@ with a control target, attention change, activation patching and the regime diag
     python -m analysis summary runs/default
 
 Measured (`python -m analysis summary runs/default`), mean over 8 seeds [95% bootstrap CI], on the 2-core CPU with
-nothing beside it: 8 min 13 s wall (manifest `wall_s` 493; 8 min 21 s for the whole command) with an empty
+nothing beside it: 4 min 37 s wall (manifest `wall_s` 277; 4 min 42 s for the whole command) with an empty
 compilation cache (as on a fresh machine; programs that recur within the run, such as the reFT and control chunks,
-compile once): reFT and its control 132 s, pruning 66 s, probes 39 s, attention 10 s, patching 20 s, regime 17 s,
-pretraining and fine-tuning the rest.
+compile once); `fttrace status runs/default`: pretraining 48 s, fine-tuning 57 s, reFT with its control 73 s (the
+control's training 47 s of it), pruning 38 s, probes 24 s, regime 15 s, patching 12 s, attention 6 s.
   regime: holds, no cell flagged. Pretrained C_PT 1.00; pretrained test C_FT 0.98 [0.98, 0.99] at prior high,
     0.31 [0.28, 0.34] at prior low (operand-blind level 0.31). Every member of every cell met the criterion (median
     stop step 850 / 350 at medium / large LR, low prior, C_Tr 0; 0 at the high prior). C_FT at C_Te 0 after
