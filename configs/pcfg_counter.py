@@ -49,13 +49,13 @@ bootstrap CI]:
     the control that never had C_PT 0.07 [0.02, 0.12], untrained -0.10. Patching the parent into a low-prior member
     (C_Tr 0, small LR) brings C_PT back by +0.65 [0.57, 0.72], most often at the second block.
 `configs/pcfg_counter.py:small` is the default study (README's first command; its numbers: `configs/default.py`):
-8 seeds, priors high and low, LRs medium and large, C_Tr 0 and 1, pretraining 1,200 steps at LR 5e-3 (the
+12 seeds, priors high and low, LRs medium and large, C_Tr 0 and 1, pretraining 1,200 steps at LR 5e-3 (the
 fine-tuning and reFT LRs scale with it), fine-tuning evaluated every 100 steps on 256 held-out sequences per set,
-ridge probes, 128 patching inputs: 8 min 21 s on the 2-core CPU.
+ridge probes, 128 patching inputs: 5 min 53 s on the 2-core CPU.
 """
 from fttrace.defaults import pcfg_config
 
-VARIANTS = {"small": "the default study: 8 seeds, 2 priors x 2 LRs x C_Tr 0 and 1, shorter budgets (2-core CPU)"}
+VARIANTS = {"small": "the default study: 12 seeds, 2 priors x 2 LRs x C_Tr 0 and 1, shorter budgets (2-core CPU)"}
 
 
 def get_config(arg=None):
@@ -72,7 +72,7 @@ def get_config(arg=None):
     c.probe.update(train_examples=512, test_examples=512, steps=200)
     c.attention.examples = 128
     if arg == "small":
-        c.sweep.update(seeds=8, prior=("high", "low"), finetune_lr=("medium", "large"), spurious=(0.0, 1.0),
+        c.sweep.update(seeds=12, prior=("high", "low"), finetune_lr=("medium", "large"), spurious=(0.0, 1.0),
                        pretrain_lr=(5e-3,))
         c.pretrain.update(steps=1200, eval_every=400)
         c.finetune.update(steps=3000, eval_every=100)
