@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fttrace import bench, train
+from fttrace.config import positive_int
 from fttrace.errors import UserError
 
 MODES = ("full", "compact")
@@ -36,14 +37,12 @@ def check(config) -> None:
     if not (isinstance(c.stopped, tuple) and c.stopped and all(
             isinstance(s, (int, float)) and not isinstance(s, bool) and 0 <= s < 1 for s in c.stopped)):
         raise UserError(f"config key 'compaction.stopped': must be a tuple of shares in [0, 1), got {c.stopped!r}")
-    if not (isinstance(c.chunks, int) and c.chunks > 0 and config.steps % c.chunks == 0):
-        raise UserError(f"config key 'compaction.chunks': must be a positive integer dividing steps "
-                        f"({config.steps}), got {c.chunks!r}")
+    if positive_int(config, "steps") % positive_int(config, "compaction.chunks"):
+        raise UserError(f"config key 'compaction.chunks': must divide steps ({config.steps}), got {c.chunks!r}")
+    positive_int(config, "compaction.examples")
     if config.data != "random":
         raise UserError(f"config key 'data': the compaction bench trains on random tokens (data='random'), got "
                         f"{config.data!r}")
-    if not (isinstance(c.examples, int) and c.examples > 0):
-        raise UserError(f"config key 'compaction.examples': must be a positive integer, got {c.examples!r}")
 
 
 class PhaseRun:

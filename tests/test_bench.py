@@ -74,7 +74,8 @@ def test_the_torch_loops_lm_loss_reads_every_position():
         setup = bench.setup_from_config(config)
         runner = bench_torch.TorchRunner(setup, 1)
         model = runner._build(0)[0]
-        draws = torch.randint(0, setup.model.vocab_size, (4, setup.context + 1), generator=torch.Generator().manual_seed(0))
+        draws = torch.randint(0, setup.model.vocab_size, (4, setup.context + 1),
+                              generator=torch.Generator().manual_seed(0))
         with torch.no_grad():
             loss, logits = float(runner.objective_loss(model, draws)), model(draws[:, :-1])
             last = float(cross_entropy(logits[:, -1], draws[:, -1]))
@@ -125,7 +126,7 @@ def test_compaction_is_benchmarked_with_the_same_results_in_both_modes(tmp_path,
     assert rows["compact", 0]["widths"] == [16, 16]
     assert all(r["same_results"] and r["training"] == 16 - r["stopped"] for r in rows.values())
     assert main(["bench", BENCH, *[f"--config.{o}" for o in overrides], "--config.compaction.chunks=3"]) == 2
-    assert "config key 'compaction.chunks': must be a positive integer dividing steps (4)" in capsys.readouterr().err
+    assert "config key 'compaction.chunks': must divide steps (4), got 3" in capsys.readouterr().err
     assert main(["bench", BENCH, *[f"--config.{o}" for o in overrides], "--config.compaction.stopped=(1.0,)"]) == 2
     assert "config key 'compaction.stopped'" in capsys.readouterr().err
     assert main(["bench", BENCH, *[f"--config.{o}" for o in overrides], "--config.data=task"]) == 2
