@@ -45,31 +45,31 @@ wall time is no timing), mean over 10 seeds [95% bootstrap CI]:
     3 supported, x12.17 [9.11, 15.33], p(Holm) 0.012; 4a and 4b supported (+0.023, +0.022: the pruning and probe
     effects weaken at the large LR), 4c refuted (x1.10 [0.96, 1.23]).
 
-`configs/pcfg_index.py:small` is the default-size form (`pcfg_counter.py:small`, the default study) on this task,
-with 2,000 pretraining steps at LR 3e-3 instead of the counter's 1,200 at 5e-3: with those, index's pretrained
-C_PT stayed at 0.80 [0.72, 0.88] at prior high (below the regime's 0.9, every high-prior cell flagged). Measured
-(`fttrace run configs/pcfg_index.py:small --workdir runs/pcfg_index_small`, 6 min 59 s on the 2-core CPU beside
-another study running at the lowest priority; `python -m analysis summary runs/pcfg_index_small`; 16 pretrained,
-64 fine-tuned, 64 reverse-fine-tuned, 8 control members), mean over 8 seeds [95% bootstrap CI]:
-  regime: the prior contrast holds: pretrained C_FT 0.88 [0.84, 0.93] at prior high, 0.20 [0.14, 0.25] at prior
-    low (operand-blind 0.14); pretrained C_PT 0.98 / 1.00. One cell flagged: medium LR, low prior, C_Tr 0 (75% met
-    the criterion within 3,000 steps; median stop step 1,600); every other cell 100%. C_FT at C_Te 0 after
-    fine-tuning 0.87-0.93 with C_Tr 0, 0.37-0.39 at the low prior with C_Tr 1.
-  classes (64 members): kept 66% [53, 76], hidden wrapper 30% [20, 42] (8 of 8 at the large LR, low prior, C_Tr 0;
-    5 of 8 at medium), no-op 2, reuse 1, overwrite none.
-  nulls: T_prune = +0.011 (random-neuron gains mean -0.003, the control's targeted gain -0.005); T_reft = 700
-    steps; probe selectivity pretrained 0.37 [0.35, 0.39], fine-tuned 0.34, reverse-fine-tuned 0.36, the control
-    that never had C_PT 0.02 [0.01, 0.04], untrained 0.00.
-  low prior, C_Tr 0, medium / large LR: targeted pruning gain +0.031 [+0.003, +0.080] / +0.033 [+0.009, +0.061]
-    (random null -0.001 / -0.002); attention change 0.48 / 0.55 of the seed-to-seed null; patching the parent's
-    best site brings C_PT back by +0.62 / +0.67 and removes C_FT by 0.71 / 0.71.
-  reFT: median 50 / 100 steps at medium / large LR against 1,450 / 1,350 for the control at the same LR (300 at
-    x 10); log-rank p 9e-4 / 8e-6.
-  claims: only 6 seeds have a member whose C_PT fine-tuning suppressed, and with 6 seeds the smallest attainable
-    p (2^-6) is above Holm's first threshold (0.05 / 6): no claim can be supported at this size (power 0.00).
-    1 inconclusive, +0.047 [+0.002, +0.112]; 2 refuted, -0.069 [-0.136, -0.006]; 3 inconclusive, x17.51 [10.84,
-    26.58] (every one of the 6 seeds positive); 4a and 4c refuted, 4b inconclusive. The full grid is the form that
-    tests the claims.
+`configs/pcfg_index.py:small` is the default-size form (`pcfg_counter.py:small`, the default study: 12 seeds) on
+this task, with 2,000 pretraining steps at LR 3e-3 instead of the counter's 1,200 at 5e-3: with those, index's
+pretrained C_PT stayed at 0.80 [0.72, 0.88] at prior high (below the regime's 0.9, every high-prior cell flagged).
+Measured (`fttrace run configs/pcfg_index.py:small --workdir runs/pcfg_index_small`, 9 min 13 s on the 2-core CPU
+beside another study running at the lowest priority; `python -m analysis summary runs/pcfg_index_small`; 24
+pretrained, 96 fine-tuned, 96 reverse-fine-tuned, 12 control members), mean over 12 seeds [95% bootstrap CI]:
+  regime: the prior contrast FAILS, narrowly: pretrained C_FT 0.85 [0.81, 0.90] at prior high, but 0.24 [0.19,
+    0.30] at prior low against the operand-blind 0.14 (needs <= 0.24; the first 8 of these seeds gave 0.20 [0.14,
+    0.25], which passed). Pretrained C_PT 0.97 / 0.99. One cell flagged: medium LR, low prior, C_Tr 0 (83% met the
+    criterion within 3,000 steps; median stop step 1,650); every other cell 100%. C_FT at C_Te 0 after
+    fine-tuning 0.89-0.92 with C_Tr 0, 0.40-0.42 at the low prior with C_Tr 1.
+  classes (96 members): kept 61% [51, 71], hidden wrapper 33% [25, 43] (11 of 12 at the large LR, low prior, C_Tr 0;
+    8 of 12 at medium; 6 of 12 at the large LR, high prior, C_Tr 0), no-op 2, reuse 3, overwrite none.
+  nulls: T_prune = +0.016 (random-neuron gains mean -0.004, the control's targeted gain -0.001); T_reft = 650
+    steps; probe selectivity pretrained 0.37 [0.35, 0.39], fine-tuned 0.33, reverse-fine-tuned 0.37, the control
+    that never had C_PT 0.03 [0.02, 0.05], untrained -0.00.
+  low prior, C_Tr 0, medium / large LR: targeted pruning gain +0.020 [-0.011, +0.058] / +0.030 [+0.012, +0.051]
+    (random null -0.003 / -0.002); attention change 0.46 / 0.52 of the seed-to-seed null; patching the parent's
+    best site brings C_PT back by +0.59 / +0.64 and removes C_FT by 0.66 / 0.67.
+  reFT: median 50 / 100 steps at medium / large LR against 1,300 for the control at the same LR (250 at x 10);
+    log-rank p 2e-6 / 3e-8.
+  claims (10 seeds with a suppressed member): 3 supported, x16.52 [11.48, 23.52], p(Holm) 0.0059; 1 inconclusive,
+    +0.039 [-0.002, +0.084], power 0.40 at +0.05; 2 refuted, -0.056 [-0.101, -0.016]; 4a and 4c refuted, 4b
+    inconclusive. With the regime's prior contrast failing, these describe models of which some had part of C_FT
+    before fine-tuning; the full grid is the form that tests the claims.
 """
 import pathlib
 import sys
