@@ -14,36 +14,39 @@ above the operand-blind 0.15, and the prior contrast fails (the full grid below)
 summary /tmp/idxpilot`, its "Pretrained models per prior" table; 4 seeds, 2 min 16 s; the 50-step fine-tuning there
 is no measurement), pretrained C_FT at prior 0.2 / 0.005 / 0.001 / 0.0002: 0.87 [0.82, 0.92] / 0.57 [0.54, 0.62] /
 0.19 [0.12, 0.25] / 0.12 [0.04, 0.19] against the operand-blind 0.15, C_PT 0.98-1.00 at every prior: the contrast
-holds from 0.001 down. The full grid at these priors has not run yet; every number below is the grid at the
-counter's priors, which `--config.task.priors.medium=0.05 --config.task.priors.low=0.005` restores.
+holds from 0.001 down.
 
     fttrace run configs/pcfg_index.py --workdir runs/pcfg_index
     python -m analysis summary runs/pcfg_index
 
-The full grid, measured (the command above, then `python -m analysis summary runs/pcfg_index`; 30 pretrained,
-450 fine-tuned, 450 reverse-fine-tuned, 10 control members; it ran beside other work and was resumed once, so its
-wall time is no timing), mean over 10 seeds [95% bootstrap CI]:
-  regime: the prior contrast FAILS: pretrained C_FT 0.85 [0.82, 0.89] / 0.79 / 0.50 [0.42, 0.58] at prior high /
-    medium / low against the operand-blind 0.15 (index(O_FT) is learnt from 0.5% of the queries); pretrained C_PT
-    0.95-1.00. Six small-LR cells are flagged (prior medium and low, C_Tr <= 0.5: 50-80% of members met the criterion
-    within 8,000 steps); every other cell 90-100% (median stop step at the low prior, C_Tr 0: 5,925 / 2,075 / 800 at
-    small / medium / large LR). C_FT at C_Te 0 after fine-tuning 0.88-0.92 for C_Tr <= 0.25, 0.51-0.53 at the low
-    prior with C_Tr 1, where 18% of O_FT answers are the O_PT index and 30% neither.
-  classes (450 members): kept 66%, hidden wrapper 29% (70-80% at the low prior, medium and large LR, C_Tr <= 0.5),
-    no-op 5% (the flagged cells), reuse 1 member, overwrite none.
-  nulls: T_prune = +0.012 (random-neuron gains mean -0.002, the control's targeted gain +0.012); T_reft = 450 steps;
-    probe selectivity pretrained 0.44 [0.42, 0.46], fine-tuned 0.39, reverse-fine-tuned 0.43, the control that never
-    had C_PT 0.05 [0.03, 0.07], untrained -0.04.
-  low prior, C_Tr 0, medium / large LR: targeted pruning gain +0.042 [+0.021, +0.065] / +0.033 (random null -0.000 /
-    +0.002); attention change 0.42 / 0.45 of the seed-to-seed null (largest head 0.84 / 0.85); patching the parent's
-    best site brings C_PT back by +0.55 / +0.57 and removes C_FT by 0.45 / 0.46.
-  reFT: median 50 / 100 / 100 steps at small / medium / large LR against 1,000 / 1,000 / 950 for the control at the
-    same LR (200-250 at x 10); log-rank p < 2e-5 per LR; Cox hazard ratios of revival: log10 LR 0.67 [0.42, 1.07],
-    log10 prior 0.76 [0.60, 0.98], C_Tr 5.23 [2.40, 11.4].
-  claims (suppressed members, 9 seeds with one): 1 supported, +0.080 [+0.054, +0.106], power 0.51 at +0.05, p(Holm)
-    0.012; 2 refuted, -0.043 [-0.070, -0.013] (fine-tuning lowers the probe's selectivity for the suppressed C_PT);
-    3 supported, x12.17 [9.11, 15.33], p(Holm) 0.012; 4a and 4b supported (+0.023, +0.022: the pruning and probe
-    effects weaken at the large LR), 4c refuted (x1.10 [0.96, 1.23]).
+The full grid at these priors, measured (the command above, then `python -m analysis summary runs/pcfg_index`; 30
+pretrained, 450 fine-tuned, 450 reverse-fine-tuned, 10 control members; it ran beside other work, paused and
+resumed, so its wall time is no timing), mean over 10 seeds [95% bootstrap CI]:
+  regime: the prior contrast HOLDS: pretrained C_FT 0.91 [0.87, 0.95] / 0.51 [0.44, 0.57] / 0.17 [0.11, 0.24] at
+    prior high / medium / low against the operand-blind 0.15; pretrained C_PT 0.97-1.00. Six small-LR cells are
+    flagged (prior medium and low, C_Tr <= 0.5: 50-70% of members met the criterion within 8,000 steps); every other
+    cell 90-100% (median stop step at the low prior, C_Tr 0: 7,750 / 2,400 / 875 at small / medium / large LR). C_FT
+    at C_Te 0 after fine-tuning 0.88-0.90 at the low prior with C_Tr 0, 0.37-0.39 with C_Tr 1.
+  classes (450 members): kept 60% [56, 65], hidden wrapper 34% [29, 38] (8 of 10 at the low prior, medium LR, and
+    10 of 10 at the large LR, with C_Tr 0), no-op 6% (the flagged cells), reuse and overwrite none.
+  nulls: T_prune = +0.018 (random-neuron gains mean +0.001, the control's targeted gain +0.015); T_reft = 500 steps;
+    probe selectivity pretrained 0.43 [0.41, 0.45], fine-tuned 0.40, reverse-fine-tuned 0.43, the control that never
+    had C_PT 0.03 [0.01, 0.05], untrained -0.04.
+  low prior, C_Tr 0, medium / large LR: targeted pruning gain +0.044 [+0.008, +0.077] / +0.031 [+0.001, +0.067]
+    (random null +0.006 / +0.006); attention change 0.49 / 0.55 of the seed-to-seed null (largest head 0.83 /
+    0.89); patching the parent's best site brings C_PT back by +0.56 / +0.63 and removes C_FT by 0.68 / 0.67.
+  reFT: median 100 steps at every LR against 1,050 for the control at the same LR (150 at x 10); log-rank p < 3e-7
+    per LR; Cox hazard ratios of revival: log10 LR 0.63 [0.41, 0.96], log10 prior 0.95 [0.71, 1.26], C_Tr 2.55
+    [1.34, 4.86].
+  claims (suppressed members, 10 seeds): 1 supported, +0.064 [+0.041, +0.086], power 0.73 at +0.05, p(Holm) 0.0098;
+    2 refuted, -0.041 [-0.073, -0.012] (fine-tuning lowers the probe's selectivity for the suppressed C_PT); 3
+    supported, x16.01 [10.94, 23.58], p(Holm) 0.0059; 4a and 4c supported (+0.032 [+0.012, +0.053]; x1.14 [1.07,
+    1.20]: the pruning and reFT effects weaken at the large LR), 4b inconclusive.
+
+The grid at the counter's priors (`--config.task.priors.medium=0.05 --config.task.priors.low=0.005`), measured the
+same way before: the prior contrast FAILED (pretrained C_FT 0.85 / 0.79 / 0.50 at prior high / medium / low against
+the operand-blind 0.15); classes kept 66%, hidden wrapper 29%, no-op 5%; claims 1 supported (+0.080), 2 refuted, 3
+supported (x12.17), 4a and 4b supported, 4c refuted (x1.10 [0.96, 1.23]).
 
 `configs/pcfg_index.py:small` is the default-size form (`pcfg_counter.py:small`, the default study: 12 seeds) on
 this task, with 2,000 pretraining steps at LR 3e-3 instead of the counter's 1,200 at 5e-3: with those, index's
