@@ -109,6 +109,9 @@ def tracr_config(program: str, ft_target: str) -> ml_collections.ConfigDict:
         name="tracr",
         program=program,  # a key of fttrace.tasks.programs.TRACR_PROGRAMS
         ft_target=ft_target,  # a key of fttrace.tasks.tracr_task.TARGETS[program], not the compiled one
+        # The compiled heads' inverse temperature (fttrace/tasks/programs.py): Tracr's own 100 unless a config
+        # says why not; a value at which the compiled model errs is refused.
+        softmax_coldness=100.0,
         priors=dict(),
     )
     # Fine-tuning: AdamW at a constant LR, as in the PCFG studies, to the criterion (held-out accuracy 0.9 on the

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from tracr.compiler import compiling
+from tracr.craft.chamber import categorical_attn
 from tracr.rasp import rasp
 
 from fttrace.model import Transformer, full_masks, init_params
@@ -115,6 +116,42 @@ def test_compilation_steps_equal_compile_rasp_to_model(compiled, name):
     for module, weights in reference.params.items():
         for leaf, value in weights.items():
             np.testing.assert_array_equal(value, program.tracr_model.params[module][leaf], err_msg=module)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_softmax_coldness_gives_the_model_tracr_compiles_at_that_coldness(compiled, predictions, monkeypatch, name):
+    """Compiling at coldness 10 equals Tracr's own compiler with every head's coldness forced to 10 (its residual
+    stream after every block), and differs from coldness 100 only in the query weights."""
+    cold = compile_program(name, softmax_coldness=10.0)
+    for block in range(cold.model_config.n_layers):
+        for leaf in ("kernel", "bias"):
+            np.testing.assert_allclose(cold.params[f"block_{block}"]["attn"]["query"][leaf],
+                                       0.1 * compiled[name].params[f"block_{block}"]["attn"]["query"][leaf],
+                                       rtol=1e-6)
+    strip = lambda p: jax.tree_util.tree_map_with_path(  # noqa: E731
+        lambda path, leaf: None if "query" in jax.tree_util.keystr(path) else leaf, p)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, strip(cold.params), strip(compiled[name].params))
+
+    forced = categorical_attn.categorical_attn
+    monkeypatch.setattr(categorical_attn, "categorical_attn",
+                        lambda *args, **kwargs: forced(*args, **{**kwargs, "softmax_coldness": 10.0}))
+    reference = compiling.compile_rasp_to_model(cold.rasp, vocab=set(cold.vocab), max_seq_len=cold.max_seq_len,
+                                                compiler_bos=BOS, mlp_exactness=MLP_EXACTNESS)
+    batch = [x for x, _ in by_length(predictions[name])[cold.max_seq_len]]
+    out = jax.jit(reference.forward)(reference.params,
+                                     jnp.asarray([reference.input_encoder.encode([BOS, *x]) for x in batch]))
+    _, captured = fttrace_forward(cold, batch)
+    for block in range(cold.model_config.n_layers):
+        np.testing.assert_allclose(captured["residual"][block + 1], out.transformer_output.residuals[2 * block + 1],
+                                   atol=1e-3)
+    # the forced compile did change the logits: at coldness 10 a head leaks weight to unselected tokens
+    assert not np.allclose(captured["residual"][1], fttrace_forward(compiled[name], batch)[1]["residual"][1],
+                           atol=1e-3)
+
+
+def test_softmax_coldness_must_be_positive():
+    with pytest.raises(ValueError, match="softmax_coldness must be positive"):
+        compile_program("counter", softmax_coldness=0.0)
 
 
 @pytest.mark.parametrize("name", NAMES)

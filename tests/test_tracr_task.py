@@ -6,6 +6,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pandas as pd
 import pytest
 from tracr.rasp import rasp
@@ -19,7 +20,7 @@ from fttrace.evals.components import component_changes, component_outputs
 from fttrace.model import Transformer
 from fttrace.runner import run_study
 from fttrace.sweep import build_groups
-from fttrace.tasks.tracr_task import PRETRAINING_TARGET, TARGETS, TracrTask
+from fttrace.tasks.tracr_task import CHECKED_INPUTS, PRETRAINING_TARGET, TARGETS, TracrTask, compiled_errors
 from fttrace.train import answer_loss
 from helpers import ROOT, assert_open_gives_logged_accuracies
 
@@ -225,6 +226,43 @@ def test_components_evaluation_needs_a_compiled_model():
         config_lib.validate(config)
 
 
+def test_a_coldness_at_which_the_compiled_model_errs_is_refused():
+    with pytest.raises(UserError, match="softmax_coldness 5 answers 58077 of 65536 checked inputs wrongly"):
+        config_lib.load(TINY["counter"], ["task.softmax_coldness=5.0"])
+    exact = TracrTask("counter", "count_b", softmax_coldness=8.0)
+    assert compiled_errors(exact.pretrained_model, TARGETS["counter"]["count_a"]) == (0, 4 ** 8)
+    assert compiled_errors(TracrTask("max_identifier", "min").pretrained_model, TARGETS["max_identifier"]["max"]) \
+        == (0, CHECKED_INPUTS)
+
+
+def fine_tuned_accuracy(task, lr, steps):
+    """Held-out C_FT of the compiled model after `steps` AdamW steps toward the fine-tuning target."""
+    model = Transformer(task.pretrained_model.model_config)
+    optimiser = optax.adamw(lr)
+    mix = task.query_mix(ft=1.0)
+
+    @jax.jit
+    def step(params, state, key):
+        tokens, answers = task.sample(key, 32, mix, 0.0)
+        grads = jax.grad(lambda p: answer_loss(model, p, tokens, answers)[0])(params)
+        updates, state = optimiser.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    params = jax.tree_util.tree_map(jnp.asarray, task.pretrained_model.params)
+    state = optimiser.init(params)
+    for i in range(steps):
+        params, state = step(params, state, jax.random.PRNGKey(i))
+    tokens, answers = task.sample(jax.random.PRNGKey(10 ** 6), 1024, mix, 0.0)
+    return float(answer_loss(model, params, tokens, answers)[1])
+
+
+def test_fine_tuning_learns_count_b_only_from_unsaturated_heads():
+    """At Tracr's coldness 100 no gradient reaches the head's choice of tokens and fine-tuning does not learn
+    count("b"); at 10 (still exact on every input) the same fine-tuning does."""
+    assert fine_tuned_accuracy(TracrTask("counter", "count_b", softmax_coldness=10.0), 1e-3, 800) >= 0.9
+    assert fine_tuned_accuracy(TracrTask("counter", "count_b"), 1e-3, 800) < 0.5
+
+
 def test_unknown_ft_target_names_the_choices():
     with pytest.raises(ValueError, match="known: count_b, count_c, count_d"):
         TracrTask("counter", "count_z")
@@ -273,10 +311,11 @@ def test_component_rows_cover_fine_tuned_and_reft_members(counter_study):
 
 
 def test_open_gives_the_compiled_model_and_every_trained_member(counter_study):
-    _, frame, workdir = counter_study
+    config, frame, workdir = counter_study
     run = fttrace.open(workdir)
     assert set(run.members.phase) == {"pretrain", "finetune", "reft"}
-    compiled = TracrTask("counter", "count_b").pretrained_model
+    assert config.task.softmax_coldness == 10.0
+    compiled = TracrTask("counter", "count_b", softmax_coldness=10.0).pretrained_model
     for a, b in zip(jax.tree.leaves(run.params("pt0")), jax.tree.leaves(compiled.params)):
         np.testing.assert_array_equal(a, b)
     assert_open_gives_logged_accuracies(run, frame, run.heldout())

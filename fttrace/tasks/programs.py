@@ -27,6 +27,12 @@ embedding and unembedding share `vocab_size = max(n_in, n_out)`; the rows and co
 are zero, and decoding takes the argmax over the n_out output columns only. A model input is
 [BOS, x_1 .. x_n] with n <= max_seq_len, and position t >= 1 gives the program's output for x_t.
 
+Inverse temperature: Tracr writes every attention logit as `softmax_coldness` x (a 0/1 selection pattern, plus
+the BOS term), with the coldness fixed at 100 inside its compiler (`SOFTMAX_COLDNESS`). The logits are linear in
+the query weights, so `compile_program(..., softmax_coldness=c)` gives the model Tracr would compile at coldness
+c by scaling every head's query kernel and bias by c / 100. At 100 an unselected token's attention weight is
+e^-100, which float32 rounds to 0: no gradient reaches the choice of which tokens a head selects.
+
 `components` tells which heads and MLP neurons each compiled RASP operation occupies, so that the change made by
 fine-tuning can be measured per component (`component_params`).
 """
@@ -51,6 +57,7 @@ from fttrace.tasks.component import Component
 BOS = "BOS"
 PAD = "compiler_pad"
 MLP_EXACTNESS = 100
+SOFTMAX_COLDNESS = 100.0  # the inverse temperature Tracr's compiler gives every attention head
 
 
 def make_counter(token: str = "a") -> rasp.SOp:
@@ -104,7 +111,8 @@ class CompiledProgram:
     output_values: tuple  # output id -> program output value
     components: tuple[Component, ...]
     residual_labels: tuple[str, ...]  # residual-stream dimension -> Tracr's basis direction
-    tracr_model: AssembledTransformerModel  # the haiku model Tracr assembled, for reference
+    tracr_model: AssembledTransformerModel  # the haiku model Tracr assembled (at coldness 100), for reference
+    softmax_coldness: float = SOFTMAX_COLDNESS  # the heads' inverse temperature (module docstring)
 
     @property
     def bos_id(self) -> int:
@@ -126,20 +134,25 @@ class CompiledProgram:
     def predict(self, tokens: Sequence[Any]) -> list:
         """The program's output at every input position, computed by fttrace's Transformer."""
         ids = jnp.asarray([self.encode(tokens)], jnp.int32)
-        logits = np.asarray(_forward(self.model_config)(self.params, ids))
+        logits = np.asarray(forward(self.model_config)(self.params, ids))
         output_ids = logits[0, 1:, :len(self.output_values)].argmax(-1)
         return [self.output_values[i] for i in output_ids]
 
 
 @functools.lru_cache(maxsize=None)
-def _forward(cfg: ModelConfig):
+def forward(cfg: ModelConfig):
+    """The jitted forward pass of a compiled model: (params, input ids [B, T]) -> logits [B, T, vocab]."""
     return jax.jit(lambda params, ids: Transformer(cfg).apply({"params": params}, ids))
 
 
-def compile_program(name: str) -> CompiledProgram:
-    """Compile the program `name` of `TRACR_PROGRAMS` and convert its weights to fttrace params."""
+def compile_program(name: str, softmax_coldness: float = SOFTMAX_COLDNESS) -> CompiledProgram:
+    """Compile the program `name` of `TRACR_PROGRAMS` and convert its weights to fttrace params, every attention
+    head at the inverse temperature `softmax_coldness` (module docstring). A coldness too low for the program
+    compiles a model that errs; `tracr_task.compiled` checks it."""
     if name not in TRACR_PROGRAMS:
         raise ValueError(f"unknown Tracr program {name!r}; choose one of: {', '.join(sorted(TRACR_PROGRAMS))}")
+    if not softmax_coldness > 0:
+        raise ValueError(f"softmax_coldness must be positive, not {softmax_coldness!r}")
     spec = TRACR_PROGRAMS[name]
     program = spec.build()
     if not rasp.is_categorical(program):
@@ -166,9 +179,9 @@ def compile_program(name: str) -> CompiledProgram:
 
     return CompiledProgram(
         name=name, rasp=program, vocab=spec.vocab, max_seq_len=spec.max_seq_len,
-        params=_fttrace_params(hk, cfg, unembed), model_config=cfg, token_ids=token_ids,
-        output_values=output_values, components=_components(graph, craft_model), residual_labels=labels,
-        tracr_model=assembled)
+        params=_fttrace_params(hk, cfg, unembed, softmax_coldness / SOFTMAX_COLDNESS), model_config=cfg,
+        token_ids=token_ids, output_values=output_values, components=_components(graph, craft_model),
+        residual_labels=labels, tracr_model=assembled, softmax_coldness=float(softmax_coldness))
 
 
 def _compile(program: rasp.SOp, vocab: frozenset, max_seq_len: int):
@@ -190,7 +203,8 @@ def _compile(program: rasp.SOp, vocab: frozenset, max_seq_len: int):
     return assembled, graph, craft_model
 
 
-def _fttrace_params(hk: dict, cfg: ModelConfig, unembed: np.ndarray) -> dict:
+def _fttrace_params(hk: dict, cfg: ModelConfig, unembed: np.ndarray, query_scale: float) -> dict:
+    """Tracr's weights in fttrace's layout, every head's query kernel and bias times `query_scale`."""
     d, h, hd = cfg.d_model, cfg.n_heads, cfg.hd
     embedding = np.zeros((cfg.vocab_size, d), np.float32)
     token_embed = hk["token_embed"]["embeddings"]
@@ -199,6 +213,7 @@ def _fttrace_params(hk: dict, cfg: ModelConfig, unembed: np.ndarray) -> dict:
               "unembed": {"kernel": unembed}}
     for i in range(cfg.n_layers):
         attn = {name: hk[f"transformer/layer_{i}/attn/{name}"] for name in ("query", "key", "value")}
+        attn["query"] = {k: np.float32(query_scale) * w for k, w in attn["query"].items()}
         out = hk[f"transformer/layer_{i}/attn/linear"]
         fc_in, fc_out = (hk[f"transformer/layer_{i}/mlp/{name}"] for name in ("linear_1", "linear_2"))
         params[f"block_{i}"] = {

@@ -19,11 +19,13 @@ def _pcfg(t) -> Task:
 
 def _tracr(t) -> Task:
     try:  # imported here: the compiler (tracr, haiku) loads only for a compiled task
+        from fttrace.tasks.programs import SOFTMAX_COLDNESS
         from fttrace.tasks.tracr_task import TracrTask
     except ImportError as e:
         raise UserError(f"task 'tracr' needs the Tracr compiler ({e.name or e}): "
                         "pip install 'fttrace[tracr]'") from None
-    return TracrTask(program=t.program, ft_target=t.ft_target)
+    return TracrTask(program=t.program, ft_target=t.ft_target,
+                     softmax_coldness=t.get("softmax_coldness", SOFTMAX_COLDNESS))
 
 
 # name -> builder: `config.task` (the ConfigDict) -> Task. A builder raises ValueError / TypeError / IndexError /

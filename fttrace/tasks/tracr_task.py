@@ -84,12 +84,41 @@ def control_target(program: str, ft_target: str) -> Target:
     return _FIRST
 
 
+CHECKED_INPUTS = 65536  # at most this many inputs check a compiled model (all of them where the domain is smaller)
+
+
 @functools.lru_cache(maxsize=None)
-def compiled(program: str) -> tracr_programs.CompiledProgram:
-    """`programs.compile_program`, once per process (compiling takes seconds); eagerly even when first asked for
-    while a jitted function is traced (Tracr assembles its model with JAX)."""
+def compiled(program: str, softmax_coldness: float = tracr_programs.SOFTMAX_COLDNESS
+             ) -> tracr_programs.CompiledProgram:
+    """`programs.compile_program`, once per process and coldness (compiling takes seconds); eagerly even when
+    first asked for while a jitted function is traced (Tracr assembles its model with JAX). The model must answer
+    its compiled target exactly on the inputs the tasks draw (every full-length sequence, or a seeded sample of
+    `CHECKED_INPUTS` of them): a ValueError says how often it errs otherwise."""
     with jax.ensure_compile_time_eval():
-        return tracr_programs.compile_program(program)
+        model = tracr_programs.compile_program(program, softmax_coldness)
+        wrong, checked = compiled_errors(model, TARGETS[program][PRETRAINING_TARGET[program]])
+    if wrong:
+        raise ValueError(f"the {program} program compiled at softmax_coldness {softmax_coldness:g} answers {wrong} "
+                         f"of {checked} checked inputs wrongly (Tracr compiles at "
+                         f"{tracr_programs.SOFTMAX_COLDNESS:g}); choose a higher softmax_coldness")
+    return model
+
+
+def compiled_errors(model: tracr_programs.CompiledProgram, target: Target) -> tuple[int, int]:
+    """(wrong, checked): how many full-length inputs the compiled `model` answers differently from `target` at
+    the last position, over all of them or a seeded sample of `CHECKED_INPUTS`."""
+    vocab, n = sorted(model.vocab), model.max_seq_len
+    if len(vocab) ** n <= CHECKED_INPUTS:
+        idx = np.stack(np.meshgrid(*[np.arange(len(vocab))] * n, indexing="ij"), -1).reshape(-1, n)
+    else:
+        idx = np.random.default_rng(0).integers(0, len(vocab), (CHECKED_INPUTS, n))
+    ids = np.asarray([model.token_ids[t] for t in vocab], np.int32)[idx]
+    tokens = np.concatenate([np.full((len(idx), 1), model.bos_id, np.int32), ids], 1)
+    forward = tracr_programs.forward(model.model_config)
+    answers = np.concatenate([np.asarray(forward(model.params, tokens[i:i + 8192])[:, -1, :len(model.output_values)]
+                                         .argmax(-1)) for i in range(0, len(tokens), 8192)])
+    expected = np.asarray(target.value(jnp.asarray(idx)))
+    return int((np.asarray(model.output_values)[answers] != expected).sum()), len(idx)
 
 
 def _rank(scores, candidates):
@@ -134,6 +163,7 @@ class TracrTask:
     """Fine-tune the Tracr-compiled `program` toward `ft_target` (names in `TARGETS[program]`)."""
     program: str = "counter"
     ft_target: str = "count_b"
+    softmax_coldness: float = tracr_programs.SOFTMAX_COLDNESS  # the compiled heads' inverse temperature
 
     attention_targets = ("bos", "pt_tokens", "ft_tokens")
     queries = ("pt", "ft")  # which target a sequence is labelled with
@@ -146,6 +176,9 @@ class TracrTask:
         if self.ft_target not in known:
             raise ValueError(f"ft_target {self.ft_target!r} is not a fine-tuning target of {self.program}; "
                              f"known: {', '.join(known)}")
+        if isinstance(self.softmax_coldness, bool) or not isinstance(self.softmax_coldness, (int, float)):
+            raise ValueError(f"softmax_coldness must be a number, not {self.softmax_coldness!r}")
+        self.pretrained_model  # compiled and checked now, so that a coldness at which it errs is refused early
 
     @property
     def pt_target(self) -> str:
@@ -153,7 +186,7 @@ class TracrTask:
 
     @functools.cached_property
     def pretrained_model(self) -> tracr_programs.CompiledProgram:
-        return compiled(self.program)
+        return compiled(self.program, self.softmax_coldness)
 
     @property
     def vocab_size(self) -> int:
@@ -197,7 +230,8 @@ class TracrTask:
         """What the manifest records of the task: its targets and the compiled components (which heads and MLP
         neurons each RASP operation occupies), so that an analysis can hold located units against them."""
         cfg = self.pretrained_model.model_config
-        return dict(kind="tracr", program=self.program, pt_target=self.pt_target, ft_target=self.ft_target,
+        return dict(kind="tracr", program=self.program, softmax_coldness=self.softmax_coldness,
+                    pt_target=self.pt_target, ft_target=self.ft_target,
                     control_target=self.control.name, layers=cfg.n_layers,
                     units_per_layer=dict(neurons=cfg.mlp, heads=cfg.n_heads),
                     components=[dict(name=c.name, kind=c.kind, block=c.block,
