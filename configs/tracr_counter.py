@@ -36,8 +36,10 @@ with another study beside it; `python -m analysis summary runs/tracr_counter`; m
   others plateau at C_FT 0.56-0.60, none diverged). The shortcut stops it: with C_Tr 0.5, 0% / 12% / 38% of the
   members met the criterion (C_FT at C_Te 0 0.53 / 0.66 / 0.65 while C_Te 1 gives 0.99-1.00); 30,000 steps do not
   change that (`--config.sweep.seeds=4 --config.evals="()" --config.finetune.steps=30000
-  --config.finetune.eval_every=250`: 0 / 2 / 2 of 4). Four cells are flagged: every C_Tr 0.5 cell and large LR,
-  C_Tr 0.
+  --config.finetune.eval_every=250`: 0 / 2 / 2 of 4), and at the small LR any shortcut does: with C_Tr 0.1 / 0.2 /
+  0.3 no member met the criterion, while at the medium LR 4 / 2 / 4 of 4 did (`--config.sweep.seeds=4
+  --config.evals="()" --config.sweep.spurious="(0.0,0.1,0.2,0.3,0.5)"`). Four cells are flagged: every C_Tr 0.5
+  cell and large LR, C_Tr 0.
 - Classes (48 judged): overwrite 8/8 at the small LR, C_Tr 0; hidden wrapper 5/8 at the medium LR, C_Tr 0 (3
   overwrite); the flagged cells are mostly no-ops. Overall no-op 50%, hidden wrapper 17%, overwrite 33%.
 - Nulls. Probe selectivity for count("a"): compiled 0.75, fine-tuned with C_Tr 0 -0.03 at every LR (= the control

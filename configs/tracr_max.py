@@ -13,32 +13,32 @@ compiled parent and the per-component change of weights and activations against 
     fttrace run configs/tracr_max.py --workdir runs/tracr_max
     python -m analysis summary runs/tracr_max
 
-Measured with `--config.sweep.seeds=5` (30 fine-tuning members; 22 min 17 s wall on the 2-core CPU while another
-study ran beside it), mean over seeds [95% bootstrap CI], from `python -m analysis summary`:
-  regime: the compiled model has C_PT 1.00 and C_FT 0.00; every member of every cell met the criterion (median stop
-    step 500 / 200 / 100 at small / medium / large LR, C_Tr 0); C_FT at C_Te 0 after fine-tuning 0.92 [0.89, 0.94] /
-    0.92 [0.89, 0.94] / 0.97 [0.95, 1.00], and C_PT 0.00 in every cell.
-  classes (30 members): hidden wrapper 70% [52%, 83%] (all 10 at the small LR, 8 of 10 at medium), overwrite 30% (7
-    of 10 at the large LR); T_reft = 350 steps, T_prune = +0.003.
-  reFT (Kaplan-Meier, 3,000-step budget): median 150 / 250 / 750 steps at small / medium / large LR against 450 for
-    the control at the same LR (log-rank p 0.0004 at small, 0.36 at medium, 0.50 at large); Cox hazard ratio of
-    revival per log10 fine-tuning LR 0.27 [0.14, 0.52].
-  pruning revives little: targeted C_PT gain +0.041 [0.000, 0.122] at small LR, C_Tr 0, against +0.001 for random
-    neurons and +0.002 on the control, while the same units take C_FT down by 0.41; elsewhere <= +0.02.
-  patching: the compiled parent's first block patched into a small-LR member brings C_PT back by +0.996 (5 of 5
-    seeds, both C_Tr); at the large LR the best patch (the third block) gives only +0.12-0.15.
-  probes: selectivity (max minus the control target) compiled 0.72, fine-tuned 0.39 [0.38, 0.40], reverse-fine-
-    tuned 0.65, the control that never had max 0.37, untrained 0.36: after fine-tuning the probe reads max no better
-    than from a random model.
-  components: pruning's first-ranked units lie in "n_greater" (its head 1.00 and 78-94% of its neurons in the compiled
-    model and after small/medium-LR fine-tuning, chance 0.33); after large-LR fine-tuning the ranking moves to the
-    "max" head (1.00) and "is_max" (0.40, chance 0.04).
-  claims: with 5 seeds no claim can be supported (the smallest attainable p, 2^-5, is above Holm's 0.05 / 6), which is
-    why the study runs 8: 1 (pruning) and 2 (probe selectivity kept, then read over every learnt member; it now
-    reads suppressed members only) refuted, 3 (reFT faster than the control) inconclusive, x2.39 [1.47, 3.87].
+Measured (`fttrace run configs/tracr_max.py --workdir runs/tracr_max`: 4 min 20 s wall on the 2-core CPU with two
+other studies beside it; `python -m analysis summary runs/tracr_max`; mean over 8 seeds [95% CI]):
+- Regime: the compiled model has C_PT 1.00 and C_FT 0.00 (= operand-blind), probe selectivity 0.72; no cell is
+  flagged: every member met the criterion (median stop step 350 / 150 / 100 at small / medium / large LR with
+  C_Tr 0, 100 with C_Tr 0.5); C_FT at C_Te 0 after 0.92 [0.91, 0.93] / 0.95 [0.94, 0.96] / 0.98 [0.97, 0.99] (C_Tr
+  0), 0.83 / 0.85 / 0.98 (C_Tr 0.5; C_Te 1: 0.98-1.00); C_PT 0.00 in every cell.
+- Classes (48 judged): hidden wrapper 67% [53, 78] (8/8 and 7/8 at the small LR, 7/8 and 7/8 at medium), overwrite
+  33% (8/8 and 5/8 at the large LR); no no-op, no reuse.
+- Nulls. Pruning (T_prune +0.0034): targeted C_PT gain +0.027 [+0.002, +0.071] / +0.009 / +0.001 at small / medium
+  / large LR (C_Tr 0) against random neurons +0.002 / -0.000 / +0.000 and the control +0.001, while the same units
+  take C_FT down by 0.40 / 0.59 / 0.09. Probe selectivity for max: compiled 0.72, fine-tuned 0.39 [0.38, 0.41],
+  reFT 0.66, the control that never had max 0.37, untrained 0.36: after fine-tuning the probe reads max no better
+  than from a random model. reFT (Kaplan-Meier, 3,000 steps, T_reft 200): median 150 / 150 / 550 steps against
+  500 for the control (log-rank p 1.5e-5 / 0.087 / 0.65); Cox hazard ratio per log10 fine-tuning LR 0.30 [0.19,
+  0.48], per C_Tr 0.58 [0.18, 1.94]. Patching the compiled parent's first block into a small-LR member brings C_PT
+  back by +0.997 (8/8 seeds, both C_Tr); at the large LR the best patch (the third block) gives +0.07-0.18.
+- Components: pruning's first-ranked units lie in "n_greater" (its head 1.00, 72-85% of its neurons, chance 0.33)
+  in the compiled model and after small/medium-LR fine-tuning; after large-LR fine-tuning the ranking moves to the
+  "max" head (0.75-0.88) and "is_max" (0.56, chance 0.04).
+- Claims: 1 supported +0.015 [+0.002, +0.031] (p(Holm) 0.031; below the SESOI +0.05 in size); 2 refuted -0.244;
+  3 supported x3.05 [2.22, 4.20] (p(Holm) 0.023); 4a refuted; 4b inconclusive (p(Holm) 0.16); 4c supported x3.51
+  [2.64, 4.71] (p(Holm) 0.023). With 5 seeds (`--config.sweep.seeds=5`) no claim could be supported: the smallest
+  attainable p, 2^-5, is above Holm's 0.05 / 6, which is why the study runs 8.
 Attention change has no seed-to-seed null here (every pretrained member is the same compiled model); the summary
-prints the raw change instead: total variation from the compiled parent's attention 0.52 on average over heads
-(0.45-0.63 over members).
+prints the raw change instead: total variation from the compiled parent's attention 0.51 on average over heads
+(0.45-0.61 over members).
 
 `configs/tracr_max.py:tiny` is the test form (2 seeds x 4 LRs x 2 C_Tr = 16 fine-tuning members, a few steps).
 """
