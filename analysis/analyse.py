@@ -105,7 +105,9 @@ class Analysis:
         lines += ["", *_regime_lines(self.regime, self.by)]
         lines += ["", "== What fine-tuning did to C_PT (the taxonomy) ==", self.headline.overall]
         if not self.headline.table.empty:
-            lines += ["", *self.headline.sentences, "", _frame(self.class_display())]
+            lines += ["", *self.headline.sentences, "", _frame(self.class_display()), "",
+                      "Each class against the rest (logistic regression over the judged members):"]
+            lines += [f"  {c}: {fit_text(fit)}" for c, fit in self.headline.regressions.items()]
         lines += ["", "== Claims of the reference study (one-sided Wilcoxon over seeds, Holm-adjusted) =="]
         for c in self.claims:
             lines.append(f"  {c.id:>2}  {c.verdict}  — {c.claim}")

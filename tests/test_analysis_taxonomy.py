@@ -176,6 +176,8 @@ def test_a_swept_scale_column_enters_the_regression(tmp_path):
     fit = a.headline.regressions["hidden wrapper"]
     assert fit.available and "log10 d_model" in set(fit.table.term)
     assert "d_model" in a.headline.table and a.headline.table.d_model.nunique() == 2
+    regression = next(line for line in a.summary_text().splitlines() if line.startswith("  hidden wrapper: "))
+    assert "log10 d_model: odds ratio" in regression
 
 
 @pytest.mark.parametrize("assignment, message", [
