@@ -131,17 +131,19 @@ class CompiledProgram:
             raise ValueError(f"{self.name}: tokens {unknown} are not in the vocabulary {sorted(self.vocab)}")
         return [self.bos_id] + [self.token_ids[t] for t in tokens]
 
+    def outputs(self, ids) -> np.ndarray:
+        """The program's output values [B, T - 1] at every input position of encoded inputs `ids` [B, T] (each
+        [BOS, x_1 .. x_n], equal lengths), computed by fttrace's Transformer."""
+        logits = np.asarray(_forward(self.model_config)(self.params, jnp.asarray(ids, jnp.int32)))
+        return np.asarray(self.output_values)[logits[:, 1:, :len(self.output_values)].argmax(-1)]
+
     def predict(self, tokens: Sequence[Any]) -> list:
         """The program's output at every input position, computed by fttrace's Transformer."""
-        ids = jnp.asarray([self.encode(tokens)], jnp.int32)
-        logits = np.asarray(forward(self.model_config)(self.params, ids))
-        output_ids = logits[0, 1:, :len(self.output_values)].argmax(-1)
-        return [self.output_values[i] for i in output_ids]
+        return self.outputs([self.encode(tokens)])[0].tolist()
 
 
 @functools.lru_cache(maxsize=None)
-def forward(cfg: ModelConfig):
-    """The jitted forward pass of a compiled model: (params, input ids [B, T]) -> logits [B, T, vocab]."""
+def _forward(cfg: ModelConfig):
     return jax.jit(lambda params, ids: Transformer(cfg).apply({"params": params}, ids))
 
 

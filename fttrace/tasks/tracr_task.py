@@ -114,11 +114,8 @@ def compiled_errors(model: tracr_programs.CompiledProgram, target: Target) -> tu
         idx = np.random.default_rng(0).integers(0, len(vocab), (CHECKED_INPUTS, n))
     ids = np.asarray([model.token_ids[t] for t in vocab], np.int32)[idx]
     tokens = np.concatenate([np.full((len(idx), 1), model.bos_id, np.int32), ids], 1)
-    forward = tracr_programs.forward(model.model_config)
-    answers = np.concatenate([np.asarray(forward(model.params, tokens[i:i + 8192])[:, -1, :len(model.output_values)]
-                                         .argmax(-1)) for i in range(0, len(tokens), 8192)])
-    expected = np.asarray(target.value(jnp.asarray(idx)))
-    return int((np.asarray(model.output_values)[answers] != expected).sum()), len(idx)
+    answers = np.concatenate([model.outputs(tokens[i:i + 8192])[:, -1] for i in range(0, len(tokens), 8192)])
+    return int((answers != np.asarray(target.value(jnp.asarray(idx)))).sum()), len(idx)
 
 
 def _rank(scores, candidates):
