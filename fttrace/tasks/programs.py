@@ -153,7 +153,7 @@ def compile_program(name: str, softmax_coldness: float = SOFTMAX_COLDNESS) -> Co
     compiles a model that errs; `tracr_task.compiled` checks it."""
     if name not in TRACR_PROGRAMS:
         raise ValueError(f"unknown Tracr program {name!r}; choose one of: {', '.join(sorted(TRACR_PROGRAMS))}")
-    if not softmax_coldness > 0:
+    if isinstance(softmax_coldness, bool) or not isinstance(softmax_coldness, (int, float)) or not softmax_coldness > 0:
         raise ValueError(f"softmax_coldness must be positive, not {softmax_coldness!r}")
     spec = TRACR_PROGRAMS[name]
     program = spec.build()

@@ -173,9 +173,7 @@ class TracrTask:
         if self.ft_target not in known:
             raise ValueError(f"ft_target {self.ft_target!r} is not a fine-tuning target of {self.program}; "
                              f"known: {', '.join(known)}")
-        if isinstance(self.softmax_coldness, bool) or not isinstance(self.softmax_coldness, (int, float)):
-            raise ValueError(f"softmax_coldness must be a number, not {self.softmax_coldness!r}")
-        self.pretrained_model  # compiled and checked now, so that a coldness at which it errs is refused early
+        self.pretrained_model  # compiled and checked now: a bad coldness, or one at which it errs, is refused early
 
     @property
     def pt_target(self) -> str:
