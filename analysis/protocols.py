@@ -1,4 +1,4 @@
-"""Fine-tuning protocols compared (a study that sweeps `sweep.protocol`, fttrace/protocols.py).
+"""Fine-tuning protocols compared (a study that sweeps `sweep.protocol`, fttrace/engine/protocols.py).
 
 Per protocol and setting (fine-tuning LR, C_Tr), the mean over seeds of each measure with its bootstrap interval
 (seeds are the unit of replication): both sides of the question "which protocol keeps C_PT, and which leaves

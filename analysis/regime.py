@@ -1,7 +1,7 @@
 """The regime a study reached, before any verdict: do the pretrained models have the capability, did fine-tuning
 learn its task, what function does each model compute, and do the probes read more than the input?
 
-Read from the run's "regime" phase (fresh held-out test sets: fttrace/evals/regime.py), its "probe" phase and the
+Read from the run's "regime" phase (fresh held-out test sets: fttrace/answer/evals/regime.py), its "probe" phase and the
 stop steps of fine-tuning. Shown first, because a verdict about a capability means nothing where the parents never
 had it, and a verdict about fine-tuning nothing where fine-tuning did not learn.
   study checks   the prior sets how much of C_FT pretraining gives (pretrained C_FT high at the highest prior, at

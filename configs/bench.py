@@ -3,7 +3,7 @@
 Trains one named model shape for a fixed number of steps at each member count: every member in one vmapped
 program (the engine, `vmap`; `vmap_full` computes every position as a plain loop does), the same program one member
 at a time, and a plain PyTorch loop (with `pip install 'fttrace[torch]'`). Each row names the work it does: like
-for like is vmap_full against torch (fttrace/bench.py). Data are random tokens of the shape's context and
+for like is vmap_full against torch (fttrace/bench/throughput.py). Data are random tokens of the shape's context and
 vocabulary drawn on device per member (`--config.data=task` samples the PCFG task of the `task` section instead);
 `--config.objective=lm` trains the language models' next-token loss at every position instead of the answer
 position's; `--config.objective=decode` times the batched decoder sampling stories (sampled tokens/s, against
@@ -29,21 +29,21 @@ drift by tens of percent), 50 steps, best of 3 interleaved rounds, member-steps/
 Wall time with the defaults there: about 12 minutes for small and 7 for tiny, most of it the torch loop and
 the one-member-at-a-time runs. Notes, floors and profiles: benchmarks/NOTES.md.
 """
-from fttrace.defaults import pcfg_config
+from fttrace.answer.defaults import pcfg_config
 
 
 def get_config():
     c = pcfg_config()
-    c.shape = "small"  # ref | large | small | tiny (fttrace.bench.SHAPES)
+    c.shape = "small"  # ref | large | small | tiny (fttrace.bench.throughput.SHAPES)
     c.members = (1, 16, 64)
     c.modes = ("vmap", "vmap_full", "sequential", "torch")
     c.steps = 50  # steps per timed run
     c.repeats = 3  # timed runs per measurement; the fastest counts
     c.data = "random"  # random | task
     c.objective = "answer"  # answer: the loss at the answer position (PCFG, Tracr) | lm: next token everywhere
-    # | decode: the batched decoder's sampling (fttrace/bench_decode.py; its modes are decode.modes)
+    # | decode: the batched decoder's sampling (fttrace/bench/decode.py; its modes are decode.modes)
     # | compaction: one phase with a share of its members stopped, with and without compaction
-    # (fttrace/bench_compaction.py)
+    # (fttrace/bench/compaction.py)
     c.decode = dict(modes=("vmap", "vmap_whole_cache", "sequential"), prompts=64, prompt_length=24,
                     temperature=1.0, top_k=0)
     c.compaction = dict(stopped=(0.0, 0.5, 0.75, 0.875), chunks=10, examples=256)

@@ -53,7 +53,7 @@ bootstrap CI]:
 fine-tuning and reFT LRs scale with it), fine-tuning evaluated every 100 steps on 256 held-out sequences per set,
 ridge probes, 128 patching inputs: 5 min 53 s on the 2-core CPU.
 """
-from fttrace.defaults import pcfg_config
+from fttrace.answer.defaults import pcfg_config
 
 VARIANTS = {"small": "the default study: 12 seeds, 2 priors x 2 LRs x C_Tr 0 and 1, shorter budgets (2-core CPU)"}
 

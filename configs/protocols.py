@@ -1,7 +1,7 @@
 """Fine-tuning protocols compared: which leave C_PT intact, and which leave only a strippable wrapper?
 
 The counter study of `pcfg_counter.py` (same model, grammar and pretraining), with the fine-tuning protocol as a
-swept option (fttrace/protocols.py): full fine-tuning, L2-SP toward the pretrained weights at two strengths,
+swept option (fttrace/engine/protocols.py): full fine-tuning, L2-SP toward the pretrained weights at two strengths,
 training only the top block (and the output head), LoRA of rank 2 on every block matrix, and singular-value
 fine-tuning (SVF). Every protocol fine-tunes the same pretrained members (the low prior, so that C_FT has to be
 learnt) without the shortcut (C_Tr = 0), to the criterion of `pcfg_counter.py` within 3,000 steps, at two LRs:
@@ -25,7 +25,7 @@ import sys
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 import pcfg_counter  # noqa: E402
 
-from fttrace.defaults import protocols_section  # noqa: E402
+from fttrace.engine.protocols import protocols_section  # noqa: E402
 
 DEFAULT = ("full", "l2sp_1e_1", "l2sp_1", "top1", "lora2", "svf")
 

@@ -7,7 +7,7 @@ Checks that everything runs, not what it finds. On the 2-core CPU with the compi
 (`time FTTRACE_COMPILATION_CACHE=off fttrace run configs/smoke.py --workdir /tmp/smoke`): 5 min 44 s, on a day it ran
 the small benchmark of README's first paragraph at half its usual speed.
 """
-from fttrace.defaults import pcfg_config
+from fttrace.answer.defaults import pcfg_config
 
 
 def get_config():

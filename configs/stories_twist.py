@@ -47,7 +47,8 @@ windowed attention; its cells in mid-range had standard errors up to 0.04.
 """
 import ml_collections
 
-from fttrace.defaults import lm_phase, protocols_section
+from fttrace.engine.protocols import protocols_section
+from fttrace.lm.defaults import lm_phase
 
 VARIANTS = {"tiny": "the test form: seconds per phase", "gpu": "a larger corpus and model for an accelerator"}
 
@@ -84,7 +85,7 @@ def get_config(arg=None):
     # Checkpoints (WORKDIR/checkpoints/g0-<phase>/): after every `every_chunks` chunks (a chunk runs from one eval
     # step to the next; 0: only at each phase's end), the newest `keep` kept; a killed run resumes from the newest.
     c.checkpoint = dict(every_chunks=1, keep=2)
-    # Fine-tuning protocols (fttrace/protocols.py) as an axis of phase `protocols.phase` (the deletion):
+    # Fine-tuning protocols (fttrace/engine/protocols.py) as an axis of phase `protocols.phase` (the deletion):
     # e.g. --config.sweep.protocol="('full','lora2')" deletes with full fine-tuning and with LoRA side by side.
     c.protocols = protocols_section("finetune")
     if arg == "tiny":

@@ -3,7 +3,7 @@
 Variants: none (the study: 8 seeds x 3 LRs x 2 C_Tr) and "tiny" (the test form, seconds per phase: 2 seeds x
 4 LRs x 2 C_Tr = 16 fine-tuning members in one jitted program, 20 fine-tuning steps, small evaluations).
 """
-from fttrace.defaults import tracr_config
+from fttrace.answer.defaults import tracr_config
 
 VARIANTS = {"tiny": "the test form: 16 fine-tuning members, 20 steps per phase"}
 

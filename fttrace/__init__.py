@@ -3,7 +3,7 @@ from fttrace.version import __version__  # noqa: F401
 
 
 def open(workdir):  # noqa: A001 -- fttrace.open(workdir), as a notebook writes it
-    """The study in `workdir` opened for reading: a `fttrace.workdir.Run` (its config, members, results and any
+    """The study in `workdir` opened for reading: a `fttrace.tools.workdir.Run` (its config, members, results and any
     member's model)."""
-    from fttrace.workdir import Run
+    from fttrace.tools.workdir import Run
     return Run(workdir)

@@ -130,7 +130,7 @@ def join_processes_from_flags(args) -> None:
     explicit = (args.coordinator, args.num_processes, args.process_id)
     if any(v is not None for v in explicit) and any(v is None for v in explicit):
         raise UserError("--coordinator, --num-processes and --process-id go together")
-    from fttrace.placement import join_processes
+    from fttrace.engine.placement import join_processes
     join_processes(*explicit, auto=args.distributed)
 
 
@@ -159,7 +159,7 @@ def cmd_run(args, overrides) -> int:
     join_processes_from_flags(args)
     config = config_lib.load(args.config, overrides)
     enable_compilation_cache()
-    from fttrace.runner import run_study, study_kind
+    from fttrace.engine.runner import run_study, study_kind
 
     results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite, shard=shard)
     if not args.quiet and jax.process_index() == 0:
@@ -169,7 +169,7 @@ def cmd_run(args, overrides) -> int:
 
 
 def cmd_merge(args, overrides) -> int:
-    from fttrace.merge import merge_workdirs
+    from fttrace.tools.merge import merge_workdirs
 
     if overrides:
         raise UserError("merge takes no --config overrides")
@@ -179,16 +179,16 @@ def cmd_merge(args, overrides) -> int:
 
 def cmd_bench(args, overrides) -> int:
     from fttrace import config as config_lib
-    from fttrace.results import write_json
+    from fttrace.engine.results import write_json
 
     config = config_lib.load(args.config, overrides)
     if config.get("objective") == "decode":
-        from fttrace.bench_decode import format_decode_table as format_table, run_decode_bench as run_bench
+        from fttrace.bench.decode import format_decode_table as format_table, run_decode_bench as run_bench
     elif config.get("objective") == "compaction":
-        from fttrace.bench_compaction import (format_compaction_table as format_table,
+        from fttrace.bench.compaction import (format_compaction_table as format_table,
                                               run_compaction_bench as run_bench)
     else:
-        from fttrace.bench import format_table, run_bench
+        from fttrace.bench.throughput import format_table, run_bench
     report = run_bench(config, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(format_table(report))
     if args.out:
@@ -200,7 +200,7 @@ def cmd_bench(args, overrides) -> int:
 def resolved_config(spec: str, overrides=()) -> dict:
     """A config file's resolved values, or a workdir's (from its manifest), as a plain dict."""
     from fttrace import config as config_lib
-    from fttrace.results import read_manifest
+    from fttrace.engine.results import read_manifest
     if Path(spec).is_dir() or "://" in spec:
         return read_manifest(spec)["config"]
     return json.loads(config_lib.to_json(config_lib.load(spec, overrides)))
@@ -221,7 +221,7 @@ def cmd_config(args, overrides) -> int:
 
 
 def cmd_status(args, overrides) -> int:
-    from fttrace.status import describe
+    from fttrace.tools.status import describe
     if overrides:
         raise UserError("status takes no --config overrides")
     print(describe(args.workdir))
@@ -229,7 +229,7 @@ def cmd_status(args, overrides) -> int:
 
 
 def cmd_tensorboard(args, overrides) -> int:
-    from fttrace.tensorboard import write_event_files
+    from fttrace.tools.tensorboard import write_event_files
     if overrides:
         raise UserError("tensorboard takes no --config overrides")
     if args.follow is not None and not args.follow > 0:

@@ -201,11 +201,11 @@ def _check_named_values(values, names, key: str, in_range, problem: str) -> None
             require(isinstance(value, (int, float)) and in_range(value), key, f"{value!r} {problem}")
 
 
-# The study kinds (fttrace/runner.py) by `config.study`: the module that names the kind (`KIND`); the language-model
+# The study kinds (fttrace/engine/runner.py) by `config.study`: the module that names the kind (`KIND`); the language-model
 # kinds' modules also check their configs (`validate_config`). Without `study`, a config is of the answer-position
 # tasks (PCFG, Tracr), checked here. Imported when used: they import jax.
 STUDY_KINDS = {"stories_twist": "fttrace.stories.study", "canary_unlock": "fttrace.canary.study"}
-TASK_STUDY = "fttrace.pipeline"
+TASK_STUDY = "fttrace.answer.study"
 
 
 def study_module(config):
@@ -235,7 +235,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         return study_module(config).validate_config(config)
     for section in ("task", "model", "pretrain", "finetune", "sweep", "eval", "checkpoint"):
         require(section in config, section, "missing section")
-    from fttrace.tasks import registry  # local import: tasks import jax
+    from fttrace.answer.tasks import registry  # local import: tasks import jax
     require(config.task.name in registry.TASKS, "task.name",
             f"unknown task {config.task.name!r}; known: {', '.join(registry.TASKS)}")
     for key in ("model.d_model", "model.n_layers", "model.n_heads", "sweep.seeds", "eval.examples",
@@ -267,8 +267,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _check_named_values(sweep.prior, config.task.priors, "sweep.prior", lambda v: 0 <= v <= 1, "is not in [0, 1]")
     for c in sweep.spurious:
         require(isinstance(c, (int, float)) and 0 <= c <= 1, "sweep.spurious", f"{c!r} is not in [0, 1]")
-    from fttrace.sweep import PHASE_SHAPES  # local import: the sweep imports the tasks
-    from fttrace.train import OPTIMIZER_AXES  # local import: train imports jax
+    from fttrace.answer.sweep import PHASE_SHAPES  # local import: the sweep imports the tasks
+    from fttrace.engine.train import OPTIMIZER_AXES  # local import: train imports jax
     for section in ("pretrain_optimizer", "finetune_optimizer"):
         for key, values in sweep.get(section, {}).items():
             require(key in OPTIMIZER_AXES, f"sweep.{section}.{key}",
@@ -281,7 +281,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                     f"a warm-up longer than {phase}.steps ({config[phase].steps})")
     zipped = tuple(sweep.get("zip", ()))
     if zipped:
-        from fttrace.sweep import finetune_axes
+        from fttrace.answer.sweep import finetune_axes
         axes = finetune_axes(config)
         require(len(zipped) >= 2 and len(set(zipped)) == len(zipped), "sweep.zip",
                 "must name two or more different fine-tuning axes")
@@ -307,7 +307,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         require(not sweep.get("shapes", {}), "sweep.shapes",
                 f"must be empty: task {config.task.name!r} brings its own model, whose shape cannot be swept")
         model = task.pretrained_model.model_config
-    from fttrace.evals import EVALS, NEEDS_COMPONENTS  # local import: evals import jax
+    from fttrace.answer.evals import EVALS, NEEDS_COMPONENTS  # local import: evals import jax
     for name in evals:
         require(name in EVALS, "evals", f"unknown evaluation {name!r}; known: {', '.join(EVALS)}")
         require(name in config, name, f"missing section (needed by evaluation {name!r})")
@@ -347,8 +347,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def validate_protocols(config, model) -> None:
     """`sweep.protocol` and the `protocols` section against the model (`config.model`, or a ModelConfig)."""
     import jax  # local imports: the model imports jax
-    from fttrace import protocols
-    from fttrace.model import ModelConfig, init_params
+    from fttrace.engine import protocols
+    from fttrace.model.transformer import ModelConfig, init_params
     layers = [model.n_layers, *config.sweep.get("shapes", {}).get("n_layers", ())]  # top_k must fit every depth
     if isinstance(model, ModelConfig):
         cfg = model

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from fttrace import bench, bench_compaction, bench_decode
+from fttrace.bench import throughput as bench, compaction as bench_compaction, decode as bench_decode
 from fttrace import config as config_lib
 from fttrace.cli import main
 from helpers import ROOT
@@ -67,7 +67,7 @@ def test_the_torch_loop_runs_and_compares_like_for_like():
 
 def test_the_torch_loops_lm_loss_reads_every_position():
     torch = pytest.importorskip("torch", reason="the torch mode needs pip install 'fttrace[torch]'")
-    from fttrace import bench_torch
+    from fttrace.bench import torch_baseline as bench_torch
     cross_entropy = torch.nn.functional.cross_entropy
     for objective in ("answer", "lm"):
         config = config_lib.load(BENCH, QUICK + [f"objective={objective}", "modes=('vmap',)"])

@@ -18,8 +18,8 @@ from fttrace import config as config_lib
 from fttrace.canary import authors, data as data_lib, extraction, study as canary_study
 from fttrace.errors import UserError
 from fttrace.lm.decode import generate
-from fttrace.model import ModelConfig, Transformer, init_params
-from fttrace.runner import run_study
+from fttrace.model.transformer import ModelConfig, Transformer, init_params
+from fttrace.engine.runner import run_study
 from fttrace.stories.tokenizer import BOS, EOS
 from helpers import ROOT, assert_config_error, assert_opens_every_member
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fttrace.cli import main
-from fttrace.progress import Progress
+from fttrace.engine.progress import Progress
 from helpers import NO_EVALS, ROOT, SMOKE, TINY
 
 
@@ -130,7 +130,7 @@ def test_progress_shows_each_evaluation_and_its_time(tmp_path, capsys):
 
 def test_a_phase_inside_an_evaluation_is_counted_once_in_the_time_shares(monkeypatch):
     """reFT's control trains inside the reFT evaluation: the shares of the time add up to the wall time."""
-    from fttrace.status import time_shares
+    from fttrace.tools.status import time_shares
     clock = iter([0.0, 10.0, 40.0, 70.0])  # evaluation starts, phase starts, its chunk ends, evaluation ends
     monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
     progress = Progress(stream=io.StringIO())
@@ -236,12 +236,12 @@ class Missing:
 sys.meta_path.insert(0, Missing())
 from fttrace import config as config_lib
 from fttrace.cli import main
-from fttrace.sweep import build_groups
-from fttrace.tasks.registry import build_task
+from fttrace.answer.sweep import build_groups
+from fttrace.answer.tasks.registry import build_task
 
 config = config_lib.load("configs/default.py")
 build_groups(config), build_task(config)
-import fttrace.pipeline, fttrace.workdir, fttrace.status, fttrace.evals  # noqa: E401
+import fttrace.answer.study, fttrace.tools.workdir, fttrace.tools.status, fttrace.answer.evals  # noqa: E401
 loaded = sorted({m.split(".")[0] for m in sys.modules} & set(BLOCKED))
 assert not loaded, loaded
 work = sys.argv[1]

@@ -8,14 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fttrace.evals import attention, patch, probe, prune, regime
-from fttrace.evals.reft import steps_to_threshold
-from fttrace.model import ModelConfig, Transformer, init_params
-from fttrace.runner import run_study
-from fttrace.sweep import build_groups
-from fttrace.tasks import queries
-from fttrace.tasks.registry import build_task
-from fttrace.train import AnswerObjective, PhaseLoop, answer_loss, data_spec, eval_sets_for, init_members
+from fttrace.answer.evals import attention, patch, probe, prune, regime
+from fttrace.answer.evals.reft import steps_to_threshold
+from fttrace.model.transformer import ModelConfig, Transformer, init_params
+from fttrace.engine.runner import run_study
+from fttrace.answer.sweep import build_groups
+from fttrace.answer.tasks import queries
+from fttrace.answer.tasks.registry import build_task
+from fttrace.engine.train import AnswerObjective, PhaseLoop, answer_loss, data_spec, eval_sets_for, init_members
 from helpers import tiny_config
 
 
@@ -267,7 +267,7 @@ def test_an_unchanged_model_is_unchanged_under_every_measurement(study):
 
 
 def test_first_step_reaching_reads_records_and_skips_members_without_a_target():
-    from fttrace.curves import records_first_step
+    from fttrace.engine.curves import records_first_step
     records = [(0, {"rate": np.array([0.1, 0.0, 0.5])}), (30, {"rate": np.array([0.6, 0.2, 0.5])}),
                (300, {"rate": np.array([0.9, 0.9, 0.9])})]
     got = records_first_step(records, "rate", np.array([0.5, 0.8, np.nan]))  # the third has no target: never

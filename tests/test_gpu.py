@@ -21,10 +21,10 @@ pytestmark = pytest.mark.gpu
 def trained(overrides, placement=None):
     """Pretraining of a small sweep (16 members) through the phase loop; (final state as numpy, records)."""
     import jax
-    from fttrace.sweep import build_groups
-    from fttrace.tasks import queries
-    from fttrace.tasks.registry import build_task
-    from fttrace.train import AnswerObjective, PhaseLoop, data_spec, eval_sets_for, init_members
+    from fttrace.answer.sweep import build_groups
+    from fttrace.answer.tasks import queries
+    from fttrace.answer.tasks.registry import build_task
+    from fttrace.engine.train import AnswerObjective, PhaseLoop, data_spec, eval_sets_for, init_members
     config = config_lib.load(SMOKE, TINY + [NO_EVALS, "sweep.seeds=16", "pretrain.steps=200",
                                             "pretrain.eval_every=100", *overrides])
     (group,) = build_groups(config)
@@ -54,7 +54,7 @@ def test_bfloat16_compute_tracks_float32():
 
 def test_members_sharded_over_every_local_gpu_equal_one_gpu():
     import jax
-    from fttrace.placement import Placement
+    from fttrace.engine.placement import Placement
     gpus = jax.local_devices()
     if len(gpus) < 2:
         pytest.skip("one GPU: nothing to shard over")
@@ -69,7 +69,7 @@ def test_memory_plan_of_the_reference_shape():
     shape fits the memory the GPU reports, by the compiler's plan; at least the 256 an 80 GB H100 was measured to
     hold."""
     import jax
-    from fttrace import bench
+    from fttrace.bench import throughput as bench
     limit = jax.devices()[0].memory_stats()["bytes_limit"]
     setup = bench.setup_from_config(config_lib.load(str(pathlib.Path(SMOKE).parent / "bench.py"), [
         "shape=ref", "model.dtype=bfloat16", "members=(4096,)", "steps=1"]))

@@ -6,9 +6,9 @@ import ml_collections
 import pandas as pd
 
 from fttrace import config as config_lib
-from fttrace import evals
-from fttrace.runner import run_study
-from fttrace.tasks import registry
+from fttrace.answer import evals
+from fttrace.engine.runner import run_study
+from fttrace.answer.tasks import registry
 from helpers import ROOT, tiny_config
 
 HOWTO = ROOT / "docs" / "howto.md"

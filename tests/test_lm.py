@@ -16,12 +16,12 @@ from fttrace.errors import UserError
 from fttrace.lm.measure import beyond_noise, decode_samples, feature_rate, probe_accuracy, probe_members, \
     probe_records, proportion_gap, refusal_rate, story_probe_set
 from fttrace.lm.steps import DocumentRange, NextTokenObjective, lm_loss
-from fttrace.model import ModelConfig, Transformer, init_params
+from fttrace.model.transformer import ModelConfig, Transformer, init_params
 from fttrace.stories import detectors, generator, record, tokenizer as tokenizer_lib, tokens as tokens_lib
 from fttrace.stories.variants import refusal_sentence
 from fttrace.stories.record import FEATURES
 from fttrace.stories.tokenizer import BOS, EOS, PAD
-from fttrace.train import DataSpec, init_members, train_steps
+from fttrace.engine.train import DataSpec, init_members, train_steps
 from helpers import ROOT, assert_config_error, assert_opens_every_member
 
 CONFIG = str(ROOT / "configs" / "stories_twist.py")

@@ -167,7 +167,7 @@ def test_a_fine_tuning_protocol_is_an_axis_of_any_phase_of_a_language_model_stud
     """LoRA against full fine-tuning in the canaries' suppression phase: each suppressed member once per protocol,
     its children once per copy; a LoRA member moves only its adapted block matrices, a full one everything."""
     from fttrace import config as config_lib
-    from fttrace.runner import run_study
+    from fttrace.engine.runner import run_study
     config = config_lib.load(f"{CONFIG}:tiny", ["protocols.phase=suppress", "sweep.protocol=('full','lora2')"])
     frame = pd.read_parquet(run_study(config, tmp_path, quiet=True))
     members = frame.drop_duplicates("member").set_index("member")

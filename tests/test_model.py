@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fttrace.model import ModelConfig, Transformer, full_masks, init_params
+from fttrace.model.transformer import ModelConfig, Transformer, full_masks, init_params
 
 CFG = ModelConfig(vocab_size=20, max_len=12, d_model=16, n_layers=3, n_heads=2, d_mlp=32)
 

@@ -10,9 +10,9 @@ import pytest
 
 import fttrace
 from fttrace.errors import UserError
-from fttrace.member_model import Ablation, MemberModel, Patch, load_export
-from fttrace.model import ModelConfig, Transformer, init_params
-from fttrace.runner import run_study
+from fttrace.model.member import Ablation, MemberModel, Patch, load_export
+from fttrace.model.transformer import ModelConfig, Transformer, init_params
+from fttrace.engine.runner import run_study
 from helpers import ROOT, tiny_config
 
 CFG = ModelConfig(vocab_size=11, max_len=7, d_model=16, n_layers=2, n_heads=2, d_mlp=24)

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from fttrace.tasks import pcfg
+from fttrace.answer.tasks import pcfg
 
 GRAMMAR = pcfg.Grammar(pcfg.DEFAULT_RULES, 10)
 

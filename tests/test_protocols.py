@@ -1,4 +1,4 @@
-"""Fine-tuning protocols (fttrace/protocols.py): each protocol moves only what it should, all of them train together
+"""Fine-tuning protocols (fttrace/engine/protocols.py): each protocol moves only what it should, all of them train together
 in one vmapped program, a member trains the same alone and in a mixed sweep, and bad configs are refused."""
 import jax
 import jax.numpy as jnp
@@ -8,13 +8,13 @@ import pytest
 
 import fttrace
 from fttrace import config as config_lib
-from fttrace import protocols
+from fttrace.engine import protocols
 from fttrace.cli import main as fttrace_main
 from fttrace.errors import UserError
-from fttrace.model import Transformer
-from fttrace.sweep import build_groups
-from fttrace.tasks.registry import build_task
-from fttrace.train import AnswerObjective, DataSpec, QueryMix, init_members, train_steps
+from fttrace.model.transformer import Transformer
+from fttrace.answer.sweep import build_groups
+from fttrace.answer.tasks.registry import build_task
+from fttrace.engine.train import AnswerObjective, DataSpec, QueryMix, init_members, train_steps
 from helpers import ROOT, assert_open_gives_logged_accuracies
 
 CONFIG = str(ROOT / "configs" / "protocols.py") + ":tiny"
@@ -158,7 +158,7 @@ def test_bad_protocol_configs_name_the_key(override, key, tmp_path, capsys):
 
 
 def test_a_protocol_sweep_runs_as_one_group_with_protocol_columns_and_weight_changes_and_resumes(tmp_path):
-    from fttrace.runner import run_study
+    from fttrace.engine.runner import run_study
     config = config_lib.load(CONFIG, ["evals=('weights',)", "sweep.seeds=1"])
     frame = pd.read_parquet(str(run_study(config, tmp_path / "run", quiet=True)))
     ft = frame[frame.phase == "finetune"]

@@ -25,14 +25,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import fttrace
-from fttrace.checkpoint import FINGERPRINTS, Checkpoints, ignore_abandoned_reads, run_fingerprint
+from fttrace.engine.checkpoint import FINGERPRINTS, Checkpoints, ignore_abandoned_reads, run_fingerprint
 from fttrace.cli import main
 from fttrace.errors import UserError
-from fttrace.merge import merge_workdirs
-from fttrace.runner import check_workdir, run_identity
-from fttrace.placement import Placement
-from fttrace.results import ResultsStore, manifest, write_json
-from fttrace.sweep import build_groups, shard_groups
+from fttrace.tools.merge import merge_workdirs
+from fttrace.engine.runner import check_workdir, run_identity
+from fttrace.engine.placement import Placement
+from fttrace.engine.results import ResultsStore, manifest, write_json
+from fttrace.answer.sweep import build_groups, shard_groups
 from helpers import NO_EVALS, ROOT, SMOKE, TINY, Runs, assert_open_gives_logged_accuracies, tiny_config
 
 GRID = TINY + [NO_EVALS, "sweep.seeds=3", "sweep.pretrain_lr=(1e-3,1e30)", "pretrain.schedule=constant",
@@ -230,7 +230,7 @@ def test_eight_devices_equal_one_device(devices8, eval_reference):
 def test_processes_meet_at_the_coordination_services_barrier(monkeypatch):
     """`sync` waits at the coordination service's barrier, with a timeout in hours, not at a collective (the first
     CPU collective gives the other processes 30 s to arrive; processes start unevenly)."""
-    from fttrace import placement
+    from fttrace.engine import placement
     calls = []
     monkeypatch.setattr(placement.jax, "process_count", lambda: 2)
     monkeypatch.setattr(placement.ocp.multihost, "get_barrier_sync_fn", lambda: lambda **kw: calls.append(kw))
@@ -437,7 +437,7 @@ def test_checkpoint_of_another_run_or_version_or_damaged_is_refused(tmp_path, ta
 
 
 def test_a_restore_that_fails_for_another_reason_does_not_blame_the_checkpoint(tmp_path):
-    from fttrace.checkpoint import restore_failure
+    from fttrace.engine.checkpoint import restore_failure
     with checkpoints(tmp_path).phase("g0-pretrain") as phase:
         phase.save(small_state(), records([0, 10]))
     with checkpoints(tmp_path).phase("g0-pretrain") as phase, pytest.raises(UserError) as error:

@@ -2,7 +2,7 @@ import pytest
 
 from fttrace import config as config_lib
 from fttrace.errors import UserError
-from fttrace.sweep import build_groups
+from fttrace.answer.sweep import build_groups
 from helpers import SMOKE
 
 
@@ -43,7 +43,7 @@ def test_unknown_shape_field_is_refused():
 def test_pretraining_length_is_a_group_axis(tmp_path):
     import pandas as pd
 
-    from fttrace.runner import run_study
+    from fttrace.engine.runner import run_study
     from helpers import NO_EVALS, TINY
     config = config_lib.load(SMOKE, TINY + [NO_EVALS, "sweep.shapes.pretrain_steps=(10,30)"])
     groups = build_groups(config)
@@ -64,8 +64,8 @@ def test_an_optimiser_hyperparameter_is_a_fine_tuning_axis_set_per_member():
     import numpy as np
     import optax
 
-    from fttrace.sweep import optimizer_values
-    from fttrace.train import fan_out, init_members
+    from fttrace.answer.sweep import optimizer_values
+    from fttrace.engine.train import fan_out, init_members
 
     config = config_lib.load(SMOKE, ["sweep.seeds=1", "sweep.prior=('low',)", "sweep.spurious=(0.0,)",
                                      "sweep.finetune_optimizer.weight_decay=(0.0,0.5)",
@@ -84,9 +84,9 @@ def test_an_optimiser_hyperparameter_is_a_fine_tuning_axis_set_per_member():
     np.testing.assert_array_equal(held["b1"], np.float32([config.finetune.b1] * 2))
     np.testing.assert_array_equal(optax.tree_utils.tree_get(state.opt_state, "warmup_steps"), [4.0, 4.0])
     # ... and trains with them: the weight-decayed child equals a member of a phase whose weight decay is 0.5.
-    from fttrace.model import Transformer
-    from fttrace.tasks.registry import build_task
-    from fttrace.train import AnswerObjective, DataSpec, QueryMix, train_steps
+    from fttrace.model.transformer import Transformer
+    from fttrace.answer.tasks.registry import build_task
+    from fttrace.engine.train import AnswerObjective, DataSpec, QueryMix, train_steps
     task = build_task(config)
     data = lambda k: DataSpec(batch=QueryMix(queries=jnp.tile(task.query_mix(ft=1.0), (k, 1)),  # noqa: E731
                                              spurious=jnp.zeros(k)))
@@ -112,7 +112,7 @@ def test_an_optimiser_hyperparameter_is_a_pretraining_axis_down_to_the_reft_cont
     import numpy as np
 
     import fttrace
-    from fttrace.runner import run_study
+    from fttrace.engine.runner import run_study
     from helpers import NO_EVALS, TINY
     config = config_lib.load(SMOKE, TINY + ["sweep.seeds=1", "sweep.pretrain_optimizer.weight_decay=(0.0,0.5)",
                                             "evals=('reft',)", "reft.control=True"])

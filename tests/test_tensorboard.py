@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from fttrace.cli import main
-from fttrace.results import ResultsStore, long_frame
-from fttrace.tensorboard import EventLog, cell_means, store_rows
+from fttrace.engine.results import ResultsStore, long_frame
+from fttrace.tools.tensorboard import EventLog, cell_means, store_rows
 
 tensorboardX = pytest.importorskip("tensorboardX")
 from tensorboardX.proto import event_pb2  # noqa: E402

@@ -10,9 +10,9 @@ from tracr.compiler import compiling
 from tracr.craft.chamber import categorical_attn
 from tracr.rasp import rasp
 
-from fttrace.model import Transformer, full_masks, init_params
-from fttrace.tasks.component import Component, component_params
-from fttrace.tasks.programs import BOS, MLP_EXACTNESS, TRACR_PROGRAMS, compile_program, components
+from fttrace.model.transformer import Transformer, full_masks, init_params
+from fttrace.answer.tasks.component import Component, component_params
+from fttrace.answer.tasks.programs import BOS, MLP_EXACTNESS, TRACR_PROGRAMS, compile_program, components
 
 NAMES = sorted(TRACR_PROGRAMS)
 INPUTS_PER_LENGTH = 20

@@ -16,12 +16,12 @@ from analysis.components import component_table
 import fttrace
 from fttrace import config as config_lib
 from fttrace.errors import UserError
-from fttrace.evals.components import component_changes, component_outputs
-from fttrace.model import Transformer
-from fttrace.runner import run_study
-from fttrace.sweep import build_groups
-from fttrace.tasks.tracr_task import CHECKED_INPUTS, PRETRAINING_TARGET, TARGETS, TracrTask, compiled_errors
-from fttrace.train import answer_loss
+from fttrace.answer.evals.components import component_changes, component_outputs
+from fttrace.model.transformer import Transformer
+from fttrace.engine.runner import run_study
+from fttrace.answer.sweep import build_groups
+from fttrace.answer.tasks.tracr_task import CHECKED_INPUTS, PRETRAINING_TARGET, TARGETS, TracrTask, compiled_errors
+from fttrace.engine.train import answer_loss
 from helpers import ROOT, assert_open_gives_logged_accuracies
 
 sys.path.insert(0, str(ROOT / "configs"))

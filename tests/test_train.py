@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fttrace.runner import run_study
+from fttrace.engine.runner import run_study
 from helpers import NO_EVALS, SMOKE, TINY, tiny_config
 
 
@@ -85,9 +85,9 @@ class CriterionPhase:
     """A tiny pretraining phase with a stopping criterion on held-out C_PT, run directly through PhaseLoop."""
 
     def __init__(self, steps, batch_size, examples, **phase):
-        from fttrace.sweep import build_groups
-        from fttrace.tasks.registry import build_task
-        from fttrace.train import eval_sets_for
+        from fttrace.answer.sweep import build_groups
+        from fttrace.answer.tasks.registry import build_task
+        from fttrace.engine.train import eval_sets_for
         config = tiny_config("model.d_model=32", "model.d_mlp=64", f"pretrain.steps={steps}",
                              "pretrain.eval_every=20", f"pretrain.batch_size={batch_size}", f"eval.examples={examples}")
         # The LR must not depend on the budget (a constant schedule), so that shorter runs are prefixes of longer ones.
@@ -100,8 +100,8 @@ class CriterionPhase:
     def run(self, lrs, weights, seeds=None, compact=True, stop=None, measure=None, on_chunk=None):
         """(final state, records, the member-axis widths of the chunks); `stop`: PhaseLoop's host-side rule,
         `measure` its host-side measurements."""
-        from fttrace.tasks import queries
-        from fttrace.train import AnswerObjective, PhaseLoop, data_spec, init_members
+        from fttrace.answer.tasks import queries
+        from fttrace.engine.train import AnswerObjective, PhaseLoop, data_spec, init_members
         n = len(lrs)
         state = init_members(self.group.model, self.section, 0, np.arange(n) if seeds is None else seeds, lrs)
         data = data_spec(queries.reft(self.task, n), np.zeros(n), criterion={"pt": weights})
@@ -208,7 +208,7 @@ def assert_same(full, small):
 
 def test_running_out_of_device_memory_is_one_line_naming_the_members_and_the_key(tmp_path, capsys, monkeypatch):
     from fttrace import cli
-    from fttrace.train import PhaseLoop
+    from fttrace.engine.train import PhaseLoop
     real = PhaseLoop.run
 
     def run(self, state, data, on_chunk=None, records=None, on_records=None):

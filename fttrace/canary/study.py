@@ -36,7 +36,7 @@ from fttrace.config import positive_int, require
 from fttrace.lm.decode import generate_members
 from fttrace.lm.measure import Prompts, probe_members
 from fttrace.lm.phases import MODEL_SHAPES, LanguageModelStudy, check_model, check_phase, check_protocols, rows_of
-from fttrace.runner import PhaseRunner
+from fttrace.engine.runner import PhaseRunner
 from fttrace.stories.tokenizer import BOS, PAD
 
 STUDY = "canary_unlock"
@@ -283,7 +283,7 @@ KIND = CanaryStudy
 def headline(results_path) -> str:
     """Extraction of planted canaries per phase, unlock set, LR and eval step (mean over seeds and authors), by
     repetition count; the controls' extraction as the chance baseline."""
-    from fttrace.results import read_parquet
+    from fttrace.engine.results import read_parquet
     frame = read_parquet(results_path)
     cells = frame.metric.map(extraction.parse_cell)
     rows = frame[cells.notna()].copy()

@@ -22,8 +22,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from fttrace.members import map_members
-from fttrace.model import ACTIVATIONS, ModelConfig
+from fttrace.engine.members import map_members
+from fttrace.model.transformer import ACTIVATIONS, ModelConfig
 from fttrace.stories.tokenizer import EOS, PAD
 
 LN_EPSILON = 1e-6  # flax.linen.LayerNorm's default

@@ -25,9 +25,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fttrace import probes
+from fttrace.engine import linear_probe
 from fttrace.errors import UserError
-from fttrace.model import Transformer
+from fttrace.model.transformer import Transformer
 from fttrace.stories import detectors
 from fttrace.stories.variants import refusal_sentence
 from fttrace.stories.record import FEATURES, StoryRecord
@@ -140,7 +140,7 @@ def probe_accuracy(x_train, y_train, x_test, y_test, steps: int, lr: float):
 
 def probe_correct(x_train, y_train, x_test, y_test, steps: int, lr: float):
     """Whether the logistic probe fitted on (x_train, y_train) gets each held-out example right: bool [N_test]."""
-    predicted = probes.predict(x_train, y_train, x_test, "logistic", steps=steps, lr=lr, weight_decay=1e-3)
+    predicted = linear_probe.predict(x_train, y_train, x_test, "logistic", steps=steps, lr=lr, weight_decay=1e-3)
     return (predicted > 0) == (y_test > 0.5)
 
 

@@ -10,7 +10,7 @@
                   (`train`): fresh members or children fanned out from their parents, the every-position objective
                   on each member's document range of the resident corpus, the study's measurements at each eval
                   step
-  protocols       fine-tuning protocols (full, LoRA, SVF, top-k, L2-SP; fttrace/protocols.py) as an axis of one
+  protocols       fine-tuning protocols (full, LoRA, SVF, top-k, L2-SP; fttrace/engine/protocols.py) as an axis of one
                   fine-tuning phase of either study (`sweep.protocol`, `protocols.phase`): `with_protocols`
 """
 from __future__ import annotations
@@ -23,14 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from fttrace import protocols
+from fttrace.engine import protocols
 from fttrace.config import check_checkpoint, positive_int, require, validate_protocols
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.steps import DocumentRange, NextTokenObjective
-from fttrace.model import ModelConfig, Transformer
-from fttrace.runner import PhaseRunner
-from fttrace.sweep import shape_grid
-from fttrace.train import DataSpec, PhaseLoop, TrainState, fan_out, init_members, member_keys, param_count
+from fttrace.model.transformer import ModelConfig, Transformer
+from fttrace.engine.runner import PhaseRunner
+from fttrace.answer.sweep import shape_grid
+from fttrace.engine.train import DataSpec, PhaseLoop, TrainState, fan_out, init_members, member_keys, param_count
 
 
 # ---------------------------------------------------------------- config checks
@@ -81,7 +81,7 @@ def check_model(config) -> None:
 
 
 def check_protocols(config, phases: tuple) -> None:
-    """`sweep.protocol` (fine-tuning protocols, fttrace/protocols.py) and `protocols.phase`, the fine-tuning phase whose
+    """`sweep.protocol` (fine-tuning protocols, fttrace/engine/protocols.py) and `protocols.phase`, the fine-tuning phase whose
     members they parameterise (one of `phases`, not pretraining)."""
     if not protocols.in_sweep(config):
         return

@@ -8,7 +8,7 @@ builders, a SentencePiece tokenizer, token arrays and the data variants that rem
   tokenizer.py   SentencePiece training, saving, reuse; encode/decode
   tokens.py      records -> one int32 token array with document boundaries and per-document feature flags
   variants.py    filter, filter_label, mix_match, refusal, keep_only and their compositions
-  study.py       the stories study kind (fttrace/runner.py): delete a feature by fine-tuning, recover it
+  study.py       the stories study kind (fttrace/engine/runner.py): delete a feature by fine-tuning, recover it
   prepared.py    builder -> cached tokenizer and token arrays
 
 Typical use (the TFDS modules are imported on demand; this package's own import stays light):

@@ -51,7 +51,7 @@ import pandas as pd
 from etils import epath
 
 from fttrace.config import positive_int, require
-from fttrace.curves import records_first_step
+from fttrace.engine.curves import records_first_step
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate_members
@@ -59,12 +59,12 @@ from fttrace.lm.measure import beyond_noise, decode_samples, feature_rate, probe
     proportion_gap, prompts_of, refusal_rate, story_probe_set
 from fttrace.lm.phases import LanguageModelStudy, check_model, check_phase, check_protocols, rows_of, \
     stacked_parents
-from fttrace.results import write_json
-from fttrace.runner import PhaseRunner
+from fttrace.engine.results import write_json
+from fttrace.engine.runner import PhaseRunner
 from fttrace.stories import builders, detectors, prepared, tokens as tokens_lib
 from fttrace.stories.variants import STEPS, Variant
 from fttrace.stories.record import FEATURES
-from fttrace.train import PHASE_IDS, member_key
+from fttrace.engine.train import PHASE_IDS, member_key
 
 STUDY = "stories_twist"
 PHASES = ("pretrain", "finetune", "recovery")
@@ -397,7 +397,7 @@ KIND = StoriesStudy
 def headline(results_path) -> str:
     """The regime (regime_lines), then the F rate (prompted for F) per phase, eval step and arm, mean over seeds;
     deletion stop steps; steps to the pretrained rate."""
-    from fttrace.results import read_parquet
+    from fttrace.engine.results import read_parquet
     frame = read_parquet(results_path)
     arm = ["deletion", "protocol"] if "protocol" in frame else ["deletion"]  # (a fine-tuning protocol sweep)
     rates = frame[frame.metric == "feature_rate"]

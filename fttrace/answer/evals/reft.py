@@ -1,0 +1,134 @@
+"""Reverse fine-tuning (reFT): how fast does the pretraining capability come back?
+
+Every fine-tuned member `ftN` gets a child `rftN` trained on the pretraining task (queries about O_PT only, no
+shortcut). Its LR (`reft_lr`) is, with `reft.lr_mode = "shared"`, `reft.lr_scale` x its pretraining LR whatever
+the fine-tuning LR was, so that every fine-tuning-LR cell is revived at the same LR; with "tied", `reft.lr_factor`
+x its fine-tuning LR (the study revives with an LR smaller than the fine-tuning one). Its C_PT curve is logged
+every `reft.eval_every` steps (phase "reft").
+
+The control has no latent copy of the capability: for each (seed, pretraining LR) a member `cptN` is pretrained
+on the same grammar and budget with every query about O_PT replaced (fttrace/answer/tasks/queries.py: it learns all the
+members learn except C_PT; phase "control_pretrain"; `ptN` is the first pretraining member of that seed and LR),
+then trained on the pretraining task like the reFT members, at each distinct reFT LR of its seed x
+`reft.control_lr_factors` (phase "control_reft", members `cptN-<reFT LR>-x<factor>`, column `reft_lr_base`: the
+reFT LR it is matched to). For a task that brings its pretrained model (a Tracr-compiled program) the control is
+the same: that architecture randomly initialised and trained on the fine-tuning target only (the `pretrain`
+section's budget, which the compiled-task configs set to the fine-tuning budget), so it never had the compiled
+capability.
+
+Summary rows (step 0 of their phase): `steps_to_threshold`, the first logged step whose C_PT accuracy reaches
+`reft.threshold` x the pretrained C_PT accuracy of the lineage (NaN if never: censored at the budget), and
+`reached` (0/1). With `reft.stop_at_threshold` (the default) a member stops training there (its curve stays at the
+value it reached), so a long budget costs only the members that have not revived yet.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fttrace.engine.curves import first_step_reaching
+from fttrace.answer.evals.common import pretrained_pt_acc
+from fttrace.engine.results import long_frame
+from fttrace.answer.tasks import queries
+from fttrace.answer.sweep import optimizer_values
+from fttrace.engine.train import data_spec, fan_out, init_members, member_keys
+
+REFT, CONTROL_PRETRAIN, CONTROL_REFT = "reft", "control_pretrain", "control_reft"
+
+
+def reft_lrs(members: pd.DataFrame, cfg) -> np.ndarray:
+    """Each fine-tuned member's reFT LR (module docstring)."""
+    if cfg.lr_mode == "tied":
+        return members.finetune_lr.to_numpy() * cfg.lr_factor
+    return members.pretrain_lr.to_numpy() * cfg.lr_scale
+
+
+def reft_members(group, cfg) -> pd.DataFrame:
+    ft = group.finetune
+    rf = ft.assign(member="r" + ft.member, parent=ft.member, pretrain_index=ft.parent_index,
+                   parent_index=np.arange(len(ft)), reft_lr=reft_lrs(ft, cfg))
+    return rf.reset_index(drop=True)
+
+
+def control_members(group, reft: pd.DataFrame, factors) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Control pretraining members (one per seed x pretraining LR x swept pretraining optimiser setting) and their
+    C_PT training members."""
+    pt = group.pretrain.reset_index(drop=True)
+    matched = ["seed", "pretrain_lr", *(f"pretrain_{name}" for name in optimizer_values(pt, "pretrain"))]
+    first = pt.groupby(matched, sort=False).head(1)
+    cp = first.assign(member="c" + first.member, prior=1.0, prior_name="control",
+                      pretrain_index=first.index.to_numpy()).reset_index(drop=True)
+    rows = []
+    for i, parent in cp.iterrows():
+        mine = reft[(reft[matched] == parent[matched]).all(axis=1)]
+        for base in sorted(mine.reft_lr.unique()):
+            for factor in factors:
+                rows.append(dict(parent.to_dict(), member=f"{parent.member}-{base:g}-x{factor:g}", parent=parent.member,
+                                 parent_index=i, reft_lr_base=float(base), reft_lr=float(base * factor),
+                                 control_lr_factor=float(factor)))
+    return cp, pd.DataFrame(rows)
+
+
+def steps_to_threshold(curve: pd.DataFrame, reference: dict, threshold: float) -> pd.Series:
+    """Per member: first logged step with pt_acc >= threshold x reference[member] (NaN if none)."""
+    table = curve[curve.metric == "pt_acc"].pivot_table(index="step", columns="member", values="value",
+                                                         dropna=False).sort_index()
+    target = threshold * np.asarray([reference[m] for m in table.columns], np.float64)
+    return pd.Series(first_step_reaching(table.index, table.to_numpy(), target), index=table.columns)
+
+
+def summary_frame(members, phase, curve, reference, threshold):
+    steps = steps_to_threshold(curve, dict(zip(members.member, reference)), threshold).reindex(members.member)
+    records = [(0, {"steps_to_threshold": steps.to_numpy(), "reached": steps.notna().to_numpy(float)})]
+    status = curve.groupby("member").status.first().reindex(members.member).to_numpy()
+    return long_frame(members, phase, records, status)
+
+
+def train_on_pretraining_task(run, phase, members, state, reference):
+    """Train on O_PT queries; with `reft.stop_at_threshold` a member stops once revived (C_PT >= threshold x its
+    `reference`), so that the others train on alone (PhaseLoop's compaction)."""
+    cfg = run.config.reft
+    criterion = None
+    if cfg.stop_at_threshold:
+        criterion = {"pt": 1.0 / np.maximum(np.asarray(reference, np.float64), 1e-6)}
+        cfg = cfg.copy_and_resolve_references()
+        cfg.target = cfg.threshold
+    data = data_spec(queries.reft(run.task, len(members)), np.zeros(len(members)), criterion=criterion)
+    return run.train_phase(phase, members, state, data, phase_cfg=cfg)
+
+
+def run_reft(run) -> None:
+    """reFT of every fine-tuned member, then the control; a resumed run restores finished phases."""
+    cfg = run.config.reft
+    group = run.group
+    run.reft_members = rf = reft_members(group, cfg)
+    pt_acc = pretrained_pt_acc(run)
+    state = fan_out(run.states["finetune"], rf.parent_index.to_numpy(), cfg, rf.reft_lr.to_numpy(),
+                    member_keys(run.config.seed, rf.seed.to_numpy(), REFT))
+    train_on_pretraining_task(run, REFT, rf, state, pt_acc[rf.pretrain_index])
+    write_summary(run, REFT, rf, pt_acc[rf.pretrain_index])
+    if not cfg.control:
+        return
+    run.control_members, run.control_reft_members = cp, cr = control_members(group, rf, cfg.control_lr_factors)
+    pretraining = group.phase(run.config, "pretrain")
+    state = init_members(group.model, pretraining, run.config.seed, cp.seed.to_numpy(), cp.pretrain_lr.to_numpy(),
+                         optimizer_values(cp, "pretrain"))
+    data = data_spec(queries.control(run.task, len(cp)), np.zeros(len(cp)))
+    state = run.train_phase(CONTROL_PRETRAIN, cp, state, data, phase_cfg=pretraining)
+    state = fan_out(state, cr.parent_index.to_numpy(), cfg, cr.reft_lr.to_numpy(),
+                    member_keys(run.config.seed, cr.seed.to_numpy(), REFT))
+    # The control's reference: the mean pretrained C_PT of the real members of the same seed and LR.
+    ref = group.pretrain.assign(pt_acc=pt_acc).groupby(["seed", "pretrain_lr"]).pt_acc.mean()
+    reference = [ref[(s, lr)] for s, lr in zip(cr.seed, cr.pretrain_lr)]
+    train_on_pretraining_task(run, CONTROL_REFT, cr, state, reference)
+    write_summary(run, CONTROL_REFT, cr, reference)
+
+
+def write_summary(run, phase, members, reference) -> None:
+    """Steps to the revival threshold of this process's members (those whose curves its part holds)."""
+    part = run.part_name(phase)
+    if not run.done(f"{part}-summary"):
+        curve = run.store.read_part(part)
+        rows = run.placement.local_rows(len(members))
+        run.store.write_part(f"{part}-summary", summary_frame(members.iloc[rows], phase, curve,
+                                                              np.asarray(reference)[rows], run.config.reft.threshold))

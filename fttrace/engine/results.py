@@ -1,0 +1,276 @@
+"""The results store: long-format Parquet plus a manifest, written atomically.
+
+    WORKDIR/parts/<group>-<phase>.parquet   one file per finished (group, phase)
+    WORKDIR/results.parquet                 all parts, rewritten after every part
+    WORKDIR/manifest.json                   config, versions, devices, git commit, wall time, status
+
+Rows: member, parent, phase, step, metric, value, status, and the member's hyperparameters as columns.
+Every write goes to a temporary file in the same directory and is renamed into place, so a reader (or a run
+killed mid-write) never sees a partial file; a write that fails (full disk, no permission) raises a UserError
+naming the file and leaves the previous version in place. Paths go through etils.epath, so WORKDIR may be a
+`gs://` location. In a multi-process run each process writes the parts of its own members
+(`<group>-<phase>.process-<k>-of-<n>.parquet`) and process 0 writes results.parquet and the manifest.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from etils import epath
+
+from fttrace.errors import UserError, io_reason
+
+RESULTS_FILE = "results.parquet"
+MANIFEST_FILE = "manifest.json"
+PARTS_DIR = "parts"
+LIVE_DIR = "live"  # the curves of phases still training, rewritten as they go; removed when the phase's part is written
+PROGRESS_FILE = "progress.json"  # where the run is now (fttrace/engine/progress.py; `fttrace status`)
+BASE_COLUMNS = ("member", "parent", "phase", "step", "metric", "value", "status")
+# A manifest's status: "running" until the run ends, then COMPLETE with its wall time in `wall_s`. Workdirs of the LM
+# studies written by fttrace 0.3.0 and before say "done" and `wall_seconds` instead: `finished` and `wall_time` read
+# either schema.
+COMPLETE = "complete"
+OLD_SCHEMA = {"status": "done", "wall_s": "wall_seconds"}
+
+
+def finished(manifest: dict) -> bool:
+    return manifest.get("status") in (COMPLETE, OLD_SCHEMA["status"])
+
+
+def wall_time(manifest: dict) -> float | None:
+    return manifest.get("wall_s", manifest.get(OLD_SCHEMA["wall_s"]))
+
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; on success it replaces `path` in one rename.
+
+    (On object stores such as gs:// an object appears whole once written, which gives the same guarantee.)
+    """
+    path = epath.Path(path)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
+    try:
+        yield tmp
+        tmp.replace(path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(e, OSError):
+            raise UserError(f"cannot write {path}: {io_reason(e)}") from None
+        raise
+
+
+def write_json(path, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+def write_parquet(path, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f)
+
+
+def read_parquet(path) -> pd.DataFrame:
+    with epath.Path(path).open("rb") as f:
+        return pd.read_parquet(f)
+
+
+def status_of(diverged) -> np.ndarray:
+    """The `status` column of members whose `diverged` flags are given: "diverged" or "ok"."""
+    return np.where(np.asarray(diverged), "diverged", "ok").astype(object)
+
+
+def long_frame(members: pd.DataFrame, phase: str, records, status: np.ndarray | None = None,
+               parent_column: str | None = "parent") -> pd.DataFrame:
+    """Long-format rows of one phase.
+
+    members: one row per member (its id, parent and hyperparameters), in member-axis order.
+    records: [(step, {metric: array[members]}), ...].
+    status: per-member status strings (default "ok").
+    """
+    n = len(members)
+    status = np.full(n, "ok", object) if status is None else np.asarray(status, object)
+    pieces = []
+    for step, metrics in records:
+        for metric, values in metrics.items():
+            values = np.asarray(values, np.float64).reshape(n)
+            pieces.append(pd.DataFrame({"row": np.arange(n), "step": step, "metric": metric, "value": values}))
+    frame = pd.concat(pieces, ignore_index=True)
+    # Positional helper columns (parent_index, pretrain_index) index arrays of one run; they are not results.
+    info = members.reset_index(drop=True).drop(columns=[c for c in members if c.endswith("_index")])
+    if parent_column is None or parent_column not in info:
+        info = info.assign(parent=None)
+    info = info.assign(status=status, phase=phase)
+    frame = frame.join(info, on="row").drop(columns="row")
+    frame["step"] = frame["step"].astype(np.int64)
+    hyper = [c for c in frame.columns if c not in BASE_COLUMNS]
+    return frame[list(BASE_COLUMNS) + hyper]
+
+
+class ResultsStore:
+    def __init__(self, workdir, process_index: int = 0, process_count: int = 1):
+        self.workdir = workdir_path(workdir)
+        self.parts = self.workdir / PARTS_DIR
+        self.process_index, self.process_count = process_index, process_count
+
+    @property
+    def results_path(self) -> epath.Path:
+        return self.workdir / RESULTS_FILE
+
+    @property
+    def writes_results(self) -> bool:
+        """Process 0 writes results.parquet and the manifest; every process writes its own parts."""
+        return self.process_index == 0
+
+    def prepare(self) -> None:
+        """Create the workdir and check that it is writable (before any work is done)."""
+        try:
+            self.parts.mkdir(parents=True, exist_ok=True)
+            probe = self.workdir / f".write-check-{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise UserError(f"workdir {self.workdir} is not writable: {io_reason(e)}") from None
+
+    def remove_temporaries(self) -> None:
+        """Delete the temporary files of writes that a killed run left unfinished."""
+        for folder in (self.workdir, self.parts, self.workdir / LIVE_DIR):
+            for tmp in folder.glob(f".*{TEMPORARY_SUFFIX}"):
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+
+    def clear(self) -> None:
+        """Delete every result of a previous run (for --overwrite)."""
+        for path in [*self.parts.glob("*.parquet"), *(self.workdir / LIVE_DIR).glob("*.parquet"), self.results_path,
+                     self.workdir / PROGRESS_FILE]:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def part_path(self, name: str, process: int | None = None, folder: str = PARTS_DIR) -> epath.Path:
+        """This process's file of part `name` (or that of process `process`); `folder` LIVE_DIR: its live curve."""
+        if self.process_count == 1:
+            return self.workdir / folder / f"{name}.parquet"
+        process = self.process_index if process is None else process
+        return self.workdir / folder / f"{name}.process-{process}-of-{self.process_count}.parquet"
+
+    def write_live(self, name: str, frame: pd.DataFrame) -> None:
+        """This process's rows so far of a phase still training (part `name`)."""
+        path = self.part_path(name, folder=LIVE_DIR)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_parquet(path, frame)
+
+    def drop_live(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.part_path(name, folder=LIVE_DIR).unlink()
+
+    def read_live(self) -> pd.DataFrame | None:
+        """The rows of every phase still training (None if there are none)."""
+        files = sorted((self.workdir / LIVE_DIR).glob("*.parquet"))
+        return pd.concat([read_parquet(f) for f in files], ignore_index=True) if files else None
+
+    def has_part(self, name: str) -> bool:
+        """Whether every process has written part `name`.
+
+        Every process gets the same answer without talking to the others: a process checks a part before it
+        writes its own file of it, so within a run the answer only depends on files written by earlier runs.
+        """
+        return all(self.part_path(name, k).exists() for k in range(self.process_count))
+
+    def write_part(self, name: str, frame: pd.DataFrame) -> None:
+        """Store one finished part and refresh results.parquet."""
+        write_parquet(self.part_path(name), frame)
+        self.merge_parts()
+
+    def merge_parts(self) -> None:
+        """Rewrite results.parquet from every part (process 0 only)."""
+        files = sorted(self.parts.glob("*.parquet"))
+        if not files or not self.writes_results:
+            return
+        write_parquet(self.results_path, pd.concat([read_parquet(f) for f in files], ignore_index=True))
+
+    def read(self) -> pd.DataFrame:
+        return read_parquet(self.results_path)
+
+    def read_part(self, name: str) -> pd.DataFrame:
+        return read_parquet(self.part_path(name))
+
+
+def workdir_path(workdir) -> epath.Path:
+    """A workdir as a path; a gs:// one needs gcsfs (the [gcs] extra), which is checked here, once, by name."""
+    path = epath.Path(workdir)
+    if str(workdir).startswith("gs://"):
+        try:
+            import gcsfs  # noqa: F401 -- etils reads gs:// paths through it
+        except ImportError:
+            raise UserError(f"workdir {workdir}: gs:// paths need gcsfs: pip install 'fttrace[gcs]'") from None
+    return path
+
+
+def read_manifest(workdir) -> dict:
+    """The manifest of a workdir; one error naming it when it is missing or not an fttrace manifest."""
+    workdir = workdir_path(workdir)
+    path = workdir / MANIFEST_FILE
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):
+        found = None
+    if not isinstance(found, dict) or not {"config", "status", "devices"} <= set(found):
+        raise UserError(f"{workdir} is not an fttrace workdir ({path} is missing or unreadable)")
+    return found
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for name in ("fttrace", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "ml-collections", "numpy",
+                 "pandas", "pyarrow"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[name] = importlib.metadata.version(name)
+    return out
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def _packages() -> dict:
+    """Every installed distribution and its version."""
+    return dict(sorted((d.metadata["Name"], d.version) for d in importlib.metadata.distributions()
+                       if d.metadata["Name"]))
+
+
+ENVIRONMENT_PREFIXES = ("XLA_", "JAX_", "TPU_", "CUDA_VISIBLE_DEVICES", "FTTRACE_", "NCCL_", "TF_CPP_")
+
+
+def provenance() -> dict:
+    """What reproduces a run beyond its config: the command line, the environment variables that steer XLA and JAX,
+    the git commit of the source and whether its tree had uncommitted changes, and every installed package."""
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return dict(argv=list(sys.argv), environment={k: v for k, v in sorted(os.environ.items())
+                                                  if k.startswith(ENVIRONMENT_PREFIXES)},
+                git_commit=_git("rev-parse", "HEAD") or None, git_dirty=None if status is None else bool(status),
+                packages=_packages())
+
+
+def manifest(config_dict: dict, devices: list[str], **extra) -> dict:
+    return dict(config=config_dict, versions=_versions(), devices=devices, **provenance(), host=platform.node(),
+                written=datetime.datetime.now(datetime.timezone.utc).isoformat(), **extra)

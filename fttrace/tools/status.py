@@ -1,0 +1,96 @@
+"""`fttrace status WORKDIR`: where a run stands, read from its workdir alone (any study kind, running or finished).
+
+    runs/pcfg_index: index study, running since 2026-12-05 04:46 UTC, 1 device(s) in 1 process(es)
+      done: g0-pretrain
+      now: group 0 finetune  step 250/8000, 280 of 450 members training, 207 member-steps/s, ETA 4h 40m at the
+           budget (0m 12s ago); live curves of g0-finetune
+      diverged: none of 30 members with results
+
+The phase running comes from WORKDIR/progress.json (fttrace/engine/progress.py), the finished phases from the results
+parts, divergences from the results' status column.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import time
+
+from etils import epath
+
+from fttrace.engine.results import LIVE_DIR, PARTS_DIR, PROGRESS_FILE, RESULTS_FILE, finished, read_manifest, read_parquet, \
+    wall_time, workdir_path
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h {rest // 60:02d}m" if hours else f"{rest // 60}m {rest % 60:02d}s"
+
+
+def _part_names(folder: epath.Path) -> list[str]:
+    """Part names in a parts or live folder (one per part, however many processes wrote it)."""
+    return sorted({p.name.split(".")[0] for p in folder.glob("*.parquet")}) if folder.exists() else []
+
+
+def _now(record: dict) -> str:
+    ago = f"{_duration(time.time() - record['updated'])} ago"
+    if record.get("kind") != "phase":
+        return f"{record['stage'].strip()}: {record['members']} members ({ago})"
+    training = record.get("training")
+    members = (f"{training} of {record['members']} members training" if training is not None
+               else f"{record['members']} members")
+    return (f"{record['stage'].strip()}  step {record['step']}/{record['steps']}, {members}, "
+            f"{record['member_steps_per_s']:.0f} member-steps/s, ETA {_duration(record['eta_s'])} at the budget "
+            f"({ago})")
+
+
+def time_shares(times: dict, wall: float) -> str:
+    """Where a finished run's wall time went (the manifest's `time`, written by `progress.Progress`): training
+    phases (their host-side measurements apart), evaluations, and the rest (data, compiling outside phases,
+    writing results). A phase trained inside an evaluation (`within`: reFT's control) counts as a training phase,
+    not as the evaluation's too, so the shares add up to the wall time."""
+    phases = sum(t["wall_s"] for t in times.values() if t["kind"] == "phase")
+    measuring = sum(t.get("measuring_s", 0.0) for t in times.values() if t["kind"] == "phase")
+    nested = sum(t["wall_s"] for t in times.values() if t["kind"] == "phase" and t.get("within"))
+    evaluations = sum(t["wall_s"] for t in times.values() if t["kind"] == "evaluation") - nested
+    share = lambda s: f"{_duration(s)} ({s / wall:.0%})"  # noqa: E731
+    return (f"training phases {share(phases - measuring)}, measurements inside them (sampling, decoding, probes) "
+            f"{share(measuring)}, evaluations {share(evaluations)}, "
+            f"the rest {share(max(wall - phases - evaluations, 0))}")
+
+
+def describe(workdir) -> str:
+    workdir = workdir_path(workdir)
+    found = read_manifest(workdir)
+    config = found["config"]
+    study = config.get("study") or config.get("task", {}).get("name", "?")
+    written = datetime.datetime.fromisoformat(found["written"]).strftime("%Y-%m-%d %H:%M UTC") \
+        if found.get("written") else "?"
+    status = found["status"]
+    ended, wall = finished(found), wall_time(found)
+    when = f"finished {written}" if ended else f"{status} since {written}"
+    lines = [f"{workdir}: {study} study, {when}, {len(found['devices'])} device(s) in {found.get('processes', 1)} "
+             "process(es)" + (f", wall {_duration(wall)}" if ended and wall else "")]
+    if ended and wall and found.get("time"):
+        lines.append(f"  time: {time_shares(found['time'], wall)}")
+    done = [name for name in _part_names(workdir / PARTS_DIR) if not name.endswith("-summary")]
+    lines.append(f"  done: {', '.join(done) if done else 'nothing yet'}")
+    progress = workdir / PROGRESS_FILE
+    if not ended and progress.exists():
+        try:
+            now = _now(json.loads(progress.read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            now = f"unreadable ({progress})"
+        live = _part_names(workdir / LIVE_DIR)
+        lines.append(f"  now: {now}" + (f"; live curves of {', '.join(live)}" if live else ""))
+    results = workdir / RESULTS_FILE
+    if results.exists():
+        frame = read_parquet(results)[["member", "phase", "status"]].drop_duplicates()
+        bad = frame[frame.status != "ok"]
+        total = frame.member.nunique()
+        if bad.empty:
+            lines.append(f"  diverged: none of {total} members with results")
+        else:
+            by_phase = ", ".join(f"{phase} {n}" for phase, n in bad.groupby("phase").member.nunique().items())
+            lines.append(f"  diverged: {bad.member.nunique()} of {total} members ({by_phase})")
+    return "\n".join(lines)
