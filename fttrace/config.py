@@ -13,6 +13,7 @@ import ast
 import importlib
 import importlib.util
 import json
+import math
 import pathlib
 from typing import Iterable
 
@@ -193,12 +194,61 @@ def positive_int(config, key: str):
 
 
 def _check_named_values(values, names, key: str, in_range, problem: str) -> None:
-    """Each value of a swept axis is a name from `names` or a number for which `in_range` holds."""
+    """Each value of a swept axis is a name from `names` whose value satisfies `in_range` (checked under the name's
+    own key), or a number for which `in_range` holds."""
     for value in values:
         if isinstance(value, str):
             require(value in names, key, f"unknown name {value!r}; known: {', '.join(names)}")
+            named = names[value]
+            require(_number(named) and in_range(named), f"{names_key(key)}.{value}", f"{named!r} {problem}")
         else:
-            require(isinstance(value, (int, float)) and in_range(value), key, f"{value!r} {problem}")
+            require(_number(value) and in_range(value), key, f"{value!r} {problem}")
+
+
+def names_key(axis: str) -> str:
+    """The config section that names an axis's values: sweep.finetune_lr -> finetune.lr_scale, sweep.prior ->
+    task.priors."""
+    return {"sweep.finetune_lr": "finetune.lr_scale", "sweep.prior": "task.priors"}.get(axis, axis)
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# What an optimiser accepts, by hyperparameter: (test, what the error says). Every training phase's section and every
+# swept value of one is checked against these, so a run never starts with a value no optimiser can use.
+OPTIMIZER_BOUNDS = {
+    "lr": (lambda v: v > 0, "must be a positive finite number"),
+    "weight_decay": (lambda v: v >= 0, "must be a non-negative finite number"),
+    "grad_clip": (lambda v: v >= 0, "must be a non-negative finite number (0: no clipping)"),
+    "b1": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "b2": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "eps": (lambda v: v > 0, "must be a positive finite number"),
+    "lr_factor": (lambda v: v > 0, "must be a positive finite number"),
+    "lr_scale": (lambda v: v > 0, "must be a positive finite number"),
+}
+
+
+def check_optimizer(config, phase: str, zero_lr: bool = False) -> None:
+    """The optimiser hyperparameters a training phase's section holds (`lr`, `weight_decay`, `grad_clip`, `b1`,
+    `b2`, `eps`, named LR scales): finite and in range. `zero_lr`: an `lr` of 0 means "set by the sweep"."""
+    section = config[phase]
+    for name, (ok, problem) in OPTIMIZER_BOUNDS.items():
+        if name not in section:
+            continue
+        value = section[name]
+        if isinstance(value, (dict, ml_collections.ConfigDict)):  # named scales: each one
+            for label, v in value.items():
+                require(_number(v) and ok(v), f"{phase}.{name}.{label}", f"{v!r}: {problem}")
+        elif not (zero_lr and name == "lr" and value == 0):
+            require(_number(value) and ok(value), f"{phase}.{name}", f"{value!r}: {problem}")
+
+
+def check_swept_optimizer(key: str, name: str, values) -> None:
+    """A swept optimiser hyperparameter's values (`sweep.<phase>_optimizer.<name>`) against its bounds."""
+    ok, problem = OPTIMIZER_BOUNDS.get(name, (lambda v: v >= 0, "must be a non-negative finite number"))
+    for v in values:
+        require(_number(v) and ok(v), key, f"{v!r}: {problem}")
 
 
 # The study kinds (fttrace/engine/runner.py) by `config.study`: the module that names the kind (`KIND`); the language-model
@@ -261,9 +311,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
         require(isinstance(sweep[axis], tuple) and len(sweep[axis]) > 0, f"sweep.{axis}",
                 "must be a non-empty tuple")
     for lr in sweep.pretrain_lr:
-        require(isinstance(lr, (int, float)) and lr > 0, "sweep.pretrain_lr", f"bad learning rate {lr!r}")
+        require(_number(lr) and lr > 0, "sweep.pretrain_lr", f"bad learning rate {lr!r}: must be a positive "
+                "finite number")
     _check_named_values(sweep.finetune_lr, config.finetune.lr_scale, "sweep.finetune_lr", lambda v: v > 0,
-                        "is not a positive learning rate")
+                        "is not a positive finite learning rate")
+    for phase in ("pretrain", "finetune") + (("reft",) if "reft" in evals else ()):
+        check_optimizer(config, phase)
     _check_named_values(sweep.prior, config.task.priors, "sweep.prior", lambda v: 0 <= v <= 1, "is not in [0, 1]")
     for c in sweep.spurious:
         require(isinstance(c, (int, float)) and 0 <= c <= 1, "sweep.spurious", f"{c!r} is not in [0, 1]")
@@ -276,6 +329,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
             require(isinstance(values, tuple) and len(values) > 0 and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values),
                 f"sweep.{section}.{key}", "must be a non-empty tuple of non-negative numbers")
+            check_swept_optimizer(f"sweep.{section}.{key}", key, values)
             phase = section.split("_")[0]  # pretrain, finetune
             require(key != "warmup_steps" or max(values) <= config[phase].steps, f"sweep.{section}.{key}",
                     f"a warm-up longer than {phase}.steps ({config[phase].steps})")

@@ -314,6 +314,30 @@ def test_shards_merge_into_the_whole_grid(shards, reference, tmp_path):
                                       fttrace.open(shard).params(member)["unembed"]["kernel"])
 
 
+def test_merge_never_writes_into_a_source(shards, tmp_path, capsys, monkeypatch):
+    """--out naming a source however it is spelled (absolute, relative with `..`, through a symbolic link), or a
+    folder holding one, is refused with one line before anything is written: the shard keeps its results."""
+    before = {f: (shards[0] / f).read_bytes() for f in ("manifest.json", "results.parquet")}
+    (tmp_path / "link").symlink_to(shards[0])
+    monkeypatch.chdir(shards[0].parent)
+    spellings = [str(shards[0].resolve()), f"{shards[1].name}/../{shards[0].name}", str(tmp_path / "link"),
+                 str(shards[0].parent)]
+    for out in spellings:
+        capsys.readouterr()
+        assert main(["merge", *map(str, shards), "--out", out, "--overwrite"]) == 2, out
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is, holds or lies inside the source" in err[0], (out, err)
+    assert {f: (shards[0] / f).read_bytes() for f in before} == before
+
+
+def test_object_store_places_compare_by_normalised_url():
+    from fttrace.tools.merge import overlap
+    assert overlap("gs://bucket/runs/s0", "gs://bucket//runs/x/../s0/")
+    assert overlap("gs://bucket/runs", "gs://bucket/runs/s0")
+    assert not overlap("gs://bucket/runs/s0", "gs://bucket/runs/s01")
+    assert not overlap("gs://bucket/runs/s0", "gs://other/runs/s0")
+
+
 def copy_with(source, target, edit):
     shutil.copytree(source, target)
     edit(target)

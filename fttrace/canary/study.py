@@ -24,6 +24,8 @@ and `fttrace merge`.
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -49,8 +51,8 @@ UNLOCK_SETS = authors_lib.AUTHORS + ("mix", authors_lib.SYNTHETIC)
 
 
 def _lr(value, key):
-    require(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0, key,
-            f"must be a positive learning rate, got {value!r}")
+    require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0,
+            key, f"must be a positive finite learning rate, got {value!r}")
 
 
 def _ints(values, key, minimum):

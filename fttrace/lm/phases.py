@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from fttrace.engine import protocols
-from fttrace.config import check_checkpoint, positive_int, require, validate_protocols
+from fttrace.config import check_checkpoint, check_optimizer, positive_int, require, validate_protocols
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.steps import DocumentRange, NextTokenObjective
 from fttrace.model.transformer import ModelConfig, Transformer
@@ -41,6 +41,7 @@ def check_phase(config, phase: str) -> None:
     p = config[phase]
     for key in ("steps", "batch_size"):
         positive_int(config, f"{phase}.{key}")
+    check_optimizer(config, phase, zero_lr=True)  # lr 0: the phase's LR is swept
     require(p.schedule in ("constant", "cosine"), f"{phase}.schedule", "must be 'constant' or 'cosine'")
     require(0 <= p.warmup_steps <= p.steps, f"{phase}.warmup_steps", f"must be in [0, {p.steps}]")
     steps = tuple(p.eval_steps)

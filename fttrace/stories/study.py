@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 import jax
@@ -102,12 +103,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         require(isinstance(name, str) and all(step in DELETIONS for step in name.split("+")),
                 "sweep.deletions", f"unknown deletion {name!r}; known steps: {', '.join(DELETIONS)}")
     require(isinstance(s.finetune_lr, tuple) and len(s.finetune_lr) > 0 and all(
-        isinstance(v, (int, float)) and v > 0 for v in s.finetune_lr), "sweep.finetune_lr",
-        "must be a non-empty tuple of positive learning rates")
+        isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in s.finetune_lr), "sweep.finetune_lr",
+        "must be a non-empty tuple of positive finite learning rates")
     g = config.generate
     positive_int(config, "generate.prompts")
     positive_int(config, "generate.max_new")
-    require(g.temperature > 0, "generate.temperature", "must be positive")
+    require(isinstance(g.temperature, (int, float)) and math.isfinite(g.temperature) and g.temperature > 0,
+            "generate.temperature", f"must be a positive finite number, got {g.temperature!r}")
     require(isinstance(g.top_k, int) and 0 <= g.top_k <= d.vocab_size, "generate.top_k",
             f"must be in [0, data.vocab_size], got {g.top_k!r}")
     for key in ("examples", "positions", "steps"):

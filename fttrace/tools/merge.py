@@ -9,6 +9,10 @@ be local or gs:// (etils.epath).
 """
 from __future__ import annotations
 
+import os
+import pathlib
+import posixpath
+
 import ml_collections
 import pandas as pd
 from etils import epath
@@ -82,13 +86,31 @@ def _results_of(source: epath.Path) -> pd.DataFrame:
                         "it") from None
 
 
+def place(path) -> tuple[str, ...]:
+    """Where `path` is, spelling aside: a local path resolved (relative parts, `..`, symbolic links), an object
+    store URL with its scheme lower-cased and its path normalised (`gs://b/a/../x//` is `gs://b/x`)."""
+    text = str(path)
+    scheme, sep, rest = text.partition("://")
+    if sep and "/" not in scheme:
+        return (scheme.lower() + "://", *[p for p in posixpath.normpath("/" + rest).split("/") if p])
+    return tuple(pathlib.Path(os.path.realpath(text)).parts)
+
+
+def overlap(a, b) -> bool:
+    """Whether `a` and `b` are one place, or one lies inside the other (writing or clearing one touches the other)."""
+    pa, pb = place(a), place(b)
+    n = min(len(pa), len(pb))
+    return pa[:n] == pb[:n]
+
+
 def merge_workdirs(sources, out, overwrite: bool = False) -> epath.Path:
     """Merge the results of sharded runs into `out`; returns the path of the merged results.parquet."""
     sources, out = [workdir_path(s) for s in sources], workdir_path(out)
     if not sources:
         raise UserError("nothing to merge: name the workdirs of the shards")
-    if out in sources:
-        raise UserError(f"--out {out} is one of the sources; choose another directory")
+    for source in sources:
+        if overlap(out, source):
+            raise UserError(f"--out {out} is, holds or lies inside the source {source}; choose another directory")
     manifests = [read_manifest(s) for s in sources]
     for source, found in zip(sources, manifests):
         if found["status"] != COMPLETE:
