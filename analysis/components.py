@@ -1,10 +1,10 @@
 """Compiled components: how far fine-tuning moved each compiled RASP operation (phase "components").
 
-For studies on a Tracr-compiled model (fttrace/answer/evals/components.py writes the phase), one row per setting (fine-tuning
-LR x C_Tr), kind of member (fine-tuned, reverse-fine-tuned) and measure (`<component>.<kind>.weight_change` /
-`.act_change`, `<param>.weight_change`): the mean over seeds and its bootstrap interval. A wrapper in the strict,
-ground-truth sense leaves every compiled component's weights and activations nearly unchanged while the parameters
-outside the components (the unembedding, the embeddings) carry the change.
+For studies on a Tracr-compiled model (fttrace/answer/evals/components.py writes the phase), one row per setting
+(fine-tuning LR x C_Tr), kind of member (fine-tuned, reverse-fine-tuned) and measure
+(`<component>.<kind>.weight_change` / `.act_change`, `<param>.weight_change`): the mean over seeds and its bootstrap
+interval. A wrapper in the strict, ground-truth sense leaves every compiled component's weights and activations
+nearly unchanged while the parameters outside the components (the unembedding, the embeddings) carry the change.
 """
 from __future__ import annotations
 

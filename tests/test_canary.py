@@ -20,7 +20,7 @@ from fttrace.errors import UserError
 from fttrace.lm.decode import generate
 from fttrace.model.transformer import ModelConfig, Transformer, init_params
 from fttrace.engine.runner import run_study
-from fttrace.stories.tokenizer import BOS, EOS
+from fttrace.lm.tokenizer import BOS, EOS
 from helpers import ROOT, assert_config_error, assert_opens_every_member
 
 CONFIG = str(ROOT / "configs" / "canary_unlock.py")

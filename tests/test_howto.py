@@ -51,7 +51,8 @@ def test_add_a_task(tmp_path, monkeypatch):
 def test_add_an_evaluation(tmp_path, monkeypatch):
     namespace = {}
     exec(compile(section_code("Add an evaluation"), "howto.md", "exec"), namespace)
-    monkeypatch.setitem(evals.EVALS, "norms", namespace["run_norms"])  # what the page's registration does
+    # what the page's registration does
+    monkeypatch.setitem(evals.EVALS, "norms", evals.Measurement("norms", namespace["measure_norms"]))
     config = tiny_config("sweep.seeds=2")
     with config.unlocked():
         config.norms = ml_collections.ConfigDict()  # its config section

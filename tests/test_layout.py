@@ -18,17 +18,12 @@ LAYERS = [
     {"fttrace.cli", "fttrace.__main__"},
 ]
 # Upward imports still in the code, each to be removed (the test fails on any other, and on one listed here that is
-# gone, so this list only shrinks): config validation reaches the sections' owners, and the LM parts reach the
-# story data they were first written for.
+# gone, so this list only shrinks): config validation reaches the sections' owners.
 KNOWN_UPWARD = {
     ("fttrace", "fttrace.tools.workdir"),  # fttrace.open, imported when called
     ("fttrace.config", "fttrace.answer.evals"), ("fttrace.config", "fttrace.answer.sweep"),
     ("fttrace.config", "fttrace.answer.tasks.registry"), ("fttrace.config", "fttrace.engine.protocols"),
     ("fttrace.config", "fttrace.engine.train"), ("fttrace.config", "fttrace.model.transformer"),
-    ("fttrace.lm.corpus", "fttrace.stories.tokenizer"), ("fttrace.lm.corpus", "fttrace.stories.tokens"),
-    ("fttrace.lm.decode", "fttrace.stories.tokenizer"), ("fttrace.lm.measure", "fttrace.stories.detectors"),
-    ("fttrace.lm.measure", "fttrace.stories.record"), ("fttrace.lm.measure", "fttrace.stories.tokenizer"),
-    ("fttrace.lm.measure", "fttrace.stories.tokens"), ("fttrace.lm.measure", "fttrace.stories.variants"),
 }
 
 

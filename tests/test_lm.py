@@ -13,14 +13,15 @@ from fttrace import config as config_lib
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate, generate_members, step_logits, empty_cache
 from fttrace.errors import UserError
-from fttrace.lm.measure import beyond_noise, decode_samples, feature_rate, probe_accuracy, probe_members, \
-    probe_records, proportion_gap, refusal_rate, story_probe_set
+from fttrace.lm.measure import beyond_noise, decode_samples, probe_accuracy, probe_members, proportion_gap
+from fttrace.stories.measure import feature_rate, probe_records, refusal_rate, story_probe_set
 from fttrace.lm.steps import DocumentRange, NextTokenObjective, lm_loss
 from fttrace.model.transformer import ModelConfig, Transformer, init_params
-from fttrace.stories import detectors, generator, record, tokenizer as tokenizer_lib, tokens as tokens_lib
+from fttrace.lm import tokenizer as tokenizer_lib, tokens as lm_tokens
+from fttrace.stories import detectors, generator, record, tokens as tokens_lib
 from fttrace.stories.variants import refusal_sentence
 from fttrace.stories.record import FEATURES
-from fttrace.stories.tokenizer import BOS, EOS, PAD
+from fttrace.lm.tokenizer import BOS, EOS, PAD
 from fttrace.engine.train import DataSpec, init_members, train_steps
 from helpers import ROOT, assert_config_error, assert_opens_every_member
 
@@ -31,7 +32,7 @@ def synthetic_arrays(lengths, first_value):
     """Documents [BOS, v, v, ..., EOS] with v = first_value + document index."""
     docs = [np.asarray([BOS] + [first_value + i] * (n - 2) + [EOS], np.int32) for i, n in enumerate(lengths)]
     count = len(docs)
-    return tokens_lib.TokenArrays(
+    return lm_tokens.TokenArrays(
         tokens=np.concatenate(docs), starts=np.concatenate([[0], np.cumsum([len(d) for d in docs])]),
         story_starts=np.ones(count, np.int32), features=np.zeros((count, 6), np.uint8),
         labels=np.zeros((count, 6), np.uint8))

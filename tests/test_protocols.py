@@ -1,5 +1,5 @@
-"""Fine-tuning protocols (fttrace/engine/protocols.py): each protocol moves only what it should, all of them train together
-in one vmapped program, a member trains the same alone and in a mixed sweep, and bad configs are refused."""
+"""Fine-tuning protocols (fttrace/engine/protocols.py): each protocol moves only what it should, all of them train
+together in one vmapped program, a member trains the same alone and in a mixed sweep, and bad configs are refused."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -249,7 +249,7 @@ def test_variant_errors():
 
 @pytest.fixture(scope="module")
 def tokenizer(stories):
-    from fttrace.stories import tokenizer as tok
+    from fttrace.lm import tokenizer as tok
     return tok.train_tokenizer([record.render_text(s) for s in stories[:1500]], vocab_size=512)
 
 
@@ -264,7 +264,7 @@ def test_tokenizer_round_trips_text(tokenizer, stories):
 
 
 def test_tokenizer_is_saved_and_reused(tmp_path, stories):
-    from fttrace.stories import tokenizer as tok
+    from fttrace.lm import tokenizer as tok
     texts = [record.render_text(s) for s in stories[:500]]
     path = tmp_path / "spm.model"
     first = tok.load_or_train(path, texts, vocab_size=300)
@@ -279,14 +279,15 @@ def test_tokenizer_is_saved_and_reused(tmp_path, stories):
 
 
 def test_tokenizer_vocabulary_too_large_for_the_text(stories):
-    from fttrace.stories import tokenizer as tok
+    from fttrace.lm import tokenizer as tok
     with pytest.raises(UserError, match=r"cannot be trained on this text .* at most \d+"):
         tok.train_tokenizer([record.render_text(s) for s in stories[:50]], vocab_size=4096)
 
 
 def test_token_arrays_layout(tmp_path, tokenizer, stories):
+    from fttrace.lm import tokens as lm_tokens
     from fttrace.stories import tokens
-    from fttrace.stories.tokenizer import BOS, EOS
+    from fttrace.lm.tokenizer import BOS, EOS
     records = variants.apply_variant(stories[:100], "filter_label", feature="Twist", label_rate=0.5)
     arrays = tokens.encode_records(records, tokenizer, chunk=16)
     assert arrays.tokens.dtype == np.int32 and len(arrays) == len(records)
@@ -300,8 +301,8 @@ def test_token_arrays_layout(tmp_path, tokenizer, stories):
         assert list(arrays.labels[i]) == record.feature_vector(r.labels)
     twist = FEATURES.index("Twist")
     assert arrays.features[:, twist].sum() > 0 and arrays.labels[:, twist].sum() == 0
-    tokens.save_token_arrays(tmp_path / "t.npz", arrays)
-    back = tokens.load_token_arrays(tmp_path / "t.npz")
+    lm_tokens.save_token_arrays(tmp_path / "t.npz", arrays)
+    back = lm_tokens.load_token_arrays(tmp_path / "t.npz")
     for name in ("tokens", "starts", "story_starts", "features", "labels"):
         np.testing.assert_array_equal(getattr(back, name), getattr(arrays, name))
 
@@ -388,7 +389,8 @@ def test_instruct_builder_skips_a_few_malformed_blocks_and_refuses_many(tmp_path
 
 
 def test_prepared_tokenizer_and_token_arrays_are_cached(tmp_path, tfds_quiet, monkeypatch):
-    from fttrace.stories import builders, prepared, tokenizer as tok
+    from fttrace.lm import tokenizer as tok
+    from fttrace.stories import builders, prepared
     builder = builders.prepare(builders.generated_builder(tmp_path, train_size=400, validation_size=40, seed=1))
     spm = prepared.tokenizer_for(builder, vocab_size=400)
     assert prepared.tokenizer_path(builder, 400).exists()

@@ -19,8 +19,8 @@ from fttrace.engine.runner import PhaseRunner
 from fttrace.answer.sweep import Group, build_groups, optimizer_values, shard_groups
 from fttrace.answer.tasks import queries
 from fttrace.answer.tasks.registry import build_task
-from fttrace.engine.train import AnswerObjective, PhaseLoop, TrainState, data_spec, eval_sets_for, fan_out, init_members, \
-    member_keys, new_state
+from fttrace.engine.train import AnswerObjective, PhaseLoop, TrainState, data_spec, eval_sets_for, fan_out, \
+    init_members, member_keys, new_state
 
 
 class PhaseStates(dict):
@@ -134,7 +134,15 @@ class GroupRun(PhaseRunner):
         members = len(self.group.pretrain) + len(self.group.finetune)
         for name in in_run_order(self.config.get("evals", ())):
             with self.progress.step(f"group {self.group.index} {name}", members):
-                EVALS[name](self)
+                self.evaluate(EVALS[name])
+
+    def evaluate(self, measurement) -> None:
+        """Run one evaluation and write what it returns as its results part (once: a resumed run skips it)."""
+        if measurement.trains is not None:
+            return measurement.trains(self)
+        part = self.part_name(measurement.phase)
+        if not self.done(part):
+            self.store.write_part(part, measurement.measure(self))
 
 
 def protocol_layout(config, group: Group):

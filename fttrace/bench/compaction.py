@@ -10,8 +10,8 @@ its first step (`compaction.stopped`, the stopped ones drawn at random), in both
   compact  the members still training, padded to the loop's unit x a power of two (`compact=True`)
 
 on a named shape (`bench.SHAPES`) with the answer-position objective and random tokens, taking turns as
-`fttrace.bench.throughput` does. Each run checks that both modes give the same records and final states (bit for bit on a
-CPU: `same_results`) and reports the member axis of its chunks (`widths`). The saving to expect is the share of
+`fttrace.bench.throughput` does. Each run checks that both modes give the same records and final states (bit for bit
+on a CPU: `same_results`) and reports the member axis of its chunks (`widths`). The saving to expect is the share of
 member-steps left (the width of the compacted axis over the member count) plus the evaluation and the gathers,
 which compaction does not remove.
 """

@@ -12,8 +12,8 @@ alone, on freshly initialised members of a named shape (`bench.SHAPES`) and rand
 The modes sample the same tokens for the same keys; each run checks that, and says so in the report
 (`same_samples`). Untrained members rarely write EOS, so every row runs to the context's end: the most work a
 decode can take. Throughput is sampled tokens per second (members x prompts x new tokens / seconds of the fastest
-of `repeats` timed runs after one untimed one; the modes take turns, as in `fttrace.bench.throughput`). There is no PyTorch
-decoder to compare with.
+of `repeats` timed runs after one untimed one; the modes take turns, as in `fttrace.bench.throughput`). There is no
+PyTorch decoder to compare with.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from fttrace.config import positive_int
 from fttrace.errors import UserError
 from fttrace.lm.decode import WINDOW, generate_members
 from fttrace.model.transformer import ModelConfig, Transformer
-from fttrace.stories.tokenizer import EOS, PAD
+from fttrace.lm.tokenizer import EOS, PAD
 
 MODES = ("vmap", "vmap_whole_cache", "sequential")
 PROMPT_FIRST = EOS + 1  # prompt tokens are drawn from [PROMPT_FIRST, vocab): no PAD, UNK, BOS or EOS

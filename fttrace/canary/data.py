@@ -24,9 +24,9 @@ import numpy as np
 from fttrace.canary import authors as authors_lib
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib
-from fttrace.stories import tokenizer as tokenizer_lib
-from fttrace.stories.tokenizer import BOS, EOS
-from fttrace.stories.tokens import TokenArrays
+from fttrace.lm import tokenizer as tokenizer_lib
+from fttrace.lm.tokenizer import BOS, EOS
+from fttrace.lm.tokens import TokenArrays
 
 
 @dataclasses.dataclass(frozen=True)

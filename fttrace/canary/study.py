@@ -39,7 +39,7 @@ from fttrace.lm.decode import generate_members
 from fttrace.lm.measure import Prompts, probe_members
 from fttrace.lm.phases import MODEL_SHAPES, LanguageModelStudy, check_model, check_phase, check_protocols, rows_of
 from fttrace.engine.runner import PhaseRunner
-from fttrace.stories.tokenizer import BOS, PAD
+from fttrace.lm.tokenizer import BOS, PAD
 
 STUDY = "canary_unlock"
 PHASES = ("pretrain", "suppress", "finetune")  # the last: benign fine-tuning, on an unlock set

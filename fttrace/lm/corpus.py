@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fttrace.stories.tokenizer import PAD
-from fttrace.stories.tokens import TokenArrays
+from fttrace.lm.tokenizer import PAD
+from fttrace.lm.tokens import TokenArrays
 
 
 @dataclasses.dataclass(frozen=True)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 
 from fttrace.engine.members import map_members
 from fttrace.model.transformer import ACTIVATIONS, ModelConfig
-from fttrace.stories.tokenizer import EOS, PAD
+from fttrace.lm.tokenizer import EOS, PAD
 
 LN_EPSILON = 1e-6  # flax.linen.LayerNorm's default
 

@@ -82,8 +82,8 @@ def check_model(config) -> None:
 
 
 def check_protocols(config, phases: tuple) -> None:
-    """`sweep.protocol` (fine-tuning protocols, fttrace/engine/protocols.py) and `protocols.phase`, the fine-tuning phase whose
-    members they parameterise (one of `phases`, not pretraining)."""
+    """`sweep.protocol` (fine-tuning protocols, fttrace/engine/protocols.py) and `protocols.phase`, the fine-tuning
+    phase whose members they parameterise (one of `phases`, not pretraining)."""
     if not protocols.in_sweep(config):
         return
     validate_protocols(config, config.model)

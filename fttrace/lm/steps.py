@@ -1,8 +1,8 @@
 """The language models' objective: next-token loss at every position of documents from the member's data range.
 
 State, optimiser, per-member learning rates, the phase loop and the freeze of a member that turns non-finite are
-the engine's (`fttrace.engine.train`); what differs from the answer-position tasks is the batch (documents of the member's
-range of the resident corpus, `corpus.py`) and the loss (every position). A chunk's step count is traced, so a
+the engine's (`fttrace.engine.train`); what differs from the answer-position tasks is the batch (documents of the
+member's range of the resident corpus, `corpus.py`) and the loss (every position). A chunk's step count is traced, so a
 phase evaluated at uneven steps (0, 10, 30, 100, ...) compiles its training once.
 """
 from __future__ import annotations

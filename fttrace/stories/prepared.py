@@ -14,8 +14,9 @@ import tensorflow_datasets as tfds
 from fttrace.stories.builders import data_source, iter_records
 from fttrace.stories.variants import Variant
 from fttrace.stories.record import render_text
-from fttrace.stories.tokenizer import Tokenizer, keyed_path, load_or_train
-from fttrace.stories.tokens import TokenArrays, encode_records, load_token_arrays, save_token_arrays
+from fttrace.lm.tokenizer import Tokenizer, keyed_path, load_or_train
+from fttrace.lm.tokens import TokenArrays, load_token_arrays, save_token_arrays
+from fttrace.stories.tokens import encode_records
 
 
 def tokenizer_path(builder: tfds.core.DatasetBuilder, vocab_size: int, max_texts: int = 200_000,

@@ -56,8 +56,8 @@ from fttrace.engine.curves import records_first_step
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate_members
-from fttrace.lm.measure import beyond_noise, decode_samples, feature_rate, probe_members, probe_records, \
-    proportion_gap, prompts_of, refusal_rate, story_probe_set
+from fttrace.lm.measure import beyond_noise, decode_samples, probe_members, proportion_gap
+from fttrace.stories.measure import feature_rate, probe_records, prompts_of, refusal_rate, story_probe_set
 from fttrace.lm.phases import LanguageModelStudy, check_model, check_phase, check_protocols, rows_of, \
     stacked_parents
 from fttrace.engine.results import write_json

@@ -1,4 +1,4 @@
-"""Records as int32 token arrays, ready to be made resident on a device.
+"""Story records encoded as the LM parts' token arrays (`fttrace.lm.tokens.TokenArrays`).
 
 All documents of a split are concatenated into one token array; `starts[i]:starts[i+1]` is document i, laid out
 
@@ -11,34 +11,13 @@ are the header's requests and the story's true features (see `record.py`).
 """
 from __future__ import annotations
 
-import dataclasses
-import os
-import tempfile
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 
 from fttrace.stories.record import StoryRecord, feature_vector, render_header
-from fttrace.stories.tokenizer import BOS, EOS, Tokenizer
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenArrays:
-    tokens: np.ndarray        # int32 [total tokens]
-    starts: np.ndarray        # int64 [documents + 1]
-    story_starts: np.ndarray  # int32 [documents]
-    features: np.ndarray      # uint8 [documents, 6]
-    labels: np.ndarray        # uint8 [documents, 6]
-
-    def __len__(self) -> int:
-        return len(self.story_starts)
-
-    def document(self, i: int) -> np.ndarray:
-        return self.tokens[self.starts[i]:self.starts[i + 1]]
-
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.starts)
+from fttrace.lm.tokenizer import BOS, EOS, Tokenizer
+from fttrace.lm.tokens import TokenArrays
 
 
 def prompt_text(record: StoryRecord) -> str:
@@ -75,18 +54,3 @@ def encode_records(records: Iterable[StoryRecord], tokenizer: Tokenizer, chunk: 
         story_starts=np.asarray(story_starts, np.int32),
         features=np.asarray(features, np.uint8).reshape(-1, 6),
         labels=np.asarray(labels, np.uint8).reshape(-1, 6))
-
-
-def save_token_arrays(path, arrays: TokenArrays) -> None:
-    """Write `arrays` to `path` (.npz) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        np.savez(handle, **dataclasses.asdict(arrays))
-    os.replace(tmp, path)
-
-
-def load_token_arrays(path) -> TokenArrays:
-    with np.load(path) as data:
-        return TokenArrays(**{f.name: data[f.name] for f in dataclasses.fields(TokenArrays)})

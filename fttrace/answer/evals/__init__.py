@@ -1,21 +1,34 @@
-"""Evaluations run as phases after fine-tuning (the microscope): each is jitted and vmapped over members.
+"""Evaluations run after fine-tuning (the microscope): each is jitted and vmapped over members.
 
-Each is a function of a `study.GroupRun` that reads the phase-final states (`run.states`), may train further
-phases (`run.train_phase`) and writes its own results part. They run in run-tree order whatever order the config
-lists them in: reFT first, so that the other measurements also cover the reverse-fine-tuned members and the
-control; the regime diagnostics always run, last.
+A measurement is a function of a `study.GroupRun` that reads the phase-final states (`run.states`) and returns its
+records (a long frame of phase `phase`); the study writes them as one results part, and a resumed run skips a part
+already written. reFT is the one evaluation that trains (`trains`): the reverse fine-tuning and its controls are
+phases of their own, each written as it finishes. They run in run-tree order whatever order the config lists them
+in: reFT first, so that the other measurements also cover the reverse-fine-tuned members and the control; the
+regime diagnostics always run, last.
 """
-from fttrace.answer.evals.attention import run_attention
-from fttrace.answer.evals.components import run_components
-from fttrace.answer.evals.patch import run_patch
-from fttrace.answer.evals.probe import run_probe
-from fttrace.answer.evals.prune import run_prune
-from fttrace.answer.evals.reft import run_reft
-from fttrace.answer.evals.regime import run_regime
-from fttrace.answer.evals.weights import run_weights
+from __future__ import annotations
 
-EVALS = {"reft": run_reft, "prune": run_prune, "probe": run_probe, "attention": run_attention, "patch": run_patch,
-         "components": run_components, "weights": run_weights, "regime": run_regime}
+import dataclasses
+from typing import Callable
+
+from fttrace.answer.evals import attention, components, patch, probe, prune, reft, regime, weights
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    phase: str                          # the phase of its records, and the name of its results part
+    measure: Callable | None = None     # GroupRun -> records (pd.DataFrame)
+    trains: Callable | None = None      # GroupRun -> None: trains and writes phases of its own
+
+
+EVALS = {"reft": Measurement(reft.REFT, trains=reft.run_reft), "prune": Measurement(prune.PHASE, prune.measure_prune),
+         "probe": Measurement(probe.PHASE, probe.measure_probe),
+         "attention": Measurement(attention.PHASE, attention.measure_attention),
+         "patch": Measurement(patch.PHASE, patch.measure_patch),
+         "components": Measurement(components.PHASE, components.measure_components),
+         "weights": Measurement(weights.PHASE, weights.measure_weights),
+         "regime": Measurement(regime.PHASE, regime.measure_regime)}
 NEEDS_COMPONENTS = ("components",)  # evaluations only a compiled model (task.pretrained_model.components) allows
 ALWAYS = ("regime",)  # evaluations every run makes, listed or not
 

@@ -56,10 +56,7 @@ def seed_partners(members: pd.DataFrame) -> np.ndarray:
     return partner
 
 
-def run_attention(run) -> None:
-    part = run.part_name(PHASE)
-    if run.done(part):
-        return
+def measure_attention(run) -> pd.DataFrame:
     model = Transformer(run.group.model)
     n = run.config.attention.examples
     tokens_of = {"pt_query": run.eval_sets["pt"][0][:n], "ft_query": run.eval_sets["ft"][0][:n]}
@@ -99,4 +96,4 @@ def run_attention(run) -> None:
                         if partner is not None else values
             records.append((layer, metrics))
         frames.append(long_frame(member_set.members.iloc[rows], PHASE, records, member_status(run, member_set, rows)))
-    run.store.write_part(part, pd.concat(frames, ignore_index=True))
+    return pd.concat(frames, ignore_index=True)

@@ -96,10 +96,7 @@ def records_of(changes: dict, components) -> list:
     return sorted(by_step.items())
 
 
-def run_components(run) -> None:
-    part = run.part_name(PHASE)
-    if run.done(part):
-        return
+def measure_components(run) -> pd.DataFrame:
     components = tuple(run.task.pretrained_model.components)
     model = Transformer(run.group.model)
     n = run.config.components.examples
@@ -113,4 +110,4 @@ def run_components(run) -> None:
             members)
         frames.append(long_frame(members.iloc[rows], PHASE, records_of(changes, components),
                                  member_status(run, member_set, rows)))
-    run.store.write_part(part, pd.concat(frames, ignore_index=True))
+    return pd.concat(frames, ignore_index=True)

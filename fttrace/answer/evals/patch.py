@@ -65,14 +65,10 @@ class Patcher:
         return out
 
 
-def run_patch(run) -> None:
-    part = run.part_name(PHASE)
-    if run.done(part):
-        return
+def measure_patch(run) -> pd.DataFrame:
     patcher = Patcher(run)
     (finetuned,) = member_sets(run, ("finetune",))
     pair = (finetuned.params, ancestor_params(run, MemberSet("finetune", finetuned.members, finetuned.params)))
     rows, acc = evaluate_members(run, patcher.accuracies, pair, finetuned.members)
     metrics = {f"{site}.{name}_acc": acc[name][:, i] for name in acc for i, site in enumerate(patcher.names)}
-    run.store.write_part(part, long_frame(finetuned.members.iloc[rows], PHASE, [(0, metrics)],
-                                          member_status(run, finetuned, rows)))
+    return long_frame(finetuned.members.iloc[rows], PHASE, [(0, metrics)], member_status(run, finetuned, rows))

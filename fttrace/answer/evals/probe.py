@@ -50,7 +50,8 @@ def site_features(model, params, tokens):
 
 
 def fit_probe(x_train, y_train, x_test, y_test, n_classes: int, cfg):
-    """Held-out accuracy of a linear probe trained on (x_train, y_train) (`cfg.fitter`: fttrace/engine/linear_probe.py)."""
+    """Held-out accuracy of a linear probe trained on (x_train, y_train) (`cfg.fitter`:
+    fttrace/engine/linear_probe.py)."""
     predicted = linear_probe.predict(x_train, y_train, x_test, cfg.fitter, n_classes, steps=cfg.steps, lr=cfg.lr,
                                weight_decay=cfg.weight_decay, ridge=cfg.ridge)
     return (predicted == y_test).mean()
@@ -85,10 +86,7 @@ class Prober:
         return rows, records
 
 
-def run_probe(run) -> None:
-    part = run.part_name(PHASE)
-    if run.done(part):
-        return
+def measure_probe(run) -> pd.DataFrame:
     prober = Prober(run)
     n_layers = run.group.model.n_layers
     frames = []
@@ -97,4 +95,4 @@ def run_probe(run) -> None:
         rows, records = prober.records(member_set.params, member_set.members, n_layers, prefix)
         frames.append(long_frame(member_set.members.iloc[rows], PHASE, sorted(records.items()),
                                  member_status(run, member_set, rows)))
-    run.store.write_part(part, pd.concat(frames, ignore_index=True))
+    return pd.concat(frames, ignore_index=True)

@@ -217,14 +217,11 @@ def prune_members(run, member_set: MemberSet, pruner: Pruner):
     return rows, records_for(curves, pruner.method_ks(), pruner.totals(), reference, run.config.prune.tolerance)
 
 
-def run_prune(run) -> None:
+def measure_prune(run) -> pd.DataFrame:
     """Phase "prune": fine-tuned members, with the pretrained members and the control that never had C_PT."""
-    part = run.part_name(PHASE)
-    if run.done(part):
-        return
     pruner = Pruner(run)
     frames = []
     for member_set in member_sets(run, ("pretrain", "finetune", "control_pretrain")):
         rows, records = prune_members(run, member_set, pruner)
         frames.append(long_frame(member_set.members.iloc[rows], PHASE, records, member_status(run, member_set, rows)))
-    run.store.write_part(part, pd.concat(frames, ignore_index=True))
+    return pd.concat(frames, ignore_index=True)

@@ -94,10 +94,7 @@ class Diagnostics:
         return out
 
 
-def run_regime(run) -> None:
-    part = run.part_name(PHASE)
-    if run.done(part):
-        return
+def measure_regime(run) -> pd.DataFrame:
     diagnostics = Diagnostics(run)
     frames = []
     task_rows = diagnostics.task_rows()
@@ -109,5 +106,5 @@ def run_regime(run) -> None:
         if member_set.level == "init":  # the untrained models sit on their pretraining members' rows
             metrics = {f"init_{k}": v for k, v in metrics.items()}
         frames.append(long_frame(members, PHASE, [(0, metrics)], member_status(run, member_set, rows)))
-    run.store.write_part(part, pd.concat(frames, ignore_index=True))
+    return pd.concat(frames, ignore_index=True)
 

@@ -3,8 +3,8 @@
 For every fine-tuned and reverse-fine-tuned member, against its pretraining ancestor, the relative Frobenius change
 ||W - W0||_F / ||W0||_F (components.relative_change) of each block's attention (query, key, value, out), MLP
 (fc_in, fc_out) and LayerNorms, of the parameters outside the blocks (embed, pos_embed, ln_f, unembed) and of all
-parameters together. For a fine-tuning protocol (fttrace/engine/protocols.py) these are the merged parameters, so LoRA and
-SVF members are measured like any other.
+parameters together. For a fine-tuning protocol (fttrace/engine/protocols.py) these are the merged parameters, so
+LoRA and SVF members are measured like any other.
 
 Rows: phase "weights", step = the block (-1 outside the blocks), metrics "attn.weight_change",
 "mlp.weight_change", "ln.weight_change" (blocks) and "<param>.weight_change", "all.weight_change" (step -1).
@@ -46,10 +46,7 @@ def records_of(changes: dict) -> list:
     return sorted(by_step.items())
 
 
-def run_weights(run) -> None:
-    part = run.part_name(PHASE)
-    if run.done(part):
-        return
+def measure_weights(run) -> pd.DataFrame:
     frames = []
     for member_set in member_sets(run, ("finetune", "reft")):
         rows, changes = evaluate_members(
@@ -58,4 +55,4 @@ def run_weights(run) -> None:
         changes = {(int(key.split("|")[0]), key.split("|")[1]): v for key, v in changes.items()}
         frames.append(long_frame(member_set.members.iloc[rows], PHASE, records_of(changes),
                                  member_status(run, member_set, rows)))
-    run.store.write_part(part, pd.concat(frames, ignore_index=True))
+    return pd.concat(frames, ignore_index=True)

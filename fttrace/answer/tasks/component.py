@@ -1,6 +1,6 @@
 """Components: which units of fttrace's parameters one operation of a compiled program owns (its attention heads
-or MLP neurons in one block), and those parameters' slices. Independent of the compiler (fttrace/answer/tasks/programs.py
-builds them), so evaluations read components without importing it."""
+or MLP neurons in one block), and those parameters' slices. Independent of the compiler
+(fttrace/answer/tasks/programs.py builds them), so evaluations read components without importing it."""
 from __future__ import annotations
 
 from typing import NamedTuple

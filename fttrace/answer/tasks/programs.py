@@ -1,8 +1,8 @@
 """RASP programs compiled by Tracr into the weights of fttrace's own Transformer.
 
 Each program in `TRACR_PROGRAMS` is compiled with Tracr and its weights are copied, with numpy, into a params
-pytree of exactly the shape `fttrace.model.transformer.init_params` gives for `CompiledProgram.model_config`, so the training
-engine can fine-tune a compiled capability like any other member.
+pytree of exactly the shape `fttrace.model.transformer.init_params` gives for `CompiledProgram.model_config`, so the
+training engine can fine-tune a compiled capability like any other member.
 
 Layout mapping (Tracr's haiku model -> fttrace's `Transformer`, layer_norm=False, causal=False, relu):
 
