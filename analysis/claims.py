@@ -5,9 +5,9 @@ seed's counted members, or over its pairs of siblings), tested with an exact one
 > 0 (`stats.signed_rank_p`: the sign-flip distribution over the observed |values|, exact with ties and zeros),
 Holm-adjusted across the claims tested. Members counted: the lineage did not diverge, the parent had C_PT,
 fine-tuning learnt its task (not a no-op) and the taxonomy could tell whether C_PT was kept or suppressed (whatever
-it found with the instruments). Claims 1-3 read only suppressed members: a member that kept C_PT in use keeps it
-prunable, readable and quick to revive trivially, so over every learnt member a verdict would follow the grid's share
-of kept members.
+it found with the instruments). Claims 1-3 read only suppressed members: where C_PT was kept there is nothing to
+revive and it is readable trivially, so over every learnt member a verdict would follow the grid's share of kept
+members.
   1   small/medium LR: pruning revives C_PT beyond the random null: prune_gain - random-neuron gain over the same
       levels. Smallest effect of interest (SESOI) +0.05 accuracy.
   2   small/medium LR: probes read C_PT beyond the input: selectivity(fine-tuned) - the larger of the selectivities
@@ -21,12 +21,14 @@ of kept members.
       large-LR child of the same pretrained parent with the same C_Tr (and swept fine-tuning hyperparameters), both
       counted and suppressed; the pairs' differences averaged per seed; the same SESOIs.
 Verdicts, each family-wise error rate held at alpha by Holm over the claims tested:
-  untestable at this n (k non-zero of n)  the exact test cannot get below the level of the Holm step it gets: with
-                k non-zero per-seed values its smallest p is 2^-k (the signed-rank test drops zeros)
-  supported     p(Holm) < alpha and the mean per-seed effect > 0
+  untestable at this n (k non-zero of n)  the exact test cannot get below the level of the Holm step it gets (tied
+                p-values share the strictest step of their tie): with k non-zero per-seed values its smallest p is
+                2^-k (the signed-rank test drops zeros)
+  supported     p(Holm) < alpha and the mean per-seed effect > 0 (where the equivalence test rejects too, the detail
+                says the effect is positive but below the SESOI)
   refuted       an equivalence test: the one-sided signed-rank test that SESOI - per-seed value > 0 has p(Holm) <
                 alpha (Holm over the claims' equivalence tests, as over their tests for > 0)
-  inconclusive  otherwise (too few seeds for either test to reject is inconclusive)
+  inconclusive  otherwise, among them an equivalence test with too few seeds to reject
   not tested    with the reason (no data; fine-tuning did not learn at that LR; too few seeds)
 Power (`stats.signed_rank_power`): exact, no simulation: the probability that the test actually run (the observed
 |values|, their zeros and ties) gets below the level of its Holm step when the per-seed values are normal around the
