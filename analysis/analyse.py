@@ -80,6 +80,7 @@ class Analysis:
             rows.append({"": c.id, "claim": c.claim, "verdict": c.verdict, "effect [95% CI]": c.effect_text or "-",
                          "SESOI": c.sesoi_text, "power": c.power_text or "-", "seeds": test.n if test else "-",
                          "p": _p(test.p) if test else "-", "p (Holm)": _p(c.p_holm) if test else "-",
+                         "p below SESOI (Holm)": _p(c.p_equivalence_holm) if test else "-",
                          "per-seed measure": c.measure, "detail": c.detail})
         return pd.DataFrame(rows)
 
@@ -108,12 +109,12 @@ class Analysis:
             lines += ["", *self.headline.sentences, "", _frame(self.class_display()), "",
                       "Each class against the rest (logistic regression over the judged members):"]
             lines += [f"  {c}: {fit_text(fit)}" for c, fit in self.headline.regressions.items()]
-        lines += ["", "== Claims of the reference study (one-sided Wilcoxon over seeds, Holm-adjusted) =="]
+        lines += ["", "== Claims of the reference study (exact one-sided Wilcoxon over seeds, Holm-adjusted) =="]
         for c in self.claims:
             lines.append(f"  {c.id:>2}  {c.verdict}  — {c.claim}")
             if c.test:
                 lines.append(f"      effect {c.effect_text} (SESOI {c.sesoi_text}); {c.power_text}; p {_p(c.test.p)}, "
-                             f"p(Holm) {_p(c.p_holm)}")
+                             f"p(Holm) {_p(c.p_holm)}; below the SESOI: p(Holm) {_p(c.p_equivalence_holm)}")
         lines += ["", *_revival_lines(self.revival)]
         lines += ["", "== Instruments against their nulls (mean over seeds [95% bootstrap CI]) =="]
         for name, table in self.instruments.items():

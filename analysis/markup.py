@@ -26,7 +26,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .v-yes, .v-supported, .v-holds { background: #d7f2d9; color: #14621c; }
 .v-no, .v-refuted, .v-FAILS { background: #f6dada; color: #8a1f1f; }
 .v-inconclusive, .v-note { background: #fff0c2; color: #7a5600; }
-.v-not-judged, .v-not-tested { background: #eee; color: #666; }
+.v-not-judged, .v-not-tested, .v-untestable-at-this-n { background: #eee; color: #666; }
 .caption { font-size: 13px; color: #444; max-width: 1100px; }
 img { max-width: 100%; height: auto; border: 1px solid #eee; }
 pre { background: #f7f7f9; padding: 8px; font-size: 12px; overflow-x: auto; max-height: 480px; }

@@ -1,5 +1,5 @@
-"""Statistics over seeds: bootstrap intervals and bounds, rates with Wilson intervals, paired one-sided tests and
-their power, Holm's correction and logistic regression. Generic tools; `emergence` and `claims` apply them.
+"""Statistics over seeds: bootstrap intervals, rates with Wilson intervals, exact paired one-sided signed-rank tests
+and their exact power, Holm's correction and logistic regression. Generic tools; `emergence` and `claims` apply them.
 
 The seed is the unit of replication: members of one seed share their initialisation and, across the cells of one
 prior, their pretrained parent, so intervals and tests first average within a seed and then vary over seeds.
@@ -11,8 +11,10 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import scipy.special
 import scipy.stats
 import statsmodels.api as sm
+from statsmodels.stats.multitest import multipletests
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
 
 CONFIDENCE = 0.95
@@ -107,58 +109,71 @@ def rate_intervals(frame: pd.DataFrame, indicator: str, cells, confidence: float
     return pd.DataFrame(rows, columns=[*cells, "k", "n", "rate", "rate_lo", "rate_hi"])
 
 
-def bootstrap_upper(values, confidence: float = CONFIDENCE, n_boot: int = N_BOOT, seed: int = 0) -> float:
-    """The one-sided upper `confidence` percentile-bootstrap bound of the mean; NaN with fewer than two values."""
-    values = np.asarray(values, float)
-    values = values[~np.isnan(values)]
-    if len(values) < 2:
-        return np.nan
-    means = values[np.random.default_rng(seed).integers(0, len(values), (n_boot, len(values)))].mean(axis=1)
-    return float(np.quantile(means, confidence))
+def _signed_ranks(differences) -> tuple[np.ndarray, np.ndarray]:
+    """(doubled ranks, positive) of the non-zero differences: zeros are dropped, tied |differences| share their
+    mid-rank (scipy's defaults; doubled, mid-ranks are whole numbers)."""
+    d = np.asarray(differences, float)
+    d = d[~np.isnan(d) & (d != 0)]
+    return np.rint(2 * scipy.stats.rankdata(np.abs(d))).astype(int), d > 0
 
 
-EXACT_UP_TO = 30  # nonzero differences up to which the signed-rank p is exact (beyond: normal approximation)
+def _rank_sum_distribution(doubled: np.ndarray, positive_probability) -> np.ndarray:
+    """P(doubled W+ = s) for s = 0 .. sum(doubled): W+ is the rank sum of the positive differences, each difference
+    positive independently with its probability (1/2 each: the test's null), convolved one difference at a time."""
+    probability = np.broadcast_to(np.asarray(positive_probability, float), doubled.shape)
+    distribution = np.zeros(int(doubled.sum()) + 1)
+    distribution[0] = 1.0
+    for rank, q in zip(doubled, probability):
+        shifted = np.concatenate([np.zeros(rank), distribution[:len(distribution) - rank]])
+        distribution = (1 - q) * distribution + q * shifted
+    return distribution
 
 
-def signed_rank_p(differences) -> np.ndarray:
-    """One-sided (> 0) Wilcoxon signed-rank p-values, one per row of `differences` (a 1-d input is one row).
+def _upper_tails(distribution: np.ndarray) -> np.ndarray:
+    """tail[s] = P(statistic >= s)."""
+    return distribution[::-1].cumsum()[::-1]
 
-    Zeros are dropped and tied |differences| share their mid-rank (scipy's defaults); p is the exact permutation
-    probability of a rank sum of positive differences at least the observed one under random signs, so ties and
-    zeros are handled exactly (normal approximation with tie correction beyond EXACT_UP_TO nonzero differences).
-    A row without a nonzero difference has p = 1.
+
+def signed_rank_p(differences) -> float:
+    """Exact one-sided (> 0) Wilcoxon signed-rank p over the signs of the observed |differences|, ties and zeros
+    included: zeros dropped, ties at their mid-rank, p the share of the 2^k sign patterns of the k non-zero
+    differences whose W+ is at least the observed one (1 without a non-zero difference).
+
+    scipy.stats.wilcoxon gives the same number with method=PermutationMethod() by enumerating the 2^k patterns
+    (method="exact" ignores ties); the convolution here is exact at any k, and `signed_rank_power` needs it under
+    an alternative too, so that the power is that of this very test.
     """
-    d = np.atleast_2d(np.asarray(differences, float))
-    zero = d == 0
-    # Ranks of |d| among the nonzero entries: zeros are the smallest, so they shift every other rank by their count.
-    ranks = scipy.stats.rankdata(np.abs(d), axis=1) - zero.sum(axis=1, keepdims=True)
-    ranks = np.where(zero, 0.0, ranks)
-    doubled = np.rint(2 * ranks).astype(int)  # mid-ranks are multiples of 1/2
-    observed = np.where(d > 0, doubled, 0).sum(axis=1)
-    nonzero = (~zero).sum(axis=1)
-    p = np.ones(len(d))
-    exact = (nonzero > 0) & (nonzero <= EXACT_UP_TO)
-    if exact.any():
-        p[exact] = _exact_upper_tail(doubled[exact], observed[exact])
-    approx = nonzero > EXACT_UP_TO
-    if approx.any():
-        r, w = doubled[approx] / 2, observed[approx] / 2
-        mean, var = (r.sum(axis=1)) / 2, (r ** 2).sum(axis=1) / 4
-        p[approx] = scipy.stats.norm.sf((w - mean - 0.5) / np.sqrt(var))
-    return p
+    doubled, positive = _signed_ranks(differences)
+    if len(doubled) == 0:
+        return 1.0
+    return float(_upper_tails(_rank_sum_distribution(doubled, 0.5))[doubled[positive].sum()])
 
 
-def _exact_upper_tail(doubled: np.ndarray, observed: np.ndarray) -> np.ndarray:
-    """P(sum of random-sign doubled ranks >= observed) per row, by convolving the ranks' on/off counts."""
-    rows, top = len(doubled), int(doubled.sum(axis=1).max())
-    counts = np.zeros((rows, top + 1))
-    counts[:, 0] = 1.0
-    index = np.arange(top + 1)
-    for column in doubled.T:  # a rank of 0 (a dropped zero) doubles every count, which cancels in the ratio
-        shifted = index[None, :] - column[:, None]
-        counts = counts + np.where(shifted >= 0, np.take_along_axis(counts, np.clip(shifted, 0, None), 1), 0.0)
-    tail = counts[:, ::-1].cumsum(axis=1)[:, ::-1]  # tail[:, s] = count of sums >= s
-    return tail[np.arange(rows), np.minimum(observed, top)] / counts.sum(axis=1)
+def signed_rank_power(differences, shift_to: float, level: float) -> float:
+    """Exact power of `signed_rank_p` < `level`, given the observed |differences| (their zeros and ties, so the test
+    actually run): the per-seed values normal around `shift_to` with their observed spread s, each non-zero
+    difference of size a is positive with probability 1 / (1 + exp(-2 a shift_to / s^2)) (the chance of its sign
+    given its size), and the power is the probability of the sign patterns whose p is below `level`.
+
+    0 where even all k signs positive (p = 2^-k) cannot get below `level`; the size of the test (at most `level`)
+    at shift_to = 0. NaN without values.
+    """
+    values = np.asarray(differences, float)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return np.nan
+    doubled, _ = _signed_ranks(values)
+    if len(doubled) == 0:
+        return 0.0
+    size = np.abs(values[values != 0])
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        tilt = np.where(shift_to == 0, 0.0, 2 * size * shift_to / spread ** 2)
+    positive = scipy.special.expit(tilt)
+    critical = np.flatnonzero(_upper_tails(_rank_sum_distribution(doubled, 0.5)) < level)
+    if len(critical) == 0:
+        return 0.0
+    return float(_rank_sum_distribution(doubled, positive)[critical[0]:].sum())
 
 
 @dataclasses.dataclass
@@ -170,7 +185,7 @@ class PairedTest:
     effect_hi: float
     rank_biserial: float  # (W+ - W-) / (W+ + W-): -1..1, the share of rank mass favouring the effect
     p: float
-    min_p: float  # the smallest p the exact test can give with this many non-zero differences
+    min_p: float  # the smallest p the exact test can give: 2^-k with k non-zero differences (ties or not)
     nonzero: int  # seeds whose difference is not 0 (the signed-rank test drops ties at 0)
 
 
@@ -178,47 +193,27 @@ def paired_test(differences, confidence: float = CONFIDENCE) -> PairedTest:
     d = np.asarray(differences, float)
     d = d[~np.isnan(d)]
     effect, low, high = bootstrap_mean(d, confidence)
-    nonzero = d[d != 0]
-    if len(nonzero) == 0:
+    doubled, positive = _signed_ranks(d)
+    if len(doubled) == 0:
         return PairedTest(len(d), effect, low, high, 0.0, 1.0, 1.0, 0)
-    ranks = scipy.stats.rankdata(np.abs(nonzero))
-    w_plus, w_minus = ranks[nonzero > 0].sum(), ranks[nonzero < 0].sum()
-    return PairedTest(len(d), effect, low, high, float((w_plus - w_minus) / (w_plus + w_minus)),
-                      float(signed_rank_p(nonzero)[0]), 0.5 ** len(nonzero), len(nonzero))
+    w_plus, w_minus = doubled[positive].sum(), doubled[~positive].sum()
+    return PairedTest(len(d), effect, low, high, float((w_plus - w_minus) / (w_plus + w_minus)), signed_rank_p(d),
+                      0.5 ** len(doubled), len(doubled))
 
 
-N_POWER = 2000
-
-
-def power(values, shift_to: float, level: float, n: int | None = None, n_sim: int = N_POWER,
-          seed: int = 0) -> float:
-    """The share of simulated replications whose one-sided signed-rank p is below `level`, each replication `n`
-    values (default: as many as given) drawn with replacement from `values` shifted to have mean `shift_to`.
-
-    The observed spread stands in for the unknown one: how likely the test is to find an effect of that size with
-    this many seeds. NaN without values.
-    """
-    values = np.asarray(values, float)
-    values = values[~np.isnan(values)]
-    if len(values) == 0:
-        return np.nan
-    n = len(values) if n is None else n
-    shifted = values - values.mean() + shift_to
-    draws = shifted[np.random.default_rng(seed).integers(0, len(shifted), (n_sim, n))]
-    return float(np.mean(signed_rank_p(draws) < level))
-
-
-def holm(pvalues) -> np.ndarray:
-    """Holm's step-down adjustment (family-wise error control); NaN entries are not part of the family."""
+def holm(pvalues, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
+    """Holm's step-down adjustment (statsmodels) and the level of the step each test gets: alpha / the number of
+    tests not yet passed, alpha / m for the smallest p, ..., alpha for the largest; tied p-values share the first
+    (strictest) step of their tie, since the later ones cannot pass unless it does. NaN entries are not part of the
+    family and get NaN."""
     p = np.asarray(pvalues, float)
-    out = np.full_like(p, np.nan)
+    adjusted, levels = np.full_like(p, np.nan), np.full_like(p, np.nan)
     tested = np.flatnonzero(~np.isnan(p))
-    order = tested[np.argsort(p[tested])]
-    m, running = len(order), 0.0
-    for i, j in enumerate(order):
-        running = max(running, (m - i) * p[j])
-        out[j] = min(1.0, running)
-    return out
+    if len(tested):
+        adjusted[tested] = multipletests(p[tested], alpha, method="holm")[1]
+        ordered = np.sort(p[tested])
+        levels[tested] = alpha / (len(tested) - np.searchsorted(ordered, p[tested], side="left"))
+    return adjusted, levels
 
 
 @dataclasses.dataclass

@@ -12,8 +12,9 @@ Every fine-tuned member is planted as one class, `Plant.kind(lr, prior, spurious
   reft-only     suppressed; reFT revives it at WRAPPER_REFT_STEP, pruning does nothing
   overwrite     suppressed; neither revives it
 "wrapper", "pruning-only" and "reft-only" are the taxonomy's hidden wrapper. Probes keep the parent's selectivity
-except in an overwrite (PROBE_OVERWRITE). With `null_like`, an overwrite's pruning and reFT are drawn like the nulls
-(random neurons, the control), so that any claim about them is false.
+except in an overwrite, whose probes read what the control that never had C_PT reads (PROBE_NEVER_HAD). With
+`null_like`, an overwrite's pruning and reFT are drawn like the nulls (random neurons, the control), so that any claim
+about them is false.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ CONTROL_STEPS = {1.0: (150, 300, 200, 450, 250, None, 350, 500), 10.0: (100, 150
 PT_ACC, LACKING_PT_ACC, SUPPRESSED_PT_ACC, CONTROL_PT_ACC, INIT_ACC = 0.95, 0.2, 0.1, 0.1, 0.05
 BLIND, MAJORITY = 0.3, 0.4
 PRETRAINED_FT = {"high": 0.92, "medium": 0.6, "low": BLIND + 0.02}
-PROBE_PEAK, PROBE_OVERWRITE, PROBE_CONTROL_TARGET = 0.95, 0.6, 0.25
+PROBE_PEAK, PROBE_NEVER_HAD, PROBE_CONTROL_TARGET = 0.95, 0.35, 0.25
 TV_SEED, TV_KEPT, TV_OVERWRITE = 0.3, 0.05, 0.45
 CLASSES = ("no-op", "reuse", "kept", "wrapper", "pruning-only", "reft-only", "overwrite")
 SUPPRESSED = ("wrapper", "pruning-only", "reft-only", "overwrite")
@@ -254,7 +255,7 @@ def outcome(kind: str, plant: Plant, parent_pt: float, parent_ft: float) -> Outc
         raise ValueError(f"unknown planted class {kind!r}")
     never = "null" if plant.null_like and kind == "overwrite" else None
     reft_step = WRAPPER_REFT_STEP if kind in ("wrapper", "reft-only") else never
-    peak = PROBE_OVERWRITE if kind == "overwrite" else PROBE_PEAK
+    peak = PROBE_NEVER_HAD if kind == "overwrite" else PROBE_PEAK
     tv = TV_OVERWRITE if kind == "overwrite" else TV_KEPT
     return Outcome(SUPPRESSED_PT_ACC, 0.95, 0.96, 0.9, 0.03, stop, kind in ("wrapper", "pruning-only"), reft_step,
                    peak, tv)
@@ -350,7 +351,7 @@ def _controls(b: _Builder, plant: Plant, pts, lineages) -> None:
         b.training(cpt, "control_pretrain", PRETRAIN_STEPS, {"pt_acc": 0.1, "ft_acc": 0.1, "ft_shortcut_acc": 0.1},
                    {"pt_acc": CONTROL_PT_ACC, "ft_acc": 0.9, "ft_shortcut_acc": 0.9})
         b.add(cpt, "regime", {0: b.regime(cpt, CONTROL_PT_ACC, 0.9, 0.9, 0.9, 0.05)})
-        b.add(cpt, "probe", b.probe(0.35))
+        b.add(cpt, "probe", b.probe(PROBE_NEVER_HAD))
         b.prune(cpt, CONTROL_PT_ACC, 0.9, PT_ACC, False, null_like=True)
         mine = [(p, r) for p, r in lineages if (p["group"], p["seed"], p["pretrain_lr"]) == (group, seed, pretrain_lr)]
         reference = np.mean([p["pt_acc"] for p, _ in mine]) if mine else PT_ACC
