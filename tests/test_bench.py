@@ -172,35 +172,3 @@ def test_bad_bench_config_is_refused(tmp_path, capsys, override, message):
 def test_bad_shape_is_refused_by_the_library():
     with pytest.raises(bench.UserError, match="unknown shape 'huge'"):
         bench.run_bench(config_lib.load(BENCH, ["shape=huge"]))
-
-
-def test_device_check_dry_run_prints_commands_whose_configs_load():
-    """benchmarks/device_check.sh under DRY_RUN=1: every step bounded in time, every config it names loads and
-    builds (as it would on the GPU machine), and its GPU tests are the `gpu`-marked ones."""
-    import os
-    import shlex
-    import subprocess
-    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "device_check.sh")], capture_output=True, text=True,
-                          cwd=ROOT, env=dict(os.environ, DRY_RUN="1", FTTRACE="fttrace"))
-    assert done.returncode == 0, done.stderr
-    lines = [shlex.split(line) for line in done.stdout.splitlines() if line]
-    assert all(words[0] == "timeout" for words in lines)
-    assert sum(int(words[1]) for words in lines) <= 8 * 60  # seconds of device time at most, before start-up
-    commands = [words[2:] for words in lines]
-    assert commands[0][:4] == ["python", "-m", "pytest", "-q"] and "gpu" in commands[0]
-    kinds = {}
-    for command in commands[1:]:
-        assert command[0] == "fttrace", command
-        overrides = [w[len("--config."):] for w in command if w.startswith("--config.")]
-        config = config_lib.load(str(ROOT / command[2]), overrides)
-        if command[1] == "bench" and config.objective == "decode":
-            bench_decode.check(config)
-            kinds.setdefault("bench", []).append((config.shape, "decode", max(config.members)))
-        elif command[1] == "bench":
-            setup = bench.setup_from_config(config)
-            kinds.setdefault("bench", []).append((setup.shape_name, setup.objective_name, setup.max_members))
-        else:
-            kinds.setdefault(command[1], []).append(command[2])
-    assert ("ref", "answer", 1024) in kinds["bench"] and ("stories_gpu", "lm", 64) in kinds["bench"]
-    assert ("stories_gpu", "decode", 16) in kinds["bench"]
-    assert kinds["run"] == ["configs/pcfg_counter.py"]

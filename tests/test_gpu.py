@@ -2,11 +2,9 @@
 
   bf16 against f32  the same members trained in bfloat16 compute and in float32 end at nearly the same loss
   every local GPU   the member axis sharded over all local GPUs gives what one GPU gives
-  memory plan       the largest member count of the reference shape whose training program fits the GPU's memory,
-                    written to $FTTRACE_DEVICE_OUT/memory_plan.json when that variable names a folder
+  memory plan       the compiler's plan of the reference shape's training program up to 4,096 members, nothing
+                    materialised
 """
-import json
-import os
 import pathlib
 
 import numpy as np
@@ -65,28 +63,15 @@ def test_members_sharded_over_every_local_gpu_equal_one_gpu():
 
 
 def test_memory_plan_of_the_reference_shape():
-    """The largest power-of-two member count from 256 up to 4,096 whose bf16 training program for the reference
-    shape fits the memory the GPU reports, by the compiler's plan; at least the 256 an 80 GB H100 was measured to
-    hold."""
+    """The compiler's plan of the bf16 reference shape's training program at 256 to 4,096 members, from abstract
+    values (nothing materialised): 256 members fit an 80 GB H100, and the plan grows with the members."""
     import jax
+    from fttrace.bench import device_check
     from fttrace.bench import throughput as bench
     limit = jax.devices()[0].memory_stats()["bytes_limit"]
     setup = bench.setup_from_config(config_lib.load(str(pathlib.Path(SMOKE).parent / "bench.py"), [
         "shape=ref", "model.dtype=bfloat16", "members=(4096,)", "steps=1"]))
-    plan = {}
-    members = 256
-    while members <= 4096:
-        state = setup.initial_state(members)
-        data, shared = setup.data(members)
-        compiled, _ = setup.program("vmap", state, data, shared)
-        plan[members] = bench.program_memory_mb(compiled)
-        if plan[members] * 2**20 > limit:
-            break
-        members *= 2
-    fits = max((m for m, mb in plan.items() if mb * 2**20 <= limit), default=0)
-    out = os.environ.get("FTTRACE_DEVICE_OUT")
-    if out:
-        pathlib.Path(out).mkdir(parents=True, exist_ok=True)
-        (pathlib.Path(out) / "memory_plan.json").write_text(json.dumps(dict(
-            device=bench.device_name(), bytes_limit=limit, planned_mb=plan, largest_fitting=fits), indent=1))
-    assert fits >= 256 or limit < 70 * 2**30, plan
+    plan = {members: device_check.memory_plan(setup, members) for members in (256, 1024, 4096)}
+    assert setup.initial is None  # no member was initialised on the device
+    assert plan[256]["fits"] or limit < 70 * 2**30, plan
+    assert plan[256]["planned_mb"] <= plan[1024]["planned_mb"] <= plan[4096]["planned_mb"]

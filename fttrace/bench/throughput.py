@@ -333,6 +333,16 @@ def runner(setup: Setup, mode: str, members: int):
     return JaxRunner(setup, members, mode)
 
 
+def result_row(setup: Setup, mode: str, members: int, seconds: list, r) -> dict:
+    """One measured row: the rate of the fastest of `seconds` (runs of `setup.steps` steps of every member), its
+    tokens and FLOPs, and what the runner `r` reports (compile time, memory, device, final loss)."""
+    rate = members * setup.steps / min(seconds)
+    return dict(mode=mode, work=WORK[setup.objective_name][mode], shape=setup.shape_name, members=members,
+                member_steps_per_s=rate, tokens_per_s=rate * setup.batch * setup.context,
+                flops_per_member_step=setup.flops_per_member_step(mode),
+                tflops=rate * setup.flops_per_member_step(mode) / 1e12, seconds=seconds, **r.finish())
+
+
 def run_bench(config, log=None) -> dict:
     """Every mode at every member count; the results as a JSON-ready dict. `log(line)` hears progress.
 
@@ -354,14 +364,7 @@ def run_bench(config, log=None) -> dict:
             log(f"{members} members: preparing {', '.join(modes)}")
         runners = {mode: runner(setup, mode, members) for mode in modes}
         seconds = timed_rounds(runners, setup.repeats, f"{members} members", log)
-        for mode, r in runners.items():
-            rate = members * setup.steps / min(seconds[mode])
-            results.append(dict(mode=mode, work=WORK[setup.objective_name][mode], shape=setup.shape_name,
-                                members=members, member_steps_per_s=rate,
-                                tokens_per_s=rate * setup.batch * setup.context,
-                                flops_per_member_step=setup.flops_per_member_step(mode),
-                                tflops=rate * setup.flops_per_member_step(mode) / 1e12, seconds=seconds[mode],
-                                **r.finish()))
+        results.extend(result_row(setup, mode, members, seconds[mode], r) for mode, r in runners.items())
         del runners
     spec = spec_peak_flops(setup.model.dtype)
     peak, basis = (spec, "published peak") if spec else (measured, "measured matmul")

@@ -4,7 +4,8 @@ Same architecture as `fttrace.model.transformer.Transformer` (pre-LayerNorm bloc
 attention, untied unembedding), same data shape, AdamW with the same hyperparameters, gradient clipping and
 warmup/cosine schedule. It computes the logits of every position and, for the answer-position objective, reads the
 last one, as a plain loop does; for the LM objective its loss is the next-token cross-entropy at every position.
-Models train one after another on the GPU if there is one, else on the CPU, with torch's default intra-op
+Models train one after another on the GPU if there is one (bf16 compute under autocast where the bench's dtype
+is bfloat16, AdamW fused into one kernel), else on the CPU, with torch's default intra-op
 threads or one thread, whichever a short trial finds faster: on a busy machine, torch's OpenMP threads wait for
 each other at every small op and the default can run ten times slower than one thread. This is the only module
 of fttrace that imports torch.
@@ -86,8 +87,9 @@ class TorchRunner:
         torch = self.torch
         self.setup, self.members = setup, members
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16,
-                                       enabled=setup.model.dtype == "bfloat16")
+        self.bf16 = setup.model.dtype == "bfloat16"
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+        self.fused = self.device.type == "cuda"  # one fused AdamW kernel per step, as a tuned GPU loop has it
         self._train(*self._build(0), min(setup.steps, 5))  # untimed: first-run allocations and kernel choices
         self.threads = _fastest_threads(torch, lambda: self._train(*self._build(0), min(setup.steps, 10)))
         self.peak_mb = 0.0
@@ -97,7 +99,7 @@ class TorchRunner:
         torch.manual_seed(setup.seed * 100_003 + member)
         model = self.Model(setup.model).to(self.device)
         opt = torch.optim.AdamW(model.parameters(), lr=setup.lr, betas=(phase.b1, phase.b2), eps=1e-8,
-                                weight_decay=phase.weight_decay)
+                                weight_decay=phase.weight_decay, fused=self.fused)
         schedule = torch.optim.lr_scheduler.LambdaLR(opt, _schedule(phase))
         rng = torch.Generator(device=self.device).manual_seed(setup.seed * 100_003 + member)
         return model, opt, schedule, rng
@@ -146,7 +148,9 @@ class TorchRunner:
         return dict(compile_s=None, peak_mem_per_member_mb=self.peak_mb if cuda else None,
                     peak_mem_source="torch.cuda.max_memory_allocated" if cuda else "not tracked by torch on CPU",
                     device_peak_mb=None, device=f"torch-{self.device.type}:{name}", final_loss=self.loss,
-                    torch_version=self.torch.__version__, torch_threads=self.threads)
+                    torch_version=self.torch.__version__, torch_threads=self.threads,
+                    torch_autocast_bf16=self.bf16,
+                    torch_fused_adamw=self.fused)
 
 
 def _fastest_threads(torch, trial) -> int:
