@@ -5,6 +5,7 @@ import pytest
 
 from analysis.analyse import analyse
 from analysis.regime import LACK_PT, NO_OP, NO_REGIME, NOT_YET
+from analysis.report import write_report
 from synthetic_store import ALL_PHASES, Plant, build_frame, write_store
 
 
@@ -108,6 +109,8 @@ def test_a_seed_that_missed_the_regime_fails_the_study_check_though_the_mean_pas
     assert list(seeds.columns) == ["prior high C_PT/C_FT", "prior low C_PT/C_FT", "regime"]
     text = a.summary_text()
     assert "Pretrained models per seed" in text and "OUTSIDE (prior high: C_FT 0.3" in text
+    page = write_report(a, tmp_path / "report").read_text()
+    assert "Pretrained models per seed" in page and "parent outside regime" in page
     assert max(len(line) for line in text[text.index("== Regime"):text.index("Pretrained models per prior")]
                .splitlines()) <= 120
 
