@@ -4,6 +4,7 @@ protocols, and the nulls and parameters behind every verdict."""
 from __future__ import annotations
 
 import dataclasses
+import textwrap
 
 import numpy as np
 import pandas as pd
@@ -22,6 +23,7 @@ from analysis.stats import CONFIDENCE, LogisticFit
 from analysis.survival import CoxFit
 from analysis.taxonomy import CLASSES, Parameters, Taxonomy, taxonomy
 
+WIDTH = 120  # terminal columns for wrapped prose
 INSTRUMENT_TITLES = {"pruning": "Pruning against its nulls (random neurons; the control that never had C_PT)",
                      "attention": "Attention change against the seed-to-seed null",
                      "patching": "Activation patching with the parent"}
@@ -107,7 +109,8 @@ class Analysis:
         lines += ["", "== What fine-tuning did to C_PT (the taxonomy) ==", self.headline.overall]
         if not self.headline.table.empty:
             lines += ["", *self.headline.sentences, "", _frame(self.class_display()), "",
-                      "Each class against the rest (logistic regression over the judged members):"]
+                      "Each class against the rest (logistic regression over the judged members, standard errors "
+                      "clustered by seed):"]
             lines += [f"  {c}: {fit_text(fit)}" for c, fit in self.headline.regressions.items()]
         lines += ["", "== Claims of the reference study (exact one-sided Wilcoxon over seeds, Holm-adjusted) =="]
         for c in self.claims:
@@ -137,7 +140,9 @@ class Analysis:
 
 
 def _share(k, share, lo, hi) -> str:
-    return "-" if not np.isfinite(share) else f"{k} ({share:.0%} [{lo:.0%}, {hi:.0%}])"
+    if not np.isfinite(share):
+        return "-"
+    return f"{k} ({share:.0%} [{lo:.0%}, {hi:.0%}])" if np.isfinite(lo) else f"{k} ({share:.0%})"
 
 
 def _p(value) -> str:
@@ -149,14 +154,22 @@ def _frame(frame: pd.DataFrame) -> str:
         return frame.to_string(index=False)
 
 
+def _wrapped(sentence: str) -> str:
+    """A sentence indented and wrapped to the terminal's WIDTH columns."""
+    return textwrap.fill(sentence, WIDTH, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False)
+
+
 def _regime_lines(r: Regime, by) -> list[str]:
     lines = ["== Regime (before any verdict) =="]
     if r.note:
         lines.append(f"note: {r.note}")
-    lines += ["Requirements:", *(f"  {rule}" for rule in r.requirements)]
-    lines += [f"  {check}" for check in r.checks]
+    lines += ["Requirements:", *(_wrapped(rule) for rule in r.requirements)]
+    lines += [_wrapped(check) for check in r.checks]
     if not r.priors.empty:
         lines += ["Pretrained models per prior (mean over seeds [95% CI]):", _frame(r.prior_display())]
+    if not r.seeds.empty:
+        lines += ["Pretrained models per seed (test C_PT/C_FT at C_Te = 0; OUTSIDE: not judged, nor its "
+                  "descendants):", _frame(r.seeds)]
     if not r.cells.empty:
         columns = setting_columns(by)
         lines += ["Fine-tuning cells:", _frame(r.cell_display(columns).drop(columns="flags"))]

@@ -1,19 +1,24 @@
 """What did fine-tuning do to C_PT, and where? The taxonomy's headline for a study.
 
 Per setting (fine-tuning LR x sampling prior x spurious strength, plus any columns the user groups by): how many
-fine-tuned members were judged, the count and share of each class (analysis.taxonomy) with its Wilson interval, why
-the others were not judged, and one sentence naming the dominant class. One sentence for the whole study. And per
+fine-tuned members were judged, the count and share of each class (analysis.taxonomy) with its interval, why the
+others were not judged, and one sentence naming the dominant class. One sentence for the whole study. And per
 class a one-vs-rest logistic regression on log10 fine-tuning LR, log10 sampling prior, C_Tr and every swept scale
 column that varies.
+
+The pretraining seed is the unit: the children of one parent, and the parents of one seed, are not independent
+draws. Shares get a two-stage cluster-bootstrap interval (seeds, then members within them: stats.
+cluster_bootstrap_share) and the regressions seed-clustered standard errors.
 """
 from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pandas as pd
 
 from analysis.settings import describe_setting, in_setting_order, predictors, setting_columns
-from analysis.stats import CONFIDENCE, LogisticFit, logistic_regression, rate_intervals, wilson_interval
+from analysis.stats import CONFIDENCE, LogisticFit, cluster_rate_intervals, clustered_logistic_regression
 from analysis.taxonomy import CLASSES, NOT_JUDGED
 
 
@@ -50,7 +55,8 @@ def setting_table(evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE)
     judged = _indicators(evidence)
     table["judged"] = judged.groupby(columns, dropna=False).size().reindex(table.index).fillna(0).astype(int)
     for c in CLASSES:
-        rates = rate_intervals(judged, c, columns, confidence).set_index(columns) if len(judged) else None
+        rates = cluster_rate_intervals(judged, c, columns, "seed", confidence).set_index(columns) if len(judged) \
+            else None
         for part, source in (("k", "k"), ("share", "rate"), ("lo", "rate_lo"), ("hi", "rate_hi")):
             values = rates[source].reindex(table.index) if rates is not None else pd.Series(index=table.index)
             table[f"{c} {part}"] = values.fillna(0).astype(int) if part == "k" else values
@@ -60,9 +66,10 @@ def setting_table(evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE)
                             columns)
 
 
-def _share(k: int, n: int, confidence: float) -> str:
-    low, high = wilson_interval(k, n, confidence)
-    return f"{k}/{n} ({k / n:.0%}, {confidence:.0%} CI {low:.0%}-{high:.0%})"
+def _share(k: int, n: int, low: float, high: float, confidence: float) -> str:
+    """'3/8 (38%, 95% CI 10%-70%)' (without bounds where there are none: a single seed)."""
+    bounds = f", {confidence:.0%} CI {low:.0%}-{high:.0%}" if np.isfinite(low) else ", one seed: no interval"
+    return f"{k}/{n} ({k / n:.0%}{bounds})"
 
 
 def setting_sentences(table: pd.DataFrame, by=(), confidence: float = CONFIDENCE) -> list[str]:
@@ -80,34 +87,50 @@ def setting_sentences(table: pd.DataFrame, by=(), confidence: float = CONFIDENCE
         others = [f"{c} {row[f'{c} k']}" for c in CLASSES if c not in top and row[f"{c} k"]]
         tail = f"; also {', '.join(others)}" if others else ""
         skipped = f"; {row.members - row.judged} not judged: {row.not_judged}" if row.members > row.judged else ""
-        out.append(f"{where}: {word} — {_share(row[f'{top[0]} k'], row.judged, confidence)} of the judged members"
+        share = _share(row[f"{top[0]} k"], row.judged, row[f"{top[0]} lo"], row[f"{top[0]} hi"], confidence)
+        out.append(f"{where}: {word} — {share} of the judged members"
                    f"{' each' if len(top) > 1 else ''}{tail}{skipped}")
     return out
 
 
-def overall_sentence(evidence: pd.DataFrame, table: pd.DataFrame, confidence: float = CONFIDENCE) -> str:
-    """The study's answer in one sentence."""
+def overall_sentence(evidence: pd.DataFrame, table: pd.DataFrame, shares: pd.DataFrame,
+                     confidence: float = CONFIDENCE) -> str:
+    """The study's answer in one sentence (`shares`: class_shares)."""
     judged = evidence[evidence.taxon != NOT_JUDGED] if not evidence.empty else evidence
     if judged.empty:
         reasons = _reasons(evidence.reason) if not evidence.empty else ""
         return f"No fine-tuned member could be judged ({reasons or 'no fine-tuned members'})."
     n = len(judged)
-    counts = judged.taxon.value_counts()
-    shares = "; ".join(f"{c} {_share(int(counts[c]), n, confidence)}" for c in CLASSES if c in counts)
+    parts = "; ".join(f"{r['class']} {_share(r.k, n, r.lo, r.hi, confidence)}" for _, r in shares.iterrows() if r.k)
     skipped = len(evidence) - n
     skipped = f" ({skipped} not judged: {_reasons(evidence.reason)})" if skipped else ""
     leaders = table.dominant[table.dominant != ""]
     wins = leaders.value_counts()
     where = "; ".join(f"{c} dominates in {wins[c]} of {len(leaders)} settings" for c in wins.index
                       if " and " not in c)
-    return f"Of {n} judged fine-tuned members{skipped}: {shares}." + (f" By setting, {where}." if where else "")
+    return f"Of {n} judged fine-tuned members{skipped}: {parts}." + (f" By setting, {where}." if where else "")
+
+
+def class_shares(evidence: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """The whole study's share of each class among the judged members: class, k, n, share, lo, hi (the seed-level
+    interval)."""
+    judged = _indicators(evidence) if not evidence.empty else pd.DataFrame()
+    rows = []
+    for c in CLASSES:
+        rates = cluster_rate_intervals(judged, c, (), "seed", confidence).iloc[0] if len(judged) else None
+        rows.append({"class": c, "k": int(rates.k) if rates is not None else 0, "n": len(judged),
+                     **{part: rates[source] if rates is not None else np.nan
+                        for part, source in (("share", "rate"), ("lo", "rate_lo"), ("hi", "rate_hi"))}})
+    return pd.DataFrame(rows, columns=["class", "k", "n", "share", "lo", "hi"])
 
 
 def class_regressions(evidence: pd.DataFrame, scales=()) -> dict[str, LogisticFit]:
-    """Per class, the one-vs-rest logit over the judged members on the settings (analysis.settings.predictors)."""
+    """Per class, the one-vs-rest logit over the judged members on the settings (analysis.settings.predictors),
+    with standard errors clustered by pretraining seed."""
     judged = _indicators(evidence)
     x = predictors(judged, scales) if len(judged) else pd.DataFrame(index=judged.index)
-    return {c: logistic_regression(judged[c], x) for c in CLASSES}
+    seeds = judged.seed if len(judged) else pd.Series(dtype=float)
+    return {c: clustered_logistic_regression(judged[c], x, seeds) for c in CLASSES}
 
 
 @dataclasses.dataclass
@@ -116,9 +139,10 @@ class Headline:
     sentences: list[str]
     table: pd.DataFrame
     regressions: dict[str, LogisticFit]
+    shares: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # class_shares: the whole study
 
 
 def headline(evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE, scales=()) -> Headline:
-    table = setting_table(evidence, by, confidence)
-    return Headline(overall_sentence(evidence, table, confidence), setting_sentences(table, by, confidence),
-                    table, class_regressions(evidence, scales))
+    table, shares = setting_table(evidence, by, confidence), class_shares(evidence, confidence)
+    return Headline(overall_sentence(evidence, table, shares, confidence), setting_sentences(table, by, confidence),
+                    table, class_regressions(evidence, scales), shares)

@@ -32,7 +32,7 @@ PANEL = (3.3, 2.5)  # inches per panel
 STYLES = ["-", "--", ":", "-."]
 COLORS = {"pt": "tab:blue", "ft": "tab:orange", "pretrained": "black", "finetuned": "tab:blue", "reft": "tab:green",
           "init": "tab:gray", "control_target": "tab:red", "control": "tab:gray", "random": "lightsteelblue"}
-CLASS_COLORS = {"no-op": "0.75", "reuse": "tab:purple", "kept": "tab:blue", "hidden wrapper": "tab:green",
+CLASS_COLORS = {"no-op": "0.75", "untouched": "0.45", "reuse": "tab:purple", "kept": "tab:blue", "hidden wrapper": "tab:green",
                 "overwrite": "tab:red"}
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
                      "svg.fonttype": "none"})

@@ -4,15 +4,23 @@ learn its task, what function does each model compute, and do the probes read mo
 Read from the run's "regime" phase (fresh held-out test sets: fttrace/answer/evals/regime.py), its "probe" phase and the
 stop steps of fine-tuning. Shown first, because a verdict about a capability means nothing where the parents never
 had it, and a verdict about fine-tuning nothing where fine-tuning did not learn.
-  study checks   the prior sets how much of C_FT pretraining gives (pretrained C_FT high at the highest prior, at
-                 the operand-blind level at the lowest); evaluation strings are held out of training
+  members        every pretrained member is judged on its own (`member_regime`): test C_PT at least
+                 `pretrained_pt`; with more than one prior, C_FT at least `high_prior_ft` at the highest prior and at
+                 most the operand-blind level + `low_prior_margin` at the lowest (the priors between: no C_FT
+                 requirement). The taxonomy leaves the fine-tuned descendants of a parent outside the regime
+                 unjudged, so no class share, regression or claim counts them
+  study checks   per seed, never on a mean that could hide a failing seed: the prior sets how much of C_FT
+                 pretraining gives in every seed, and how many seeds have a pretrained model outside the regime;
+                 evaluation strings are held out of training
+  seeds          per seed, each prior's pretrained C_PT / C_FT and why the seed is outside the regime
   priors         per prior, the pretrained models: C_PT, C_FT (C_Te = 0), the operand-blind level (the C_FT of a
                  model answering with the pretraining target) and the output function on O_FT queries (shares of
                  answers equal to the fine-tuning answer, the pretraining answer, the majority answer, anything else,
                  on the inputs where the first two differ)
   cells          per fine-tuning cell (LR x prior x C_Tr, plus `--by` columns): C_FT after fine-tuning at C_Te 0 and
                  1, C_PT after, the share of members that learnt their task (met the criterion) and their median stop
-                 step, the output function and probe selectivity, with FLAGS where a requirement fails
+                 step, the output function and probe selectivity, how many lineages have a parent outside the
+                 regime, with FLAGS where a requirement fails
   probe nulls    probe selectivity per level of the run tree: the control (never had C_PT), the control after C_PT
                  training and the untrained models beside the members
 `Requirements` holds the numbers, printed with the tables. A store without a regime phase is shown from the
@@ -27,7 +35,7 @@ import pandas as pd
 
 from analysis.load import Study
 from analysis.measures import FUNCTIONS, accuracies, has_regime, regime_values, selectivity
-from analysis.settings import in_setting_order, readable, setting_columns
+from analysis.settings import in_setting_order, pretrain_axes, readable, setting_columns
 from analysis.stats import CONFIDENCE, bootstrap_mean, seed_series
 
 FUNCTION_NAMES = {"ft": "fine-tuning answer", "pt": "pretraining answer", "majority": "majority answer",
@@ -41,14 +49,16 @@ NOT_YET = ("the regime cannot be shown yet: the run has not reached its \"regime
            "the training phases' last evaluations, not fresh test sets")
 LACK_PT = "the pretrained models lack C_PT"
 NO_OP = "fine-tuning did not learn C_FT here: its verdicts describe a no-op"
+OUTSIDE = "parent outside the regime"  # the taxonomy's reason for the descendants of such a parent
+SHOWN_SEEDS = 6  # seeds named in a check sentence
 
 
 @dataclasses.dataclass(frozen=True)
 class Requirements:
     """What a cell and the study must reach before their verdicts mean anything (printed with the tables)."""
-    pretrained_pt: float = 0.9  # mean pretrained test C_PT of the cell's parents
+    pretrained_pt: float = 0.9  # pretrained test C_PT of every parent (and the mean of a cell's parents)
     learnt_share: float = 0.9  # share of the cell's fine-tuned members that learnt their task
-    high_prior_ft: float = 0.8  # pretrained C_FT at the highest prior (the strongly relevant setting)
+    high_prior_ft: float = 0.8  # pretrained C_FT of every parent at the highest prior (the strongly relevant setting)
     low_prior_margin: float = 0.1  # pretrained C_FT at the lowest prior: at most the operand-blind level + this
 
     def describe(self, target: float, noop_accuracy: float) -> list[str]:
@@ -56,11 +66,25 @@ class Requirements:
                   f"{target:g}: stop_step >= 0)" if target else
                   f"reached own-distribution test accuracy >= {noop_accuracy:g} (the run has no fine-tuning "
                   "criterion)")
-        return [f"cell: pretrained test C_PT >= {self.pretrained_pt:g} in the cell's parents (else flagged: "
+        return [f"member: every pretrained model has test C_PT >= {self.pretrained_pt:g}, and C_FT >= "
+                f"{self.high_prior_ft:g} at the highest prior, within {self.low_prior_margin:g} of the operand-blind "
+                f"level at the lowest (else its fine-tuned descendants are not judged: {OUTSIDE})",
+                f"cell: pretrained test C_PT >= {self.pretrained_pt:g} in the cell's parents (else flagged: "
                 f"{LACK_PT})",
                 f"cell: >= {self.learnt_share:.0%} of the cell's fine-tuned members {learnt} (else flagged: {NO_OP})",
-                f"study: pretrained C_FT >= {self.high_prior_ft:g} at the highest prior and within "
-                f"{self.low_prior_margin:g} of the operand-blind level at the lowest"]
+                "study: every seed in the regime, and the prior contrast in every seed"]
+
+    def judge(self, pt_acc: float, ft_acc: float, blind_acc: float, highest: bool, lowest: bool) -> list[str]:
+        """Why one pretrained model is outside the regime (empty: inside); `highest`/`lowest`: its prior is the
+        study's highest / lowest of several."""
+        out = []
+        if pt_acc < self.pretrained_pt:
+            out.append(f"C_PT {pt_acc:.2f} < {self.pretrained_pt:g}")
+        if highest and ft_acc < self.high_prior_ft:
+            out.append(f"C_FT {ft_acc:.2f} < {self.high_prior_ft:g}")
+        if lowest and ft_acc > blind_acc + self.low_prior_margin:
+            out.append(f"C_FT {ft_acc:.2f} > {blind_acc + self.low_prior_margin:.2f}")
+        return out
 
 
 REQUIREMENTS = Requirements()
@@ -88,6 +112,72 @@ def _pretrained(study: Study) -> pd.DataFrame:
     shares = shares.rename(columns=lambda c: c.replace(".", "_"))
     acc = accuracies(study)[["pt_acc", "ft_acc"]]
     return members.join(acc, how="left").join(shares, how="left").join(selectivity(study), how="left")
+
+
+def lineage_keys(members: pd.DataFrame) -> list[str]:
+    """Besides seed and prior, the columns that tell pretrained models apart where they vary (group, pretraining
+    LR, a swept pretraining optimiser setting)."""
+    pre = members[members.kind == "pretrained"]
+    return [c for c in ("group", "pretrain_lr", *pretrain_axes(members)) if c in pre and pre[c].nunique() > 1]
+
+
+def member_regime(study: Study, requirements: Requirements = REQUIREMENTS) -> pd.DataFrame:
+    """One row per pretrained member (index: its id): its lineage keys, seed, prior, prior_label, pt_acc, ft_acc,
+    blind_acc (the operand-blind level), in_regime (1/0; NaN where its C_PT is unknown) and `outside` (why not;
+    '' inside). The requirements are `Requirements.judge`'s; a diverged pretrained model is outside."""
+    pre = _pretrained(study)
+    keys = lineage_keys(study.members)
+    columns = [*keys, "seed", "prior", "prior_label", "pt_acc", "ft_acc", "blind_acc", "in_regime", "outside"]
+    if pre.empty:
+        return pd.DataFrame(columns=columns, index=pd.Index([], name="member"))
+    blind = pre["test_blind_acc"] if "test_blind_acc" in pre else pd.Series(np.nan, index=pre.index)
+    blind = blind.fillna(blind.groupby(pre.prior_label).transform("mean"))
+    priors = pre.prior.dropna().unique()
+    several = len(priors) > 1
+    in_regime, outside = [], []
+    for row in pre.assign(blind_acc=blind).itertuples():
+        if row.status != "diverged" and np.isnan(row.pt_acc):
+            in_regime.append(np.nan)
+            outside.append("")
+            continue
+        reasons = ["diverged"] if row.status == "diverged" else requirements.judge(
+            row.pt_acc, row.ft_acc, row.blind_acc, several and row.prior == priors.max(),
+            several and row.prior == priors.min())
+        in_regime.append(0.0 if reasons else 1.0)
+        outside.append(", ".join(reasons))
+    out = pre.assign(blind_acc=blind, in_regime=in_regime, outside=outside)
+    return out[columns].rename_axis("member")
+
+
+def _prior_order(parents: pd.DataFrame) -> list[str]:
+    """The prior labels, highest prior first."""
+    return list(parents.groupby("prior_label").prior.first().sort_values(ascending=False).index)
+
+
+def _why(seed_rows: pd.DataFrame) -> str:
+    """'prior high: C_FT 0.26 < 0.8' for each pretrained model of one seed outside the regime."""
+    bad = seed_rows[seed_rows.in_regime == 0]
+    return "; ".join(f"prior {r.prior_label}: {r.outside}" for r in bad.itertuples())
+
+
+def seed_table(parents: pd.DataFrame) -> pd.DataFrame:
+    """One row per seed (and lineage key): each prior's pretrained test 'C_PT/C_FT' and `regime`: 'in', 'OUTSIDE
+    (prior high: C_FT 0.26 < 0.8)' or 'n/a' where no C_PT is known."""
+    keys = [c for c in parents.columns if c not in ("seed", "prior", "prior_label", "pt_acc", "ft_acc", "blind_acc",
+                                                   "in_regime", "outside")]
+    if parents.empty:
+        return pd.DataFrame(columns=[*keys, "seed", "regime"])
+    rows = []
+    for key, group in parents.groupby([*keys, "seed"], sort=True):
+        row = dict(zip([*keys, "seed"], key if isinstance(key, tuple) else (key,)))
+        for label in _prior_order(parents):
+            mine = group[group.prior_label == label]
+            row[f"prior {label} C_PT/C_FT"] = "-" if mine.empty else "/".join(
+                "n/a" if np.isnan(v) else f"{v:.2f}" for v in (mine.pt_acc.mean(), mine.ft_acc.mean()))
+        known = group.in_regime.dropna()
+        row["regime"] = "n/a" if known.empty else "in" if (known == 1).all() else f"OUTSIDE ({_why(group)})"
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def prior_table(study: Study, confidence: float = CONFIDENCE) -> pd.DataFrame:
@@ -133,6 +223,7 @@ def cell_table(evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE, ta
             "median stop step": f"{stopped.median():g}" if target and len(stopped) else "n/a",
             "O_FT queries answered with": _shares(mine, "ft_query_"),
             "probe selectivity": interval(seed_series(mine, "sel_finetuned"), confidence),
+            "parent outside regime": int((mine.parent_in_regime == 0).sum()) if "parent_in_regime" in mine else 0,
         })
         if len(mine) < len(cell):
             row["members"] = f"{len(mine)} ({len(cell) - len(mine)} diverged left out)"
@@ -148,24 +239,64 @@ def cell_table(evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE, ta
     return in_setting_order(pd.DataFrame(rows), evidence, columns)
 
 
-def study_checks(study: Study, priors: pd.DataFrame, requirements: Requirements = REQUIREMENTS) -> list[str]:
-    """Study-wide regime checks, one sentence each, starting 'holds:', 'FAILS:' or 'note:'."""
+def _seeds_named(parts: list[str]) -> str:
+    return "; ".join(parts[:SHOWN_SEEDS]) + (f"; and {len(parts) - SHOWN_SEEDS} more" if len(parts) > SHOWN_SEEDS
+                                             else "")
+
+
+def _prior_contrast(parents: pd.DataFrame, priors: pd.DataFrame, requirements: Requirements) -> str:
+    """The prior contrast, checked in every seed: the mean and the worst seed at the highest and lowest prior."""
+    high, low = priors.iloc[0], priors.iloc[-1]
+    if np.isnan(low.blind_acc):
+        return (f"note: the prior contrast cannot be checked without the operand-blind level (pretrained C_FT "
+                f"{high.ft_acc:.2f} at prior {high.prior}, {low.ft_acc:.2f} at prior {low.prior})")
+    at_high = parents[parents.prior_label == high.prior].groupby("seed").ft_acc.mean().dropna()
+    at_low = parents[parents.prior_label == low.prior]
+    excess = (at_low.ft_acc - at_low.blind_acc).groupby(at_low.seed).max().dropna()
+    ceiling = low.blind_acc + requirements.low_prior_margin
+    failing = set(at_high.index[at_high < requirements.high_prior_ft]) | set(
+        excess.index[excess > requirements.low_prior_margin])
+    seeds = set(at_high.index) | set(excess.index)
+    where = "in every seed" if not failing else (f"in {len(seeds) - len(failing)} of {len(seeds)} seeds only (not in "
+                                                 f"seed{'s' if len(failing) > 1 else ''} "
+                                                 f"{', '.join(map(str, sorted(failing)))})")
+    worst_high = f"lowest {at_high.min():.2f}, seed {at_high.idxmin()}; " if len(at_high) > 1 else ""
+    worst_low = (f"highest {at_low.ft_acc.max():.2f}, seed {at_low.seed[at_low.ft_acc.idxmax()]}; "
+                 if at_low.seed.nunique() > 1 else "")
+    return (f"{'FAILS' if failing else 'holds'}: the prior sets how much of C_FT pretraining gives {where}: "
+            f"pretrained C_FT at prior {high.prior} {high.ft_acc:.2f} ({worst_high}needs >= "
+            f"{requirements.high_prior_ft:g}) and at prior {low.prior} {low.ft_acc:.2f} ({worst_low}operand-blind "
+            f"level {low.blind_acc:.2f}, needs <= {ceiling:.2f})")
+
+
+def _seeds_outside(study: Study, parents: pd.DataFrame) -> str:
+    """'k of n seeds outside the regime' with why, and how many fine-tuned members that leaves unjudged."""
+    known = parents.dropna(subset=["in_regime"])
+    if known.empty:
+        return ""
+    bad = known[known.in_regime == 0]
+    seeds = known.seed.nunique()
+    if bad.empty:
+        return f"holds: every pretrained model of every seed is in the regime (0 of {seeds} seeds outside)"
+    members = study.members
+    descendants = int(((members.kind == "finetuned") & members.pretrained.isin(bad.index)).sum())
+    named = [f"seed {seed} ({_why(rows)})" for seed, rows in bad.groupby("seed", sort=True)]
+    return (f"FAILS: {bad.seed.nunique()} of {seeds} seeds outside the regime: {_seeds_named(named)}; their "
+            f"{descendants} fine-tuned descendants are not judged ({OUTSIDE})")
+
+
+def study_checks(study: Study, priors: pd.DataFrame, parents: pd.DataFrame,
+                 requirements: Requirements = REQUIREMENTS) -> list[str]:
+    """Study-wide regime checks, one sentence each, starting 'holds:', 'FAILS:' or 'note:'; each requirement on
+    the pretrained models is checked in every seed (`parents`: `member_regime`), not on a mean."""
     out = []
     known = priors.dropna(subset=["ft_acc"]) if not priors.empty else priors
     if len(known) > 1:
-        high, low = known.iloc[0], known.iloc[-1]
-        if np.isnan(low.blind_acc):
-            out.append(f"note: the prior contrast cannot be checked without the operand-blind level (pretrained C_FT "
-                       f"{high.ft_acc:.2f} at prior {high.prior}, {low.ft_acc:.2f} at prior {low.prior})")
-        else:
-            ok_high = high.ft_acc >= requirements.high_prior_ft
-            ok_low = low.ft_acc <= low.blind_acc + requirements.low_prior_margin
-            out.append(f"{'holds' if ok_high and ok_low else 'FAILS'}: the prior sets how much of C_FT pretraining "
-                       f"gives: pretrained C_FT {high.ft_acc:.2f} at prior {high.prior} (needs >= "
-                       f"{requirements.high_prior_ft:g}) and {low.ft_acc:.2f} at prior {low.prior} (operand-blind "
-                       f"level {low.blind_acc:.2f}, needs <= {low.blind_acc + requirements.low_prior_margin:.2f})")
+        out.append(_prior_contrast(parents, known, requirements))
     elif len(known) == 1:
         out.append(f"note: one prior in the study ({known.prior.iloc[0]}): the prior contrast cannot be checked")
+    if outside := _seeds_outside(study, parents):
+        out.append(outside)
     values = regime_values(study)
     if "heldout.fraction" in values and values["heldout.fraction"].notna().any():
         fraction = values["heldout.fraction"].dropna().iloc[0]
@@ -208,6 +339,8 @@ class Regime:
     priors: pd.DataFrame
     cells: pd.DataFrame
     levels: pd.DataFrame
+    parents: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # member_regime
+    seeds: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # seed_table
 
     @property
     def flagged(self) -> pd.DataFrame:
@@ -227,6 +360,8 @@ def regime(study: Study, evidence: pd.DataFrame, by=(), confidence: float = CONF
     finished = all(store.status == "complete" for store in study.stores)
     note = "" if available else NO_REGIME if finished else NOT_YET
     priors = prior_table(study, confidence)
+    parents = member_regime(study, requirements)
     return Regime(available, note, requirements.describe(target, noop_accuracy),
-                  study_checks(study, priors, requirements), priors,
-                  cell_table(evidence, by, confidence, target, requirements), level_selectivity(study, confidence))
+                  study_checks(study, priors, parents, requirements), priors,
+                  cell_table(evidence, by, confidence, target, requirements), level_selectivity(study, confidence),
+                  parents, seed_table(parents))

@@ -45,6 +45,11 @@ def _regime(a: Analysis) -> str:
                   f"seeds [{a.confidence:.0%} bootstrap CI]. The operand-blind level is the C_FT of a model that "
                   "answers with the pretraining target; the output function counts, on O_FT queries whose two "
                   "answers differ, which answer the models give.</p>", html_table(r.prior_display(), ())]
+    if not r.seeds.empty:
+        parts += ["<h3>Pretrained models per seed</h3>", '<p class="caption">Test C_PT / C_FT (C_Te = 0) of each '
+                  "seed's pretrained model per prior, judged one by one against the requirements: the fine-tuned "
+                  "descendants of a model OUTSIDE the regime are not judged, so no class share, regression or claim "
+                  "counts them (the cells below say how many per cell).</p>", html_table(r.seeds, ())]
     if not r.cells.empty:
         cells = r.cell_display(setting_columns(a.by))
         flagged = r.flagged
@@ -72,11 +77,12 @@ def _taxonomy(a: Analysis) -> str:
     p = a.parameters
     meanings = "".join(f"<li><b>{_e(c)}</b>: {_e(CLASS_MEANINGS[c])}</li>" for c in CLASSES)
     definition = (f"Each fine-tuned member gets one class, or is not judged (diverged lineage; parent's test C_PT "
-                  f"below {p.min_pretrained_acc:g}; incomplete evidence). C_PT is <i>kept</i> when the member's test "
-                  "C_PT is at least the midpoint between its parent's and that of a model that never had it (the "
-                  "seed's control), else <i>suppressed</i>. Revival must beat the nulls (see <a href='#nulls'>Nulls "
-                  "and parameters</a>). Shares among the judged members with Wilson "
-                  f"{a.confidence:.0%} intervals.")
+                  f"below {p.min_pretrained_acc:g}; parent outside the regime; incomplete evidence). C_PT is "
+                  "<i>kept</i> when the member's test C_PT is at least the midpoint between its parent's and that of "
+                  "a model that never had it (the seed's control), else <i>suppressed</i>. Revival must beat the "
+                  "nulls (see <a href='#nulls'>Nulls and parameters</a>). Shares among the judged members with "
+                  f"{a.confidence:.0%} intervals from a two-stage bootstrap over seeds, then members within them "
+                  "(the seed is the unit: the children of one parent are not independent draws).")
     regressions = []
     for c, fit in a.headline.regressions.items():
         regressions.append(f"<li><b>{_e(c)}</b> vs the rest: {_e(fit_text(fit))}</li>")
@@ -89,8 +95,8 @@ def _taxonomy(a: Analysis) -> str:
 <p class="definition">{definition}</p><ul class="definition">{meanings}</ul>
 <h3>Logistic regression per class on the settings</h3>
 <p class="caption">One-vs-rest logit over the judged members on log10 fine-tuning LR, log10 sampling prior, C_Tr and
-every swept scale column that varies ({_e(', '.join(a.scales) or 'none here')}); standard errors treat members as
-independent.</p>
+every swept scale column that varies ({_e(', '.join(a.scales) or 'none here')}); standard errors clustered by
+pretraining seed (cluster-robust, t with seeds - 1 degrees of freedom).</p>
 <ul class="definition">{''.join(regressions)}</ul>
 </section>"""
 

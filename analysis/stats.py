@@ -272,3 +272,74 @@ def logistic_regression(y: pd.Series, predictors: pd.DataFrame, confidence: floa
     table = pd.DataFrame({"coef": fit.params, "se": fit.bse, "odds_ratio": np.exp(fit.params),
                           "or_lo": np.exp(interval[0]), "or_hi": np.exp(interval[1]), "p": fit.pvalues})
     return LogisticFit("", n, table.rename_axis("term").reset_index(), dropped)
+
+
+def cluster_bootstrap_share(values, clusters, confidence: float = CONFIDENCE, n_boot: int = N_BOOT,
+                            seed: int = 0) -> tuple[float, float, float]:
+    """(share, low, high) of a 0/1 outcome whose rows come in clusters (the members of one pretraining seed).
+
+    A two-stage bootstrap: resample the clusters, then the rows within each drawn cluster (a cluster's count of
+    ones is then binomial in its size and share); the share of a replicate is its ones over its rows. Rows of one
+    cluster are not independent draws, so the interval is wider than a Wilson interval over the rows where they
+    resemble each other. Where every row has the same outcome the bootstrap has no spread: the interval is then
+    Wilson's over the clusters (as if each cluster were one draw). NaN bounds with a single cluster.
+    """
+    frame = pd.DataFrame({"y": np.asarray(values, float), "c": np.asarray(clusters)}).dropna()
+    if frame.empty:
+        return np.nan, np.nan, np.nan
+    per = frame.groupby("c").y.agg(["sum", "size"])
+    k, n, share = per["sum"].to_numpy(), per["size"].to_numpy(), frame.y.mean()
+    if len(per) < 2:
+        return float(share), np.nan, np.nan
+    if share in (0.0, 1.0):
+        low, high = wilson_interval(int(share) * len(per), len(per), confidence)
+        return float(share), low, high
+    rng = np.random.default_rng(seed)
+    drawn = rng.integers(0, len(per), (n_boot, len(per)))
+    ones = rng.binomial(n[drawn], k[drawn] / n[drawn])
+    shares = ones.sum(axis=1) / n[drawn].sum(axis=1)
+    low, high = np.quantile(shares, [(1 - confidence) / 2, (1 + confidence) / 2])
+    return float(share), float(low), float(high)
+
+
+def cluster_rate_intervals(frame: pd.DataFrame, indicator: str, cells, cluster: str = "seed",
+                           confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Per cell: rows with a 0/1 `indicator` (n), how many are 1 (k), its clusters, the rate and its two-stage
+    cluster-bootstrap interval (`cluster_bootstrap_share`)."""
+    cells = list(cells)
+    columns = [*cells, "k", "n", "clusters", "rate", "rate_lo", "rate_hi"]
+    groups = frame.groupby(cells, sort=False, dropna=False) if cells else [((), frame)]
+    rows = []
+    for key, group in groups:
+        known = group.dropna(subset=[indicator])
+        rate, low, high = cluster_bootstrap_share(known[indicator], known[cluster], confidence)
+        rows.append({**dict(zip(cells, _as_tuple(key))), "k": int(known[indicator].sum()), "n": len(known),
+                     "clusters": known[cluster].nunique(), "rate": rate, "rate_lo": low, "rate_hi": high})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def clustered_logistic_regression(y: pd.Series, predictors: pd.DataFrame, clusters: pd.Series,
+                                  confidence: float = CONFIDENCE) -> LogisticFit:
+    """`logistic_regression` with cluster-robust standard errors (statsmodels cov_type "cluster", t with clusters
+    - 1 degrees of freedom): rows of one cluster, the members of one pretraining seed, are not independent.
+
+    The same reasons where no fit is meaningful, and one more: fewer clusters than coefficients leave the robust
+    covariance without enough independent pieces.
+    """
+    plain = logistic_regression(y, predictors, confidence)
+    if not plain.available:
+        return plain
+    known = y.notna() & predictors.notna().all(axis=1) & clusters.notna()
+    x = sm.add_constant(predictors[known].drop(columns=plain.dropped).astype(float), has_constant="add")
+    groups = pd.factorize(clusters[known])[0]
+    if groups.max() + 1 <= x.shape[1]:
+        return LogisticFit(f"{groups.max() + 1} seed(s) for {x.shape[1]} coefficients: too few seeds for "
+                           "seed-clustered standard errors", plain.n, dropped=plain.dropped)
+    fit = sm.Logit(y[known].astype(float), x).fit(disp=0, maxiter=200, cov_type="cluster",
+                                                   cov_kwds={"groups": groups}, use_t=True)
+    if not np.isfinite(fit.bse).all():
+        return LogisticFit("the seed-clustered standard errors are not finite", plain.n, dropped=plain.dropped)
+    interval = fit.conf_int(1 - confidence)
+    table = pd.DataFrame({"coef": fit.params, "se": fit.bse, "odds_ratio": np.exp(fit.params),
+                          "or_lo": np.exp(interval[0]), "or_hi": np.exp(interval[1]), "p": fit.pvalues})
+    return LogisticFit("", plain.n, table.rename_axis("term").reset_index(), plain.dropped)

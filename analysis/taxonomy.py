@@ -3,6 +3,8 @@
   no-op           fine-tuning did not learn its task: the member never met the run's criterion (stop_step < 0);
                   a run without one (finetune.target 0): its accuracy on its own fine-tuning distribution, on the
                   fresh test set, is below `noop_accuracy`
+  untouched       the member met the criterion at step 0 (stop_step 0): fine-tuning never changed it, it is its
+                  parent; not "kept", which says that C_FT was learnt beside C_PT
   reuse           C_PT kept, C_FT reached with the shortcut (C_Te = 1) and operand-blind without it (O_FT queries
                   answered with the pretraining answer more often than with the fine-tuning one): it answers C_FT by
                   applying C_PT through the shortcut
@@ -10,7 +12,8 @@
   hidden wrapper  C_PT suppressed, and revived beyond the nulls by pruning or by reFT
   overwrite       C_PT suppressed and revived by neither (both instruments measured)
   not judged      with the reason: a diverged lineage, a parent without C_PT (pretrained test C_PT below
-                  `min_pretrained_acc`), or incomplete evidence
+                  `min_pretrained_acc`), a parent outside the regime (analysis.regime.member_regime: C_PT, or C_FT at
+                  the highest or lowest prior, short of the study's requirements), or incomplete evidence
 C_PT is *kept* when the member's test C_PT is at least the midpoint between its parent's and that of a model that
 never had it (`measures.null_pt_acc`): the nearest of the two centroids; else *suppressed*.
 
@@ -36,12 +39,14 @@ from analysis.errors import AnalysisError
 from analysis.load import Study
 from analysis.measures import (UNIT_METHODS, censored_steps, fine_tuning_target, lineage_measures, lr_key,
                                prune_gains)
+from analysis.regime import OUTSIDE, REQUIREMENTS, Requirements, member_regime
 from analysis.survival import kaplan_meier
 
-CLASSES = ("no-op", "reuse", "kept", "hidden wrapper", "overwrite")
+CLASSES = ("no-op", "untouched", "reuse", "kept", "hidden wrapper", "overwrite")
 NOT_JUDGED = "not judged"
 CLASS_MEANINGS = {
     "no-op": "fine-tuning did not learn its task",
+    "untouched": "met the fine-tuning criterion at step 0: identical to its parent",
     "reuse": "C_PT kept; C_FT answered by applying C_PT through the shortcut",
     "kept": "C_FT learnt beside an intact C_PT",
     "hidden wrapper": "C_PT suppressed, revived beyond the nulls by pruning or reFT",
@@ -102,7 +107,9 @@ class Parameters:
                   f"no criterion in the run: own-distribution test accuracy >= {self.noop_accuracy:g}")
         return [
             ("min_pretrained_acc", f"{self.min_pretrained_acc:g}", "parent's test C_PT below it: not judged"),
+            ("regime", "per parent", "parent outside the regime (see the regime's requirements): not judged"),
             ("noop_accuracy", f"{self.noop_accuracy:g}", f"learnt (else no-op): {learnt}"),
+            ("untouched", "stop_step 0", "learnt at step 0, before any update: untouched (a run with a criterion)"),
             ("reuse", f"{reuse_target(target, self):g}", "reuse: kept, C_FT at C_Te = 1 at least this (the target, "
                                                          "else noop_accuracy), and operand-blind at C_Te = 0"),
             ("kept", "midpoint", "kept: member's test C_PT >= (parent's + never-had-it null's) / 2"),
@@ -240,10 +247,14 @@ def _judge(m, p: Parameters) -> tuple[str, str]:
         return NOT_JUDGED, "incomplete evidence (no C_PT of the parent)"
     if m.pt_acc_pretrained < p.min_pretrained_acc:
         return NOT_JUDGED, "parent without C_PT"
+    if m.parent_in_regime == 0:
+        return NOT_JUDGED, OUTSIDE
     if np.isnan(m.learnt):
         return NOT_JUDGED, "incomplete evidence (no fine-tuning outcome)"
     if m.learnt == 0:
         return "no-op", ""
+    if m.untouched == 1:
+        return "untouched", ""
     if np.isnan(m.suppressed):
         return NOT_JUDGED, "incomplete evidence (no C_PT after fine-tuning, or no never-had-it null)"
     if m.suppressed == 0:
@@ -259,14 +270,25 @@ def _judge(m, p: Parameters) -> tuple[str, str]:
     return NOT_JUDGED, f"incomplete evidence (no {missing} result or null)"
 
 
-def classify(m: pd.DataFrame, nulls: Nulls, p: Parameters, target: float) -> pd.DataFrame:
-    """`m` (lineage measures) with the taxonomy's indicators (1/0/NaN), `taxon` and `reason` ('' when judged)."""
+def classify(m: pd.DataFrame, nulls: Nulls, p: Parameters, target: float,
+             parents: pd.DataFrame | None = None) -> pd.DataFrame:
+    """`m` (lineage measures) with the taxonomy's indicators (1/0/NaN), `taxon` and `reason` ('' when judged).
+
+    parents: analysis.regime.member_regime; a lineage whose parent is outside the regime has parent_in_regime 0
+    and has_capability 0, so that nothing that counts members with the capability (the claims, the instruments,
+    the survival curves) counts it. Without it (or where the parent's regime is unknown) no lineage is left out.
+    """
     m = m.copy()
-    m["has_capability"] = _indicator(m.pt_acc_pretrained >= p.min_pretrained_acc, m.pt_acc_pretrained)
+    in_regime = parents.in_regime if parents is not None and "in_regime" in parents else pd.Series(dtype=float)
+    m["parent_in_regime"] = m.pretrained.map(in_regime).astype(float)
+    m["has_capability"] = _indicator((m.pt_acc_pretrained >= p.min_pretrained_acc) & (m.parent_in_regime != 0),
+                                     m.pt_acc_pretrained)
     if target > 0:
         m["learnt"] = _indicator(m.stop_step >= 0, m.stop_step)
+        m["untouched"] = _indicator(m.stop_step == 0, m.stop_step)
     else:
         m["learnt"] = _indicator(m.own_acc >= p.noop_accuracy, m.own_acc)
+        m["untouched"] = 0.0  # without a criterion every member trains its whole budget
     m["kept_level"] = (m.pt_acc_pretrained + m.null_pt_acc) / 2
     m["suppressed"] = _indicator(m.pt_acc < m.kept_level, m.pt_acc, m.kept_level)
     m["reuse"] = _indicator((m.ft_shortcut_acc >= reuse_target(target, p)) &
@@ -285,10 +307,11 @@ def classify(m: pd.DataFrame, nulls: Nulls, p: Parameters, target: float) -> pd.
 
 
 def counted(evidence: pd.DataFrame) -> pd.DataFrame:
-    """The members that claims and survival curves count: the lineage did not diverge, the parent had C_PT,
-    fine-tuning learnt its task and C_PT is known to be kept or suppressed (whatever the instruments found)."""
+    """The members that claims and survival curves count: the lineage did not diverge, the parent had C_PT and
+    was in the regime, fine-tuning learnt its task by changing the model (not a no-op, not untouched) and C_PT is
+    known to be kept or suppressed (whatever the instruments found)."""
     return evidence[~evidence.diverged & (evidence.has_capability == 1) & (evidence.learnt == 1) &
-                    evidence.suppressed.notna()]
+                    (evidence.untouched != 1) & evidence.suppressed.notna()]
 
 
 @dataclasses.dataclass
@@ -299,9 +322,10 @@ class Taxonomy:
     target: float  # the run's fine-tuning criterion (0: none)
 
 
-def taxonomy(study: Study, p: Parameters = Parameters()) -> Taxonomy:
-    """Every fine-tuned member's measures, the nulls and its class."""
+def taxonomy(study: Study, p: Parameters = Parameters(), requirements: Requirements = REQUIREMENTS) -> Taxonomy:
+    """Every fine-tuned member's measures, the nulls and its class; lineages whose parent is outside the regime
+    (`requirements`) are not judged."""
     m = lineage_measures(study, p.prune_method, p.prune_fraction, p.prune_units, p.control_lr_factor)
     nulls = compute_nulls(study, m, p)
     target = fine_tuning_target(study)
-    return Taxonomy(classify(m, nulls, p, target), nulls, p, target)
+    return Taxonomy(classify(m, nulls, p, target, member_regime(study, requirements)), nulls, p, target)

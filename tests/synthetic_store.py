@@ -5,6 +5,8 @@ the control that never had C_PT (pretrained without it, then trained on C_PT at 
 
 Every fine-tuned member is planted as one class, `Plant.kind(lr, prior, spurious)` (a name, or {name: probability}):
   no-op         fine-tuning never met its criterion (stop_step -1); C_FT stays at the operand-blind level
+  untouched     the parent already met the criterion: stop_step 0, the member is its parent (plant it where the
+                pretrained C_FT reaches the target: the high prior)
   reuse         C_PT intact, C_FT only through the shortcut (C_Te = 1), operand-blind at C_Te = 0
   kept          C_PT intact beside a learnt C_FT
   wrapper       C_PT suppressed; pruning REVIVE_K neurons brings it back, reFT reaches it at WRAPPER_REFT_STEP
@@ -50,7 +52,7 @@ BLIND, MAJORITY = 0.3, 0.4
 PRETRAINED_FT = {"high": 0.92, "medium": 0.6, "low": BLIND + 0.02}
 PROBE_PEAK, PROBE_NEVER_HAD, PROBE_CONTROL_TARGET = 0.95, 0.35, 0.25
 TV_SEED, TV_KEPT, TV_OVERWRITE = 0.3, 0.05, 0.45
-CLASSES = ("no-op", "reuse", "kept", "wrapper", "pruning-only", "reft-only", "overwrite")
+CLASSES = ("no-op", "untouched", "reuse", "kept", "wrapper", "pruning-only", "reft-only", "overwrite")
 SUPPRESSED = ("wrapper", "pruning-only", "reft-only", "overwrite")
 HYPER = ("group", "seed", "pretrain_lr", "prior", "prior_name", "finetune_lr", "finetune_lr_name", "spurious",
          "reft_lr", "reft_lr_base", "control_lr_factor")
@@ -73,6 +75,7 @@ class Plant:
     target: float = TARGET  # finetune.target (0: no criterion; every stop_step is then -1)
     lacking: tuple = ()  # priors whose pretrained models lack C_PT
     prior_contrast: bool = True  # pretrained C_FT high at the high prior, operand-blind at the low one
+    missed: tuple = ()  # (seed, prior) pairs whose pretraining missed C_FT: operand-blind at any prior
     null_like: bool = False  # an overwrite's pruning and reFT drawn like the nulls
     reft_lr_mode: str = "shared"  # "tied": reFT LR = fine-tuning LR x REFT_LR_FACTOR
     d_models: tuple = (MODEL["d_model"],)  # more than one: a swept scale column (one group each)
@@ -247,6 +250,8 @@ def outcome(kind: str, plant: Plant, parent_pt: float, parent_ft: float) -> Outc
     if kind == "no-op":
         ft = min(parent_ft, BLIND + 0.02)
         return Outcome(parent_pt, ft, ft + 0.03, 0.05, 0.9, -1.0, False, 0, PROBE_PEAK, TV_KEPT)
+    if kind == "untouched":
+        return Outcome(parent_pt, parent_ft, parent_ft, 0.9, 0.05, 0.0, False, 0, PROBE_PEAK, 0.0)
     if kind == "reuse":
         return Outcome(parent_pt, BLIND, 0.97, 0.05, 0.9, stop, False, 0, PROBE_PEAK, TV_KEPT)
     if kind == "kept":
@@ -289,7 +294,8 @@ def build_frame(plant: Plant = Plant(), seed: int = 0) -> pd.DataFrame:
             "heldout.fraction": 0.1, "heldout.eval_share": 1.0, "heldout.train_share": 0.0}
     for pt in pts:
         pt_acc = float(b.noisy(LACKING_PT_ACC if pt["prior_name"] in plant.lacking else PT_ACC))
-        ft_acc = PRETRAINED_FT[pt["prior_name"]] if plant.prior_contrast else PRETRAINED_FT["low"]
+        contrast = plant.prior_contrast and (pt["seed"], pt["prior_name"]) not in plant.missed
+        ft_acc = PRETRAINED_FT[pt["prior_name"]] if contrast else PRETRAINED_FT["low"]
         ft_share = 0.9 if ft_acc > 0.8 else 0.05
         pt.update(pt_acc=pt_acc, ft_acc=ft_acc)
         b.training(pt, "pretrain", PRETRAIN_STEPS, {"pt_acc": 0.1, "ft_acc": 0.1, "ft_shortcut_acc": 0.1},

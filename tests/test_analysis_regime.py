@@ -5,6 +5,7 @@ import pytest
 
 from analysis.analyse import analyse
 from analysis.regime import LACK_PT, NO_OP, NO_REGIME, NOT_YET
+from analysis.report import write_report
 from synthetic_store import ALL_PHASES, Plant, build_frame, write_store
 
 
@@ -78,3 +79,66 @@ def test_a_swept_fine_tuning_hyperparameter_splits_every_cell(tmp_path):
     cells = a.regime.cells
     assert len(cells) == 4 and set(cells.finetune_weight_decay) == {0.0, 0.1}
     assert "fine-tuning weight decay" in a.summary_text()
+
+
+def _missed(tmp_path, frame_edit=None, seeds=10):
+    """Wrappers at the high prior, kept at the low one; seed 1's pretraining missed C_FT at the high prior (its
+    C_FT is the operand-blind level), which the prior's mean over seeds (0.86) hides."""
+    plant = Plant(seeds=seeds, priors=("high", "low"), lrs=("medium",), spurious=(0.0,), missed=((1, "high"),),
+                  kind=lambda lr, prior, s: "wrapper" if prior == "high" else "kept")
+    frame = build_frame(plant)
+    if frame_edit:
+        frame_edit(frame)
+    return analyse(write_store(tmp_path / "run", plant, frame=frame))
+
+
+def test_a_seed_that_missed_the_regime_fails_the_study_check_though_the_mean_passes(tmp_path):
+    a = _missed(tmp_path)
+    r = a.regime
+    assert r.priors.ft_acc[0] >= 0.8  # the mean over seeds would pass
+    prior = next(c for c in r.checks if "the prior sets how much of C_FT" in c)
+    assert prior.startswith("FAILS: ") and "in 9 of 10 seeds only (not in seed 1)" in prior
+    assert "lowest 0.3" in prior and "seed 1;" in prior
+    outside = next(c for c in r.checks if "outside the regime" in c)
+    assert outside.startswith("FAILS: 1 of 10 seeds outside the regime: seed 1 (prior high: C_FT 0.3")
+    assert "their 1 fine-tuned descendants are not judged" in outside
+    parents = r.parents.set_index(["seed", "prior_label"])
+    assert parents.in_regime[(1, "high")] == 0 and (parents.in_regime.drop((1, "high")) == 1).all()
+    seeds = r.seeds.set_index("seed")
+    assert seeds.regime[1].startswith("OUTSIDE (prior high: C_FT 0.3") and set(seeds.regime.drop(1)) == {"in"}
+    assert list(seeds.columns) == ["prior high C_PT/C_FT", "prior low C_PT/C_FT", "regime"]
+    text = a.summary_text()
+    assert "Pretrained models per seed" in text and "OUTSIDE (prior high: C_FT 0.3" in text
+    page = write_report(a, tmp_path / "report").read_text()
+    assert "Pretrained models per seed" in page and "parent outside regime" in page
+    assert max(len(line) for line in text[text.index("== Regime"):text.index("Pretrained models per prior")]
+               .splitlines()) <= 120
+
+
+def test_the_descendants_of_a_parent_outside_the_regime_are_counted_nowhere(tmp_path):
+    a = _missed(tmp_path)
+    evidence = a.evidence.set_index("seed")
+    high = evidence[evidence.prior_name == "high"]
+    assert (high.taxon[1], high.reason[1]) == ("not judged", "parent outside the regime")
+    assert set(high.drop(1).taxon) == {"hidden wrapper"} and set(evidence[evidence.prior_name == "low"].taxon) == {
+        "kept"}
+    cells = a.regime.cells.set_index("prior_label")["parent outside regime"]
+    assert (cells["high"], cells["low"]) == (1, 0)
+    table = a.headline.table.set_index("prior_label")
+    assert table.judged["high"] == 9 and table.not_judged["high"] == "parent outside the regime (1)"
+    assert "parent outside the regime (1)" in a.class_display().to_string()
+    claim = next(c for c in a.claims if c.id == "1")  # read on the suppressed members: the high prior only
+    assert sorted(claim.values.index) == [s for s in range(10) if s != 1]
+
+
+def test_a_parent_short_of_c_pt_by_the_regime_but_not_by_the_taxonomy_is_outside(tmp_path):
+    """The taxonomy leaves out parents below min_pretrained_acc (0.5) as without C_PT; one at 0.8 had C_PT but
+    is outside the regime (0.9)."""
+    def weaken(frame):
+        frame.loc[(frame.member == "pt4") & (frame.phase == "regime") & (frame.metric == "test.pt_acc"), "value"] = 0.8
+    a = _missed(tmp_path, weaken)
+    parents = a.regime.parents
+    assert parents.outside["pt4"] == "C_PT 0.80 < 0.9" and parents.seed["pt4"] == 2
+    evidence = a.evidence.set_index("pretrained")
+    assert evidence.reason["pt4"] == "parent outside the regime" and evidence.has_capability["pt4"] == 0
+    assert "seed 2 (prior high: C_PT 0.80 < 0.9)" in next(c for c in a.regime.checks if "outside the regime" in c)

@@ -7,18 +7,20 @@ import pytest
 from analysis.emergence import headline
 from analysis.errors import AnalysisError
 from analysis.load import load_study
-from analysis.taxonomy import Parameters, reft_threshold, taxonomy
+from analysis.taxonomy import Parameters, counted, reft_threshold, taxonomy
 from synthetic_store import ALL_PHASES, REFT_STEPS, Plant, build_frame, write_store
 
-PLANTED = {"no-op": ("no-op", ""), "reuse": ("reuse", ""), "kept": ("kept", ""),
+PLANTED = {"no-op": ("no-op", ""), "untouched": ("untouched", ""), "reuse": ("reuse", ""), "kept": ("kept", ""),
            "wrapper": ("hidden wrapper", "pruning and reFT"), "pruning-only": ("hidden wrapper", "pruning"),
            "reft-only": ("hidden wrapper", "reFT"), "overwrite": ("overwrite", "")}
 
 
 def _plant(kind, **kwargs):
-    # reuse answers C_FT through the shortcut: it learns its task only where every input carries it (C_Tr = 1)
+    # reuse answers C_FT through the shortcut: it learns its task only where every input carries it (C_Tr = 1);
+    # an untouched member is its parent, which meets the criterion only where pretraining gives C_FT (prior high)
     spurious = (1.0,) if kind == "reuse" else (0.0, 1.0)
-    return Plant(**{"seeds": 3, "priors": ("high", "low"), "lrs": ("medium", "large"), "spurious": spurious,
+    priors = ("high",) if kind == "untouched" else ("high", "low")
+    return Plant(**{"seeds": 3, "priors": priors, "lrs": ("medium", "large"), "spurious": spurious,
                     "kind": lambda lr, prior, s: kind, **kwargs})
 
 
@@ -41,6 +43,22 @@ def test_without_a_criterion_learning_is_read_from_the_own_distribution_accuracy
     assert set(found.evidence.taxon) == {taxon}
     strict = _taxonomy(tmp_path, _plant(planted, target=0.0), parameters=Parameters(noop_accuracy=0.99), name="s")
     assert set(strict.evidence.taxon) == {"no-op"}  # nothing reaches 0.99
+
+
+def test_a_member_that_met_the_criterion_at_step_0_is_untouched_not_kept(tmp_path):
+    """Two kept members whose fine-tuning stopped at step 0 (identical to their parents) are untouched, and the
+    claims do not count them; without a criterion no member stops, and none is untouched."""
+    plant = _plant("kept", priors=("high",))
+    frame = build_frame(plant)
+    frame.loc[frame.member.isin(["ft0", "ft3"]) & (frame.metric == "stop_step"), "value"] = 0.0
+    evidence = _taxonomy(tmp_path, plant, frame=frame).evidence.set_index("finetuned")
+    assert set(evidence.taxon[["ft0", "ft3"]]) == {"untouched"}
+    assert set(evidence.drop(["ft0", "ft3"]).taxon) == {"kept"}
+    assert not {"ft0", "ft3"} & set(counted(evidence.reset_index()).finetuned)
+    table = headline(evidence).table
+    assert table["untouched k"].sum() == 2 and table["kept k"].sum() == len(evidence) - 2
+    no_criterion = _taxonomy(tmp_path, _plant("kept", priors=("high",), target=0.0), name="free").evidence
+    assert "untouched" not in set(no_criterion.taxon) and (no_criterion.untouched == 0).all()
 
 
 def test_kept_or_suppressed_is_the_nearer_of_the_parent_and_the_never_had_it_null(tmp_path):
