@@ -48,6 +48,20 @@ def sync(name: str) -> None:
         ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=SYNC_TIMEOUT_S * 1000)
 
 
+def everywhere(ok: bool, name: str) -> bool:
+    """Whether `ok` holds in every process (`name` unique per question; `ok` itself with one process).
+
+    Each process posts its answer to the coordination service's key-value store and reads the others' after a
+    `sync`, so the processes agree without a collective (see `sync`)."""
+    if jax.process_count() == 1:
+        return ok
+    client = ocp.multihost.get_jax_distributed_client()
+    folder = f"fttrace/{name}/"
+    client.key_value_set(folder + str(jax.process_index()), "1" if ok else "0")
+    sync(name)
+    return all(value == "1" for _, value in client.key_value_dir_get(folder))
+
+
 class Placement:
     """Pads, shards and fetches member-stacked pytrees (every leaf has a leading member axis)."""
 

@@ -12,12 +12,12 @@ are the header's requests and the story's true features (see `record.py`).
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
+
+from fttrace.engine.results import atomic_path
 
 from fttrace.stories.record import StoryRecord, feature_vector, render_header
 from fttrace.stories.tokenizer import BOS, EOS, Tokenizer
@@ -78,13 +78,11 @@ def encode_records(records: Iterable[StoryRecord], tokenizer: Tokenizer, chunk: 
 
 
 def save_token_arrays(path, arrays: TokenArrays) -> None:
-    """Write `arrays` to `path` (.npz) atomically."""
+    """Write `arrays` to `path` (.npz) atomically; a failed write (a full disk) is one UserError naming the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.savez(handle, **dataclasses.asdict(arrays))
-    os.replace(tmp, path)
 
 
 def load_token_arrays(path) -> TokenArrays:
