@@ -10,6 +10,8 @@ A multi-host run joins its processes with `join_processes` before anything touch
 """
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +50,9 @@ def sync(name: str) -> None:
         ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=SYNC_TIMEOUT_S * 1000)
 
 
+_QUESTIONS = itertools.count()
+
+
 def everywhere(ok: bool, name: str) -> bool:
     """Whether `ok` holds in every process (`name` unique per question; `ok` itself with one process).
 
@@ -56,7 +61,7 @@ def everywhere(ok: bool, name: str) -> bool:
     if jax.process_count() == 1:
         return ok
     client = ocp.multihost.get_jax_distributed_client()
-    folder = f"fttrace/{name}/"
+    folder = f"fttrace/{name} #{next(_QUESTIONS)}/"  # every process asks its questions in the same order
     client.key_value_set(folder + str(jax.process_index()), "1" if ok else "0")
     sync(name)
     return all(value == "1" for _, value in client.key_value_dir_get(folder))
