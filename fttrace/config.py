@@ -34,6 +34,8 @@ def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
         module_spec.loader.exec_module(module)
     except SyntaxError as e:
         raise UserError(f"config file {path} line {e.lineno}: syntax error: {e.msg}") from None
+    except SystemExit as e:  # sys.exit() in a config file ends its loading, not fttrace
+        raise UserError(f"config file {path} failed to load: it called sys.exit({e.code!r})") from None
     except Exception as e:  # noqa: BLE001 -- any failure while executing user config code
         raise UserError(f"config file {path} failed to load: {type(e).__name__}: {e}") from None
     if not hasattr(module, "get_config"):
@@ -44,6 +46,8 @@ def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
         raise UserError(f"config file {path} has no variant {arg!r}; {known}")
     try:
         config = module.get_config(arg) if arg else module.get_config()
+    except SystemExit as e:
+        raise UserError(f"config file {path}: get_config({arg or ''}) called sys.exit({e.code!r})") from None
     except Exception as e:  # noqa: BLE001 -- any failure inside user config code
         raise UserError(f"config file {path}: get_config({arg or ''}) failed: {type(e).__name__}: {e}") from None
     if not isinstance(config, ml_collections.ConfigDict):

@@ -1,6 +1,6 @@
 """Checkpoints of training phases: the member-stacked TrainState plus the phase's metric records so far.
 
-    WORKDIR/checkpoints/g<group>-<phase>/<step>/{state,records,meta}     one orbax CheckpointManager per phase
+    WORKDIR/checkpoints/g<group>-<phase>/<step>/{state,records,meta,checksums}   one orbax CheckpointManager per phase
 
 A phase is checkpointed every `checkpoint.every_chunks` chunks (0: only at its end) and always at its end, which
 is where the next phase starts from; the newest `checkpoint.keep` are kept. Orbax writes a checkpoint into a
@@ -12,15 +12,24 @@ In a multi-process run every process writes the shards of its own members (`ocdb
 checkpoint of another run, version or device count is refused, as is one that cannot be read; the message names
 its path. A restored state is bit-for-bit the saved one, so a resumed phase continues exactly where it stopped.
 
+`checksums` holds one JSON file per process: the crc32 of every row (member) of every array that process saved.
+Orbax commits it with the arrays, and every restore (`restore`, `read_params`) recomputes the checksums of the rows
+it read: bytes changed inside array data, which orbax and tensorstore would return as they are, make the checkpoint
+"damaged" like any other unreadable one. Being per row, the checksums check any layout that reads them: a process
+its own rows, `fttrace.open` every row. Checkpoints written without them are read unchecked.
+
 `read_params` reads the parameters alone into host memory, on any device count (`fttrace.open`).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import sys
 import threading
+import zlib
 
 import jax
 import numpy as np
@@ -29,11 +38,13 @@ from etils import epath
 
 from fttrace.version import __version__
 from fttrace.errors import UserError, io_reason, os_reason, out_of_memory
-from fttrace.engine.placement import Placement
+from fttrace.engine.placement import Placement, everywhere, sync
 
 CHECKPOINTS_DIR = "checkpoints"
 START_OVER = "or start over with --overwrite"
 FINGERPRINTS = "checkpoint_fingerprints"  # the manifest's list of the fingerprints its run's checkpoints may carry
+CHECKSUMS = "checksums"  # the orbax item holding each process's row checksums (`row_checksums`)
+SET_ASIDE = ".damaged"  # suffix of a damaged checkpoint moved out of the way of a resumed phase
 
 
 def run_fingerprint(identity: dict) -> str:
@@ -41,9 +52,72 @@ def run_fingerprint(identity: dict) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def damaged(path, reason: str) -> UserError:
-    return UserError(f"checkpoint {path} is damaged or incomplete ({reason}); delete it to resume from the checkpoint "
-                     f"before it, {START_OVER}")
+class DamagedCheckpoint(UserError):
+    """A checkpoint that cannot be read, or whose arrays differ from the checksums saved with them."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"checkpoint {path} is damaged or incomplete ({reason}); delete it to resume from the "
+                         f"checkpoint before it, {START_OVER}")
+        self.path, self.reason = path, reason
+
+
+def damaged(path, reason: str) -> DamagedCheckpoint:
+    return DamagedCheckpoint(path, reason)
+
+
+def _leaf_name(path) -> str:
+    """A leaf's path as a/b/0/c, the same for a TrainState and the plain dicts orbax restores it as."""
+    return "/".join(str(getattr(k, "name", getattr(k, "key", getattr(k, "idx", k)))) for k in path)
+
+
+def _held_rows(x):
+    """(row, that row's bytes) of each row of `x`'s leading axis held by this process (a 0-d leaf is row 0)."""
+    if isinstance(x, jax.Array) and x.ndim:
+        for shard in x.addressable_shards:
+            data = np.asarray(shard.data)
+            yield from zip(range(x.shape[0])[shard.index[0]], data)
+    else:
+        yield from enumerate(np.reshape(np.asarray(x), (-1,) + np.shape(x)[1:]) if np.ndim(x) else [np.asarray(x)])
+
+
+def row_checksums(tree, prefix: str) -> dict:
+    """{leaf name: {row: crc32 of its bytes}} of the rows of `tree` held by this process."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        rows = out.setdefault(f"{prefix}/{_leaf_name(path)}", {})
+        for row, data in _held_rows(leaf):
+            rows.setdefault(int(row), zlib.crc32(np.ascontiguousarray(data).tobytes()))
+    return out
+
+
+def _as_json(checksums: dict) -> dict:
+    return {name: {"rows": list(rows), "crc32": list(rows.values())} for name, rows in checksums.items()}
+
+
+def saved_checksums(path) -> dict | None:
+    """The row checksums every process saved in checkpoint `path`, merged; None for a checkpoint without them."""
+    folder = epath.Path(path) / CHECKSUMS
+    if not folder.exists():
+        return None
+    merged = {}
+    try:
+        for file in folder.glob("process-*.json"):
+            for name, saved in json.loads(file.read_text()).items():
+                merged.setdefault(name, {}).update(zip(saved["rows"], saved["crc32"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise damaged(path, "its checksums cannot be read") from None
+    return merged
+
+
+def verify(path, tree, prefix: str, saved: dict | None) -> None:
+    """Raise DamagedCheckpoint when a row of `tree` read from checkpoint `path` differs from its saved checksum."""
+    if saved is None:
+        return
+    for name, rows in row_checksums(tree, prefix).items():
+        expected = saved.get(name, {})
+        for row, crc in rows.items():
+            if expected.get(row) != crc:
+                raise damaged(path, f"the data of {name}, row {row}, does not match its checksum")
 
 
 def restore_failure(path, error: Exception, unreadable: str) -> Exception:
@@ -88,6 +162,38 @@ def ignore_abandoned_reads() -> None:
     sys.excepthook = hook
 
 
+THREAD_ERROR = "_SignalingThread.run() raised an exception"  # how orbax logs a failure of one of its save threads
+SAVE_THREADS_WAIT_S = 60.0  # how long a failed save waits for orbax's threads still writing
+
+
+class _DropThreadErrors(logging.Filter):
+    def filter(self, record) -> bool:
+        return THREAD_ERROR not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_failed_save():
+    """Make a failed save (a full disk) end in its one-line error only.
+
+    Orbax writes a checkpoint's items on threads; when one fails, each logs its traceback, and the threads still
+    writing go on after the save has raised, into a closed event loop and, if the process is ending, a shutting
+    down interpreter, each printing another. Meanwhile their logs are dropped (the save raises the failure itself)
+    and, when the save fails, the threads it started are waited for before the error is raised.
+    """
+    ignore_abandoned_reads()
+    before, quiet = set(threading.enumerate()), _DropThreadErrors()
+    log = logging.getLogger("absl")
+    log.addFilter(quiet)
+    try:
+        yield
+    except BaseException:
+        for thread in set(threading.enumerate()) - before:
+            thread.join(SAVE_THREADS_WAIT_S / 4)
+        raise
+    finally:
+        log.removeFilter(quiet)
+
+
 def absolute(path) -> epath.Path:
     """`path` made absolute: orbax refuses relative local paths (URIs such as gs://... are absolute already)."""
     path = epath.Path(path)
@@ -125,8 +231,12 @@ class PhaseCheckpoints:
         options = ocp.CheckpointManagerOptions(
             create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True,
             preservation_policy=ocp.checkpoint_managers.LatestN(run.keep))
+        # Every process writes its own checksums file (primary_host=None: each one is "primary" for this item).
+        checksums = ocp.JsonCheckpointHandler(
+            f"process-{jax.process_index()}.json",
+            multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=None))
         handlers = dict(state=ocp.StandardCheckpointHandler(), records=ocp.StandardCheckpointHandler(),
-                        meta=ocp.JsonCheckpointHandler())
+                        meta=ocp.JsonCheckpointHandler(), checksums=checksums)
         try:
             self._manager = ocp.CheckpointManager(self.directory, options=options, item_handlers=handlers)
         except (OSError, ValueError) as e:
@@ -159,16 +269,32 @@ class PhaseCheckpoints:
         meta = dict(fttrace=__version__, run=self.run.fingerprint, devices=self.run.placement.device_count,
                     steps=[s for s, _ in records], metrics=names)
         arrays = [{f"m{i}": metrics[name] for i, name in enumerate(keys)} for keys, (_, metrics) in zip(names, records)]
+        checksums = _as_json({**row_checksums(state, "state"), **row_checksums(arrays, "records")})
         args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                                   records=ocp.args.StandardSave(arrays),
-                                  meta=ocp.args.JsonSave(meta))
+                                  meta=ocp.args.JsonSave(meta),
+                                  checksums=ocp.args.JsonSave(checksums))
         try:
-            self._manager.save(step, args=args)
+            with quiet_failed_save():
+                self._manager.save(step, args=args)
         except (OSError, ValueError) as e:
             raise UserError(f"cannot write checkpoint {self.path(step)}: {io_reason(e)}") from None
 
     def restore(self, like, step: int):
-        """(state, records) of the checkpoint at `step`; `like` is a state of the same structure and shapes."""
+        """(state, records) of the checkpoint at `step`; `like` is a state of the same structure and shapes.
+
+        Every process restores and checks its own rows; a checkpoint damaged in any process's rows is damaged for
+        all of them (they agree before anyone goes on), so that every process resumes from the same step."""
+        path, error = self.path(step), None
+        try:
+            out = self._restore(like, step)
+        except DamagedCheckpoint as e:
+            out, error = None, e
+        if not everywhere(error is None, f"checkpoint-verified {path}"):
+            raise error or damaged(path, "another process found its rows of it damaged")
+        return out
+
+    def _restore(self, like, step: int):
         path = self.path(step)
         try:
             meta = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -185,11 +311,26 @@ class PhaseCheckpoints:
                 state=ocp.args.StandardRestore(state_target), records=ocp.args.StandardRestore(records_target)))
         except Exception as e:  # noqa: BLE001 -- a damaged array file surfaces as tensorstore/orbax errors
             raise restore_failure(path, e, "its arrays cannot be read") from None
+        saved = saved_checksums(path)
+        verify(path, out["state"], "state", saved)
+        verify(path, out["records"], "records", saved)
         records = out["records"]
         if "metrics" in meta:  # (checkpoints of earlier runs saved the metrics under their names)
             records = [{name: metrics[f"m{i}"] for i, name in enumerate(names)}
                        for names, metrics in zip(meta["metrics"], records)]
         return out["state"], list(zip(meta["steps"], records))
+
+    def set_aside(self, step: int) -> epath.Path:
+        """Move the damaged checkpoint at `step` out of the phase's way (to `<step>.damaged`, kept for inspection),
+        so that the phase, resumed from an earlier checkpoint, can write `step` again. Returns where it went."""
+        target = self.directory / f"{step}{SET_ASIDE}"
+        if jax.process_index() == 0:
+            if target.exists():
+                target.rmtree()
+            self.path(step).rename(target)
+        sync(f"checkpoint-set-aside {self.path(step)}")
+        self._manager.reload()
+        return target
 
     def _check(self, meta, path) -> None:
         if not isinstance(meta, dict) or not {"fttrace", "run", "devices", "steps"} <= set(meta):
@@ -242,4 +383,6 @@ def read_params(directory, step: int | None = None) -> tuple[dict, int]:
                 item=target, restore_args=host, partial_restore=True)))
         except Exception as e:  # noqa: BLE001 -- whatever an unreadable checkpoint makes orbax raise
             raise restore_failure(epath.Path(directory) / str(step), e, "its parameters cannot be read") from None
+    path = absolute(directory) / str(step)
+    verify(path, out["state"], "state", saved_checksums(path))
     return out["state"]["params"], step

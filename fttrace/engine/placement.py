@@ -10,6 +10,8 @@ A multi-host run joins its processes with `join_processes` before anything touch
 """
 from __future__ import annotations
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,6 +48,23 @@ def sync(name: str) -> None:
     only 30 s to arrive, and processes reach the start of a run unevenly (imports, compilation, a busy host)."""
     if jax.process_count() > 1:
         ocp.multihost.get_barrier_sync_fn()(key=name, timeout_ms=SYNC_TIMEOUT_S * 1000)
+
+
+_QUESTIONS = itertools.count()
+
+
+def everywhere(ok: bool, name: str) -> bool:
+    """Whether `ok` holds in every process (`name` unique per question; `ok` itself with one process).
+
+    Each process posts its answer to the coordination service's key-value store and reads the others' after a
+    `sync`, so the processes agree without a collective (see `sync`)."""
+    if jax.process_count() == 1:
+        return ok
+    client = ocp.multihost.get_jax_distributed_client()
+    folder = f"fttrace/{name} #{next(_QUESTIONS)}/"  # every process asks its questions in the same order
+    client.key_value_set(folder + str(jax.process_index()), "1" if ok else "0")
+    sync(name)
+    return all(value == "1" for _, value in client.key_value_dir_get(folder))
 
 
 class Placement:

@@ -33,6 +33,10 @@ class Progress:
         if not self.quiet:
             print(message, file=self.stream, flush=True)
 
+    def warn(self, message: str) -> None:
+        """A line the user must see even in quiet mode (on stderr): something found wrong and worked around."""
+        print(message, file=sys.stderr, flush=True)
+
     @contextlib.contextmanager
     def quieted(self):
         """Where quiet, silences what libraries print meanwhile (a dataset builder's lines on stdout, absl's log)."""

@@ -1,6 +1,6 @@
 """The results store: long-format Parquet plus a manifest, written atomically.
 
-    WORKDIR/parts/<group>-<phase>.parquet   one file per finished (group, phase)
+    WORKDIR/parts/<group>-<phase>.parquet   one file per finished (group, phase), and its .sha256 beside it
     WORKDIR/results.parquet                 all parts, rewritten after every part
     WORKDIR/manifest.json                   config, versions, devices, git commit, wall time, status
 
@@ -10,12 +10,19 @@ killed mid-write) never sees a partial file; a write that fails (full disk, no p
 naming the file and leaves the previous version in place. Paths go through etils.epath, so WORKDIR may be a
 `gs://` location. In a multi-process run each process writes the parts of its own members
 (`<group>-<phase>.process-<k>-of-<n>.parquet`) and process 0 writes results.parquet and the manifest.
+
+A part's SHA-256 is written (atomically, before the part itself) from the bytes that reached the disk, and checked
+whenever the run reads the part back (resume, assembling results.parquet): a part whose bytes changed is refused by
+name, with the remedy (delete it: the run recomputes it). Parts written without one are read unchecked. Every
+Parquet file is read through `read_parquet`, which turns a truncated or corrupt file into one error naming it.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import importlib.metadata
+import io
 import json
 import os
 import platform
@@ -80,14 +87,42 @@ def write_json(path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
-def write_parquet(path, frame: pd.DataFrame) -> None:
-    with atomic_path(path) as tmp, tmp.open("wb") as f:
-        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f)
+CHECKSUM_SUFFIX = ".sha256"  # a results part's checksum file: <part>.parquet.sha256
 
 
-def read_parquet(path) -> pd.DataFrame:
-    with epath.Path(path).open("rb") as f:
-        return pd.read_parquet(f)
+def checksum_path(path) -> epath.Path:
+    path = epath.Path(path)
+    return path.parent / f"{path.name}{CHECKSUM_SUFFIX}"
+
+
+def write_parquet(path, frame: pd.DataFrame, checksum: bool = False) -> None:
+    """Write `frame` to `path` atomically; with `checksum`, first the SHA-256 of the written bytes beside it, so
+    that a part on disk always has its checksum."""
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as f:
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), f)
+        if checksum:
+            with atomic_path(checksum_path(path)) as sum_tmp:
+                sum_tmp.write_text(hashlib.sha256(tmp.read_bytes()).hexdigest() + "\n")
+
+
+def read_parquet(path, remedy: str = "", checksum: bool = False) -> pd.DataFrame:
+    """The table in Parquet file `path`; a file that cannot be read or parsed is one UserError naming it (and
+    `remedy`, what to do about it). With `checksum`, the file's bytes must match the SHA-256 written beside it
+    (if one was)."""
+    path = epath.Path(path)
+    tail = f"; {remedy}" if remedy else ""
+    try:
+        data = path.read_bytes()
+        expected = checksum_path(path).read_text().strip() if checksum and checksum_path(path).exists() else None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {io_reason(e)}{tail}") from None
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise UserError(f"{path} is damaged (its bytes do not match its checksum {checksum_path(path).name}){tail}")
+    try:
+        return pd.read_parquet(io.BytesIO(data))
+    except (pa.ArrowException, ValueError, OSError) as e:
+        raise UserError(f"{path} is damaged or not a Parquet file ({io_reason(e)}){tail}") from None
 
 
 def status_of(diverged) -> np.ndarray:
@@ -156,7 +191,7 @@ class ResultsStore:
 
     def clear(self) -> None:
         """Delete every result of a previous run (for --overwrite)."""
-        for path in [*self.parts.glob("*.parquet"), *(self.workdir / LIVE_DIR).glob("*.parquet"), self.results_path,
+        for path in [*self.parts.glob("*.parquet"), *self.parts.glob(f"*{CHECKSUM_SUFFIX}"), *(self.workdir / LIVE_DIR).glob("*.parquet"), self.results_path,
                      self.workdir / PROGRESS_FILE]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
@@ -179,9 +214,13 @@ class ResultsStore:
             self.part_path(name, folder=LIVE_DIR).unlink()
 
     def read_live(self) -> pd.DataFrame | None:
-        """The rows of every phase still training (None if there are none)."""
-        files = sorted((self.workdir / LIVE_DIR).glob("*.parquet"))
-        return pd.concat([read_parquet(f) for f in files], ignore_index=True) if files else None
+        """The rows of every phase still training (None if there are none). A live file removed meanwhile (its
+        phase ended) is skipped."""
+        frames = []
+        for path in sorted((self.workdir / LIVE_DIR).glob("*.parquet")):
+            if path.exists():
+                frames.append(read_parquet(path, LIVE_REMEDY))
+        return pd.concat(frames, ignore_index=True) if frames else None
 
     def has_part(self, name: str) -> bool:
         """Whether every process has written part `name`.
@@ -192,22 +231,33 @@ class ResultsStore:
         return all(self.part_path(name, k).exists() for k in range(self.process_count))
 
     def write_part(self, name: str, frame: pd.DataFrame) -> None:
-        """Store one finished part and refresh results.parquet."""
-        write_parquet(self.part_path(name), frame)
+        """Store one finished part (with its checksum) and refresh results.parquet."""
+        write_parquet(self.part_path(name), frame, checksum=True)
         self.merge_parts()
 
     def merge_parts(self) -> None:
-        """Rewrite results.parquet from every part (process 0 only)."""
+        """Rewrite results.parquet from every part, each checked against its checksum (process 0 only)."""
         files = sorted(self.parts.glob("*.parquet"))
         if not files or not self.writes_results:
             return
-        write_parquet(self.results_path, pd.concat([read_parquet(f) for f in files], ignore_index=True))
+        write_parquet(self.results_path, pd.concat([read_stored_part(f) for f in files], ignore_index=True))
 
     def read(self) -> pd.DataFrame:
-        return read_parquet(self.results_path)
+        return read_parquet(self.results_path, RESULTS_REMEDY)
 
     def read_part(self, name: str) -> pd.DataFrame:
-        return read_parquet(self.part_path(name))
+        return read_stored_part(self.part_path(name))
+
+
+PART_REMEDY = "delete it and run the workdir again: the run recomputes that part"
+RESULTS_REMEDY = ("rewrite it: run the same `fttrace run` again (it rebuilds the file from its parts), or for a "
+                  "merged workdir `fttrace merge ... --overwrite`")
+LIVE_REMEDY = "it is rewritten as its phase trains: read it again, or delete it"
+
+
+def read_stored_part(path) -> pd.DataFrame:
+    """A results part, checked against its checksum."""
+    return read_parquet(path, PART_REMEDY, checksum=True)
 
 
 def workdir_path(workdir) -> epath.Path:

@@ -37,7 +37,8 @@ from etils import epath
 
 from fttrace.version import __version__
 from fttrace import config as config_lib
-from fttrace.engine.checkpoint import CHECKPOINTS_DIR, FINGERPRINTS, START_OVER, Checkpoints, PhaseCheckpoints, run_fingerprint
+from fttrace.engine.checkpoint import CHECKPOINTS_DIR, FINGERPRINTS, START_OVER, Checkpoints, DamagedCheckpoint, \
+    PhaseCheckpoints, run_fingerprint
 from fttrace.errors import UserError, out_of_memory
 from fttrace.engine.placement import Placement, sync
 from fttrace.engine.progress import Progress
@@ -107,10 +108,8 @@ class PhaseRunner:
     def _train(self, phase, members, state, data, loop: PhaseLoop, checkpoints: PhaseCheckpoints) -> TrainState:
         label = f"group {self.index} {phase}"
         records, first_step = None, 0
-        if saved := checkpoints.steps():
-            first_step = saved[-1]
-            state, records = checkpoints.restore(state, first_step)
-            self.progress.say(f"{label}: resuming from the checkpoint at step {first_step}")
+        if checkpoints.steps():
+            state, records, first_step = self._resume(label, checkpoints, state)
         live = LiveCurves(self, phase, members)
 
         def on_records(state, records):
@@ -132,6 +131,25 @@ class PhaseRunner:
         self.write_phase(phase, members, records, state)
         self.store.drop_live(self.part_name(phase))
         return state
+
+    def _resume(self, label: str, checkpoints: PhaseCheckpoints, like: TrainState):
+        """(state, records, step) of the newest good checkpoint of a phase. A damaged newer one is set aside (kept
+        as <step>.damaged), saying so in one line, and the phase resumes from the one before it; with none before
+        it, the damage is the error."""
+        while True:
+            step = checkpoints.steps()[-1]
+            try:
+                state, records = checkpoints.restore(like, step)
+            except DamagedCheckpoint as e:
+                if len(checkpoints.steps()) < 2:
+                    raise
+                aside = checkpoints.set_aside(step)
+                if self.store.writes_results:
+                    self.progress.warn(f"{label}: checkpoint {e.path} is damaged ({e.reason}); it is kept as "
+                                       f"{aside} and the phase resumes from the checkpoint before it")
+                continue
+            self.progress.say(f"{label}: resuming from the checkpoint at step {step}")
+            return state, records, step
 
     @staticmethod
     def _restore_final(part: str, checkpoints: PhaseCheckpoints, like: TrainState, final_step: int) -> TrainState:

@@ -12,14 +12,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import sentencepiece as spm
 
+from fttrace.engine.results import atomic_path
 from fttrace.errors import UserError
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
@@ -108,9 +107,7 @@ def load_or_train(path, texts: Iterable[str] | Callable[[], Iterable[str]], voca
         return tokenizer
     tokenizer = train_tokenizer(texts() if callable(texts) else texts, vocab_size, **train_options)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(tokenizer.model)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:  # a failed write (a full disk) is one UserError naming the file
+        tmp.write_bytes(tokenizer.model)
     tokenizer.path = path
     return tokenizer

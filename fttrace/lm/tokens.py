@@ -8,11 +8,11 @@ document's true features (the story study's feature tags; zeros where a study ha
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from fttrace.engine.results import atomic_path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,13 +34,11 @@ class TokenArrays:
 
 
 def save_token_arrays(path, arrays: TokenArrays) -> None:
-    """Write `arrays` to `path` (.npz) atomically."""
+    """Write `arrays` to `path` (.npz) atomically; a failed write (a full disk) is one UserError naming the file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
         np.savez(handle, **dataclasses.asdict(arrays))
-    os.replace(tmp, path)
 
 
 def load_token_arrays(path) -> TokenArrays:

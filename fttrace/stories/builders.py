@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fttrace.errors import UserError
+from fttrace.errors import UserError, io_reason
 from fttrace.stories import generator
 from fttrace.stories.record import FEATURES, FormatError, StoryRecord, feature_vector, parse_file
 
@@ -171,9 +171,13 @@ def prepare(builder: tfds.core.DatasetBuilder, manual_dir=None) -> tfds.core.Dat
         directory = Path(manual_dir) if manual_dir else Path(builder._data_dir_root) / "downloads" / "manual"
         missing_instruct_files(directory, raise_error=True)
         manual_dir = directory
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=None if manual_dir is None else str(manual_dir),
-        compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    try:
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=None if manual_dir is None else str(manual_dir),
+            compute_stats=tfds.download.ComputeStatsMode.SKIP))
+    except OSError as e:  # a full disk, no permission: one line (TFDS chains its own errors onto the OS's)
+        raise UserError(f"cannot prepare the dataset {builder.info.full_name} in {builder.data_dir}: "
+                        f"{io_reason(e)}; fix that and run again (the preparation starts over)") from None
     return builder
 
 

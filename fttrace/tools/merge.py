@@ -79,11 +79,7 @@ def _results_of(source: epath.Path) -> pd.DataFrame:
     path = source / RESULTS_FILE
     if not path.exists():
         raise UserError(f"{source} claims a complete run but holds no {RESULTS_FILE}; run it again to rewrite it")
-    try:
-        return read_parquet(path)
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path} cannot be read ({str(e).splitlines()[0][:200]}); run {source} again to rewrite "
-                        "it") from None
+    return read_parquet(path, f"run {source} again to rewrite it")
 
 
 def place(path) -> tuple[str, ...]:

@@ -17,8 +17,8 @@ import time
 
 from etils import epath
 
-from fttrace.engine.results import LIVE_DIR, PARTS_DIR, PROGRESS_FILE, RESULTS_FILE, finished, read_manifest, read_parquet, \
-    wall_time, workdir_path
+from fttrace.engine.results import LIVE_DIR, PARTS_DIR, PROGRESS_FILE, RESULTS_FILE, RESULTS_REMEDY, finished, \
+    read_manifest, read_parquet, wall_time, workdir_path
 
 
 def _duration(seconds: float) -> str:
@@ -85,7 +85,7 @@ def describe(workdir) -> str:
         lines.append(f"  now: {now}" + (f"; live curves of {', '.join(live)}" if live else ""))
     results = workdir / RESULTS_FILE
     if results.exists():
-        frame = read_parquet(results)[["member", "phase", "status"]].drop_duplicates()
+        frame = read_parquet(results, RESULTS_REMEDY)[["member", "phase", "status"]].drop_duplicates()
         bad = frame[frame.status != "ok"]
         total = frame.member.nunique()
         if bad.empty:

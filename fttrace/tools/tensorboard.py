@@ -23,7 +23,8 @@ import pandas as pd
 from etils import epath
 
 from fttrace.errors import UserError
-from fttrace.engine.results import BASE_COLUMNS, LIVE_DIR, PARTS_DIR, RESULTS_FILE, read_parquet, workdir_path
+from fttrace.engine.results import BASE_COLUMNS, PARTS_DIR, RESULTS_FILE, RESULTS_REMEDY, ResultsStore, read_parquet, \
+    read_stored_part, workdir_path
 
 LOGDIR = "tensorboard"  # default log directory, inside the workdir
 MARK = ".fttrace-tensorboard"  # marks a log directory this command wrote (and may therefore rebuild)
@@ -32,10 +33,11 @@ NOT_CELLS = {"seed"}
 
 def store_rows(workdir: epath.Path) -> pd.DataFrame:
     """Every row on disk now: finished parts and live curves (or results.parquet for a store without parts)."""
-    files = sorted((workdir / PARTS_DIR).glob("*.parquet")) or (
-        [workdir / RESULTS_FILE] if (workdir / RESULTS_FILE).exists() else [])
-    files += sorted((workdir / LIVE_DIR).glob("*.parquet"))
-    frames = [read_parquet(f) for f in files]
+    frames = [read_stored_part(f) for f in sorted((workdir / PARTS_DIR).glob("*.parquet"))]
+    if not frames and (workdir / RESULTS_FILE).exists():
+        frames = [read_parquet(workdir / RESULTS_FILE, RESULTS_REMEDY)]
+    live = ResultsStore(workdir).read_live()
+    frames += [] if live is None else [live]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(BASE_COLUMNS))
 
 

@@ -26,7 +26,8 @@ from etils import epath
 from fttrace.engine.checkpoint import CHECKPOINTS_DIR, read_params, saved_steps
 from fttrace.errors import UserError
 from fttrace.model.member import MemberModel
-from fttrace.engine.results import RESULTS_FILE, ResultsStore, read_manifest, read_parquet, workdir_path
+from fttrace.engine.results import RESULTS_FILE, RESULTS_REMEDY, ResultsStore, read_manifest, read_parquet, \
+    workdir_path
 
 
 class Run:
@@ -46,7 +47,7 @@ class Run:
         path = self.workdir / RESULTS_FILE
         if not path.exists():
             raise UserError(f"{self.workdir} has no results yet ({path} is missing)")
-        return read_parquet(path)
+        return read_parquet(path, RESULTS_REMEDY)
 
     def live(self) -> pd.DataFrame | None:
         """The curves so far of the phases still training (rows as in `results`; None when none is)."""
