@@ -223,7 +223,7 @@ def full_disk(*args, **kwargs):
 def test_full_disk_while_preparing_stories_is_one_line(tmp_path, capfd, monkeypatch, where):
     pytest.importorskip("sentencepiece")
     import tensorflow_datasets as tfds
-    from fttrace.stories import tokens
+    from fttrace.lm import tokens
     if where == "dataset":
         monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", full_disk)
         expected = "cannot prepare the dataset generated_stories"
