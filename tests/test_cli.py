@@ -164,8 +164,8 @@ def test_version_help_and_python_m(capsys):
     with pytest.raises(SystemExit):
         fttrace("run", "--help")
     shown = capsys.readouterr().out
-    assert "--config.KEY=VALUE" in shown and "configs/pcfg_counter.py" in shown and ":small" in shown
-    assert ":gpu" in shown and "configs/default.py" in shown
+    assert "--config.KEY=VALUE" in shown and "\n  pcfg_counter\n" in shown and ":small" in shown
+    assert ":gpu" in shown and "\n  default\n" in shown and "tracr_common" not in shown  # a sibling, not a config
     done = subprocess.run([sys.executable, "-m", "fttrace", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.startswith("fttrace ")
 
