@@ -1,6 +1,8 @@
 """Installing fttrace where it will run: `fttrace doctor` names what an environment lacks, the bundled configs are
 found by name, and a built wheel carries them (run from a folder outside the checkout)."""
+import importlib.metadata
 import io
+import json
 import os
 import re
 import shutil
@@ -54,6 +56,15 @@ def test_fttrace_doctor_reads_this_checkouts_requirements(monkeypatch, capsys):
     monkeypatch.setattr(doctor, "installed", lambda name: None if name == "ml-collections" else real(name))
     assert cli.main(["doctor"]) == 1  # a required package missing
     assert re.search(r"ml-collections +missing", capsys.readouterr().out)
+
+
+def test_doctor_takes_an_editable_installs_metadata_only_where_it_points_here(tmp_path):
+    for name, source in (("here", ROOT), ("elsewhere", tmp_path)):
+        info = tmp_path / name / "fttrace-0.3.0.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fttrace\nVersion: 0.3.0\n")
+        (info / "direct_url.json").write_text(json.dumps({"url": source.as_uri(), "dir_info": {"editable": True}}))
+        assert doctor._is_this_fttrace(importlib.metadata.PathDistribution(info)) == (name == "here")
 
 
 def test_bundled_configs_are_found_by_name_and_a_path_still_wins(tmp_path, monkeypatch):

@@ -16,6 +16,8 @@ import pathlib
 import re
 import sys
 import tomllib
+import urllib.parse
+import urllib.request
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
@@ -23,6 +25,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 import fttrace
+from fttrace.errors import UserError
 
 NAME = "fttrace"
 
@@ -68,10 +71,10 @@ def _is_this_fttrace(dist: importlib.metadata.Distribution) -> bool:
     """Whether `dist` installed the fttrace package being run (a wheel's files, or an editable install's source)."""
     if dist.locate_file(f"{NAME}/__init__.py").resolve() == _package_root() / "__init__.py":
         return True
-    direct = json.loads(dist.read_text("direct_url.json") or "{}")
-    source = direct.get("url", "").removeprefix("file://")
-    return bool(direct.get("dir_info", {}).get("editable")) and pathlib.Path(source or "/nonexistent").resolve() \
-        == _package_root().parent
+    direct = json.loads(dist.read_text("direct_url.json") or "{}")  # PEP 610: where an editable install points
+    url = urllib.parse.urlparse(direct.get("url", ""))
+    return bool(direct.get("dir_info", {}).get("editable")) and url.scheme == "file" \
+        and pathlib.Path(urllib.request.url2pathname(url.path)).resolve() == _package_root().parent
 
 
 def _pyproject_requirements(pyproject: pathlib.Path) -> list[str]:
@@ -94,7 +97,7 @@ def requirements() -> tuple[list[str], str]:
     pyproject = _package_root().parent / "pyproject.toml"
     if pyproject.is_file():
         return _pyproject_requirements(pyproject), f"{pyproject} (a source checkout)"
-    raise RuntimeError(f"no metadata found for the fttrace at {_package_root()}")
+    raise UserError(f"no metadata for the fttrace at {_package_root()}: neither installed nor in a checkout")
 
 
 def _selected_by(requirement: Requirement) -> list[str]:
