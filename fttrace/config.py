@@ -66,7 +66,7 @@ def locate(path: str, directory: pathlib.Path = CONFIGS_DIR) -> pathlib.Path:
     if file.is_file():
         return file
     bundled = directory / (path if path.endswith(".py") else f"{path}.py")
-    if "/" not in path and path not in ("", ".py") and bundled.is_file() and _defines_get_config(bundled):
+    if "/" not in path and bundled.is_file() and _defines_get_config(bundled):
         return bundled
     names = ", ".join(name for name, _, _ in bundled_configs(directory))
     raise UserError(f"config file not found: {path}" + (f" (bundled configs: {names})" if names else ""))
