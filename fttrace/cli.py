@@ -7,6 +7,7 @@
     fttrace config CONFIG [--config.KEY=VALUE ...]      the resolved config
     fttrace config --diff A B                            the keys on which two configs (files or workdirs) differ
     fttrace status WORKDIR                               phase, progress, ETA and divergences of a run
+    fttrace doctor                                       what the environment lacks; the devices JAX sees
     fttrace --version
 
 Bad input (UserError) prints one line `fttrace: error: ...` and exits with status 2; nothing else is touched.
@@ -44,6 +45,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
     return rest, overrides
 
 
+CONFIG_HELP = "config file (path.py or path.py:arg) or a bundled config's name (default, pcfg_counter:small)"
 OVERRIDES_HELP = """\
 config overrides:
   --config.KEY=VALUE   (or --config.KEY VALUE) sets a config value: KEY is dotted (sweep.seeds, finetune.lr_scale.large),
@@ -58,9 +60,9 @@ def configs_help() -> str:
     found = bundled_configs()
     if not found:
         return ""
-    lines = ["bundled configs (CONFIG or CONFIG:VARIANT):"]
-    for path, summary, variants in found:
-        lines.append(f"  {os.path.relpath(path)}")
+    lines = ["bundled configs (by name: CONFIG or CONFIG:VARIANT, e.g. `fttrace run default --workdir runs/default`):"]
+    for name, summary, variants in found:
+        lines.append(f"  {name}")
         lines.append(f"      {textwrap.shorten(summary, 100, placeholder=' ...')}")
         lines += [f"      :{name}  {text}" for name, text in variants.items()]
     return "\n".join(lines) + "\n"
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a study config into a workdir", epilog=OVERRIDES_HELP + configs_help(),
                          formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("config", help="config file (path.py or path.py:arg)")
+    run.add_argument("config", help=CONFIG_HELP)
     run.add_argument("--workdir", required=True, help="where results.parquet and manifest.json go")
     run.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     run.add_argument("--overwrite", action="store_true",
@@ -96,13 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="measure training throughput (vmapped members against one member at a "
                            "time and a plain PyTorch loop), the decoder's (objective=decode) or what stopped "
                            "members cost (objective=compaction) (configs/bench.py)")
-    bench.add_argument("config", help="config file (path.py or path.py:arg)")
+    bench.add_argument("config", help=CONFIG_HELP)
     bench.add_argument("--out", metavar="FILE.json", help="also write the results here as JSON")
     config = sub.add_parser("config", help="print a resolved config, or the keys on which two configs differ",
                             epilog=OVERRIDES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    config.add_argument("config", nargs="?", help="config file (path.py or path.py:arg)")
+    config.add_argument("config", nargs="?", help=CONFIG_HELP)
     config.add_argument("--diff", nargs=2, metavar=("A", "B"),
-                        help="two configs to compare: config files (path.py[:arg]) or workdirs (their manifest's)")
+                        help="two configs to compare: config files (path.py[:arg]), bundled configs' names or "
+                             "workdirs (their manifest's)")
     status = sub.add_parser("status", help="where a run stands: phases done, the phase running, progress, ETA, "
                             "diverged members")
     status.add_argument("workdir", metavar="WORKDIR")
@@ -112,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--logdir", help="where the event files go (default WORKDIR/tensorboard; rebuilt each time)")
     board.add_argument("--follow", type=float, metavar="SECONDS",
                        help="keep appending the steps that arrive, polling every SECONDS, until interrupted")
+    sub.add_parser("doctor", help="what this environment lacks to run fttrace: each required and optional package "
+                   "(installed version or missing, the supported range, the extra that brings it) and the backend "
+                   "and devices JAX sees; exit status 1 when a core package is missing or out of range")
     return parser
 
 
@@ -200,8 +206,8 @@ def cmd_bench(args, overrides) -> int:
 def resolved_config(spec: str, overrides=()) -> dict:
     """A config file's resolved values, or a workdir's (from its manifest), as a plain dict."""
     from fttrace import config as config_lib
-    from fttrace.engine.results import read_manifest
     if Path(spec).is_dir() or "://" in spec:
+        from fttrace.engine.results import read_manifest  # here: it imports pandas and pyarrow
         return read_manifest(spec)["config"]
     return json.loads(config_lib.to_json(config_lib.load(spec, overrides)))
 
@@ -238,8 +244,15 @@ def cmd_tensorboard(args, overrides) -> int:
     return 0
 
 
+def cmd_doctor(args, overrides) -> int:
+    from fttrace.tools.doctor import report, requirements
+    if overrides:
+        raise UserError("doctor takes no --config overrides")
+    return report(*requirements())
+
+
 COMMANDS = {"run": cmd_run, "merge": cmd_merge, "bench": cmd_bench, "config": cmd_config, "status": cmd_status,
-            "tensorboard": cmd_tensorboard}
+            "tensorboard": cmd_tensorboard, "doctor": cmd_doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

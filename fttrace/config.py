@@ -15,6 +15,7 @@ import importlib.util
 import json
 import math
 import pathlib
+from importlib.machinery import SourceFileLoader
 from typing import Iterable
 
 import ml_collections
@@ -23,12 +24,12 @@ from fttrace.errors import UserError
 
 
 def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
-    """Load a config file (`path.py` or `path.py:arg`), apply overrides and validate it."""
+    """Load a config file (`path.py` or `path.py:arg`, or a bundled config by name: `default`, `pcfg_counter:small`),
+    apply overrides and validate it."""
     path, _, arg = spec.partition(":")
-    file = pathlib.Path(path)
-    if not file.is_file():
-        raise UserError(f"config file not found: {path}")
-    module_spec = importlib.util.spec_from_file_location(f"fttrace_config_{file.stem}", file)
+    file = locate(path)
+    name = f"fttrace_config_{file.stem}"  # the loader named: a config file need not end in .py
+    module_spec = importlib.util.spec_from_file_location(name, file, loader=SourceFileLoader(name, str(file)))
     module = importlib.util.module_from_spec(module_spec)
     try:
         module_spec.loader.exec_module(module)
@@ -58,18 +59,37 @@ def load(spec: str, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
     return config
 
 
-CONFIGS_DIR = pathlib.Path(__file__).resolve().parents[1] / "configs"  # the bundled configs (a source checkout)
+# The bundled configs: package data, so that an installed wheel finds them by name as a checkout does (the
+# checkout's top-level `configs/` is a link to this folder).
+CONFIGS_DIR = pathlib.Path(__file__).resolve().parent / "configs"
+
+
+def locate(path: str, directory: pathlib.Path = CONFIGS_DIR) -> pathlib.Path:
+    """The config file `path` names: an existing file, or else a bundled config's name (`default`, `default.py`)."""
+    file = pathlib.Path(path)
+    if file.is_file():
+        return file
+    bundled = directory / (path if path.endswith(".py") else f"{path}.py")
+    if "/" not in path and bundled.is_file() and _defines_get_config(bundled):
+        return bundled
+    names = ", ".join(name for name, _, _ in bundled_configs(directory))
+    raise UserError(f"config file not found: {path}" + (f" (bundled configs: {names})" if names else ""))
+
+
+def _defines_get_config(file: pathlib.Path, tree: ast.Module | None = None) -> bool:
+    tree = tree or ast.parse(file.read_text())
+    return any(isinstance(n, ast.FunctionDef) and n.name == "get_config" for n in tree.body)
 
 
 def bundled_configs(directory: pathlib.Path = CONFIGS_DIR) -> list[tuple[str, str, dict]]:
-    """(path, what it runs: its docstring's first line, its variants {name: description}) of each config file in
+    """(name, what it runs: its docstring's first line, its variants {name: description}) of each config file in
     `directory` that defines get_config(); read from the source, nothing is imported."""
     found = []
     for file in sorted(directory.glob("*.py")) if directory.is_dir() else ():
         tree = ast.parse(file.read_text())
-        if any(isinstance(n, ast.FunctionDef) and n.name == "get_config" for n in tree.body):
+        if _defines_get_config(file, tree):
             first = (ast.get_docstring(tree) or "").split("\n\n")[0].replace("\n", " ")
-            found.append((str(file), first.split(". ")[0].rstrip("."), _variants(tree, directory)))
+            found.append((file.stem, first.split(". ")[0].rstrip("."), _variants(tree, directory)))
     return found
 
 

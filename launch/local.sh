@@ -6,7 +6,7 @@
 # after a crash, a kill or a reboot resumes from the newest checkpoint in WORKDIR; --overwrite starts over.
 #
 #   launch/local.sh CONFIG WORKDIR [fttrace run options ...]
-#   launch/local.sh configs/pcfg_counter.py runs/counter --config.sweep.seeds=20
+#   launch/local.sh pcfg_counter runs/counter --config.sweep.seeds=20
 #   DRY_RUN=1 launch/local.sh ...        print the command instead of running it
 set -euo pipefail
 source "$(dirname "$0")/common.sh"

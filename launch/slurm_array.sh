@@ -7,7 +7,7 @@
 # checkpoints, and so does a task that is resubmitted by hand with the same arguments.
 #
 #   launch/slurm_array.sh CONFIG WORKDIR N [fttrace run options ...]
-#   SBATCH_ARGS="--partition=gpu --gres=gpu:4 --time=12:00:00" launch/slurm_array.sh configs/pcfg_counter.py \
+#   SBATCH_ARGS="--partition=gpu --gres=gpu:4 --time=12:00:00" launch/slurm_array.sh pcfg_counter \
 #       /shared/runs/counter 8
 #   DRY_RUN=1 launch/slurm_array.sh ...    print the sbatch commands instead of submitting them
 set -euo pipefail

@@ -1,5 +1,6 @@
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -163,8 +164,8 @@ def test_version_help_and_python_m(capsys):
     with pytest.raises(SystemExit):
         fttrace("run", "--help")
     shown = capsys.readouterr().out
-    assert "--config.KEY=VALUE" in shown and "configs/pcfg_counter.py" in shown and ":small" in shown
-    assert ":gpu" in shown and "configs/default.py" in shown
+    assert "--config.KEY=VALUE" in shown and "\n  pcfg_counter\n" in shown and ":small" in shown
+    assert ":gpu" in shown and "\n  default\n" in shown and "tracr_common" not in shown  # a sibling, not a config
     done = subprocess.run([sys.executable, "-m", "fttrace", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.startswith("fttrace ")
 
@@ -190,6 +191,16 @@ def test_config_prints_the_resolved_config_and_names_differences(finished_run, c
     assert capsys.readouterr().out.strip() == "no differences"
     assert fttrace("config", "--diff", SMOKE, str(finished_run / "nowhere")) == 2
     assert "fttrace: error: config file not found" in capsys.readouterr().err
+
+
+def test_config_and_its_diff_compile_nothing():
+    """Validation checks what it checks without running JAX code: `fttrace config` answers at once."""
+    env = {**os.environ, "JAX_LOG_COMPILES": "1", "FTTRACE_COMPILATION_CACHE": "off"}
+    done = subprocess.run([sys.executable, "-m", "fttrace", "config", "--diff", f"{ROOT}/configs/default.py",
+                           f"{ROOT}/configs/smoke.py"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert done.returncode == 0 and "sweep.seeds: 12 -> 4" in done.stdout, done.stderr
+    assert "Compiling" not in done.stderr, done.stderr[:2000]
 
 
 def test_status_of_a_finished_and_of_a_running_run(finished_run, tmp_path, capsys):

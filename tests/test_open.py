@@ -42,7 +42,9 @@ def with_leaf(params, path, edit):
 def test_run_with_cache_returns_the_forward_pass_and_its_activations(model, tokens):
     logits, cache = model.run_with_cache(tokens)
     direct = Transformer(CFG).apply({"params": model.params}, tokens)
-    np.testing.assert_allclose(logits, direct, rtol=1e-5, atol=1e-5)
+    # Two programs, fused differently by XLA (and differently by each JAX release): logits of about 50 agree to
+    # float32 rounding, a few 1e-4 apart.
+    np.testing.assert_allclose(logits, direct, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(model.logits(tokens), logits, rtol=1e-6)
     assert cache["residual"].shape == (3, 5, 7, 16) and cache["attn_weights"].shape == (2, 5, 2, 7, 7)
     # The residual stream adds up: each block adds its attention and MLP outputs; heads add up to attention.

@@ -196,6 +196,7 @@ def string_hash(data):
 
 
 QUERIES = ("pt", "ft", "other")  # what a sequence's operand is: O_PT, O_FT, or one of the other operands
+NO_CONTROL = "every terminal is an operand: no terminal is left for the probes' control target"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,8 +240,11 @@ class PCFGTask:
             raise ValueError("other_operands must differ from each other and from pt_operand and ft_operand")
         if self.control_operand != -1 and not 0 <= self.control_operand < n:
             raise ValueError(f"control_operand must be -1 or a terminal index in [0, {n})")
-        if self.control in self.asked:
+        # Checked without choosing the control (`control` samples the grammar with JAX): no compilation here.
+        if self.control_operand in self.asked:
             raise ValueError("control_operand must be a terminal that no query asks about")
+        if self.control_operand == -1 and not self.unasked:
+            raise ValueError(NO_CONTROL)
         if not 0 <= self.holdout < 1:
             raise ValueError("holdout must be in [0, 1)")
         if self.candidates < 1:
@@ -259,15 +263,19 @@ class PCFGTask:
         return np.bincount(strings[strings >= 0], minlength=self.grammar.n_terminals) / len(strings)
 
     @property
+    def unasked(self) -> list:
+        """The terminals no query is about: where the control comes from."""
+        return [t for t in range(self.grammar.n_terminals) if t not in self.asked]
+
+    @property
     def control(self) -> int:
         """The control terminal: never asked about (see the class docstring)."""
         if self.control_operand != -1:
             return self.control_operand
-        free = [t for t in range(self.grammar.n_terminals) if t not in self.asked]
-        if not free:
-            raise ValueError("every terminal is an operand: no terminal is left for the probes' control target")
+        if not self.unasked:
+            raise ValueError(NO_CONTROL)
         f = self.terminal_frequencies
-        return min(free, key=lambda t: abs(f[t] - f[self.pt_operand]))
+        return min(self.unasked, key=lambda t: abs(f[t] - f[self.pt_operand]))
 
     @property
     def vocab(self) -> Vocab:
