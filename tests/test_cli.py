@@ -222,7 +222,7 @@ def test_status_of_a_finished_and_of_a_running_run(finished_run, tmp_path, capsy
     (running / "lock.json").write_text(json.dumps(dict(holder, pid=dead_pid())))
     assert fttrace("status", str(running)) == 0
     shown = capsys.readouterr().out
-    assert "counter study, stopped (process gone): process" in shown and "running" not in shown
+    assert "counter study, stopped (process gone): process" in shown and "running since" not in shown
     assert "stopped at: group 0 finetune  step 10/100" in shown
     (running / "lock.json").write_text("")
     assert fttrace("status", str(running)) == 0
