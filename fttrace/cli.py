@@ -11,14 +11,18 @@
     fttrace --version
 
 Bad input (UserError) prints one line `fttrace: error: ...` and exits with status 2; nothing else is touched.
+SIGTERM or SIGINT stops `fttrace run` with one line saying how to resume it, exit status 128 + the signal's number.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import contextlib
 import os
+import signal
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 from fttrace.errors import UserError
@@ -156,22 +160,50 @@ def enable_compilation_cache() -> None:
                       float(os.environ.get("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", 1.0)))
 
 
+class Stopped(BaseException):
+    """A signal asked `fttrace run` to stop (a BaseException, as KeyboardInterrupt: no `except Exception` keeps the
+    run going). Raised where the run is, it unwinds it: the temporary file of a write under way is removed, the
+    workdir's lock released; the checkpoints already written stay."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.code = 128 + signum
+
+
+@contextlib.contextmanager
+def stopped_by_signals():
+    """SIGTERM and SIGINT raise `Stopped` while the block runs (the handlers before it come back after)."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread receives signals
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+    before = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
 def cmd_run(args, overrides) -> int:
-    import jax
+    with stopped_by_signals():
+        import jax
 
-    from fttrace import config as config_lib
+        from fttrace import config as config_lib
 
-    shard = parse_shard(args.shard)
-    join_processes_from_flags(args)
-    config = config_lib.load(args.config, overrides)
-    enable_compilation_cache()
-    from fttrace.engine.runner import run_study, study_kind
+        shard = parse_shard(args.shard)
+        join_processes_from_flags(args)
+        config = config_lib.load(args.config, overrides)
+        enable_compilation_cache()
+        from fttrace.engine.runner import run_study, study_kind
 
-    results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite, shard=shard)
-    if not args.quiet and jax.process_index() == 0:
-        print(study_kind(config).headline(results))
-    print(f"results: {results}")
-    return 0
+        results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite, shard=shard)
+        if not args.quiet and jax.process_index() == 0:
+            print(study_kind(config).headline(results))
+        print(f"results: {results}")
+        return 0
 
 
 def cmd_merge(args, overrides) -> int:
@@ -251,6 +283,16 @@ def cmd_doctor(args, overrides) -> int:
     return report(*requirements())
 
 
+def leave(code: int, program: bool) -> int:
+    """Exit status `code`; as the `fttrace` program, leave at once: I/O threads of an abandoned checkpoint read may
+    print during a shutdown."""
+    if program:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 COMMANDS = {"run": cmd_run, "merge": cmd_merge, "bench": cmd_bench, "config": cmd_config, "status": cmd_status,
             "tensorboard": cmd_tensorboard, "doctor": cmd_doctor}
 
@@ -267,11 +309,11 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except UserError as e:
         print(f"fttrace: error: {e}", file=sys.stderr)
-        if program:  # leave at once: I/O threads of an abandoned checkpoint read may print during a shutdown
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(2)
-        return 2
+        return leave(2, program)
+    except Stopped as e:
+        print(f"fttrace: stopped by {e}; the finished phases and the checkpoints are kept: run the same command "
+              "again to resume", file=sys.stderr)
+        return leave(e.code, program)
     except KeyboardInterrupt:
         print("fttrace: interrupted", file=sys.stderr)
         return 130

@@ -75,6 +75,13 @@ def assert_open_gives_logged_accuracies(run, results, sets, tolerance: float = 0
             assert abs(model.accuracy(heldout) - logged.loc[member, metric]) <= tolerance + 1e-9, (member, metric)
 
 
+def dead_pid() -> int:
+    """The id of a process of this host that has ended (and been reaped)."""
+    process = subprocess.Popen([sys.executable, "-c", ""])
+    process.wait()
+    return process.pid
+
+
 class Runs:
     """`fttrace` subprocesses sharing a compilation cache, each logging to tmp/<name>.log. Run `name` works in
     tmp/<name>; `name#k` also works there (several processes, or runs one after another). A subclass's

@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import platform
 import re
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import pytest
 
 from fttrace.cli import main
 from fttrace.engine.progress import Progress
-from helpers import NO_EVALS, ROOT, SMOKE, TINY
+from helpers import NO_EVALS, ROOT, SMOKE, TINY, dead_pid
 
 
 def fttrace(*args):
@@ -76,12 +77,16 @@ def test_bad_input_is_refused_and_nothing_is_lost(finished_run, capsys, args, me
 
 
 def test_a_setting_that_cannot_change_results_does_not_block_resume(finished_run):
-    before = (finished_run / "results.parquet").read_bytes()
+    """A rerun of a finished workdir (here with another checkpoint cadence, which cannot change a result) changes
+    nothing: the results and the manifest stay byte for byte (its command line, wall time and config: the first
+    run's)."""
+    before = {name: (finished_run / name).read_bytes() for name in ("results.parquet", "manifest.json")}
     assert fttrace("run", SMOKE, "--workdir", str(finished_run), "-q",
                    *overrides("sweep.seeds=2", "checkpoint.keep=3", "checkpoint.every_chunks=2")) == 0
-    assert (finished_run / "results.parquet").read_bytes() == before
-    manifest = json.loads((finished_run / "manifest.json").read_text())
-    assert manifest["config"]["checkpoint"] == {"every_chunks": 2, "keep": 3}  # the manifest keeps the whole config
+    assert {name: (finished_run / name).read_bytes() for name in before} == before
+    manifest = json.loads(before["manifest.json"])
+    assert manifest["config"]["checkpoint"] == {"every_chunks": 5, "keep": 2}  # the whole config, as first given
+    assert [i["argv"] for i in manifest["invocations"]] == [manifest["argv"]]
 
 
 def test_missing_config_file(tmp_path, capsys):
@@ -216,10 +221,29 @@ def test_status_of_a_finished_and_of_a_running_run(finished_run, tmp_path, capsy
     found = json.loads((finished_run / "manifest.json").read_text())
     (running / "manifest.json").write_text(json.dumps(dict(found, status="running")))
     Progress(quiet=True, record=running / "progress.json").phase("group 0 finetune", 4)(10, 100, 1.0, training=3)
+    holder = dict(host=platform.node(), pid=os.getpid(), since="2026-01-02 03:04:05 UTC", command="run")
+    (running / "lock.json").write_text(json.dumps(holder))  # this process holds the workdir
     assert fttrace("status", str(running)) == 0
     shown = capsys.readouterr().out
-    assert "counter study, running since" in shown and "done: nothing yet" in shown
+    assert f"counter study, running since 2026-01-02 03:04:05 UTC, process {os.getpid()} on" in shown
+    assert "done: nothing yet" in shown
     assert re.search(r"now: group 0 finetune  step 10/100, 3 of 4 members training, \d+ member-steps/s, ETA", shown)
+    # Its process gone (killed: its lock record left behind), or ended without finishing (the record cleared): stopped.
+    (running / "lock.json").write_text(json.dumps(dict(holder, pid=dead_pid())))
+    assert fttrace("status", str(running)) == 0
+    shown = capsys.readouterr().out
+    assert "counter study, stopped (process gone): process" in shown and "running since" not in shown
+    assert "stopped at: group 0 finetune  step 10/100" in shown
+    (running / "lock.json").write_text("")
+    assert fttrace("status", str(running)) == 0
+    assert re.search(r"counter study, stopped \(started .*\)", capsys.readouterr().out)
+    # A run that holds its workdir but has not written its manifest yet is starting.
+    starting = tmp_path / "starting"
+    starting.mkdir()
+    (starting / "lock.json").write_text(json.dumps(holder))
+    assert fttrace("status", str(starting)) == 0
+    assert capsys.readouterr().out.strip() == f"{starting}: starting, `fttrace run`, process {os.getpid()} on " \
+                                              f"{platform.node()} since 2026-01-02 03:04:05 UTC"
     # A stories workdir written in the LM studies' old manifest schema ("done", wall_seconds) reads as finished.
     old = tmp_path / "old_schema"
     old.mkdir()

@@ -56,9 +56,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def snapshot(workdir, skip=("manifest.json", "progress.json")) -> dict:
-    """Every file's bytes, but the manifest and the progress record (rewritten as a run goes), the live curves (which
-    a phase's results part replaces) and orbax's unfinished temporaries."""
+def snapshot(workdir, skip=("manifest.json", "progress.json", "lock.json")) -> dict:
+    """Every file's bytes, but the manifest, the progress record and the lock's record (rewritten as runs come and
+    go), the live curves (which a phase's results part replaces) and orbax's unfinished temporaries."""
     return {p: p.read_bytes() for p in workdir.rglob("*")
             if p.is_file() and p.name not in skip and "orbax-checkpoint-tmp" not in str(p) and p.parent.name != "live"}
 

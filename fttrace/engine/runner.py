@@ -6,7 +6,8 @@ parents, trained on what (`train.PhaseLoop` with the kind's objective and measur
 written once:
 
   the workdir      its identity (config, shard, fttrace version, device layout): a rerun of the same run resumes,
-                   anything else is refused by name (`check_workdir`); the manifest (`running` / `complete`)
+                   anything else is refused by name (`check_workdir`); one writer at a time (`lock.py`); the
+                   manifest (`running` / `complete`, and every invocation that worked on the run)
   placement        the member axis padded and sharded over every device of every process (`placement.py`)
   shards           `--shard i/N` runs a slice of the kind's groups (`fttrace merge` joins the shards' stores)
   a phase          `PhaseRunner.run_phase`: trained in jitted chunks, checkpointed (orbax, `checkpoint.py`) so a
@@ -27,7 +28,12 @@ Its module names it `KIND`; config.py knows each kind's module and its config ch
 """
 from __future__ import annotations
 
+import contextlib
+import datetime
 import json
+import os
+import platform
+import sys
 import time
 
 import jax
@@ -40,10 +46,11 @@ from fttrace import config as config_lib
 from fttrace.engine.checkpoint import CHECKPOINTS_DIR, FINGERPRINTS, START_OVER, Checkpoints, DamagedCheckpoint, \
     PhaseCheckpoints, run_fingerprint
 from fttrace.errors import UserError, out_of_memory
+from fttrace.engine.lock import WorkdirLock
 from fttrace.engine.placement import Placement, sync
 from fttrace.engine.progress import Progress
-from fttrace.engine.results import COMPLETE, MANIFEST_FILE, PROGRESS_FILE, ResultsStore, long_frame, manifest, status_of, \
-    write_json
+from fttrace.engine.results import COMPLETE, MANIFEST_FILE, PROGRESS_FILE, ResultsStore, finished, long_frame, manifest, \
+    status_of, write_json
 from fttrace.engine.train import PhaseLoop, TrainState, group_size
 
 
@@ -216,16 +223,12 @@ def check_workdir(store: ResultsStore, identity: dict, layout: dict, overwrite: 
     Returns the earlier fingerprints of the run the workdir holds, which its checkpoints may carry: those its
     manifest lists, and the hash of its whole config (what identified a run before RESULTS_NEUTRAL keys existed).
     """
-    path = store.workdir / MANIFEST_FILE
-    if not path.exists():
+    if overwrite:  # starts over, whatever the workdir holds (even a damaged manifest)
         return ()
-    try:
-        previous = json.loads(path.read_text())
-        config, shard, versions = previous["config"], previous.get("shard"), previous["versions"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"{path} is unreadable or not an fttrace manifest; use another --workdir") from None
-    if overwrite:
+    previous = previous_manifest(store)
+    if previous is None:
         return ()
+    config, shard, versions = previous["config"], previous.get("shard"), previous["versions"]
     if "fingerprint" in previous and FINGERPRINTS not in previous:
         raise UserError(f"workdir {store.workdir} holds a {config.get('study', 'language-model')} run of an earlier "
                         "fttrace, whose phase-end checkpoints this version does not resume; its results stay readable; "
@@ -250,6 +253,42 @@ def check_workdir(store: ResultsStore, identity: dict, layout: dict, overwrite: 
     return tuple(sorted(set(earlier)))
 
 
+def previous_manifest(store: ResultsStore) -> dict | None:
+    """The manifest a workdir holds (None if none); one that cannot be read is refused by name."""
+    path = store.workdir / MANIFEST_FILE
+    if not path.exists():
+        return None
+    try:
+        previous = json.loads(path.read_text())
+        if not isinstance(previous["config"], dict) or not isinstance(previous["versions"], dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path} is unreadable or not an fttrace manifest; use another --workdir, or pass "
+                        "--overwrite to start over") from None
+    return previous
+
+
+def invocation() -> dict:
+    """This `fttrace run`: its command line, host, process id and start time (the manifest's `invocations`)."""
+    return dict(argv=list(sys.argv), host=platform.node(), pid=os.getpid(),
+                started=datetime.datetime.now(datetime.timezone.utc).isoformat())
+
+
+def manifest_history(previous: dict | None, this: dict, given: dict, shard, layout: dict) -> dict | None:
+    """The manifest this invocation (`this`, with config `given`) writes, or None for a finished run's, which stays
+    as it is: a fresh one (the whole config, as this run was given it), or for a resume the one it resumes with this
+    invocation added, its original command line and start kept (and the keys that cannot change a result, which may
+    differ in a resume, named in the invocation)."""
+    if previous is None:
+        return manifest(given, shard=shard, **layout, invocations=[this])
+    if finished(previous):
+        return None
+    if changed := config_lib.differences(previous["config"], given):
+        this.update(config_changes=changed)
+    first = dict(argv=previous.get("argv"), host=previous.get("host"), started=previous.get("written"))
+    return dict(previous, invocations=[*previous.get("invocations", [first]), this])
+
+
 def describe_shard(shard) -> str:
     return f"shard {shard[0]}/{shard[1]} of the grid" if shard else "the whole grid"
 
@@ -264,55 +303,69 @@ def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
     """Run every group of the config's study (or of one shard of it); returns the path of results.parquet.
 
     A workdir that holds an unfinished run of the same config and shard is resumed. With several processes
-    (placement.join_processes), each trains and writes its own members; process 0 writes the manifest.
+    (placement.join_processes), each trains and writes its own members; process 0 holds the workdir's lock
+    (`lock.py`: a second writer is refused, naming it) from before it reads the workdir until the run ends, however
+    it ends, and writes the manifest. The manifest keeps its history: the first invocation writes it, each resume
+    adds itself to `invocations`, and a finished run's manifest is never rewritten (a rerun changes nothing in it).
     """
     start = time.time()
     kind = study_kind(config)(config)
+    groups = kind.groups()
+    if shard:
+        groups = kind.shard(groups, *shard)
+        if not groups:
+            raise UserError(f"--shard {shard[0]}/{shard[1]}: this shard of the grid holds no members (the grid has "
+                            f"fewer lineages than {shard[1]} shards); split it into fewer shards")
     placement = Placement()
     store = ResultsStore(workdir, jax.process_index(), jax.process_count())
     identity = run_identity(config, shard)
     layout = dict(devices=[str(d) for d in jax.devices()], processes=jax.process_count())
     store.prepare()
-    earlier = check_workdir(store, identity, layout, overwrite)
-    checkpoints = Checkpoints(store.workdir / CHECKPOINTS_DIR, run_fingerprint(identity), placement,
-                              config.checkpoint.every_chunks, config.checkpoint.keep, earlier)
-    described = None
+    with WorkdirLock(store.workdir, "run") if store.writes_results else contextlib.nullcontext():
+        earlier = check_workdir(store, identity, layout, overwrite)
+        previous = None if overwrite else previous_manifest(store)
+        checkpoints = Checkpoints(store.workdir / CHECKPOINTS_DIR, run_fingerprint(identity), placement,
+                                  config.checkpoint.every_chunks, config.checkpoint.keep, earlier)
+        this = invocation()
+        history = manifest_history(previous, this, json.loads(config_lib.to_json(config)), identity["shard"],
+                                   layout) if store.writes_results else None
+        described = None
 
-    def write_manifest(**extra) -> None:  # the whole config, as this run was given it
-        write_json(store.workdir / MANIFEST_FILE, manifest(json.loads(config_lib.to_json(config)),
-                                                           shard=identity["shard"], **layout, task=described,
-                                                           **{FINGERPRINTS: sorted(checkpoints.accepted)}, **extra))
+        def write_manifest(**fields) -> None:
+            if history is not None:
+                history.update(task=described, **{FINGERPRINTS: sorted(checkpoints.accepted)}, **fields)
+                write_json(store.workdir / MANIFEST_FILE, history)
 
-    if store.writes_results:
-        store.remove_temporaries()
-        if overwrite:
-            store.clear()
-            checkpoints.remove_all()
-            for folder in kind.FRESH:
-                if (store.workdir / folder).exists():
-                    (store.workdir / folder).rmtree()
-    progress = Progress(quiet or not store.writes_results,
-                        record=store.workdir / PROGRESS_FILE if store.writes_results else None)
-    if store.writes_results:
-        with progress.quieted():
-            described = kind.prepare(store.workdir, placement)  # process 0 first: it may write prepared data
-        store.merge_parts()  # results.parquet holds every part that a killed run had finished
-        write_manifest(status="running")
-    sync("fttrace-start")  # the other processes write nothing before process 0 has cleared the workdir
-    if not store.writes_results:
-        with progress.quieted():
-            described = kind.prepare(store.workdir, placement)
-    groups = kind.groups()
-    if shard:
-        groups = kind.shard(groups, *shard)
-    n_members = sum(kind.member_count(g) for g in groups)
-    progress.say(f"fttrace: {describe_shard(identity['shard'])}: {len(groups)} group(s), {n_members} members, "
-                 f"{placement.device_count} device(s) in {jax.process_count()} process(es): "
-                 f"{', '.join(layout['devices'])}")
-    for group in groups:
-        kind.run_group(PhaseRunner(config, group.index, store, progress, placement, checkpoints), group)
-    sync("fttrace-end")
-    if store.writes_results:
-        store.merge_parts()  # also covers a run killed between writing its last part and merging it
-        write_manifest(status=COMPLETE, wall_s=round(time.time() - start, 3), time=progress.times)
+        if store.writes_results:
+            store.remove_temporaries()
+            if overwrite:
+                store.clear()
+                checkpoints.remove_all()
+                for folder in kind.FRESH:
+                    if (store.workdir / folder).exists():
+                        (store.workdir / folder).rmtree()
+        progress = Progress(quiet or not store.writes_results,
+                            record=store.workdir / PROGRESS_FILE if store.writes_results else None)
+        if store.writes_results:
+            with progress.quieted():
+                described = kind.prepare(store.workdir, placement)  # process 0 first: it may write prepared data
+            store.merge_parts()  # results.parquet holds every part that a killed run had finished
+            write_manifest(status="running")
+        sync("fttrace-start")  # the other processes write nothing before process 0 has cleared the workdir
+        if not store.writes_results:
+            with progress.quieted():
+                described = kind.prepare(store.workdir, placement)
+        n_members = sum(kind.member_count(g) for g in groups)
+        progress.say(f"fttrace: {describe_shard(identity['shard'])}: {len(groups)} group(s), {n_members} members, "
+                     f"{placement.device_count} device(s) in {jax.process_count()} process(es): "
+                     f"{', '.join(layout['devices'])}")
+        for group in groups:
+            kind.run_group(PhaseRunner(config, group.index, store, progress, placement, checkpoints), group)
+        sync("fttrace-end")
+        if store.writes_results:
+            store.merge_parts()  # also covers a run killed between writing its last part and merging it
+            wall = round(time.time() - start, 3)
+            this.update(wall_s=wall)
+            write_manifest(status=COMPLETE, wall_s=wall, time=progress.times,
+                           ended=datetime.datetime.now(datetime.timezone.utc).isoformat())
     return store.results_path

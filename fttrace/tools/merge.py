@@ -5,7 +5,8 @@ The merged rows are checked against the grid: every member of every phase that k
 `phase_tables`: pretraining, fine-tuning, reFT and its control; every phase of a language-model study) is present,
 and no member of any phase comes from two sources. Anything else is refused with a message naming the shards or members
 at fault, and nothing is written. The output holds results.parquet and a manifest naming the sources; paths may
-be local or gs:// (etils.epath).
+be local or gs:// (etils.epath). The output is locked while it is written (fttrace/engine/lock.py), as a run's
+workdir is: a run or another merge writing there meanwhile is refused, naming it.
 """
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from etils import epath
 
 from fttrace.config import named_differences, results_relevant
 from fttrace.errors import UserError
+from fttrace.engine.lock import WorkdirLock
 from fttrace.engine.results import COMPLETE, MANIFEST_FILE, RESULTS_FILE, ResultsStore, manifest, read_manifest, \
     read_parquet, workdir_path, write_json, write_parquet
 from fttrace.engine.runner import study_kind
@@ -118,13 +120,14 @@ def merge_workdirs(sources, out, overwrite: bool = False) -> epath.Path:
     check_shards(sources, manifests)
     frames = [_results_of(s) for s in sources]
     check_members(manifests[0]["config"], sources, frames)
-    if (out / MANIFEST_FILE).exists() and not overwrite:
-        raise UserError(f"{out} already holds results; choose another --out or pass --overwrite")
     store = ResultsStore(out)
     store.prepare()
-    write_parquet(store.results_path, pd.concat(frames, ignore_index=True))
-    merged_from = [dict(workdir=str(s), shard=m.get("shard"), host=m.get("host"), devices=m.get("devices"))
-                   for s, m in zip(sources, manifests)]
-    write_json(out / MANIFEST_FILE, manifest(manifests[0]["config"], [d for m in manifests for d in m["devices"]],
-                                             status=COMPLETE, shard=None, merged_from=merged_from))
+    with WorkdirLock(out, "merge"):  # no run or other merge writes into --out meanwhile
+        if (out / MANIFEST_FILE).exists() and not overwrite:
+            raise UserError(f"{out} already holds results; choose another --out or pass --overwrite")
+        write_parquet(store.results_path, pd.concat(frames, ignore_index=True))
+        merged_from = [dict(workdir=str(s), shard=m.get("shard"), host=m.get("host"), devices=m.get("devices"))
+                       for s, m in zip(sources, manifests)]
+        write_json(out / MANIFEST_FILE, manifest(manifests[0]["config"], [d for m in manifests for d in m["devices"]],
+                                                 status=COMPLETE, shard=None, merged_from=merged_from))
     return store.results_path

@@ -7,7 +7,10 @@
       diverged: none of 30 members with results
 
 The phase running comes from WORKDIR/progress.json (fttrace/engine/progress.py), the finished phases from the results
-parts, divergences from the results' status column.
+parts, divergences from the results' status column. Whether an unfinished run is still running comes from the
+workdir's lock record (fttrace/engine/lock.py): a run whose process is gone (killed, its lock record left on this host)
+is "stopped (process gone)", one that ended without finishing (an error, a signal) "stopped"; the status reads the
+record and takes no lock.
 """
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ import time
 
 from etils import epath
 
-from fttrace.engine.results import LIVE_DIR, PARTS_DIR, PROGRESS_FILE, RESULTS_FILE, RESULTS_REMEDY, finished, \
-    read_manifest, read_parquet, wall_time, workdir_path
+from fttrace.engine.lock import describe as describe_holder, gone, holder_of
+from fttrace.engine.results import LIVE_DIR, MANIFEST_FILE, PARTS_DIR, PROGRESS_FILE, RESULTS_FILE, RESULTS_REMEDY, \
+    finished, read_manifest, read_parquet, wall_time, workdir_path
 
 
 def _duration(seconds: float) -> str:
@@ -59,16 +63,33 @@ def time_shares(times: dict, wall: float) -> str:
             f"the rest {share(max(wall - phases - evaluations, 0))}")
 
 
+def _time(iso: str | None) -> str:
+    return datetime.datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M UTC") if iso else "?"
+
+
+def _state(workdir, found: dict) -> tuple[str, bool]:
+    """An unfinished run's state, and whether it runs: its lock's holder is alive (or on another host, where it
+    cannot be checked), gone, or there is none (the run ended without finishing)."""
+    holder = holder_of(workdir)
+    if holder is None:
+        return f"stopped (started {_time(found.get('written'))})", False
+    who = f"process {holder['pid']} on {holder['host']}"
+    if gone(holder):
+        return f"stopped (process gone): {who}, started {holder.get('since')}", False
+    return f"running since {holder.get('since')}, {who}", True
+
+
 def describe(workdir) -> str:
     workdir = workdir_path(workdir)
+    holder = holder_of(workdir)
+    if holder and not gone(holder) and not (workdir / MANIFEST_FILE).exists():  # before its manifest is written
+        return f"{workdir}: starting, {describe_holder(holder)}"
     found = read_manifest(workdir)
     config = found["config"]
     study = config.get("study") or config.get("task", {}).get("name", "?")
-    written = datetime.datetime.fromisoformat(found["written"]).strftime("%Y-%m-%d %H:%M UTC") \
-        if found.get("written") else "?"
-    status = found["status"]
     ended, wall = finished(found), wall_time(found)
-    when = f"finished {written}" if ended else f"{status} since {written}"
+    when, running = (f"finished {_time(found.get('ended') or found.get('written'))}", False) if ended else \
+        _state(workdir, found)
     lines = [f"{workdir}: {study} study, {when}, {len(found['devices'])} device(s) in {found.get('processes', 1)} "
              "process(es)" + (f", wall {_duration(wall)}" if ended and wall else "")]
     if ended and wall and found.get("time"):
@@ -82,7 +103,8 @@ def describe(workdir) -> str:
         except (OSError, ValueError, KeyError, TypeError):
             now = f"unreadable ({progress})"
         live = _part_names(workdir / LIVE_DIR)
-        lines.append(f"  now: {now}" + (f"; live curves of {', '.join(live)}" if live else ""))
+        lines.append(f"  {'now' if running else 'stopped at'}: {now}"
+                     + (f"; live curves of {', '.join(live)}" if live else ""))
     results = workdir / RESULTS_FILE
     if results.exists():
         frame = read_parquet(results, RESULTS_REMEDY)[["member", "phase", "status"]].drop_duplicates()
