@@ -42,7 +42,9 @@ def test_two_runs_whose_verdicts_differ_say_which_and_exit_1(tmp_path, capsys):
     b = write_store(tmp_path / "b", _plant(_overwrites, missed=((3, "high"),)), seed=2)
     assert main(["compare", str(a), str(b)]) == 1
     out = capsys.readouterr().out
-    assert "The verdicts DIFFER in 3 of 12: claim 2 (supported / refuted)" in out
+    # Claim 2 agrees: the small-LR members of B are still wrappers whose probes read C_PT beyond both nulls.
+    assert ("The verdicts DIFFER in 2 of 12: fine-tuning LR medium, prior high, C_Tr 0 (hidden wrapper / overwrite)"
+            in out)
     assert max(len(line) for line in out.splitlines()) <= 120
     found = compare(a, b)
     settings = found.settings.set_index("setting")
