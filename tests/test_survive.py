@@ -241,6 +241,45 @@ def test_processes_meet_at_the_coordination_services_barrier(monkeypatch):
     assert placement.SYNC_TIMEOUT_S >= 3600
 
 
+LATE = """
+import sys, time
+from fttrace.engine import checkpoint
+make = checkpoint.PhaseCheckpoints.__init__
+first = [True]
+def late(self, *args, **kwargs):
+    if first:  # this process reaches its first checkpoint a minute after the other
+        first.clear()
+        time.sleep(65)
+    make(self, *args, **kwargs)
+checkpoint.PhaseCheckpoints.__init__ = late
+from fttrace.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_orbax_checkpoint_barriers_go_through_the_coordination_service():
+    from orbax.checkpoint._src.multihost import multihost
+
+    from fttrace.engine import placement
+    placement.orbax_barriers_wait()
+    assert multihost.EXPERIMENTAL_ORBAX_USE_DISTRIBUTED_BARRIER.value
+    assert multihost.coordination_timeout() == placement.SYNC_TIMEOUT_S
+
+
+def test_a_process_a_minute_late_to_its_first_checkpoint_is_waited_for(tmp_path):
+    """Two processes, the second reaching its first checkpoint 65 s after the first: orbax's barriers wait (a
+    collective would give it 30 s), and the run ends complete."""
+    runs, port = Runs(tmp_path), free_port()
+    arguments = ["run", SMOKE, "--workdir", str(tmp_path / "late"), "-q", *config_args(NO_EVALS),
+                 "--coordinator", f"localhost:{port}", "--num-processes", "2"]
+    runs.launch("late#0", [*arguments, "--process-id", "0"], devices=1)
+    runs.launch("late#1", [*arguments, "--process-id", "1"], devices=1, program=[sys.executable, "-c", LATE])
+    for k in range(2):
+        code, log = runs.wait(f"late#{k}")
+        assert code == 0, log
+    assert json.loads((tmp_path / "late" / "manifest.json").read_text())["status"] == "complete"
+
+
 def test_two_processes_each_write_their_own_members(processes, eval_reference):
     work = processes
     assert_same_evaluations(sorted_frame(work / "results.parquet"), eval_reference)

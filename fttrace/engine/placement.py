@@ -36,6 +36,26 @@ def join_processes(coordinator: str | None = None, num_processes: int | None = N
         jax.distributed.initialize(coordinator, num_processes, process_id)
     except (RuntimeError, ValueError) as e:
         raise UserError(f"cannot join the multi-process run: {e}") from None
+    orbax_barriers_wait()
+
+
+def orbax_barriers_wait() -> None:
+    """Orbax's checkpoint barriers (creating a phase's checkpoint directory, saving, pruning) go through the
+    coordination service and wait as long as `sync` does.
+
+    By default orbax meets at a collective whose first use gives the other processes 30 s to arrive, and processes
+    reach a checkpoint unevenly: each trains its own members, at its own pace. Orbax's own switch to the
+    coordination service's barrier is an absl flag (read only once flags count as parsed); its wait, a module
+    constant. Where a release lacks either, its default stays."""
+    from absl import flags
+    from orbax.checkpoint._src.multihost import multihost
+    if not hasattr(multihost, "EXPERIMENTAL_ORBAX_USE_DISTRIBUTED_BARRIER"):
+        return
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+    flags.FLAGS.experimental_orbax_use_distributed_barrier = True
+    if hasattr(multihost, "_DEFAULT_BARRIER_TIMEOUT"):
+        multihost._DEFAULT_BARRIER_TIMEOUT = SYNC_TIMEOUT_S
 
 
 SYNC_TIMEOUT_S = 24 * 3600  # how long a process waits at a barrier for the others (a phase may run in between)
