@@ -103,7 +103,9 @@ def contested(runs, lone):
                        for k in range(1, WRITERS + 1)]  # other seeds, the same workdir, each a whole `fttrace run`
     seen["overwrite"] = fttrace("run", SMOKE, "--workdir", str(work), "-q", *ARGS, "--overwrite")
     seen["pid"] = first.pid
-    wait_for(lambda: (work / "checkpoints" / "g0-pretrain" / "10").exists(), first)
+    # stopped once its first checkpoint is written and its progress recorded (the record follows the checkpoint)
+    wait_for(lambda: (work / "checkpoints" / "g0-pretrain" / "10").exists() and (work / "progress.json").exists(),
+             first)
     first.send_signal(signal.SIGTERM)
     seen["sigterm"] = runs.wait("contested#1")
     seen["status_stopped"] = fttrace("status", str(work))

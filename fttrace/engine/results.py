@@ -191,8 +191,8 @@ class ResultsStore:
 
     def clear(self) -> None:
         """Delete every result of a previous run (for --overwrite)."""
-        for path in [*self.parts.glob("*.parquet"), *self.parts.glob(f"*{CHECKSUM_SUFFIX}"), *(self.workdir / LIVE_DIR).glob("*.parquet"), self.results_path,
-                     self.workdir / PROGRESS_FILE]:
+        for path in [*self.parts.glob("*.parquet"), *self.parts.glob(f"*{CHECKSUM_SUFFIX}"),
+                     *(self.workdir / LIVE_DIR).glob("*.parquet"), self.results_path, self.workdir / PROGRESS_FILE]:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
