@@ -237,6 +237,14 @@ def _separating(x: pd.Series, y: pd.Series) -> bool:
     return ones.min() >= zeros.max() or ones.max() <= zeros.min()
 
 
+def _coefficients(fit, confidence: float) -> pd.DataFrame:
+    """A fitted logit's table: coefficient, standard error, odds ratio with its interval, p; one row per term."""
+    interval = fit.conf_int(1 - confidence)
+    table = pd.DataFrame({"coef": fit.params, "se": fit.bse, "odds_ratio": np.exp(fit.params),
+                          "or_lo": np.exp(interval[0]), "or_hi": np.exp(interval[1]), "p": fit.pvalues})
+    return table.rename_axis("term").reset_index()
+
+
 def logistic_regression(y: pd.Series, predictors: pd.DataFrame, confidence: float = CONFIDENCE) -> LogisticFit:
     """Logit of a 0/1 outcome on the predictors; a reason instead of a fit where none is meaningful.
 
@@ -268,10 +276,7 @@ def logistic_regression(y: pd.Series, predictors: pd.DataFrame, confidence: floa
     if trouble or not fit.mle_retvals.get("converged", True) or not np.isfinite(fit.bse).all():
         return LogisticFit("the settings (jointly) separate the outcome, so the fit does not converge (see the "
                            "rates per setting instead)", n, dropped=dropped)
-    interval = fit.conf_int(1 - confidence)
-    table = pd.DataFrame({"coef": fit.params, "se": fit.bse, "odds_ratio": np.exp(fit.params),
-                          "or_lo": np.exp(interval[0]), "or_hi": np.exp(interval[1]), "p": fit.pvalues})
-    return LogisticFit("", n, table.rename_axis("term").reset_index(), dropped)
+    return LogisticFit("", n, _coefficients(fit, confidence), dropped)
 
 
 def cluster_bootstrap_share(values, clusters, confidence: float = CONFIDENCE, n_boot: int = N_BOOT,
@@ -339,7 +344,4 @@ def clustered_logistic_regression(y: pd.Series, predictors: pd.DataFrame, cluste
                                                    cov_kwds={"groups": groups}, use_t=True)
     if not np.isfinite(fit.bse).all():
         return LogisticFit("the seed-clustered standard errors are not finite", plain.n, dropped=plain.dropped)
-    interval = fit.conf_int(1 - confidence)
-    table = pd.DataFrame({"coef": fit.params, "se": fit.bse, "odds_ratio": np.exp(fit.params),
-                          "or_lo": np.exp(interval[0]), "or_hi": np.exp(interval[1]), "p": fit.pvalues})
-    return LogisticFit("", plain.n, table.rename_axis("term").reset_index(), plain.dropped)
+    return LogisticFit("", plain.n, _coefficients(fit, confidence), plain.dropped)
