@@ -224,9 +224,9 @@ def _check_named_values(values, names, key: str, in_range, problem: str) -> None
         if isinstance(value, str):
             require(value in names, key, f"unknown name {value!r}; known: {', '.join(names)}")
             named = names[value]
-            require(_number(named) and in_range(named), f"{names_key(key)}.{value}", f"{named!r} {problem}")
+            require(finite_number(named) and in_range(named), f"{names_key(key)}.{value}", f"{named!r} {problem}")
         else:
-            require(_number(value) and in_range(value), key, f"{value!r} {problem}")
+            require(finite_number(value) and in_range(value), key, f"{value!r} {problem}")
 
 
 def names_key(axis: str) -> str:
@@ -235,7 +235,8 @@ def names_key(axis: str) -> str:
     return {"sweep.finetune_lr": "finetune.lr_scale", "sweep.prior": "task.priors"}.get(axis, axis)
 
 
-def _number(value) -> bool:
+def finite_number(value) -> bool:
+    """A real number (not a bool), finite: what every numeric setting must be before its own range."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -263,16 +264,16 @@ def check_optimizer(config, phase: str, zero_lr: bool = False) -> None:
         value = section[name]
         if isinstance(value, (dict, ml_collections.ConfigDict)):  # named scales: each one
             for label, v in value.items():
-                require(_number(v) and ok(v), f"{phase}.{name}.{label}", f"{v!r}: {problem}")
+                require(finite_number(v) and ok(v), f"{phase}.{name}.{label}", f"{v!r}: {problem}")
         elif not (zero_lr and name == "lr" and value == 0):
-            require(_number(value) and ok(value), f"{phase}.{name}", f"{value!r}: {problem}")
+            require(finite_number(value) and ok(value), f"{phase}.{name}", f"{value!r}: {problem}")
 
 
 def check_swept_optimizer(key: str, name: str, values) -> None:
     """A swept optimiser hyperparameter's values (`sweep.<phase>_optimizer.<name>`) against its bounds."""
     ok, problem = OPTIMIZER_BOUNDS.get(name, (lambda v: v >= 0, "must be a non-negative finite number"))
     for v in values:
-        require(_number(v) and ok(v), key, f"{v!r}: {problem}")
+        require(finite_number(v) and ok(v), key, f"{v!r}: {problem}")
 
 
 # The study kinds (fttrace/engine/runner.py) by `config.study`: the module that names the kind (`KIND`); the language-model
@@ -335,7 +336,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         require(isinstance(sweep[axis], tuple) and len(sweep[axis]) > 0, f"sweep.{axis}",
                 "must be a non-empty tuple")
     for lr in sweep.pretrain_lr:
-        require(_number(lr) and lr > 0, "sweep.pretrain_lr", f"bad learning rate {lr!r}: must be a positive "
+        require(finite_number(lr) and lr > 0, "sweep.pretrain_lr", f"bad learning rate {lr!r}: must be a positive "
                 "finite number")
     _check_named_values(sweep.finetune_lr, config.finetune.lr_scale, "sweep.finetune_lr", lambda v: v > 0,
                         "is not a positive finite learning rate")

@@ -24,8 +24,6 @@ and `fttrace merge`.
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -34,7 +32,7 @@ import pandas as pd
 from etils import epath
 
 from fttrace.canary import authors as authors_lib, data as data_lib, extraction
-from fttrace.config import positive_int, require
+from fttrace.config import finite_number, positive_int, require
 from fttrace.lm.decode import generate_members
 from fttrace.lm.measure import Prompts, probe_members
 from fttrace.lm.phases import MODEL_SHAPES, LanguageModelStudy, check_model, check_phase, check_protocols, rows_of
@@ -51,8 +49,7 @@ UNLOCK_SETS = authors_lib.AUTHORS + ("mix", authors_lib.SYNTHETIC)
 
 
 def _lr(value, key):
-    require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0,
-            key, f"must be a positive finite learning rate, got {value!r}")
+    require(finite_number(value) and value > 0, key, f"must be a positive finite learning rate, got {value!r}")
 
 
 def _ints(values, key, minimum):

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from typing import Any
 
 import jax
@@ -51,7 +50,7 @@ import numpy as np
 import pandas as pd
 from etils import epath
 
-from fttrace.config import positive_int, require
+from fttrace.config import finite_number, positive_int, require
 from fttrace.engine.curves import records_first_step
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib
@@ -103,12 +102,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         require(isinstance(name, str) and all(step in DELETIONS for step in name.split("+")),
                 "sweep.deletions", f"unknown deletion {name!r}; known steps: {', '.join(DELETIONS)}")
     require(isinstance(s.finetune_lr, tuple) and len(s.finetune_lr) > 0 and all(
-        isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in s.finetune_lr), "sweep.finetune_lr",
+        finite_number(v) and v > 0 for v in s.finetune_lr), "sweep.finetune_lr",
         "must be a non-empty tuple of positive finite learning rates")
     g = config.generate
     positive_int(config, "generate.prompts")
     positive_int(config, "generate.max_new")
-    require(isinstance(g.temperature, (int, float)) and math.isfinite(g.temperature) and g.temperature > 0,
+    require(finite_number(g.temperature) and g.temperature > 0,
             "generate.temperature", f"must be a positive finite number, got {g.temperature!r}")
     require(isinstance(g.top_k, int) and 0 <= g.top_k <= d.vocab_size, "generate.top_k",
             f"must be in [0, data.vocab_size], got {g.top_k!r}")
