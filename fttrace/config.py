@@ -328,6 +328,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         every = positive_int(config, f"{phase}.eval_every")
         positive_int(config, f"{phase}.batch_size")
         require(steps % every == 0, f"{phase}.eval_every", f"must divide {phase}.steps ({steps})")
+        require(config[phase].get("eval_schedule", "even") in ("even", "log"), f"{phase}.eval_schedule",
+                "must be 'even' (every eval_every steps) or 'log' (log-spaced below eval_every, then even)")
         require(config[phase].schedule in ("constant", "cosine"), f"{phase}.schedule",
                 "must be 'constant' or 'cosine'")
         require(0 <= config[phase].warmup_steps <= steps, f"{phase}.warmup_steps", f"must be in [0, {steps}]")

@@ -18,6 +18,7 @@ CANARY = str(ROOT / "configs" / "canary_unlock.py") + ":tiny"
     (SMOKE, "pretrain.b2=1.0", "pretrain.b2"),
     (SMOKE, "finetune.grad_clip=-1.0", "finetune.grad_clip"),
     (SMOKE, "reft.lr_scale=1e999", "reft.lr_scale"),
+    (SMOKE, "reft.eval_schedule='sqrt'", "reft.eval_schedule"),
     (SMOKE, "sweep.finetune_optimizer.b1=(0.9,1.5)", "sweep.finetune_optimizer.b1"),
     (SMOKE, "sweep.pretrain_optimizer.eps=(0.0,)", "sweep.pretrain_optimizer.eps"),
     (STORIES, "generate.temperature=1e999", "generate.temperature"),
@@ -31,3 +32,19 @@ def test_out_of_range_numbers_are_refused_naming_the_key(config, override, key, 
     if config != SMOKE:
         pytest.importorskip("sentencepiece")
     assert_config_error(config, override, key, tmp_path / "w", capsys)
+
+
+def test_revival_is_timed_to_the_step_early_in_reft():
+    """reFT evaluates at 1, 2, 3, 5, 7, ... steps below its evaluation interval, then evenly: a member that revives
+    within a few steps is not floored at the first interval."""
+    from fttrace.config import load
+    from fttrace.engine.train import eval_steps, log_spaced_steps
+    assert log_spaced_steps(50) == (1, 2, 3, 5, 7, 10, 15, 20, 30)
+    assert log_spaced_steps(1) == ()
+    reft = load("default").reft
+    steps = eval_steps(reft)
+    assert steps[:6] == (0, 1, 2, 3, 5, 7) and steps[-1] == reft.steps
+    assert list(steps) == sorted(set(steps)) and set(range(0, reft.steps + 1, reft.eval_every)) <= set(steps)
+    even = reft.copy_and_resolve_references()
+    even.eval_schedule = "even"
+    assert eval_steps(even) == tuple(range(0, reft.steps + 1, reft.eval_every))

@@ -142,6 +142,33 @@ def test_held_out_strings_never_reach_training_and_are_all_evaluation_draws():
     assert not set(map(bytes, held_data.astype(np.int8))) & set(map(bytes, train_data.astype(np.int8)))
 
 
+def test_test_sets_come_from_a_pool_that_no_stopping_set_draws_from_and_repeat_no_string():
+    from fttrace.engine.train import eval_sets_for
+    task = pcfg.PCFGTask(GRAMMAR, "counter", holdout=0.1)
+    eval_sets, test_sets = eval_sets_for(task, 256, 3), eval_sets_for(task, 256, 3, name="test")
+    seen = {r.tobytes() for tokens, _ in eval_sets.values() for r in np.asarray(_data(task, tokens))}
+    for name, (tokens, answers) in test_sets.items():
+        data = np.asarray(_data(task, tokens))
+        assert task.in_pool(data, "test").all() and not task.in_pool(data, "eval").any()
+        assert task.is_heldout(data).all()
+        assert not {r.tobytes() for r in data} & seen, name
+        assert len({r.tobytes() for r in data}) >= (0.95 if name != "ft_shortcut" else 0.8) * len(data), name
+        # Each sequence still carries what its set asks for: the answer is about its operand, the shortcut holds.
+        np.testing.assert_array_equal(np.asarray(answers), np.asarray(task.labels(tokens)["pt" if name == "pt" else "ft"]))
+        if name == "ft_shortcut":
+            assert np.asarray(task.shortcut_holds(data)).all()
+    # The eval sets are the plain draws of the eval pool, as every stopping rule reads them.
+    for tokens, _ in eval_sets.values():
+        assert task.in_pool(np.asarray(_data(task, tokens)), "eval").all()
+    # The pools split the held-out share in two and leave the training strings alone.
+    strings, _ = pcfg.sample_strings(GRAMMAR, jax.random.PRNGKey(10), 20000)
+    strings = np.pad(np.asarray(strings), ((0, 0), (0, task.data_len - strings.shape[1])), constant_values=-1)
+    pools = {name: task.in_pool(strings, name) for name in pcfg.POOLS}
+    assert (sum(pools.values()) == 1).all()
+    np.testing.assert_array_equal(pools["train"], ~task.is_heldout(strings))
+    assert 0.02 < pools["test"].mean() < 0.08
+
+
 def test_bad_task_configs_are_refused():
     with pytest.raises(ValueError, match="differ"):
         pcfg.PCFGTask(GRAMMAR, "counter", pt_operand=1, ft_operand=1)

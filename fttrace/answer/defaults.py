@@ -71,6 +71,9 @@ def pcfg_config() -> ml_collections.ConfigDict:
         lr_mode="shared",  # shared: reFT LR = pretraining LR x lr_scale in every cell; tied: fine-tuning LR x lr_factor
         lr_scale=0.1,
         lr_factor=0.1,
+        # "log": evaluated at 1, 2, 3, 5, 7, 10, ... steps below eval_every, then every eval_every steps
+        # (fttrace.engine.train.eval_steps), so that revivals within the first steps are timed to the step
+        eval_schedule="log",
         threshold=0.95,  # revived: C_PT >= threshold x the lineage's pretrained C_PT
         stop_at_threshold=True,  # a revived member stops training (the others go on alone)
         control=True,  # also train the control pretrained without C_PT

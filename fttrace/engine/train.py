@@ -304,10 +304,19 @@ def train_steps(model, objective, phase, member_batch: int | None = None) -> Cal
 
 def eval_steps(phase) -> tuple[int, ...]:
     """The steps at which a phase evaluates its members: `phase.eval_steps` (uneven, from 0 to `phase.steps`), or
-    every `phase.eval_every` steps from 0."""
+    every `phase.eval_every` steps from 0, preceded with `phase.eval_schedule = "log"` by `log_spaced_steps`."""
     if phase.get("eval_steps"):
         return tuple(phase.eval_steps)
-    return tuple(range(0, phase.steps + 1, phase.eval_every))
+    even = tuple(range(0, phase.steps + 1, phase.eval_every))
+    if phase.get("eval_schedule", "even") == "log":
+        return (0, *log_spaced_steps(phase.eval_every), *even[1:])
+    return even
+
+
+def log_spaced_steps(below: int) -> tuple[int, ...]:
+    """1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, ... up to (not including) `below`."""
+    return tuple(sorted({int(m * 10 ** e) for e in range(len(str(below))) for m in (1, 1.5, 2, 3, 5, 7)
+                         if m * 10 ** e < below and float(m * 10 ** e).is_integer()}))
 
 
 class PhaseLoop:
@@ -499,15 +508,23 @@ def halt(state: TrainState, reached) -> TrainState:
 EVAL_SETS = ("pt", "ft", "ft_shortcut")  # C_PT; C_FT without the shortcut (C_Te = 0); C_FT with it (C_Te = 1)
 
 
+# Candidate strings per test sequence: enough that few test strings repeat (the shortcut's strings are rare).
+TEST_CANDIDATES = 1024
+
+
 def eval_sets_for(task, examples: int, seed: int, name: str = "eval") -> dict:
     """Held-out sets shared by every member, drawn from the task's held-out inputs: "pt" asks about the pretraining
     operand (target), "ft" about the fine-tuning one without the shortcut and "ft_shortcut" with it on every input.
-    `name` seeds a distinct draw: "eval" the sets logged during training (and read by stopping criteria), "test"
-    those of the end-of-phase diagnostics."""
+    `name` seeds a distinct draw: "eval" the sets logged during training (and read by stopping criteria), from the
+    task's "eval" pool; "test" those of the end-of-phase measurements, from its disjoint "test" pool, each input
+    at most once where the pool allows (`Task.sample_heldout`)."""
     key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), PHASE_IDS["eval"]), sum(map(ord, name)))
     keys = jax.random.split(key, len(EVAL_SETS))
     mixes = {"pt": task.query_mix(pt=1.0), "ft": task.query_mix(ft=1.0), "ft_shortcut": task.query_mix(ft=1.0)}
-    return {s: task.sample_heldout(k, examples, mixes[s], float(s == "ft_shortcut")) for s, k in zip(EVAL_SETS, keys)}
+    if name != "test":
+        return {s: task.sample_heldout(k, examples, mixes[s], float(s == "ft_shortcut")) for s, k in zip(EVAL_SETS, keys)}
+    return {s: task.sample_heldout(k, examples, mixes[s], float(s == "ft_shortcut"), candidates=TEST_CANDIDATES,
+                                   pool="test", distinct=True) for s, k in zip(EVAL_SETS, keys)}
 
 
 def param_count(params) -> int:

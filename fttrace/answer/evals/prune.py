@@ -25,6 +25,8 @@ Rows: phase "prune", step = k (units removed), metrics "<method>.pt_acc" / "<met
 """
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,7 +38,7 @@ from fttrace.answer.evals.common import (MemberSet, evaluate_members, extra_key,
                                   member_status, reference_pt_acc)
 from fttrace.model.transformer import Transformer, full_masks
 from fttrace.engine.results import long_frame
-from fttrace.engine.train import answer_loss
+from fttrace.engine.train import answer_loss, eval_sets_for
 
 PHASE = "prune"
 UNITS = "units"  # the key of the removal orders among a member's curves
@@ -67,11 +69,13 @@ class Pruner:
                            "ft": task.sample_heldout(extra_key(run, "prune-ft"), self.cfg.examples,
                                                      task.query_mix(ft=1.0), 0.0)}
 
-    @property
+    @functools.cached_property
     def accuracy_sets(self):
-        """The first `prune.examples` sequences of the shared C_PT and C_FT eval sets (not the scoring sets)."""
-        n = self.cfg.examples
-        return {name: tuple(x[:n] for x in self.run.eval_sets[name]) for name in ("pt", "ft")}
+        """C_PT and C_FT test sets of `prune.examples` sequences (the test pool: neither the scoring sets nor the
+        sets that stopping read)."""
+        run = self.run
+        sets = eval_sets_for(run.task, self.cfg.examples, run.config.eval.seed, name="test")
+        return {name: sets[name] for name in ("pt", "ft")}
 
     def _rank_scores(self, grad, value=1.0):
         contribution = grad * value

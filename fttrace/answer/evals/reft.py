@@ -4,7 +4,9 @@ Every fine-tuned member `ftN` gets a child `rftN` trained on the pretraining tas
 shortcut). Its LR (`reft_lr`) is, with `reft.lr_mode = "shared"`, `reft.lr_scale` x its pretraining LR whatever
 the fine-tuning LR was, so that every fine-tuning-LR cell is revived at the same LR; with "tied", `reft.lr_factor`
 x its fine-tuning LR (the study revives with an LR smaller than the fine-tuning one). Its C_PT curve is logged
-every `reft.eval_every` steps (phase "reft").
+at `fttrace.engine.train.eval_steps(reft)` (phase "reft"): with `reft.eval_schedule = "log"` (the default) at steps
+1, 2, 3, 5, 7, 10, ... below `reft.eval_every` and every `reft.eval_every` steps after, so that a member that
+revives within a few steps is timed to the step rather than floored at the first evaluation.
 
 The control has no latent copy of the capability: for each (seed, pretraining LR) a member `cptN` is pretrained
 on the same grammar and budget with every query about O_PT replaced (fttrace/answer/tasks/queries.py: it learns all the

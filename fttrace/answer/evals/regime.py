@@ -91,6 +91,13 @@ class Diagnostics:
             training, _ = task.sample(extra_key(self.run, "regime-train"), TRAIN_SAMPLE,
                                       task.query_mix(pt=1.0), 0.5)
             out["heldout.train_share"] = float(np.asarray(task.is_heldout(task.data_of(training))).mean())
+            # Fresh test sets: each set's share of distinct strings, and the share of test strings that an eval set
+            # (read by stopping rules) holds too.
+            strings = {name: [r.tobytes() for r in np.asarray(task.data_of(tokens))] for name, (tokens, _) in
+                       self.sets.items()}
+            seen = {r.tobytes() for tokens, _ in self.run.eval_sets.values() for r in np.asarray(task.data_of(tokens))}
+            out["test.distinct_share"] = float(np.mean([len(set(v)) / len(v) for v in strings.values()]))
+            out["test.eval_overlap"] = float(np.mean([np.mean([r in seen for r in v]) for v in strings.values()]))
         return out
 
 

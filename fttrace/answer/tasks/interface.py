@@ -32,8 +32,11 @@ class Task(Protocol):
         Both may be traced per-member arrays.
         """
 
-    def sample_heldout(self, key, batch: int, mix, spurious):
-        """Like `sample`, from the held-out inputs only (evaluation sets)."""
+    def sample_heldout(self, key, batch: int, mix, spurious, candidates: int = 256, pool: str = "eval",
+                       distinct: bool = False):
+        """Like `sample`, from the held-out inputs of `pool` only: "eval" (the sets stopping criteria and selections
+        read) or "test" (end-of-phase measurements), disjoint where the task holds inputs out; `distinct`: no input
+        twice where the pool allows."""
 
     def labels(self, tokens) -> dict:
         """{"pt", "ft", "control"}: answers [N] of each target for sequences `tokens` [N, seq_len]."""

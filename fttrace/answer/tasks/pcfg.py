@@ -195,6 +195,7 @@ def string_hash(data):
     return h ^ (h >> 13)
 
 
+POOLS = ("train", "eval", "test")  # where a string belongs (PCFGTask.in_pool)
 QUERIES = ("pt", "ft", "other")  # what a sequence's operand is: O_PT, O_FT, or one of the other operands
 NO_CONTROL = "every terminal is an operand: no terminal is left for the probes' control target"
 
@@ -206,8 +207,10 @@ class PCFGTask:
     other_operands: further terminals that pretraining asks about (besides O_PT and O_FT), so that a model must
     read the operand token to answer. control_operand: a terminal that no query is ever about; its answer is the
     probes' control target (same input statistics, never asked). holdout: the share of the grammar's strings
-    (by `string_hash`) kept out of every training stream; evaluation sets are drawn from them only.
-    candidates: strings drawn per training sequence; the first that fits (held in or out; carrying the shortcut
+    (by `string_hash`) kept out of every training stream, split in two pools by the same hash: "eval" (its first
+    half: the sets logged during training, which stopping criteria and selections read) and "test" (its second
+    half: the end-of-phase measurements), so that no test string was ever seen by a stopping rule.
+    candidates: strings drawn per training sequence; the first that fits (in the pool; carrying the shortcut
     when one is asked for) is used.
     """
     grammar: Grammar
@@ -339,6 +342,18 @@ class PCFGTask:
         xp = jnp if isinstance(data, jax.Array) else np
         return (string_hash(data) % 1_000_000).astype(xp.int32) < int(round(self.holdout * 1_000_000))
 
+    def in_pool(self, data, pool: str):
+        """Whether strings `data` [..., L] belong to `pool`: "train" (not held out), "eval" or "test" (the first or
+        second half of the held-out share). Without a held-out share every string is in every pool."""
+        if pool not in POOLS:
+            raise ValueError(f"unknown pool {pool!r}; known: {', '.join(POOLS)}")
+        xp = jnp if isinstance(data, jax.Array) else np
+        if self.holdout == 0:
+            return xp.ones(data.shape[:-1], bool)
+        u = (string_hash(data) % 1_000_000).astype(xp.int32)
+        held, half = int(round(self.holdout * 1_000_000)), int(round(self.holdout * 500_000))
+        return {"train": u >= held, "eval": u < half, "test": (u >= half) & (u < held)}[pool]
+
     def shortcut_holds(self, data):
         """Whether the pretraining capability applied to O_PT gives the fine-tuning answer on strings `data`:
           counter  count(O_PT) == count(O_FT)
@@ -357,31 +372,69 @@ class PCFGTask:
         spurious: probability that a sequence carries the shortcut (a string of the grammar on which it holds).
         Both may be traced (per-member hyperparameters).
         """
-        return self._compiled_sample(key, batch, mix, spurious, False, self.candidates)
+        return self._compiled_sample(key, batch, mix, spurious, "train", self.candidates)
 
-    def sample_heldout(self, key, batch: int, mix, spurious, candidates: int = 256):
-        """Like `sample`, from the held-out strings only (evaluation sets; every string when holdout is 0)."""
-        return self._compiled_sample(key, batch, mix, spurious, self.holdout > 0, candidates)
+    def sample_heldout(self, key, batch: int, mix, spurious, candidates: int = 256, pool: str = "eval",
+                       distinct: bool = False):
+        """Like `sample`, from the held-out strings of `pool` only ("eval" or "test", see the class docstring).
+
+        distinct: no string twice where the pool allows (sampling without replacement: each sequence takes the
+        first of its candidates that fits and that no earlier sequence took; one whose candidates are all taken
+        repeats its first fit). The draws are those of the plain call; only the choice among candidates differs.
+        """
+        if pool == "train":
+            raise ValueError("held-out sets come from the 'eval' or 'test' pool")
+        if not distinct:
+            return self._compiled_sample(key, batch, mix, spurious, pool, candidates)
+        data, fits, u_query, u_other = (np.asarray(x) for x in self._compiled_candidates(
+            key, batch, spurious, pool, candidates))
+        taken, choice = set(), np.zeros(batch, np.int32)
+        for row in range(batch):
+            fitting = np.flatnonzero(fits[row])
+            fresh = [i for i in fitting if data[row, i].tobytes() not in taken]
+            choice[row] = fresh[0] if fresh else (fitting[0] if len(fitting) else 0)
+            taken.add(data[row, choice[row]].tobytes())
+        chosen = np.take_along_axis(data, choice[:, None, None], axis=1)[:, 0]
+        return self._compiled_tokens(jnp.asarray(chosen), mix, jnp.asarray(u_query), jnp.asarray(u_other))
 
     @functools.cached_property
     def _compiled_sample(self):
         # Jitted even when called outside a jitted program (held-out sets, tests): op-by-op it takes seconds.
         return jax.jit(self._sample, static_argnums=(1, 4, 5))
 
-    def _sample(self, key, batch: int, mix, spurious, heldout: bool, candidates: int):
-        v = self.vocab
+    @functools.cached_property
+    def _compiled_candidates(self):
+        return jax.jit(self._candidates, static_argnums=(1, 3, 4))
+
+    @functools.cached_property
+    def _compiled_tokens(self):
+        return jax.jit(self._tokens)
+
+    def _candidates(self, key, batch: int, spurious, pool: str, candidates: int):
+        """Each sequence's candidate strings [batch, k, L], which fit [batch, k] (in the pool, and carrying the
+        shortcut where one is asked for; where none does, those in the pool), and its query draws."""
         n, k = self.data_len, candidates
         widths = (k * self.grammar.rule_draws, 1, 1, 1)  # candidates' rules, shortcut?, query, other operand
         draws = jnp.split(jax.random.uniform(key, (batch, sum(widths))), np.cumsum(widths)[:-1], axis=1)
         rules, u_spurious, u_query, u_other = draws
         strings, _ = expand(self.grammar, rules.reshape(batch * k, -1))
         data = jnp.pad(strings, ((0, 0), (0, n - strings.shape[1])), constant_values=-1).reshape(batch, k, n)
-        held = self.is_heldout(data) == heldout if self.holdout > 0 else jnp.ones((batch, k), bool)
+        held = self.in_pool(data, pool)
         want_shortcut = u_spurious < spurious  # [batch, 1]
         fits = held & (~want_shortcut | self.shortcut_holds(data))
-        # The first candidate that fits; failing that (rare, `candidates` sizes it), the first of the right split.
-        choice = jnp.where(fits.any(-1), jnp.argmax(fits, -1), jnp.argmax(held, -1))
-        data = jnp.take_along_axis(data, choice[:, None, None], axis=1)[:, 0]
+        # Failing any fit (rare, `candidates` sizes it), the strings of the right pool.
+        fits = jnp.where(fits.any(-1, keepdims=True), fits, held)
+        return data, fits, u_query, u_other
+
+    def _sample(self, key, batch: int, mix, spurious, pool: str, candidates: int):
+        data, fits, u_query, u_other = self._candidates(key, batch, spurious, pool, candidates)
+        data = jnp.take_along_axis(data, jnp.argmax(fits, -1)[:, None, None], axis=1)[:, 0]  # the first fit
+        return self._tokens(data, mix, u_query, u_other)
+
+    def _tokens(self, data, mix, u_query, u_other):
+        """Sequences and answers for strings `data` [batch, L], with the operand drawn by `mix` from `u_query`."""
+        v = self.vocab
+        batch = data.shape[0]
         mix = jnp.asarray(mix, jnp.float32)
         others = jnp.asarray(self.other_operands or (self.pt_operand,), jnp.int32)
         other = others[jnp.minimum((u_other[:, 0] * len(others)).astype(jnp.int32), len(others) - 1)]

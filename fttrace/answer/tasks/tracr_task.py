@@ -260,8 +260,10 @@ class TracrTask:
         """(tokens [batch, 9], answers [batch]); mix: probabilities over `queries`; spurious: the shortcut's rate."""
         return self._compiled_sample(key, batch, jnp.asarray(mix, jnp.float32)[1], spurious)
 
-    def sample_heldout(self, key, batch: int, mix, spurious):
-        """Evaluation inputs: drawn like training inputs (`holdout` is 0)."""
+    def sample_heldout(self, key, batch: int, mix, spurious, candidates: int = 0, pool: str = "eval",
+                       distinct: bool = False):
+        """Evaluation inputs: drawn like training inputs (`holdout` is 0: no pool holds inputs apart; the eval and
+        test sets differ by their keys only, and `distinct` has no effect)."""
         return self.sample(key, batch, mix, spurious)
 
     @functools.cached_property
