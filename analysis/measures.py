@@ -173,7 +173,8 @@ def prune_gains(study: Study, members: pd.DataFrame, method: str = "neurons", un
 
 def selectivity(study: Study, prefix: str = "") -> pd.DataFrame:
     """Per member: the best residual layer's probe accuracy for each target at that layer (the layer chosen by the
-    pretraining target) and the selectivity pt - control there (NaN without a control target)."""
+    pretraining target's accuracy on the validation set, where the store has one) and the selectivity pt - control
+    there (NaN without a control target)."""
     results = study.results
     stem = f"{prefix}{PROBE_SITE}."
     rows = results[(results.phase == "probe") & results.metric.str.startswith(stem)]
@@ -183,7 +184,8 @@ def selectivity(study: Study, prefix: str = "") -> pd.DataFrame:
     rows = rows.assign(target=rows.metric.str.slice(len(stem)).str.removesuffix("_acc"))
     table = rows.pivot_table(index=["member", "step"], columns="target", values="value", aggfunc="first")
     table = table.reset_index().dropna(subset=["pt"])
-    best = table.loc[table.groupby("member").pt.idxmax()].set_index("member")
+    chooser = "pt_val" if "pt_val" in table and table.pt_val.notna().all() else "pt"  # older stores: no validation
+    best = table.loc[table.groupby("member")[chooser].idxmax()].set_index("member")
     control = best["control"] if "control" in best else pd.Series(np.nan, index=best.index)
     return pd.DataFrame({"probe_pt": best.pt, "probe_control": control, "selectivity": best.pt - control})
 

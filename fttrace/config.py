@@ -345,6 +345,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for phase in ("pretrain", "finetune") + (("reft",) if "reft" in evals else ()):
         check_optimizer(config, phase)
     _check_named_values(sweep.prior, config.task.priors, "sweep.prior", lambda v: 0 <= v <= 1, "is not in [0, 1]")
+    for p in sweep.get("finetune_priors", ()):
+        require(p in sweep.prior, "sweep.finetune_priors", f"{p!r} is not one of sweep.prior {tuple(sweep.prior)!r}")
     for c in sweep.spurious:
         require(isinstance(c, (int, float)) and 0 <= c <= 1, "sweep.spurious", f"{c!r} is not in [0, 1]")
     from fttrace.answer.sweep import PHASE_SHAPES  # local import: the sweep imports the tasks

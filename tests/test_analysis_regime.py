@@ -1,6 +1,7 @@
 """The regime, shown before any verdict: the flags on cells whose verdicts cannot mean what they say, the study
 checks, the probes' nulls, and a store written without regime diagnostics."""
 import numpy as np
+import pandas as pd
 import pytest
 
 from analysis.analyse import analyse
@@ -142,3 +143,17 @@ def test_a_parent_short_of_c_pt_by_the_regime_but_not_by_the_taxonomy_is_outside
     evidence = a.evidence.set_index("pretrained")
     assert evidence.reason["pt4"] == "parent outside the regime" and evidence.has_capability["pt4"] == 0
     assert "seed 2 (prior high: C_PT 0.80 < 0.9)" in next(c for c in a.regime.checks if "outside the regime" in c)
+
+
+def test_the_probe_layer_is_chosen_on_the_validation_set_not_on_the_accuracy_it_reports():
+    from types import SimpleNamespace
+    from analysis.measures import selectivity
+    rows = []
+    for step, (test_pt, val_pt) in enumerate([(0.9, 0.5), (0.6, 0.8)]):  # layer 0 looks best on test only
+        for target, test, val in (("pt", test_pt, val_pt), ("control", 0.3, 0.3)):
+            rows += [dict(member="ft0", phase="probe", step=step, metric=f"resid.{target}_acc", value=test),
+                     dict(member="ft0", phase="probe", step=step, metric=f"resid.{target}_val_acc", value=val)]
+    chosen = selectivity(SimpleNamespace(results=pd.DataFrame(rows)))
+    assert chosen.loc["ft0", "probe_pt"] == 0.6 and abs(chosen.loc["ft0", "selectivity"] - 0.3) < 1e-12
+    plain = pd.DataFrame([r for r in rows if "_val_" not in r["metric"]])  # a store without validation accuracies
+    assert selectivity(SimpleNamespace(results=plain)).loc["ft0", "probe_pt"] == 0.9

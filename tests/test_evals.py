@@ -241,7 +241,8 @@ def test_probe_regime_and_attention_cover_every_level_of_the_run_tree(study):
     assert {m[:2] for m in attention_members} >= {"pt", "ft", "rf"}
     probe_rows = study[study.phase == "probe"]
     assert set(probe_rows.step) == {0, 1}  # embeddings and one block
-    assert {"resid.pt_acc", "resid.ft_acc", "resid.control_acc", "attn.pt_acc", "init_resid.control_acc"} <= \
+    assert {"resid.pt_acc", "resid.ft_acc", "resid.control_acc", "attn.pt_acc", "init_resid.control_acc",
+            "resid.pt_val_acc", "init_resid.control_val_acc"} <= \
         set(probe_rows.metric)
     regime_rows = study[study.phase == "regime"]
     assert {"test.pt_acc", "test.ft_shortcut_acc", "ft_query.pt_share", "init_test.pt_acc",

@@ -439,6 +439,22 @@ def test_shard_groups_deal_self_contained_lineages():
     assert sorted(seen) == sorted(everything) and len(set(seen)) == len(seen)
 
 
+def test_shards_keep_a_measured_only_pretraining_member_beside_a_fine_tuned_lineage():
+    config = tiny_config(NO_EVALS, "sweep.seeds=3", "sweep.prior=('high','low')", "sweep.finetune_priors=('low',)",
+                         "sweep.shapes.d_model=(16,32)")
+    groups = build_groups(config)
+    assert all(set(g.pretrain.prior_name[g.parent_index]) == {"low"} for g in groups)
+    assert all((g.pretrain.prior_name == "high").sum() == 3 for g in groups)  # measured only: no children
+    for count in (2, 3, 6):
+        seen = []
+        for index in range(count):
+            for group in shard_groups(groups, index, count):
+                assert len(group.finetune), (count, index)
+                seen += [(group.index, m) for m in [*group.pretrain.member, *group.finetune.member]]
+        everything = [(g.index, m) for g in groups for m in [*g.pretrain.member, *g.finetune.member]]
+        assert sorted(seen) == sorted(everything) and len(set(seen)) == len(seen)
+
+
 def small_state(n=2):
     return {"w": jnp.arange(n * 3, dtype=jnp.float32).reshape(n, 3), "step": jnp.full((n,), 7, jnp.int32)}
 

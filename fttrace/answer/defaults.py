@@ -49,6 +49,7 @@ def pcfg_config() -> ml_collections.ConfigDict:
         prior=("high", "medium", "low"),
         finetune_lr=("small", "medium", "large"),
         spurious=(0.0, 1.0),  # C_Tr: fraction of fine-tuning sequences that carry the shortcut
+        finetune_priors=(),  # priors whose pretrained members are fine-tuned (empty: every prior)
         shapes=ml_collections.ConfigDict(),  # model fields swept across groups, e.g. d_model=(64, 128)
         # optimiser hyperparameters swept per member, e.g. weight_decay=(0.0, 0.1) (train.OPTIMIZER_AXES), of the
         # pretraining members (a product with pretrain_lr and prior) and of the fine-tuning members

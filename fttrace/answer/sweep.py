@@ -12,6 +12,10 @@ by more seeds in another workdir (`sweep.seed_offset`) names its members as one 
 never reuses an id. `shard_groups` deals the grid's lineages (a
 pretraining member and its fine-tuning children) to independent runs (`fttrace run --shard i/N`).
 
+`sweep.finetune_priors` restricts the fan-out to the pretraining members of those priors: the others (say the high
+prior, whose pretraining already teaches C_FT, so its fine-tuning would stop at step 0) are pretrained and measured
+only, for the regime's check.
+
 Named values resolve to numbers here: priors through `task.priors`, fine-tuning LRs through `finetune.lr_scale`
 (relative to the member's pretraining LR); both keep their name in a `*_name` column.
 
@@ -127,6 +131,13 @@ def shape_grid(config) -> list[dict]:
     return [dict(zip(keys, values)) for values in itertools.product(*(shapes[k] for k in keys))]
 
 
+def fine_tuned(config, parent: dict) -> bool:
+    """Whether a pretraining member has fine-tuning children: its prior is among `sweep.finetune_priors` (by name or
+    value; empty: every prior). The others are pretrained and measured only (the regime's check at that prior)."""
+    chosen = tuple(config.sweep.get("finetune_priors", ()))
+    return not chosen or any(p == (parent["prior_name"] if isinstance(p, str) else parent["prior"]) for p in chosen)
+
+
 def build_groups(config) -> list[Group]:
     sweep = config.sweep
     seeds = [sweep.get("seed_offset", 0) + s for s in range(sweep.seeds)]
@@ -149,6 +160,8 @@ def build_groups(config) -> list[Group]:
                                     prior_name=p_name, group=g, **shape, **swept))
         ft_rows = []
         for i, parent in enumerate(pt_rows):
+            if not fine_tuned(config, parent):
+                continue
             first = int(parent["member"][2:]) * len(children)
             for k, (protocol, child) in enumerate(children):
                 scale, lr_name = _named(child["finetune_lr"], config.finetune.lr_scale)
@@ -163,15 +176,21 @@ def build_groups(config) -> list[Group]:
 
 
 def shard_groups(groups: list[Group], index: int, count: int) -> list[Group]:
-    """Shard `index` of `count`: the lineages whose pretraining member's grid-wide number is `index` modulo `count`.
+    """Shard `index` of `count`: the lineages whose fine-tuned pretraining member's grid-wide number is `index` modulo
+    `count`; a pretraining member without fine-tuning children (`sweep.finetune_priors`) goes with the j-th
+    fine-tuned lineage of its group (j modulo their number), so that no shard holds a group without fine-tuning.
 
     Dealing round-robin keeps shards equal in size within every group; each shard is self-contained (parents
     travel with their children) and keeps the grid-wide member ids and group indices. Empty groups are dropped.
     """
     out, first = [], 0
     for group in groups:
-        keep = (first + np.arange(len(group.pretrain))) % count == index
-        first += len(group.pretrain)
+        children = np.isin(np.arange(len(group.pretrain)), group.parent_index)
+        position = np.empty(len(group.pretrain), int)  # each pretraining member's place in the dealing order
+        position[children] = first + np.arange(children.sum())
+        position[~children] = position[children][np.arange((~children).sum()) % max(children.sum(), 1)]
+        first += int(children.sum())
+        keep = position % count == index
         if not keep.any():
             continue
         new_index = np.cumsum(keep) - 1  # old pretraining row -> row within the shard
