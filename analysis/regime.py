@@ -309,6 +309,11 @@ def study_checks(study: Study, priors: pd.DataFrame, parents: pd.DataFrame,
                        f"{training:.2%} of a training sample)")
         else:
             out.append("note: evaluation inputs are not held out of training (the task holds none out)")
+    if "test.eval_overlap" in values and values["test.eval_overlap"].notna().any():
+        overlap = values["test.eval_overlap"].dropna().mean()
+        distinct = values["test.distinct_share"].dropna().mean()
+        out.append(f"{'holds' if overlap == 0 else 'FAILS'}: test sets are fresh ({overlap:.1%} of test strings are in "
+                   f"the sets that stopping read; {distinct:.1%} of each test set's strings are distinct)")
     return out
 
 

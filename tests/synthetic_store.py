@@ -291,7 +291,8 @@ def build_frame(plant: Plant = Plant(), seed: int = 0) -> pd.DataFrame:
     for pt in pts:
         seeds_per_prior.setdefault((pt["group"], pt["prior_name"]), []).append(pt["seed"])
     task = {"test.blind_acc": BLIND, "test.majority_acc": MAJORITY, "test.discriminating": 0.7,
-            "heldout.fraction": 0.1, "heldout.eval_share": 1.0, "heldout.train_share": 0.0}
+            "heldout.fraction": 0.1, "heldout.eval_share": 1.0, "heldout.train_share": 0.0,
+            "test.eval_overlap": 0.0, "test.distinct_share": 0.96}
     for pt in pts:
         pt_acc = float(b.noisy(LACKING_PT_ACC if pt["prior_name"] in plant.lacking else PT_ACC))
         contrast = plant.prior_contrast and (pt["seed"], pt["prior_name"]) not in plant.missed

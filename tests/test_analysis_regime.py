@@ -38,6 +38,7 @@ def test_the_prior_check_needs_a_prior_contrast(tmp_path, contrast, word):
     assert len(prior) == 1 and prior[0].startswith(f"{word}: ")
     assert "at prior high" in prior[0] and "at prior low" in prior[0] and "operand-blind level 0.30" in prior[0]
     assert any(c.startswith("holds: evaluation strings are held out") for c in checks)
+    assert any(c.startswith("holds: test sets are fresh (0.0% of test strings") for c in checks)
 
 
 def test_the_prior_table_and_the_probe_nulls(tmp_path):
