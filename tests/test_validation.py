@@ -1,6 +1,7 @@
 """The instruments on planted truth: the analysis (analysis/validation.py) on synthetic stores whose answer is known,
 and the phases that make the members of known answer (fttrace/answer/evals/planted.py) in a tiny study."""
 import jax
+import jax.flatten_util
 import numpy as np
 import pandas as pd
 import pytest
@@ -127,3 +128,18 @@ def test_a_tiny_study_makes_the_members_of_known_answer(tmp_path):
         assert {"steps_to_threshold", "reached"} <= set(results[results.phase == phase].metric)
     for level in ("null_finetune", "planted_wrapper"):  # the regime diagnostics measure them like the members
         assert set(results[results.phase == "regime"].member) >= set(members(level).member)
+
+
+def test_a_planted_wrapper_trains_only_the_last_layers_output_side():
+    from fttrace.answer.evals.planted import output_side
+    from fttrace.model.transformer import ModelConfig, init_params
+    params = init_params(ModelConfig(vocab_size=20, max_len=8, d_model=8, n_layers=2, n_heads=2, d_mlp=16),
+                         jax.random.PRNGKey(0))
+    mask = output_side(params)
+    flat, unflatten = jax.flatten_util.ravel_pytree(params)
+    trains = unflatten(mask)
+    for path, leaf in jax.tree_util.tree_leaves_with_path(trains):
+        name = jax.tree_util.keystr(path)
+        free = name.startswith(("['ln_f']", "['unembed']")) or name.startswith("['block_1']['mlp']['fc_out']")
+        assert np.all(np.asarray(leaf) == float(free)), name
+    assert 0 < mask.sum() < len(flat)
