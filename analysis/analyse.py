@@ -22,6 +22,7 @@ from analysis.settings import describe_setting, readable, scale_columns, setting
 from analysis.stats import CONFIDENCE, LogisticFit
 from analysis.survival import CoxFit
 from analysis.taxonomy import CLASSES, Parameters, Taxonomy, taxonomy
+from analysis.validation import Validation, validate
 
 WIDTH = 120  # terminal columns for wrapped prose
 INSTRUMENT_TITLES = {"pruning": "Pruning against its nulls (random neurons; the control that never had C_PT)",
@@ -44,6 +45,7 @@ class Analysis:
     alpha: float = ALPHA
     confidence: float = CONFIDENCE
     protocols: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)  # analysis.protocols.protocol_table
+    validation: Validation | None = None  # the instruments on planted truth (analysis.validation)
 
     @property
     def evidence(self) -> pd.DataFrame:
@@ -136,6 +138,8 @@ class Analysis:
             lines += ["", f"Fine-tuning protocols (mean over seeds [{self.confidence:.0%} bootstrap CI]):",
                       _frame(protocol_display(self.protocols)), *closing_note(self.protocols)]
         lines += ["", "== Nulls and parameters ==", *self.nulls_lines(), _frame(self.parameters_display())]
+        if self.validation is not None:
+            lines += ["", "== Instruments on planted truth ==", *self.validation.lines()]
         return "\n".join(lines)
 
 
@@ -219,4 +223,4 @@ def analyse(paths, parameters: Parameters = Parameters(), by=(), alpha: float = 
                     regime(study, evidence, by, confidence, found.target, parameters.noop_accuracy),
                     headline(evidence, by, confidence, scales), evaluate_claims(evidence, alpha, confidence),
                     revival(study, evidence, scales), instrument_tables(evidence, by, confidence), scales, alpha,
-                    confidence, protocol_table(study, confidence))
+                    confidence, protocol_table(study, confidence), validate(study, found))

@@ -32,7 +32,11 @@ LATER_HYPERPARAMETERS = {"finetune_lr": np.nan, "finetune_lr_name": "", "spuriou
                          "reft_lr_base": np.nan, "control_lr_factor": np.nan}
 # The phase that trains a member names its place in the run tree.
 KIND_OF_PHASE = {"pretrain": "pretrained", "finetune": "finetuned", "reft": "reft",
-                 "control_pretrain": "control_pretrained", "control_reft": "control_reft"}
+                 "control_pretrain": "control_pretrained", "control_reft": "control_reft",
+                 # members of known answer (fttrace/answer/evals/planted.py): the matched nulls fine-tuned like the
+                 # lowest-prior members and their reFT, the planted wrappers and theirs
+                 "null_finetune": "null_finetuned", "null_reft": "null_reft",
+                 "planted_wrapper": "planted_wrapper", "wrapper_reft": "wrapper_reft"}
 SHOWN = 5  # examples named in an error message
 
 
@@ -67,6 +71,20 @@ class Study:
     @property
     def paths(self) -> list[Path]:
         return [store.path for store in self.stores]
+
+    def planted_lineage(self, kind: str) -> pd.DataFrame:
+        """`lineage` for the members of known answer of `kind` ("null_finetuned" or "planted_wrapper"): one row per
+        such member (in `finetuned`) with its reFT child (in `reft`) and the settings and `pretrained` parent of the
+        real member it copies (`twin`: its id without the leading n / w), whose C_PT a revival must reach."""
+        members = self.members
+        mine = members[members.kind == kind][["member"]].rename(columns={"member": "finetuned"})
+        mine["twin"] = mine.finetuned.str.slice(1)
+        twins = self.lineage.drop(columns="reft").rename(columns={"finetuned": "twin"})
+        children = members[members.parent.isin(mine.finetuned)][["member", "parent"]].rename(
+            columns={"member": "reft", "parent": "finetuned"})
+        table = mine.merge(twins, on="twin", how="inner").merge(children, on="finetuned", how="left")
+        first = ["finetuned", "pretrained", "reft", "twin"]
+        return table[first + [c for c in table.columns if c not in first]].reset_index(drop=True)
 
     @property
     def lineage(self) -> pd.DataFrame:

@@ -66,7 +66,12 @@ PROBE_SITE = "resid"
 ACCURACIES = ("pt_acc", "ft_acc", "ft_shortcut_acc")
 FUNCTIONS = ("ft", "pt", "majority", "other")
 TRAINING_PHASE = {"pretrained": "pretrain", "finetuned": "finetune", "reft": "reft",
-                  "control_pretrained": "control_pretrain", "control_reft": "control_reft"}
+                  "control_pretrained": "control_pretrain", "control_reft": "control_reft",
+                  "null_finetuned": "null_finetune", "null_reft": "null_reft", "planted_wrapper": "planted_wrapper",
+                  "wrapper_reft": "wrapper_reft"}
+
+
+PLANTED_REFT = {"null_finetuned": "null_reft", "planted_wrapper": "wrapper_reft"}  # their reFT children's phase
 
 
 def final_values(results: pd.DataFrame, phase: str, metrics) -> pd.DataFrame:
@@ -302,9 +307,9 @@ def _lookup(ids: pd.Series, values: pd.Series) -> pd.Series:
     return ids.map(values).astype(float)
 
 
-def _reft(study: Study, lineage: pd.DataFrame, factor: float) -> pd.DataFrame:
+def _reft(study: Study, lineage: pd.DataFrame, factor: float, reft_phase: str = "reft") -> pd.DataFrame:
     out = pd.DataFrame({"control": matched_controls(study, lineage, factor)}, index=lineage.index)
-    for name, ids, phase in (("reft", lineage.reft, "reft"), ("control", out.control, "control_reft")):
+    for name, ids, phase in (("reft", lineage.reft, reft_phase), ("control", out.control, "control_reft")):
         steps = censored_steps(study, phase)
         for column in ("steps", "reached", "budget"):
             out[f"{name}_{column}"] = _lookup(ids, steps[column])
@@ -331,9 +336,10 @@ def _pruning(study: Study, lineage: pd.DataFrame, method: str, fraction: float, 
 
 
 def lineage_measures(study: Study, prune_method: str = "neurons", prune_fraction: float = 0.05,
-                     prune_units: int = 15, control_lr_factor: float = 1.0) -> pd.DataFrame:
-    """One row per fine-tuned member with the measurements listed in the module docstring."""
-    lineage = study.lineage
+                     prune_units: int = 15, control_lr_factor: float = 1.0, planted: str = "") -> pd.DataFrame:
+    """One row per fine-tuned member with the measurements listed in the module docstring; `planted`: of the
+    members of known answer of that kind instead (Study.planted_lineage), their reFT children in its reFT phase."""
+    lineage = study.planted_lineage(planted) if planted else study.lineage
     members = study.members.set_index("member")
     status = members.status
     involved = [lineage[c].map(status).eq("diverged") for c in ("finetuned", "pretrained", "reft")]
@@ -370,4 +376,4 @@ def lineage_measures(study: Study, prune_method: str = "neurons", prune_fraction
     for column in patch.columns:
         lineage[column] = lineage.finetuned.map(patch[column])
     return pd.concat([lineage, _pruning(study, lineage, prune_method, prune_fraction, prune_units),
-                      _reft(study, lineage, control_lr_factor)], axis=1)
+                      _reft(study, lineage, control_lr_factor, PLANTED_REFT.get(planted, "reft"))], axis=1)

@@ -4,8 +4,8 @@ Its order: the regime (study checks, the pretrained models per prior, the fine-t
 probes' nulls) before any verdict; then what fine-tuning did to C_PT (the taxonomy: one sentence for the study, one
 per setting, the class shares); the claims with their verdicts and power; the survival of reFT; the instruments
 against their nulls; the figures; compiled components and protocols where the study has them; the nulls and
-parameters; the per-member evidence; the config and the manifest. OUTDIR also receives the figures as PNG and SVG
-(figures/) and the per-member evidence as CSV (every measure and the class).
+parameters; the instruments on planted truth; the per-member evidence; the config and the manifest. OUTDIR also
+receives the figures as PNG and SVG (figures/) and the per-member evidence as CSV (every measure and the class).
 """
 from __future__ import annotations
 
@@ -289,6 +289,25 @@ def _nulls(a: Analysis) -> str:
 </section>"""
 
 
+def _validation(a: Analysis) -> str:
+    """The instruments on planted truth (analysis.validation): false-positive rates and power, planted classes."""
+    v = a.validation
+    if v is None or v.empty:
+        return ""
+    return f"""
+<section id="validation">
+<h2>Instruments on planted truth</h2>
+<p class="caption">False-positive rate on the matched nulls fine-tuned (never had C_PT), each seed judged against
+the thresholds of the other seeds' nulls (nominal {v.nominal:.0%}); power on the planted wrappers (C_PT intact, its
+read-out re-mapped) whose C_PT was suppressed; exact 95% intervals. FLAG: fewer than 40 nulls, or a rate above
+nominal (one-sided binomial test).</p>
+{html_table(v.display(), ())}
+<p class="caption">Classes of the planted members: a matched null is a planted overwrite, judged against its real
+twin's parent.</p>
+{html_table(v.classes, ())}
+</section>"""
+
+
 EVIDENCE_FIRST = ["finetuned", "pretrained", "reft", "seed", "finetune_lr_label", "prior_label", "spurious", "taxon",
                   "reason", "revived_by"]
 
@@ -342,6 +361,7 @@ def render(a: Analysis, out: Path) -> str:
 {_components(a)}
 {_protocols(a, out)}
 {_nulls(a)}
+{_validation(a)}
 {_provenance(a)}
 </body></html>
 """

@@ -17,14 +17,23 @@
 C_PT is *kept* when the member's test C_PT is at least the midpoint between its parent's and that of a model that
 never had it (`measures.null_pt_acc`): the nearest of the two centroids; else *suppressed*.
 
-The nulls (`Nulls`, from the study itself):
-  pruning  T_prune, the `null_quantile` quantile of the pooled null gains: the mean C_PT gain over the budget of
-           the random-neuron curves of every fine-tuned member and of the targeted curves of the control_pretrain
-           members (models without C_PT). Revived by pruning: prune_gain > T_prune.
-  reFT     per reFT LR, T_reft: the (1 - null_quantile) quantile of the matched controls' steps to the threshold
-           (LR factor `control_lr_factor`), from their Kaplan-Meier curve with censoring (the smallest time where
-           S <= null_quantile); where the curve never gets there, the control budget, so that any revival within
-           the budget beats the null. Revived by reFT: the reFT child reached the threshold in fewer steps.
+The nulls (`Nulls`, from the study itself) are the matched nulls fine-tuned (phase null_finetune,
+fttrace/answer/evals/planted.py): models that differ from the members only in never having had C_PT (same query
+mix with O_PT's queries asked about the control terminal, same budgets), fine-tuned like the seed's lowest-prior
+members to the same C_FT, and measured like them:
+  pruning  T_prune, the `null_quantile` quantile of their targeted pruning gains (the mean C_PT gain over the
+           budget). Revived by pruning: prune_gain > T_prune. The random-neuron gain is shown beside it, as a
+           baseline, not pooled in.
+  reFT     per reFT LR, T_reft: the (1 - null_quantile) quantile of their reFT children's steps to the threshold
+           (at the real twin's reFT LR, to the real parent's C_PT), from their Kaplan-Meier curve with censoring
+           (the smallest time where S <= null_quantile); where the curve never gets there, the budget, so that any
+           revival within the budget beats the null. Revived by reFT: the reFT child reached the threshold in fewer
+           steps.
+A store without matched nulls (a Tracr study, or written before them) falls back on the reFT control: T_prune from
+the pooled random-neuron and control_pretrain gains, T_reft from the control_reft members at `control_lr_factor`.
+analysis/validation.py measures each instrument's false-positive rate on the matched nulls (out of sample) and its
+power on the planted wrappers; there a planted overwrite (a null twin judged against its real twin's parent) is
+classed "overwrite" unless an instrument errs.
 `Parameters` holds every number (`--threshold NAME=VALUE` on the command line); the report prints them and the
 nulls.
 """
@@ -39,6 +48,8 @@ from analysis.errors import AnalysisError
 from analysis.load import Study
 from analysis.measures import (UNIT_METHODS, censored_steps, fine_tuning_target, lineage_measures, lr_key,
                                prune_gains)
+
+NULL_KIND = "null_finetuned"  # the members whose instruments' readings make the nulls
 from analysis.regime import OUTSIDE, REQUIREMENTS, Requirements, member_regime
 from analysis.survival import kaplan_meier
 
@@ -116,8 +127,8 @@ class Parameters:
             ("prune_method", self.prune_method, "the targeted pruning read (its random null: neurons_random)"),
             ("prune_units, prune_fraction", f"{self.prune_units}, {self.prune_fraction:g}",
              "budget: levels 0 < k <= max(prune_units, prune_fraction x units)"),
-            ("null_quantile", f"{self.null_quantile:g}", "T_prune: this quantile of the pooled null gains; T_reft: "
-                                                         "the 1 - this quantile of the controls' steps"),
+            ("null_quantile", f"{self.null_quantile:g}", "T_prune: this quantile of the matched nulls' gains; T_reft: "
+                                                         "the 1 - this quantile of their reFT steps"),
             ("control_lr_factor", f"{self.control_lr_factor:g}", "the matched control's LR: the reFT LR x this"),
         ]
 
@@ -144,13 +155,19 @@ class Nulls:
     """The nulls a revival must beat, with what they are computed from."""
     quantile: float
     prune_threshold: float  # T_prune (NaN without null curves)
-    prune_random: np.ndarray  # the fine-tuned members' random-neuron gains
-    prune_control: np.ndarray  # the control_pretrain members' targeted gains
+    prune_random: np.ndarray  # the fine-tuned members' random-neuron gains (pooled in only without matched nulls)
+    prune_control: np.ndarray  # the targeted gains of the nulls: the matched nulls fine-tuned, else the controls
     reft: pd.DataFrame  # per group and reFT LR: controls, revived, budget, threshold, from_curve, earliest
+    matched: bool = False  # from the matched nulls (else the fallback on the reFT control)
 
     def prune_text(self) -> str:
         if not np.isfinite(self.prune_threshold):
             return "T_prune: no null gains in the store (no random-neuron or control pruning curves)"
+        if self.matched:
+            return (f"T_prune = {self.prune_threshold:+.4f}: the {self.quantile:g} quantile of the targeted gains of "
+                    f"{len(self.prune_control)} matched nulls fine-tuned (never had C_PT; mean "
+                    f"{_mean(self.prune_control)}); random-neuron gains of fine-tuned members, a baseline not pooled "
+                    f"in: mean {_mean(self.prune_random)} ({len(self.prune_random)})")
         pooled = np.r_[self.prune_random, self.prune_control]
         return (f"T_prune = {self.prune_threshold:+.4f}: the {self.quantile:g} quantile of {len(pooled)} null gains "
                 f"({len(self.prune_random)} random-neuron curves of fine-tuned members, mean "
@@ -165,11 +182,12 @@ class Nulls:
         for r in self.reft.itertuples():
             where = f"reFT LR {r.reft_lr:g}" + (f", group {r.group}" if groups else "")
             few = " (here the earliest control revival)" if r.earliest else ""
-            how = (f"the first step by which >= {1 - self.quantile:.0%} of controls are revived, Kaplan-Meier with "
+            how = (f"the first step by which >= {1 - self.quantile:.0%} of them are revived, Kaplan-Meier with "
                    f"censoring{few}" if r.from_curve else
                    f"the controls' curve never drops to {self.quantile:g}: the control budget, so any revival within "
                    "the budget beats the null")
-            out.append(f"T_reft = {r.threshold:g} steps at {where} ({r.controls} controls, {r.revived} revived "
+            whose = "matched nulls fine-tuned" if self.matched else "controls"
+            out.append(f"T_reft = {r.threshold:g} steps at {where} ({r.controls} {whose}, {r.revived} revived "
                        f"within {r.budget:g} steps; {how})")
         return out
 
@@ -196,23 +214,52 @@ def reft_null(study: Study, p: Parameters) -> pd.DataFrame:
     members = study.members
     controls = members[(members.kind == "control_reft") & (members.status == "ok") &
                        np.isclose(members.control_lr_factor.astype(float), p.control_lr_factor)]
-    columns = ["group", "reft_lr", "key", "controls", "revived", "budget", "threshold", "from_curve", "earliest"]
     if controls.empty:
-        return pd.DataFrame(columns=columns)
+        return reft_table(pd.DataFrame(columns=["group", "key", "reft_lr", "steps", "reached", "budget"]),
+                          p.null_quantile)
     steps = censored_steps(study, "control_reft")
-    controls = controls.join(steps, on="member").assign(key=lr_key(controls.reft_lr_base).to_numpy())
+    controls = controls.join(steps, on="member").assign(key=lr_key(controls.reft_lr_base).to_numpy(),
+                                                        reft_lr=controls.reft_lr_base.astype(float))
+    return reft_table(controls, p.null_quantile)
+
+
+def reft_table(runs: pd.DataFrame, quantile: float) -> pd.DataFrame:
+    """Per group and reFT LR key of `runs` (group, key, reft_lr, steps, reached, budget): T_reft and its counts."""
+    columns = ["group", "reft_lr", "key", "controls", "revived", "budget", "threshold", "from_curve", "earliest"]
     rows = []
-    for (group, key), cell in controls.groupby(["group", "key"], sort=True):
+    for (group, key), cell in runs.groupby(["group", "key"], sort=True):
         budget = float(cell.budget.max())
-        threshold, from_curve = reft_threshold(cell.steps.fillna(cell.budget), cell.reached, p.null_quantile, budget)
+        threshold, from_curve = reft_threshold(cell.steps.fillna(cell.budget), cell.reached, quantile, budget)
         earliest = from_curve and threshold == cell.steps[cell.reached == 1].min()
-        rows.append(dict(group=group, reft_lr=float(cell.reft_lr_base.iloc[0]), key=key, controls=len(cell),
+        rows.append(dict(group=group, reft_lr=float(cell.reft_lr.iloc[0]), key=key, controls=len(cell),
                          revived=int(cell.reached.sum()), budget=budget, threshold=threshold, from_curve=from_curve,
                          earliest=bool(earliest)))
     return pd.DataFrame(rows, columns=columns)
 
 
+def matched_nulls(null_measures: pd.DataFrame, random: np.ndarray, p: Parameters) -> Nulls:
+    """The nulls from the lineage measures of matched nulls (lineage_measures(planted=NULL_KIND), or a subset of
+    them: analysis/validation.py leaves one seed out)."""
+    healthy = null_measures[~null_measures.diverged.astype(bool)]
+    gains = healthy.prune_gain.dropna().to_numpy(float)
+    threshold = float(np.quantile(gains, p.null_quantile)) if len(gains) else np.nan
+    runs = healthy.dropna(subset=["reft_reached"])
+    runs = pd.DataFrame({"group": runs.group, "key": lr_key(runs.reft_lr).to_numpy(), "reft_lr": runs.reft_lr,
+                         "steps": runs.reft_steps, "reached": runs.reft_reached, "budget": runs.reft_budget})
+    return Nulls(p.null_quantile, threshold, random, gains, reft_table(runs, p.null_quantile), matched=True)
+
+
+def null_measures(study: Study, p: Parameters) -> pd.DataFrame:
+    """The matched nulls' lineage measures (empty in a store without them)."""
+    return lineage_measures(study, p.prune_method, p.prune_fraction, p.prune_units, p.control_lr_factor,
+                            planted=NULL_KIND)
+
+
 def compute_nulls(study: Study, evidence: pd.DataFrame, p: Parameters) -> Nulls:
+    nulls = null_measures(study, p)
+    if len(nulls):
+        random = evidence.prune_random_gain[~evidence.diverged].dropna().to_numpy(float)
+        return matched_nulls(nulls, random, p)
     threshold, random, control = prune_null(study, evidence, p)
     return Nulls(p.null_quantile, threshold, random, control, reft_null(study, p))
 

@@ -390,10 +390,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
         require(not sweep.get("shapes", {}), "sweep.shapes",
                 f"must be empty: task {config.task.name!r} brings its own model, whose shape cannot be swept")
         model = task.pretrained_model.model_config
-    from fttrace.answer.evals import EVALS, NEEDS_COMPONENTS  # local import: evals import jax
+    from fttrace.answer.evals import EVALS, NEEDS_COMPONENTS, SECTIONLESS  # local import: evals import jax
     for name in evals:
         require(name in EVALS, "evals", f"unknown evaluation {name!r}; known: {', '.join(EVALS)}")
-        require(name in config, name, f"missing section (needed by evaluation {name!r})")
+        require(name in config or name in SECTIONLESS, name, f"missing section (needed by evaluation {name!r})")
         require(name not in NEEDS_COMPONENTS or getattr(task.pretrained_model, "components", None), "evals",
                 f"evaluation {name!r} needs a task whose model is compiled (task.name 'tracr'), not "
                 f"{config.task.name!r}")
@@ -418,6 +418,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
         require(config.reft.lr_factor > 0, "reft.lr_factor", "must be positive")
         require(config.reft.lr_scale > 0, "reft.lr_scale", "must be positive")
         require(0 < config.reft.threshold <= 1, "reft.threshold", "must be in (0, 1]")
+    if "planted" in evals:
+        require("reft" in evals and config.reft.control, "evals",
+                "evaluation 'planted' fine-tunes the reFT control: it needs 'reft' with reft.control")
+        require(not config.sweep.get("protocol", ()), "evals",
+                "evaluation 'planted' fine-tunes like plain fine-tuning, not with sweep.protocol")
+        require("control" in task.queries, "evals", f"evaluation 'planted' needs a task that can ask about its "
+                                                     f"control terminal, not {config.task.name!r}")
     if "components" in evals:
         positive_int(config, "components.examples")
     if "probe" in evals:

@@ -17,6 +17,12 @@ Every fine-tuned member is planted as one class, `Plant.kind(lr, prior, spurious
 except in an overwrite, whose probes read what the control that never had C_PT reads (PROBE_NEVER_HAD). With
 `null_like`, an overwrite's pruning and reFT are drawn like the nulls (random neurons, the control), so that any claim
 about them is false.
+
+With `planted`, every lineage of the lowest prior also gets its members of known answer (evaluation "planted"): a
+null twin `nftN` (phase null_finetune, the seed's control fine-tuned: C_PT stays at the control's, C_FT learnt;
+its pruning gains drawn like random pruning, its reFT child's steps like the control's) and a planted wrapper
+`wftN` (phase planted_wrapper: C_PT suppressed, pruning REVIVE_K neurons brings it back, its reFT child reaches it
+at WRAPPER_REFT_STEP).
 """
 from __future__ import annotations
 
@@ -58,7 +64,7 @@ HYPER = ("group", "seed", "pretrain_lr", "prior", "prior_name", "finetune_lr", "
          "reft_lr", "reft_lr_base", "control_lr_factor")
 BASE = ("member", "parent", "phase", "step", "metric", "value", "status")
 ALL_PHASES = ("pretrain", "finetune", "reft", "control_pretrain", "control_reft", "regime", "prune", "probe",
-              "attention", "patch")
+              "attention", "patch", "null_finetune", "null_reft", "planted_wrapper", "wrapper_reft")
 
 
 @dataclasses.dataclass
@@ -80,6 +86,7 @@ class Plant:
     reft_lr_mode: str = "shared"  # "tied": reFT LR = fine-tuning LR x REFT_LR_FACTOR
     d_models: tuple = (MODEL["d_model"],)  # more than one: a swept scale column (one group each)
     tv_seed: float = TV_SEED  # the seed-to-seed attention null (0: every pretrained member the same model)
+    planted: bool = False  # members of known answer for the lowest prior's lineages (module docstring)
 
 
 def config_for(plant: Plant) -> dict:
@@ -287,8 +294,9 @@ def build_frame(plant: Plant = Plant(), seed: int = 0) -> pd.DataFrame:
             for prior in plant.priors:
                 pts.append(dict(member=f"pt{len(pts)}", parent=None, group=group, seed=s, pretrain_lr=PRETRAIN_LR,
                                 prior=PRIORS[prior], prior_name=prior, d_model=d_model))
-    seeds_per_prior = {}
+    seeds_per_prior, first = {}, {}
     for pt in pts:
+        pt["first"] = first.setdefault((pt["group"], pt["seed"], pt["pretrain_lr"]), pt["member"])
         seeds_per_prior.setdefault((pt["group"], pt["prior_name"]), []).append(pt["seed"])
     task = {"test.blind_acc": BLIND, "test.majority_acc": MAJORITY, "test.discriminating": 0.7,
             "heldout.fraction": 0.1, "heldout.eval_share": 1.0, "heldout.train_share": 0.0,
@@ -338,12 +346,36 @@ def build_frame(plant: Plant = Plant(), seed: int = 0) -> pd.DataFrame:
                 b.add(rft, "probe", b.probe(PROBE_PEAK))
                 b.attention(rft, pt["pattern"], "tv_parent", TV_KEPT)
                 lineages.append((pt, rft))
+                if plant.planted and pt["prior_name"] == plant.priors[-1]:
+                    _planted(b, plant, pt, ft, scale)
     _controls(b, plant, pts, lineages)
     columns = [*BASE, *HYPER, *([b.scale] if b.scale else [])]
     frame = pd.DataFrame(b.rows, columns=columns)
     for column in ("parent", "prior_name", "finetune_lr_name"):
         frame[column] = frame[column].astype(object)
     return frame
+
+
+def _planted(b: _Builder, plant: Plant, pt, ft, reft_lr) -> None:
+    """The null twin and the planted wrapper of one real member `ft` (module docstring)."""
+    stop = -1.0 if plant.target == 0 else float(STOP_STEP)
+    start = {"pt_acc": CONTROL_PT_ACC, "ft_acc": 0.9, "ft_shortcut_acc": 0.9}
+    null = dict(ft, member="n" + ft["member"], parent="c" + pt["first"], prior_name="control")
+    wrapper = dict(ft, member="w" + ft["member"])
+    for member, phase, before, o in (
+            (null, "null_finetune", start, Outcome(CONTROL_PT_ACC, 0.95, 0.96, 0.9, 0.03, stop, False, "null",
+                                                   PROBE_NEVER_HAD, TV_OVERWRITE)),
+            (wrapper, "planted_wrapper", {"pt_acc": pt["pt_acc"], "ft_acc": pt["ft_acc"],
+                                          "ft_shortcut_acc": pt["ft_acc"]}, outcome("wrapper", plant, pt["pt_acc"],
+                                                                                    pt["ft_acc"]))):
+        b.training(member, phase, FINETUNE_STEPS, before, {"pt_acc": o.pt, "ft_acc": o.ft,
+                                                           "ft_shortcut_acc": o.shortcut}, o.stop)
+        b.add(member, "regime", {0: b.regime(member, o.pt, o.ft, o.shortcut, o.ft_share, o.pt_share)})
+        b.add(member, "probe", b.probe(o.probe_peak))
+        b.prune(member, o.pt, o.ft, pt["pt_acc"], o.prune_revives, null_like=o.reft_step == "null")
+        child = dict(member, member="r" + member["member"], parent=member["member"], reft_lr=reft_lr)
+        step = _slow_step(b.rng) if o.reft_step == "null" else o.reft_step
+        b.reft_like(child, "null_reft" if member is null else "wrapper_reft", o.pt, pt["pt_acc"], step)
 
 
 def _controls(b: _Builder, plant: Plant, pts, lineages) -> None:

@@ -65,7 +65,7 @@ def pcfg_config() -> ml_collections.ConfigDict:
     c.checkpoint = dict(every_chunks=5, keep=2)
 
     # The microscope (fttrace/answer/evals/), run after fine-tuning in run-tree order.
-    c.evals = ("reft", "prune", "probe", "attention", "patch")
+    c.evals = ("reft", "planted", "prune", "probe", "attention", "patch")
     c.reft = dict(
         steps=500, batch_size=32, eval_every=25, schedule="constant", warmup_steps=0, weight_decay=0.01,
         grad_clip=1.0, b1=0.9, b2=0.999, member_batch=0,
@@ -132,6 +132,6 @@ def tracr_config(program: str, ft_target: str) -> ml_collections.ConfigDict:
     c.sweep.update(seeds=8, pretrain_lr=(1e-3,), prior=(0.0,), finetune_lr=("small", "medium", "large"),
                    spurious=(0.0, 0.5))
     c.eval.examples = 512
-    c.evals = ("reft", "prune", "probe", "attention", "patch", "components")
+    c.evals = ("reft", "prune", "probe", "attention", "patch", "components")  # no "planted": no control query
     c.components = dict(examples=256)  # held-out C_PT and C_FT inputs each, for the activation change
     return c

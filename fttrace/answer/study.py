@@ -180,6 +180,9 @@ class TaskStudy:
             if self.config.reft.control:
                 tables["control_pretrain"], tables["control_reft"] = reft.control_members(
                     group, rf, self.config.reft.control_lr_factors)
+                if "planted" in self.config.evals:
+                    from fttrace.answer.evals import planted
+                    tables.update(planted.phase_tables(group, tables["control_pretrain"], self.config.reft))
         return tables
 
     def protocol_layout(self, group: Group):

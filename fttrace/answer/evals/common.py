@@ -16,14 +16,16 @@ from fttrace.engine.train import PHASE_IDS, answer_loss, init_members
 @dataclasses.dataclass
 class MemberSet:
     """Member-stacked parameters of one run-tree level, with their member table (ids, parents, hyperparameters)."""
-    level: str  # "pretrain" | "finetune" | "reft" | "control_pretrain" | "control_reft" | "init"
+    level: str  # a name of LEVELS
     members: pd.DataFrame
     params: object
 
 
 # Every level a measurement can examine, in run-tree order: the members, then the nulls (the control that never had
-# C_PT, before and after its C_PT training, and each pretraining seed's untrained model).
-LEVELS = ("pretrain", "finetune", "reft", "control_pretrain", "control_reft", "init")
+# C_PT, before and after its C_PT training, and each pretraining seed's untrained model), then the fine-tuned
+# members of known answer (evals/planted.py: the matched nulls fine-tuned, the planted wrappers).
+LEVELS = ("pretrain", "finetune", "reft", "control_pretrain", "control_reft", "init", "null_finetune",
+          "planted_wrapper")
 MEMBER_LEVELS = ("pretrain", "finetune", "reft")
 
 
@@ -32,7 +34,9 @@ def member_sets(run, levels=MEMBER_LEVELS) -> list[MemberSet]:
     models, on the pretraining members' rows)."""
     tables = {"pretrain": run.group.pretrain, "finetune": run.group.finetune,
               "reft": getattr(run, "reft_members", None), "control_pretrain": getattr(run, "control_members", None),
-              "control_reft": getattr(run, "control_reft_members", None), "init": run.group.pretrain}
+              "control_reft": getattr(run, "control_reft_members", None), "init": run.group.pretrain,
+              "null_finetune": getattr(run, "null_members", None),
+              "planted_wrapper": getattr(run, "wrapper_members", None)}
     out = []
     for level in LEVELS:
         if level not in levels or tables[level] is None:
@@ -85,7 +89,8 @@ def ancestor_params(run, member_set: MemberSet):
 
 
 def reference_pt_acc(run, member_set: MemberSet) -> np.ndarray:
-    """Each member's pretrained C_PT accuracy (its own if pretrained, else its pretraining ancestor's)."""
+    """Each member's pretrained C_PT accuracy (its own if pretrained, else its pretraining ancestor's: for a null
+    twin, its real twin's parent)."""
     acc = pretrained_pt_acc(run)
     return acc if member_set.level in ("pretrain", "init") else acc[pretrain_ancestor(member_set.members)]
 

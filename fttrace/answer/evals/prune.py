@@ -17,8 +17,9 @@ go first; `score="abs"` ranks by the magnitude |g.w| instead. Granularities:
 For every method `<method>.k_revive` is the smallest k whose C_PT accuracy comes within `prune.tolerance` of the
 member's pretrained C_PT accuracy (NaN if none does), `<method>.frac_revive` the same as a fraction of units.
 Every curve records C_FT beside C_PT, so the units whose removal revives C_PT can be seen to remove C_FT (or not).
-Pretrained members are pruned the same way, and so is the control that never had C_PT (`control_pretrain`): a
-gain there is the instrument's own, not a latent capability's.
+Pretrained members are pruned the same way, and so are the control that never had C_PT (`control_pretrain`) and
+the members of known answer (`null_finetune`, the matched nulls fine-tuned, whose gains make T_prune: a gain
+there is the instrument's own, not a latent capability's; `planted_wrapper`; evals/planted.py).
 
 Rows: phase "prune", step = k (units removed), metrics "<method>.pt_acc" / "<method>.ft_acc"; "neurons.unit" and
 "heads.unit" at step k: the k-th unit the targeted ranking removes (flat index: layer x units per layer + unit).
@@ -222,10 +223,12 @@ def prune_members(run, member_set: MemberSet, pruner: Pruner):
 
 
 def measure_prune(run) -> pd.DataFrame:
-    """Phase "prune": fine-tuned members, with the pretrained members and the control that never had C_PT."""
+    """Phase "prune": fine-tuned members, with the pretrained members, the control that never had C_PT and the
+    members of known answer."""
     pruner = Pruner(run)
     frames = []
-    for member_set in member_sets(run, ("pretrain", "finetune", "control_pretrain")):
+    for member_set in member_sets(run, ("pretrain", "finetune", "control_pretrain", "null_finetune",
+                                        "planted_wrapper")):
         rows, records = prune_members(run, member_set, pruner)
         frames.append(long_frame(member_set.members.iloc[rows], PHASE, records, member_status(run, member_set, rows)))
     return pd.concat(frames, ignore_index=True)

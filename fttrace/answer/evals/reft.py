@@ -9,9 +9,11 @@ at `fttrace.engine.train.eval_steps(reft)` (phase "reft"): with `reft.eval_sched
 revives within a few steps is timed to the step rather than floored at the first evaluation.
 
 The control has no latent copy of the capability: for each (seed, pretraining LR) a member `cptN` is pretrained
-on the same grammar and budget with every query about O_PT replaced (fttrace/answer/tasks/queries.py: it learns all the
-members learn except C_PT; phase "control_pretrain"; `ptN` is the first pretraining member of that seed and LR),
-then trained on the pretraining task like the reFT members, at each distinct reFT LR of its seed x
+with the budget and LR of that seed's lowest-prior member `ptN` (the prior whose members fine-tuning must teach
+C_FT; column `prior`: that prior, `prior_name` "control") on ptN's own query mix with every query about O_PT
+asked about the control terminal instead (queries.matched_null: it learns all ptN learns except C_PT; phase
+"control_pretrain"). The evaluation "planted" fine-tunes it like ptN's children (evals/planted.py). It is then
+trained on the pretraining task like the reFT members, at each distinct reFT LR of its seed x
 `reft.control_lr_factors` (phase "control_reft", members `cptN-<reFT LR>-x<factor>`, column `reft_lr_base`: the
 reFT LR it is matched to). For a task that brings its pretrained model (a Tracr-compiled program) the control is
 the same: that architecture randomly initialised and trained on the fine-tuning target only (the `pretrain`
@@ -52,14 +54,19 @@ def reft_members(group, cfg) -> pd.DataFrame:
     return rf.reset_index(drop=True)
 
 
+def matched_columns(pretrain: pd.DataFrame) -> list[str]:
+    """The columns one control stands for: seed, pretraining LR and swept pretraining optimiser settings."""
+    return ["seed", "pretrain_lr", *(f"pretrain_{name}" for name in optimizer_values(pretrain, "pretrain"))]
+
+
 def control_members(group, reft: pd.DataFrame, factors) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Control pretraining members (one per seed x pretraining LR x swept pretraining optimiser setting) and their
-    C_PT training members."""
+    """Control pretraining members (one per seed x pretraining LR x swept pretraining optimiser setting, matched to
+    its lowest-prior pretraining member) and their C_PT training members."""
     pt = group.pretrain.reset_index(drop=True)
-    matched = ["seed", "pretrain_lr", *(f"pretrain_{name}" for name in optimizer_values(pt, "pretrain"))]
-    first = pt.groupby(matched, sort=False).head(1)
-    cp = first.assign(member="c" + first.member, prior=1.0, prior_name="control",
-                      pretrain_index=first.index.to_numpy()).reset_index(drop=True)
+    matched = matched_columns(pt)
+    lowest = pt.loc[pt.groupby(matched, sort=False).prior.idxmin()]
+    cp = lowest.assign(member="c" + lowest.member, prior_name="control",
+                       pretrain_index=lowest.index.to_numpy()).reset_index(drop=True)
     rows = []
     for i, parent in cp.iterrows():
         mine = reft[(reft[matched] == parent[matched]).all(axis=1)]
@@ -115,7 +122,7 @@ def run_reft(run) -> None:
     pretraining = group.phase(run.config, "pretrain")
     state = init_members(group.model, pretraining, run.config.seed, cp.seed.to_numpy(), cp.pretrain_lr.to_numpy(),
                          optimizer_values(cp, "pretrain"))
-    data = data_spec(queries.control(run.task, len(cp)), np.zeros(len(cp)))
+    data = data_spec(queries.control(run.task, cp.prior.to_numpy()), np.zeros(len(cp)))
     state = run.train_phase(CONTROL_PRETRAIN, cp, state, data, phase_cfg=pretraining)
     state = fan_out(state, cr.parent_index.to_numpy(), cfg, cr.reft_lr.to_numpy(),
                     member_keys(run.config.seed, cr.seed.to_numpy(), REFT))

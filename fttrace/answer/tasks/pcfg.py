@@ -196,7 +196,9 @@ def string_hash(data):
 
 
 POOLS = ("train", "eval", "test")  # where a string belongs (PCFGTask.in_pool)
-QUERIES = ("pt", "ft", "other")  # what a sequence's operand is: O_PT, O_FT, or one of the other operands
+# What a sequence's operand is: O_PT, O_FT, one of the other operands, or the control terminal (asked only by the
+# matched null, which is pretrained with it in place of O_PT: fttrace/answer/tasks/queries.py).
+QUERIES = ("pt", "ft", "other", "control")
 NO_CONTROL = "every terminal is an operand: no terminal is left for the probes' control target"
 
 
@@ -260,8 +262,10 @@ class PCFGTask:
 
     @functools.cached_property
     def terminal_frequencies(self) -> np.ndarray:
-        """Mean occurrences of each terminal per string (from a fixed sample of the grammar)."""
-        strings, _ = sample_strings(self.grammar, jax.random.PRNGKey(0), 4096)
+        """Mean occurrences of each terminal per string (from a fixed sample of the grammar); computed eagerly even
+        when first asked inside a traced program (the sampler's control query)."""
+        with jax.ensure_compile_time_eval():
+            strings, _ = sample_strings(self.grammar, jax.random.PRNGKey(0), 4096)
         strings = np.asarray(strings)
         return np.bincount(strings[strings >= 0], minlength=self.grammar.n_terminals) / len(strings)
 
@@ -279,6 +283,11 @@ class PCFGTask:
             raise ValueError(NO_CONTROL)
         f = self.terminal_frequencies
         return min(self.unasked, key=lambda t: abs(f[t] - f[self.pt_operand]))
+
+    @property
+    def control_query_operand(self) -> int:
+        """The terminal a control query asks about: the control terminal (O_PT where there is none to ask)."""
+        return self.control if self.control_operand != -1 or self.unasked else self.pt_operand
 
     @property
     def vocab(self) -> Vocab:
@@ -302,11 +311,11 @@ class PCFGTask:
         return dict(kind="pcfg", task=self.task, pt_operand=self.pt_operand, ft_operand=self.ft_operand,
                     other_operands=list(self.other_operands), control_operand=self.control, holdout=self.holdout)
 
-    def query_mix(self, pt: float = 0.0, ft: float = 0.0, other: float = 0.0) -> np.ndarray:
+    def query_mix(self, pt: float = 0.0, ft: float = 0.0, other: float = 0.0, control: float = 0.0) -> np.ndarray:
         """Probabilities over `queries`; an `other` share with no other operands goes to O_PT."""
         if not self.other_operands:
             pt, other = pt + other, 0.0
-        return np.asarray([pt, ft, other], np.float32)
+        return np.asarray([pt, ft, other, control], np.float32)
 
     def data_of(self, tokens):
         """Terminal indices of the data slots (-1 for padding) of task sequences."""
@@ -368,7 +377,8 @@ class PCFGTask:
     def sample(self, key, batch: int, mix, spurious):
         """A training batch: tokens [batch, seq_len] int32 and answer tokens [batch]; no held-out string.
 
-        mix: probabilities over `queries` (O_PT, O_FT, another operand drawn uniformly from `other_operands`).
+        mix: probabilities over `queries` (O_PT, O_FT, another operand drawn uniformly from `other_operands`, the
+        control terminal).
         spurious: probability that a sequence carries the shortcut (a string of the grammar on which it holds).
         Both may be traced (per-member hyperparameters).
         """
@@ -440,6 +450,10 @@ class PCFGTask:
         other = others[jnp.minimum((u_other[:, 0] * len(others)).astype(jnp.int32), len(others) - 1)]
         operand = jnp.where(u_query[:, 0] < mix[0], self.pt_operand,
                             jnp.where(u_query[:, 0] < mix[0] + mix[1], self.ft_operand, other))
+        # The control query takes the last share, and only where a mix asks for it: a mix without it draws exactly
+        # the operands it drew before the control query existed.
+        asked = (mix[3] > 0) & (u_query[:, 0] >= mix[0] + mix[1] + mix[2])
+        operand = jnp.where(asked, self.control_query_operand, operand)
         answers = self.answer(data, operand[:, None])
         data_tokens = jnp.where(data >= 0, v.terminal(data), v.PAD)
         tokens = jnp.concatenate([
