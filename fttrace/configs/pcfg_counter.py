@@ -73,8 +73,8 @@ def get_config(arg=None):
     c.attention.examples = 128
     if arg == "small":
         c.sweep.update(seeds=12, prior=("high", "low"), finetune_lr=("medium", "large"), spurious=(0.0, 1.0),
-                       pretrain_lr=(5e-3,))
-        c.pretrain.update(steps=1200, eval_every=400)
+                       pretrain_lr=(5e-3,), finetune_priors=("low",))
+        c.pretrain.update(steps=2000, eval_every=400)
         c.finetune.update(steps=3000, eval_every=100)
         c.eval.examples = 256
         c.reft.steps = 1500
