@@ -70,7 +70,8 @@ FIGURE_TEXT = {
              "dash-dotted line is the revival threshold."),
     "survival": ("Steps to revival: Kaplan-Meier curves",
                  "Share of runs not yet revived against steps, reFT of suppressed members (solid) and the matched "
-                 "controls (dashed), one panel per fine-tuning LR; censored at the budget."),
+                 "controls (dashed), one panel per fine-tuning LR; censored at the budget. Bands: pointwise 95% "
+                 "Greenwood intervals."),
     "attention": ("Attention maps before and after fine-tuning, and after reFT",
                   "Mean attention mass from the answer position, per layer and head, to the operand slot and to the "
                   "O_PT / O_FT tokens; columns within a panel split C_PT queries (PTq) and C_FT queries (FTq)."),
