@@ -1,14 +1,16 @@
-"""One study analysed end to end — what the report and the terminal summary show, in their order: the regime, the
-taxonomy's headline, the claims, the survival of reFT, the instruments against their nulls, compiled components and
+"""One study analysed end to end — what the report and the terminal summary show, in their order: the answer (what
+the run found) and a glossary of its symbols, then the regime, the taxonomy's headline, the claims, the survival of reFT, the instruments against their nulls, compiled components and
 protocols, and the nulls and parameters behind every verdict."""
 from __future__ import annotations
 
 import dataclasses
-import textwrap
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from analysis import terminal
+from analysis.answer import Answer, answer
 from analysis.claims import ALPHA, ClaimResult, evaluate_claims
 from analysis.components import component_display, component_table, located_display
 from analysis.emergence import Headline, headline
@@ -18,13 +20,14 @@ from analysis.load import Study, load_study
 from analysis.protocols import closing_note, protocol_display, protocol_table
 from analysis.regime import Regime, regime
 from analysis.revival import Revival, display as revival_display, revival
-from analysis.settings import describe_setting, readable, scale_columns, setting_columns, swept_axes
+from analysis.glossary import used
+from analysis.settings import column_name, describe_setting, readable, scale_columns, setting_columns, swept_axes
 from analysis.stats import CONFIDENCE, LogisticFit
 from analysis.survival import CoxFit
 from analysis.taxonomy import CLASSES, Parameters, Taxonomy, taxonomy
 from analysis.validation import Validation, validate
+from analysis.terminal import wrapped
 
-WIDTH = 120  # terminal columns for wrapped prose
 INSTRUMENT_TITLES = {"pruning": "Pruning against its nulls (random neurons; the control that never had C_PT)",
                      "attention": "Attention change against the seed-to-seed null",
                      "patching": "Activation patching with the parent"}
@@ -103,44 +106,109 @@ class Analysis:
     def parameters_display(self) -> pd.DataFrame:
         return pd.DataFrame(self.parameters.describe(self.taxonomy.target), columns=["parameter", "value", "rule"])
 
+    @property
+    def answer(self) -> Answer:
+        """What the run found, for the top of the summary and the page."""
+        return answer(self.headline.overall, self.headline.shares, self.claims, self.regime, self.alpha,
+                      self.confidence)
+
+    def keys(self) -> list[str]:
+        """The readable names of the setting columns: they identify a row of the tables."""
+        return [column_name(c) for c in setting_columns(self.by)] + ["arm", "level", "seed", "parameter", "class",
+                                                                     "claim"]
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table of the summary, at full width, by name (`--csv DIR` writes them as DIR/NAME.csv)."""
+        r, columns = self.regime, setting_columns(self.by)
+        out = {"answer_shares": self.answer.shares, "answer_claims": self.answer.claims,
+               "regime_priors": r.prior_display(), "regime_seeds": r.seeds,
+               "regime_cells": r.cell_display(columns) if not r.cells.empty else r.cells,
+               "regime_probe_levels": r.levels, "classes": self.class_display(), "claims": self.claims_display(),
+               "survival": revival_display(self.revival.by_lr), "survival_by_prior": revival_display(
+                   self.revival.by_prior), "logrank": revival_display(self.revival.logrank),
+               **{f"instrument_{name}": table for name, table in self.instruments.items()},
+               "components": self.component_display(), "components_located": self.located_display(),
+               "protocols": protocol_display(self.protocols) if not self.protocols.empty else self.protocols,
+               "parameters": self.parameters_display()}
+        return {name: table for name, table in out.items() if not table.empty}
+
+    def write_tables(self, directory) -> list[Path]:
+        """Write `tables()` as CSV files into `directory`; returns their paths."""
+        directory = Path(directory)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            written = []
+            for name, table in self.tables().items():
+                table.to_csv(directory / f"{name}.csv", index=False)
+                written.append(directory / f"{name}.csv")
+        except OSError as e:
+            raise AnalysisError(f"cannot write the tables into {directory}: {e.strerror or e}") from None
+        return written
+
     def summary_text(self) -> str:
-        """Everything the terminal shows, regime first."""
-        lines = [f"{', '.join(map(str, self.study.paths))}: {self.counts()}"]
-        lines += [f"note: {note}" for note in self.study.notes]
-        lines += ["", *_regime_lines(self.regime, self.by)]
-        lines += ["", "== What fine-tuning did to C_PT (the taxonomy) ==", self.headline.overall]
+        """Everything the terminal shows, within terminal.WIDTH columns: the answer, the glossary of what it says,
+        then the regime and the evidence."""
+        keys = self.keys()
+        frame = lambda table: terminal.table(table, keys)  # noqa: E731
+        body = [*_regime_lines(self.regime, self.by, frame)]
+        body += ["", "== What fine-tuning did to C_PT (the taxonomy) ==", wrapped(self.headline.overall, "", "")]
         if not self.headline.table.empty:
-            lines += ["", *self.headline.sentences, "", _frame(self.class_display()), "",
-                      "Each class against the rest (logistic regression over the judged members, standard errors "
-                      "clustered by seed):"]
-            lines += [f"  {c}: {fit_text(fit)}" for c, fit in self.headline.regressions.items()]
-        lines += ["", "== Claims of the reference study (exact one-sided Wilcoxon over seeds, Holm-adjusted) =="]
+            body += ["", *(wrapped(s, "", "    ") for s in self.headline.sentences), "", frame(self.class_display()),
+                     "", wrapped("Each class against the rest (logistic regression over the judged members, standard "
+                                 "errors clustered by seed):", "", "")]
+            body += [wrapped(f"{c}: {fit_text(fit)}") for c, fit in self.headline.regressions.items()]
+        body += ["", "== Claims of the reference study (exact one-sided Wilcoxon over seeds, Holm-adjusted) =="]
         for c in self.claims:
-            lines.append(f"  {c.id:>2}  {c.verdict}  — {c.claim}")
+            body.append(wrapped(f"{c.id:>2}  {c.verdict}  — {c.claim}", "  ", "      "))
             if c.test:
-                lines.append(f"      effect {c.effect_text} (SESOI {c.sesoi_text}); {c.power_text}; p {_p(c.test.p)}, "
-                             f"p(Holm) {_p(c.p_holm)}; below the SESOI: p(Holm) {_p(c.p_equivalence_holm)}")
-        lines += ["", *_revival_lines(self.revival)]
-        lines += ["", "== Instruments against their nulls (mean over seeds [95% bootstrap CI]) =="]
+                body.append(wrapped(f"effect {c.effect_text} (SESOI {c.sesoi_text}); {c.power_text}; p "
+                                    f"{_p(c.test.p)}, p(Holm) {_p(c.p_holm)}; below the SESOI: p(Holm) "
+                                    f"{_p(c.p_equivalence_holm)}", "      ", "      "))
+        body += ["", *_revival_lines(self.revival, frame)]
+        body += ["", "== Instruments against their nulls (mean over seeds [95% bootstrap CI]) =="]
         for name, table in self.instruments.items():
-            lines += [f"{INSTRUMENT_TITLES[name]}:", _frame(table) if not table.empty else
-                      f"  {missing_note(self.evidence, name)}"]
+            body += [f"{INSTRUMENT_TITLES[name]}:", frame(table) if not table.empty else
+                     wrapped(missing_note(self.evidence, name))]
         components = self.component_display()
         if not components.empty:
-            lines += ["", f"Change of each compiled component against the compiled model (mean over seeds "
-                          f"[{self.confidence:.0%} bootstrap CI]):", _frame(components)]
+            body += ["", wrapped(f"Change of each compiled component against the compiled model (mean over seeds "
+                                 f"[{self.confidence:.0%} bootstrap CI]):", "", ""), frame(components)]
         located = self.located_display()
         if not located.empty:
-            lines += ["", "Does pruning find the compiled components? Share of the first n units the C_PT ranking "
-                          "removes that lie in each component (n = its units; chance = n / all units of its kind):",
-                      _frame(located)]
+            body += ["", wrapped("Does pruning find the compiled components? Share of the first n units the C_PT "
+                                 "ranking removes that lie in each component (n = its units; chance = n / all units "
+                                 "of its kind):", "", ""), frame(located)]
         if not self.protocols.empty:
-            lines += ["", f"Fine-tuning protocols (mean over seeds [{self.confidence:.0%} bootstrap CI]):",
-                      _frame(protocol_display(self.protocols)), *closing_note(self.protocols)]
-        lines += ["", "== Nulls and parameters ==", *self.nulls_lines(), _frame(self.parameters_display())]
+            body += ["", f"Fine-tuning protocols (mean over seeds [{self.confidence:.0%} bootstrap CI]):",
+                     frame(protocol_display(self.protocols)), *(wrapped(s) for s in closing_note(self.protocols))]
+        body += ["", "== Nulls and parameters ==", *(wrapped(line, "", "    ") for line in self.nulls_lines())]
+        body += [wrapped(f"{r.parameter} = {r.value}: {r.rule}") for r in self.parameters_display().itertuples()]
         if self.validation is not None:
-            lines += ["", "== Instruments on planted truth ==", *self.validation.lines()]
-        return "\n".join(lines)
+            body += ["", "== Instruments on planted truth ==", *(wrapped(line, "", "    ")
+                                                                  for line in self.validation.lines())]
+        head = [f"{', '.join(map(str, self.study.paths))}:", wrapped(self.counts(), "  ", "  ")]
+        head += [wrapped(f"note: {note}", "", "    ") for note in self.study.notes]
+        head += ["", *_answer_lines(self.answer, frame)]
+        text = "\n".join(head + body)
+        glossary = ["", "== Glossary ==", *(wrapped(f"{term}: {meaning}", "  ", "      ")
+                                           for term, meaning in used(text))]
+        return "\n".join(head + glossary + [""] + body)
+
+
+def _answer_lines(found: Answer, frame) -> list[str]:
+    lines = ["== The answer: what this run found ==", wrapped(found.overall, "", "")]
+    if not found.shares.empty:
+        lines += ["Class shares among the judged members (interval over seeds, then members within them):",
+                  frame(found.shares)]
+    if not found.claims.empty:
+        lines += ["Claims (one number per seed; exact one-sided Wilcoxon, Holm-adjusted; details below):"]
+        verdict, effect = (max(map(len, found.claims[c])) for c in found.claims.columns[1:3])
+        for r in found.claims.itertuples(index=False):
+            lines.append(wrapped(f"{r[0]:>2}  {r[1]:<{verdict}}  {r[2]:<{effect}}  {r[3]}", "  ",
+                                 " " * (verdict + effect + 10)))
+    lines += ["Flags:", *(wrapped(f"! {flag}", "  ", "    ") for flag in found.flags)] if found.flags else \
+        ["Flags: none (every seed in the regime, no cell flagged, every claim testable)."]
+    return lines
 
 
 def _share(k, share, lo, hi) -> str:
@@ -153,46 +221,36 @@ def _p(value) -> str:
     return "n/a" if not np.isfinite(value) else f"{value:.3g}"
 
 
-def _frame(frame: pd.DataFrame) -> str:
-    with pd.option_context("display.width", 250, "display.max_columns", 40, "display.max_colwidth", 60):
-        return frame.to_string(index=False)
-
-
-def _wrapped(sentence: str) -> str:
-    """A sentence indented and wrapped to the terminal's WIDTH columns."""
-    return textwrap.fill(sentence, WIDTH, initial_indent="  ", subsequent_indent="    ", break_on_hyphens=False)
-
-
-def _regime_lines(r: Regime, by) -> list[str]:
+def _regime_lines(r: Regime, by, frame) -> list[str]:
     lines = ["== Regime (before any verdict) =="]
     if r.note:
-        lines.append(f"note: {r.note}")
-    lines += ["Requirements:", *(_wrapped(rule) for rule in r.requirements)]
-    lines += [_wrapped(check) for check in r.checks]
+        lines.append(wrapped(f"note: {r.note}", "", "    "))
+    lines += ["Requirements:", *(wrapped(rule) for rule in r.requirements)]
+    lines += [wrapped(check) for check in r.checks]
     if not r.priors.empty:
-        lines += ["Pretrained models per prior (mean over seeds [95% CI]):", _frame(r.prior_display())]
+        lines += ["Pretrained models per prior (mean over seeds [95% CI]):", frame(r.prior_display())]
     if not r.seeds.empty:
         lines += ["Pretrained models per seed (test C_PT/C_FT at C_Te = 0; OUTSIDE: not judged, nor its "
-                  "descendants):", _frame(r.seeds)]
+                  "descendants):", frame(r.seeds)]
     if not r.cells.empty:
         columns = setting_columns(by)
-        lines += ["Fine-tuning cells:", _frame(r.cell_display(columns).drop(columns="flags"))]
+        lines += ["Fine-tuning cells:", frame(r.cell_display(columns).drop(columns="flags"))]
         flagged = r.flagged
-        lines += [f"FLAG {describe_setting(row, columns)}: {row['flags']}" for _, row in flagged.iterrows()] or \
-            ["No cell is flagged."]
+        lines += [wrapped(f"FLAG {describe_setting(row, columns)}: {row['flags']}", "", "    ")
+                  for _, row in flagged.iterrows()] or ["No cell is flagged."]
     if not r.levels.empty:
-        lines += ["Probe selectivity per level (the nulls: control, untrained):", _frame(r.levels)]
+        lines += ["Probe selectivity per level (the nulls: control, untrained):", frame(r.levels)]
     return lines
 
 
-def _revival_lines(r: Revival) -> list[str]:
+def _revival_lines(r: Revival, frame) -> list[str]:
     lines = ["== Survival of reFT: steps to revive the suppressed C_PT, reFT vs the matched control =="]
     if r.by_lr.empty:
         return lines + ["  no suppressed member with a reFT child"]
-    lines += ["Per fine-tuning LR (Kaplan-Meier, censored at the budget):", _frame(revival_display(r.by_lr))]
+    lines += ["Per fine-tuning LR (Kaplan-Meier, censored at the budget):", frame(revival_display(r.by_lr))]
     if not r.logrank.empty:
-        lines += ["Log-rank, reFT vs control x1:", _frame(revival_display(r.logrank))]
-    lines += [f"Cox regression of reFT revival: {fit_text(r.cox)}"]
+        lines += ["Log-rank, reFT vs control x1:", frame(revival_display(r.logrank))]
+    lines += [wrapped(f"Cox regression of reFT revival: {fit_text(r.cox)}", "", "    ")]
     return lines
 
 

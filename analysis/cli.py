@@ -32,7 +32,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="fttrace workdir(s); several are analysed together as shards of one sweep")
     report = commands.add_parser("report", parents=[common], help="write OUTDIR/index.html")
     report.add_argument("--out", required=True, metavar="OUTDIR", help="directory for the report")
-    commands.add_parser("summary", parents=[common], help="print the regime, the taxonomy, the claims and the nulls")
+    summary = commands.add_parser("summary", parents=[common], help="print the answer, a glossary, the regime, the "
+                                                                    "taxonomy, the claims and the nulls (within 120 "
+                                                                    "columns)")
+    summary.add_argument("--csv", metavar="DIR", help="also write every table of the summary at full width as "
+                                                      "DIR/NAME.csv")
     pair = commands.add_parser("compare", parents=[options], help="do two runs of one config reach the same "
                                                                   "verdicts? (exit 0: every verdict agrees; 1: one "
                                                                   "differs)")
@@ -53,6 +57,9 @@ def main(argv=None) -> int:
                 if args.by or args.threshold:
                     raise AnalysisError(f"--by and --threshold apply to the wrapper analysis; the {page.STUDY} "
                                         "study's page has fixed cells and no taxonomy parameters")
+                if getattr(args, "csv", None):
+                    raise AnalysisError(f"--csv applies to the wrapper analysis; the {page.STUDY} study's tables are "
+                                        "on its page (report --out DIR)")
                 print(f"report: {page.write_report(args.rundirs, args.out)}" if args.command == "report"
                       else page.summary_text(args.rundirs))
                 return 0
@@ -61,6 +68,8 @@ def main(argv=None) -> int:
             print(f"report: {write_report(analysis, args.out)}")
         else:
             print(analysis.summary_text())
+            if args.csv:
+                print(f"tables: {len(analysis.write_tables(args.csv))} CSV files in {args.csv}")
     except AnalysisError as e:
         print(f"analysis: error: {e}", file=sys.stderr)
         return EXIT_USAGE

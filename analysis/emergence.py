@@ -43,9 +43,15 @@ def dominant(row) -> list[str]:
     return [c for c in CLASSES if row[f"{c} k"] == top]
 
 
+def tie_name(classes) -> str:
+    """One name for the dominant class(es) of a setting, everywhere: 'hidden wrapper', or 'tie: reuse / hidden
+    wrapper'."""
+    return classes[0] if len(classes) == 1 else "tie: " + " / ".join(classes)
+
+
 def setting_table(evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE) -> pd.DataFrame:
     """One row per setting: members, judged, per class `<class> k`, `<class> share`, `_lo`, `_hi`, not_judged
-    (reasons) and dominant (the dominant class(es), ' and '-joined)."""
+    (reasons) and dominant (the dominant class(es), `tie_name`)."""
     columns = setting_columns(by)
     per_class = [f"{c} {part}" for c in CLASSES for part in ("k", "share", "lo", "hi")]
     if evidence.empty:
@@ -61,7 +67,7 @@ def setting_table(evidence: pd.DataFrame, by=(), confidence: float = CONFIDENCE)
             values = rates[source].reindex(table.index) if rates is not None else pd.Series(index=table.index)
             table[f"{c} {part}"] = values.fillna(0).astype(int) if part == "k" else values
     table = table.reset_index()
-    table["dominant"] = [" and ".join(dominant(r)) for _, r in table.iterrows()]
+    table["dominant"] = [tie_name(dominant(r)) if r.judged else "" for _, r in table.iterrows()]
     return in_setting_order(table[[*columns, "members", "judged", *per_class, "not_judged", "dominant"]], evidence,
                             columns)
 
@@ -83,7 +89,7 @@ def setting_sentences(table: pd.DataFrame, by=(), confidence: float = CONFIDENCE
             out.append(f"{where}: NOT JUDGED — {row.not_judged or 'no members'}")
             continue
         top = dominant(row)
-        word = top[0].upper() if len(top) == 1 else "TIED " + " / ".join(t.upper() for t in top)
+        word = tie_name(top).upper()
         others = [f"{c} {row[f'{c} k']}" for c in CLASSES if c not in top and row[f"{c} k"]]
         tail = f"; also {', '.join(others)}" if others else ""
         skipped = f"; {row.members - row.judged} not judged: {row.not_judged}" if row.members > row.judged else ""
@@ -107,7 +113,7 @@ def overall_sentence(evidence: pd.DataFrame, table: pd.DataFrame, shares: pd.Dat
     leaders = table.dominant[table.dominant != ""]
     wins = leaders.value_counts()
     where = "; ".join(f"{c} dominates in {wins[c]} of {len(leaders)} settings" for c in wins.index
-                      if " and " not in c)
+                      if not c.startswith("tie: "))
     return f"Of {n} judged fine-tuned members{skipped}: {parts}." + (f" By setting, {where}." if where else "")
 
 

@@ -258,8 +258,8 @@ def class_shares(table: pd.DataFrame, columns, classes):
 
 
 def km_curves(curves: dict, budget: float | None = None):
-    """Kaplan-Meier curves of steps to revival, one panel per fine-tuning LR: reFT solid, the controls dashed;
-    curves: {(LR label, arm): Kaplan-Meier frame} (analysis.revival.km_steps)."""
+    """Kaplan-Meier curves of steps to revival, one panel per fine-tuning LR: reFT solid, the controls dashed, each
+    with its pointwise Greenwood band (log-log); curves: {(LR label, arm): Kaplan-Meier frame} (analysis.revival.km_steps)."""
     if not curves:
         return None
     lrs = list(dict.fromkeys(lr for lr, _ in curves))
@@ -279,6 +279,10 @@ def km_curves(curves: dict, budget: float | None = None):
             color = COLORS["reft"] if arm == "reFT" else str(greys[arm])
             ax.step(times, survival, where="post", color=color, linestyle="-" if arm == "reFT" else "--",
                     label=arm, linewidth=1.4)
+            low, high = km.survival_lo.to_numpy(float), km.survival_hi.to_numpy(float)
+            if len(low) < len(times):  # held to the budget like the curve
+                low, high = np.r_[low, low[-1]], np.r_[high, high[-1]]
+            ax.fill_between(times, low, high, step="post", color=color, alpha=0.15, linewidth=0)
         ax.set_title(f"fine-tuning LR {lr}")
         ax.set_xlabel("steps")
         ax.set_ylim(-0.02, 1.02)

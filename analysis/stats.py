@@ -1,5 +1,7 @@
 """Statistics over seeds: bootstrap intervals, rates with Wilson intervals, exact paired one-sided signed-rank tests
 and their exact power, Holm's correction and logistic regression. Generic tools; `emergence` and `claims` apply them.
+scipy.stats and statsmodels do the work (bootstrap, Wilson, Holm, logit); written here only what they cannot: the
+exact signed-rank p and power with ties and zeros (scipy's "exact" ignores ties) and the two-stage cluster bootstrap.
 
 The seed is the unit of replication: members of one seed share their initialisation and, across the cells of one
 prior, their pretrained parent, so intervals and tests first average within a seed and then vary over seeds.
@@ -15,6 +17,7 @@ import scipy.special
 import scipy.stats
 import statsmodels.api as sm
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.proportion import proportion_confint
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
 
 CONFIDENCE = 0.95
@@ -22,16 +25,17 @@ N_BOOT = 2000
 
 
 def bootstrap_mean(values, confidence: float = CONFIDENCE, n_boot: int = N_BOOT, seed: int = 0):
-    """(mean, low, high): percentile bootstrap interval of the mean; NaN bounds with fewer than two values."""
+    """(mean, low, high): percentile bootstrap interval of the mean (scipy.stats.bootstrap); NaN bounds with fewer
+    than two values."""
     values = np.asarray(values, float)
     values = values[~np.isnan(values)]
     if len(values) == 0:
         return np.nan, np.nan, np.nan
     if len(values) == 1:
         return float(values[0]), np.nan, np.nan
-    means = values[np.random.default_rng(seed).integers(0, len(values), (n_boot, len(values)))].mean(axis=1)
-    low, high = np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return float(values.mean()), float(low), float(high)
+    found = scipy.stats.bootstrap((values,), np.mean, n_resamples=n_boot, confidence_level=confidence,
+                                  method="percentile", rng=np.random.default_rng(seed))
+    return float(values.mean()), float(found.confidence_interval.low), float(found.confidence_interval.high)
 
 
 def _as_tuple(key) -> tuple:
@@ -86,14 +90,11 @@ def gap_text(gap, se) -> str:
 
 
 def wilson_interval(k: int, n: int, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n (unlike a bootstrap, not degenerate at 0/n or n/n)."""
+    """Wilson score interval of a proportion k/n (statsmodels; unlike a bootstrap, not degenerate at 0/n or n/n)."""
     if n == 0:
         return np.nan, np.nan
-    z = scipy.stats.norm.ppf((1 + confidence) / 2)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+    low, high = proportion_confint(k, n, 1 - confidence, method="wilson")
+    return max(0.0, float(low)), min(1.0, float(high))
 
 
 def rate_intervals(frame: pd.DataFrame, indicator: str, cells, confidence: float = CONFIDENCE) -> pd.DataFrame:
@@ -282,6 +283,7 @@ def logistic_regression(y: pd.Series, predictors: pd.DataFrame, confidence: floa
 def cluster_bootstrap_share(values, clusters, confidence: float = CONFIDENCE, n_boot: int = N_BOOT,
                             seed: int = 0) -> tuple[float, float, float]:
     """(share, low, high) of a 0/1 outcome whose rows come in clusters (the members of one pretraining seed).
+    Hand-written: scipy.stats.bootstrap resamples independent observations, not clusters and then rows within them.
 
     A two-stage bootstrap: resample the clusters, then the rows within each drawn cluster (a cluster's count of
     ones is then binomial in its size and share); the share of a replicate is its ones over its rows. Rows of one

@@ -1,6 +1,6 @@
 """The stand-alone page of a study that has a section of its own (the canary study, the stories study): telling its
 workdirs by the study their manifest names, reading their rows, `mean [lo, hi]` cells, tables and inline figures,
-and the page around the section (the section, then the config and the manifest).
+and the page around the section (the section, then the config and the manifest: templates/study_page.html).
 """
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from markupsafe import Markup
 
 from analysis import figures, markup
 from analysis.errors import AnalysisError
@@ -81,26 +82,18 @@ def figure_html(fig, out: Path, name: str, title: str) -> str:
 
 
 def write_page(paths, out, frame: pd.DataFrame, manifests: list[dict], section) -> Path:
-    """OUT/index.html: `section(frame, out)` (which writes its figures into OUT/figures), the config and the
-    manifest; returns the page's path."""
+    """OUT/index.html (analysis/templates/study_page.html): `section(frame, out)` (which writes its figures into
+    OUT/figures), the config and the manifest; returns the page's path."""
     out = Path(out)
-    names = html.escape(", ".join(map(str, paths)))
     statuses = {m.get("status", "unknown") for m in manifests}
     note = "" if statuses <= {"done", "complete"} else \
-        f'<div class="note">run status {html.escape(str(sorted(statuses)))}: these are its results so far</div>'
+        f"run status {sorted(statuses)}: these are its results so far"
     try:
         out.mkdir(parents=True, exist_ok=True)
-        page = f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>fttrace analysis: {names}</title>
-<style>{markup.STYLE}</style></head><body>
-<h1>fttrace analysis: {names}</h1>
-<p class="meta">{frame.member.nunique()} members over {frame.seed.nunique()} seed(s).</p>{note}
-{section(frame, out)}
-<section id="config"><h2>Config</h2><details><summary>config of the run</summary>
-<pre>{html.escape(json.dumps(manifests[0].get("config"), indent=2, default=str))}</pre></details></section>
-<section id="manifest"><h2>Manifest</h2><pre>{html.escape(json.dumps(manifests, indent=2, default=str))}</pre>
-</section></body></html>
-"""
+        page = markup.render("study_page.html", paths=", ".join(map(str, paths)), members=frame.member.nunique(),
+                             seeds=frame.seed.nunique(), status_note=note, section=Markup(section(frame, out)),
+                             config=json.dumps(manifests[0].get("config"), indent=2, default=str),
+                             manifests=json.dumps(manifests, indent=2, default=str))
         index = out / "index.html"
         index.write_text(page, encoding="utf-8")
     except OSError as e:

@@ -1,4 +1,5 @@
 """The report and the terminal summary of a study in the engine's schema, and the command's errors."""
+import html
 import re
 
 import pytest
@@ -6,7 +7,7 @@ import pytest
 from analysis.cli import main
 from synthetic_store import Plant, build_frame, write_store
 
-SECTIONS = ("regime", "taxonomy", "claims", "survival", "instruments", "figures", "nulls", "members", "config",
+SECTIONS = ("answer", "glossary", "regime", "taxonomy", "claims", "survival", "instruments", "figures", "nulls", "members", "config",
             "manifest")
 
 
@@ -17,7 +18,7 @@ def store(tmp_path_factory):
     return write_store(tmp_path_factory.mktemp("analysis") / "run", plant)
 
 
-def test_the_report_opens_with_the_regime_and_holds_every_section(store, tmp_path, capsys):
+def test_the_report_opens_with_the_answer_and_holds_every_section(store, tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", str(store), "--out", str(out)]) == 0
     assert str(out / "index.html") in capsys.readouterr().out
@@ -25,6 +26,13 @@ def test_the_report_opens_with_the_regime_and_holds_every_section(store, tmp_pat
     starts = [page.index(f'<section id="{name}"') for name in SECTIONS]
     assert starts == sorted(starts)
     assert "Regime: what the models can do, before any verdict" in page
+    answer = page[page.index('<section id="answer"'):page.index('<section id="glossary"')]
+    assert "hidden wrapper" in answer and "50% [17%, 83%]" in answer and "untestable at this n" in answer
+    assert "claims 1, 2, 3, 4a, 4b, 4c: untestable with these seeds" in answer
+    glossary = page[page.index('<section id="glossary"'):page.index('<section id="regime"')]
+    assert all(f"<dt>{term}</dt>" in glossary for term in ("C_PT", "C_FT", "C_Te", "C_Tr", "O_PT", "O_FT",
+                                                           "operand-blind", "T_prune", "T_reft", "SESOI", "Holm"))
+    assert '<td class="ci">0.94 [0.92, 0.96]</td>' in page and ".ci, td.ci { white-space: nowrap; }" in page
     assert "What fine-tuning did to C_PT" in page and "fine-tuning LR medium, prior high, C_Tr 0" in page
     assert "Survival of reFT" in page and "T_prune = " in page and "T_reft = " in page
     # Self-contained: every image is inline and nothing refers to another file or the network.
@@ -39,17 +47,29 @@ def test_the_report_opens_with_the_regime_and_holds_every_section(store, tmp_pat
     assert "prune_random_gain" in evidence[0] and "sel_control" in evidence[0] and len(evidence) == 1 + 6
 
 
-def test_the_summary_opens_with_the_regime(store, capsys):
-    assert main(["summary", str(store)]) == 0
+def test_the_summary_opens_with_the_answer_and_fits_120_columns(store, capsys, tmp_path):
+    assert main(["summary", str(store), "--csv", str(tmp_path / "tables")]) == 0
     printed = capsys.readouterr().out
     assert "3 pretrained, 6 fine-tuned, 6 reverse-fine-tuned, 3 control members over 3 seed(s)" in printed
-    titles = ["== Regime", "== What fine-tuning did to C_PT", "== Claims", "== Survival of reFT",
-              "== Instruments against their nulls", "== Nulls and parameters"]
+    titles = ["== The answer", "== Glossary", "== Regime", "== What fine-tuning did to C_PT", "== Claims",
+              "== Survival of reFT", "== Instruments against their nulls", "== Nulls and parameters"]
     at = [printed.index(t) for t in titles]
     assert at == sorted(at) and printed.index("== ") == at[0]
+    answer = printed[at[0]:at[1]]
+    assert re.search(r"hidden wrapper +3/6 +50% \[17%, 83%\]", answer)
+    assert re.search(r" 1  untestable at this n  \+0.518 \[", answer) and "Flags:" in answer
+    glossary = printed[at[1]:at[2]]
+    assert all(f"  {term}: " in glossary for term in ("C_PT", "C_FT", "C_Te", "C_Tr", "O_PT", "O_FT", "operand-blind",
+                                                      "T_prune", "T_reft", "SESOI", "Holm"))
     assert "fine-tuning LR medium, prior high, C_Tr 0: HIDDEN WRAPPER" in printed
     assert "fine-tuning LR large, prior high, C_Tr 0: OVERWRITE" in printed
     assert "power " in printed and "T_prune = " in printed
+    wide = [line for line in printed.splitlines() if len(line) > 120]
+    assert not wide, wide
+    # The full-width tables go to CSV.
+    cells = (tmp_path / "tables" / "regime_cells.csv").read_text().splitlines()
+    assert "O_FT queries answered with" in cells[0] and len(cells) == 3
+    assert f"tables: {len(list((tmp_path / 'tables').glob('*.csv')))} CSV files in" in printed
 
 
 def test_a_run_in_progress_gets_a_report_of_what_it_has(tmp_path):
@@ -58,7 +78,7 @@ def test_a_run_in_progress_gets_a_report_of_what_it_has(tmp_path):
     run = write_store(tmp_path / "run", plant, frame=frame[frame.phase == "pretrain"], status="running")
     assert main(["report", str(run), "--out", str(tmp_path / "report")]) == 0
     page = (tmp_path / "report" / "index.html").read_text()
-    assert "run status &#x27;running&#x27;" in page and "cannot be shown yet" in page
+    assert "run status 'running'" in html.unescape(page) and "cannot be shown yet" in page
     assert "No fine-tuned member could be judged (no fine-tuned members)." in page
     assert "Training curves per phase" in page and "Not drawn (no data in the store)" in page
 

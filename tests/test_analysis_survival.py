@@ -219,3 +219,19 @@ def test_the_module_imports_without_the_engine():
               "assert not [m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib', 'flax', 'fttrace')]")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_kaplan_meier_figure_draws_each_curve_with_its_greenwood_band():
+    from matplotlib.collections import PolyCollection
+
+    from analysis.figures import km_curves
+    km = kaplan_meier(DURATIONS, OBSERVED)
+    fig = km_curves({("medium", "reFT"): km, ("medium", "control x1"): kaplan_meier([5, 6, 7], [1, 1, 0])},
+                    budget=10)
+    ax = fig.axes[0]
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(ax.lines) == 2 and len(bands) == 2
+    # The reFT band steps to the Greenwood bounds at t = 3 (0.1955, 0.8523).
+    vertices = bands[0].get_paths()[0].vertices
+    at3 = vertices[np.isclose(vertices[:, 0], 3)][:, 1]
+    assert np.isclose(at3, 0.1955, atol=1e-4).any() and np.isclose(at3, 0.8523, atol=1e-4).any()

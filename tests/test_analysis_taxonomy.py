@@ -216,3 +216,16 @@ def test_parameters_change_the_classes(tmp_path):
     evidence = _taxonomy(tmp_path, plant, parameters=tight).evidence
     assert set(evidence.taxon) == {"overwrite"} and (evidence.prune_budget == 2).all()
     assert isinstance(evidence, pd.DataFrame)
+
+
+def test_a_tie_has_one_name_in_the_sentence_and_the_table():
+    from analysis.emergence import setting_sentences, tie_name
+    from analysis.taxonomy import CLASSES
+    row = {"finetune_lr_label": "medium", "prior_label": "high", "spurious": 0.0, "members": 4, "judged": 4,
+           "not_judged": "", **{f"{c} {part}": 0 for c in CLASSES for part in ("k", "share", "lo", "hi")}}
+    row.update({"reuse k": 2, "hidden wrapper k": 2, "reuse lo": 0.1, "reuse hi": 0.9})
+    table = pd.DataFrame([row])
+    table["dominant"] = tie_name(["reuse", "hidden wrapper"])
+    sentence, = setting_sentences(table)
+    assert table.dominant[0] == "tie: reuse / hidden wrapper"
+    assert ": TIE: REUSE / HIDDEN WRAPPER — " in sentence

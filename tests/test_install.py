@@ -110,3 +110,5 @@ def test_a_built_wheel_carries_the_configs_and_runs_outside_the_checkout(tmp_pat
     done = fttrace("doctor")
     assert f"at {tmp_path / 'site' / 'fttrace'}" in done.stdout  # the wheel's fttrace, not the checkout's
     assert "requirements from the installed distribution fttrace" in done.stdout
+    # The report's templates travel with the analysis package.
+    assert {p.name for p in (tmp_path / "site" / "analysis" / "templates").iterdir()} >= {"report.html", "style.css"}
