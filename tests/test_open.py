@@ -46,12 +46,13 @@ def test_run_with_cache_returns_the_forward_pass_and_its_activations(model, toke
     # float32 rounding, a few 1e-4 apart.
     np.testing.assert_allclose(logits, direct, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(model.logits(tokens), logits, rtol=1e-6)
-    assert cache["residual"].shape == (3, 5, 7, 16) and cache["attn_weights"].shape == (2, 5, 2, 7, 7)
+    assert cache["blocks.1.hook_resid_post"].shape == (5, 7, 16)
+    assert cache["blocks.0.attn.hook_pattern"].shape == (5, 2, 7, 7)
     # The residual stream adds up: each block adds its attention and MLP outputs; heads add up to attention.
-    np.testing.assert_allclose(cache["residual"][2] - cache["residual"][1],
-                               cache["attn_out"][1] + cache["mlp_out"][1], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cache["resid_post", 1] - cache["resid_pre", 1],
+                               cache["attn_out", 1] + cache["mlp_out", 1], rtol=1e-4, atol=1e-4)
     bias = model.params["block_0"]["attn"]["out"]["bias"]
-    np.testing.assert_allclose(cache["head_out"][0].sum(-2) + bias, cache["attn_out"][0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cache["result", 0].sum(-2) + bias, cache["attn_out", 0], rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(model.predict(tokens), logits[:, -1].argmax(-1))
 
 
@@ -76,10 +77,11 @@ def test_ablating_a_direction_removes_exactly_that_direction(model, tokens):
     u = u / np.linalg.norm(u)
     _, before = model.run_with_cache(tokens)
     _, after = model.run_with_cache(tokens, ablate=Ablation(directions={1: u}))
-    np.testing.assert_allclose(after["residual"][1] @ u, 0, atol=1e-4)
-    np.testing.assert_allclose(after["residual"][1], before["residual"][1] - np.outer(before["residual"][1] @ u, u)
-                               .reshape(before["residual"][1].shape), rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(after["residual"][0], before["residual"][0])  # upstream untouched
+    mid, upstream = "blocks.0.hook_resid_post", "blocks.0.hook_resid_pre"  # residual positions 1 and 0
+    np.testing.assert_allclose(after[mid] @ u, 0, atol=1e-4)
+    np.testing.assert_allclose(after[mid], before[mid] - np.outer(before[mid] @ u, u).reshape(before[mid].shape),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(after[upstream], before[upstream])  # upstream untouched
 
 
 def test_patching_every_contribution_from_another_model_gives_its_logits(model, tokens):
