@@ -56,8 +56,7 @@ def test_hook_points_are_named_and_shaped_as_in_transformer_lens(model, tokens):
     np.testing.assert_allclose(cache.stack("resid_post"), inter["residual"][1:], **TOL)
     np.testing.assert_array_equal(cache["blocks.0.hook_resid_post"], cache["blocks.1.hook_resid_pre"])
     np.testing.assert_allclose(cache["hook_embed"] + cache["hook_pos_embed"], cache["resid_pre", 0], **TOL)
-    np.testing.assert_allclose(np.exp(cache["attn_scores", 0]) / np.exp(cache["attn_scores", 0]).sum(-1,
-                               keepdims=True), cache["pattern", 0], **TOL)
+    np.testing.assert_allclose(jax.nn.softmax(cache["attn_scores", 0]), cache["pattern", 0], **TOL)
     np.testing.assert_allclose(cache["pattern", 1][:, :, 2, 3:], 0, atol=1e-6)  # causal
     with pytest.raises(KeyError, match="hook_patern"):
         cache["blocks.0.attn.hook_patern"]
@@ -179,6 +178,7 @@ def test_a_stack_of_members_equals_each_member_alone(model, tokens):
 
 def test_every_tasks_vocabulary_round_trips(tmp_path):
     from fttrace.answer.tasks.registry import build_task
+    from fttrace.answer.tasks.tracr_task import TracrTask
     from fttrace.lm.tokenizer import train_tokenizer
 
     pcfg = build_task(tiny_config()).vocabulary()
@@ -189,7 +189,7 @@ def test_every_tasks_vocabulary_round_trips(tmp_path):
     assert pcfg.to_str_tokens(np.arange(len(pcfg)))[-1] == "NONE"
     with pytest.raises(UserError, match="'t99' not in the vocabulary of the PCFG"):
         pcfg.to_tokens("counter t99")
-    tracr = build_task(tiny_config("task.name=tracr")).vocabulary()
+    tracr = TracrTask("counter", "count_b").vocabulary()
     ids = tracr.to_tokens(["a b c", "d"])  # BOS first, the shorter text padded
     assert tracr.to_str_tokens(ids) == [["BOS", "a", "b", "c"], ["BOS", "d", "compiler_pad", "compiler_pad"]]
     sp = train_tokenizer(["Once upon a time there was a cat.", "The cat sat on a mat.\nThe end."] * 20, 60)

@@ -120,10 +120,11 @@ def test_units_that_do_not_exist_are_refused(model, tokens, ablation, message):
 
 
 def notebook_script() -> str:
-    """The README's notebook script (the Python block under "Open a run in a notebook")."""
+    """The README's notebook scripts (the Python blocks under "Open a run in a notebook"), one after the other."""
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Open a run in a notebook"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    section = section[:section.index("\n## ", 3)]
+    return "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
 
 
 def test_the_readme_notebook_script_runs_on_a_study(tmp_path, capsys):
@@ -135,6 +136,7 @@ def test_the_readme_notebook_script_runs_on_a_study(tmp_path, capsys):
     exec(compile(script.replace("runs/default", str(workdir)), "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert re.search(r"C_PT [01]\.\d+ -> [01]\.\d+", printed) and re.search(r"C_FT [01]\.\d+ -> [01]\.\d+", printed)
+    assert re.search(r"\['blocks\.0\.attn\.hook_pattern'\] \(64, 2, (\d+), \1\)", printed) and "'<ans>']" in printed
     run = fttrace.open(workdir)
     with pytest.raises(UserError, match="no member 'ft99'"):
         run.model("ft99")

@@ -50,8 +50,9 @@ class Tokenizer:
         return self._sp.encode(text, out_type=str)
 
     def vocabulary(self) -> Vocabulary:
-        """The pieces as a model's vocabulary (to_tokens starts with BOS, as the study's documents do)."""
-        names = [self._sp.id_to_piece(i) for i in range(self.vocab_size)]
+        """The pieces as a model's vocabulary, each named by its text (SentencePiece's "▁" as the space it
+        stands for); to_tokens starts with BOS, as the study's documents do."""
+        names = [self._sp.id_to_piece(i).replace("▁", " ") for i in range(self.vocab_size)]
         return Vocabulary(names, pad=PAD, bos=BOS, encode=self.encode, decode=self.decode,
                           name=f"the SentencePiece tokenizer {self.path.name if self.path else ''}".strip())
 

@@ -125,6 +125,8 @@ class ActivationCache(Mapping):
     def stack(self, short: str) -> np.ndarray:
         """The activation `short` (e.g. "resid_post", "pattern", "result") of every layer, stacked: [L, ...]."""
         layers = sorted({int(n.split(".")[1]) for n in self._arrays if n.startswith("blocks.")})
+        if not layers:
+            raise KeyError(f"{short!r}: this cache holds no layer's activations")
         return np.stack([self[short, layer] for layer in layers])
 
     def __repr__(self) -> str:
