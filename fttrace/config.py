@@ -132,7 +132,7 @@ def differences(a: dict, b: dict) -> list[str]:
 # Keys that change how a run goes, never what it computes: a run resumes under other values of them. The phases'
 # and the evaluations' `member_batch` are not among them: the width of a vmapped group changes float rounding, and
 # through it, now and then, a logged accuracy.
-RESULTS_NEUTRAL = ("checkpoint.every_chunks", "checkpoint.keep")
+RESULTS_NEUTRAL = ("checkpoint.every_chunks", "checkpoint.keep", "checkpoint.keep_log_spaced")
 
 
 def results_relevant(config: dict) -> dict:
@@ -296,11 +296,13 @@ def study_module(config):
 
 
 def check_checkpoint(config) -> None:
-    """The checkpoint section of any study: `every_chunks` >= 0 (0: at each phase's end only), `keep` >= 1."""
+    """The checkpoint section of any study: `every_chunks` >= 0 (0: at each phase's end only), `keep` >= 1,
+    `keep_log_spaced` >= 0 (where given)."""
     require("checkpoint" in config, "checkpoint", "missing section")
-    every = config.checkpoint.every_chunks
-    require(isinstance(every, int) and not isinstance(every, bool) and every >= 0, "checkpoint.every_chunks",
-            f"must be a non-negative integer, got {every!r}")
+    for key in ("every_chunks", "keep_log_spaced"):
+        value = config.checkpoint.get(key, 0)
+        require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, f"checkpoint.{key}",
+                f"must be a non-negative integer, got {value!r}")
     positive_int(config, "checkpoint.keep")
 
 

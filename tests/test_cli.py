@@ -85,7 +85,7 @@ def test_a_setting_that_cannot_change_results_does_not_block_resume(finished_run
                    *overrides("sweep.seeds=2", "checkpoint.keep=3", "checkpoint.every_chunks=2")) == 0
     assert {name: (finished_run / name).read_bytes() for name in before} == before
     manifest = json.loads(before["manifest.json"])
-    assert manifest["config"]["checkpoint"] == {"every_chunks": 5, "keep": 2}  # the whole config, as first given
+    assert manifest["config"]["checkpoint"] == {"every_chunks": 5, "keep": 2, "keep_log_spaced": 8}  # the whole config, as first given
     assert [i["argv"] for i in manifest["invocations"]] == [manifest["argv"]]
 
 

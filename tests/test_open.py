@@ -46,12 +46,13 @@ def test_run_with_cache_returns_the_forward_pass_and_its_activations(model, toke
     # float32 rounding, a few 1e-4 apart.
     np.testing.assert_allclose(logits, direct, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(model.logits(tokens), logits, rtol=1e-6)
-    assert cache["residual"].shape == (3, 5, 7, 16) and cache["attn_weights"].shape == (2, 5, 2, 7, 7)
+    assert cache["blocks.1.hook_resid_post"].shape == (5, 7, 16)
+    assert cache["blocks.0.attn.hook_pattern"].shape == (5, 2, 7, 7)
     # The residual stream adds up: each block adds its attention and MLP outputs; heads add up to attention.
-    np.testing.assert_allclose(cache["residual"][2] - cache["residual"][1],
-                               cache["attn_out"][1] + cache["mlp_out"][1], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cache["resid_post", 1] - cache["resid_pre", 1],
+                               cache["attn_out", 1] + cache["mlp_out", 1], rtol=1e-4, atol=1e-4)
     bias = model.params["block_0"]["attn"]["out"]["bias"]
-    np.testing.assert_allclose(cache["head_out"][0].sum(-2) + bias, cache["attn_out"][0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(cache["result", 0].sum(-2) + bias, cache["attn_out", 0], rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(model.predict(tokens), logits[:, -1].argmax(-1))
 
 
@@ -76,10 +77,11 @@ def test_ablating_a_direction_removes_exactly_that_direction(model, tokens):
     u = u / np.linalg.norm(u)
     _, before = model.run_with_cache(tokens)
     _, after = model.run_with_cache(tokens, ablate=Ablation(directions={1: u}))
-    np.testing.assert_allclose(after["residual"][1] @ u, 0, atol=1e-4)
-    np.testing.assert_allclose(after["residual"][1], before["residual"][1] - np.outer(before["residual"][1] @ u, u)
-                               .reshape(before["residual"][1].shape), rtol=1e-4, atol=1e-4)
-    np.testing.assert_array_equal(after["residual"][0], before["residual"][0])  # upstream untouched
+    mid, upstream = "blocks.0.hook_resid_post", "blocks.0.hook_resid_pre"  # residual positions 1 and 0
+    np.testing.assert_allclose(after[mid] @ u, 0, atol=1e-4)
+    np.testing.assert_allclose(after[mid], before[mid] - np.outer(before[mid] @ u, u).reshape(before[mid].shape),
+                               rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(after[upstream], before[upstream])  # upstream untouched
 
 
 def test_patching_every_contribution_from_another_model_gives_its_logits(model, tokens):
@@ -118,10 +120,11 @@ def test_units_that_do_not_exist_are_refused(model, tokens, ablation, message):
 
 
 def notebook_script() -> str:
-    """The README's notebook script (the Python block under "Open a run in a notebook")."""
+    """The README's notebook scripts (the Python blocks under "Open a run in a notebook"), one after the other."""
     text = (ROOT / "README.md").read_text()
     section = text[text.index("## Open a run in a notebook"):]
-    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    section = section[:section.index("\n## ", 3)]
+    return "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
 
 
 def test_the_readme_notebook_script_runs_on_a_study(tmp_path, capsys):
@@ -133,6 +136,7 @@ def test_the_readme_notebook_script_runs_on_a_study(tmp_path, capsys):
     exec(compile(script.replace("runs/default", str(workdir)), "README.md", "exec"), {})
     printed = capsys.readouterr().out
     assert re.search(r"C_PT [01]\.\d+ -> [01]\.\d+", printed) and re.search(r"C_FT [01]\.\d+ -> [01]\.\d+", printed)
+    assert re.search(r"\['blocks\.0\.attn\.hook_pattern'\] \(64, 2, (\d+), \1\)", printed) and "'<ans>']" in printed
     run = fttrace.open(workdir)
     with pytest.raises(UserError, match="no member 'ft99'"):
         run.model("ft99")

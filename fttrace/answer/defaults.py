@@ -61,8 +61,9 @@ def pcfg_config() -> ml_collections.ConfigDict:
     # member_batch: members evaluated together (bounds evaluation memory; raise it on accelerators).
     c.eval = dict(examples=1024, seed=1234, member_batch=8)
     # Checkpoints (WORKDIR/checkpoints/): every `every_chunks` chunks of `eval_every` steps (0: only at the end of
-    # each phase, where they are always written); the newest `keep` of each phase are kept.
-    c.checkpoint = dict(every_chunks=5, keep=2)
+    # each phase, where they are always written); the newest `keep` of each phase are kept, and `keep_log_spaced`
+    # at log-spaced steps of each phase (the models fttrace.open gives at run.steps(member)).
+    c.checkpoint = dict(every_chunks=5, keep=2, keep_log_spaced=8)
 
     # The microscope (fttrace/answer/evals/), run after fine-tuning in run-tree order.
     c.evals = ("reft", "planted", "prune", "probe", "attention", "patch")

@@ -184,6 +184,10 @@ class CanaryStudy(LanguageModelStudy):
     def member_tables(self) -> dict:
         return member_tables(self.config)
 
+    def tokenizer_path(self, workdir):
+        """Where the study's tokenizer is (fttrace.open's vocabulary)."""
+        return data_lib.tokenizer_path(self.config, epath.Path(workdir) / "data")
+
     def prepare(self, workdir, placement) -> dict:
         config = self.config
         c = config.canary

@@ -69,7 +69,7 @@ def get_config(arg=None):
     c.eval = dict(batch_size=64, member_batch=0)  # member_batch: members evaluated at once (0: all)
     # Checkpoints (WORKDIR/checkpoints/g0-<phase>/): after every `every_chunks` chunks (a chunk runs from one eval
     # step to the next; 0: only at each phase's end), the newest `keep` kept; a killed run resumes from the newest.
-    c.checkpoint = dict(every_chunks=1, keep=2)
+    c.checkpoint = dict(every_chunks=1, keep=2, keep_log_spaced=8)
     # Fine-tuning protocols (fttrace/engine/protocols.py) as an axis of phase `protocols.phase` (the benign unlock fine-tuning; "suppress" for suppression):
     # e.g. --config.sweep.protocol="('full','lora2')" deletes with full fine-tuning and with LoRA side by side.
     c.protocols = protocols_section("finetune")

@@ -3,7 +3,10 @@
     WORKDIR/checkpoints/g<group>-<phase>/<step>/{state,records,meta,checksums}   one orbax CheckpointManager per phase
 
 A phase is checkpointed every `checkpoint.every_chunks` chunks (0: only at its end) and always at its end, which
-is where the next phase starts from; the newest `checkpoint.keep` are kept. Orbax writes a checkpoint into a
+is where the next phase starts from; the newest `checkpoint.keep` are kept. So are `checkpoint.keep_log_spaced`
+mid-training ones (0: none): at the first evaluation step at or after each of that many log-spaced steps from the
+phase's first evaluation after step 0 to its last (`log_spaced_steps`), each written when training reaches it, so
+a notebook can open the model early in a phase, where most of a fine-tuning's change happens. Orbax writes a checkpoint into a
 temporary directory and renames it once complete, so a run killed at any moment leaves complete checkpoints only,
 and a resumed phase goes on from the newest. Saving is synchronous: the next chunk donates the state's buffers.
 In a multi-process run every process writes the shards of its own members (`ocdbt.process_<k>/`).
@@ -200,17 +203,39 @@ def absolute(path) -> epath.Path:
     return path if "://" in str(path) else epath.Path(os.path.abspath(path))
 
 
+def log_spaced_steps(steps, final: int, count: int) -> set[int]:
+    """Of the evaluation steps `steps` reached so far (0 first), those kept as log-spaced checkpoints: for each of
+    `count` steps spaced evenly in log from the first step after 0 to `final`, the first of `steps` at or after it."""
+    reached = sorted(int(s) for s in steps if s > 0)
+    if count <= 0 or not reached:
+        return set()
+    first = reached[0]
+    targets = [first] if count == 1 or final <= first else [
+        int(np.ceil(first * (final / first) ** (j / (count - 1)) - 1e-6)) for j in range(count)]
+    return {next(s for s in reached if s >= t) for t in targets if t <= reached[-1]}
+
+
+class _LogSpaced:
+    """An orbax preservation policy: keep the checkpoints at `steps` (the phase's log-spaced steps so far)."""
+
+    def __init__(self):
+        self.steps: set[int] = set()
+
+    def should_preserve(self, checkpoints, *, context=None) -> list[bool]:
+        return [info.step in self.steps for info in checkpoints]
+
+
 class Checkpoints:
     """The checkpoints of one run: where they live, whose they are and how often a phase writes one."""
 
     def __init__(self, root, fingerprint: str, placement: Placement, every_chunks: int, keep: int,
-                 earlier: tuple[str, ...] = ()):
+                 earlier: tuple[str, ...] = (), keep_log_spaced: int = 0):
         """`earlier`: other fingerprints of this same run, which its older checkpoints may carry (a run resumed
         after an upgrade of fttrace that changed what identifies a run); new checkpoints carry `fingerprint`."""
         self.root = absolute(root)
         self.fingerprint, self.placement = fingerprint, placement
         self.accepted = {fingerprint, *earlier}
-        self.every_chunks, self.keep = every_chunks, keep
+        self.every_chunks, self.keep, self.keep_log_spaced = every_chunks, keep, keep_log_spaced
 
     def phase(self, name: str) -> "PhaseCheckpoints":
         """The checkpoints of one phase of one group (`name` as its results part: g<group>-<phase>)."""
@@ -228,9 +253,11 @@ class PhaseCheckpoints:
     def __init__(self, run: Checkpoints, name: str):
         self.run = run
         self.directory = run.root / name
+        self._log_spaced = _LogSpaced()
         options = ocp.CheckpointManagerOptions(
             create=True, enable_async_checkpointing=False, cleanup_tmp_directories=True,
-            preservation_policy=ocp.checkpoint_managers.LatestN(run.keep))
+            preservation_policy=ocp.checkpoint_managers.AnyPreservationPolicy(
+                [ocp.checkpoint_managers.LatestN(run.keep), self._log_spaced]))
         # Every process writes its own checksums file (primary_host=None: each one is "primary" for this item).
         checksums = ocp.JsonCheckpointHandler(
             f"process-{jax.process_index()}.json",
@@ -256,10 +283,12 @@ class PhaseCheckpoints:
         return self.directory / str(step)
 
     def after_chunk(self, state, records, final_step: int) -> None:
-        """Checkpoint if this chunk is due (every `every_chunks` chunks) or ends the phase."""
+        """Checkpoint if this chunk is due (every `every_chunks` chunks), reaches a log-spaced step or ends the
+        phase. The log-spaced steps reached so far are kept from then on."""
         chunks, step = len(records) - 1, records[-1][0]
         every = self.run.every_chunks
-        if step == final_step or (every and chunks % every == 0):
+        self._log_spaced.steps = log_spaced_steps([s for s, _ in records], final_step, self.run.keep_log_spaced)
+        if step == final_step or (every and chunks % every == 0) or step in self._log_spaced.steps:
             self.save(state, records)
 
     def save(self, state, records) -> None:

@@ -325,7 +325,8 @@ def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
         earlier = check_workdir(store, identity, layout, overwrite)
         previous = None if overwrite else previous_manifest(store)
         checkpoints = Checkpoints(store.workdir / CHECKPOINTS_DIR, run_fingerprint(identity), placement,
-                                  config.checkpoint.every_chunks, config.checkpoint.keep, earlier)
+                                  config.checkpoint.every_chunks, config.checkpoint.keep, earlier,
+                                  config.checkpoint.get("keep_log_spaced", 0))
         this = invocation()
         history = manifest_history(previous, this, json.loads(config_lib.to_json(config)), identity["shard"],
                                    layout) if store.writes_results else None

@@ -20,6 +20,7 @@ import sentencepiece as spm
 
 from fttrace.engine.results import atomic_path
 from fttrace.errors import UserError
+from fttrace.model.vocab import Vocabulary
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 
@@ -47,6 +48,13 @@ class Tokenizer:
 
     def pieces(self, text: str) -> list[str]:
         return self._sp.encode(text, out_type=str)
+
+    def vocabulary(self) -> Vocabulary:
+        """The pieces as a model's vocabulary, each named by its text (SentencePiece's "▁" as the space it
+        stands for); to_tokens starts with BOS, as the study's documents do."""
+        names = [self._sp.id_to_piece(i).replace("▁", " ") for i in range(self.vocab_size)]
+        return Vocabulary(names, pad=PAD, bos=BOS, encode=self.encode, decode=self.decode,
+                          name=f"the SentencePiece tokenizer {self.path.name if self.path else ''}".strip())
 
     @classmethod
     def load(cls, path) -> Tokenizer:

@@ -8,6 +8,10 @@ switch off MLP neurons and attention heads (pruning); an optional patch replaces
 contributions with given ones (activation patching between models); an optional linear map of the residual stream
 after the embeddings and after each block (`residual_maps`) projects directions out of it.
 
+Optional `hooks` name the activations as TransformerLens does (`hook_embed`, `blocks.{l}.attn.hook_pattern`,
+`blocks.{l}.hook_resid_post`, `ln_final.hook_normalized`, ...: `hook_names`) and may read or replace each of them
+(fttrace/model/hooks.py records and edits through them). Without hooks not one operation differs from the plain pass.
+
 Layers are a Python loop, not a `lax.scan`: on XLA:CPU the unrolled form is about twice as fast for these tiny
 models, and the layer count is small enough that compile time stays low.
 
@@ -19,6 +23,7 @@ of the unembedding; the values are those of the full forward pass at that positi
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -64,16 +69,39 @@ class ModelConfig:
 _init = nn.initializers.normal(stddev=0.02)
 
 
+class Scope:
+    """Hook points under a name prefix: `hooks` (an object with `wants(name)` and `__call__(name, x) -> x`) seen
+    from inside a block or sublayer. `at(name, x)` passes x through the hook named prefix + name, if wanted."""
+
+    def __init__(self, hooks, prefix: str = ""):
+        self.hooks, self.prefix = hooks, prefix
+
+    def sub(self, prefix: str) -> "Scope":
+        return Scope(self.hooks, self.prefix + prefix)
+
+    def wants(self, name: str) -> bool:
+        return self.hooks.wants(self.prefix + name)
+
+    def at(self, name: str, x):
+        return self.hooks(self.prefix + name, x) if self.wants(name) else x
+
+
+def _scope(hooks: Scope | None, prefix: str) -> Scope | None:
+    return None if hooks is None else hooks.sub(prefix)
+
+
 class Attention(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, head_mask=None, last_query_only=False, per_head=False, patch=None):
-        """x [B, T, d] -> output [B, Tq, d], weights [B, H, Tq, T] and (with `per_head` or `patch`) each head's
-        contribution [B, Tq, H, d] (else None); Tq is 1 with `last_query_only`.
+    def __call__(self, x, head_mask=None, last_query_only=False, per_head=False, patch=None, hooks=None):
+        """x [B, T, d] -> output [B, Tq, d], weights [B, H, Tq, T] and (with `per_head`, `patch` or a wanted
+        `hook_result`) each head's contribution [B, Tq, H, d] (else None); Tq is 1 with `last_query_only`.
 
         patch: (weights [H], contributions [B, Tq, H, d]): head h's contribution becomes
         w_h x the given one + (1 - w_h) x its own.
+        hooks: a Scope: hook_q, hook_k, hook_v [B, T, H, hd], hook_attn_scores, hook_pattern [B, H, Tq, T], hook_z
+        [B, T, H, hd] (after the head mask), hook_result [B, T, H, d] (each head's contribution, after the patch).
         """
         c = self.cfg
         dt = DTYPES[c.dtype]
@@ -81,18 +109,27 @@ class Attention(nn.Module):
             (c.n_heads, c.hd), use_bias=c.use_bias, kernel_init=_init, dtype=dt, name=name)
         q = proj("query")(x[..., -1:, :] if last_query_only else x)  # [B, Tq, H, hd]
         k, v = proj("key")(x), proj("value")(x)  # [B, T, H, hd]
+        if hooks is not None:
+            q, k, v = hooks.at("hook_q", q), hooks.at("hook_k", k), hooks.at("hook_v", v)
         logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(c.hd).astype(jnp.float32)
         if c.causal and not last_query_only:  # the last query sees every position anyway
             t = x.shape[-2]
             logits = jnp.where(jnp.tril(jnp.ones((t, t), bool)), logits, jnp.finfo(jnp.float32).min)
+        if hooks is not None:
+            logits = hooks.at("hook_attn_scores", logits)
         weights = jax.nn.softmax(logits, axis=-1)
+        if hooks is not None:
+            weights = hooks.at("hook_pattern", weights)
         heads = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(dt), v)
         if head_mask is not None:
             heads = heads * head_mask[:, None].astype(dt)
+        if hooks is not None:
+            heads = hooks.at("hook_z", heads)
         out_proj = nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=c.use_bias, kernel_init=_init, dtype=dt,
                                    name="out")
         out = out_proj(heads)
-        if not (per_head or patch is not None):
+        result = hooks is not None and hooks.wants("hook_result")
+        if not (per_head or patch is not None or result):
             return out, weights, None
         contributions = jnp.einsum("bqhe,hed->bqhd", heads, out_proj.variables["params"]["kernel"].astype(dt))
         if patch is not None:
@@ -100,6 +137,10 @@ class Attention(nn.Module):
             w = w[:, None].astype(dt)
             out = out + jnp.einsum("h,bqhd->bqd", w[:, 0], given.astype(dt) - contributions)
             contributions = contributions + w * (given.astype(dt) - contributions)
+        if result:  # the output follows the hooked contributions (unchanged ones add exactly zero)
+            hooked = hooks.at("hook_result", contributions)
+            out = out + (hooked - contributions).sum(-2)
+            contributions = hooked
         return out, weights, contributions
 
 
@@ -107,13 +148,20 @@ class MLP(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, neuron_mask=None):
+    def __call__(self, x, neuron_mask=None, hooks=None):
+        """x [B, T, d] -> (output [B, T, d], hidden units [B, T, d_mlp]). hooks: a Scope: hook_pre (before the
+        activation), hook_post (after it and the neuron mask)."""
         c = self.cfg
         dt = DTYPES[c.dtype]
-        h = ACTIVATIONS[c.activation](nn.Dense(c.mlp, use_bias=c.use_bias, kernel_init=_init, dtype=dt,
-                                               name="fc_in")(x))
+        fc_in = nn.Dense(c.mlp, use_bias=c.use_bias, kernel_init=_init, dtype=dt, name="fc_in")
+        if hooks is None:
+            h = ACTIVATIONS[c.activation](fc_in(x))
+        else:
+            h = ACTIVATIONS[c.activation](hooks.at("hook_pre", fc_in(x)))
         if neuron_mask is not None:
             h = h * neuron_mask.astype(dt)
+        if hooks is not None:
+            h = hooks.at("hook_post", h)
         return nn.Dense(c.d_model, use_bias=c.use_bias, kernel_init=_init, dtype=dt, name="fc_out")(h), h
 
 
@@ -121,18 +169,31 @@ class Block(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, head_mask=None, neuron_mask=None, last_only=False, capture=False, patch=None):
+    def __call__(self, x, head_mask=None, neuron_mask=None, last_only=False, capture=False, patch=None, hooks=None):
         """last_only: the block's output at the last position only ([B, 1, d]).
-        patch: {"heads": [H], "head_out": [B, T, H, d], "mlp": scalar, "mlp_out": [B, T, d]} (Transformer)."""
-        norm = (lambda name: nn.LayerNorm(name=name, dtype=jnp.float32)) if self.cfg.layer_norm else (
-            lambda name: (lambda y: y))
+        patch: {"heads": [H], "head_out": [B, T, H, d], "mlp": scalar, "mlp_out": [B, T, d]} (Transformer).
+        hooks: a Scope at blocks.{l}.: ln1/ln2.hook_normalized, attn.*, hook_attn_out, hook_resid_mid, mlp.*,
+        hook_mlp_out (hook_resid_pre and hook_resid_post are the Transformer's, around the residual maps)."""
+        if self.cfg.layer_norm:
+            layer_norm = lambda name: nn.LayerNorm(name=name, dtype=jnp.float32)  # noqa: E731
+            norm = layer_norm if hooks is None else (
+                lambda name: (lambda y: hooks.at(f"{name}.hook_normalized", layer_norm(name)(y))))
+        else:
+            norm = lambda name: (lambda y: y)  # noqa: E731
         head_patch = None if patch is None else (patch["heads"], patch["head_out"])
         attn_out, weights, head_out = Attention(self.cfg, name="attn")(norm("ln1")(x), head_mask, last_only,
-                                                                       per_head=capture, patch=head_patch)
+                                                                       per_head=capture, patch=head_patch,
+                                                                       hooks=_scope(hooks, "attn."))
+        if hooks is not None:
+            attn_out = hooks.at("hook_attn_out", attn_out)
         x = (x[..., -1:, :] if last_only else x) + attn_out
-        mlp_out, hidden = MLP(self.cfg, name="mlp")(norm("ln2")(x), neuron_mask)
+        if hooks is not None:
+            x = hooks.at("hook_resid_mid", x)
+        mlp_out, hidden = MLP(self.cfg, name="mlp")(norm("ln2")(x), neuron_mask, hooks=_scope(hooks, "mlp."))
         if patch is not None:
             mlp_out = mlp_out + patch["mlp"].astype(mlp_out.dtype) * (patch["mlp_out"].astype(mlp_out.dtype) - mlp_out)
+        if hooks is not None:
+            mlp_out = hooks.at("hook_mlp_out", mlp_out)
         x = x + mlp_out
         inner = dict(attn_out=attn_out, attn_weights=weights, mlp_hidden=hidden)
         return x, dict(inner, head_out=head_out, mlp_out=mlp_out) if capture else inner
@@ -143,7 +204,7 @@ class Transformer(nn.Module):
 
     @nn.compact
     def __call__(self, tokens, masks=None, capture: bool = False, answer_only: bool = False, patch=None,
-                 residual_maps=None):
+                 residual_maps=None, hooks=None):
         """tokens [B, T] int -> logits [B, T, V] (float32).
 
         masks: optional {"heads": [L, H], "neurons": [L, d_mlp]} multiplicative masks.
@@ -156,13 +217,21 @@ class Transformer(nn.Module):
             replaces that head's (MLP's) contribution by the given one (another model's `capture`), 0 keeps it.
         residual_maps: [L+1, d, d]: the residual stream after the embeddings (0) and after block i (i + 1) is
             multiplied by that matrix (the identity keeps it; I - U U^T ablates the orthonormal directions U).
+        hooks: an object with `wants(name) -> bool` and `__call__(name, activation) -> activation`, called at each
+            wanted hook point (`hook_names`) with that activation, which it may replace (same shape).
         """
-        if (capture or patch is not None) and answer_only:
-            raise ValueError("capture and patch need every position; they cannot be combined with answer_only=True")
+        if (capture or patch is not None or hooks is not None) and answer_only:
+            raise ValueError("capture, patch and hooks need every position; they cannot be combined with "
+                             "answer_only=True")
         c = self.cfg
         t = tokens.shape[-1]
+        hooks = None if hooks is None else Scope(hooks)
         x = nn.Embed(c.vocab_size, c.d_model, embedding_init=_init, name="embed")(tokens)
-        x = x + self.param("pos_embed", _init, (c.max_len, c.d_model))[:t]
+        if hooks is None:
+            x = x + self.param("pos_embed", _init, (c.max_len, c.d_model))[:t]
+        else:
+            pos = self.param("pos_embed", _init, (c.max_len, c.d_model))[:t]
+            x = hooks.at("hook_embed", x) + hooks.at("hook_pos_embed", jnp.broadcast_to(pos, x.shape))
         x = x.astype(DTYPES[c.dtype])
         edit = (lambda y, i: y) if residual_maps is None else (
             lambda y, i: (y @ residual_maps[i].astype(y.dtype)).astype(y.dtype))
@@ -173,20 +242,53 @@ class Transformer(nn.Module):
             neuron_mask = None if masks is None else masks["neurons"][i]
             last_only = answer_only and i == c.n_layers - 1
             layer_patch = None if patch is None else {k: v[i] for k, v in patch.items()}
-            x, inner = Block(c, name=f"block_{i}")(x, head_mask, neuron_mask, last_only, capture, layer_patch)
+            block = _scope(hooks, f"blocks.{i}.")
+            if block is not None:
+                x = block.at("hook_resid_pre", x)
+            x, inner = Block(c, name=f"block_{i}")(x, head_mask, neuron_mask, last_only, capture, layer_patch,
+                                                   block)
             x = edit(x, i + 1)
+            if block is not None:
+                x = block.at("hook_resid_post", x)
             residual.append(x)
             captured.append(inner)
         if answer_only:
             x = x[..., -1, :]
         if c.layer_norm:
             x = nn.LayerNorm(name="ln_f", dtype=jnp.float32)(x)
+            if hooks is not None:
+                x = hooks.at("ln_final.hook_normalized", x)
         logits = nn.Dense(c.vocab_size, use_bias=False, kernel_init=_init, dtype=DTYPES[c.dtype],
                           name="unembed")(x).astype(jnp.float32)
         if not capture:
             return logits
         stacked = {k: jnp.stack([inner[k] for inner in captured]) for k in captured[0]}
         return logits, dict(residual=jnp.stack(residual), **stacked)
+
+
+class _Shapes:
+    """Hooks that want every point and record its shape (`hook_names`)."""
+
+    def __init__(self):
+        self.shapes = {}
+
+    def wants(self, name: str) -> bool:
+        return True
+
+    def __call__(self, name: str, x):
+        self.shapes[name] = tuple(x.shape)
+        return x
+
+
+@functools.lru_cache(maxsize=None)
+def hook_names(cfg: ModelConfig, batch: int = 1, length: int | None = None) -> dict[str, tuple[int, ...]]:
+    """{hook point name: activation shape} of a forward pass of tokens [batch, length] (default max_len), in the
+    order the pass reaches them."""
+    recorder = _Shapes()
+    tokens = jax.ShapeDtypeStruct((batch, length or cfg.max_len), jnp.int32)
+    params = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
+    jax.eval_shape(lambda p, t: Transformer(cfg).apply({"params": p}, t, hooks=recorder), params, tokens)
+    return dict(recorder.shapes)
 
 
 def full_masks(cfg: ModelConfig) -> dict:

@@ -254,6 +254,12 @@ class StoriesStudy(LanguageModelStudy):
     def member_tables(self) -> dict:
         return member_tables(self.config)
 
+    def tokenizer_path(self, workdir):
+        """Where the study's tokenizer is, beside its prepared dataset (fttrace.open's vocabulary)."""
+        d = self.config.data
+        return prepared.tokenizer_path(data_builder(self.config, epath.Path(workdir)), d.vocab_size,
+                                       max_texts=d.train_size)
+
     def prepare(self, workdir, placement) -> dict:
         config = self.config
         self.workdir = epath.Path(workdir)

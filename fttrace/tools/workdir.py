@@ -8,6 +8,10 @@ model, for every study kind, on any device count.
     model = run.model("ft3")             # a MemberModel (fttrace/model/member.py); run.params("ft3") its parameters
     sets = run.heldout()                 # PCFG / Tracr: {"pt", "ft", "ft_shortcut"}: (tokens, answers), held out
     model.accuracy(sets["pt"], ablate=Ablation(neurons=run.pruned_units("ft3", k=5)))
+    stack = run.models(["ft0", "ft1"])   # a MemberStack: the same calls, vmapped over the members
+    run.steps("ft3"), run.model("ft3", step=run.steps("ft3")[0])   # the kept mid-training checkpoints
+    run.curve("ft3", "pt_acc")           # one member's training curve: phase, step, value
+    run.vocabulary.to_str_tokens(sets["pt"][0][0])                 # the task's tokens as strings
 
 A member's parameters are read from its phase's checkpoint (the newest, or `step=`), un-padded, with a fine-tuning
 protocol's reparameterisation (LoRA, SVF) merged into plain weights; a compiled (Tracr) pretrained member is the
@@ -25,7 +29,8 @@ from etils import epath
 
 from fttrace.engine.checkpoint import CHECKPOINTS_DIR, read_params, saved_steps
 from fttrace.errors import UserError
-from fttrace.model.member import MemberModel
+from fttrace.model.member import MemberModel, MemberStack
+from fttrace.model.vocab import Vocabulary
 from fttrace.engine.results import RESULTS_FILE, RESULTS_REMEDY, ResultsStore, read_manifest, read_parquet, \
     workdir_path
 
@@ -110,6 +115,32 @@ class Run:
         sets = draw() if name == "test" else jax.jit(draw)()  # the test sets' distinct choice runs on the host
         return jax.tree.map(np.asarray, sets)
 
+    @functools.cached_property
+    def vocabulary(self) -> Vocabulary:
+        """The task's token ids as strings and back (fttrace/model/vocab.py): a PCFG task's or a Tracr program's
+        token names, a language-model study's SentencePiece pieces."""
+        if not self._lm:
+            return self.task.vocabulary()
+        if sources := self.manifest.get("merged_from"):
+            return Run(sources[0]["workdir"]).vocabulary
+        from fttrace.lm.tokenizer import Tokenizer
+        path = self._kind.tokenizer_path(self.workdir)
+        if not epath.Path(path).exists():
+            raise UserError(f"the tokenizer of {self.workdir} is missing ({path})")
+        return Tokenizer.load(path).vocabulary()
+
+    def curve(self, member, metric: str) -> pd.DataFrame:
+        """One member's `metric` over training: a frame of phase, step, value, in step order, without the steps
+        at which the member had no value (after it stopped, or where the metric was not measured)."""
+        row = self.member(member)
+        mine = self.results[self.results.member.astype(str) == str(row.member)]
+        rows = mine[mine.metric == metric]
+        if rows.empty:
+            known = ", ".join(sorted(mine.metric.unique())[:12])
+            raise UserError(f"member {row.member!r} has no metric {metric!r} in {self.workdir} (it has {known})")
+        rows = rows[np.isfinite(rows.value.to_numpy(np.float64))]
+        return rows[["phase", "step", "value"]].sort_values(["step"], kind="stable").reset_index(drop=True)
+
     # ------------------------------------------------------------------ parameters
 
     def params(self, member, step: int | None = None):
@@ -137,10 +168,18 @@ class Run:
         else:
             cfg = self._group(member).model
         info = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
-        return MemberModel(cfg, params, str(row.member), info)
+        return MemberModel(cfg, params, str(row.member), info, vocab=lambda: self.vocabulary)
+
+    def models(self, members=None, step: int | None = None) -> MemberStack:
+        """Several members' models as one MemberStack (their parameters stacked, every call vmapped over them):
+        `members` a list of ids (default every member of the run), each at `step` (default its newest). The members
+        must share one model shape (one group)."""
+        ids = list(self.members.member) if members is None else list(members)
+        return MemberStack([self.model(member, step) for member in ids])
 
     def steps(self, member) -> list[int]:
-        """The steps at which the member's phase kept a checkpoint (`checkpoint.keep` of them, the last included)."""
+        """The steps at which the member's phase kept a checkpoint: the newest `checkpoint.keep` and the log-spaced
+        `checkpoint.keep_log_spaced` (fttrace/engine/checkpoint.py), the last included."""
         row = self.member(member)
         directory = self._checkpoints / f"g{row.group}-{row.phase}"
         return saved_steps(directory) if directory.exists() else []

@@ -44,5 +44,8 @@ class Task(Protocol):
     def attention_masks(self, tokens):
         """bool [len(attention_targets), N, seq_len]: for each target set, the key positions it holds."""
 
+    def vocabulary(self):
+        """The token ids as strings and back (fttrace.model.vocab.Vocabulary)."""
+
     def describe(self) -> dict:
         """JSON-ready facts about the task for the manifest (operands, targets, compiled components)."""

@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fttrace.model.vocab import Vocabulary
+
 # A grammar: levels[l][nt] = list of (probability, rhs), rhs = tuple of symbol indices of level l+1
 # (terminal indices at the last level). Level 0 has exactly one nonterminal, the start symbol.
 Rules = Sequence[Sequence[Sequence[tuple]]]
@@ -300,6 +302,13 @@ class PCFGTask:
     @property
     def vocab_size(self) -> int:
         return self.vocab.size
+
+    def vocabulary(self) -> Vocabulary:
+        """The token ids named: <pad>, <ans>, the task tokens, the terminals t0.., the numbers N0.., NONE."""
+        v = self.vocab
+        names = ["<pad>", "<ans>", *sorted(v.TASK, key=v.TASK.get)]
+        names += [f"t{i}" for i in range(v.n_terminals)] + [f"N{n}" for n in range(v.data_len + 1)] + ["NONE"]
+        return Vocabulary(names, pad=v.PAD, name=f"the PCFG {self.task} task")
 
     pretrained_model = None  # pretraining trains from scratch
     queries = QUERIES

@@ -33,6 +33,7 @@ import numpy as np
 from tracr.rasp import rasp
 
 from fttrace.answer.tasks import programs as tracr_programs
+from fttrace.model.vocab import Vocabulary
 
 
 def make_min_identifier() -> rasp.SOp:
@@ -190,6 +191,15 @@ class TracrTask:
     @property
     def seq_len(self) -> int:
         return self.pretrained_model.max_seq_len + 1
+
+    def vocabulary(self) -> Vocabulary:
+        """The input ids named by their tokens (BOS, the program's vocabulary, Tracr's pad); ids only the outputs use
+        are <unused i>."""
+        program = self.pretrained_model
+        names = [f"<unused {i}>" for i in range(self.vocab_size)]
+        for token, i in program.token_ids.items():
+            names[i] = str(token)
+        return Vocabulary(names, pad=program.pad_id, bos=program.bos_id, name=f"the Tracr program {self.program}")
 
     @functools.cached_property
     def _tables(self):
