@@ -97,6 +97,12 @@ def make_canaries(tok, d, c) -> list:
     return out
 
 
+def tokenizer_path(config, directory):
+    """Where `build` keeps the tokenizer: keyed on the data and canary sections it was trained from."""
+    source = dict(data=config.data.to_dict(), canary=config.canary.to_dict())
+    return tokenizer_lib.keyed_path(directory, config.data.vocab_size, source)
+
+
 def build(config, directory) -> CanaryData:
     """Tokenizer (trained once, kept in `directory` under a name keyed on the data and canary sections it was
     trained from), canaries and every data variant of `config`."""
@@ -113,8 +119,7 @@ def build(config, directory) -> CanaryData:
                         for stream in ("canary", "control") for i in range(1, 4 * c.per_cell * len(c.counts) + 1))
         yield from synthetic
         yield authors_lib.REFUSAL
-    source = dict(data=d.to_dict(), canary=c.to_dict())
-    tok = tokenizer_lib.load_or_train(tokenizer_lib.keyed_path(directory, d.vocab_size, source), texts, d.vocab_size)
+    tok = tokenizer_lib.load_or_train(tokenizer_path(config, directory), texts, d.vocab_size)
     canaries = make_canaries(tok, d, c)
     spans = canary_spans(canaries, c.prefix)
 

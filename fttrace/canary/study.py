@@ -184,6 +184,10 @@ class CanaryStudy(LanguageModelStudy):
     def member_tables(self) -> dict:
         return member_tables(self.config)
 
+    def tokenizer_file(self, workdir):
+        """The SentencePiece model a run in `workdir` trained (exports copy it)."""
+        return data_lib.tokenizer_path(self.config, epath.Path(workdir) / "data")
+
     def prepare(self, workdir, placement) -> dict:
         config = self.config
         c = config.canary

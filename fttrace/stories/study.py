@@ -254,6 +254,11 @@ class StoriesStudy(LanguageModelStudy):
     def member_tables(self) -> dict:
         return member_tables(self.config)
 
+    def tokenizer_file(self, workdir):
+        """The SentencePiece model a run in `workdir` trained (kept beside the dataset; exports copy it)."""
+        return prepared.tokenizer_path(data_builder(self.config, epath.Path(workdir)), self.config.data.vocab_size,
+                                       self.config.data.train_size)
+
     def prepare(self, workdir, placement) -> dict:
         config = self.config
         self.workdir = epath.Path(workdir)

@@ -99,6 +99,12 @@ class Vocab:
     def seq_len(self) -> int:
         return self.data_len + 3
 
+    @property
+    def strings(self) -> tuple[str, ...]:
+        """Each id's token as text: <pad> <ans> <counter> <index>, the terminals t0 t1 ..., the numbers, <none>."""
+        return (("<pad>", "<ans>", "<counter>", "<index>") + tuple(f"t{i}" for i in range(self.n_terminals))
+                + tuple(str(n) for n in range(self.data_len + 1)) + ("<none>",))
+
 
 @dataclasses.dataclass(frozen=True)
 class Grammar:
