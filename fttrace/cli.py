@@ -7,6 +7,8 @@
     fttrace config CONFIG [--config.KEY=VALUE ...]      the resolved config
     fttrace config --diff A B                            the keys on which two configs (files or workdirs) differ
     fttrace status WORKDIR                               phase, progress, ETA and divergences of a run
+    fttrace export WORKDIR MEMBER --out PATH [--format npz|hf] [--step S]   one member as .npz or a GPT-2 directory
+    fttrace tensorboard WORKDIR [--logdir DIR] [--follow S]   curves per member and cell, hyperparameters
     fttrace doctor                                       what the environment lacks; the devices JAX sees
     fttrace --version
 
@@ -113,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="where a run stands: phases done, the phase running, progress, ETA, "
                             "diverged members")
     status.add_argument("workdir", metavar="WORKDIR")
+    export = sub.add_parser("export", help="write one member's model: an .npz of its parameters (fttrace's own "
+                            "format) or a Hugging Face GPT-2 directory with its tokenizer (--format hf, needs the "
+                            "[hf] extra)")
+    export.add_argument("workdir", metavar="WORKDIR")
+    export.add_argument("member", metavar="MEMBER", help="a member id, as in fttrace.open(WORKDIR).members")
+    export.add_argument("--out", required=True, help="the .npz file, or the directory of the Hugging Face model")
+    export.add_argument("--format", choices=("npz", "hf"), default="npz")
+    export.add_argument("--step", type=int, help="a step the member's phase kept a checkpoint at (default its "
+                        "newest)")
     board = sub.add_parser("tensorboard", help="write a workdir's curves (running or finished) as TensorBoard event "
                            "files, one mean per cell (needs the [tensorboard] extra)")
     board.add_argument("workdir", metavar="WORKDIR")
@@ -276,6 +287,20 @@ def cmd_tensorboard(args, overrides) -> int:
     return 0
 
 
+def cmd_export(args, overrides) -> int:
+    import fttrace
+    if overrides:
+        raise UserError("export takes no --config overrides")
+    run = fttrace.open(args.workdir)
+    if args.format == "hf":
+        from fttrace.tools.hf import export_member
+        path = export_member(run, args.member, args.out, args.step)
+        print(f"{path}: transformers.AutoModelForCausalLM.from_pretrained({str(path)!r})")
+    else:
+        print(run.export(args.member, args.out, args.step))
+    return 0
+
+
 def cmd_doctor(args, overrides) -> int:
     from fttrace.tools.doctor import report, requirements
     if overrides:
@@ -294,7 +319,7 @@ def leave(code: int, program: bool) -> int:
 
 
 COMMANDS = {"run": cmd_run, "merge": cmd_merge, "bench": cmd_bench, "config": cmd_config, "status": cmd_status,
-            "tensorboard": cmd_tensorboard, "doctor": cmd_doctor}
+            "export": cmd_export, "tensorboard": cmd_tensorboard, "doctor": cmd_doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

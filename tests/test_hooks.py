@@ -182,13 +182,13 @@ def test_every_tasks_vocabulary_round_trips(tmp_path):
     from fttrace.lm.tokenizer import train_tokenizer
 
     pcfg = build_task(tiny_config()).vocabulary()
-    text = "counter t3 t1 t3 <pad> <ans>"
+    text = "<counter> t3 t1 t3 <pad> <ans>"
     ids = pcfg.to_tokens(text)
     assert ids.shape == (1, 6) and pcfg.to_str_tokens(ids[0]) == text.split()
-    assert pcfg.to_string(ids[0]) == "counter t3 t1 t3 <ans>"  # pad dropped
-    assert pcfg.to_str_tokens(np.arange(len(pcfg)))[-1] == "NONE"
+    assert pcfg.to_string(ids[0]) == "<counter> t3 t1 t3 <ans>"  # pad dropped
+    assert pcfg.to_str_tokens(np.arange(len(pcfg)))[-1] == "<none>"
     with pytest.raises(UserError, match="'t99' not in the vocabulary of the PCFG"):
-        pcfg.to_tokens("counter t99")
+        pcfg.to_tokens("<counter> t99")
     tracr = TracrTask("counter", "count_b").vocabulary()
     ids = tracr.to_tokens(["a b c", "d"])  # BOS first, the shorter text padded
     assert tracr.to_str_tokens(ids) == [["BOS", "a", "b", "c"], ["BOS", "d", "compiler_pad", "compiler_pad"]]
@@ -259,5 +259,5 @@ def test_run_models_evaluate_members_at_once_and_speak_the_tasks_tokens(study):
     np.testing.assert_array_equal(early[0].params["embed"]["embedding"],
                                   study.model("pt0", step=10).params["embed"]["embedding"])
     words = study.model("ft0").to_str_tokens(tokens[0])
-    assert words[0] in ("counter", "index") and words[-1] == "<ans>"
+    assert words[0] in ("<counter>", "<index>") and words[-1] == "<ans>"
     np.testing.assert_array_equal(stack.to_tokens(" ".join(words)), tokens[:1])

@@ -124,10 +124,19 @@ class Run:
         if sources := self.manifest.get("merged_from"):
             return Run(sources[0]["workdir"]).vocabulary
         from fttrace.lm.tokenizer import Tokenizer
-        path = self._kind.tokenizer_path(self.workdir)
-        if not epath.Path(path).exists():
+        return Tokenizer.load(self.tokenizer_path).vocabulary()
+
+    @property
+    def tokenizer_path(self) -> epath.Path:
+        """A language-model study's SentencePiece model (the one its run trained); one line if it is missing."""
+        if not self._lm:
+            raise UserError(f"{self.workdir} is not a language-model study: its tokens are named by its task")
+        if sources := self.manifest.get("merged_from"):
+            return Run(sources[0]["workdir"]).tokenizer_path
+        path = epath.Path(self._kind.tokenizer_path(self.workdir))
+        if not path.exists():
             raise UserError(f"the tokenizer of {self.workdir} is missing ({path})")
-        return Tokenizer.load(path).vocabulary()
+        return path
 
     def curve(self, member, metric: str) -> pd.DataFrame:
         """One member's `metric` over training: a frame of phase, step, value, in step order, without the steps

@@ -101,6 +101,12 @@ class Vocab:
     def seq_len(self) -> int:
         return self.data_len + 3
 
+    @property
+    def strings(self) -> tuple[str, ...]:
+        """Each id's token as text: <pad> <ans> <counter> <index>, the terminals t0 t1 ..., the numbers, <none>."""
+        return (("<pad>", "<ans>", "<counter>", "<index>") + tuple(f"t{i}" for i in range(self.n_terminals))
+                + tuple(str(n) for n in range(self.data_len + 1)) + ("<none>",))
+
 
 @dataclasses.dataclass(frozen=True)
 class Grammar:
@@ -304,11 +310,8 @@ class PCFGTask:
         return self.vocab.size
 
     def vocabulary(self) -> Vocabulary:
-        """The token ids named: <pad>, <ans>, the task tokens, the terminals t0.., the numbers N0.., NONE."""
-        v = self.vocab
-        names = ["<pad>", "<ans>", *sorted(v.TASK, key=v.TASK.get)]
-        names += [f"t{i}" for i in range(v.n_terminals)] + [f"N{n}" for n in range(v.data_len + 1)] + ["NONE"]
-        return Vocabulary(names, pad=v.PAD, name=f"the PCFG {self.task} task")
+        """The token ids named as `Vocab.strings` names them (the exported tokenizers' words too)."""
+        return Vocabulary(self.vocab.strings, pad=self.vocab.PAD, name=f"the PCFG {self.task} task")
 
     pretrained_model = None  # pretraining trains from scratch
     queries = QUERIES
