@@ -121,8 +121,6 @@ class Run:
         token names, a language-model study's SentencePiece pieces."""
         if not self._lm:
             return self.task.vocabulary()
-        if sources := self.manifest.get("merged_from"):
-            return Run(sources[0]["workdir"]).vocabulary
         from fttrace.lm.tokenizer import Tokenizer
         return Tokenizer.load(self.tokenizer_path).vocabulary()
 
