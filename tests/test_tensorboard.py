@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from fttrace.cli import main
-from fttrace.engine.results import ResultsStore, long_frame
-from fttrace.tools.tensorboard import EventLog, cell_means, label, store_rows
+from fttrace.engine.results import long_frame
+from fttrace.tools.curves import label, store_rows
+from fttrace.tools.tensorboard import EventLog, cell_means
+from helpers import STORE_ACC, STORE_MEMBERS, finetune_records
 
 tensorboardX = pytest.importorskip("tensorboardX")
 from tensorboardX.proto import event_pb2  # noqa: E402
@@ -47,30 +49,6 @@ def read_hparams(directory) -> dict:
     return {}
 
 
-MEMBERS = pd.DataFrame({"member": ["ft0", "ft1", "ft2", "ft3"], "parent": ["pt0", "pt0", "pt1", "pt1"],
-                        "seed": [0, 1, 0, 1], "finetune_lr": [1e-3, 1e-3, 1e-2, 1e-2],
-                        "finetune_lr_name": ["small", "small", "large", "large"], "prior": [0.2] * 4})
-ACC = np.array([[0.1, 0.3, 0.5, 0.9], [0.2, 0.4, 0.6, np.nan]])  # two steps x four members; ft3 frozen at step 1
-
-
-def records(steps):
-    return [(s, {"ft_acc": ACC[i], "ft_loss": 1 - ACC[i]}) for i, s in enumerate(steps)]
-
-
-@pytest.fixture
-def running(tmp_path):
-    """A store whose pretraining is finished and whose fine-tuning has logged two evaluations so far."""
-    store = ResultsStore(tmp_path)
-    store.prepare()
-    pre = MEMBERS.iloc[:2].assign(member=["pt0", "pt1"], parent=None)
-    pre = pre.drop(columns=["finetune_lr", "finetune_lr_name"])
-    curve = [(0, {"pt_acc": np.array([0.0, 0.2])}), (10, {"pt_acc": np.array([0.8, 1.0])})]
-    store.write_part("g0-pretrain", long_frame(pre, "pretrain", curve))
-    store.write_part("g0-prune", long_frame(pre, "prune", [(0, {"pt_acc": np.array([1.0, 1.0])})]))
-    store.write_live("g0-finetune", long_frame(MEMBERS, "finetune", records([0, 50])))
-    return store
-
-
 def test_cells_are_the_varying_hyperparameters_and_values_their_means(running):
     means = cell_means(store_rows(running.workdir))
     assert set(means.phase) == {"pretrain", "finetune"}  # prune logged one step: not a curve
@@ -101,9 +79,9 @@ def test_event_files_hold_the_means_and_grow_with_the_live_curve(running, tmp_pa
     log = EventLog(tmp_path / "followed")
     members, cells = 2 * 2 + (4 * 2 * 2 - 2), 1 * 2 * 4 + 2 * 2 * 2 * 4  # scalars x (mean, q10, q50, q90)
     assert log.write(store_rows(running.workdir)) == members + cells
-    more = np.vstack([ACC, [[0.3, 0.5, 0.7, np.nan]]])
-    grown = [(s, {"ft_acc": more[i], "ft_loss": 1 - more[i]}) for i, s in enumerate([0, 50, 100])]
-    running.write_live("g0-finetune", long_frame(MEMBERS, "finetune", grown))
+    more = STORE_ACC + [[0.3, 0.5, 0.7, np.nan]]
+    running.write_live("g0-finetune", long_frame(pd.DataFrame(STORE_MEMBERS), "finetune",
+                                                 finetune_records(more, [0, 50, 100])))
     assert log.write(store_rows(running.workdir)) == 3 * 2 + 2 * 2 * 4  # step 100: 3 members, 2 cells; 2 metrics
     log.close()
     assert read_events(tmp_path / "followed" / "finetune" / "finetune_lr=small" / "cell")["ft_acc"] == pytest.approx(
@@ -126,3 +104,4 @@ def test_a_logdir_it_did_not_write_is_refused(running, tmp_path, capsys):
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert main(["tensorboard", str(tmp_path / "nowhere")]) == 2
     assert "is not a workdir" in capsys.readouterr().err
+
