@@ -105,3 +105,10 @@ def test_a_logdir_it_did_not_write_is_refused(running, tmp_path, capsys):
     assert main(["tensorboard", str(tmp_path / "nowhere")]) == 2
     assert "is not a workdir" in capsys.readouterr().err
 
+
+def test_the_help_says_what_it_writes(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "TensorBoard event files: a run per member with its settings (HPARAMS tab), and each cell's mean" in shown
+    assert "one mean per cell" not in shown
