@@ -17,7 +17,6 @@ import pathlib
 import numpy as np
 import pandas as pd
 
-from fttrace import config as config_lib
 from fttrace.errors import UserError
 from fttrace.engine.results import read_manifest, workdir_path
 from fttrace.tools.curves import is_curve, member_settings, store_rows, with_cells
@@ -96,7 +95,7 @@ def write_runs(workdir, project: str | None = None, mode: str | None = None, dir
     if not runs:
         raise UserError(f"{workdir} has no results yet: no member to write")
     if directory is not None:
-        directory = workdir_path(directory)
+        directory = pathlib.Path(directory)  # W&B writes local files only
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -105,7 +104,7 @@ def write_runs(workdir, project: str | None = None, mode: str | None = None, dir
     for member in runs:
         try:
             run = wandb.init(project=project, group=group, job_type=member.phase, name=member.member,
-                             config=member.config, mode=mode, dir=None if directory is None else str(directory),
+                             config=member.config, mode=mode, dir=directory,
                              reinit="create_new", settings=settings)
         except wandb.errors.Error as e:
             raise UserError(f"W&B refused run {member.member}: {e} (--mode offline writes runs without an account)") \
