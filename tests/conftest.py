@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
-def running(tmp_path):
+def running_store(tmp_path):
     """A store caught mid-run (tests/helpers.py, write_running_store): pretraining finished, fine-tuning live."""
     from helpers import write_running_store
     return write_running_store(tmp_path / "run")

@@ -68,12 +68,14 @@ def offline(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
 
 
-def test_each_member_is_an_offline_run_with_its_settings_curves_and_measures(running, offline, tmp_path, capsys):
-    assert main(["wandb", str(running.workdir), "--mode", "offline", "--dir", str(tmp_path / "wb")]) == 0
+def test_each_member_is_an_offline_run_with_its_settings_curves_and_measures(running_store, offline, tmp_path,
+                                                                            capsys):
+    workdir = running_store.workdir
+    assert main(["wandb", str(workdir), "--mode", "offline", "--dir", str(tmp_path / "wb")]) == 0
     assert capsys.readouterr().out.startswith("6 W&B runs (one per member) in project fttrace")
     runs = {r["name"]: r for r in map(read_run, sorted((tmp_path / "wb" / "wandb").glob("offline-run-*")))}
     assert sorted(runs) == ["ft0", "ft1", "ft2", "ft3", "pt0", "pt1"]
-    group = study_group(running.workdir, read_manifest(running.workdir))
+    group = study_group(workdir, read_manifest(workdir))
     assert group.startswith("run-") and {r["group"] for r in runs.values()} == {group}
     # job_type: the phase that trained it (its final record's, or the live phase of a member still training).
     assert {n: r["job_type"] for n, r in runs.items()} == dict(pt0="pretrain", pt1="pretrain", ft0="finetune",
@@ -97,13 +99,13 @@ def test_each_member_is_an_offline_run_with_its_settings_curves_and_measures(run
                                                     "finetune/ft_loss": 0.4})
 
 
-def test_w_and_b_refusals_are_one_line(running, offline, tmp_path, capsys):
-    online = ["wandb", str(running.workdir), "--mode", "online", "--dir", str(tmp_path / "wb")]
-    assert main(online) == 2
+def test_w_and_b_refusals_are_one_line(running_store, offline, tmp_path, capsys):
+    workdir = running_store.workdir
+    assert main(["wandb", str(workdir), "--mode", "online", "--dir", str(tmp_path / "wb")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fttrace: error: W&B refused run pt0:") and "--mode offline" in err[0]
     assert main(["wandb", str(tmp_path / "nowhere"), "--mode", "offline"]) == 2
     assert "is not an fttrace workdir" in capsys.readouterr().err
     (tmp_path / "file").write_text("")
-    assert main(["wandb", str(running.workdir), "--mode", "offline", "--dir", str(tmp_path / "file" / "wb")]) == 2
+    assert main(["wandb", str(workdir), "--mode", "offline", "--dir", str(tmp_path / "file" / "wb")]) == 2
     assert "--dir" in capsys.readouterr().err
