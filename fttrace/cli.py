@@ -9,6 +9,7 @@
     fttrace status WORKDIR                               phase, progress, ETA and divergences of a run
     fttrace export WORKDIR MEMBER --out PATH [--format npz|hf] [--step S]   one member as .npz or a GPT-2 directory
     fttrace tensorboard WORKDIR [--logdir DIR] [--follow S]   curves per member and cell, hyperparameters
+    fttrace wandb WORKDIR [--project P] [--mode offline|online] [--dir D]   a W&B run per member, grouped by study
     fttrace doctor                                       what the environment lacks; the devices JAX sees
     fttrace --version
 
@@ -125,11 +126,20 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--step", type=int, help="a step the member's phase kept a checkpoint at (default its "
                         "newest)")
     board = sub.add_parser("tensorboard", help="write a workdir's curves (running or finished) as TensorBoard event "
-                           "files, one mean per cell (needs the [tensorboard] extra)")
+                           "files: a run per member with its settings (HPARAMS tab), and each cell's mean and 10th, "
+                           "50th and 90th percentiles (needs the [tensorboard] extra)")
     board.add_argument("workdir", metavar="WORKDIR")
     board.add_argument("--logdir", help="where the event files go (default WORKDIR/tensorboard; rebuilt each time)")
     board.add_argument("--follow", type=float, metavar="SECONDS",
                        help="keep appending the steps that arrive, polling every SECONDS, until interrupted")
+    wb = sub.add_parser("wandb", help="write a workdir's members (running or finished) as Weights & Biases runs: one "
+                        "per member, grouped by study, its settings as config, its curves over each phase's step, its "
+                        "last measures as summary (needs the [wandb] extra)")
+    wb.add_argument("workdir", metavar="WORKDIR")
+    wb.add_argument("--project", help="the W&B project (default fttrace)")
+    wb.add_argument("--mode", choices=("offline", "online"),
+                    help="offline: write the runs for `wandb sync` (default: W&B's setting, WANDB_MODE or online)")
+    wb.add_argument("--dir", help="where W&B writes its files (default: W&B's, WANDB_DIR or the current directory)")
     sub.add_parser("doctor", help="what this environment lacks to run fttrace: each required and optional package "
                    "(installed version or missing, the supported range, the extra that brings it) and the backend "
                    "and devices JAX sees; exit status 1 when a core package is missing or out of range")
@@ -287,6 +297,16 @@ def cmd_tensorboard(args, overrides) -> int:
     return 0
 
 
+def cmd_wandb(args, overrides) -> int:
+    from fttrace.tools.wandb_writer import write_runs
+    if overrides:
+        raise UserError("wandb takes no --config overrides")
+    write_runs(args.workdir, args.project, args.mode, args.dir)
+    import wandb
+    wandb.teardown()  # W&B's service writes the runs' files out: they are complete when the command returns
+    return 0
+
+
 def cmd_export(args, overrides) -> int:
     import fttrace
     if overrides:
@@ -319,7 +339,8 @@ def leave(code: int, program: bool) -> int:
 
 
 COMMANDS = {"run": cmd_run, "merge": cmd_merge, "bench": cmd_bench, "config": cmd_config, "status": cmd_status,
-            "export": cmd_export, "tensorboard": cmd_tensorboard, "doctor": cmd_doctor}
+            "export": cmd_export, "tensorboard": cmd_tensorboard, "wandb": cmd_wandb,
+            "doctor": cmd_doctor}
 
 
 def main(argv: list[str] | None = None) -> int:

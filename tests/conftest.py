@@ -38,3 +38,10 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if item.get_closest_marker("gpu"):
                 item.add_marker(skip)
+
+
+@pytest.fixture
+def running_store(tmp_path):
+    """A store caught mid-run (tests/helpers.py, write_running_store): pretraining finished, fine-tuning live."""
+    from helpers import write_running_store
+    return write_running_store(tmp_path / "run")

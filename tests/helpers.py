@@ -124,3 +124,42 @@ class Runs:
         for name in list(self.running):
             self.running[name][0].kill()
             self.wait(name)
+
+
+# A store caught mid-run, for the readers of a store as it is on disk (`fttrace tensorboard`, `fttrace wandb`): four
+# fine-tuning members of two pretrained ones, two cells (finetune_lr small / large), ft3 frozen after its first
+# evaluation (NaN), pt members without the fine-tuning settings.
+STORE_MEMBERS = {"member": ["ft0", "ft1", "ft2", "ft3"], "parent": ["pt0", "pt0", "pt1", "pt1"], "seed": [0, 1, 0, 1],
+                 "finetune_lr": [1e-3, 1e-3, 1e-2, 1e-2], "finetune_lr_name": ["small", "small", "large", "large"],
+                 "prior": [0.2] * 4}
+STORE_ACC = [[0.1, 0.3, 0.5, 0.9], [0.2, 0.4, 0.6, float("nan")]]  # two evaluations x four members
+
+
+def finetune_records(acc, steps):
+    """The fine-tuning phase's records: ft_acc `acc[i]` and ft_loss 1 - acc[i] at steps[i]."""
+    import numpy as np
+    return [(s, {"ft_acc": np.asarray(acc[i]), "ft_loss": 1 - np.asarray(acc[i])}) for i, s in enumerate(steps)]
+
+
+def write_running_store(workdir):
+    """A workdir whose pretraining is finished (its curve, its final record, a pruning evaluation at one step) and
+    whose fine-tuning has logged two evaluations so far (its live curve), with the manifest of a running run.
+    Returns its ResultsStore."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    from fttrace.engine.results import MANIFEST_FILE, ResultsStore, long_frame
+    store = ResultsStore(workdir)
+    store.prepare()
+    members = pd.DataFrame(STORE_MEMBERS)
+    pre = members.iloc[:2].assign(member=["pt0", "pt1"], parent=None).drop(columns=["finetune_lr", "finetune_lr_name"])
+    curve = [(0, {"pt_acc": np.array([0.0, 0.2])}),
+             (10, {"pt_acc": np.array([0.8, 1.0]), "diverged_step": np.array([-1.0, -1.0])})]
+    store.write_part("g0-pretrain", long_frame(pre, "pretrain", curve))
+    store.write_part("g0-prune", long_frame(pre, "prune", [(0, {"pt_acc": np.array([1.0, 1.0])})]))
+    store.write_live("g0-finetune", long_frame(members, "finetune", finetune_records(STORE_ACC, [0, 50])))
+    (store.workdir / MANIFEST_FILE).write_text(json.dumps(dict(config={"task": {"name": "pcfg"}, "seed": 0},
+                                                               status="running", devices=["cpu:0"], shard=None)))
+    return store

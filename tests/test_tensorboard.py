@@ -7,8 +7,10 @@ import pandas as pd
 import pytest
 
 from fttrace.cli import main
-from fttrace.engine.results import ResultsStore, long_frame
-from fttrace.tools.tensorboard import EventLog, cell_means, label, store_rows
+from fttrace.engine.results import long_frame
+from fttrace.tools.curves import label, store_rows
+from fttrace.tools.tensorboard import EventLog, cell_means
+from helpers import STORE_ACC, STORE_MEMBERS, finetune_records
 
 tensorboardX = pytest.importorskip("tensorboardX")
 from tensorboardX.proto import event_pb2  # noqa: E402
@@ -47,32 +49,8 @@ def read_hparams(directory) -> dict:
     return {}
 
 
-MEMBERS = pd.DataFrame({"member": ["ft0", "ft1", "ft2", "ft3"], "parent": ["pt0", "pt0", "pt1", "pt1"],
-                        "seed": [0, 1, 0, 1], "finetune_lr": [1e-3, 1e-3, 1e-2, 1e-2],
-                        "finetune_lr_name": ["small", "small", "large", "large"], "prior": [0.2] * 4})
-ACC = np.array([[0.1, 0.3, 0.5, 0.9], [0.2, 0.4, 0.6, np.nan]])  # two steps x four members; ft3 frozen at step 1
-
-
-def records(steps):
-    return [(s, {"ft_acc": ACC[i], "ft_loss": 1 - ACC[i]}) for i, s in enumerate(steps)]
-
-
-@pytest.fixture
-def running(tmp_path):
-    """A store whose pretraining is finished and whose fine-tuning has logged two evaluations so far."""
-    store = ResultsStore(tmp_path)
-    store.prepare()
-    pre = MEMBERS.iloc[:2].assign(member=["pt0", "pt1"], parent=None)
-    pre = pre.drop(columns=["finetune_lr", "finetune_lr_name"])
-    curve = [(0, {"pt_acc": np.array([0.0, 0.2])}), (10, {"pt_acc": np.array([0.8, 1.0])})]
-    store.write_part("g0-pretrain", long_frame(pre, "pretrain", curve))
-    store.write_part("g0-prune", long_frame(pre, "prune", [(0, {"pt_acc": np.array([1.0, 1.0])})]))
-    store.write_live("g0-finetune", long_frame(MEMBERS, "finetune", records([0, 50])))
-    return store
-
-
-def test_cells_are_the_varying_hyperparameters_and_values_their_means(running):
-    means = cell_means(store_rows(running.workdir))
+def test_cells_are_the_varying_hyperparameters_and_values_their_means(running_store):
+    means = cell_means(store_rows(running_store.workdir))
     assert set(means.phase) == {"pretrain", "finetune"}  # prune logged one step: not a curve
     fine = means[means.phase == "finetune"].set_index(["cell", "metric", "step"]).value
     assert set(fine.index.get_level_values("cell")) == {"finetune_lr=small", "finetune_lr=large"}  # not seed, prior
@@ -82,9 +60,9 @@ def test_cells_are_the_varying_hyperparameters_and_values_their_means(running):
     assert pre["all", 10] == pytest.approx(0.9)  # one cell: the seed is never a cell
 
 
-def test_event_files_hold_the_means_and_grow_with_the_live_curve(running, tmp_path):
+def test_event_files_hold_the_means_and_grow_with_the_live_curve(running_store, tmp_path):
     logdir = tmp_path / "board"
-    assert main(["tensorboard", str(running.workdir), "--logdir", str(logdir)]) == 0
+    assert main(["tensorboard", str(running_store.workdir), "--logdir", str(logdir)]) == 0
     found = read_events(logdir / "finetune" / "finetune_lr=large" / "cell")
     assert found["ft_acc"] == pytest.approx({0: 0.7, 50: 0.6})
     assert found["ft_acc/q10"] == pytest.approx({0: 0.54, 50: 0.6}) and found["ft_acc/q90"][0] == pytest.approx(0.86)
@@ -100,11 +78,11 @@ def test_event_files_hold_the_means_and_grow_with_the_live_curve(running, tmp_pa
     # The run goes on: a third evaluation reaches the live curve; a following writer appends only that step.
     log = EventLog(tmp_path / "followed")
     members, cells = 2 * 2 + (4 * 2 * 2 - 2), 1 * 2 * 4 + 2 * 2 * 2 * 4  # scalars x (mean, q10, q50, q90)
-    assert log.write(store_rows(running.workdir)) == members + cells
-    more = np.vstack([ACC, [[0.3, 0.5, 0.7, np.nan]]])
-    grown = [(s, {"ft_acc": more[i], "ft_loss": 1 - more[i]}) for i, s in enumerate([0, 50, 100])]
-    running.write_live("g0-finetune", long_frame(MEMBERS, "finetune", grown))
-    assert log.write(store_rows(running.workdir)) == 3 * 2 + 2 * 2 * 4  # step 100: 3 members, 2 cells; 2 metrics
+    assert log.write(store_rows(running_store.workdir)) == members + cells
+    more = STORE_ACC + [[0.3, 0.5, 0.7, np.nan]]
+    running_store.write_live("g0-finetune", long_frame(pd.DataFrame(STORE_MEMBERS), "finetune",
+                                                 finetune_records(more, [0, 50, 100])))
+    assert log.write(store_rows(running_store.workdir)) == 3 * 2 + 2 * 2 * 4  # step 100: 3 members, 2 cells; 2 metrics
     log.close()
     assert read_events(tmp_path / "followed" / "finetune" / "finetune_lr=small" / "cell")["ft_acc"] == pytest.approx(
         {0: 0.2, 50: 0.3, 100: 0.4})
@@ -118,11 +96,19 @@ def test_run_names_leave_out_settings_a_member_does_not_have():
     assert label({"finetune_lr": np.nan}) == "all"
 
 
-def test_a_logdir_it_did_not_write_is_refused(running, tmp_path, capsys):
+def test_a_logdir_it_did_not_write_is_refused(running_store, tmp_path, capsys):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    assert main(["tensorboard", str(running.workdir), "--logdir", str(tmp_path / "mine")]) == 2
+    assert main(["tensorboard", str(running_store.workdir), "--logdir", str(tmp_path / "mine")]) == 2
     assert "holds files this command did not write" in capsys.readouterr().err
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
     assert main(["tensorboard", str(tmp_path / "nowhere")]) == 2
     assert "is not a workdir" in capsys.readouterr().err
+
+
+def test_the_help_says_what_it_writes(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    assert "TensorBoard event files: a run per member with its settings (HPARAMS tab), and each cell's mean" in shown
+    assert "one mean per cell" not in shown
