@@ -8,7 +8,7 @@ import pytest
 
 from fttrace.cli import main
 from fttrace.engine.results import long_frame
-from fttrace.tools.curves import label, store_rows
+from fttrace.tools.logged import label, store_rows
 from fttrace.tools.tensorboard import EventLog, cell_means
 from helpers import STORE_ACC, STORE_MEMBERS, finetune_records
 

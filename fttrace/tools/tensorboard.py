@@ -1,7 +1,7 @@
 """A workdir's training curves as TensorBoard event files: one run per member, grouped by cell, and each cell's
 mean and quantiles (`fttrace tensorboard WORKDIR`).
 
-The rows, cells, curves and settings are the store's as `fttrace/tools/curves.py` reads them (a running or a
+The rows, cells, curves and settings are the store's as `fttrace/tools/logged.py` reads them (a running or a
 finished sweep, from any machine that sees the workdir). Layout of the log directory:
 
     LOGDIR/<phase>/<cell>/<member>/events...   tag: the metric; the member's curve, and its hyperparameters
@@ -23,7 +23,7 @@ from etils import epath
 
 from fttrace.errors import UserError
 from fttrace.engine.results import workdir_path
-from fttrace.tools.curves import member_curves, member_settings, store_rows
+from fttrace.tools.logged import member_curves, member_settings, store_rows
 
 LOGDIR = "tensorboard"  # default log directory, inside the workdir
 MARK = ".fttrace-tensorboard"  # marks a log directory this command wrote (and may therefore rebuild)

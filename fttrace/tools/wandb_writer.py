@@ -5,7 +5,7 @@ id its checkpoints carry), with job_type the phase that trained it. Its config i
 every hyperparameter it has; none it lacks); its history is its curves, one metric per curve named
 `<phase>/<metric>` and drawn over that phase's own step (`<phase>/step`, W&B's define_metric); its summary is every
 measure at its last step, `<phase>/<metric>` too (an evaluation logged once, a curve's end, the final record's
-diverged_step and stop_step). The rows are the store's as `fttrace/tools/curves.py` reads them, as for `fttrace
+diverged_step and stop_step). The rows are the store's as `fttrace/tools/logged.py` reads them, as for `fttrace
 tensorboard`; a value that is not finite (a frozen member's) is left out. Offline (`--mode offline`, or W&B's own
 setting), the runs go into W&B's directory, for `wandb sync` to upload later.
 """
@@ -19,7 +19,7 @@ import pandas as pd
 
 from fttrace.errors import UserError
 from fttrace.engine.results import read_manifest, workdir_path
-from fttrace.tools.curves import is_curve, member_settings, store_rows, with_cells
+from fttrace.tools.logged import is_curve, member_settings, store_rows, with_cells
 
 PROJECT = "fttrace"  # the default W&B project
 FINAL = "diverged_step"  # a metric of the final record of every phase that trains its members
