@@ -136,6 +136,22 @@ def test_logrank_agrees_with_statsmodels_on_three_censored_groups():
     np.testing.assert_allclose(test.p, p, rtol=1e-6)
 
 
+def test_logrank_leaves_out_a_group_no_revival_informs():
+    # Group c is censored before the first revival: statsmodels' survdiff over all three is singular; the test is
+    # the one of a against b, with 1 degree of freedom.
+    durations = [2, 3, 4, 5, 6, 7, 3, 5, 8, 9, 10, 11, 0.5, 1]
+    observed = [1, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 0]
+    groups = ["a"] * 6 + ["b"] * 6 + ["c"] * 2
+    with pytest.raises(np.linalg.LinAlgError):
+        survdiff(np.array(durations), np.array(observed), np.array(groups))
+    test = logrank(durations, observed, groups)
+    statistic, p = survdiff(np.array(durations[:12]), np.array(observed[:12]), np.array(groups[:12]))
+    assert (test.df, test.groups, test.n, test.events) == (1, 3, 14, 8)
+    np.testing.assert_allclose([test.statistic, test.p], [statistic, p], rtol=1e-9)
+    # Everyone at risk at the first revival is revived there: nothing tells the groups apart.
+    assert logrank([1, 1, 0.5], [1, 1, 0], ["a", "b", "b"]).df == 0
+
+
 def test_logrank_gives_a_reason_without_two_groups_or_revivals():
     single = logrank(DURATIONS, OBSERVED, ["a"] * 8)
     assert np.isnan(single.statistic) and np.isnan(single.p) and "only 1 group" in single.reason
