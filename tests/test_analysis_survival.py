@@ -79,6 +79,12 @@ def test_the_greenwood_interval_matches_a_hand_computation(km):
     assert km.survival_lo[0] == km.survival_hi[0] == 1
 
 
+def test_a_median_at_exactly_one_half_is_found_there():
+    # 2 of 4 revived by t = 2: S(2) is 0.5 exactly (a product, not exp of a sum of logs), so the median is 2.
+    km = kaplan_meier([1, 2, 3, 4], [1, 1, 1, 1])
+    assert km.survival[km.time == 2].item() == 0.5 and median_time(km) == 2
+
+
 def test_the_interval_is_undefined_where_everyone_is_revived():
     km = kaplan_meier([1, 2, 3], [1, 1, 1])
     np.testing.assert_allclose(km.survival, [1, 2 / 3, 1 / 3, 0])
