@@ -3,9 +3,11 @@ its data; `save` writes one as PNG and SVG.
 
 Curves are means over seeds (each seed first averaged over the members it contributes to the line) with shaded
 bootstrap 95% intervals over seeds. Panels are laid out with fine-tuning LRs as rows (small to large) and sampling
-priors as columns (high to low); line styles tell spurious strengths (C_Tr) apart. Every instrument is drawn with
-its null: pruning beside k random neurons, probes beside the untrained model and the control target, reFT beside
-the control that never had C_PT (as curves and as Kaplan-Meier curves of steps to revival). `class_shares` draws
+priors as columns (high to low); colour tells what a line is, line style only the spurious strength (C_Tr); lines
+without a C_Tr (nulls, controls) and reference lines (budget, threshold, 0) are solid. Every instrument is drawn
+with its null: the pruning gain over k = 0 beside k random neurons and the control pruned the same way, probes
+beside the untrained model and the control target, reFT beside the control that never had C_PT (as curves and as
+Kaplan-Meier curves of steps to revival); attention as the change from the pretrained parent. `class_shares` draws
 the taxonomy's headline.
 """
 from __future__ import annotations
