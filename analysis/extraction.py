@@ -346,7 +346,8 @@ def section(frame: pd.DataFrame, out) -> str:
             "Probe: is this prefix a canary?", "Held-out accuracy of a linear probe per layer (0: embeddings), "
             "prefixes of planted canaries against those of controls (chance 0.5; held-out canaries never seen by the "
             "probe), at each phase's end; mean over seeds. Then the same accuracy over the held-out pairs of canaries "
-            "planted a given number of times.", [probes.reset_index(), probe_table(frame, by_count=True).reset_index()]))
+            "planted a given number of times.",
+            [probes.reset_index(), probe_table(frame, by_count=True).reset_index()]))
     return section_html("extraction", "Verbatim extraction of planted canaries", blocks)
 
 
