@@ -11,12 +11,12 @@ regime do (those are shown, so that a reader sees how near the edge a verdict st
 from __future__ import annotations
 
 import dataclasses
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from analysis import terminal
 from analysis.analyse import Analysis, analyse
 from analysis.claims import ALPHA
 from analysis.errors import AnalysisError
@@ -25,7 +25,6 @@ from analysis.settings import describe_setting, setting_columns
 from analysis.stats import CONFIDENCE
 from analysis.taxonomy import Parameters
 
-WIDTH = 120  # terminal columns
 CELL = 44  # the widest text a table cell shows before it is shortened
 SAME, DIFFERS = "same", "DIFFERS"
 
@@ -136,11 +135,12 @@ class Comparison:
     def text(self) -> str:
         lines = [f"A: {self.runs[0]}", f"B: {self.runs[1]}", "",
                  "Claims (verdict; effect [95% CI]; estimates: each within the other's interval):",
-                 _frame(self.claims), "",
-                 "Classes (judged members of each class, share [seed-level 95% CI]):", _frame(self.classes), "",
-                 "Dominant class per setting:", _frame(self.settings)]
+                 terminal.table(self.claims, ["claim"]), "",
+                 "Classes (judged members of each class, share [seed-level 95% CI]):",
+                 terminal.table(self.classes, ["class"]), "",
+                 "Dominant class per setting:", terminal.table(self.settings, ["setting"])]
         if not self.seeds.empty:
-            lines += ["", "Regime per seed:", _frame(self.seeds)]
+            lines += ["", "Regime per seed:", terminal.table(self.seeds, ["seed"])]
         verdicts = len(self.claims) + len(self.settings)
         if self.agree:
             verdict = (f"The verdicts agree: {len(self.claims)} claims and {len(self.settings)} settings give the same "
@@ -148,11 +148,7 @@ class Comparison:
         else:
             verdict = (f"The verdicts DIFFER in {len(self.differences)} of {verdicts}: "
                        f"{'; '.join(self.differences)}. A verdict that a change of machine can flip is fragile.")
-        return "\n".join(lines + ["", textwrap.fill(verdict, WIDTH, break_on_hyphens=False)])
-
-
-def _frame(frame: pd.DataFrame) -> str:
-    return frame.to_string(index=False) if not frame.empty else "  (none)"
+        return "\n".join(lines + ["", terminal.wrapped(verdict, "", "")])
 
 
 def _run_line(a: Analysis) -> str:
@@ -161,7 +157,7 @@ def _run_line(a: Analysis) -> str:
     versions = manifest.get("versions") or {}
     what = ", ".join(f"{k} {v}" for k, v in versions.items())
     where = f"{len(devices)} device(s){' (' + str(devices[0]) + ')' if devices else ''}"
-    return _short(f"{a.study.paths[0]}: {where}; {what}", WIDTH - 3)
+    return _short(f"{a.study.paths[0]}: {where}; {what}", terminal.WIDTH - 3)
 
 
 def compare(path_a, path_b, parameters: Parameters = Parameters(), by=(), alpha: float = ALPHA,

@@ -26,8 +26,8 @@ import pandas as pd
 
 from analysis import figures
 from analysis.stats import beyond_noise, gap_text
-from analysis.study_page import (captioned_table, figure_html, interval_column, named_intervals, names_study,
-                                 read_frames, table_html, write_page)
+from analysis.study_page import (block, captioned_table, figure_block, interval_column, named_intervals, names_study,
+                                 read_frames, section_html, write_page)
 
 KINDS = ("extraction", "span", "refusal")
 STUDY = "canary_unlock"
@@ -311,31 +311,30 @@ def section(frame: pd.DataFrame, out) -> str:
     """The report's extraction section (HTML; figures written into out/figures); "" without extraction metrics."""
     if cells(frame).empty:
         return ""
-    parts = ['<section id="extraction"><h2>Verbatim extraction of planted canaries</h2>',
-             '<p class="caption">Greedy continuation of each canary\'s prefix; extracted when the next k tokens are '
-             "reproduced exactly. Each stage at its phase's last step; mean over seeds with bootstrap 95% "
-             "intervals (seeds are the unit; authors and lengths averaged within a seed). Controls: passages of the "
-             "same authors never trained on.</p>"]
-    parts += captioned_table(
+    blocks = [block(caption="Greedy continuation of each canary's prefix; extracted when the next k tokens are "
+                    "reproduced exactly. Each stage at its phase's last step; mean over seeds with bootstrap 95% "
+                    "intervals (seeds are the unit; authors and lengths averaged within a seed). Controls: passages of "
+                    "the same authors never trained on.")]
+    blocks += captioned_table(
         "Regime: did pretraining memorise the canaries?", "Per seed (and model shape), at pretraining's end: "
         "extraction of the canaries planted most often minus that of the controls never trained on, and 1.96 "
         "binomial standard errors.", display_regime_table(frame), regime_flag(frame))
-    parts.append(table_html(display_table(frame)))
-    parts += captioned_table(
+    blocks.append(block(tables=[display_table(frame)]))
+    blocks += captioned_table(
         "Extraction by scale and repetition count", "Per model shape and times planted: extraction before "
         "suppression, after it, and after fine-tuning on each unlock set (LRs pooled); '- synthetic' columns: the "
         "unlock set's extraction minus the synthetic-text null of the same seed and shape. Mean over seeds "
         "[95% CI].", display_scale_table(frame))
     matrix = unlock_matrix(frame)
     if not matrix.empty:
-        shown = matrix.round(2).reset_index().rename(columns={"unlock_set": "fine-tuned on"})
-        parts += ["<h3>Unlock matrix</h3>", '<p class="caption">Extraction of every planted canary (all counts) '
-                  "after fine-tuning on a set (rows) of each author's canaries (columns), mean over seeds and unlock "
-                  "LRs.</p>", table_html(shown)]
-    parts += [figure_html(heatmap(frame), out, "unlock-matrix", "Unlock matrix per unlock LR"),
-              figure_html(repetition_curves(frame), out, "extraction-repetition",
-                          "Extraction against repetition count")]
-    parts += captioned_table(
+        blocks += captioned_table(
+            "Unlock matrix", "Extraction of every planted canary (all counts) after fine-tuning on a set (rows) of "
+            "each author's canaries (columns), mean over seeds and unlock LRs.",
+            matrix.round(2).reset_index().rename(columns={"unlock_set": "fine-tuned on"}))
+    blocks += figure_block(heatmap(frame), out, "unlock-matrix", "Unlock matrix per unlock LR")
+    blocks += figure_block(repetition_curves(frame), out, "extraction-repetition",
+                           "Extraction against repetition count")
+    blocks += captioned_table(
         "Probe: how often was this canary planted?", "A linear probe per layer on the mean of a planted canary "
         "prefix's last residual states: planted at least the median count or less (held-out canaries); selectivity "
         "= its accuracy - the accuracy for a control target on the same prompts (an arbitrary balanced label per "
@@ -343,15 +342,13 @@ def section(frame: pd.DataFrame, out) -> str:
         count_probe_table(frame))
     probes = probe_table(frame)
     if not probes.empty:
-        parts += ["<h3>Probe: is this prefix a canary?</h3>", '<p class="caption">Held-out accuracy of a linear probe '
-                  "per layer (0: embeddings), prefixes of planted canaries against those of controls (chance 0.5; "
-                  "held-out canaries never seen by the probe), at each phase's end; mean over seeds. Then the same "
-                  "accuracy over the held-out pairs of canaries planted a given number of times.</p>",
-                  table_html(probes.reset_index())]
-        by_count = probe_table(frame, by_count=True)
-        if not by_count.empty:
-            parts.append(table_html(by_count.reset_index()))
-    return "".join(parts) + "</section>"
+        blocks.append(block(
+            "Probe: is this prefix a canary?", "Held-out accuracy of a linear probe per layer (0: embeddings), "
+            "prefixes of planted canaries against those of controls (chance 0.5; held-out canaries never seen by the "
+            "probe), at each phase's end; mean over seeds. Then the same accuracy over the held-out pairs of canaries "
+            "planted a given number of times.",
+            [probes.reset_index(), probe_table(frame, by_count=True).reset_index()]))
+    return section_html("extraction", "Verbatim extraction of planted canaries", blocks)
 
 
 # ---------------------------------------------------------------- canary stores as a study of their own

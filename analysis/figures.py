@@ -3,9 +3,11 @@ its data; `save` writes one as PNG and SVG.
 
 Curves are means over seeds (each seed first averaged over the members it contributes to the line) with shaded
 bootstrap 95% intervals over seeds. Panels are laid out with fine-tuning LRs as rows (small to large) and sampling
-priors as columns (high to low); line styles tell spurious strengths (C_Tr) apart. Every instrument is drawn with
-its null: pruning beside k random neurons, probes beside the untrained model and the control target, reFT beside
-the control that never had C_PT (as curves and as Kaplan-Meier curves of steps to revival). `class_shares` draws
+priors as columns (high to low); colour tells what a line is, line style only the spurious strength (C_Tr); lines
+without a C_Tr (nulls, controls) and reference lines (budget, threshold, 0) are solid. Every instrument is drawn
+with its null: the pruning gain over k = 0 beside k random neurons and the control pruned the same way, probes
+beside the untrained model and the control target, reFT beside the control that never had C_PT (as curves and as
+Kaplan-Meier curves of steps to revival); attention as the change from the pretrained parent. `class_shares` draws
 the taxonomy's headline.
 """
 from __future__ import annotations
@@ -20,7 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator, ScalarFormatter  # noqa: E402
 
 from analysis.load import Study  # noqa: E402
 from analysis.measures import RANDOM_METHOD, UNIT_METHODS, lr_key  # noqa: E402
@@ -31,7 +35,8 @@ N_BOOT = 500  # per plotted point; enough for a band
 PANEL = (3.3, 2.5)  # inches per panel
 STYLES = ["-", "--", ":", "-."]
 COLORS = {"pt": "tab:blue", "ft": "tab:orange", "pretrained": "black", "finetuned": "tab:blue", "reft": "tab:green",
-          "init": "tab:gray", "control_target": "tab:red", "control": "tab:gray", "random": "lightsteelblue"}
+          "init": "tab:gray", "control_target": "tab:red", "control": "tab:gray", "random": "0.35",
+          "control_null": "tab:brown", "budget": "tab:purple", "threshold": "tab:purple"}
 CLASS_COLORS = {"no-op": "0.75", "untouched": "0.45", "reuse": "tab:purple", "kept": "tab:blue", "hidden wrapper": "tab:green",
                 "overwrite": "tab:red"}
 plt.rcParams.update({"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
@@ -66,8 +71,10 @@ def _band(ax, frame: pd.DataFrame, x: str, color: str, style: str = "-", label: 
         ax.fill_between(xs, low, high, color=color, alpha=0.15, linewidth=0)
 
 
-def _grid(rows: list[str], cols: list[str], row_name: str, col_name: str, ylabel: str, xlabel: str):
-    """Panels rows x cols; titles name the column setting, y labels of the first column name the row setting."""
+def _grid(rows: list[str], cols: list[str], row_name: str, col_name: str, ylabel: str, xlabel: str,
+          ylim=(-0.02, 1.02)):
+    """Panels rows x cols; titles name the column setting, y labels of the first column name the row setting;
+    `ylim` None: scaled to the data (an effect near 0 stays visible)."""
     fig, axes = plt.subplots(len(rows), len(cols), sharex=True, sharey=True, squeeze=False, layout="constrained",
                              figsize=(PANEL[0] * len(cols) + 0.8, PANEL[1] * len(rows) + 0.9))
     for j, col in enumerate(cols):
@@ -76,7 +83,8 @@ def _grid(rows: list[str], cols: list[str], row_name: str, col_name: str, ylabel
     for i, row in enumerate(rows):
         axes[i, 0].set_ylabel(f"{row_name} {row}\n{ylabel}")
     for ax in axes.flat:
-        ax.set_ylim(-0.02, 1.02)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
     return fig, axes
 
@@ -109,53 +117,73 @@ def _grid_rows(rows: pd.DataFrame, study: Study, levels_of=None):
     return rows, lrs, priors, levels
 
 
-def _spurious_legend(fig, levels, entries):
-    """One legend for the figure: colour entries [(label, colour, style)], then the C_Tr line styles."""
+def _spurious_legend(fig, levels, entries, whose: str = ""):
+    """One legend for the figure: colour entries [(label, colour, style)], then the C_Tr line styles (`whose`: the
+    lines they apply to, where other lines are solid whatever C_Tr)."""
     handles = [Line2D([], [], color=c, linestyle=s, label=lab) for lab, c, s in entries]
     if len(levels) > 1:
-        handles += [Line2D([], [], color="black", linestyle=_style(v, levels), label=f"C_Tr = {v:g}")
-                    for v in levels]
-    per_row = max(1, int(fig.get_figwidth() // 2.3))  # legend entries that fit side by side
+        handles += [Line2D([], [], color="black", linestyle=_style(v, levels),
+                           label=f"C_Tr = {v:g}" + (f" ({whose})" if whose else "")) for v in levels]
+    widest = max(len(h.get_label()) for h in handles) * 0.075 + 0.7  # inches at legend.fontsize 8, with the line
+    per_row = max(1, int(fig.get_figwidth() // widest))  # legend entries that fit side by side
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), per_row), frameon=False)
 
 
+def _gain(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows of `metric` with `value` replaced by its change from k = 0 of the same member (members without a
+    k = 0 row dropped): the gain that pruning brings, the effect claim 1 tests."""
+    mine = rows[rows.metric == metric]
+    unpruned = mine[mine.step == 0].groupby("member").value.first()
+    return mine.assign(value=mine.value - mine.member.map(unpruned).astype(float)).dropna(subset=["value"])
+
+
+def _reference(ax, y=None, x=None, color="black") -> None:
+    """A thin reference line (a level or a budget), drawn solid so that line styles keep meaning C_Tr."""
+    line = ax.axhline if y is not None else ax.axvline
+    line(y if y is not None else x, color=color, linewidth=0.8, linestyle="-", zorder=1, alpha=0.8)
+
+
 def pruning_curves(study: Study, method: str = "neurons", budget: float | None = None):
-    """C_PT and C_FT accuracy of fine-tuned members against units pruned, beside the null (k random neurons, for
-    methods that remove neurons) and the pretrained members pruned the same way."""
+    """C_PT gain over k = 0 of fine-tuned members against units pruned (per member, then over seeds), beside the
+    nulls, drawn solid: the same members with k random neurons removed (methods that remove neurons), and the control
+    that never had C_PT pruned the same way."""
     results = study.results
     random = UNIT_METHODS.get(method) == "neurons"
-    metrics = [f"{method}.pt_acc", f"{method}.ft_acc"] + ([f"{RANDOM_METHOD}.pt_acc"] if random else [])
+    metrics = [f"{method}.pt_acc"] + ([f"{RANDOM_METHOD}.pt_acc"] if random else [])
     rows = results[(results.phase == "prune") & results.metric.isin(metrics)]
     if (grid := _grid_rows(rows, study)) is None:
         return None
     rows, lrs, priors, levels = grid
-    random = random and (rows.metric == f"{RANDOM_METHOD}.pt_acc").any()
-    fig, axes = _grid(lrs, priors, "fine-tuning LR", "prior", "accuracy", f"{method} removed (k)")
+    targeted, null = _gain(rows, f"{method}.pt_acc"), _gain(rows, f"{RANDOM_METHOD}.pt_acc")
+    random = random and not null.empty
+    control = targeted[targeted.kind == "control_pretrained"]
+    fig, axes = _grid(lrs, priors, "fine-tuning LR", "prior", "C_PT gain over k = 0", f"{method} removed (k)",
+                      ylim=None)
     for i, lr in enumerate(lrs):
         for j, prior in enumerate(priors):
             ax = axes[i, j]
-            control = rows[(rows.kind == "pretrained") & (rows.prior_label == prior) &
-                           (rows.metric == f"{method}.pt_acc")]
-            _band(ax, control, "step", COLORS["pretrained"], ":")
-            mine = rows[(rows.kind == "finetuned") & (rows.finetune_lr_label == lr) & (rows.prior_label == prior)]
-            for spurious in levels:
-                style = _style(spurious, levels)
-                here = mine[mine.spurious == spurious]
-                if random:
-                    _band(ax, here[here.metric == f"{RANDOM_METHOD}.pt_acc"], "step", COLORS["random"], style)
-                for target in ("pt", "ft"):
-                    _band(ax, here[here.metric == f"{method}.{target}_acc"], "step", COLORS[target], style,
-                          marker="o")
+            _reference(ax, y=0.0)
             if budget is not None:
-                ax.axvline(budget, color="tab:purple", linewidth=0.8, linestyle="-.")
-    entries = [("C_PT, fine-tuned", COLORS["pt"], "-"), ("C_FT, fine-tuned", COLORS["ft"], "-")]
+                _reference(ax, x=budget, color=COLORS["budget"])
+            cell = (rows.kind == "finetuned") & (rows.finetune_lr_label == lr) & (rows.prior_label == prior)
+            members = set(rows.member[cell])
+            _band(ax, control, "step", COLORS["control_null"], "-")
+            if random:  # every C_Tr together: removing random neurons is the same null at any C_Tr
+                _band(ax, null[null.member.isin(members)], "step", COLORS["random"], "-")
+            mine = targeted[targeted.member.isin(members)]
+            for spurious in levels:
+                _band(ax, mine[mine.spurious == spurious], "step", COLORS["pt"], _style(spurious, levels),
+                      marker="o")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+    entries = [(f"C_PT gain, fine-tuned members ({method} ranked)", COLORS["pt"], "-")]
     if random:
-        entries.append(("C_PT, k random neurons removed (null)", COLORS["random"], "-"))
-    entries.append(("C_PT, pretrained", COLORS["pretrained"], ":"))
+        entries.append(("null: the same members, k random neurons removed", COLORS["random"], "-"))
+    if not control.empty:
+        entries.append(("null: the control that never had C_PT, pruned the same way", COLORS["control_null"], "-"))
     if budget is not None:
-        entries.append(("pruning budget", "tab:purple", "-."))
-    _spurious_legend(fig, levels, entries)
-    fig.suptitle(f"Pruning {method}: does removing a few units bring C_PT back, beyond removing random ones?")
+        entries.append(("pruning budget", COLORS["budget"], "-"))
+    _spurious_legend(fig, levels, entries, "of the fine-tuned members")
+    fig.suptitle(f"Pruning {method}: does removing a few units bring C_PT back, beyond the nulls?")
     return fig
 
 
@@ -198,22 +226,53 @@ def probe_layers(study: Study, site: str = "resid"):
     return fig
 
 
+MARGIN = 2.0  # the reFT plot's x-axis ends at this many times the 95th percentile of the steps to revival
+
+
+def revival_horizon(study: Study) -> float | None:
+    """Where the reFT plot's x-axis ends: the first logged step at or past MARGIN x the 95th percentile of the steps
+    to revival over reFT members and controls (None without a revival: the whole budget)."""
+    results = study.results
+    phases = results.phase.isin(["reft", "control_reft"])
+    steps = results.value[phases & (results.metric == "steps_to_threshold")].dropna()
+    logged = np.sort(results.step[phases & (results.metric == "pt_acc")].unique())
+    if steps.empty or not len(logged):
+        return None
+    beyond = logged[logged >= MARGIN * np.percentile(steps, 95)]
+    return float(beyond[0] if len(beyond) else logged[-1])
+
+
+def _step_axis(ax, steps, right: float | None) -> None:
+    """Steps up to `right` (None: the last), on a symmetric-log axis where the logged steps are not evenly spaced
+    (reFT logged at log-spaced steps early: linear up to the first logged step, so that step 0 shows)."""
+    positive = np.array([s for s in steps if s > 0], float)
+    if len(positive) > 1 and len(np.unique(np.diff(np.r_[0.0, positive]))) > 1:
+        ax.set_xscale("symlog", linthresh=positive[0], linscale=0.4)
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.set_xlim(0, right if right is not None else max(steps))
+
+
 def reft_curves(study: Study, evidence: pd.DataFrame | None = None, threshold: float | None = None):
-    """C_PT accuracy during reverse fine-tuning against the control that never had C_PT."""
+    """C_PT accuracy during reverse fine-tuning against the control that never had C_PT. Colour tells what is
+    trained (reFT green, each control LR factor a grey), line style tells the C_Tr of the fine-tuned member (the
+    controls have none: solid); the x-axis ends soon after the revivals (`revival_horizon`)."""
     results = study.results
     rows = results[results.phase.isin(["reft", "control_reft"]) & (results.metric == "pt_acc")]
     if (grid := _grid_rows(rows, study, levels_of=lambda r: r.kind == "reft")) is None:
         return None
     rows, lrs, priors, levels = grid
     factors = sorted(study.members.control_lr_factor.dropna().unique())
-    greys = dict(zip(factors, np.linspace(0.25, 0.65, max(len(factors), 1))))
-    fig, axes = _grid(lrs, priors, "fine-tuning LR", "prior", "C_PT accuracy", "reverse fine-tuning step")
+    greys = {f: str(g) for f, g in zip(factors, np.linspace(0.2, 0.6, max(len(factors), 1)))}
+    horizon, steps = revival_horizon(study), sorted(rows.step.unique())
+    shown = "" if horizon is None or horizon >= max(steps) else f" (to {horizon:g} of {max(steps):g})"
+    fig, axes = _grid(lrs, priors, "fine-tuning LR", "prior", "C_PT accuracy", "reverse fine-tuning step" + shown)
     for i, lr in enumerate(lrs):
         for j, prior in enumerate(priors):
             ax = axes[i, j]
-            reft = rows[(rows.kind == "reft") & (rows.finetune_lr_label == lr) & (rows.prior_label == prior)]
-            for spurious in levels:
-                _band(ax, reft[reft.spurious == spurious], "step", COLORS["reft"], _style(spurious, levels))
+            if threshold is not None and evidence is not None:
+                cell = evidence[(evidence.finetune_lr_label == lr) & (evidence.prior_label == prior)]
+                if len(cell):
+                    _reference(ax, y=threshold * cell.pt_acc_pretrained.mean(), color=COLORS["threshold"])
             keys = set(lr_key(study.members.reft_lr[(study.members.kind == "reft") &
                                                     (study.members.finetune_lr_label == lr)]).dropna())
             bases = lr_key(study.members.reft_lr_base).to_numpy()
@@ -221,17 +280,16 @@ def reft_curves(study: Study, evidence: pd.DataFrame | None = None, threshold: f
             controls = rows[(rows.kind == "control_reft") & rows.member.isin(matched)]
             for factor in factors:
                 ids = study.members.member[study.members.control_lr_factor == factor]
-                _band(ax, controls[controls.member.isin(ids)], "step", str(greys[factor]), "--")
-            if threshold is not None and evidence is not None:
-                cell = evidence[(evidence.finetune_lr_label == lr) & (evidence.prior_label == prior)]
-                if len(cell):
-                    ax.axhline(threshold * cell.pt_acc_pretrained.mean(), color="tab:purple", linewidth=0.8,
-                               linestyle="-.")
-    entries = [("reFT of the fine-tuned model", COLORS["reft"], "-")]
-    entries += [(f"control, LR x{factor:g}", str(greys[factor]), "--") for factor in factors]
+                _band(ax, controls[controls.member.isin(ids)], "step", greys[factor], "-")
+            reft = rows[(rows.kind == "reft") & (rows.finetune_lr_label == lr) & (rows.prior_label == prior)]
+            for spurious in levels:
+                _band(ax, reft[reft.spurious == spurious], "step", COLORS["reft"], _style(spurious, levels))
+            _step_axis(ax, steps, horizon)
+    entries = [("reFT of the fine-tuned member", COLORS["reft"], "-")]
+    entries += [(f"control (never had C_PT), LR x{factor:g}", greys[factor], "-") for factor in factors]
     if threshold is not None:
-        entries.append((f"threshold ({threshold:g} x pretrained C_PT)", "tab:purple", "-."))
-    _spurious_legend(fig, levels, entries)
+        entries.append((f"revival threshold ({threshold:g} x pretrained C_PT)", COLORS["threshold"], "-"))
+    _spurious_legend(fig, levels, entries, "reFT of the fine-tuned member")
     fig.suptitle("Reverse fine-tuning: how fast does C_PT come back, compared with a model that never had it?")
     return fig
 
@@ -294,7 +352,7 @@ def km_curves(curves: dict, budget: float | None = None):
 
 
 def _attention_matrix(rows: pd.DataFrame, layers, heads, columns) -> np.ndarray:
-    """(layer, head) x (query, target) matrix of mean attention mass over `rows`' members."""
+    """(layer, head) x (query, target) matrix of the mean `value` over `rows`' members."""
     means = rows.groupby(["step", "metric"]).value.mean()
     grid = np.full((len(layers) * len(heads), len(columns)), np.nan)
     for li, layer in enumerate(layers):
@@ -304,46 +362,79 @@ def _attention_matrix(rows: pd.DataFrame, layers, heads, columns) -> np.ndarray:
     return grid
 
 
+def attention_change(rows: pd.DataFrame) -> pd.DataFrame:
+    """Attention rows of fine-tuned and reFT members with `value` minus that of their pretrained parent (the
+    ancestor, for reFT: 0 means the pretrained pattern is back) at the same layer, head, query and target."""
+    parents = rows[rows.kind == "pretrained"].set_index(["member", "step", "metric"]).value
+    children = rows[rows.kind.isin(["finetuned", "reft"])]
+    before = parents.reindex(pd.MultiIndex.from_arrays([children.pretrained, children.step, children.metric]))
+    return children.assign(value=children.value.to_numpy() - before.to_numpy()).dropna(subset=["value"])
+
+
 def attention_maps(study: Study):
-    """Attention mass from the answer position per head, before and after fine-tuning and after reFT."""
+    """Attention mass from the answer position per head: the pretrained parents' pattern, then the change that
+    fine-tuning and reFT made to it (member minus its pretrained parent, on a diverging scale centred at 0)."""
     rows = study.results[study.results.phase == "attention"]
     if rows.empty:
         return None
-    rows = _with_members(rows, study)
+    rows = rows.merge(study.members[["member", "kind", "pretrained", "finetune_lr_label"]], on="member", how="left")
     parts = rows.metric.str.split(".", expand=True)
-    rows = rows.assign(query=parts[0], head=parts[1].str[1:].astype(int), target=parts[2])
-    layers, heads = sorted(rows.step.unique()), sorted(rows["head"].unique())
+    if parts.shape[1] < 3:
+        return None
+    rows = rows.assign(query=parts[0], head=parts[1].str[1:], target=parts[2])
     queries = [q for q in ("pt_query", "ft_query") if q in set(rows["query"])]
     targets = [t for t in ("operand", "bos", "pt_tokens", "ft_tokens") if t in set(rows.target)]
+    rows = rows[rows["query"].isin(queries) & rows.target.isin(targets)].astype({"head": int})
     columns = [(q, t) for q in queries for t in targets]
+    layers, heads = sorted(rows.step.unique()), sorted(rows["head"].unique())
     lrs, _ = _settings_grid(study)
-    stages = [("pretrained", None)] + [(kind, lr) for kind in ("finetuned", "reft") for lr in lrs]
-    stages = [(k, lr) for k, lr in stages if (rows.kind == k).any()]
-    if not stages:
+    change = attention_change(rows)
+    stages = [(kind, lr) for kind in ("finetuned", "reft") for lr in lrs if
+              ((change.kind == kind) & (change.finetune_lr_label == lr)).any()]
+    parents = rows[rows.kind == "pretrained"]
+    if parents.empty:
         return None
     levels = _spurious_levels(study.members[study.members.kind == "finetuned"]) or [np.nan]
-    fig, axes = plt.subplots(len(levels), len(stages), squeeze=False, layout="constrained",
-                             figsize=(1.9 * len(stages) + 1.5, 0.28 * len(layers) * len(heads) * len(levels) + 2.2))
-    names = {"pretrained": "pretrained", "finetuned": "fine-tuned", "reft": "reFT"}
-    matrices = {}
+    fig, axes = plt.subplots(len(levels), 1 + len(stages), squeeze=False, layout="constrained",
+                             figsize=(1.9 * (1 + len(stages)) + 2.6,
+                                      0.28 * len(layers) * len(heads) * len(levels) + 2.2))
+    names = {"finetuned": "fine-tuned", "reft": "reFT"}
+    changes = {}
     for i, spurious in enumerate(levels):
-        for j, (kind, lr) in enumerate(stages):
-            mine = rows[rows.kind == kind]
-            if lr is not None:
-                mine = mine[(mine.finetune_lr_label == lr) & (mine.spurious == spurious)]
-            matrices[i, j] = _attention_matrix(mine, layers, heads, columns)
-    top = np.nanmax([np.nanmax(m) if np.isfinite(m).any() else 0.0 for m in matrices.values()]) or 1.0
-    for (i, j), matrix in matrices.items():
-        (kind, lr), spurious, ax = stages[j], levels[i], axes[i, j]
-        image = ax.imshow(matrix, cmap="magma", vmin=0, vmax=top, aspect="auto")
+        for j, (kind, lr) in enumerate(stages, start=1):
+            mine = change[(change.kind == kind) & (change.finetune_lr_label == lr)]
+            if np.isfinite(spurious):
+                mine = mine[mine.spurious == spurious]
+            changes[i, j] = _attention_matrix(mine, layers, heads, columns)
+    pattern = _attention_matrix(parents, layers, heads, columns)
+    spread = max([np.nanmax(np.abs(m)) for m in changes.values() if np.isfinite(m).any()], default=0.0) or 1.0
+    norm = Normalize(-spread, spread)  # symmetric: no change is the middle of the colour map
+    absolute = ax_change = None
+    for (i, j), ax in np.ndenumerate(axes):
+        bottom = i == len(levels) - 1
+        if j == 0 and i > 0:  # the parents have no C_Tr: drawn once
+            ax.set_axis_off()
+            continue
+        if j == 0:
+            absolute = ax.imshow(pattern, cmap="magma", vmin=0, vmax=np.nanmax(pattern) or 1.0, aspect="auto")
+            ax.set_title("pretrained parents\n(attention mass)")
+            bottom = len(levels) == 1
+        else:
+            (kind, lr), spurious = stages[j - 1], levels[i]
+            ax_change = ax.imshow(changes[i, j], cmap="RdBu_r", norm=norm, aspect="auto")
+            ax.set_title(f"{names[kind]}, {lr} LR" +
+                         (f"\nC_Tr = {spurious:g}" if len(levels) > 1 and np.isfinite(spurious) else ""))
         ax.set_xticks(range(len(columns)), [f"{q.split('_')[0].upper()}q: {t}" for q, t in columns]
-                      if i == len(levels) - 1 else [], rotation=90)
+                      if bottom or j == 0 else [], rotation=90)
         ax.set_yticks(range(len(layers) * len(heads)),
-                      [f"L{layer} h{h}" for layer in layers for h in heads] if j == 0 else [])
-        title = names[kind] + (f" ({lr} LR)" if lr else "")
-        ax.set_title(title + (f"\nC_Tr = {spurious:g}" if len(levels) > 1 and np.isfinite(spurious) else ""))
-    fig.colorbar(image, ax=axes.ravel().tolist(), label="attention mass", shrink=0.8)
-    fig.suptitle("Attention per head from the answer position")
+                      [f"L{layer} h{h}" for layer in layers for h in heads] if j <= 1 else [])
+    fig.colorbar(absolute, ax=axes[:, 0].tolist(), label="attention mass (pretrained)", shrink=0.8,
+                 location="left")
+    if ax_change is not None:
+        fig.colorbar(ax_change, ax=axes[:, 1:].ravel().tolist(), shrink=0.8,
+                     label="change in attention mass (member - pretrained parent)")
+    fig.suptitle("Attention per head from the answer position: the pretrained parents', then each member's minus its "
+                 "parent's")
     return fig
 
 

@@ -56,25 +56,31 @@ PRUNED_UNITS = {
 FIGURE_TEXT = {
     "classes": ("What fine-tuning did to C_PT, by setting",
                 "Share of judged fine-tuned members per taxonomy class and setting."),
-    "pruning": ("C_PT and C_FT accuracy against units pruned",
-                "A hidden wrapper shows as C_PT (blue) climbing back within the pruning budget while C_FT (orange) "
-                "falls, above the null: the same number of random neurons removed (light blue). Dotted: the "
-                "pretrained members pruned the same way. Bands: bootstrap 95% intervals over seeds."),
+    "pruning": ("C_PT gain against units pruned",
+                "The effect claim 1 tests: C_PT accuracy after removing k units minus before (k = 0), per member, "
+                "then the mean over seeds (blue; line style: C_Tr). A hidden wrapper shows as a gain within the "
+                "pruning budget (purple) above the nulls, drawn solid: the same members with k random neurons "
+                "removed (grey) and the control that never had C_PT pruned the same way (brown). Bands: bootstrap "
+                "95% intervals over seeds."),
     "probe": ("Probe accuracy for the pretraining target, by layer",
               "Held-out accuracy of linear probes reading the C_PT answer from the residual stream at the answer "
               "position. Fine-tuned (blue) close to pretrained (black) means the capability is still represented; "
               "the untrained model (grey) and the control target (red) are the nulls."),
     "reft": ("Reverse fine-tuning against the control",
-             "C_PT accuracy while training on the pretraining task: the reverse-fine-tuned model (green) against a "
-             "model pretrained without C_PT, trained the same way at the matched reFT LR x each factor (grey). The "
-             "dash-dotted line is the revival threshold."),
+             "C_PT accuracy while training on the pretraining task. Colour: what is trained, the reverse-fine-tuned "
+             "model (green) or a model pretrained without C_PT, trained the same way at the matched reFT LR x each "
+             "factor (greys); line style: the C_Tr of the fine-tuned member (the controls have none: solid). The "
+             "purple line is the revival threshold. The step axis is logarithmic where the steps were logged "
+             "log-spaced, and ends at twice the 95th percentile of the steps to revival."),
     "survival": ("Steps to revival: Kaplan-Meier curves",
                  "Share of runs not yet revived against steps, reFT of suppressed members (solid) and the matched "
                  "controls (dashed), one panel per fine-tuning LR; censored at the budget. Bands: pointwise 95% "
                  "Greenwood intervals."),
-    "attention": ("Attention maps before and after fine-tuning, and after reFT",
+    "attention": ("Attention before fine-tuning, and what fine-tuning and reFT changed",
                   "Mean attention mass from the answer position, per layer and head, to the operand slot and to the "
-                  "O_PT / O_FT tokens; columns within a panel split C_PT queries (PTq) and C_FT queries (FTq)."),
+                  "O_PT / O_FT tokens, columns split by C_PT queries (PTq) and C_FT queries (FTq): first the "
+                  "pretrained parents, then each fine-tuned or reFT member's minus its pretrained parent's (red: "
+                  "more attention than the parent, blue: less; the scale is symmetric around no change)."),
     "training": ("Training curves per phase",
                  "C_PT accuracy, C_FT accuracy and training loss through each phase; means over seeds with "
                  "bootstrap 95% bands."),

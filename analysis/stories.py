@@ -38,8 +38,8 @@ import pandas as pd
 from analysis import figures, survival
 from analysis.stats import beyond_noise, gap_text
 from analysis.errors import AnalysisError
-from analysis.study_page import (captioned_table, figure_html, interval_column, named_intervals, names_study,
-                                 read_frames, table_html, write_page)
+from analysis.study_page import (block, captioned_table, figure_block, interval_column, named_intervals, names_study,
+                                 read_frames, section_html, write_page)
 
 STUDY = "stories_twist"
 PHASES = ("pretrain", "finetune", "recovery")
@@ -513,49 +513,47 @@ def section(frame: pd.DataFrame, out, threshold=None) -> str:
     if not (frame.metric == "feature_rate").any():
         return ""
     times = f"{threshold:g} x" if threshold is not None else "the threshold share of"
-    parts = ['<section id="stories"><h2>Deleting and recovering a story feature</h2>']
-    parts += captioned_table(
+    blocks = captioned_table(
         "Regime: does the pretrained model have the capability?", "Per seed at pretraining's end: the share of "
         "sampled stories with the feature when the header asks for it and when it does not, their gap and 1.96 "
         "binomial standard errors; the capability is there when the gap exceeds them. Beside it the nulls: the "
         "control pretrained without the feature and the untrained model.", display_regime_table(frame),
         regime_flag(frame))
-    parts += captioned_table(
+    blocks += captioned_table(
         "Deletion", "Per deletion x LR: members that reached the deletion criterion and their stop step; at the "
         "phase's end the gap (asked - not asked) and the side effects against the seed's pretrained model. Mean over "
         "seeds [95% CI].", display_deletion_table(frame))
-    parts += ['<p class="caption">Share of sampled stories that show the feature when the header asks for it, and '
-              "when it does not; share of samples that are the refusal sentence; held-out loss. Each arm at its "
-              "phase's last step; mean over seeds with bootstrap 95% intervals (seeds are the unit; members of one "
-              "seed are paired).</p>", table_html(display_phase_table(frame)),
-              "<h3>Recovery curve</h3>", '<p class="caption">Feature rate (asked) at each recovery eval step, per '
-              "deleted arm and the control pretrained without the feature. Below it, the reference study's numbers "
-              f"at its own recovery steps ({REFERENCE_SOURCE}; another model, data and budget: for comparison of "
-              "shape, not value).</p>",
-              table_html(display_recovery_curve(frame)), table_html(reference_curve())]
-    parts += captioned_table(
+    blocks += [block(caption="Share of sampled stories that show the feature when the header asks for it, and when it "
+                     "does not; share of samples that are the refusal sentence; held-out loss. Each arm at its phase's "
+                     "last step; mean over seeds with bootstrap 95% intervals (seeds are the unit; members of one seed "
+                     "are paired).", tables=[display_phase_table(frame)]),
+               block("Recovery curve", "Feature rate (asked) at each recovery eval step, per deleted arm and the "
+                     "control pretrained without the feature. Below it, the reference study's numbers at its own "
+                     f"recovery steps ({REFERENCE_SOURCE}; another model, data and budget: for comparison of shape, "
+                     "not value).", [display_recovery_curve(frame), reference_curve()])]
+    blocks += captioned_table(
         "Steps to regain, as survival", f"The first recovery eval step at which a member reaches {times} its seed's "
         "pretrained value: of the rate when asked, and of the gap asked - not asked (the capability: a model that "
         "writes the feature whatever it is asked regains the first, not the second). Members that never do are "
         "censored at the budget. Kaplan-Meier median per arm; log-rank test of each deleted arm against the control "
         "(never had the feature) at the same recovery LR.", display_survival_table(frame, threshold or 0.9))
-    parts += captioned_table(
+    blocks += captioned_table(
         "Reaching the pretrained rate", f"Members whose feature rate reaches {times} the rate of their seed's "
         "pretrained model within the recovery budget, of those whose seed's pretrained model shows the feature at "
         "all; steps: the first eval step that reaches it, over the members that do.", display_reach_table(frame))
-    parts += captioned_table(
+    blocks += captioned_table(
         "Probe: does the header ask for the feature?", "Held-out accuracy of a linear probe per layer (0: "
         "embeddings) on the header's last positions (chance 0.5), at each phase's end; the untrained models "
         "(pretraining step 0) are the control.", display_probe_table(frame))
-    parts += captioned_table(
+    blocks += captioned_table(
         "Probe: does the story have the feature?", "A linear probe per layer on the story text alone (header "
         "stripped; the mean of its last positions): selectivity = accuracy for the feature - accuracy for a control "
         "target with the same input statistics (an arbitrary balanced property of a word the story contains), mean "
         "over seeds [95% CI], the two accuracies in brackets. Nulls: the untrained models and the control "
         "pretrained without the feature.", display_story_probe_table(frame))
-    parts += [figure_html(recovery_figure(frame), out, "stories-recovery", "Recovery curves"),
-              figure_html(probe_figure(frame), out, "stories-probes", "Probe accuracy by layer")]
-    return "".join(parts) + "</section>"
+    blocks += figure_block(recovery_figure(frame), out, "stories-recovery", "Recovery curves")
+    blocks += figure_block(probe_figure(frame), out, "stories-probes", "Probe accuracy by layer")
+    return section_html("stories", "Deleting and recovering a story feature", blocks)
 
 
 def _threshold(manifests: list[dict]):

@@ -1,10 +1,10 @@
 """The stand-alone page of a study that has a section of its own (the canary study, the stories study): telling its
 workdirs by the study their manifest names, reading their rows, `mean [lo, hi]` cells, tables and inline figures,
-and the page around the section (the section, then the config and the manifest: templates/study_page.html).
+the blocks a section is made of (templates/section.html) and the page around the section (the section, then the
+config and the manifest: templates/study_page.html).
 """
 from __future__ import annotations
 
-import html
 import json
 from pathlib import Path
 
@@ -59,26 +59,29 @@ def interval_column(table: pd.DataFrame, name: str, digits: int = 2) -> list[str
     return [interval_text(*v, digits=digits) for v in zip(table[name], table[f"{name}_lo"], table[f"{name}_hi"])]
 
 
-def table_html(frame: pd.DataFrame) -> str:
-    return markup.table(frame, badge_columns=())
+def block(title: str = "", caption: str = "", tables=(), flag: str = "", png: str = "") -> dict:
+    """One part of a section (templates/section.html): a heading, a caption, tables, a flag line and an inline
+    PNG (base64), each left out where empty."""
+    return {"title": title, "caption": caption, "tables": [t for t in tables if not t.empty], "flag": flag,
+            "png": png}
 
 
-def captioned_table(title: str, caption: str, table: pd.DataFrame, flag: str = "") -> list[str]:
+def captioned_table(title: str, caption: str, table: pd.DataFrame, flag: str = "") -> list[dict]:
     """A titled, captioned table of a section (and a flag line under it, if any); nothing for an empty table."""
-    if table.empty:
-        return []
-    flagged = [f'<p class="flag">{html.escape(flag)}</p>'] if flag else []
-    return [f"<h3>{html.escape(title)}</h3>", f'<p class="caption">{html.escape(caption)}</p>', table_html(table),
-            *flagged]
+    return [] if table.empty else [block(title, caption, [table], flag)]
 
 
-def figure_html(fig, out: Path, name: str, title: str) -> str:
-    """Write `fig` as out/figures/name.png|svg and return it inline under a heading; "" when fig is None."""
+def figure_block(fig, out: Path, name: str, title: str) -> list[dict]:
+    """Write `fig` as out/figures/name.png|svg and return it as an inline figure under a heading; nothing when fig
+    is None."""
     if fig is None:
-        return ""
-    saved = figures.save(fig, Path(out) / "figures", name)
-    return (f'<h3>{html.escape(title)}</h3><img alt="{html.escape(title)}" '
-            f'src="data:image/png;base64,{saved["png_base64"]}">')
+        return []
+    return [block(title, png=figures.save(fig, Path(out) / "figures", name)["png_base64"])]
+
+
+def section_html(section_id: str, title: str, blocks: list[dict]) -> Markup:
+    """A page section (`<section id=...>`) from its blocks, through templates/section.html (autoescaped)."""
+    return Markup(markup.render("section.html", id=section_id, title=title, blocks=blocks))
 
 
 def write_page(paths, out, frame: pd.DataFrame, manifests: list[dict], section) -> Path:

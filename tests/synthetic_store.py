@@ -417,3 +417,23 @@ def write_store(path, plant: Plant = Plant(), seed: int = 0, frame: pd.DataFrame
                     **({"task": task} if task is not None else {}))
     (path / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return path
+
+
+LOG_STEPS = (0, 1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 1500)
+
+
+def log_spaced_reft(frame: pd.DataFrame, steps=LOG_STEPS) -> pd.DataFrame:
+    """`frame` with its reFT and control C_PT curves logged at `steps` (log-spaced early, as the engine logs reFT),
+    each member's curve its first logged value until its steps_to_threshold and its last one from there on."""
+    phases = frame.phase.isin(["reft", "control_reft"])
+    curves = frame[phases & (frame.metric == "pt_acc")]
+    summary = frame[phases & (frame.metric == "steps_to_threshold")].set_index("member").value
+    rows = []
+    for member, curve in curves.groupby("member", sort=False):
+        curve = curve.sort_values("step")
+        first, last, reach = curve.iloc[0], curve.value.iloc[-1], summary.get(member, np.nan)
+        for step in steps:
+            value = last if np.isfinite(reach) and step >= reach else first.value
+            rows.append(first.to_dict() | {"step": step, "value": value})
+    return pd.concat([frame[~(phases & (frame.metric == "pt_acc"))], pd.DataFrame(rows, columns=frame.columns)],
+                     ignore_index=True)

@@ -74,3 +74,26 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, case, message)
     assert main(["compare", str(a), str(b)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("analysis: error: ") and message in err and err.count("\n") == 1
+
+
+def test_wide_tables_are_printed_within_120_columns_with_their_key_repeated():
+    from pathlib import Path
+
+    import pandas as pd
+
+    from analysis.compare import Comparison
+    priors = [f"prior {p}: C_PT / C_FT" for p in ("high", "medium", "low", "lowest", "none")]
+    seeds = pd.DataFrame([{"seed": s, **{p: "0.95 [0.93, 0.97] / 0.31 [0.29, 0.33]" for p in priors},
+                           "regime A": "in", "regime B": "in", "same": "same"} for s in range(3)])
+    claims = pd.DataFrame([{"claim": "1", "verdict A": "supported", "verdict B": "supported",
+                            "effect A": "+0.518 [0.49, 0.55]", "effect B": "+0.52 [0.50, 0.55]", "verdict": "same",
+                            "estimates": "within"}])
+    empty = pd.DataFrame(columns=["class", "run A", "run B", "estimates"])
+    settings = pd.DataFrame(columns=["setting", "dominant class A", "dominant class B", "verdict"])
+    text = Comparison((Path("a"), Path("b")), ("a: 1 device(s)", "b: 1 device(s)"), claims, empty, settings,
+                      seeds).text()
+    assert seeds.to_string(index=False).splitlines()[0].__len__() > 120  # printed plainly it would not fit
+    assert max(len(line) for line in text.splitlines()) <= 120
+    regime = text[text.index("Regime per seed:"):]
+    assert regime.count("seed") >= 3  # the key heads every block of columns
+    assert "0.95 [0.93, 0.97] / 0.31 [0.29, 0.33]" in regime and "  (none)" in text

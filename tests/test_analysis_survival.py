@@ -79,6 +79,12 @@ def test_the_greenwood_interval_matches_a_hand_computation(km):
     assert km.survival_lo[0] == km.survival_hi[0] == 1
 
 
+def test_a_median_at_exactly_one_half_is_found_there():
+    # 2 of 4 revived by t = 2: S(2) is 0.5 exactly (a product, not exp of a sum of logs), so the median is 2.
+    km = kaplan_meier([1, 2, 3, 4], [1, 1, 1, 1])
+    assert km.survival[km.time == 2].item() == 0.5 and median_time(km) == 2
+
+
 def test_the_interval_is_undefined_where_everyone_is_revived():
     km = kaplan_meier([1, 2, 3], [1, 1, 1])
     np.testing.assert_allclose(km.survival, [1, 2 / 3, 1 / 3, 0])
@@ -134,6 +140,22 @@ def test_logrank_agrees_with_statsmodels_on_three_censored_groups():
     assert test.df == 2 and test.groups == 3
     np.testing.assert_allclose(test.statistic, statistic, rtol=1e-6)
     np.testing.assert_allclose(test.p, p, rtol=1e-6)
+
+
+def test_logrank_leaves_out_a_group_no_revival_informs():
+    # Group c is censored before the first revival: statsmodels' survdiff over all three is singular; the test is
+    # the one of a against b, with 1 degree of freedom.
+    durations = [2, 3, 4, 5, 6, 7, 3, 5, 8, 9, 10, 11, 0.5, 1]
+    observed = [1, 1, 0, 1, 1, 0, 1, 0, 1, 1, 0, 1, 0, 0]
+    groups = ["a"] * 6 + ["b"] * 6 + ["c"] * 2
+    with pytest.raises(np.linalg.LinAlgError):
+        survdiff(np.array(durations), np.array(observed), np.array(groups))
+    test = logrank(durations, observed, groups)
+    statistic, p = survdiff(np.array(durations[:12]), np.array(observed[:12]), np.array(groups[:12]))
+    assert (test.df, test.groups, test.n, test.events) == (1, 3, 14, 8)
+    np.testing.assert_allclose([test.statistic, test.p], [statistic, p], rtol=1e-9)
+    # Everyone at risk at the first revival is revived there: nothing tells the groups apart.
+    assert logrank([1, 1, 0.5], [1, 1, 0], ["a", "b", "b"]).df == 0
 
 
 def test_logrank_gives_a_reason_without_two_groups_or_revivals():
