@@ -194,7 +194,11 @@ def test_a_swept_scale_column_enters_the_regression(tmp_path):
     fit = a.headline.regressions["hidden wrapper"]
     assert fit.available and "log10 d_model" in set(fit.table.term)
     assert "d_model" in a.headline.table and a.headline.table.d_model.nunique() == 2
-    regression = next(line for line in a.summary_text().splitlines() if line.startswith("  hidden wrapper: "))
+    lines = a.summary_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("  hidden wrapper: "))
+    rest = [line for line in lines[first + 1:] if line.startswith("    ")]  # its wrapped continuation
+    regression = " ".join(line.strip() for line in [lines[first], *rest[:next(
+        (i for i, line in enumerate(lines[first + 1:]) if not line.startswith("    ")), len(rest))]])
     assert "log10 d_model: odds ratio" in regression
 
 
