@@ -36,7 +36,8 @@ def _part_names(folder: epath.Path) -> list[str]:
     return sorted({p.name.split(".")[0] for p in folder.glob("*.parquet")}) if folder.exists() else []
 
 
-def _now(record: dict) -> str:
+def progress_line(record: dict) -> str:
+    """A progress record (progress.json) in one line: the stage, its step, members, rate and ETA, and its age."""
     ago = f"{_duration(time.time() - record['updated'])} ago"
     if record.get("kind") != "phase":
         return f"{record['stage'].strip()}: {record['members']} members ({ago})"
@@ -99,7 +100,7 @@ def describe(workdir) -> str:
     progress = workdir / PROGRESS_FILE
     if not ended and progress.exists():
         try:
-            now = _now(json.loads(progress.read_text()))
+            now = progress_line(json.loads(progress.read_text()))
         except (OSError, ValueError, KeyError, TypeError):
             now = f"unreadable ({progress})"
         live = _part_names(workdir / LIVE_DIR)
