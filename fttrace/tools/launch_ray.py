@@ -128,7 +128,7 @@ def _progress(workdir: str) -> str:
     from fttrace.engine.results import PROGRESS_FILE, workdir_path
     from fttrace.tools.status import progress_line
     try:
-        return progress_line(json.loads((workdir_path(workdir) / PROGRESS_FILE).read_text()))
+        return progress_line(json.loads((workdir_path(workdir) / PROGRESS_FILE).read_text()), age=False)
     except (OSError, ValueError, KeyError, TypeError):
         return ""
 
