@@ -3,6 +3,8 @@
     fttrace run CONFIG --workdir DIR [--config.KEY=VALUE ...] [-q] [--overwrite] [--shard I/N]
                 [--distributed | --coordinator HOST:PORT --num-processes N --process-id K]
     fttrace merge DIR [DIR ...] --out DIR [--overwrite]
+    fttrace launch ray CONFIG --workdir DIR --shards N [--address ADDR] [--resources JSON] [--config.KEY=VALUE ...]
+    fttrace launch skypilot CONFIG --workdir URL --shards N [--gpus TYPE:K] [--spot] [--dry-run] [--config...]
     fttrace bench CONFIG [--config.KEY=VALUE ...] [--out FILE.json]
     fttrace config CONFIG [--config.KEY=VALUE ...]      the resolved config
     fttrace config --diff A B                            the keys on which two configs (files or workdirs) differ
@@ -102,6 +104,32 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("workdirs", nargs="+", metavar="DIR", help="workdirs of the shards")
     merge.add_argument("--out", required=True, help="where the merged results.parquet and manifest.json go")
     merge.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    launch = sub.add_parser("launch", help="run the shards of a study on many machines (Ray or SkyPilot), each "
+                            "retried where it fails, and merge them into WORKDIR/merged")
+    routes = launch.add_subparsers(dest="route", required=True)
+    ray = routes.add_parser("ray", help="each shard a Ray task on a Ray cluster (a local one without --address)",
+                            epilog=OVERRIDES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sky = routes.add_parser("skypilot", help="each shard a SkyPilot managed job (spot VMs recovered), then a merge "
+                            "job; writes the task files into --out-dir", epilog=OVERRIDES_HELP,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    for route in (ray, sky):
+        route.add_argument("config", help=CONFIG_HELP)
+        route.add_argument("--workdir", required=True, help="where the shards (WORKDIR/shard-I) and the merged "
+                           "results (WORKDIR/merged) go: a place every machine reaches")
+        route.add_argument("--shards", type=int, required=True, metavar="N", help="how many shards to split the "
+                           "grid into")
+    ray.add_argument("--address", help="the Ray cluster to join (default: start a local Ray instance)")
+    ray.add_argument("--resources", metavar="JSON", help="what each shard's task needs, e.g. '{\"GPU\": 1}' "
+                     "(default: one CPU)")
+    ray.add_argument("--retries", type=int, default=3, help="attempts after the first, per shard (default 3)")
+    sky.add_argument("--gpus", metavar="TYPE:K", help="accelerators of each shard's VM, e.g. H100:1 (default: "
+                     "none, a CPU VM)")
+    sky.add_argument("--spot", action="store_true", help="spot VMs (preemptions recovered by SkyPilot)")
+    sky.add_argument("--restarts", type=int, default=3, help="restarts of a shard after errors of its own "
+                     "(default 3; preemptions do not count)")
+    sky.add_argument("--out-dir", default="skypilot", help="where the task files go (default ./skypilot)")
+    sky.add_argument("--dry-run", action="store_true", help="write the task files and print the commands, "
+                     "submit nothing (also DRY_RUN=1)")
     bench = sub.add_parser("bench", help="measure training throughput (vmapped members against one member at a "
                            "time and a plain PyTorch loop), the decoder's (objective=decode) or what stopped "
                            "members cost (objective=compaction) (configs/bench.py)")
@@ -236,6 +264,20 @@ def cmd_merge(args, overrides) -> int:
     return 0
 
 
+def cmd_launch(args, overrides) -> int:
+    if args.route == "ray":
+        from fttrace.tools.launch_ray import launch_ray, parse_resources
+        results = launch_ray(main, args.config, args.workdir, args.shards, overrides, address=args.address,
+                             resources=parse_resources(args.resources), retries=args.retries)
+        print(f"results: {results}")
+        return 0
+    from fttrace.tools.skypilot import launch_skypilot
+    dry = args.dry_run or os.environ.get("DRY_RUN", "0") == "1"
+    launch_skypilot(args.config, args.workdir, args.shards, overrides, out_dir=args.out_dir, gpus=args.gpus,
+                    spot=args.spot, restarts=args.restarts, dry_run=dry)
+    return 0
+
+
 def cmd_bench(args, overrides) -> int:
     from fttrace import config as config_lib
     from fttrace.engine.results import write_json
@@ -338,8 +380,8 @@ def leave(code: int, program: bool) -> int:
     return code
 
 
-COMMANDS = {"run": cmd_run, "merge": cmd_merge, "bench": cmd_bench, "config": cmd_config, "status": cmd_status,
-            "export": cmd_export, "tensorboard": cmd_tensorboard, "wandb": cmd_wandb,
+COMMANDS = {"run": cmd_run, "merge": cmd_merge, "launch": cmd_launch, "bench": cmd_bench, "config": cmd_config,
+            "status": cmd_status, "export": cmd_export, "tensorboard": cmd_tensorboard, "wandb": cmd_wandb,
             "doctor": cmd_doctor}
 
 

@@ -33,3 +33,14 @@ def io_reason(error: Exception) -> str:
     """`os_reason`, or else the first line of the error."""
     text = str(error).splitlines()[0][:300] if str(error) else type(error).__name__
     return os_reason(error) or text
+
+
+# The packages whose exceptions mean an object store could not be reached (s3fs raises botocore's connection errors
+# as they are; gcsfs raises aiohttp's, which are OSErrors already).
+STORAGE_CLIENTS = ("botocore.", "aiobotocore.", "aiohttp.", "google.auth.", "google.api_core.")
+
+
+def storage_error(error: BaseException) -> bool:
+    """Whether `error` is a failed read or write of a file or object: an OSError, or an object store's client that
+    could not reach the store (a lost connection)."""
+    return isinstance(error, OSError) or type(error).__module__.startswith(STORAGE_CLIENTS)

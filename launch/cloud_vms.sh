@@ -1,42 +1,29 @@
 #!/usr/bin/env bash
-# Run a study as a batch of independent cloud VMs, one disjoint shard of the grid each, then merge the shards.
+# Run a study on independent cloud VMs, one disjoint shard of the grid each, then merge the shards: a thin wrapper of
+# `fttrace launch skypilot` (fttrace/tools/skypilot.py), which writes a SkyPilot managed job per shard and a merge job
+# into OUT_DIR (default ./skypilot) and submits them with `sky jobs launch`.
 #
-# When: many machines with no fast interconnect, possibly preemptible (spot) VMs. VM i runs
-# `fttrace run --shard i/N` into WORKDIR/shard-i (its own self-contained lineages, grid-wide member ids); when
-# every shard has finished, `fttrace merge` checks that nothing is missing or duplicated and writes WORKDIR/merged.
-# WORKDIR should be a bucket every VM can write (gs://...). A VM that was preempted or failed is simply given its
-# command again (rerun this script: finished shards return at once, the others resume from their checkpoints).
-# Each VM needs fttrace installed and this repository at REMOTE_DIR (default: fttrace).
+# When: many machines with no fast interconnect, possibly preemptible (spot) VMs, on any cloud SkyPilot reaches.
+# Shard i runs `fttrace run --shard i/N` into WORKDIR/shard-i; the merge job waits until every shard is complete and
+# runs `fttrace merge` into WORKDIR/merged. WORKDIR is a bucket (gs:// is written directly, s3:// is mounted).
+# Processes: SkyPilot starts them: each managed job provisions its VM, syncs this repository to it, installs fttrace
+# (the task's setup) and runs the shard's one `fttrace run` process.
+# Preempted: SkyPilot relaunches a preempted spot VM (in another region if need be) and runs the shard's command again,
+# which resumes it from its checkpoints in WORKDIR; a shard that fails on its own is restarted up to 3 times.
+# Run it from the repository's root; `sky jobs queue` shows the jobs.
 #
-#   VMS="vm-0 vm-1 vm-2 vm-3" ZONE=europe-west4-a launch/cloud_vms.sh CONFIG gs://bucket/study [fttrace run options]
-#   DRY_RUN=1 VMS=... ZONE=... launch/cloud_vms.sh ...   print the commands instead of running them
+#   SHARDS=4 [GPUS=H100:1] [SPOT=1] launch/cloud_vms.sh CONFIG gs://bucket/study [fttrace run options]
+#   DRY_RUN=1 SHARDS=4 launch/cloud_vms.sh ...   write the task files and print the commands, submit nothing
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 
 (( $# >= 2 )) || usage
-: "${VMS:?set VMS to the names of the VMs}" "${ZONE:?set ZONE}"
+: "${SHARDS:?set SHARDS to the number of shards (one VM each)}"
 config=$1 workdir=$2
 shift 2
-read -r -a vms <<< "$VMS"
-count=${#vms[@]}
-shards=()
-pids=()
-for i in "${!vms[@]}"; do
-  shards+=("$workdir/shard-$i")
-  remote=$(remote_run "$config" "$workdir/shard-$i" --shard "$i/$count" -q "$@")
-  if dry_run; then
-    run gcloud compute ssh "${vms[$i]}" --zone "$ZONE" --command "$remote"
-  else
-    gcloud compute ssh "${vms[$i]}" --zone "$ZONE" --command "$remote" > "shard-$i.log" 2>&1 &
-    pids+=($!)
-  fi
-done
-failed=0
-for i in "${!pids[@]}"; do
-  wait "${pids[$i]}" || { echo "shard $i/$count on ${vms[$i]} failed (see shard-$i.log)" >&2; failed=1; }
-done
-if (( failed )); then
-  echo "not merging: rerun this script to resume the failed shards" >&2
-  exit 1
-fi
-run "${FTTRACE_CMD[@]}" merge "${shards[@]}" --out "$workdir/merged"
+options=(--shards "$SHARDS")
+[[ -n "${GPUS:-}" ]] && options+=(--gpus "$GPUS")
+[[ "${SPOT:-0}" == 1 ]] && options+=(--spot)
+[[ -n "${OUT_DIR:-}" ]] && options+=(--out-dir "$OUT_DIR")
+# No `run`: under DRY_RUN=1, `fttrace launch skypilot` itself writes the tasks and prints what it would submit.
+"${FTTRACE_CMD[@]}" launch skypilot "$config" --workdir "$workdir" "${options[@]}" "$@"

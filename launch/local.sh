@@ -4,6 +4,8 @@
 # When: the sweep fits one machine. JAX uses every local device at once (the member axis is sharded over all
 # local GPUs, or the CPU), so this is also the way to use one multi-GPU box. Running the same command again
 # after a crash, a kill or a reboot resumes from the newest checkpoint in WORKDIR; --overwrite starts over.
+# Processes: this one `fttrace run`.
+# Preempted: a VM that was stopped resumes when the command runs again (from the newest checkpoint in WORKDIR).
 #
 #   launch/local.sh CONFIG WORKDIR [fttrace run options ...]
 #   launch/local.sh pcfg_counter runs/counter --config.sweep.seeds=20

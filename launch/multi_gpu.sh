@@ -6,6 +6,9 @@
 # Several GPU machines: run this script on every machine with the same arguments plus COORDINATOR (host:port of
 # machine 0), NUM_PROCESSES and PROCESS_ID (0 .. NUM_PROCESSES-1); WORKDIR must then be shared (NFS, gs://).
 # On SLURM, prefer `srun fttrace run ... --distributed`. Running it again resumes; --overwrite starts over.
+# Processes: you start them: this script on each machine (or srun, once per node, with --distributed instead).
+# Preempted: a machine lost stops the whole program (every process waits for the others); run the script again on
+# every machine: the run resumes from the newest checkpoint in WORKDIR.
 #
 #   GPUS=0,1,2,3 launch/multi_gpu.sh CONFIG WORKDIR [fttrace run options ...]
 #   COORDINATOR=gpu0:8476 NUM_PROCESSES=2 PROCESS_ID=1 launch/multi_gpu.sh CONFIG /shared/study

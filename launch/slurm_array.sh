@@ -5,6 +5,10 @@
 # When: a shared cluster with a SLURM scheduler and a shared filesystem. Each task takes one node and all of its
 # GPUs (set them with SBATCH_ARGS); tasks are requeued on preemption (--requeue) and resume from their
 # checkpoints, and so does a task that is resubmitted by hand with the same arguments.
+# Processes: SLURM starts them: sbatch's array runs each task's batch step on its node, one `fttrace run --shard`
+# process per task (no srun: a shard is one process driving all of its node's GPUs).
+# Preempted: SLURM requeues a preempted task (--requeue); it runs the same command, which resumes the shard from its
+# checkpoints; the merge job starts once every task has succeeded.
 #
 #   launch/slurm_array.sh CONFIG WORKDIR N [fttrace run options ...]
 #   SBATCH_ARGS="--partition=gpu --gres=gpu:4 --time=12:00:00" launch/slurm_array.sh pcfg_counter \

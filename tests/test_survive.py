@@ -654,14 +654,6 @@ def test_launch_tpu_pod_runs_one_command_on_every_host():
                                                 "--distributed --config.sweep.finetune_lr=(1e-5,1e-4)"
 
 
-def test_launch_cloud_vms_runs_one_shard_per_vm_then_merges():
-    *ssh, merge = dry_run("cloud_vms.sh", "configs/smoke.py", "gs://b/s", VMS="vm-a vm-b vm-c", ZONE="z")
-    assert [remote(option(line, "--command")) for line in ssh] == [
-        f"fttrace run configs/smoke.py --workdir gs://b/s/shard-{i} --shard {i}/3 -q" for i in range(3)]
-    assert [option(line, "ssh") for line in ssh] == ["vm-a", "vm-b", "vm-c"]
-    assert merge == "echo fttrace merge gs://b/s/shard-0 gs://b/s/shard-1 gs://b/s/shard-2 --out gs://b/s/merged"
-
-
 def test_launch_slurm_array_runs_shard_per_task_then_merges():
     array, merge = dry_run("slurm_array.sh", "configs/smoke.py", "/shared/s", "4", "--config.sweep.seeds=8",
                            SBATCH_ARGS="--partition=gpu --gres=gpu:4")

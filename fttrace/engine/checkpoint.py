@@ -197,6 +197,19 @@ def quiet_failed_save():
         log.removeFilter(quiet)
 
 
+CHECKPOINT_STORES = ("gs://",)  # the object stores orbax writes arrays to (tensorstore's gcs driver)
+
+
+def check_location(workdir) -> None:
+    """Refuse a workdir on an object store orbax cannot write checkpoints to (s3://...: orbax builds tensorstore
+    specs for local paths and gs:// only), before anything is written there."""
+    scheme, sep, _ = str(workdir).partition("://")
+    if sep and not str(workdir).startswith(CHECKPOINT_STORES):
+        raise UserError(f"workdir {workdir}: orbax writes checkpoints to local paths and gs:// only, not {scheme}://; "
+                        "mount the bucket (mountpoint-s3, SkyPilot's file_mounts) and give its local path "
+                        f"(`fttrace merge`, `fttrace status` and fttrace.open's results do read {scheme}:// workdirs)")
+
+
 def absolute(path) -> epath.Path:
     """`path` made absolute: orbax refuses relative local paths (URIs such as gs://... are absolute already)."""
     path = epath.Path(path)

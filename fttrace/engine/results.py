@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from etils import epath
 
-from fttrace.errors import UserError, io_reason
+from fttrace.errors import UserError, io_reason, storage_error
 
 RESULTS_FILE = "results.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -67,7 +67,10 @@ TEMPORARY_SUFFIX = ".tmp"
 def atomic_path(path):
     """Yields a temporary path beside `path`; on success it replaces `path` in one rename.
 
-    (On object stores such as gs:// an object appears whole once written, which gives the same guarantee.)
+    On object stores (gs://, s3://) an object appears whole once its upload completes, and the rename is a copy of
+    the whole object then a delete: `path` is never seen half-written. A write cut off midway (the connection lost)
+    leaves at most the temporary object, which no reader takes for `path` and the next run removes
+    (`ResultsStore.remove_temporaries`); a part's checksum is written before the part, whose appearance marks it done.
     """
     path = epath.Path(path)
     tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}{TEMPORARY_SUFFIX}"
@@ -75,9 +78,9 @@ def atomic_path(path):
         yield tmp
         tmp.replace(path)
     except BaseException as e:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(Exception):  # best effort: the store may be out of reach (the next run cleans up)
             tmp.unlink()
-        if isinstance(e, OSError):
+        if storage_error(e):
             raise UserError(f"cannot write {path}: {io_reason(e)}") from None
         raise
 
@@ -115,7 +118,9 @@ def read_parquet(path, remedy: str = "", checksum: bool = False) -> pd.DataFrame
     try:
         data = path.read_bytes()
         expected = checksum_path(path).read_text().strip() if checksum and checksum_path(path).exists() else None
-    except OSError as e:
+    except Exception as e:  # noqa: BLE001 -- told apart by storage_error
+        if not storage_error(e):
+            raise
         raise UserError(f"cannot read {path}: {io_reason(e)}{tail}") from None
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
         raise UserError(f"{path} is damaged (its bytes do not match its checksum {checksum_path(path).name}){tail}")

@@ -44,7 +44,7 @@ from etils import epath
 from fttrace.version import __version__
 from fttrace import config as config_lib
 from fttrace.engine.checkpoint import CHECKPOINTS_DIR, FINGERPRINTS, START_OVER, Checkpoints, DamagedCheckpoint, \
-    PhaseCheckpoints, run_fingerprint
+    PhaseCheckpoints, check_location, run_fingerprint
 from fttrace.errors import UserError, out_of_memory
 from fttrace.engine.lock import WorkdirLock
 from fttrace.engine.placement import Placement, sync
@@ -309,6 +309,7 @@ def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
     adds itself to `invocations`, and a finished run's manifest is never rewritten (a rerun changes nothing in it).
     """
     start = time.time()
+    check_location(workdir)
     kind = study_kind(config)(config)
     groups = kind.groups()
     if shard:

@@ -36,16 +36,18 @@ def _part_names(folder: epath.Path) -> list[str]:
     return sorted({p.name.split(".")[0] for p in folder.glob("*.parquet")}) if folder.exists() else []
 
 
-def _now(record: dict) -> str:
-    ago = f"{_duration(time.time() - record['updated'])} ago"
+def progress_line(record: dict, age: bool = True) -> str:
+    """A progress record (progress.json) in one line: the stage, its step, members, rate and ETA, and (`age`) how
+    long ago it was written."""
+    ago = f" ({_duration(time.time() - record['updated'])} ago)" if age else ""
     if record.get("kind") != "phase":
-        return f"{record['stage'].strip()}: {record['members']} members ({ago})"
+        return f"{record['stage'].strip()}: {record['members']} members{ago}"
     training = record.get("training")
     members = (f"{training} of {record['members']} members training" if training is not None
                else f"{record['members']} members")
     return (f"{record['stage'].strip()}  step {record['step']}/{record['steps']}, {members}, "
-            f"{record['member_steps_per_s']:.0f} member-steps/s, ETA {_duration(record['eta_s'])} at the budget "
-            f"({ago})")
+            f"{record['member_steps_per_s']:.0f} member-steps/s, ETA {_duration(record['eta_s'])} at the budget"
+            f"{ago}")
 
 
 def time_shares(times: dict, wall: float) -> str:
@@ -99,7 +101,7 @@ def describe(workdir) -> str:
     progress = workdir / PROGRESS_FILE
     if not ended and progress.exists():
         try:
-            now = _now(json.loads(progress.read_text()))
+            now = progress_line(json.loads(progress.read_text()))
         except (OSError, ValueError, KeyError, TypeError):
             now = f"unreadable ({progress})"
         live = _part_names(workdir / LIVE_DIR)
