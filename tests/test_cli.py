@@ -5,7 +5,6 @@ import platform
 import re
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -76,10 +75,11 @@ def test_bad_input_is_refused_and_nothing_is_lost(finished_run, capsys, args, me
     assert snapshot(finished_run) == before
 
 
-def test_a_setting_that_cannot_change_results_does_not_block_resume(finished_run):
+def test_a_setting_that_cannot_change_results_does_not_block_resume(finished_run, capsys):
     """A rerun of a finished workdir (here with another checkpoint cadence, which cannot change a result) changes
     nothing: the results and the manifest stay byte for byte (its command line, wall time and config: the first
-    run's)."""
+    run's), and `fttrace status` reports the first run's wall time."""
+    from fttrace.engine.progress import duration
     before = {name: (finished_run / name).read_bytes() for name in ("results.parquet", "manifest.json")}
     assert fttrace("run", SMOKE, "--workdir", str(finished_run), "-q",
                    *overrides("sweep.seeds=2", "checkpoint.keep=3", "checkpoint.every_chunks=2")) == 0
@@ -87,6 +87,10 @@ def test_a_setting_that_cannot_change_results_does_not_block_resume(finished_run
     manifest = json.loads(before["manifest.json"])
     assert manifest["config"]["checkpoint"] == {"every_chunks": 5, "keep": 2, "keep_log_spaced": 8}  # the whole config, as first given
     assert [i["argv"] for i in manifest["invocations"]] == [manifest["argv"]]
+    assert "checkpoint.keep=3" not in " ".join(manifest["argv"]) and manifest["invocations"][0]["wall_s"] > 0
+    capsys.readouterr()
+    assert fttrace("status", str(finished_run)) == 0
+    assert f", wall {duration(manifest['wall_s'])}\n" in capsys.readouterr().out
 
 
 def test_missing_config_file(tmp_path, capsys):
@@ -116,49 +120,45 @@ def test_console_script_reports_errors_with_exit_status():
     assert out.returncode == 2 and "unknown config key 'sweep.bogus'" in out.stderr
 
 
-def test_progress_of_a_resumed_phase_counts_only_the_steps_since(monkeypatch):
+def test_progress_of_a_resumed_phase_counts_only_the_steps_since():
     clock = iter([100.0, 102.0])
-    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
     stream = io.StringIO()
-    on_chunk = Progress(stream=stream).phase("group 0 reft", 40, first_step=1000)
-    on_chunk(1050, 3000, 2.0)  # 50 steps in 2 s after resuming at step 1000
-    assert re.search(r"members 40 +1000 member-steps/s  ETA   78\.0s$", stream.getvalue().strip())
+    with Progress(stream=stream, clock=lambda: next(clock)).phase("group 0 reft", 40, first_step=1000) as on_chunk:
+        on_chunk(1050, 3000, 2.0)  # 50 steps in 2 s after resuming at step 1000
+    assert stream.getvalue().strip().endswith("step 1050/3000, 40 members, 1000 member-steps/s, ETA 1m 18s")
 
 
-def test_progress_shows_each_evaluation_and_its_time(tmp_path, capsys):
+def test_progress_shows_each_evaluation_its_sets_and_its_time(tmp_path, capsys):
+    """An evaluation says when it starts, each set of members it has evaluated (sets and members done of those it
+    announced, members/s, ETA), and its time; plain lines where stderr is no terminal."""
     args = [f"--config.{o}" for o in TINY + ["sweep.seeds=1", "evals=('attention',)"]]
     assert fttrace("run", SMOKE, "--workdir", str(tmp_path / "run"), *args) == 0
-    lines = capsys.readouterr().err.splitlines()
-    start = [i for i, line in enumerate(lines) if line.startswith("group 0 attention") and "members ..." in line]
-    done = [i for i, line in enumerate(lines) if re.match(r"group 0 attention +done in \d+\.\ds$", line)]
-    assert len(start) == 1 and len(done) == 1 and start[0] < done[0]
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    lines = err.splitlines()
+    start = [i for i, line in enumerate(lines) if re.match(r"group 0 attention +\.\.\.$", line)]
+    sets = [i for i, line in enumerate(lines) if re.match(
+        r"group 0 attention +members (\d)/2, set \1/2 \(1 member\), [\d.]+ members/s, ETA \d+m \d\ds$", line)]
+    done = [i for i, line in enumerate(lines)
+            if re.match(r"group 0 attention +done in \d+\.\ds, 2 members in 2 sets$", line)]
+    assert len(start) == 1 and len(sets) == 2 and len(done) == 1 and start[0] < sets[0] < sets[-1] < done[0], err
+    assert lines[sets[-1]].endswith("ETA 0m 00s")
 
 
-def test_a_phase_inside_an_evaluation_is_counted_once_in_the_time_shares(monkeypatch):
+def test_a_phase_inside_an_evaluation_is_counted_once_in_the_time_shares():
     """reFT's control trains inside the reFT evaluation: the shares of the time add up to the wall time."""
     from fttrace.tools.status import time_shares
     clock = iter([0.0, 10.0, 40.0, 70.0])  # evaluation starts, phase starts, its chunk ends, evaluation ends
-    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
-    progress = Progress(stream=io.StringIO())
-    with progress.step("group 0 reft", 4):
-        progress.phase("group 0 control_pretrain", 4)(100, 100, 30.0, training=0)
+    progress = Progress(stream=io.StringIO(), clock=lambda: next(clock))
+    with progress.evaluation("group 0 reft"):
+        with progress.phase("group 0 control_pretrain", 4) as on_chunk:
+            on_chunk(100, 100, 30.0, training=0)
     assert progress.times == {"group 0 control_pretrain": dict(kind="phase", wall_s=30.0, measuring_s=0.0,
                                                                within="group 0 reft"),
                               "group 0 reft": dict(kind="evaluation", wall_s=70.0)}
     line = time_shares(dict(progress.times, **{"group 0 finetune": dict(kind="phase", wall_s=20.0)}), 100.0)
     assert "training phases 0m 50s (50%)" in line and "evaluations 0m 40s (40%)" in line
     assert "the rest 0m 10s (10%)" in line
-
-
-def test_progress_says_how_many_members_still_train(monkeypatch):
-    clock = iter([100.0, 102.0, 104.0])
-    monkeypatch.setattr(time, "perf_counter", lambda: next(clock))
-    stream = io.StringIO()
-    on_chunk = Progress(stream=stream).phase("group 0 finetune", 40)
-    on_chunk(50, 3000, 2.0, training=40)  # all training: nothing to add
-    on_chunk(100, 3000, 2.0, training=7)
-    first, second = stream.getvalue().strip().splitlines()
-    assert "training" not in first and "members 40    (7 training)" in second
 
 
 def test_version_help_and_python_m(capsys):
@@ -220,7 +220,8 @@ def test_status_of_a_finished_and_of_a_running_run(finished_run, tmp_path, capsy
     running.mkdir()
     found = json.loads((finished_run / "manifest.json").read_text())
     (running / "manifest.json").write_text(json.dumps(dict(found, status="running")))
-    Progress(quiet=True, record=running / "progress.json").phase("group 0 finetune", 4)(10, 100, 1.0, training=3)
+    with Progress(quiet=True, record=running / "progress.json").phase("group 0 finetune", 4) as on_chunk:
+        on_chunk(10, 100, 1.0, training=3, trained=4)
     holder = dict(host=platform.node(), pid=os.getpid(), since="2026-01-02 03:04:05 UTC", command="run")
     (running / "lock.json").write_text(json.dumps(holder))  # this process holds the workdir
     assert fttrace("status", str(running)) == 0

@@ -188,10 +188,15 @@ def test_stopped_members_leave_the_program_without_changing_any_number():
     assert set(full[2]) == {16} and min(small[2]) == 8  # members did leave the program
     assert np.asarray(small[0].stopped).sum() >= 4 and np.asarray(small[0].diverged).sum() == 2
     assert_same(full, small)
-    # Once every member has stopped or diverged, chunks compute nothing and the records still match.
+    # Once every member has stopped or diverged, the phase ends: no more chunks, and the records of the steps left
+    # and the final state are still those of the full program.
     lrs = [3e-3] * 15 + [1e30]
-    full, small = (phase.run(lrs, [1.0] * 16, compact=compact) for compact in (False, True))
-    assert small[2][-1] == 0 and bool(np.asarray(small[0].stopped | small[0].diverged).all())
+    reported = []
+    full = phase.run(lrs, [1.0] * 16, compact=False)
+    small = phase.run(lrs, [1.0] * 16, on_chunk=lambda *a, **k: reported.append((a[:2], k["trained"], k["training"])))
+    assert bool(np.asarray(small[0].stopped | small[0].diverged).all())
+    assert len(small[2]) < len(full[2]) == 6 and 0 not in small[2]  # chunks stopped where the last member did
+    assert reported[-1] == ((120, 120), 0, 0) and reported[-2][2] == 0 and len(reported) == len(small[2]) + 1
     assert_same(full, small)
 
 
@@ -222,3 +227,20 @@ def test_running_out_of_device_memory_is_one_line_naming_the_members_and_the_key
     assert len(err) == 1 and err[0].startswith("fttrace: error: group 0 finetune: out of device memory training 4 "
                                                "members, 4 at a time") and "finetune.member_batch" in err[0]
     assert (work / "checkpoints" / "g0-pretrain" / "20").is_dir()  # what was done is kept
+
+
+def test_a_phase_whose_members_all_stop_at_once_still_measures_each_step_left():
+    """Every member stops at its first evaluation (a host-side rule): the phase trains no chunk, a `measure` still
+    measures at each eval step left, and records and state are those of the full program."""
+    import jax.numpy as jnp
+    phase = CriterionPhase(40, 8, 64)
+
+    def measure(state, step, final, records):
+        return {"extra": np.full(state.step.shape, float(step + final))}
+
+    stop = lambda m: jnp.ones(m["pt_acc"].shape, bool)  # noqa: E731
+    full, small = (phase.run([3e-3, 3e-3], [0.0, 0.0], compact=compact, stop=stop, measure=measure)
+                   for compact in (False, True))
+    assert small[2] == [] and full[2] == [2, 2]
+    assert [float(np.asarray(m["extra"])[0]) for _, m in small[1]] == [0.0, 20.0, 41.0]
+    assert_same(full, small)

@@ -131,9 +131,8 @@ class GroupRun(PhaseRunner):
         for phase, train in (("pretrain", self.pretrain), ("finetune", self.finetune)):
             if not self.done(self.part_name(phase)):
                 train()
-        members = len(self.group.pretrain) + len(self.group.finetune)
         for name in in_run_order(self.config.get("evals", ())):
-            with self.progress.step(f"group {self.group.index} {name}", members):
+            with self.progress.evaluation(f"group {self.group.index} {name}"):
                 self.evaluate(EVALS[name])
 
     def evaluate(self, measurement) -> None:

@@ -231,16 +231,22 @@ class CanaryStudy(LanguageModelStudy):
 
         def at(state, step, final, records):
             keys = jnp.zeros((jax.tree.leaves(state.params)[0].shape[0], 2), jnp.uint32)  # greedy: keys unused
+            probing = final or (phase == "pretrain" and step == 0)  # (the untrained models: the probes' null)
+            sets = 1 + 2 * probing  # the continuations, and the two probes
+            runner.progress.expect(sets, sets * len(members))
             generated = runner.local(self._generate(state.params, keys), members)
+            runner.progress.done(len(members))
             per_canary = {
                 "extraction": extraction.extracted(generated, self.targets, self.target_lengths, self.config.canary.k),
                 "span": extraction.longest_span(generated, self.targets, self.target_lengths),
                 "refusal": extraction.refused(generated, self.data.refusal)}
             out = extraction.cell_means(per_canary, self.data.canaries)
             out.update(extraction.memorisation_gap(per_canary["extraction"], self.data.canaries))
-            if final or (phase == "pretrain" and step == 0):  # (the untrained models: the probes' null)
+            if probing:
                 correct = runner.local(self._probe(state.params), members).astype(np.float64)  # [M, L+1, prompts]
+                runner.progress.done(len(members))
                 often = runner.local(self._count_probe(state.params), members)  # [M, (often, control), L+1]
+                runner.progress.done(len(members))
                 for layer in range(correct.shape[1]):
                     out[f"probe_count/layer{layer}"] = often[:, 0, layer]
                     out[f"probe_count_control/layer{layer}"] = often[:, 1, layer]

@@ -13,7 +13,8 @@ written once:
   a phase          `PhaseRunner.run_phase`: trained in jitted chunks, checkpointed (orbax, `checkpoint.py`) so a
                    killed run resumes mid-phase bit for bit, live curves as it goes, then its results part with
                    each member's status, divergence step and stop step; a finished phase is restored, not retrained
-  progress         steps/s, members, ETA (`progress.py`), and the record `fttrace status` reads
+  progress         member-steps/s and ETA of the members still training, evaluations' sets done (`progress.py`),
+                   and the record `fttrace status` reads
 
 A study kind is a class built from the config, with
   groups()                 its groups (each with an `index`); `shard(groups, i, n)` the slice of shard i of n
@@ -124,8 +125,8 @@ class PhaseRunner:
             checkpoints.after_chunk(state, records, loop.phase.steps)
 
         try:
-            state, records = loop.run(state, data, self.progress.phase(label, len(members), first_step),
-                                      records=records, on_records=on_records)
+            with self.progress.phase(label, len(members), first_step) as on_chunk:
+                state, records = loop.run(state, data, on_chunk, records=records, on_records=on_records)
         except Exception as e:  # noqa: BLE001 -- XLA reports running out of memory as a runtime error
             if not out_of_memory(e):
                 raise

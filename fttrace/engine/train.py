@@ -403,9 +403,11 @@ class PhaseLoop:
         The first record (step 0) evaluates the state before any update; the others follow at `eval_steps(phase)`.
         With `phase.target` and a criterion in `data`, a member that meets it at an evaluation stops there (step 0
         included). Metrics stay on device (with several processes, each holds only its members' values).
-        `on_chunk(step, total, seconds, training=..., measuring=...)` is called after each chunk (progress display;
-        `measuring`: seconds of `measure` in this run so far; `training`:
-        members still training, None with several processes), `on_records(state, records)` too (checkpoints). To
+        `on_chunk(step, total, seconds, training=..., trained=..., measuring=...)` is called after each chunk
+        (progress display; `trained`: members that trained in the chunk, `training`: those still training after it,
+        both None with several processes; `measuring`: seconds of `measure` in this run so far),
+        `on_records(state, records)` too (checkpoints). Once every member has stopped or diverged, the phase ends
+        (`_ended`: no more chunks; the records of the steps left are filled in as the loop would give them). To
         resume, pass the records of the interrupted run with its state: training goes on after the last recorded
         step.
         """
@@ -418,9 +420,11 @@ class PhaseLoop:
             state, metrics = first(state, data, self.shared)
             metrics = self._measured(state, metrics, 0, [])
             state, records = self._stopped(state, metrics), [(0, metrics)]
-        records = list(records)
+        records, training = list(records), self.training_count(state)
         for done in [s for s in schedule if s > records[-1][0]]:
             t0 = time.perf_counter()
+            if training == 0 and self.compact:  # every member has stopped or diverged: the phase ends here
+                return self._ended(state, records, on_chunk, on_records)
             steps = done - records[-1][0]
             state, metrics = self._advance(chunk, math.lcm(*groups), state, data, records[-1][1], steps)
             metrics = jax.block_until_ready(self._measured(state, metrics, done, records))
@@ -428,9 +432,35 @@ class PhaseLoop:
             records.append((done, metrics))
             if on_records is not None:
                 on_records(state, records)
+            trained, training = training, self.training_count(state)
             if on_chunk is not None:
-                on_chunk(done, self.phase.steps, time.perf_counter() - t0, training=self.training_count(state),
+                on_chunk(done, self.phase.steps, time.perf_counter() - t0, training=training, trained=trained,
                          measuring=self.measuring_s)
+        return state, records
+
+    def _ended(self, state: TrainState, records: list, on_chunk, on_records):
+        """The rest of a phase whose members have all stopped or diverged, without training: each eval step left
+        gets the record the loop would give it (the last one's metrics, no training loss), and the state reaches the
+        final step as idle chunks would take it (step and key advanced), so the results and the final checkpoint are
+        what stepping on to the budget gives. Without a `measure`, that is one idle advance; a `measure` still
+        measures at each step left (its measurements of the stopped members may differ from step to step: text
+        sampled with the step's key), each record checkpointed as the loop does."""
+        t0 = time.perf_counter()
+        left = [s for s in eval_steps(self.phase) if s > records[-1][0]]
+        if self.measure is None:
+            state, metrics = self._idle(state, records[-1][1], jnp.int32(left[-1] - records[-1][0]))
+            records += [(done, metrics) for done in left]
+            if on_records is not None:
+                on_records(state, records)
+        else:
+            for done in left:
+                state, metrics = self._idle(state, records[-1][1], jnp.int32(done - records[-1][0]))
+                records.append((done, jax.block_until_ready(self._measured(state, metrics, done, records))))
+                if on_records is not None:
+                    on_records(state, records)
+        if on_chunk is not None:
+            on_chunk(self.phase.steps, self.phase.steps, time.perf_counter() - t0, training=0, trained=0,
+                     measuring=self.measuring_s)
         return state, records
 
     def _measured(self, state: TrainState, metrics: dict, step: int, records: list) -> dict:

@@ -235,10 +235,11 @@ class LanguageModelStudy:
               lrs, measure, stop=None) -> TrainState:
         """One phase of the group's members: fresh (pretraining, `parents` None) or fanned out from rows
         `parent_rows` of `parents` at learning rates `lrs`; measured at each eval step by `measure(state, step,
-        final, records)` -> {metric: values of this process's members (`runner.local_rows`)}; `stop(metrics)` -> the
-        members that meet the phase's criterion in a record's metrics (they stop there: PhaseLoop). The protocol phase
-        trains each member's protocol tree (protocols.py); the state it returns, and what `measure` sees, hold
-        the merged parameters."""
+        final, records)` -> {metric: values of this process's members (`runner.local_rows`)}, shown as an evaluation
+        (its sets of members counted by `runner.progress.expect` / `done`); `stop(metrics)` -> the members that meet
+        the phase's criterion in a record's metrics (they stop there: PhaseLoop). The protocol phase trains each
+        member's protocol tree (protocols.py); the state it returns, and what `measure` sees, hold the merged
+        parameters."""
         members = group.tables[phase]
         n, data, model = len(members), self.data_spec(members), None
         if parents is None:
@@ -256,10 +257,13 @@ class LanguageModelStudy:
             else:
                 state = fan_out(*args)
         merged = (lambda s: s) if model is None else (lambda s: protocols.merge(model.layout, s))
+
+        def measured(state, step, *args):
+            with runner.progress.evaluation(f"group {runner.index} {phase} step {step}", timed=False):
+                return runner.member_values(n, measure(merged(state), step, *args))
         loop = PhaseLoop(self.model_cfg, NextTokenObjective(self.model_cfg.max_len), self.config[phase], self.shared,
                          self.config.eval.member_batch, sharding=runner.placement.members, model=model,
-                         measure=lambda state, *args: runner.member_values(n, measure(merged(state), *args)),
-                         stop=stop)
+                         measure=measured, stop=stop)
         return merged(runner.run_phase(phase, members, state, data, loop))
 
     @staticmethod

@@ -306,9 +306,13 @@ class StoriesStudy(LanguageModelStudy):
             when = PHASE_IDS[KEY_PHASES[phase]] * 1_000_003 + step  # one sampling stream per (seed, phase, step)
             keys = jax.vmap(lambda k: jax.random.fold_in(k, when))(base)
             out, both = {}, []
+            probing = final or (phase == "pretrain" and step == 0)
+            sets = 2 + 2 * probing  # the samples asking for F and the unasked ones, and the two probes
+            runner.progress.expect(sets, sets * len(members))
             for name, prompts in (("asked", self.asked), ("unasked", self.unasked)):
                 samples = runner.local(self._generate(state.params, jnp.asarray(prompts.tokens),
                                                       jnp.asarray(prompts.lengths), keys), members)
+                runner.progress.done(len(members))
                 texts = [decode_samples(self.tokenizer, member) for member in samples]
                 suffix = "" if name == "asked" else "_unasked"
                 out[f"feature_rate{suffix}"] = np.array([feature_rate(t, f) for t in texts])
@@ -324,9 +328,11 @@ class StoriesStudy(LanguageModelStudy):
             for other in FEATURES:  # side effects: every other feature's rate
                 if other != f:
                     out[f"other_rate.{other}"] = np.array([member[other] for member in shares])
-            if final or (phase == "pretrain" and step == 0):
+            if probing:
                 probes = runner.local(self._probe(state.params), members)
+                runner.progress.done(len(members))
                 story = runner.local(self._story_probe(state.params), members)  # [M, (F, control), L+1]
+                runner.progress.done(len(members))
                 for layer in range(probes.shape[1]):
                     out[f"probe_acc.layer{layer}"] = probes[:, layer]
                     out[f"probe_story.layer{layer}"] = story[:, 0, layer]

@@ -6,9 +6,10 @@
            budget (0m 12s ago); live curves of g0-finetune
       diverged: none of 30 members with results
 
-The phase running comes from WORKDIR/progress.json (fttrace/engine/progress.py), the finished phases from the results
-parts, divergences from the results' status column. Whether an unfinished run is still running comes from the
-workdir's lock record (fttrace/engine/lock.py): a run whose process is gone (killed, its lock record left on this host)
+The phase running comes from WORKDIR/progress.json (fttrace/engine/progress.py: member-steps/s and the ETA count the
+members still training only; an evaluation, its sets of members done), the finished phases from the results parts,
+divergences from the results' status column. Whether an unfinished run is still running comes from the workdir's lock
+record (fttrace/engine/lock.py): a run whose process is gone (killed, its lock record left on this host)
 is "stopped (process gone)", one that ended without finishing (an error, a signal) "stopped"; the status reads the
 record and takes no lock.
 """
@@ -21,14 +22,9 @@ import time
 from etils import epath
 
 from fttrace.engine.lock import describe as describe_holder, gone, holder_of
+from fttrace.engine.progress import duration as _duration
 from fttrace.engine.results import LIVE_DIR, MANIFEST_FILE, PARTS_DIR, PROGRESS_FILE, RESULTS_FILE, RESULTS_REMEDY, \
     finished, read_manifest, read_parquet, wall_time, workdir_path
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h {rest // 60:02d}m" if hours else f"{rest // 60}m {rest % 60:02d}s"
 
 
 def _part_names(folder: epath.Path) -> list[str]:
@@ -41,13 +37,18 @@ def progress_line(record: dict, age: bool = True) -> str:
     long ago it was written."""
     ago = f" ({_duration(time.time() - record['updated'])} ago)" if age else ""
     if record.get("kind") != "phase":
-        return f"{record['stage'].strip()}: {record['members']} members{ago}"
+        if record.get("units"):  # an evaluation that has announced its sets of members
+            return (f"{record['stage'].strip()}: sets {record['units_done']}/{record['units']}, members "
+                    f"{record['members_done']}/{record['members']}, ETA {_duration(record.get('eta_s'))}{ago}")
+        return f"{record['stage'].strip()}: started{ago}"
     training = record.get("training")
     members = (f"{training} of {record['members']} members training" if training is not None
                else f"{record['members']} members")
+    stopped = record.get("stopped_at")
+    left = (f"every member stopped by step {stopped}" if stopped is not None else
+            f"ETA {_duration(record['eta_s'])} at the budget")
     return (f"{record['stage'].strip()}  step {record['step']}/{record['steps']}, {members}, "
-            f"{record['member_steps_per_s']:.0f} member-steps/s, ETA {_duration(record['eta_s'])} at the budget"
-            f"{ago}")
+            f"{record['member_steps_per_s']:.0f} member-steps/s, {left}{ago}")
 
 
 def time_shares(times: dict, wall: float) -> str:

@@ -31,7 +31,7 @@ MEMBER_LEVELS = ("pretrain", "finetune", "reft")
 
 def member_sets(run, levels=MEMBER_LEVELS) -> list[MemberSet]:
     """The levels of the run tree that exist so far, in run-tree order ("init": the pretraining members' untrained
-    models, on the pretraining members' rows)."""
+    models, on the pretraining members' rows): the sets a measurement evaluates, announced to the progress display."""
     tables = {"pretrain": run.group.pretrain, "finetune": run.group.finetune,
               "reft": getattr(run, "reft_members", None), "control_pretrain": getattr(run, "control_members", None),
               "control_reft": getattr(run, "control_reft_members", None), "init": run.group.pretrain,
@@ -45,6 +45,7 @@ def member_sets(run, levels=MEMBER_LEVELS) -> list[MemberSet]:
             out.append(MemberSet(level, tables[level], untrained_params(run)))
         elif level in run.states:
             out.append(MemberSet(level, tables[level], run.states[level].params))
+    run.progress.expect(len(out), sum(len(s.members) for s in out))
     return out
 
 
@@ -100,12 +101,14 @@ def evaluate_members(run, fn, params, members: pd.DataFrame) -> tuple[np.ndarray
 
     Returns (rows, outputs): the rows of `members` that this process holds (real members only, in order) and
     `fn`'s outputs for them as numpy. The outputs stay sharded like the members, so every process reads only
-    its own rows and pad members never leave the device.
+    its own rows and pad members never leave the device. The progress display counts the set as done.
     """
     out = jax.jit(lambda p: map_members(fn, p, batch=run.config.eval.member_batch),
                   out_shardings=run.placement.members)(run.placement.place(params))
     rows = run.placement.local_rows(len(members))
-    return rows, run.placement.fetch(out, rows)
+    out = run.placement.fetch(out, rows)
+    run.progress.done(len(members))
+    return rows, out
 
 
 def extra_key(run, name: str) -> jax.Array:
