@@ -1,6 +1,6 @@
-"""Progress display for long phases (phase, step, members and how many still train, member-steps/s counting every
-member, ETA at the budget) and for evaluations (start, time); silenced by -q. With `record`, the same is kept in a
-JSON file (WORKDIR/progress.json, quiet or not) for `fttrace status`.
+"""Progress display for long phases (phase, step, members, how many still train and in groups of how many,
+member-steps/s counting every member, ETA at the budget) and for evaluations (start, time); silenced by -q. With
+`record`, the same is kept in a JSON file (WORKDIR/progress.json, quiet or not) for `fttrace status`.
 
 `times` keeps where a run's time went, by label: each phase's wall time and, within it, the time its host-side
 measurements took (sampling and decoding text, probes: `PhaseLoop`'s `measure`); each evaluation's wall time. A
@@ -74,18 +74,20 @@ class Progress:
         within = {"within": self._open[-1]} if self._open else {}
 
         def on_chunk(step: int, total: int, seconds: float, training: int | None = None,
-                     measuring: float = 0.0) -> None:
+                     measuring: float = 0.0, group: int | None = None) -> None:
             """`training`: how many members still train (the others met their criterion or diverged);
-            `measuring`: seconds of host-side measurements in the phase so far."""
+            `measuring`: seconds of host-side measurements in the phase so far; `group`: members trained together
+            (shown where fewer than all)."""
             elapsed, taken = time.perf_counter() - start, step - first_step
             self.times[label] = dict(kind="phase", wall_s=round(elapsed, 3), measuring_s=round(measuring, 3), **within)
             rate = members * taken / elapsed if elapsed > 0 else 0.0
             eta = elapsed / taken * (total - step)
             self._record(stage=label, kind="phase", step=step, steps=total, members=members, training=training,
-                         member_steps_per_s=round(rate, 1), eta_s=round(eta, 1))
+                         group=group, member_steps_per_s=round(rate, 1), eta_s=round(eta, 1))
             if self.quiet:
                 return
             still = "" if training is None or training == members else f" ({training} training)"
+            still += f" in groups of {group}" if group and group < members else ""
             line = (f"{label:<24} step {step:>6}/{total:<6} members {members:<5}{still} "
                     f"{rate:>9.0f} member-steps/s  ETA {eta:6.1f}s")
             end = "\n" if step == total or not self.tty else ""
