@@ -320,8 +320,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         positive_int(config, key)
     require(config.model.d_model % config.model.n_heads == 0 or config.model.get("head_dim", 0) > 0,
             "model.n_heads", "must divide model.d_model (or set model.head_dim)")
-    require(config.model.get("dtype", "float32") in ("float32", "bfloat16"), "model.dtype",
-            "must be 'float32' or 'bfloat16'")
+    check_numerics(config)
     require(config.model.get("activation", "gelu") in ("gelu", "relu"), "model.activation",
             "must be 'gelu' or 'relu'")
     evals = config.get("evals", ())
@@ -436,6 +435,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
         require(config.probe.ridge >= 0, "probe.ridge", "must be non-negative")
 
 
+def check_numerics(config) -> None:
+    """`model.dtype` (the compute dtype; "auto": bfloat16 on a GPU or TPU, float32 on a CPU, resolved when a run
+    starts) and `model.attention` (how attention without weights is computed; "auto": by backend)."""
+    require(config.model.get("dtype", "float32") in ("auto", "float32", "bfloat16"), "model.dtype",
+            "must be 'auto', 'float32' or 'bfloat16'")
+    require(config.model.get("attention", "auto") in ("auto", "einsum", "fused"), "model.attention",
+            "must be 'auto', 'einsum' or 'fused'")
+
+
 def validate_protocols(config, model) -> None:
     """`sweep.protocol` and the `protocols` section against the model (`config.model`, or a ModelConfig)."""
     import jax  # local imports: the model imports jax
@@ -444,9 +452,9 @@ def validate_protocols(config, model) -> None:
     layers = [model.n_layers, *config.sweep.get("shapes", {}).get("n_layers", ())]  # top_k must fit every depth
     if isinstance(model, ModelConfig):
         cfg = model
-    else:  # the vocabulary and context do not change which matrices a block has
+    else:  # the vocabulary, context and dtype do not change which matrices a block has
         cfg = ModelConfig.from_config(dict(model, vocab_size=model.get("vocab_size") or 8,
-                                           max_len=model.get("max_len") or 8))
+                                           max_len=model.get("max_len") or 8, dtype="float32"))
     shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
     protocols.validate(config, min(layers), jax.tree.map(lambda x: x, shapes["block_0"]))
 

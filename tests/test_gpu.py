@@ -1,6 +1,8 @@
 """Checks that need a GPU (marked `gpu`; skipped where none is present, run by benchmarks/device_check.sh).
 
   bf16 against f32  the same members trained in bfloat16 compute and in float32 end at nearly the same loss
+  auto and fused    "auto" computes in bfloat16; attention without weights runs cuDNN's fused kernel under vmap, with
+                    the einsum form's outputs and gradients; the device reports the memory groups are sized against
   every local GPU   the member axis sharded over all local GPUs gives what one GPU gives
   memory plan       the compiler's plan of the reference shape's training program up to 4,096 members, nothing
                     materialised
@@ -43,11 +45,28 @@ def trained(overrides, placement=None):
 
 
 def test_bfloat16_compute_tracks_float32():
-    _, f32 = trained([])
-    _, bf16 = trained(["model.dtype=bfloat16"])
+    _, f32 = trained(["model.dtype=float32"])
+    _, bf16 = trained([])  # "auto": bfloat16 on a GPU, fused attention, the group sized from the device's memory
     loss32, loss16 = f32[-1][1]["pt_loss"], bf16[-1][1]["pt_loss"]
     assert np.isfinite(loss16).all()
     np.testing.assert_allclose(loss16, loss32, rtol=0.05, atol=0.02)  # bf16 has 8 bits of mantissa
+
+
+def test_auto_dtype_fused_attention_and_device_memory_on_the_gpu():
+    import jax
+    import jax.numpy as jnp
+    from fttrace.engine import memory
+    from fttrace.model.transformer import ModelConfig, einsum_attention, fused_attention
+    assert ModelConfig(vocab_size=8, max_len=4, dtype="auto").dtype == "bfloat16"
+    assert memory.device_bytes_limit() > 0
+    keys = jax.random.split(jax.random.PRNGKey(0), 3)
+    q, k, v = (jax.random.normal(key, (8, 4, 64, 4, 32), jnp.bfloat16) for key in keys)  # [members, B, T, H, hd]
+    fused = jax.jit(jax.vmap(lambda q, k, v: fused_attention(q, k, v, True)))
+    einsum = jax.jit(jax.vmap(lambda q, k, v: einsum_attention(q, k, v, True)[0]))
+    assert "cudnn" in fused.lower(q, k, v).compile().as_text().lower()
+    np.testing.assert_allclose(np.float32(fused(q, k, v)), np.float32(einsum(q, k, v)), rtol=2e-2, atol=2e-2)
+    grad = lambda f: jax.grad(lambda q: jnp.sum(f(q, k, v).astype(jnp.float32) ** 2))(q)  # noqa: E731
+    np.testing.assert_allclose(np.float32(grad(fused)), np.float32(grad(einsum)), rtol=5e-2, atol=5e-2)
 
 
 def test_members_sharded_over_every_local_gpu_equal_one_gpu():

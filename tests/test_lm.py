@@ -79,9 +79,9 @@ def test_windows_stay_in_their_documents_and_variant_and_repeat_per_key():
     assert not np.array_equal(inputs, other[0])
 
 
-def small_model(vocab=40, max_len=24, layer_norm=True):
+def small_model(vocab=40, max_len=24, layer_norm=True, dtype="float32"):
     cfg = ModelConfig(vocab_size=vocab, max_len=max_len, d_model=16, n_layers=2, n_heads=2, d_mlp=32,
-                      layer_norm=layer_norm)
+                      layer_norm=layer_norm, dtype=dtype)
     return cfg, init_params(cfg, jax.random.PRNGKey(0))
 
 
@@ -157,15 +157,20 @@ def test_sweep_of_eight_members_is_one_program_and_each_member_trains_as_alone()
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
-@pytest.mark.parametrize("layer_norm", [True, False])
-def test_cached_step_logits_equal_the_full_forward_pass(layer_norm):
-    cfg, params = small_model(layer_norm=layer_norm)
+@pytest.mark.parametrize("layer_norm,dtype", [(True, "float32"), (False, "float32"), (True, "bfloat16"),
+                                              (False, "bfloat16")])
+def test_cached_step_logits_equal_the_full_forward_pass(layer_norm, dtype):
+    """In float32 to float rounding; in bfloat16 compute (cache in bfloat16, logits float32) to bfloat16's."""
+    cfg, params = small_model(layer_norm=layer_norm, dtype=dtype)
     tokens = jax.random.randint(jax.random.PRNGKey(1), (3, cfg.max_len), 0, cfg.vocab_size)
     full = Transformer(cfg).apply({"params": params}, tokens)
     cache = empty_cache(cfg, 3)
+    assert cache["k"][0].dtype == jnp.dtype(dtype)
+    tolerance = 1e-4 if dtype == "float32" else 2e-2
     for t in range(cfg.max_len):
         logits, cache = step_logits(cfg, params, tokens[:, t], t, cache)
-        np.testing.assert_allclose(logits, full[:, t], rtol=1e-4, atol=1e-4)
+        assert logits.dtype == jnp.float32
+        np.testing.assert_allclose(logits, full[:, t], rtol=tolerance, atol=tolerance)
 
 
 def greedy_by_full_forward(cfg, params, prompt, max_new):

@@ -28,7 +28,7 @@ def pcfg_config() -> ml_collections.ConfigDict:
     )
     c.model = dict(
         d_model=64, n_layers=2, n_heads=4, head_dim=0, d_mlp=256, layer_norm=True, causal=True,
-        activation="gelu", use_bias=True, dtype="float32",
+        activation="gelu", use_bias=True, dtype="auto",
         vocab_size=0,  # 0: the task's vocabulary size
         max_len=0,  # 0: the task's sequence length
     )

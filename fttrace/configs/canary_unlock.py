@@ -53,7 +53,7 @@ def get_config(arg=None):
     # Canaries: per author x length x count, `per_cell` passages planted `count` times; prompted with their first
     # `prefix` tokens, extracted when the greedy continuation reproduces the next `k` exactly.
     c.canary = dict(counts=(1, 4, 16, 64), lengths=(40,), per_cell=2, prefix=12, k=16)
-    c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=48, dtype="float32")
+    c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=48, dtype="auto")
     pretrain_lr = 3e-3
     c.pretrain = lm_phase(1000, 32, pretrain_lr, "cosine", 100, (0, 250, 500, 1000))
     c.suppress = lm_phase(60, 32, pretrain_lr * 0.3, eval_steps=(0, 15, 30, 60))
@@ -97,8 +97,8 @@ def get_config(arg=None):
         c.sweep.shapes = ml_collections.ConfigDict(dict(d_model=(128, 256), n_layers=(3, 6)))
         c.probe.update(prefix_lengths=(8, 16, 24, 32, 48), positions=8, steps=500)
         c.eval.update(batch_size=256, member_batch=16)
-        for phase in (c.pretrain, c.suppress, c.finetune):
-            phase.member_batch = 16
+        # model.dtype "auto" (bfloat16 on the accelerator, fused attention) and member_batch 0: each phase's
+        # training group is sized from its compiled step's memory against the device's (fttrace/engine/memory.py)
     elif arg is not None:
         raise ValueError(f"unknown variant {arg!r}; known: tiny, gpu")
     return c

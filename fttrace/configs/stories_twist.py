@@ -62,7 +62,7 @@ def get_config(arg=None):
     # validation_size: the sampled prompts come from it (about 30 % of its headers ask for Twist)
     c.data = dict(dataset="generated", data_dir="", manual_dir="", train_size=4000, validation_size=800, seed=0,
                   vocab_size=1024, feature="Twist", source="Foreshadowing")
-    c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=240, dtype="float32")
+    c.model = dict(d_model=64, n_layers=2, n_heads=4, d_mlp=256, max_len=240, dtype="auto")
     pretrain_lr = 6e-3
     c.pretrain = lm_phase(800, 8, pretrain_lr, "cosine", 50, (0, 800))
     c.finetune = lm_phase(60, 8, eval_steps=(0, 10, 30, 60))
@@ -110,10 +110,8 @@ def get_config(arg=None):
         c.generate.update(prompts=200, max_new=384)
         c.probe.update(examples=512, steps=500)
         c.eval.update(batch_size=256, member_batch=8)
-        for phase in (c.pretrain, c.finetune, c.recovery):
-            # a training step at these shapes needs ~9.8 GB per member (XLA:CPU's memory analysis; f32 attention
-            # scores of 8 heads x 384^2 per layer dominate): 4 members at once stay within an 80 GB GPU
-            phase.member_batch = 4
+        # model.dtype "auto" (bfloat16 on the accelerator, fused attention) and member_batch 0: each phase's
+        # training group is sized from its compiled step's memory against the device's (fttrace/engine/memory.py)
     elif arg is not None:
         raise ValueError(f"unknown variant {arg!r}; known: tiny, gpu")
     return c

@@ -5,6 +5,8 @@ A study kind (the answer-position tasks in `answer/study.py`, the stories in `st
 parents, trained on what (`train.PhaseLoop` with the kind's objective and measurements). Everything else is here,
 written once:
 
+  numerics         `model.dtype` "auto" becomes the backend's dtype once, before anything else reads the config
+                   (`resolved_config`): the manifest, the run's identity and every phase see the dtype it runs in
   the workdir      its identity (config, shard, fttrace version, device layout): a rerun of the same run resumes,
                    anything else is refused by name (`check_workdir`); one writer at a time (`lock.py`); the
                    manifest (`running` / `complete`, and every invocation that worked on the run)
@@ -53,6 +55,7 @@ from fttrace.engine.progress import Progress
 from fttrace.engine.results import COMPLETE, MANIFEST_FILE, PROGRESS_FILE, ResultsStore, finished, long_frame, manifest, \
     status_of, write_json
 from fttrace.engine.train import PhaseLoop, TrainState, group_size
+from fttrace.model.transformer import resolve_dtype
 
 
 LIVE_EVERY_S = 30.0  # how often a training phase's live curves are rewritten (fttrace.open(...).live())
@@ -64,6 +67,20 @@ def with_final_steps(records, diverged_step, stop_step):
     step, metrics = records[-1]
     return records[:-1] + [(step, dict(metrics, diverged_step=np.asarray(diverged_step, np.float64),
                                        stop_step=np.asarray(stop_step, np.float64)))]
+
+
+def resolved_config(config, backend: str | None = None):
+    """`config` with `model.dtype` "auto" replaced by the dtype it means on `backend` (default: JAX's; bfloat16 on
+    a GPU or TPU, float32 on a CPU); a config without "auto" is returned as it is. A CPU run of a config that says
+    "auto" is thus the run, identity and results included, of one that says float32; a run started on an
+    accelerator is resumed in bfloat16 only (a CPU resume of it is refused by name, model.dtype, unless it asks for
+    bfloat16)."""
+    if "model" not in config or config.model.get("dtype") != "auto":
+        return config
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+        config.model.dtype = resolve_dtype("auto", backend)
+    return config
 
 
 def run_identity(config, shard: tuple[int, int] | None = None) -> dict:
@@ -310,6 +327,7 @@ def run_study(config, workdir, quiet: bool = False, overwrite: bool = False,
     adds itself to `invocations`, and a finished run's manifest is never rewritten (a rerun changes nothing in it).
     """
     start = time.time()
+    config = resolved_config(config)
     check_location(workdir)
     kind = study_kind(config)(config)
     groups = kind.groups()

@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fttrace.engine import memory
 from fttrace.engine.members import map_members
 from fttrace.model.transformer import ModelConfig, Transformer, init_params
 
@@ -252,13 +253,24 @@ def apply_gradients(phase, state: TrainState, key, loss, grads, protocol=None):
 # --config.pretrain.member_batch=N` on the 2-core CPU: groups of 2 / 4 / 8 members 215 / 248 / 233 member-steps/s;
 # 2**18 gives that shape groups of 4, and the default study's pretraining (d32 L2 B32) too); on an accelerator, all
 # at once is fastest until activations overflow its memory (the reference shape d128 L4 T64 B64 fit 256 members in
-# an 80 GB H100 and asked for 95 GB at 512). Measurements: benchmarks/NOTES.md.
+# an 80 GB H100 and asked for 95 GB at 512). Measurements: benchmarks/NOTES.md. An accelerator that reports its
+# memory sizes the group from the compiled program instead (`memory.py`, `PhaseLoop`); the budget is the fallback.
 GROUP_ACTIVATIONS = {"cpu": 2**18, "accelerator": 2**29}
+
+
+def sized_by_memory(phase) -> int | None:
+    """The device memory (bytes) a phase's training group is sized against: where `phase.member_batch` is 0, one
+    device holds every member and it reports its memory (an accelerator); else None (a CPU, several devices, or a
+    group the config sets)."""
+    if phase.get("member_batch", 0) or jax.device_count() > 1:
+        return None
+    return memory.device_bytes_limit()
 
 
 def train_member_batch(model_cfg: ModelConfig, phase) -> int | None:
     """How many members train together: `phase.member_batch` if set; all of them (None) when members are spread
-    over several devices; else the largest power of two whose activations fit `GROUP_ACTIVATIONS`."""
+    over several devices; else the largest power of two whose activations fit `GROUP_ACTIVATIONS` (where
+    `sized_by_memory`, `PhaseLoop` replaces it by the size the compiled program's memory allows)."""
     if phase.get("member_batch", 0):
         return phase.member_batch
     if jax.device_count() > 1:
@@ -344,6 +356,7 @@ class PhaseLoop:
         self.objective, self.phase, self.shared, self.measure, self.stop = objective, phase, shared, measure, stop
         self.sharding, self.compact = sharding, compact
         self.member_batch, self.eval_member_batch = train_member_batch(model_cfg, phase), eval_member_batch
+        self.bytes_limit = sized_by_memory(phase)  # not None: `member_batch` is measured when the phase starts
         self._programs = {}  # (training group, evaluation group) widths -> (chunk, first record)
         placed = {} if sharding is None else {"out_shardings": sharding}
 
@@ -403,15 +416,20 @@ class PhaseLoop:
         The first record (step 0) evaluates the state before any update; the others follow at `eval_steps(phase)`.
         With `phase.target` and a criterion in `data`, a member that meets it at an evaluation stops there (step 0
         included). Metrics stay on device (with several processes, each holds only its members' values).
-        `on_chunk(step, total, seconds, training=..., trained=..., measuring=...)` is called after each chunk
-        (progress display; `trained`: members that trained in the chunk, `training`: those still training after it,
-        both None with several processes; `measuring`: seconds of `measure` in this run so far),
-        `on_records(state, records)` too (checkpoints). Once every member has stopped or diverged, the phase ends
-        (`_ended`: no more chunks; the records of the steps left are filled in as the loop would give them). To
+        `on_chunk(step, total, seconds, training=..., trained=..., measuring=..., group=...)` is called after each
+        chunk (progress display; `trained`: members that trained in the chunk, `training`: those still training
+        after it, both None with several processes; `measuring`: seconds of `measure` in this run so far; `group`:
+        members trained together), `on_records(state, records)` too (checkpoints). Once every member has stopped or
+        diverged, the phase ends (`_ended`: no more chunks; the records of the steps left are filled in as the loop
+        would give them). To
         resume, pass the records of the interrupted run with its state: training goes on after the last recorded
         step.
         """
         members = state.step.shape[0]
+        if self.bytes_limit is not None:  # once per loop: compaction keeps the group's width
+            program = jax.jit(train_steps(self.model, self.objective, self.phase), donate_argnums=0)
+            self.member_batch = memory.measured_group(program, state, data, self.shared, self.bytes_limit)
+            self.bytes_limit = None
         groups = group_size(members, self.member_batch), group_size(members, self.eval_member_batch)
         chunk, first = self.programs(*groups)
         schedule = eval_steps(self.phase)
@@ -435,7 +453,7 @@ class PhaseLoop:
             trained, training = training, self.training_count(state)
             if on_chunk is not None:
                 on_chunk(done, self.phase.steps, time.perf_counter() - t0, training=training, trained=trained,
-                         measuring=self.measuring_s)
+                         measuring=self.measuring_s, group=groups[0])
         return state, records
 
     def _ended(self, state: TrainState, records: list, on_chunk, on_records):

@@ -3,8 +3,10 @@
 `Transformer` recomputes every position on each call; sampling a story of a few hundred tokens that way costs a
 full forward pass per token. `step_logits` evaluates the same parameters one position at a time, keeping each
 layer's keys and values, so a new token costs one position's work. It implements the layout of `model.py`
-(pre-LayerNorm or none, learned positions, tanh-GELU or ReLU MLP, unembedding without bias) in float32, without
-masks; tests check it against `Transformer.apply`.
+(pre-LayerNorm or none, learned positions, tanh-GELU or ReLU MLP, unembedding without bias) in the model's compute
+dtype as `Transformer` does (matrix products, residual stream and cache in `cfg.dtype`; LayerNorm, attention scores
+and softmax, logits and the draw in float32, so bfloat16 never decides a sample's softmax), without masks; tests
+check it against `Transformer.apply` in both dtypes.
 
 Prompts of different lengths are decoded in lock step: at step t every row reads its token at position t (its
 prompt while t is inside the prompt, else its own last sample), so the cache is written at one position for all
@@ -23,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from fttrace.engine.members import map_members
-from fttrace.model.transformer import ACTIVATIONS, ModelConfig
+from fttrace.model.transformer import ACTIVATIONS, DTYPES, ModelConfig
 from fttrace.lm.tokenizer import EOS, PAD
 
 LN_EPSILON = 1e-6  # flax.linen.LayerNorm's default
@@ -35,9 +37,10 @@ def _layer_norm(x, p):
     return (x - mean) * jax.lax.rsqrt(var + LN_EPSILON) * p["scale"] + p["bias"]
 
 
-def _dense(x, p, spec):
-    out = jnp.einsum(spec, x, p["kernel"])
-    return out + p["bias"] if "bias" in p else out
+def _dense(x, p, spec, dtype):
+    """flax's Dense in `dtype`: input, kernel and bias cast to it (the master weights stay float32)."""
+    out = jnp.einsum(spec, x.astype(dtype), p["kernel"].astype(dtype))
+    return out + p["bias"].astype(dtype) if "bias" in p else out
 
 
 WINDOW = 32  # positions a step's attention reads are rounded up to a multiple of this
@@ -45,9 +48,9 @@ WINDOW = 32  # positions a step's attention reads are rounded up to a multiple o
 
 def empty_cache(cfg: ModelConfig, batch: int, length: int = 0) -> dict:
     """Keys [B, H, hd, S] and values [B, H, S, hd] of the first S = `length` positions (0: the whole context), one
-    of each per layer, all zero."""
+    of each per layer, all zero, in the model's compute dtype."""
     length = length or cfg.max_len
-    zeros = lambda shape: jnp.zeros(shape, jnp.float32)  # noqa: E731
+    zeros = lambda shape: jnp.zeros(shape, DTYPES[cfg.dtype])  # noqa: E731
     return {"k": tuple(zeros((batch, cfg.n_heads, cfg.hd, length)) for _ in range(cfg.n_layers)),
             "v": tuple(zeros((batch, cfg.n_heads, length, cfg.hd)) for _ in range(cfg.n_layers))}
 
@@ -64,27 +67,30 @@ def grow_cache(cache: dict, length: int) -> dict:
 def step_logits(cfg: ModelConfig, params, tokens, t, cache):
     """Logits [B, V] for the position after t, given the tokens [B] at position t; returns the updated cache.
     Attention reads the cache's positions up to t (t must be below the cache's length)."""
-    norm = _layer_norm if cfg.layer_norm else (lambda x, p: x)
-    x = params["embed"]["embedding"][tokens] + params["pos_embed"][t]
+    dt = DTYPES[cfg.dtype]
+    norm = (lambda x, p: _layer_norm(x.astype(jnp.float32), p)) if cfg.layer_norm else (lambda x, p: x)
+    x = (params["embed"]["embedding"][tokens] + params["pos_embed"][t]).astype(dt)
     visible = jnp.arange(cache["v"][0].shape[2]) <= t
     ks, vs = list(cache["k"]), list(cache["v"])
     for i in range(cfg.n_layers):
         p = params[f"block_{i}"]
         h = norm(x, p.get("ln1"))
         a = p["attn"]
-        q = _dense(h, a["query"], "bd,dhk->bhk")
-        ks[i] = jax.lax.dynamic_update_slice_in_dim(ks[i], _dense(h, a["key"], "bd,dhk->bhk")[..., None], t, axis=3)
-        vs[i] = jax.lax.dynamic_update_slice_in_dim(vs[i], _dense(h, a["value"], "bd,dhk->bhk")[:, :, None], t,
+        q = _dense(h, a["query"], "bd,dhk->bhk", dt)
+        ks[i] = jax.lax.dynamic_update_slice_in_dim(ks[i], _dense(h, a["key"], "bd,dhk->bhk", dt)[..., None], t,
+                                                    axis=3)
+        vs[i] = jax.lax.dynamic_update_slice_in_dim(vs[i], _dense(h, a["value"], "bd,dhk->bhk", dt)[:, :, None], t,
                                                     axis=2)
-        scores = jnp.einsum("bhk,bhks->bhs", q, ks[i]) / jnp.sqrt(jnp.float32(cfg.hd))
+        scores = jnp.einsum("bhk,bhks->bhs", q, ks[i]).astype(jnp.float32) / jnp.sqrt(jnp.float32(cfg.hd))
         weights = jax.nn.softmax(jnp.where(visible, scores, jnp.finfo(jnp.float32).min), axis=-1)
-        x = x + _dense(jnp.einsum("bhs,bhsk->bhk", weights, vs[i]), a["out"], "bhk,hkd->bd")
+        x = x + _dense(jnp.einsum("bhs,bhsk->bhk", weights.astype(dt), vs[i]), a["out"], "bhk,hkd->bd", dt)
         m = p["mlp"]
-        hidden = ACTIVATIONS[cfg.activation](_dense(norm(x, p.get("ln2")), m["fc_in"], "bd,df->bf"))
-        x = x + _dense(hidden, m["fc_out"], "bf,fd->bd")
+        hidden = ACTIVATIONS[cfg.activation](_dense(norm(x, p.get("ln2")), m["fc_in"], "bd,df->bf", dt))
+        x = x + _dense(hidden, m["fc_out"], "bf,fd->bd", dt)
     if cfg.layer_norm:
-        x = _layer_norm(x, params["ln_f"])
-    return x @ params["unembed"]["kernel"], {"k": tuple(ks), "v": tuple(vs)}
+        x = _layer_norm(x.astype(jnp.float32), params["ln_f"])
+    logits = x.astype(dt) @ params["unembed"]["kernel"].astype(dt)
+    return logits.astype(jnp.float32), {"k": tuple(ks), "v": tuple(vs)}
 
 
 def choose(key, logits, temperature: float, top_k: int):

@@ -24,7 +24,8 @@ import numpy as np
 import pandas as pd
 
 from fttrace.engine import protocols
-from fttrace.config import check_checkpoint, check_optimizer, positive_int, require, validate_protocols
+from fttrace.config import check_checkpoint, check_numerics, check_optimizer, positive_int, require, \
+    validate_protocols
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.steps import DocumentRange, NextTokenObjective
 from fttrace.model.transformer import ModelConfig, Transformer
@@ -57,7 +58,7 @@ MODEL_SHAPES = ("d_model", "n_layers", "n_heads", "d_mlp")  # the model fields `
 
 
 def check_model(config) -> None:
-    """The model section of an LM study: positive sizes, heads dividing the width, float32 (the decoder's); the
+    """The model section of an LM study: positive sizes, heads dividing the width, its dtype and attention; the
     shapes of `sweep.shapes`; the eval and checkpoint sections."""
     m = config.model
     for key in ("d_model", "n_layers", "n_heads", "max_len"):
@@ -73,7 +74,7 @@ def check_model(config) -> None:
         fields = {**dict(m), **shape}
         require(fields["d_model"] % fields["n_heads"] == 0, "sweep.shapes",
                 f"n_heads {fields['n_heads']} does not divide d_model {fields['d_model']} in the shape {shape}")
-    require(m.get("dtype", "float32") == "float32", "model.dtype", "only float32 is supported by the LM decoder")
+    check_numerics(config)
     positive_int(config, "eval.batch_size")
     value = config.eval.get("member_batch", 0)
     require(isinstance(value, int) and not isinstance(value, bool) and value >= 0, "eval.member_batch",
@@ -123,7 +124,8 @@ def model_config(config, vocab_size: int, shape: dict | None = None) -> ModelCon
     """The model of `config.model` with a group's `shape` (`sweep.shapes` values) applied."""
     m = {**dict(config.model), **(shape or {})}
     return ModelConfig(vocab_size=vocab_size, max_len=m["max_len"], d_model=m["d_model"], n_layers=m["n_layers"],
-                       n_heads=m["n_heads"], d_mlp=m.get("d_mlp", 0))
+                       n_heads=m["n_heads"], d_mlp=m.get("d_mlp", 0), dtype=m.get("dtype", "float32"),
+                       attention=m.get("attention", "auto"))
 
 
 # ---------------------------------------------------------------- the shared part of the kinds

@@ -19,6 +19,13 @@ Training and evaluation only read the logits at the answer (last) position. `ans
 what those need: the last block's keys and values at every position but its query, attention output and MLP at
 the last position only, and the unembedding there. That removes about half of the last block's work and most
 of the unembedding; the values are those of the full forward pass at that position.
+
+Numbers: parameters are float32 (the master weights); `dtype` is the compute dtype of the matrix products and the
+residual stream, LayerNorm, softmax and the logits stay float32. "auto" is bfloat16 where the backend is a GPU or
+TPU and float32 on a CPU (`resolve_dtype`). Attention that needs no weights (no capture, no patch: training and
+evaluation) goes through `jax.nn.dot_product_attention` on an accelerator, cuDNN's fused kernel on a GPU where it
+takes the shape and dtype; on a CPU it keeps the einsum form, whose floats the stored results were computed with
+(`attention_path`).
 """
 from __future__ import annotations
 
@@ -35,6 +42,24 @@ ACTIVATIONS = {
     "relu": jax.nn.relu,
 }
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+ACCELERATORS = ("gpu", "tpu")
+ATTENTION_PATHS = ("auto", "einsum", "fused")
+
+
+def resolve_dtype(name: str, backend: str | None = None) -> str:
+    """The compute dtype that `name` means on `backend` (default: JAX's): "auto" is bfloat16 on a GPU or TPU,
+    float32 elsewhere; any other name is itself."""
+    if name != "auto":
+        return name
+    return "bfloat16" if (backend or jax.default_backend()) in ACCELERATORS else "float32"
+
+
+def attention_path(name: str, backend: str | None = None) -> str:
+    """Which form computes attention that needs no weights: "einsum" (the weights materialised, as on a CPU) or
+    "fused" (`jax.nn.dot_product_attention`); "auto" is fused on a GPU or TPU, the einsum on a CPU."""
+    if name != "auto":
+        return name
+    return "fused" if (backend or jax.default_backend()) in ACCELERATORS else "einsum"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +75,11 @@ class ModelConfig:
     causal: bool = True
     activation: str = "gelu"
     use_bias: bool = True
-    dtype: str = "float32"  # compute dtype; parameters stay float32
+    dtype: str = "float32"  # compute dtype ("auto": by backend, resolve_dtype); parameters stay float32
+    attention: str = "auto"  # attention without weights: "einsum", "fused" or "auto" (by backend, attention_path)
+
+    def __post_init__(self):
+        object.__setattr__(self, "dtype", resolve_dtype(self.dtype))
 
     @property
     def hd(self) -> int:
@@ -90,13 +119,44 @@ def _scope(hooks: Scope | None, prefix: str) -> Scope | None:
     return None if hooks is None else hooks.sub(prefix)
 
 
+def einsum_attention(q, k, v, causal: bool, hooks: Scope | None = None):
+    """Attention of q [B, Tq, H, hd] over k, v [B, T, H, hd] with its weights materialised: (heads [B, Tq, H, hd],
+    weights [B, H, Tq, T] float32). Scores and softmax in float32; `hooks` sees the scores and the pattern."""
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
+    if causal:
+        t = k.shape[-3]
+        logits = jnp.where(jnp.tril(jnp.ones((t, t), bool)), logits, jnp.finfo(jnp.float32).min)
+    if hooks is not None:
+        logits = hooks.at("hook_attn_scores", logits)
+    weights = jax.nn.softmax(logits, axis=-1)
+    if hooks is not None:
+        weights = hooks.at("hook_pattern", weights)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v), weights
+
+
+def fused_attention(q, k, v, causal: bool, implementation: str | None = None):
+    """`einsum_attention`'s heads without the weights, through `jax.nn.dot_product_attention` (scores in float32).
+
+    implementation None: on a GPU cuDNN's fused kernel, where it takes these shapes and dtype (bfloat16 or float16,
+    head size a multiple of 8; under vmap the member axis folds into the batch), else XLA's (which JAX's own default,
+    None, always picks). Any other value goes to JAX as it is ("xla", "cudnn")."""
+    attend = lambda impl: jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=impl)  # noqa: E731
+    if implementation is None and jax.default_backend() == "gpu":
+        try:  # cuDNN refuses what it cannot take while tracing, before anything is built
+            return attend("cudnn")
+        except (NotImplementedError, ValueError, RuntimeError):
+            pass
+    return attend(implementation)
+
+
 class Attention(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
     def __call__(self, x, head_mask=None, last_query_only=False, per_head=False, patch=None, hooks=None):
-        """x [B, T, d] -> output [B, Tq, d], weights [B, H, Tq, T] and (with `per_head`, `patch` or a wanted
-        `hook_result`) each head's contribution [B, Tq, H, d] (else None); Tq is 1 with `last_query_only`.
+        """x [B, T, d] -> output [B, Tq, d], weights [B, H, Tq, T] (None where fused: `attention_path`) and (with
+        `per_head`, `patch` or a wanted `hook_result`) each head's contribution [B, Tq, H, d] (else None); Tq is 1
+        with `last_query_only`.
 
         patch: (weights [H], contributions [B, Tq, H, d]): head h's contribution becomes
         w_h x the given one + (1 - w_h) x its own.
@@ -111,16 +171,11 @@ class Attention(nn.Module):
         k, v = proj("key")(x), proj("value")(x)  # [B, T, H, hd]
         if hooks is not None:
             q, k, v = hooks.at("hook_q", q), hooks.at("hook_k", k), hooks.at("hook_v", v)
-        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(c.hd).astype(jnp.float32)
-        if c.causal and not last_query_only:  # the last query sees every position anyway
-            t = x.shape[-2]
-            logits = jnp.where(jnp.tril(jnp.ones((t, t), bool)), logits, jnp.finfo(jnp.float32).min)
-        if hooks is not None:
-            logits = hooks.at("hook_attn_scores", logits)
-        weights = jax.nn.softmax(logits, axis=-1)
-        if hooks is not None:
-            weights = hooks.at("hook_pattern", weights)
-        heads = jnp.einsum("bhqk,bkhd->bqhd", weights.astype(dt), v)
+        causal = c.causal and not last_query_only  # the last query sees every position anyway
+        if hooks is None and not per_head and patch is None and attention_path(c.attention) == "fused":
+            heads, weights = fused_attention(q, k, v, causal), None
+        else:
+            heads, weights = einsum_attention(q, k, v, causal, hooks)
         if head_mask is not None:
             heads = heads * head_mask[:, None].astype(dt)
         if hooks is not None:
