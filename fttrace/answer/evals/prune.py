@@ -26,8 +26,6 @@ Rows: phase "prune", step = k (units removed), metrics "<method>.pt_acc" / "<met
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,14 +67,12 @@ class Pruner:
                                                      task.query_mix(pt=1.0), 0.0),
                            "ft": task.sample_heldout(extra_key(run, "prune-ft"), self.cfg.examples,
                                                      task.query_mix(ft=1.0), 0.0)}
+        # C_PT and C_FT test sets of `prune.examples` sequences: the test pool, neither the scoring sets nor the sets
+        # that stopping read (drawn here, on the host: the distinct choice cannot run inside a traced program).
+        sets = eval_sets_for(task, self.cfg.examples, run.config.eval.seed, name="test")
+        self.accuracy_sets = {name: sets[name] for name in ("pt", "ft")}
 
-    @functools.cached_property
-    def accuracy_sets(self):
-        """C_PT and C_FT test sets of `prune.examples` sequences (the test pool: neither the scoring sets nor the
-        sets that stopping read)."""
-        run = self.run
-        sets = eval_sets_for(run.task, self.cfg.examples, run.config.eval.seed, name="test")
-        return {name: sets[name] for name in ("pt", "ft")}
+
 
     def _rank_scores(self, grad, value=1.0):
         contribution = grad * value
