@@ -184,8 +184,16 @@ class Analysis:
         body += ["", "== Nulls and parameters ==", *(wrapped(line, "", "    ") for line in self.nulls_lines())]
         body += [wrapped(f"{r.parameter} = {r.value}: {r.rule}") for r in self.parameters_display().itertuples()]
         if self.validation is not None:
-            body += ["", "== Instruments on planted truth ==", *(wrapped(line, "", "    ")
-                                                                  for line in self.validation.lines())]
+            body += ["", "== Instruments on planted truth =="]
+            if self.validation.empty:
+                body += self.validation.lines()
+            else:
+                body += [wrapped(f"Per instrument: false-positive rate on the matched nulls fine-tuned (each seed "
+                                 f"against the other seeds' thresholds; nominal {self.validation.nominal:.0%}) and "
+                                 "power on the planted wrappers whose C_PT was suppressed; exact 95% intervals:", "",
+                                 "    "), frame(self.validation.display()),
+                         "Classes of the planted members (the taxonomy, as for the real members):",
+                         frame(self.validation.classes)]
         head = [f"{', '.join(map(str, self.study.paths))}:", wrapped(self.counts(), "  ", "  ")]
         head += [wrapped(f"note: {note}", "", "    ") for note in self.study.notes]
         head += ["", *_answer_lines(self.answer, frame)]

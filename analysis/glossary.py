@@ -20,14 +20,19 @@ TERMS = {
     "fine-tuning LR": "small, medium, large: the fine-tuning learning rate, 1000, 100 and 10 times below "
                       "pretraining's in the reference study",
     "reFT": "reverse fine-tuning: training the fine-tuned model on the pretraining task again",
-    "control": "a model pretrained without C_PT and then trained on it like reFT: what learning C_PT from scratch "
-               "costs (the null of reFT); 'x1', 'x10': its LR over the matched reFT LR",
+    "control": "a model pretrained on the members' own query mix with O_PT asked about an unasked terminal instead "
+               "(it never had C_PT), then trained on C_PT like reFT: what learning C_PT from scratch costs; 'x1', "
+               "'x10': its LR over the matched reFT LR",
+    "matched null": "the control fine-tuned like a real member (same LR, C_Tr, criterion): a model that never had "
+                    "C_PT with the same C_FT; its instruments' readings set T_prune and T_reft",
+    "planted wrapper": "a real member's fine-tuning redone with only the last layer's output side free: C_PT intact "
+                       "by construction, its read-out re-mapped (the instruments' power)",
     "revived": "C_PT back to the revival threshold (a share of the lineage's pretrained C_PT)",
     "k": "units pruned: neurons, heads or weights removed in order of their predicted effect on the C_PT loss",
-    "T_prune": "the C_PT gain from pruning that the nulls (random neurons; models that never had C_PT) exceed "
-               "only at the null quantile's rate; above it: revived by pruning",
-    "T_reft": "the reFT steps to revival that the matched controls beat only at the null quantile's rate; below "
-              "it: revived by reFT",
+    "T_prune": "the C_PT gain from pruning that the matched nulls exceed only at the null quantile's rate (older "
+               "stores: random neurons and the control); above it: revived by pruning",
+    "T_reft": "the reFT steps to revival that the matched nulls beat only at the null quantile's rate (older stores: "
+              "the control); below it: revived by reFT",
     "selectivity": "a probe's accuracy for the pretraining target minus that for a control target with the same "
                    "input statistics",
     "seed": "pretraining seed, the unit of replication: a seed's fine-tuned members are not independent draws",

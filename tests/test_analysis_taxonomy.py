@@ -195,7 +195,8 @@ def test_a_swept_scale_column_enters_the_regression(tmp_path):
     assert fit.available and "log10 d_model" in set(fit.table.term)
     assert "d_model" in a.headline.table and a.headline.table.d_model.nunique() == 2
     lines = a.summary_text().splitlines()
-    first = next(i for i, line in enumerate(lines) if line.startswith("  hidden wrapper: "))
+    start = next(i for i, line in enumerate(lines) if line.startswith("Each class against the rest"))
+    first = next(i for i, line in enumerate(lines) if i > start and line.startswith("  hidden wrapper: "))
     rest = [line for line in lines[first + 1:] if line.startswith("    ")]  # its wrapped continuation
     regression = " ".join(line.strip() for line in [lines[first], *rest[:next(
         (i for i, line in enumerate(lines[first + 1:]) if not line.startswith("    ")), len(rest))]])

@@ -191,7 +191,7 @@ def test_config_prints_the_resolved_config_and_names_differences(finished_run, c
     assert fttrace("config", "--diff", str(finished_run), SMOKE) == 0
     shown = capsys.readouterr().out.splitlines()
     assert "sweep.seeds: 2 -> 4" in shown and "model.d_model: 16 -> 32" in shown
-    assert any(line.startswith("evals: [] -> ['reft', 'prune'") for line in shown)
+    assert any(line.startswith("evals: [] -> ['reft', 'planted', 'prune'") for line in shown)
     assert fttrace("config", "--diff", SMOKE, SMOKE) == 0
     assert capsys.readouterr().out.strip() == "no differences"
     assert fttrace("config", "--diff", SMOKE, str(finished_run / "nowhere")) == 2

@@ -126,5 +126,5 @@ def test_transformer_lens_opens_an_export_with_its_hook_points(tmp_path):
         torch.tensor(tokens))
     ours, captured = MemberModel(cfg, params, "m").run_with_cache(tokens)
     np.testing.assert_allclose(logits.detach().numpy(), ours, atol=1e-4)
-    np.testing.assert_allclose(cache["blocks.1.attn.hook_pattern"].detach().numpy(), captured["attn_weights"][1],
+    np.testing.assert_allclose(cache["blocks.1.attn.hook_pattern"].detach().numpy(), captured["blocks.1.attn.hook_pattern"],
                                atol=1e-5)

@@ -80,7 +80,7 @@ def test_query_mix_is_respected():
     assert abs((operand == 3).mean() - 0.225) < 0.02 and abs((operand == 5).mean() - 0.225) < 0.02
     # Without other operands, their share goes to O_PT.
     plain = pcfg.PCFGTask(GRAMMAR, "counter")
-    np.testing.assert_allclose(plain.query_mix(pt=0.5, ft=0.1, other=0.4), [0.9, 0.1, 0.0])
+    np.testing.assert_allclose(plain.query_mix(pt=0.5, ft=0.1, other=0.4), [0.9, 0.1, 0.0, 0.0])
 
 
 def test_control_terminal_is_never_asked_about_and_as_frequent_as_o_pt():
