@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from fttrace.answer.evals import attention, patch, probe, prune, regime
+from fttrace.answer.evals.common import masked_accuracy
 from fttrace.answer.evals.reft import steps_to_threshold
 from fttrace.model.transformer import ModelConfig, Transformer, init_params
 from fttrace.engine.runner import run_study
@@ -124,7 +125,7 @@ def test_pruning_finds_and_removes_a_known_wrapper(trained_counter):
     ks = list(config.prune.neuron_ks)
     pt_acc = np.asarray(curves["neurons"]["pt_acc"])
     model = Transformer(group.model)
-    original = float(answer_loss(model, pretrained, *eval_sets["pt"])[1])
+    original = float(answer_loss(model, pretrained, *pruner.accuracy_sets["pt"])[1])  # on the pruner's test set
     assert original > 0.5 and pt_acc[0] < 0.2  # the wrapper hides the capability
     np.testing.assert_allclose(pt_acc[ks.index(3)], original, atol=1e-6)  # three units bring it back exactly
     kr = prune.k_revive(ks, pt_acc[None], np.asarray([original]), 0.0)
@@ -153,7 +154,9 @@ def test_random_pruning_of_an_untouched_model_gains_nothing_on_average(trained_c
     run.config = every
     pruner = prune.Pruner(run)
     curve = np.asarray(jax.jit(pruner._random_curve)(base, {"pt": eval_sets["pt"]})["pt_acc"])
-    assert curve[1] < curve[0] - 0.3, curve
+    no_mlp = {**pruner.masks, "neurons": jnp.zeros_like(pruner.masks["neurons"])}
+    without = float(masked_accuracy(pruner.model, base, {"pt": eval_sets["pt"]}, no_mlp)["pt_acc"])
+    assert curve[1] == without and curve[1] < curve[0], (curve, without)
     # Empty weight fractions and mask budgets leave those methods out.
     assert set(jax.eval_shape(pruner.curves, base)) == {"neurons", "heads", "neurons_remove_ft", "neurons_random",
                                                         "units"}
