@@ -146,6 +146,40 @@ def test_the_cpu_reports_no_memory_and_keeps_the_activation_budget():
     assert memory.device_bytes_limit() is None and train.sized_by_memory(config.pretrain) is None
 
 
+def test_members_that_cannot_fit_are_refused_before_anything_is_allocated():
+    from fttrace.answer.sweep import build_groups
+    config = tiny_config(NO_EVALS)
+    (group,) = build_groups(config)
+    phase = config.pretrain
+    one = train.init_members(group.model, phase, 0, [0], [1e-3])
+    per_member = memory.tree_bytes(one)
+    assert per_member > 0 and memory.host_bytes_limit() > 2**30
+    # The same members against a limit they overflow: one line naming the count, nothing made.
+    with pytest.raises(UserError, match=r"^3 members' parameters and optimiser state need .* GiB, more than 80% of"):
+        memory.require_room(jax.eval_shape(lambda: train.init_members(group.model, phase, 0, [0, 1, 2], [1e-3] * 3)),
+                            "3 members' parameters and optimiser state", limit=int(2.5 * per_member / memory.MARGIN))
+    memory.require_room(one, "1 member", limit=int(2 * per_member / memory.MARGIN))  # fits: no error
+
+
+def test_a_sweep_too_large_for_the_machine_is_refused_with_one_line(tmp_path, capsys):
+    from fttrace import cli
+    from fttrace.answer.sweep import build_groups
+    config = tiny_config(NO_EVALS)
+    (group,) = build_groups(config)
+    per_member = memory.tree_bytes(jax.eval_shape(lambda: train.init_members(group.model, config.pretrain, 0, [0],
+                                                                               [1e-3])))
+    seeds = 4 * memory.host_bytes_limit() // per_member  # their states alone: four times this machine's memory
+    code = cli.main(["run", SMOKE, "--workdir", str(tmp_path / "w"), *(f"--config.{o}" for o in TINY),
+                     f"--config.{NO_EVALS}", f"--config.sweep.seeds={seeds}"])
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if line.startswith("fttrace: error:")]
+    assert code == 2 and len(errors) == 1 and errors == err[-1:], err  # refused, not killed by the kernel's OOM killer
+    assert not [line for line in err if "Traceback" in line]
+    err = errors
+    assert re.match(rf"fttrace: error: .*{seeds:,} members' parameters and optimiser state need [\d,.]+ GiB, more "
+                    r"than 80% of the [\d,.]+ GiB this machine offers: run fewer members at once", err[0]), err
+
+
 class Pretraining:
     """A tiny pretraining phase of 8 members through the PhaseLoop."""
 

@@ -11,8 +11,12 @@ device reports no memory, `train.train_member_batch`'s activation budget stays.
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
+
+from fttrace.errors import UserError
 
 # The share of the device's limit a training program may plan to use: the rest for the evaluation's temporaries,
 # host-side measurements' buffers, fragmentation and the plan's own error.
@@ -26,6 +30,44 @@ def device_bytes_limit(device=None) -> int | None:
     device = device or jax.local_devices()[0]
     stats = device.memory_stats() or {}
     return stats.get("bytes_limit")
+
+
+def host_bytes_limit() -> int | None:
+    """The memory this process may use on the host: the machine's physical memory, or its cgroup's limit where
+    that is lower (a container); None where neither can be read."""
+    limits = []
+    try:
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def tree_bytes(tree) -> int:
+    """Bytes of the arrays (or shapes) of `tree`."""
+    return int(sum(x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
+
+
+def require_room(shapes, what: str, device=None, limit: int | None = None) -> None:
+    """Refuse, before anything is allocated, to make arrays of `shapes` (a tree of shapes, e.g. from
+    `jax.eval_shape`) that alone exceed the memory they would live in: the device's limit, or the host's where the
+    device reports none (a CPU). An operating system's out-of-memory killer ends a process with no message; this
+    names the problem instead."""
+    limit = limit or device_bytes_limit(device) or host_bytes_limit()
+    need = tree_bytes(shapes)
+    if limit and need > MARGIN * limit:
+        raise UserError(f"{what} need {need / 2**30:,.1f} GiB, more than {MARGIN:.0%} of the "
+                        f"{limit / 2**30:,.1f} GiB this {'device' if device_bytes_limit(device) else 'machine'} "
+                        "offers: run fewer members at once (fewer seeds or sweep values, or --shard i/N to split the "
+                        "sweep into runs)")
 
 
 def group_for_memory(members: int, shared_bytes: float, held_per_member: float, temp_per_member: float,

@@ -140,7 +140,10 @@ def init_members(cfg: ModelConfig, phase, base_seed: int, seeds, lrs, hyper=None
         params = init_params(cfg, member_key(base_seed, seed, PHASE_IDS["init"]))
         return new_state(params, phase, lr, member_key(base_seed, seed, PHASE_IDS["pretrain"]), hyper)
     hyper = {name: jnp.asarray(values, jnp.float32) for name, values in (hyper or {}).items()}
-    return init(jnp.asarray(seeds, jnp.int32), jnp.asarray(lrs, jnp.float32), hyper)
+    seeds, lrs = jnp.asarray(seeds, jnp.int32), jnp.asarray(lrs, jnp.float32)
+    memory.require_room(jax.eval_shape(init, seeds, lrs, hyper), f"{len(seeds):,} members' parameters and optimiser "
+                        "state")
+    return init(seeds, lrs, hyper)
 
 
 def flat_params(params) -> tuple[jax.Array, Callable]:
@@ -169,12 +172,16 @@ def fan_out(parent: TrainState, parent_index, phase, lrs, keys, wrap=None, hyper
     OPTIMIZER_AXES in place of the phase's.
     """
     idx = jnp.asarray(parent_index)
-    params = jax.tree.map(lambda x: x[idx], parent.params)
-    if wrap is not None:
-        params = wrap(params)
     hyper = {name: jnp.asarray(values, jnp.float32) for name, values in (hyper or {}).items()}
-    fresh = jax.jit(jax.vmap(lambda p, lr, k, h: new_state(p, phase, lr, k, h)))(
-        params, jnp.asarray(lrs, jnp.float32), keys, hyper)
+    lrs = jnp.asarray(lrs, jnp.float32)
+    make = jax.jit(jax.vmap(lambda p, lr, k, h: new_state(p, phase, lr, k, h)))
+
+    def gathered(tree):
+        params = jax.tree.map(lambda x: x[idx], tree)
+        return params if wrap is None else wrap(params)
+    memory.require_room(jax.eval_shape(lambda tree: make(gathered(tree), lrs, keys, hyper), parent.params),
+                        f"{len(lrs):,} children's parameters and optimiser state")
+    fresh = make(gathered(parent.params), lrs, keys, hyper)
     return fresh.replace(diverged=parent.diverged[idx], diverged_step=parent.diverged_step[idx])
 
 
