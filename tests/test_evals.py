@@ -40,6 +40,23 @@ def test_probe_reads_a_planted_linear_feature_and_its_control_target_stays_at_ch
     assert acc - chance > 0.7  # the selectivity of a probe that reads the target
 
 
+def test_the_ridge_solve_is_exact_and_calls_no_lapack_kernel():
+    from fttrace.engine.linear_probe import spd_solve
+    x = jax.random.normal(jax.random.PRNGKey(0), (512, 24))
+    gram = x.T @ x + 0.5 * jnp.eye(24)
+    b = jax.random.normal(jax.random.PRNGKey(1), (24, 5))
+    expected = np.linalg.solve(np.asarray(gram, np.float64), np.asarray(b, np.float64))
+    np.testing.assert_allclose(jax.jit(spd_solve)(gram, b), expected, rtol=1e-4, atol=1e-6)
+    batched = jax.jit(jax.vmap(spd_solve))
+    np.testing.assert_allclose(batched(jnp.stack([gram, 2 * gram]), jnp.stack([b, b]))[1], expected / 2, rtol=1e-4,
+                               atol=1e-6)
+    # JAX's LAPACK kernels wait on the thread pool they run on: two at once deadlock a 2-core CPU. None here.
+    compiled = batched.lower(jnp.stack([gram, gram]), jnp.stack([b, b])).compile().as_text()
+    assert "custom-call(" not in compiled and "custom_call_target" not in compiled
+    lapack = jax.jit(jax.vmap(jnp.linalg.solve)).lower(jnp.stack([gram, gram]), jnp.stack([b, b])).compile().as_text()
+    assert "custom_call_target" in lapack  # what the check would see: jnp.linalg.solve's LAPACK call
+
+
 def test_attention_mass_of_a_hand_built_uniform_pattern_is_exact():
     config = tiny_config()
     task = build_task(config)

@@ -7,7 +7,10 @@
   ridge     the closed-form least-squares map onto one-hot labels, penalty `ridge` x N on the squared weights; the
             bias is each class's share: one linear solve instead of hundreds of steps
 
-Everything is jnp and vmappable over members, sites and targets.
+Everything is jnp and vmappable over members, sites and targets. The ridge system is solved by `spd_solve`, a
+Cholesky factorisation written in jnp loops, not by `jnp.linalg.solve`: on a CPU, JAX's LAPACK kernels spread a
+batch over the thread pool they already run on and wait for it, so two of them at once on a 2-core machine wait
+for each other forever (observed: the default study's probes hung in two concurrent `lapack_strsm` calls).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def predict(x_train, y_train, x_test, fitter: str, n_classes: int = 2, steps: in
         one_hot = jax.nn.one_hot(y_train, n_classes)
         b = one_hot.mean(0)
         gram = x_train.T @ x_train + ridge * x_train.shape[0] * jnp.eye(x_train.shape[1])
-        w = jnp.linalg.solve(gram, x_train.T @ (one_hot - b))
+        w = spd_solve(gram, x_train.T @ (one_hot - b))
     elif fitter == "softmax":
         w, b = _adam(lambda p: optax.softmax_cross_entropy_with_integer_labels(x_train @ p[0] + p[1], y_train).mean()
                      + weight_decay * jnp.sum(p[0] ** 2),
@@ -43,6 +46,27 @@ def predict(x_train, y_train, x_test, fitter: str, n_classes: int = 2, steps: in
     else:
         raise ValueError(f"unknown probe fitter {fitter!r}; known: {', '.join(FITTERS)}")
     return (x_test @ w + b).argmax(-1)
+
+
+def spd_solve(a, b):
+    """x with a @ x = b, for a symmetric positive definite a [d, d] and b [d, k]: a = L L^T by Cholesky, then two
+    triangular solves, each a loop of d vector steps (XLA's own loops and dots; no LAPACK call)."""
+    d = a.shape[-1]
+
+    def factor_column(j, lower):  # columns < j of `lower` are done, the rest are 0
+        s = a[:, j] - lower @ lower[j]
+        column = jnp.where(jnp.arange(d) > j, s / jnp.sqrt(s[j]), 0.0)
+        return lower.at[:, j].set(column.at[j].set(jnp.sqrt(s[j])))
+    lower = jax.lax.fori_loop(0, d, factor_column, jnp.zeros_like(a))
+
+    def forward(i, y):  # L y = b, rows < i of y done, the rest 0
+        return y.at[i].set((b[i] - lower[i] @ y) / lower[i, i])
+    y = jax.lax.fori_loop(0, d, forward, jnp.zeros_like(b))
+
+    def backward(k, x):  # L^T x = y, rows > i of x done, the rest 0
+        i = d - 1 - k
+        return x.at[i].set((y[i] - lower[:, i] @ x) / lower[i, i])
+    return jax.lax.fori_loop(0, d, backward, jnp.zeros_like(y))
 
 
 def _adam(loss, params, steps: int, lr: float):
