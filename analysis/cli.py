@@ -45,9 +45,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _local(paths) -> None:
+    """The analysis reads workdirs on this machine's file system; a URL (gs://, s3://) is named with what to do."""
+    for path in paths:
+        if "://" in str(path):
+            raise AnalysisError(f"{path}: the analysis reads a workdir on this machine; copy it here first (e.g. "
+                                f"`gcloud storage cp -r {path} .`) and name the copy")
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
+        _local([args.run_a, args.run_b] if args.command == "compare" else args.rundirs)
         if args.command == "compare":
             found = compare(args.run_a, args.run_b, Parameters.from_strings(args.threshold), by=args.by)
             print(found.text())

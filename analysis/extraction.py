@@ -27,11 +27,12 @@ import pandas as pd
 from analysis import figures
 from analysis.stats import beyond_noise, gap_text
 from analysis.study_page import (block, captioned_table, figure_block, interval_column, named_intervals, names_study,
-                                 read_frames, section_html, write_page)
+                                 read_frames, section_html, unfinished_lines, write_page)
 
 KINDS = ("extraction", "span", "refusal")
 STUDY = "canary_unlock"
 SHAPES = ("d_model", "n_layers", "n_heads", "d_mlp")  # the model fields a canary sweep may vary (sweep.shapes)
+PHASES = ("pretrain", "suppress", "finetune")  # the canary study's phases, in run order
 NULL_SET = "synthetic"  # the unlock set of words without structure: the null of every other unlock set
 
 
@@ -361,12 +362,12 @@ def is_canary_store(path) -> bool:
 
 def write_report(paths, out):
     """OUT/index.html for canary stores: the extraction section, the config and the manifest."""
-    return write_page(paths, out, *read_frames(paths), section)
+    return write_page(paths, out, *read_frames(paths), section, phases=PHASES)
 
 
 def summary_text(paths) -> str:
-    frame, _ = read_frames(paths)
-    lines = []
+    frame, manifests = read_frames(paths)
+    lines = unfinished_lines(paths, manifests, frame, PHASES)
     with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_colwidth", 40,
                            "display.max_columns", 50):
         regime = display_regime_table(frame)

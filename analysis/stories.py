@@ -39,7 +39,7 @@ from analysis import figures, survival
 from analysis.stats import beyond_noise, gap_text
 from analysis.errors import AnalysisError
 from analysis.study_page import (block, captioned_table, figure_block, interval_column, named_intervals, names_study,
-                                 read_frames, section_html, write_page)
+                                 read_frames, section_html, unfinished_lines, write_page)
 
 STUDY = "stories_twist"
 PHASES = ("pretrain", "finetune", "recovery")
@@ -563,13 +563,14 @@ def _threshold(manifests: list[dict]):
 def write_report(paths, out):
     """OUT/index.html for stories stores: the stories section, the config and the manifest."""
     frame, manifests = read_store(paths)
-    return write_page(paths, out, frame, manifests, functools.partial(section, threshold=_threshold(manifests)))
+    return write_page(paths, out, frame, manifests, functools.partial(section, threshold=_threshold(manifests)),
+                      phases=PHASES)
 
 
 def summary_text(paths) -> str:
     frame, manifests = read_store(paths)
     threshold = _threshold(manifests)
-    lines = []
+    lines = unfinished_lines(paths, manifests, frame, PHASES)
     with pd.option_context("display.width", 250, "display.max_rows", 500, "display.max_columns", 50,
                            "display.max_colwidth", 40):
         regime = display_regime_table(frame)

@@ -84,13 +84,26 @@ def section_html(section_id: str, title: str, blocks: list[dict]) -> Markup:
     return Markup(markup.render("section.html", id=section_id, title=title, blocks=blocks))
 
 
-def write_page(paths, out, frame: pd.DataFrame, manifests: list[dict], section) -> Path:
+def unfinished_lines(paths, manifests: list[dict], frame: pd.DataFrame, phases) -> list[str]:
+    """One line per store whose run has not finished: its status and the study's `phases` with no rows yet (in any
+    of the stores)."""
+    missing = [p for p in phases if p not in set(frame.phase)]
+    lines = []
+    for path, manifest in zip(paths, manifests):
+        status = manifest.get("status", "unknown")
+        if status in ("done", "complete"):
+            continue
+        lines.append(f"{path}: run status {status!r}, not 'complete': these are its results so far"
+                     + (f"; no rows yet from {', '.join(missing)}" if missing else ""))
+    return lines
+
+
+def write_page(paths, out, frame: pd.DataFrame, manifests: list[dict], section, phases=()) -> Path:
     """OUT/index.html (analysis/templates/study_page.html): `section(frame, out)` (which writes its figures into
-    OUT/figures), the config and the manifest; returns the page's path."""
+    OUT/figures), the config and the manifest, and what an unfinished run has not written yet (of `phases`); returns
+    the page's path."""
     out = Path(out)
-    statuses = {m.get("status", "unknown") for m in manifests}
-    note = "" if statuses <= {"done", "complete"} else \
-        f"run status {sorted(statuses)}: these are its results so far"
+    note = "; ".join(unfinished_lines(paths, manifests, frame, phases))
     try:
         out.mkdir(parents=True, exist_ok=True)
         page = markup.render("study_page.html", paths=", ".join(map(str, paths)), members=frame.member.nunique(),

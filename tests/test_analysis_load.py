@@ -99,6 +99,13 @@ def _no_manifest(path, frame):
     return [path]
 
 
+def _damaged_manifest(path, frame):
+    write_store(path, PLANT, frame=frame)
+    text = (path / "manifest.json").read_text()
+    (path / "manifest.json").write_text(text[:len(text) // 2])  # cut mid-write
+    return [path]
+
+
 def _different_configs(path, frame):
     other = config_for(PLANT)
     other["model"]["d_model"] = 128
@@ -126,12 +133,13 @@ def _missing_column(path, frame):
     (lambda p, f: _foreign_parquet(p), "not an fttrace results store (missing columns: member"),
     (lambda p, f: _garbage_parquet(p), "not a readable Parquet file"),
     (_no_manifest, "no manifest.json"),
+    (_damaged_manifest, "manifest.json: unreadable"),
     (_missing_column, "missing columns: seed"),
     (_different_configs, "hold different configs (model.d_model)"),
     (_overlapping, "hold the same rows"),
     (_different_splits, "shards of different splits"),
     (lambda p, f: [write_store(p, PLANT, frame=f)] * 2, "given twice"),
-], ids=["missing-dir", "no-results", "foreign-parquet", "not-parquet", "no-manifest", "missing-column",
+], ids=["missing-dir", "no-results", "foreign-parquet", "not-parquet", "no-manifest", "damaged-manifest", "missing-column",
         "different-configs", "overlapping-stores", "different-splits", "same-path-twice"])
 def test_bad_stores_raise_one_clear_error(tmp_path, frame, make, expected):
     paths = make(tmp_path / "store", frame)

@@ -91,6 +91,9 @@ def small(tmp_path_factory):
 
 @pytest.mark.parametrize("args, message", [
     (["summary", "{tmp}/nowhere"], "{tmp}/nowhere: no such directory"),
+    (["summary", "gs://bucket/run"], "gs://bucket/run: the analysis reads a workdir on this machine; copy it here "
+                                     "first (e.g. `gcloud storage cp -r gs://bucket/run .`)"),
+    (["compare", "{store}", "s3://bucket/run"], "s3://bucket/run: the analysis reads a workdir on this machine"),
     (["summary", "{store}", "--threshold", "null_quantile=high"],
      "threshold 'null_quantile=high': 'high' is not a number"),
     (["summary", "{store}", "--threshold", "probe_ratio=0.8"], "threshold 'probe_ratio=0.8': expected NAME=VALUE"),

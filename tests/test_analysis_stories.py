@@ -84,11 +84,11 @@ def synthetic_frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_store(path, frame, study="stories_twist", threshold=0.9):
+def write_store(path, frame, study="stories_twist", threshold=0.9, status="done"):
     path.mkdir(parents=True)
     frame.to_parquet(path / "results.parquet", index=False)
     (path / "manifest.json").write_text(json.dumps({"config": {"study": study, "recovery": {"threshold": threshold}},
-                                                    "status": "done"}))
+                                                    "status": status}))
     return path
 
 
@@ -233,6 +233,19 @@ def test_synthetic_store_gets_its_page_and_summary(tmp_path, capsys):
     assert "Regime: does the pretrained model have the capability?" in page and "Steps to regain" in page
     assert "Story probe, 'this story has the feature'" in printed and "Probe: does the story have the feature?" in page
     assert "Reference study (Jain et al., ICLR 2024, Table 1)" in printed
+
+
+def test_an_unfinished_run_says_so_and_names_the_phases_it_has_not_written(tmp_path, capsys):
+    frame = synthetic_frame()
+    store = write_store(tmp_path / "run", frame[frame.phase != "recovery"], status="running")
+    assert main(["summary", str(store)]) == 0
+    first = capsys.readouterr().out.split("\n")[0]
+    assert first == (f"{store}: run status 'running', not 'complete': these are its results so far; no rows yet from "
+                     "recovery")
+    assert main(["report", str(store), "--out", str(tmp_path / "report")]) == 0
+    assert "no rows yet from recovery" in (tmp_path / "report" / "index.html").read_text()
+    done = write_store(tmp_path / "done", frame)
+    assert main(["summary", str(done)]) == 0 and "results so far" not in capsys.readouterr().out
 
 
 def test_stores_of_different_configs_are_not_mixed(tmp_path, capsys):

@@ -323,6 +323,18 @@ def test_scale_table_sets_every_unlock_set_beside_the_synthetic_null_per_shape()
     assert list(shown.columns[-2:]) == ["after tale - synthetic", "after verse - synthetic"]
 
 
+def test_an_unfinished_canary_run_says_so_and_names_the_phases_it_has_not_written(tmp_path, capsys):
+    frame = synthetic_frame()
+    store = tmp_path / "run"
+    store.mkdir()
+    frame[frame.phase == "pretrain"].to_parquet(store / "results.parquet", index=False)
+    (store / "manifest.json").write_text(json.dumps({"config": {"study": "canary_unlock"}, "status": "running"}))
+    assert analysis_main(["summary", str(store)]) == 0
+    assert capsys.readouterr().out.split("\n")[0] == (
+        f"{store}: run status 'running', not 'complete': these are its results so far; no rows yet from suppress, "
+        "finetune")
+
+
 def test_count_probe_table_reads_selectivity_against_the_control_target():
     rows = []
     for seed in range(2):
