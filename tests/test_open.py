@@ -2,6 +2,7 @@
 models; the README's notebook script runs as written on a study's workdir; bad requests are one clear error.
 (Every member of a run read back as the run evaluated it, on 1 and 8 devices and 2 processes, and a merged
 workdir: tests/test_survive.py.)"""
+import logging
 import re
 
 import jax
@@ -127,14 +128,17 @@ def notebook_script() -> str:
     return "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
 
 
-def test_the_readme_notebook_script_runs_on_a_study(tmp_path, capsys):
+def test_the_readme_notebook_script_runs_on_a_study(tmp_path, capsys, caplog):
     workdir = tmp_path / "run"
     run_study(tiny_config("sweep.seeds=2", "sweep.spurious=(0.0,)", "evals=('reft','prune')"), workdir, quiet=True)
     script = notebook_script()
     assert 'fttrace.open("runs/default")' in script
     capsys.readouterr()
+    caplog.clear()
     exec(compile(script.replace("runs/default", str(workdir)), "README.md", "exec"), {})
     printed = capsys.readouterr().out
+    # Reading checkpoints says nothing the user did not ask for (orbax warns of items it has no handler for).
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert re.search(r"C_PT [01]\.\d+ -> [01]\.\d+", printed) and re.search(r"C_FT [01]\.\d+ -> [01]\.\d+", printed)
     assert re.search(r"\['blocks\.0\.attn\.hook_pattern'\] \(64, 2, (\d+), \1\)", printed) and "'<ans>']" in printed
     run = fttrace.open(workdir)

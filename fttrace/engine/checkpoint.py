@@ -390,7 +390,7 @@ class PhaseCheckpoints:
 
 def _reader(directory) -> ocp.CheckpointManager:
     handlers = dict(state=ocp.PyTreeCheckpointHandler(), records=ocp.StandardCheckpointHandler(),
-                    meta=ocp.JsonCheckpointHandler())
+                    meta=ocp.JsonCheckpointHandler(), checksums=ocp.JsonCheckpointHandler())  # known: no warning
     try:
         return ocp.CheckpointManager(absolute(directory), options=ocp.CheckpointManagerOptions(create=False),
                                      item_handlers=handlers)
