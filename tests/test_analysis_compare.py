@@ -62,6 +62,8 @@ def test_estimates_agree_when_each_lies_within_the_others_interval():
     assert within((0.5, 0.4, 0.6), (0.55, 0.45, 0.65)) == "within"
     assert within((0.5, 0.4, 0.6), (0.65, 0.55, 0.75)) == "apart"  # 0.5 lies outside B's interval
     assert within((0.5, float("nan"), float("nan")), (0.5, 0.4, 0.6)) == "n/a"
+    # 0 of 44 against 0 of 48: the same zero share, whatever float noise a bound of 0/n carries (3e-17 measured)
+    assert within((0.0, 0.0, 0.26), (0.0, 2.7755575615628914e-17, 0.24)) == "within"
 
 
 @pytest.mark.parametrize("case, message", [
