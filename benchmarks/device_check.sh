@@ -17,7 +17,8 @@
 #   DRY_RUN=1 bash benchmarks/device_check.sh   print the commands instead of running them
 #
 # Environment: PYTHON (default python3), WHEELHOUSE (default .whl), OUT (default runs/device_check),
-# DEVICE_CHECK_BUDGET_S (default 530, leaving time to stop a step and summarise; the rehearsal's: 6 x the steps' seconds).
+# DEVICE_CHECK_BUDGET_S (default 530, leaving time to stop a step and summarise; the rehearsal's: 10 x the steps'
+# seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source launch/common.sh
