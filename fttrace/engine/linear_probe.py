@@ -55,8 +55,8 @@ def spd_solve(a, b):
 
     def factor_column(j, lower):  # columns < j of `lower` are done, the rest are 0
         s = a[:, j] - lower @ lower[j]
-        column = jnp.where(jnp.arange(d) > j, s / jnp.sqrt(s[j]), 0.0)
-        return lower.at[:, j].set(column.at[j].set(jnp.sqrt(s[j])))
+        pivot = jnp.sqrt(s[j])
+        return lower.at[:, j].set(jnp.where(jnp.arange(d) > j, s / pivot, 0.0).at[j].set(pivot))
     lower = jax.lax.fori_loop(0, d, factor_column, jnp.zeros_like(a))
 
     def forward(i, y):  # L y = b, rows < i of y done, the rest 0

@@ -61,11 +61,12 @@ def require_room(shapes, what: str, device=None, limit: int | None = None) -> No
     `jax.eval_shape`) that alone exceed the memory they would live in: the device's limit, or the host's where the
     device reports none (a CPU). An operating system's out-of-memory killer ends a process with no message; this
     names the problem instead."""
-    limit = limit or device_bytes_limit(device) or host_bytes_limit()
+    device_limit = device_bytes_limit(device)
+    limit = limit or device_limit or host_bytes_limit()
     need = tree_bytes(shapes)
     if limit and need > MARGIN * limit:
         raise UserError(f"{what} need {need / 2**30:,.1f} GiB, more than {MARGIN:.0%} of the "
-                        f"{limit / 2**30:,.1f} GiB this {'device' if device_bytes_limit(device) else 'machine'} "
+                        f"{limit / 2**30:,.1f} GiB this {'device' if device_limit else 'machine'} "
                         "offers: run fewer members at once (fewer seeds or sweep values, or --shard i/N to split the "
                         "sweep into runs)")
 
