@@ -354,17 +354,20 @@ class PhaseLoop:
         last step; `records`: the phase's records before this one).
         stop: `stop(metrics) -> bool [members]`, the members that meet the phase's criterion at this evaluation,
         read from its metrics (`measure`'s included); they stop as with `phase.target` (step 0 included).
-        compact: once members have stopped or diverged, train (and evaluate) only the others, gathered into a
-        member axis of `unit` x a power of two (so that few programs compile), where `unit` is a multiple of the
-        training group, of the evaluation group and of the device count: every member is computed in groups of the
-        same width as in the full program, so its numbers do not change (bit for bit on a CPU), and a frozen
-        member's records and state are what the full program gives it. Single-process runs only."""
+        compact: once members have stopped or diverged, train (and evaluate) only the others. On one device they
+        are gathered to the front of the member axis and one program computes the leading `unit`s of it (`unit`:
+        the least common multiple of the training and evaluation groups; the count of units is an argument, so a
+        phase compiles its training once however many members stop); on several devices they are gathered into a
+        member axis of `unit` x a power of two (`unit` also a multiple of the device count). Either way every
+        member is computed in groups of the same width as in the full program, so its numbers do not change (bit
+        for bit on a CPU), and a frozen member's records and state are what the full program gives it.
+        Single-process runs only."""
         self.model = Transformer(model_cfg) if model is None else model
         self.objective, self.phase, self.shared, self.measure, self.stop = objective, phase, shared, measure, stop
         self.sharding, self.compact = sharding, compact
         self.member_batch, self.eval_member_batch = train_member_batch(model_cfg, phase), eval_member_batch
         self.bytes_limit = sized_by_memory(phase)  # not None: `member_batch` is measured when the phase starts
-        self._programs = {}  # (training group, evaluation group) widths -> (chunk, first record)
+        self._programs = {}  # (training group, evaluation group) widths -> (chunk, first record, leading units)
         placed = {} if sharding is None else {"out_shardings": sharding}
 
         def put(state, metrics, sub_state, sub_metrics, index, steps):
@@ -377,12 +380,6 @@ class PhaseLoop:
             metrics = {name: scatter(full, sub_metrics[name]) if name in sub_metrics else full
                        for name, full in metrics.items()}
             return jax.tree.map(scatter, state, sub_state), metrics
-
-        def idle(state, metrics, steps):
-            """A chunk in which no member trains: every member advances its step and key, keeps its metrics."""
-            keys = jax.lax.fori_loop(0, steps, lambda _, k: jax.vmap(lambda x: jax.random.split(x)[0])(k), state.key)
-            return (state.replace(step=state.step + steps, key=keys),
-                    dict(metrics, train_loss=jnp.full_like(metrics["train_loss"], jnp.nan)))
 
         self._put, self._idle = jax.jit(put, **placed), jax.jit(idle, **placed)
         self._halt = jax.jit(halt, **placed)
@@ -412,9 +409,29 @@ class PhaseLoop:
                 metrics = metrics_of(state, shared, None)
                 return stop_at_target(state, data, metrics, target), metrics
 
+            unit = math.lcm(group, eval_group)
+
+            def leading_units(state, data, shared, steps, metrics, units):
+                """A chunk of the first `units` x `unit` members (a traced count); the members after them are idle
+                (step and key advanced, metrics kept, no training loss). One program serves every count."""
+                out_state, out_metrics = idle(state, metrics, steps)
+
+                def one_unit(i, carry):
+                    out_state, out_metrics = carry
+                    start = i * unit
+                    take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, unit)  # noqa: E731
+                    sub_state, sub_metrics = chunk(jax.tree.map(take, state), jax.tree.map(take, data), shared,
+                                                   steps)
+                    put = lambda full, part: jax.lax.dynamic_update_slice_in_dim(full, part, start, 0)  # noqa: E731
+                    return (jax.tree.map(put, out_state, sub_state),
+                            {name: put(full, sub_metrics[name]) if name in sub_metrics else full
+                             for name, full in out_metrics.items()})
+                return jax.lax.fori_loop(0, units, one_unit, (out_state, out_metrics))
+
             placed = {} if self.sharding is None else {"out_shardings": self.sharding}
             self._programs[group, eval_group] = (jax.jit(chunk, donate_argnums=0, **placed),
-                                                 jax.jit(first_record, **placed))
+                                                 jax.jit(first_record, **placed),
+                                                 jax.jit(leading_units, donate_argnums=0, **placed))
         return self._programs[group, eval_group]
 
     def run(self, state: TrainState, data: DataSpec, on_chunk=None, records=None, on_records=None):
@@ -438,7 +455,8 @@ class PhaseLoop:
             self.member_batch = memory.measured_group(program, state, data, self.shared, self.bytes_limit)
             self.bytes_limit = None
         groups = group_size(members, self.member_batch), group_size(members, self.eval_member_batch)
-        chunk, first = self.programs(*groups)
+        programs = self.programs(*groups)
+        first = programs[1]
         schedule = eval_steps(self.phase)
         self.measuring_s = 0.0
         if records is None:
@@ -451,7 +469,7 @@ class PhaseLoop:
             if training == 0 and self.compact:  # every member has stopped or diverged: the phase ends here
                 return self._ended(state, records, on_chunk, on_records)
             steps = done - records[-1][0]
-            state, metrics = self._advance(chunk, math.lcm(*groups), state, data, records[-1][1], steps)
+            state, metrics = self._advance(programs, math.lcm(*groups), state, data, records[-1][1], steps)
             metrics = jax.block_until_ready(self._measured(state, metrics, done, records))
             state = self._stopped(state, metrics)
             records.append((done, metrics))
@@ -510,10 +528,15 @@ class PhaseLoop:
             return None
         return int((~np.asarray(state.stopped | state.diverged)).sum())
 
-    def _advance(self, chunk, groups: int, state: TrainState, data: DataSpec, metrics: dict, steps: int):
+    def _advance(self, programs, groups: int, state: TrainState, data: DataSpec, metrics: dict, steps: int):
         """One chunk of `steps` steps: of every member, or, with `compact`, of the members still training (see
-        __init__); `groups`: a multiple of the training and evaluation group widths."""
+        __init__); `programs`: `self.programs(...)`; `groups`: the least common multiple of the training and
+        evaluation group widths."""
+        chunk, _, leading = programs
         steps = jnp.int32(steps)
+        devices = len(self.sharding.device_set) if self.sharding is not None else 1
+        if self.compact and devices == 1 and jax.process_count() == 1:
+            return self._advance_leading(leading, groups, state, data, metrics, steps)
         index = self._training_members(state, groups) if self.compact else None
         if index is None:
             self.widths.append(state.step.shape[0])
@@ -526,6 +549,22 @@ class PhaseLoop:
             sub_state, sub_data = jax.device_put((sub_state, sub_data), self.sharding)
         sub_state, sub_metrics = chunk(sub_state, sub_data, self.shared, steps)
         return self._put(state, metrics, sub_state, sub_metrics, index, steps)
+
+    def _advance_leading(self, leading, unit: int, state: TrainState, data: DataSpec, metrics: dict, steps):
+        """A chunk on one device: the members still training gathered to the front, the leading units of `unit`
+        members computed by one program, the member axis put back in order."""
+        frozen = np.asarray(state.stopped | state.diverged)
+        training = np.flatnonzero(~frozen)
+        units = -(-len(training) // unit)
+        self.widths.append(units * unit)
+        if not len(training):  # every member has stopped or diverged: nothing to compute
+            return self._idle(state, metrics, steps)
+        if not frozen.any():
+            return leading(state, data, self.shared, steps, metrics, jnp.int32(units))
+        order = np.concatenate([training, np.flatnonzero(frozen)])
+        state, data, metrics = self._take((state, data, metrics), jnp.asarray(order, jnp.int32))
+        state, metrics = leading(state, data, self.shared, steps, metrics, jnp.int32(units))
+        return self._take((state, metrics), jnp.asarray(np.argsort(order), jnp.int32))
 
     def _training_members(self, state: TrainState, groups: int):
         """Indices of the members still training, padded with a frozen one to `unit` x a power of two (see
@@ -544,6 +583,13 @@ class PhaseLoop:
             return None
         pad = np.full(size - len(training), np.flatnonzero(frozen)[0])
         return jnp.asarray(np.concatenate([training, pad]), jnp.int32)
+
+
+def idle(state: TrainState, metrics: dict, steps):
+    """A chunk in which no member trains: every member advances its step and key, keeps its metrics."""
+    keys = jax.lax.fori_loop(0, steps, lambda _, k: jax.vmap(lambda x: jax.random.split(x)[0])(k), state.key)
+    return (state.replace(step=state.step + steps, key=keys),
+            dict(metrics, train_loss=jnp.full_like(metrics["train_loss"], jnp.nan)))
 
 
 def stop_at_target(state: TrainState, data: DataSpec, metrics: dict, target: float) -> TrainState:

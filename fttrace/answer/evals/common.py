@@ -102,12 +102,27 @@ def evaluate_members(run, fn, params, members: pd.DataFrame) -> tuple[np.ndarray
     Returns (rows, outputs): the rows of `members` that this process holds (real members only, in order) and
     `fn`'s outputs for them as numpy. The outputs stay sharded like the members, so every process reads only
     its own rows and pad members never leave the device. The progress display counts the set as done.
+
+    In one process the members go through in slices of one width (`eval.member_batch` per device, the last slice
+    padded with copies of the first member), so every set of every size runs the same compiled program: a
+    measurement compiles once, not once per set size (on a 2-core CPU a pruning program takes 10-25 s to compile).
     """
-    out = jax.jit(lambda p: map_members(fn, p, batch=run.config.eval.member_batch),
-                  out_shardings=run.placement.members)(run.placement.place(params))
-    rows = run.placement.local_rows(len(members))
-    out = run.placement.fetch(out, rows)
-    run.progress.done(len(members))
+    batch = run.config.eval.member_batch
+    program = jax.jit(lambda p: map_members(fn, p, batch=batch), out_shardings=run.placement.members)
+    n = len(members)
+    if jax.process_count() > 1:  # members spread over processes: one program over the whole (padded) set
+        rows = run.placement.local_rows(n)
+        out = run.placement.fetch(program(run.placement.place(params)), rows)
+    else:
+        width = batch * run.placement.device_count
+        slices = -(-n // width)
+        host = jax.tree.map(lambda x: np.asarray(x)[:n], params)
+        padded = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[:1], slices * width - n, axis=0)]), host)
+        outs = [jax.tree.map(np.asarray, program(run.placement.place(
+            jax.tree.map(lambda x: x[k * width:(k + 1) * width], padded)))) for k in range(slices)]
+        rows = np.arange(n)
+        out = jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outs)
+    run.progress.done(n)
     return rows, out
 
 
