@@ -217,24 +217,6 @@ def positive_int(config, key: str):
     return value
 
 
-def _check_named_values(values, names, key: str, in_range, problem: str) -> None:
-    """Each value of a swept axis is a name from `names` whose value satisfies `in_range` (checked under the name's
-    own key), or a number for which `in_range` holds."""
-    for value in values:
-        if isinstance(value, str):
-            require(value in names, key, f"unknown name {value!r}; known: {', '.join(names)}")
-            named = names[value]
-            require(finite_number(named) and in_range(named), f"{names_key(key)}.{value}", f"{named!r} {problem}")
-        else:
-            require(finite_number(value) and in_range(value), key, f"{value!r} {problem}")
-
-
-def names_key(axis: str) -> str:
-    """The config section that names an axis's values: sweep.finetune_lr -> finetune.lr_scale, sweep.prior ->
-    task.priors."""
-    return {"sweep.finetune_lr": "finetune.lr_scale", "sweep.prior": "task.priors"}.get(axis, axis)
-
-
 def finite_number(value) -> bool:
     """A real number (not a bool), finite: what every numeric setting must be before its own range."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -278,9 +260,10 @@ def check_swept_optimizer(key: str, name: str, values) -> None:
 
 # The study kinds (fttrace/engine/runner.py) by `config.study`: the module that names the kind (`KIND`); the language-model
 # kinds' modules also check their configs (`validate_config`). Without `study`, a config is of the answer-position
-# tasks (PCFG, Tracr), checked here. Imported when used: they import jax.
+# tasks (PCFG, Tracr), checked by TASK_VALIDATE. Imported when used: they import jax.
 STUDY_KINDS = {"stories_twist": "fttrace.stories.study", "canary_unlock": "fttrace.canary.study"}
 TASK_STUDY = "fttrace.answer.study"
+TASK_VALIDATE = "fttrace.answer.validate"  # its config checks (imported alone: `fttrace config` stays quick)
 
 
 def study_module(config):
@@ -307,132 +290,11 @@ def check_checkpoint(config) -> None:
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
-    """Check the config's values; the error names the offending key."""
+    """Check the config's values with its study kind's own checks (`validate_config` of the kind's module, or of
+    `TASK_VALIDATE` for the answer-position tasks); the error names the offending key."""
     if config.get("study") in STUDY_KINDS:
         return study_module(config).validate_config(config)
-    for section in ("task", "model", "pretrain", "finetune", "sweep", "eval", "checkpoint"):
-        require(section in config, section, "missing section")
-    from fttrace.answer.tasks import registry  # local import: tasks import jax
-    require(config.task.name in registry.TASKS, "task.name",
-            f"unknown task {config.task.name!r}; known: {', '.join(registry.TASKS)}")
-    for key in ("model.d_model", "model.n_layers", "model.n_heads", "sweep.seeds", "eval.examples",
-                "eval.member_batch"):
-        positive_int(config, key)
-    require(config.model.d_model % config.model.n_heads == 0 or config.model.get("head_dim", 0) > 0,
-            "model.n_heads", "must divide model.d_model (or set model.head_dim)")
-    check_numerics(config)
-    require(config.model.get("activation", "gelu") in ("gelu", "relu"), "model.activation",
-            "must be 'gelu' or 'relu'")
-    evals = config.get("evals", ())
-    for phase in ("pretrain", "finetune") + (("reft",) if "reft" in evals else ()):
-        steps = positive_int(config, f"{phase}.steps")
-        every = positive_int(config, f"{phase}.eval_every")
-        positive_int(config, f"{phase}.batch_size")
-        require(steps % every == 0, f"{phase}.eval_every", f"must divide {phase}.steps ({steps})")
-        require(config[phase].get("eval_schedule", "even") in ("even", "log"), f"{phase}.eval_schedule",
-                "must be 'even' (every eval_every steps) or 'log' (log-spaced below eval_every, then even)")
-        require(config[phase].schedule in ("constant", "cosine"), f"{phase}.schedule",
-                "must be 'constant' or 'cosine'")
-        require(0 <= config[phase].warmup_steps <= steps, f"{phase}.warmup_steps", f"must be in [0, {steps}]")
-    sweep = config.sweep
-    for axis in ("pretrain_lr", "prior", "finetune_lr", "spurious"):
-        require(isinstance(sweep[axis], tuple) and len(sweep[axis]) > 0, f"sweep.{axis}",
-                "must be a non-empty tuple")
-    for lr in sweep.pretrain_lr:
-        require(finite_number(lr) and lr > 0, "sweep.pretrain_lr", f"bad learning rate {lr!r}: must be a positive "
-                "finite number")
-    _check_named_values(sweep.finetune_lr, config.finetune.lr_scale, "sweep.finetune_lr", lambda v: v > 0,
-                        "is not a positive finite learning rate")
-    for phase in ("pretrain", "finetune") + (("reft",) if "reft" in evals else ()):
-        check_optimizer(config, phase)
-    _check_named_values(sweep.prior, config.task.priors, "sweep.prior", lambda v: 0 <= v <= 1, "is not in [0, 1]")
-    for p in sweep.get("finetune_priors", ()):
-        require(p in sweep.prior, "sweep.finetune_priors", f"{p!r} is not one of sweep.prior {tuple(sweep.prior)!r}")
-    for c in sweep.spurious:
-        require(isinstance(c, (int, float)) and 0 <= c <= 1, "sweep.spurious", f"{c!r} is not in [0, 1]")
-    from fttrace.answer.sweep import PHASE_SHAPES  # local import: the sweep imports the tasks
-    from fttrace.engine.train import OPTIMIZER_AXES  # local import: train imports jax
-    for section in ("pretrain_optimizer", "finetune_optimizer"):
-        for key, values in sweep.get(section, {}).items():
-            require(key in OPTIMIZER_AXES, f"sweep.{section}.{key}",
-                    f"not an optimiser hyperparameter a member can vary (one of {', '.join(OPTIMIZER_AXES)})")
-            require(isinstance(values, tuple) and len(values) > 0 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in values),
-                f"sweep.{section}.{key}", "must be a non-empty tuple of non-negative numbers")
-            check_swept_optimizer(f"sweep.{section}.{key}", key, values)
-            phase = section.split("_")[0]  # pretrain, finetune
-            require(key != "warmup_steps" or max(values) <= config[phase].steps, f"sweep.{section}.{key}",
-                    f"a warm-up longer than {phase}.steps ({config[phase].steps})")
-    zipped = tuple(sweep.get("zip", ()))
-    if zipped:
-        from fttrace.answer.sweep import finetune_axes
-        axes = finetune_axes(config)
-        require(len(zipped) >= 2 and len(set(zipped)) == len(zipped), "sweep.zip",
-                "must name two or more different fine-tuning axes")
-        for name in zipped:
-            require(name in axes, "sweep.zip", f"{name!r} is not a fine-tuning axis (one of {', '.join(axes)})")
-        require(len({len(axes[name]) for name in zipped}) == 1, "sweep.zip",
-                "its axes must have as many values each (" + ", ".join(f"{n}: {len(axes[n])}" for n in zipped) + ")")
-    for key, values in sweep.get("shapes", {}).items():
-        require(key in config.model or key in PHASE_SHAPES, f"sweep.shapes.{key}",
-                f"is not a model field or one of {', '.join(PHASE_SHAPES)}")
-        require(isinstance(values, tuple) and len(values) > 0, f"sweep.shapes.{key}", "must be a non-empty tuple")
-        if key in PHASE_SHAPES:
-            section = config[PHASE_SHAPES[key][0]]
-            for steps in values:
-                require(isinstance(steps, int) and steps > 0 and steps % section.eval_every == 0
-                        and steps >= section.warmup_steps, f"sweep.shapes.{key}",
-                        f"{steps!r} must be a positive multiple of {PHASE_SHAPES[key][0]}.eval_every "
-                        f"({section.eval_every}) and at least its warmup_steps")
-    check_checkpoint(config)
-    task = registry.build_task(config)  # raises UserError on a bad task config
-    model = config.model
-    if task.pretrained_model is not None:  # the model is the task's, as compiled
-        require(not sweep.get("shapes", {}), "sweep.shapes",
-                f"must be empty: task {config.task.name!r} brings its own model, whose shape cannot be swept")
-        model = task.pretrained_model.model_config
-    from fttrace.answer.evals import EVALS, NEEDS_COMPONENTS, SECTIONLESS  # local import: evals import jax
-    for name in evals:
-        require(name in EVALS, "evals", f"unknown evaluation {name!r}; known: {', '.join(EVALS)}")
-        require(name in config or name in SECTIONLESS, name, f"missing section (needed by evaluation {name!r})")
-        require(name not in NEEDS_COMPONENTS or getattr(task.pretrained_model, "components", None), "evals",
-                f"evaluation {name!r} needs a task whose model is compiled (task.name 'tracr'), not "
-                f"{config.task.name!r}")
-    if config.sweep.get("protocol", ()):
-        validate_protocols(config, model)
-    if "prune" in evals:
-        require(config.prune.score in ("taylor", "abs"), "prune.score", "must be 'taylor' or 'abs'")
-        require(0 <= config.prune.tolerance <= 1, "prune.tolerance", "must be in [0, 1]")
-        for key in ("neuron_ks", "head_ks"):
-            require(all(isinstance(k, int) and k >= 0 for k in config.prune[key]), f"prune.{key}",
-                    "must hold non-negative integers")
-        n_heads = model.n_layers * model.n_heads
-        require(max(config.prune.head_ks) <= n_heads, "prune.head_ks", f"exceeds the model's {n_heads} heads")
-        for key in ("weight_fractions", "mask_budgets"):
-            require(all(0 <= f <= 1 for f in config.prune[key]), f"prune.{key}", "must hold fractions in [0, 1]")
-        positive_int(config, "prune.random_draws")
-    if "patch" in evals:
-        positive_int(config, "patch.examples")
-    require(0 <= config.finetune.get("target", 0.0) <= 1, "finetune.target", "must be in [0, 1] (0: no criterion)")
-    if "reft" in evals:
-        require(config.reft.lr_mode in ("shared", "tied"), "reft.lr_mode", "must be 'shared' or 'tied'")
-        require(config.reft.lr_factor > 0, "reft.lr_factor", "must be positive")
-        require(config.reft.lr_scale > 0, "reft.lr_scale", "must be positive")
-        require(0 < config.reft.threshold <= 1, "reft.threshold", "must be in (0, 1]")
-    if "planted" in evals:
-        require("reft" in evals and config.reft.control, "evals",
-                "evaluation 'planted' fine-tunes the reFT control: it needs 'reft' with reft.control")
-        require(not config.sweep.get("protocol", ()), "evals",
-                "evaluation 'planted' fine-tunes like plain fine-tuning, not with sweep.protocol")
-        require("control" in task.queries, "evals", f"evaluation 'planted' needs a task that can ask about its "
-                                                     f"control terminal, not {config.task.name!r}")
-    if "components" in evals:
-        positive_int(config, "components.examples")
-    if "probe" in evals:
-        for key in ("probe.train_examples", "probe.test_examples", "probe.steps"):
-            positive_int(config, key)
-        require(config.probe.fitter in ("softmax", "ridge"), "probe.fitter", "must be 'softmax' or 'ridge'")
-        require(config.probe.ridge >= 0, "probe.ridge", "must be non-negative")
+    return importlib.import_module(TASK_VALIDATE).validate_config(config)
 
 
 def check_numerics(config) -> None:
@@ -442,21 +304,6 @@ def check_numerics(config) -> None:
             "must be 'auto', 'float32' or 'bfloat16'")
     require(config.model.get("attention", "auto") in ("auto", "einsum", "fused"), "model.attention",
             "must be 'auto', 'einsum' or 'fused'")
-
-
-def validate_protocols(config, model) -> None:
-    """`sweep.protocol` and the `protocols` section against the model (`config.model`, or a ModelConfig)."""
-    import jax  # local imports: the model imports jax
-    from fttrace.engine import protocols
-    from fttrace.model.transformer import ModelConfig, init_params
-    layers = [model.n_layers, *config.sweep.get("shapes", {}).get("n_layers", ())]  # top_k must fit every depth
-    if isinstance(model, ModelConfig):
-        cfg = model
-    else:  # the vocabulary, context and dtype do not change which matrices a block has
-        cfg = ModelConfig.from_config(dict(model, vocab_size=model.get("vocab_size") or 8,
-                                           max_len=model.get("max_len") or 8, dtype="float32"))
-    shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
-    protocols.validate(config, min(layers), jax.tree.map(lambda x: x, shapes["block_0"]))
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:

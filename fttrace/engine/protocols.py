@@ -39,6 +39,7 @@ import pandas as pd
 from fttrace.engine import train
 
 from fttrace.model import trees
+from fttrace.model.transformer import ModelConfig, init_params
 from fttrace.errors import UserError
 
 KINDS = ("full", "l2sp", "top_k", "lora", "svf")
@@ -306,3 +307,15 @@ def protocols_section(phase: str | None = None) -> ml_collections.ConfigDict:
     if phase is not None:
         section["phase"] = phase
     return ml_collections.ConfigDict(section)
+
+
+def validate_for_model(config, model) -> None:
+    """`sweep.protocol` and the `protocols` section against the model (`config.model`, or a ModelConfig)."""
+    layers = [model.n_layers, *config.sweep.get("shapes", {}).get("n_layers", ())]  # top_k must fit every depth
+    if isinstance(model, ModelConfig):
+        cfg = model
+    else:  # the vocabulary, context and dtype do not change which matrices a block has
+        cfg = ModelConfig.from_config(dict(model, vocab_size=model.get("vocab_size") or 8,
+                                           max_len=model.get("max_len") or 8, dtype="float32"))
+    shapes = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
+    validate(config, min(layers), jax.tree.map(lambda x: x, shapes["block_0"]))

@@ -2,7 +2,7 @@
 
   config checks   `check_phase` for one phase section (steps, batch size, schedule, warmup, eval steps, member
                   batch), `check_model` (model, eval and checkpoint sections) and `check_protocols`, through the
-                  checks every study uses (config.require, positive_int, check_checkpoint, validate_protocols)
+                  checks every study uses (config.require, positive_int, check_checkpoint; protocols.validate_for_model)
   LanguageModelStudy
                   the part of a study kind (runner.py) that is the same for both: one group of every seed's
                   members per model shape (`sweep.shapes`: width, depth, heads, MLP width as axes; each shape a
@@ -24,8 +24,7 @@ import numpy as np
 import pandas as pd
 
 from fttrace.engine import protocols
-from fttrace.config import check_checkpoint, check_numerics, check_optimizer, positive_int, require, \
-    validate_protocols
+from fttrace.config import check_checkpoint, check_numerics, check_optimizer, positive_int, require
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.steps import DocumentRange, NextTokenObjective
 from fttrace.model.transformer import ModelConfig, Transformer
@@ -87,7 +86,7 @@ def check_protocols(config, phases: tuple) -> None:
     phase whose members they parameterise (one of `phases`, not pretraining)."""
     if not protocols.in_sweep(config):
         return
-    validate_protocols(config, config.model)
+    protocols.validate_for_model(config, config.model)
     phase = config.protocols.get("phase", "finetune")
     require(phase in phases[1:], "protocols.phase",
             f"must be a fine-tuning phase of the study ({', '.join(phases[1:])}), got {phase!r}")
