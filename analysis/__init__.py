@@ -7,7 +7,8 @@ studied on a laptop:
     python -m analysis summary RUNDIR                              # the same in the terminal
     python -m analysis compare RUN_A RUN_B                         # two runs of one config: the same verdicts?
 
-Modules: load (stores -> Study), settings (the cells and their order), measures (per-member numbers), regime (what
+Modules: schema (the results store's files, columns and run-identity keys, imported by fttrace's engine too),
+load (stores -> Study), settings (the cells and their order), measures (per-member numbers), regime (what
 the models can do, before any verdict, per seed), taxonomy (one class per fine-tuned member, the nulls and the
 Parameters), emergence (the taxonomy's headline per setting), stats (bootstrap, cluster bootstrap over seeds,
 Wilson, signed-rank tests and their power, logistic regression with seed-clustered errors), survival (Kaplan-Meier,

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from analysis import figures
-from analysis.stats import beyond_noise, gap_text
+from analysis.schema import beyond_noise
+from analysis.stats import gap_text
 from analysis.study_page import (block, captioned_table, figure_block, interval_column, named_intervals, names_study,
                                  read_frames, section_html, unfinished_lines, write_page)
 

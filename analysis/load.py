@@ -21,11 +21,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from analysis.errors import AnalysisError
+from analysis.schema import BASE_COLUMNS, KEY, MANIFEST_FILE, RESULTS_FILE, RESULTS_NEUTRAL, flat
 
-RESULTS_FILE = "results.parquet"
-MANIFEST_FILE = "manifest.json"
-KEY = ["member", "phase", "step", "metric"]
-BASE_COLUMNS = ("member", "parent", "phase", "step", "metric", "value", "status")
 REQUIRED_HYPERPARAMETERS = ("group", "seed", "pretrain_lr", "prior", "prior_name")
 # Present once a store holds fine-tuning (or reFT / control) rows; added empty before that.
 LATER_HYPERPARAMETERS = {"finetune_lr": np.nan, "finetune_lr_name": "", "spurious": np.nan, "reft_lr": np.nan,
@@ -160,18 +157,7 @@ def read_store(path) -> Store:
     return Store(path, manifest, results)
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 GROWN = {"sweep.seeds", "sweep.seed_offset"}  # the keys on which the stores of one sweep grown by seeds differ
-HOW_IT_RAN = "checkpoint."  # keys that change how a run went, never its results (fttrace's RESULTS_NEUTRAL)
 
 
 def _seed_range(store: Store) -> range:
@@ -180,10 +166,11 @@ def _seed_range(store: Store) -> range:
 
 
 def config_differences(manifest: dict, other: dict) -> list[str]:
-    """The config keys (dotted) on which two stores' manifests differ, but those of how a run went (HOW_IT_RAN)."""
-    first, second = _flat(manifest["config"]), _flat(other["config"])
+    """The config keys (dotted) on which two stores' manifests differ, but those of how a run went (RESULTS_NEUTRAL);
+    an empty section is as if absent."""
+    first, second = ({k: v for k, v in flat(m["config"]).items() if v != {}} for m in (manifest, other))
     return sorted(k for k in first.keys() | second.keys()
-                  if first.get(k) != second.get(k) and not k.startswith(HOW_IT_RAN))
+                  if first.get(k) != second.get(k) and k not in RESULTS_NEUTRAL)
 
 
 def listed(keys: list[str]) -> str:

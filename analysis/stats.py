@@ -18,6 +18,8 @@ import scipy.stats
 import statsmodels.api as sm
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.proportion import proportion_confint
+
+from analysis.schema import Z95
 from statsmodels.tools.sm_exceptions import ConvergenceWarning, PerfectSeparationError, PerfectSeparationWarning
 
 CONFIDENCE = 0.95
@@ -74,14 +76,6 @@ def cell_intervals(frame: pd.DataFrame, value: str, cells, confidence: float = C
     return pd.DataFrame(rows, columns=[*cells, "seeds", value, f"{value}_lo", f"{value}_hi"])
 
 
-Z95 = 1.96  # a one-sided 2.5 % test in standard errors
-
-
-def beyond_noise(gap, se):
-    """Whether a gap is positive beyond sampling noise: above 1.96 of its standard errors (without variance, any
-    positive gap). The regime test of the language-model studies (a rate asked minus not asked, a memorised share
-    minus the controls')."""
-    return np.asarray(gap, float) > Z95 * np.asarray(se, float)
 
 
 def gap_text(gap, se) -> str:

@@ -14,7 +14,8 @@ from markupsafe import Markup
 
 from analysis import figures, markup
 from analysis.errors import AnalysisError
-from analysis.load import MANIFEST_FILE, config_differences, listed, read_manifest, read_results_file
+from analysis.load import config_differences, listed, read_manifest, read_results_file
+from analysis.schema import MANIFEST_FILE
 from analysis.stats import cell_intervals
 
 

@@ -27,7 +27,7 @@ from scipy import stats
 from analysis.load import Study
 from analysis.measures import lineage_measures
 from analysis.regime import REQUIREMENTS, Requirements, member_regime
-from analysis.taxonomy import CLASSES, NULL_KIND, NOT_JUDGED, Parameters, Taxonomy, classify, matched_nulls, \
+from analysis.taxonomy import CLASSES, NOT_JUDGED, Parameters, Taxonomy, classify, matched_nulls, \
     null_measures
 
 WRAPPER_KIND = "planted_wrapper"

@@ -20,6 +20,7 @@ from typing import Iterable
 
 import ml_collections
 
+from analysis.schema import RESULTS_NEUTRAL, flat
 from fttrace.errors import UserError
 
 
@@ -104,17 +105,6 @@ def _variants(tree: ast.Module, directory: pathlib.Path) -> dict:
     return {}
 
 
-def flat(config: dict, prefix: str = "") -> dict:
-    """A nested config dict as {dotted key: value}."""
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def differences(a: dict, b: dict) -> list[str]:
     """The keys on which two configs (nested dicts, e.g. a manifest's) differ, each as `key: A -> B` (`absent`
     where one has no such key); tuples and lists of equal items are equal."""
@@ -127,12 +117,6 @@ def differences(a: dict, b: dict) -> list[str]:
         return "absent" if value is missing else repr(value)
     return [f"{key}: {shown(fa.get(key, missing))} -> {shown(fb.get(key, missing))}"
             for key in sorted(set(fa) | set(fb)) if fa.get(key, missing) != fb.get(key, missing)]
-
-
-# Keys that change how a run goes, never what it computes: a run resumes under other values of them. The phases'
-# and the evaluations' `member_batch` are not among them: the width of a vmapped group changes float rounding, and
-# through it, now and then, a logged accuracy.
-RESULTS_NEUTRAL = ("checkpoint.every_chunks", "checkpoint.keep", "checkpoint.keep_log_spaced")
 
 
 def results_relevant(config: dict) -> dict:

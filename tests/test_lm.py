@@ -13,7 +13,8 @@ from fttrace import config as config_lib
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate, generate_members, step_logits, empty_cache
 from fttrace.errors import UserError
-from fttrace.lm.measure import beyond_noise, decode_samples, probe_accuracy, probe_members, proportion_gap
+from analysis.schema import beyond_noise
+from fttrace.lm.measure import decode_samples, probe_accuracy, probe_members, proportion_gap
 from fttrace.stories.measure import feature_rate, probe_records, refusal_rate, story_probe_set
 from fttrace.lm.steps import DocumentRange, NextTokenObjective, lm_loss
 from fttrace.model.transformer import ModelConfig, Transformer, init_params

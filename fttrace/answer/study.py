@@ -46,16 +46,18 @@ class GroupRun(PhaseRunner):
     Evaluations (fttrace/evals) receive the GroupRun and use what the engine's PhaseRunner gives (part_name, done,
     write_phase, store, progress, placement) and:
       config, group, task, eval_sets
+      tables            the member table of every phase of the group that keeps parameters (TaskStudy.phase_tables):
+                        what evaluations read to know the members of a level
       states[phase]     phase-final TrainStates: "pretrain", "finetune" and the phases evaluations train
       train_phase(phase, members, state, data, phase_cfg=None)
                         trains (the answer-position objective, evaluated on `eval_sets`), checkpoints and writes part
                         `part_name(phase)`; a phase finished by an earlier run is restored instead
     """
 
-    def __init__(self, runner: PhaseRunner, group: Group, task, eval_sets):
+    def __init__(self, runner: PhaseRunner, group: Group, task, eval_sets, tables: dict[str, pd.DataFrame]):
         super().__init__(runner.config, group.index, runner.store, runner.progress, runner.placement,
                          runner.checkpoints)
-        self.group, self.task, self.eval_sets = group, task, eval_sets
+        self.group, self.task, self.eval_sets, self.tables = group, task, eval_sets, tables
         self.states = PhaseStates({"pretrain": self.pretrain, "finetune": self.finetune})
 
     def loop(self, phase_cfg, model=None) -> PhaseLoop:
@@ -197,7 +199,7 @@ class TaskStudy:
         return task.describe()
 
     def run_group(self, runner: PhaseRunner, group: Group) -> None:
-        GroupRun(runner, group, self.task, self.eval_sets).run()
+        GroupRun(runner, group, self.task, self.eval_sets, self.phase_tables(group)).run()
 
     @staticmethod
     def headline(results_path) -> str:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fttrace.lm.measure import beyond_noise, proportion_gap
+from analysis.schema import beyond_noise
+from fttrace.lm.measure import proportion_gap
 from fttrace.lm.phases import MODEL_SHAPES
 
 METRICS = ("extraction", "span", "refusal")

@@ -37,14 +37,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from etils import epath
 
+from analysis.schema import BASE_COLUMNS, MANIFEST_FILE, PARTS_DIR, RESULTS_FILE  # noqa: F401  (re-exported: the layout)
 from fttrace.errors import UserError, io_reason, storage_error
 
-RESULTS_FILE = "results.parquet"
-MANIFEST_FILE = "manifest.json"
-PARTS_DIR = "parts"
 LIVE_DIR = "live"  # the curves of phases still training, rewritten as they go; removed when the phase's part is written
 PROGRESS_FILE = "progress.json"  # where the run is now (fttrace/engine/progress.py; `fttrace status`)
-BASE_COLUMNS = ("member", "parent", "phase", "step", "metric", "value", "status")
 # A manifest's status: "running" until the run ends, then COMPLETE with its wall time in `wall_s`. Workdirs of the LM
 # studies written by fttrace 0.3.0 and before say "done" and `wall_seconds` instead: `finished` and `wall_time` read
 # either schema.

@@ -2,7 +2,8 @@
 samples, and linear probes on the residual stream of prompts.
 
   gaps     proportion_gap: p - q of two shares of independent draws and its binomial standard error;
-           beyond_noise: the regime test of the LM studies (a gap above 1.96 standard errors)
+           (the regime test of the LM studies, a gap above 1.96 standard errors, is analysis.schema.beyond_noise:
+           the engine decides with the one the analysis reads the results with)
   probes   per layer (the residual stream after the embeddings and after each block), a logistic probe on the mean
            of a prompt's last `positions` hidden states, trained on frozen activations (`probe_members`); its
            accuracy on held-out prompts
@@ -33,12 +34,6 @@ def proportion_gap(p, q, n_p, n_q):
     canaries and of controls), and the difference's binomial standard error."""
     p, q = np.asarray(p, float), np.asarray(q, float)
     return p - q, np.sqrt(p * (1 - p) / n_p + q * (1 - q) / n_q)
-
-
-def beyond_noise(gap, se) -> np.ndarray:
-    """Whether a gap is positive beyond sampling noise: above 1.96 standard errors (one-sided 2.5 %; a gap without
-    variance, every draw alike on each side, counts if positive). The regime test of the LM studies."""
-    return np.asarray(gap, float) > 1.96 * np.asarray(se, float)
 
 
 def decode_samples(tokenizer: Tokenizer, samples: np.ndarray) -> list[str]:

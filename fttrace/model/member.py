@@ -25,7 +25,6 @@ import json
 from collections.abc import Mapping, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 

@@ -55,7 +55,8 @@ from fttrace.engine.curves import records_first_step
 from fttrace.errors import UserError
 from fttrace.lm import corpus as corpus_lib
 from fttrace.lm.decode import generate_members
-from fttrace.lm.measure import beyond_noise, decode_samples, probe_members, proportion_gap
+from analysis.schema import beyond_noise
+from fttrace.lm.measure import decode_samples, probe_members, proportion_gap
 from fttrace.stories.measure import feature_rate, probe_records, prompts_of, refusal_rate, story_probe_set
 from fttrace.lm.phases import LanguageModelStudy, check_model, check_phase, check_protocols, rows_of, \
     stacked_parents
@@ -217,7 +218,7 @@ HAS, LACKS = "has the capability", "LACKS the capability: its verdicts describe 
 
 def regime_lines(frame: pd.DataFrame, feature: str = "F") -> list[str]:
     """The regime of a stories run (its results rows): per seed, the pretrained model's F rate asked and not asked,
-    the gap with its standard error and whether the model has the capability (`measure.beyond_noise`), beside the
+    the gap with its standard error and whether the model has the capability (`analysis.schema.beyond_noise`), beside the
     control
     pretrained without F and the untrained model; then how many seeds have it."""
     pre = frame[(frame.phase == "pretrain") & frame.metric.isin(

@@ -32,14 +32,10 @@ MEMBER_LEVELS = ("pretrain", "finetune", "reft")
 def member_sets(run, levels=MEMBER_LEVELS) -> list[MemberSet]:
     """The levels of the run tree that exist so far, in run-tree order ("init": the pretraining members' untrained
     models, on the pretraining members' rows): the sets a measurement evaluates, announced to the progress display."""
-    tables = {"pretrain": run.group.pretrain, "finetune": run.group.finetune,
-              "reft": getattr(run, "reft_members", None), "control_pretrain": getattr(run, "control_members", None),
-              "control_reft": getattr(run, "control_reft_members", None), "init": run.group.pretrain,
-              "null_finetune": getattr(run, "null_members", None),
-              "planted_wrapper": getattr(run, "wrapper_members", None)}
+    tables = {**run.tables, "init": run.group.pretrain}
     out = []
     for level in LEVELS:
-        if level not in levels or tables[level] is None:
+        if level not in levels or level not in tables:
             continue
         if level == "init":
             out.append(MemberSet(level, tables[level], untrained_params(run)))

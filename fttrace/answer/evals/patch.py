@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pandas as pd
 
 from fttrace.answer.evals.common import MemberSet, ancestor_params, evaluate_members, member_sets, member_status
 from fttrace.model.transformer import Transformer

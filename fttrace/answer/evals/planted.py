@@ -93,30 +93,30 @@ def finetune(run, phase, members, parents_state, protocol=None):
     return run.train_phase(phase, members, state, data, phase_cfg=run.group.phase(run.config, "finetune"))
 
 
-def revive(run, phase, members, state, pt_acc) -> None:
-    """reFT of fine-tuned `members` (state rows) at their twins' reFT LR, to the threshold of the real parent's C_PT."""
+def revive(run, phase, state, pt_acc) -> None:
+    """reFT of the fine-tuned members of `state` (the phase's children: `run.tables[phase]`) at their twins' reFT LR,
+    to the threshold of the real parent's C_PT."""
     cfg = run.config.reft
-    children = reft_children(members, cfg)
+    children = run.tables[phase]
     state = fan_out(state, children.parent_index.to_numpy(), cfg, children.reft_lr.to_numpy(),
                     member_keys(run.config.seed, children.seed.to_numpy(), reft.REFT))
     reference = pt_acc[children.pretrain_index.to_numpy()]
     reft.train_on_pretraining_task(run, phase, children, state, reference)
     reft.write_summary(run, phase, children, reference)
-    return children
 
 
 def run_planted(run) -> None:
     """The fine-tuned matched nulls and the planted wrappers, each with its reFT (module docstring)."""
     pt_acc = pretrained_pt_acc(run)
-    run.null_members = nf = null_members(run.group, run.control_members)
+    nf = run.tables[NULL_FINETUNE]
     state = finetune(run, NULL_FINETUNE, nf, run.states[reft.CONTROL_PRETRAIN])
-    run.null_reft_members = revive(run, NULL_REFT, nf, state, pt_acc)
-    run.wrapper_members = wf = wrapper_members(run.group)
+    revive(run, NULL_REFT, state, pt_acc)
+    wf = run.tables[PLANTED]
     mask = output_side(jax.tree.map(lambda x: x[0], run.states["pretrain"].params))
     protocol = UpdateSpec(mask=np.tile(mask, (len(wf), 1)), l2sp=np.zeros(len(wf), np.float32),
                           anchor=np.zeros((len(wf), len(mask)), np.float32))
     state = finetune(run, PLANTED, wf, run.states["pretrain"], protocol)
-    run.wrapper_reft_members = revive(run, WRAPPER_REFT, wf, state, pt_acc)
+    revive(run, WRAPPER_REFT, state, pt_acc)
 
 
 def phase_tables(group, controls: pd.DataFrame, cfg) -> dict[str, pd.DataFrame]:

@@ -110,7 +110,7 @@ def run_reft(run) -> None:
     """reFT of every fine-tuned member, then the control; a resumed run restores finished phases."""
     cfg = run.config.reft
     group = run.group
-    run.reft_members = rf = reft_members(group, cfg)
+    rf = run.tables[REFT]
     pt_acc = pretrained_pt_acc(run)
     state = fan_out(run.states["finetune"], rf.parent_index.to_numpy(), cfg, rf.reft_lr.to_numpy(),
                     member_keys(run.config.seed, rf.seed.to_numpy(), REFT))
@@ -118,7 +118,7 @@ def run_reft(run) -> None:
     write_summary(run, REFT, rf, pt_acc[rf.pretrain_index])
     if not cfg.control:
         return
-    run.control_members, run.control_reft_members = cp, cr = control_members(group, rf, cfg.control_lr_factors)
+    cp, cr = run.tables[CONTROL_PRETRAIN], run.tables[CONTROL_REFT]
     pretraining = group.phase(run.config, "pretrain")
     state = init_members(group.model, pretraining, run.config.seed, cp.seed.to_numpy(), cp.pretrain_lr.to_numpy(),
                          optimizer_values(cp, "pretrain"))
