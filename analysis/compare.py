@@ -158,6 +158,10 @@ def _run_line(a: Analysis) -> str:
     versions = manifest.get("versions") or {}
     what = ", ".join(f"{k} {v}" for k, v in versions.items())
     where = f"{len(devices)} device(s){' (' + str(devices[0]) + ')' if devices else ''}"
+    cpu = manifest.get("machine")  # absent from manifests written before fttrace recorded it
+    if cpu:
+        code = f", XLA code for {cpu['xla_cpu_max_isa']}" if cpu.get("xla_cpu_max_isa") else ""
+        where = f"{cpu.get('isa')} CPU{code}, {where}"
     return _short(f"{a.study.paths[0]}: {where}; {what}", terminal.WIDTH - 3)
 
 

@@ -30,7 +30,7 @@ LATER_HYPERPARAMETERS = {"finetune_lr": np.nan, "finetune_lr_name": "", "spuriou
 # The phase that trains a member names its place in the run tree.
 KIND_OF_PHASE = {"pretrain": "pretrained", "finetune": "finetuned", "reft": "reft",
                  "control_pretrain": "control_pretrained", "control_reft": "control_reft",
-                 # members of known answer (fttrace/answer/evals/planted.py): the matched nulls fine-tuned like the
+                 # members of known answer (fttrace/answer/planted.py): the matched nulls fine-tuned like the
                  # lowest-prior members and their reFT, the planted wrappers and theirs
                  "null_finetune": "null_finetuned", "null_reft": "null_reft",
                  "planted_wrapper": "planted_wrapper", "wrapper_reft": "wrapper_reft"}

@@ -18,7 +18,7 @@ C_PT is *kept* when the member's test C_PT is at least the midpoint between its 
 never had it (`measures.null_pt_acc`): the nearest of the two centroids; else *suppressed*.
 
 The nulls (`Nulls`, from the study itself) are the matched nulls fine-tuned (phase null_finetune,
-fttrace/answer/evals/planted.py): models that differ from the members only in never having had C_PT (same query
+fttrace/answer/planted.py): models that differ from the members only in never having had C_PT (same query
 mix with O_PT's queries asked about the control terminal, same budgets), fine-tuned like the seed's lowest-prior
 members to the same C_FT, and measured like them:
   pruning  T_prune, the `null_quantile` quantile of their targeted pruning gains (the mean C_PT gain over the

@@ -1,5 +1,5 @@
 """The instruments on planted truth: before a verdict is trusted, each instrument is read on members whose answer is
-known (fttrace/answer/evals/planted.py).
+known (fttrace/answer/planted.py).
 
   true nulls / planted overwrites  the matched nulls fine-tuned (never had C_PT; same query mix, budgets and
                    fine-tuning as the seed's lowest-prior members, the same C_FT reached), judged against their real

@@ -43,6 +43,10 @@ def test_run_writes_results_and_manifest(finished_run, capsys):
     assert {"jax", "flax", "optax"} <= set(manifest["versions"]) and manifest["devices"]
     # What reproduces it beyond the config: the command, the XLA/JAX environment, the source tree, every package.
     assert manifest["argv"] and isinstance(manifest["environment"], dict)
+    # the CPU its floats came from, and the code XLA generated for it (AVX2 and AVX-512 round differently)
+    assert manifest["machine"]["cores"] >= 1 and manifest["machine"]["isa"] and manifest["machine"]["cpu"]
+    assert manifest["machine"]["xla_cpu_max_isa"] == (os.environ.get("XLA_FLAGS", "").partition("max_isa=")[2].split()
+                                                       or [None])[0]
     assert "FTTRACE_COMPILATION_CACHE" in manifest["environment"]  # set by the test session
     assert manifest["git_dirty"] in (True, False, None) and {"jax", "numpy", "pandas"} <= set(manifest["packages"])
     task = manifest["task"]  # what the run's task was: its operands, the probes' control terminal, the held-out share

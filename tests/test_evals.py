@@ -10,7 +10,7 @@ import pytest
 
 from fttrace.answer.evals import attention, patch, probe, prune, regime
 from fttrace.answer.evals.common import masked_accuracy
-from fttrace.answer.evals.reft import steps_to_threshold
+from fttrace.answer.reft import steps_to_threshold
 from fttrace.model.transformer import ModelConfig, Transformer, init_params
 from fttrace.engine.runner import run_study
 from fttrace.answer.sweep import build_groups

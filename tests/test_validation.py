@@ -1,5 +1,5 @@
 """The instruments on planted truth: the analysis (analysis/validation.py) on synthetic stores whose answer is known,
-and the phases that make the members of known answer (fttrace/answer/evals/planted.py) in a tiny study."""
+and the phases that make the members of known answer (fttrace/answer/planted.py) in a tiny study."""
 import jax
 import jax.flatten_util
 import numpy as np
@@ -131,7 +131,7 @@ def test_a_tiny_study_makes_the_members_of_known_answer(tmp_path):
 
 
 def test_a_planted_wrapper_trains_only_the_last_layers_output_side():
-    from fttrace.answer.evals.planted import output_side
+    from fttrace.answer.planted import output_side
     from fttrace.model.transformer import ModelConfig, init_params
     params = init_params(ModelConfig(vocab_size=20, max_len=8, d_model=8, n_layers=2, n_heads=2, d_mlp=16),
                          jax.random.PRNGKey(0))

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from fttrace.engine import protocols
+from fttrace.answer import planted, reft
 from fttrace.answer.evals import EVALS, in_run_order
 from fttrace.model.transformer import Transformer
 from fttrace.engine.runner import PhaseRunner
@@ -21,6 +22,14 @@ from fttrace.answer.tasks import queries
 from fttrace.answer.tasks.registry import build_task
 from fttrace.engine.train import AnswerObjective, PhaseLoop, TrainState, data_spec, eval_sets_for, fan_out, \
     init_members, member_keys, new_state
+
+
+# What trains after fine-tuning, named in `evals` beside the measurements (the config's word for what follows
+# fine-tuning): reverse fine-tuning and its control (reft.py), then the members of known answer (planted.py). Phases of
+# the study kind, each written as it finishes, run in this order before every measurement so that the measurements
+# cover their members too. `planted` has no config section of its own (it reads finetune's and reft's).
+TRAINED = {"reft": reft.run_reft, "planted": planted.run_planted}
+SECTIONLESS = ("planted",)
 
 
 class PhaseStates(dict):
@@ -133,14 +142,17 @@ class GroupRun(PhaseRunner):
         for phase, train in (("pretrain", self.pretrain), ("finetune", self.finetune)):
             if not self.done(self.part_name(phase)):
                 train()
-        for name in in_run_order(self.config.get("evals", ())):
+        evals = self.config.get("evals", ())
+        for name, train in TRAINED.items():
+            if name in evals:
+                with self.progress.evaluation(f"group {self.group.index} {name}"):
+                    train(self)
+        for name in in_run_order(evals):
             with self.progress.evaluation(f"group {self.group.index} {name}"):
                 self.evaluate(EVALS[name])
 
     def evaluate(self, measurement) -> None:
-        """Run one evaluation and write what it returns as its results part (once: a resumed run skips it)."""
-        if measurement.trains is not None:
-            return measurement.trains(self)
+        """Run one measurement and write what it returns as its results part (once: a resumed run skips it)."""
         part = self.part_name(measurement.phase)
         if not self.done(part):
             self.store.write_part(part, measurement.measure(self))
@@ -176,13 +188,11 @@ class TaskStudy:
         """The member tables of one group's phases that keep parameters, in run-tree order."""
         tables = {"pretrain": group.pretrain, "finetune": group.finetune}
         if "reft" in self.config.get("evals", ()):
-            from fttrace.answer.evals import reft
             tables["reft"] = rf = reft.reft_members(group, self.config.reft)
             if self.config.reft.control:
                 tables["control_pretrain"], tables["control_reft"] = reft.control_members(
                     group, rf, self.config.reft.control_lr_factors)
                 if "planted" in self.config.evals:
-                    from fttrace.answer.evals import planted
                     tables.update(planted.phase_tables(group, tables["control_pretrain"], self.config.reft))
         return tables
 

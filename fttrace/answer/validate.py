@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from fttrace.answer.evals import EVALS, NEEDS_COMPONENTS, SECTIONLESS
+from fttrace.answer.evals import EVALS, NEEDS_COMPONENTS
+from fttrace.answer.study import SECTIONLESS, TRAINED
 from fttrace.answer.sweep import PHASE_SHAPES, finetune_axes
 from fttrace.answer.tasks import registry
 from fttrace.config import check_checkpoint, check_numerics, check_optimizer, check_swept_optimizer, finite_number, \
@@ -111,7 +112,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 f"must be empty: task {config.task.name!r} brings its own model, whose shape cannot be swept")
         model = task.pretrained_model.model_config
     for name in evals:
-        require(name in EVALS, "evals", f"unknown evaluation {name!r}; known: {', '.join(EVALS)}")
+        require(name in EVALS or name in TRAINED, "evals",
+                f"unknown evaluation {name!r}; known: {', '.join([*TRAINED, *EVALS])}")
         require(name in config or name in SECTIONLESS, name, f"missing section (needed by evaluation {name!r})")
         require(name not in NEEDS_COMPONENTS or getattr(task.pretrained_model, "components", None), "evals",
                 f"evaluation {name!r} needs a task whose model is compiled (task.name 'tracr'), not "

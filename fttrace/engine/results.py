@@ -26,6 +26,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import uuid
@@ -323,6 +324,23 @@ def provenance() -> dict:
                 packages=_packages())
 
 
+def machine() -> dict:
+    """The CPU a run computed on, which its floats depend on (XLA generates different code for AVX2 and AVX-512):
+    its model, its cores, the widest vector extension it has, and the one XLA was limited to (`XLA_FLAGS`'s
+    `--xla_cpu_max_isa`; None: the CPU's own)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = re.search(r"^model name\s*:\s*(.+)$", info, re.M).group(1).strip()
+        flags = set(re.search(r"^flags\s*:\s*(.+)$", info, re.M).group(1).split())
+    except (OSError, AttributeError):  # not Linux, or no x86 flags line
+        pass
+    isa = next((name for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")) if flag in flags),
+               platform.machine())
+    limit = re.search(r"--xla_cpu_max_isa=(\S+)", os.environ.get("XLA_FLAGS", ""))
+    return dict(cpu=model, cores=os.cpu_count(), isa=isa, xla_cpu_max_isa=limit.group(1) if limit else None)
+
+
 def manifest(config_dict: dict, devices: list[str], **extra) -> dict:
     return dict(config=config_dict, versions=_versions(), devices=devices, **provenance(), host=platform.node(),
-                written=datetime.datetime.now(datetime.timezone.utc).isoformat(), **extra)
+                machine=machine(), written=datetime.datetime.now(datetime.timezone.utc).isoformat(), **extra)

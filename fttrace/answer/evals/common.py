@@ -23,7 +23,7 @@ class MemberSet:
 
 # Every level a measurement can examine, in run-tree order: the members, then the nulls (the control that never had
 # C_PT, before and after its C_PT training, and each pretraining seed's untrained model), then the fine-tuned
-# members of known answer (evals/planted.py: the matched nulls fine-tuned, the planted wrappers).
+# members of known answer (answer/planted.py: the matched nulls fine-tuned, the planted wrappers).
 LEVELS = ("pretrain", "finetune", "reft", "control_pretrain", "control_reft", "init", "null_finetune",
           "planted_wrapper")
 MEMBER_LEVELS = ("pretrain", "finetune", "reft")

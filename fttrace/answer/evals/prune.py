@@ -19,7 +19,7 @@ member's pretrained C_PT accuracy (NaN if none does), `<method>.frac_revive` the
 Every curve records C_FT beside C_PT, so the units whose removal revives C_PT can be seen to remove C_FT (or not).
 Pretrained members are pruned the same way, and so are the control that never had C_PT (`control_pretrain`) and
 the members of known answer (`null_finetune`, the matched nulls fine-tuned, whose gains make T_prune: a gain
-there is the instrument's own, not a latent capability's; `planted_wrapper`; evals/planted.py).
+there is the instrument's own, not a latent capability's; `planted_wrapper`; answer/planted.py).
 
 Rows: phase "prune", step = k (units removed), metrics "<method>.pt_acc" / "<method>.ft_acc"; "neurons.unit" and
 "heads.unit" at step k: the k-th unit the targeted ranking removes (flat index: layer x units per layer + unit).

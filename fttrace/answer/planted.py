@@ -1,4 +1,5 @@
-"""Members whose answer is known, to set the instruments' thresholds and to validate them (evaluation "planted").
+"""Members whose answer is known, to set the instruments' thresholds and to validate them (`evals` name "planted":
+phases the study trains after reFT, before every measurement).
 
   null_finetune    the matched nulls fine-tuned: each control_pretrain member (never had C_PT; pretrained on its
                    lowest-prior member's own query mix with O_PT asked about the control terminal instead, same
@@ -24,7 +25,7 @@ import jax.flatten_util
 import numpy as np
 import pandas as pd
 
-from fttrace.answer.evals import reft
+from fttrace.answer import reft
 from fttrace.answer.evals.common import pretrained_pt_acc
 from fttrace.answer.sweep import optimizer_values
 from fttrace.answer.tasks import queries

@@ -1,4 +1,5 @@
-"""Reverse fine-tuning (reFT): how fast does the pretraining capability come back?
+"""Reverse fine-tuning (reFT): how fast does the pretraining capability come back? (`evals` name "reft": phases the
+study trains after fine-tuning, before every measurement.)
 
 Every fine-tuned member `ftN` gets a child `rftN` trained on the pretraining task (queries about O_PT only, no
 shortcut). Its LR (`reft_lr`) is, with `reft.lr_mode = "shared"`, `reft.lr_scale` x its pretraining LR whatever
@@ -12,7 +13,7 @@ The control has no latent copy of the capability: for each (seed, pretraining LR
 with the budget and LR of that seed's lowest-prior member `ptN` (the prior whose members fine-tuning must teach
 C_FT; column `prior`: that prior, `prior_name` "control") on ptN's own query mix with every query about O_PT
 asked about the control terminal instead (queries.matched_null: it learns all ptN learns except C_PT; phase
-"control_pretrain"). The evaluation "planted" fine-tunes it like ptN's children (evals/planted.py). It is then
+"control_pretrain"). The phases of "planted" fine-tune it like ptN's children (answer/planted.py). It is then
 trained on the pretraining task like the reFT members, at each distinct reFT LR of its seed x
 `reft.control_lr_factors` (phase "control_reft", members `cptN-<reFT LR>-x<factor>`, column `reft_lr_base`: the
 reFT LR it is matched to). For a task that brings its pretrained model (a Tracr-compiled program) the control is
