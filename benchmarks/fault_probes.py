@@ -356,10 +356,16 @@ def probe_two_runs(lab: Lab) -> Outcome:
     diff = difference(work, lone)
     if diff:
         return Outcome(did, second.code, SILENT, f"the first run's results differ from a lone run's: {diff}")
+    return second_refused(lab, did, first, second, still_running, "the first run's results equal a lone run's")
+
+
+def second_refused(lab: Lab, did: str, first, second, still_running: bool, first_kept: str) -> Outcome:
+    """The outcome of a second run started while `first` held the workdir: one line naming the holder's process,
+    asked while the first still ran (else inconclusive); `first_kept`: what was checked of the first run."""
     if not still_running:
         return Outcome(did, second.code, OTHER, "inconclusive: the first run ended before the second was answered")
     outcome = error_outcome(lab, did, second, "is being written by `fttrace run`", f"process {first.pid}")
-    outcome.reason += "; the first run's results equal a lone run's"
+    outcome.reason += f"; {first_kept}"
     return outcome
 
 
@@ -374,11 +380,7 @@ def probe_overwrite_held(lab: Lab) -> Outcome:
     held = results_outcome(lab, did, lab.finish(first), work, "")
     if held.kind != CORRECT:
         return aftermath(held, second.code, "the holder: ")
-    if not still_running:
-        return Outcome(did, second.code, OTHER, "inconclusive: the holder ended before the second was answered")
-    outcome = error_outcome(lab, did, second, "is being written by `fttrace run`", f"process {first.pid}")
-    outcome.reason += "; the holder's results equal an undisturbed run's"
-    return outcome
+    return second_refused(lab, did, first, second, still_running, "the holder's results equal an undisturbed run's")
 
 
 # ------------------------------------------------------------------------ 3: SIGKILL, a damaged checkpoint, resume

@@ -1,11 +1,12 @@
 """Write the page of measured results of the bundled configs (fttrace/configs/RESULTS.md) from finished workdirs.
 
-    python benchmarks/results_page.py WORKDIR [WORKDIR ...] [--out fttrace/configs/RESULTS.md]
+    python benchmarks/results_page.py WORKDIR [WORKDIR ...] [--out fttrace/configs/RESULTS.md] [--shared WORKDIR]
 
 For each workdir: the command that made it (the config, the XLA flags), the machine it computed on and its time, as
 its manifest records them, then what `python -m analysis summary WORKDIR` prints. Two or more workdirs of one config
 (the same run on other machines, or with other XLA code) are also set side by side with `python -m analysis compare`,
-which says which verdicts a change of machine flips. The config files' docstrings say what a study is and why; the
+which says which verdicts a change of machine flips. `--shared WORKDIR` marks a workdir whose run shared the
+machine with other work: its wall time is printed as such, not as the machine's. The config files' docstrings say what a study is and why; the
 numbers live here, each one printed by a command on a named machine.
 """
 from __future__ import annotations
@@ -42,8 +43,9 @@ def duration(seconds: float) -> str:
     return f"{minutes} min {rest:02d} s"
 
 
-def provenance(manifest: dict) -> list[str]:
-    """The lines saying how a workdir was made: command, machine, versions, time."""
+def provenance(manifest: dict, shared: bool = False) -> list[str]:
+    """The lines saying how a workdir was made: command, machine, versions, time (`shared`: other work ran beside it,
+    so its time is not the machine's)."""
     flags = (manifest.get("environment") or {}).get("XLA_FLAGS")
     command = " ".join(["fttrace", *(manifest.get("argv") or [])[1:]])
     cpu = manifest.get("machine") or {}
@@ -59,10 +61,11 @@ def provenance(manifest: dict) -> list[str]:
             "- versions: " + ", ".join(f"{k} {versions[k]}" for k in ("fttrace", "jax", "jaxlib", "python")
                                          if k in versions)
             + f"; commit {commit[:12]}{' (uncommitted changes)' if manifest.get('git_dirty') else ''}",
-            f"- wall time: {duration(wall)} over {len(runs)} invocation(s) (status {manifest.get('status', '?')})"]
+            f"- wall time: {duration(wall)} over {len(runs)} invocation(s) (status {manifest.get('status', '?')})"
+            + ("; other work shared the machine, so this is not its time" if shared else "")]
 
 
-def page(workdirs: list[Path]) -> str:
+def page(workdirs: list[Path], shared=()) -> str:
     manifests = {w: json.loads((w / "manifest.json").read_text()) for w in workdirs}
     out = ["# Measured results of the bundled configs", "",
            f"Written by `python benchmarks/results_page.py {' '.join(str(w) for w in workdirs)}` on "
@@ -70,7 +73,7 @@ def page(workdirs: list[Path]) -> str:
            "records it, then what `python -m analysis summary WORKDIR` prints; workdirs of one config are compared "
            "with `python -m analysis compare A B`.", ""]
     for workdir, manifest in manifests.items():
-        out += [f"## {config_name(manifest)}: {workdir.name}", "", *provenance(manifest), "", "```",
+        out += [f"## {config_name(manifest)}: {workdir.name}", "", *provenance(manifest, workdir in shared), "", "```",
                 analysis("summary", str(workdir)), "```", ""]
     by_config: dict[str, list[Path]] = {}
     for workdir, manifest in manifests.items():
@@ -85,11 +88,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("workdirs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--shared", type=Path, action="append", default=[],
+                        help="a workdir (one of those given) whose run shared the machine with other work")
     args = parser.parse_args(argv)
     for workdir in args.workdirs:
         if not (workdir / "manifest.json").is_file():
             raise SystemExit(f"results_page: error: {workdir}: no manifest.json (not an fttrace workdir)")
-    args.out.write_text(page(args.workdirs))
+    unknown = [w for w in args.shared if w not in args.workdirs]
+    if unknown:
+        raise SystemExit(f"results_page: error: --shared {unknown[0]}: not one of the workdirs given")
+    args.out.write_text(page(args.workdirs, args.shared))
     print(f"results: {args.out}")
     return 0
 

@@ -250,7 +250,7 @@ def cmd_run(args, overrides) -> int:
 
         results = run_study(config, args.workdir, quiet=args.quiet, overwrite=args.overwrite, shard=shard)
         if not args.quiet and jax.process_index() == 0:
-            print(study_kind(config).headline(results))
+            print(study_kind(config).final_lines(results))
         print(f"results: {results}")
         return 0
 

@@ -128,17 +128,17 @@ def test_the_model_through_fused_attention_gives_the_einsum_models_logits_and_gr
 GB = 1e9
 
 
-def test_group_for_memory_is_the_largest_power_of_two_that_fits():
+def test_batch_for_memory_is_the_largest_power_of_two_that_fits():
     # 80 GB x 0.8 = 64 GB; 1 GB shared; 256 members x 1 MB held: ~62.7 GB for temporaries
-    assert memory.group_for_memory(256, 1 * GB, 1e6, 0.1 * GB, 80 * GB) == 256  # 627 would fit: capped at 256
-    assert memory.group_for_memory(256, 1 * GB, 1e6, 1 * GB, 80 * GB) == 32  # 62 fit
-    assert memory.group_for_memory(256, 1 * GB, 1e6, 1 * GB, 80 * GB, margin=0.5) == 32  # 38 fit
-    assert memory.group_for_memory(256, 1 * GB, 1e6, 1 * GB, 80 * GB, margin=0.4) == 16  # 30 fit
-    assert memory.group_for_memory(256, 1 * GB, 1e6, 1 * GB, 140 * GB) == 64  # 110 fit (an H200's)
-    assert memory.group_for_memory(256, 1 * GB, 0.3 * GB, 1 * GB, 80 * GB) == 1  # the held state alone overflows
-    assert memory.group_for_memory(5, 0, 1e6, 1e6, 80 * GB) == 8  # covers 5 members (group_size takes 5)
-    assert memory.group_for_memory(1, 0, 1e6, 1e6, 80 * GB) == 1
-    assert memory.group_for_memory(64, 0, 0, 0, 80 * GB) == 64  # nothing temporary
+    assert memory.batch_for_memory(256, 1 * GB, 1e6, 0.1 * GB, 80 * GB) == 256  # 627 would fit: capped at 256
+    assert memory.batch_for_memory(256, 1 * GB, 1e6, 1 * GB, 80 * GB) == 32  # 62 fit
+    assert memory.batch_for_memory(256, 1 * GB, 1e6, 1 * GB, 80 * GB, margin=0.5) == 32  # 38 fit
+    assert memory.batch_for_memory(256, 1 * GB, 1e6, 1 * GB, 80 * GB, margin=0.4) == 16  # 30 fit
+    assert memory.batch_for_memory(256, 1 * GB, 1e6, 1 * GB, 140 * GB) == 64  # 110 fit (an H200's)
+    assert memory.batch_for_memory(256, 1 * GB, 0.3 * GB, 1 * GB, 80 * GB) == 1  # the held state alone overflows
+    assert memory.batch_for_memory(5, 0, 1e6, 1e6, 80 * GB) == 8  # covers 5 members (member_batch_size takes 5)
+    assert memory.batch_for_memory(1, 0, 1e6, 1e6, 80 * GB) == 1
+    assert memory.batch_for_memory(64, 0, 0, 0, 80 * GB) == 64  # nothing temporary
 
 
 def test_the_cpu_reports_no_memory_and_keeps_the_activation_budget():
@@ -219,23 +219,23 @@ def test_the_compiled_plan_scales_to_the_group_that_fits(pretraining):
     # a device with room for the shared inputs and about two members' temporaries besides every member's state
     held = plan["argument"] + plan["output"] - plan["alias"] - plan["shared"]
     tight = (plan["shared"] + 8 * held / 2 + 2.5 * plan["temp"] / 2) / memory.MARGIN
-    assert memory.measured_group(program, state, data, pretraining.sets, tight, probe=2) == 2
-    assert memory.measured_group(program, state, data, pretraining.sets, 1e12) == 8
+    assert memory.measured_member_batch(program, state, data, pretraining.sets, tight, probe=2) == 2
+    assert memory.measured_member_batch(program, state, data, pretraining.sets, 1e12) == 8
 
 
-def test_a_phase_on_a_device_that_reports_memory_sizes_its_group_and_shows_it(pretraining, monkeypatch):
+def test_a_phase_on_a_device_that_reports_memory_sizes_its_member_batch_and_shows_it(pretraining, monkeypatch):
     state, data = pretraining.inputs()
     plain = pretraining.loop()
     assert plain.bytes_limit is None  # the CPU: the activation budget, as before
     assert plain.member_batch == train.train_member_batch(pretraining.group.model, pretraining.config.pretrain)
     sized = []
     monkeypatch.setattr(memory, "device_bytes_limit", lambda device=None: 123)
-    monkeypatch.setattr(memory, "measured_group", lambda *a: sized.append(a[-1]) or 2)
+    monkeypatch.setattr(memory, "measured_member_batch", lambda *a: sized.append(a[-1]) or 2)
     loop = pretraining.loop()
     assert loop.bytes_limit == 123
-    groups = []
-    _, records = loop.run(state, data, on_chunk=lambda *a, group, **k: groups.append(group))
-    assert sized == [123] and loop.member_batch == 2 and groups == [2, 2] and [s for s, _ in records] == [0, 2, 4]
+    batches = []
+    _, records = loop.run(state, data, on_chunk=lambda *a, batch, **k: batches.append(batch))
+    assert sized == [123] and loop.member_batch == 2 and batches == [2, 2] and [s for s, _ in records] == [0, 2, 4]
     # a phase whose config sets member_batch keeps it
     fixed = pretraining.config.pretrain.copy_and_resolve_references()
     fixed.member_batch = 4
@@ -243,10 +243,10 @@ def test_a_phase_on_a_device_that_reports_memory_sizes_its_group_and_shows_it(pr
                            pretraining.sets).bytes_limit is None
 
 
-def test_the_progress_line_shows_the_group_where_members_train_in_groups():
+def test_the_progress_line_shows_the_member_batch_where_members_train_in_batches():
     stream = io.StringIO()
     with Progress(stream=stream).phase("group 0 pretrain", 256) as on_chunk:
-        on_chunk(50, 100, 2.0, group=64)
-        on_chunk(100, 100, 2.0, group=256)
+        on_chunk(50, 100, 2.0, batch=64)
+        on_chunk(100, 100, 2.0, batch=256)
     first, second = [line for line in stream.getvalue().strip().splitlines() if "step" in line][:2]
-    assert "in groups of 64" in first and "groups" not in second
+    assert "in batches of 64" in first and "batches" not in second

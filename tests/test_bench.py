@@ -113,7 +113,7 @@ def test_the_decoder_is_benchmarked_and_every_mode_samples_the_same_tokens(tmp_p
 
 
 def test_compaction_is_benchmarked_with_the_same_results_in_both_modes(tmp_path, capsys):
-    """Training groups of 2, evaluation groups of 8: 12 of 16 members stopped leave a member axis of 8."""
+    """Training member batches of 2, evaluation batches of 8: 12 of 16 members stopped leave a member axis of 8."""
     out = tmp_path / "compaction.json"
     overrides = ["shape=tiny", "members=(16,)", "repeats=1", "steps=4", "objective=compaction",
                  "compaction.stopped=(0.0,0.75)", "compaction.chunks=2", "compaction.examples=16",

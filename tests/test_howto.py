@@ -83,7 +83,7 @@ def test_add_a_study_kind_names_what_every_kind_has():
     text = HOWTO.read_text()
     section = text[text.index("## Add a study kind\n"):]
     methods = ("groups", "shard", "member_count", "phase_tables", "prepare", "run_group", "protocol_layout",
-               "headline")
+               "final_lines")
     assert all(f"`{name}(" in section for name in methods)
     for module in (config_lib.TASK_STUDY, *config_lib.STUDY_KINDS.values()):
         kind = importlib.import_module(module).KIND

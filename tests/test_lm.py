@@ -153,7 +153,7 @@ def test_sweep_of_eight_members_is_one_program_and_each_member_trains_as_alone()
     for a, b in zip(jax.tree.leaves(alone.params), jax.tree.leaves(swept.params)):
         np.testing.assert_allclose(a[0], b[5], rtol=2e-5, atol=2e-6)
     assert not np.allclose(jax.tree.leaves(swept.params)[0][4], jax.tree.leaves(swept.params)[0][5])
-    grouped, _ = lm_chunk(cfg, phase, member_batch=4)[0](state, dev, lo, hi, 6)  # two groups of four: same numbers
+    grouped, _ = lm_chunk(cfg, phase, member_batch=4)[0](state, dev, lo, hi, 6)  # two member batches of four: same numbers
     for a, b in zip(jax.tree.leaves(grouped.params), jax.tree.leaves(swept.params)):
         np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 

@@ -30,12 +30,13 @@ def test_the_page_says_how_each_workdir_was_made_what_it_found_and_what_a_change
     a = made_on(write_store(tmp_path / "avx2", PLANT, seed=0), "AVX2")
     b = made_on(write_store(tmp_path / "sse", PLANT, seed=1), "SSE4_2")
     out = tmp_path / "RESULTS.md"
-    assert results_page.main([str(a), str(b), "--out", str(out)]) == 0
+    assert results_page.main([str(a), str(b), "--out", str(out), "--shared", str(b)]) == 0
     text = out.read_text()
     assert "## default: avx2\n" in text and "## default: sse\n" in text and "## default: avx2 against sse" in text
     assert f"- command: `XLA_FLAGS=--xla_cpu_max_isa=AVX2 fttrace run default --workdir {a}`" in text
     assert "- machine: Some CPU, 2 cores, AVX2; XLA code for SSE4_2; devices cpu:0" in text
-    assert "- wall time: 1 min 05 s over 2 invocation(s) (status complete)" in text
+    assert "- wall time: 1 min 05 s over 2 invocation(s) (status complete)\n" in text  # avx2: quiet
+    assert "(status complete); other work shared the machine, so this is not its time" in text  # sse
     assert text.count("== The answer: what this run found ==") == 2  # each workdir's summary
     assert "verdicts" in text.split("against sse")[1]  # the comparison's verdict line
 

@@ -180,7 +180,7 @@ def test_the_time_host_side_measurements_take_is_counted_apart():
 def test_stopped_members_leave_the_program_without_changing_any_number():
     """With members stopped, later chunks train the others only (compact=True); records and states equal those of
     the full program bit for bit."""
-    # Members train in groups of 4 and are evaluated in groups of 8: the compacted axis keeps both widths.
+    # Members train in member batches of 4 and are evaluated in batches of 8: the compacted axis keeps both widths.
     phase = CriterionPhase(120, 16, 128, target=0.45, member_batch=4)
     lrs = [3e-3, 1e-30, 3e-3, 3e-3, 1e30, 1e-30, 3e-3, 1e-30] * 2  # some stop, two diverge, some never stop
     weights = [1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0] * 2

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from fttrace.answer import reft
+from fttrace.config import require
 from fttrace.answer.evals.common import pretrained_pt_acc
 from fttrace.answer.sweep import optimizer_values
 from fttrace.answer.tasks import queries
@@ -124,3 +125,15 @@ def phase_tables(group, controls: pd.DataFrame, cfg) -> dict[str, pd.DataFrame]:
     """The member tables of the phases above, in run order (TaskStudy.phase_tables)."""
     nf, wf = null_members(group, controls), wrapper_members(group)
     return {NULL_FINETUNE: nf, NULL_REFT: reft_children(nf, cfg), PLANTED: wf, WRAPPER_REFT: reft_children(wf, cfg)}
+
+
+def check_config(config, task) -> None:
+    """What the members of known answer need: reFT with its control (they fine-tune the control), plain fine-tuning,
+    and a task that can ask about its control terminal."""
+    evals = config.get("evals", ())
+    require("reft" in evals and config.reft.control, "evals",
+            "evaluation 'planted' fine-tunes the reFT control: it needs 'reft' with reft.control")
+    require(not config.sweep.get("protocol", ()), "evals",
+            "evaluation 'planted' fine-tunes like plain fine-tuning, not with sweep.protocol")
+    require("control" in task.queries, "evals", f"evaluation 'planted' needs a task that can ask about its "
+                                                 f"control terminal, not {config.task.name!r}")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from fttrace.config import require
 from fttrace.engine.curves import first_step_reaching
 from fttrace.answer.evals.common import pretrained_pt_acc
 from fttrace.engine.results import long_frame
@@ -142,3 +143,11 @@ def write_summary(run, phase, members, reference) -> None:
         rows = run.placement.local_rows(len(members))
         run.store.write_part(f"{part}-summary", summary_frame(members.iloc[rows], phase, curve,
                                                               np.asarray(reference)[rows], run.config.reft.threshold))
+
+
+def check_config(config) -> None:
+    """The `reft` section (its optimiser and budget are checked with the other training phases')."""
+    require(config.reft.lr_mode in ("shared", "tied"), "reft.lr_mode", "must be 'shared' or 'tied'")
+    require(config.reft.lr_factor > 0, "reft.lr_factor", "must be positive")
+    require(config.reft.lr_scale > 0, "reft.lr_scale", "must be positive")
+    require(0 < config.reft.threshold <= 1, "reft.threshold", "must be in (0, 1]")

@@ -212,9 +212,9 @@ class TaskStudy:
         GroupRun(runner, group, self.task, self.eval_sets, self.phase_tables(group)).run()
 
     @staticmethod
-    def headline(results_path) -> str:
-        from fttrace.answer.headline import headline
-        return headline(results_path)
+    def final_lines(results_path) -> str:
+        from fttrace.answer.final_table import final_lines
+        return final_lines(results_path)
 
 
 KIND = TaskStudy

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ml_collections
 
-from fttrace.answer.evals import EVALS, NEEDS_COMPONENTS
+from fttrace.answer import planted, reft
+from fttrace.answer.evals import EVALS, NEEDS_COMPONENTS, in_run_order
 from fttrace.answer.study import SECTIONLESS, TRAINED
 from fttrace.answer.sweep import PHASE_SHAPES, finetune_axes
 from fttrace.answer.tasks import registry
@@ -47,6 +48,37 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     require(config.model.get("activation", "gelu") in ("gelu", "relu"), "model.activation",
             "must be 'gelu' or 'relu'")
     evals = config.get("evals", ())
+    _check_phases(config, evals)
+    _check_sweep(config)
+    check_checkpoint(config)
+    task = registry.build_task(config)  # raises UserError on a bad task config
+    model = config.model
+    if task.pretrained_model is not None:  # the model is the task's, as compiled
+        require(not config.sweep.get("shapes", {}), "sweep.shapes",
+                f"must be empty: task {config.task.name!r} brings its own model, whose shape cannot be swept")
+        model = task.pretrained_model.model_config
+    for name in evals:
+        require(name in EVALS or name in TRAINED, "evals",
+                f"unknown evaluation {name!r}; known: {', '.join([*TRAINED, *EVALS])}")
+        require(name in config or name in SECTIONLESS, name, f"missing section (needed by evaluation {name!r})")
+        require(name not in NEEDS_COMPONENTS or getattr(task.pretrained_model, "components", None), "evals",
+                f"evaluation {name!r} needs a task whose model is compiled (task.name 'tracr'), not "
+                f"{config.task.name!r}")
+    if config.sweep.get("protocol", ()):
+        protocols.validate_for_model(config, model)
+    require(0 <= config.finetune.get("target", 0.0) <= 1, "finetune.target", "must be in [0, 1] (0: no criterion)")
+    # Each trained phase and each measurement checks its own section.
+    if "reft" in evals:
+        reft.check_config(config)
+    if "planted" in evals:
+        planted.check_config(config, task)
+    for name in in_run_order(evals):
+        if EVALS[name].check is not None:
+            EVALS[name].check(config, model)
+
+
+def _check_phases(config, evals) -> None:
+    """The training phases' sections: budget, evaluation steps, schedule, warm-up, optimiser."""
     for phase in ("pretrain", "finetune") + (("reft",) if "reft" in evals else ()):
         steps = positive_int(config, f"{phase}.steps")
         every = positive_int(config, f"{phase}.eval_every")
@@ -57,6 +89,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         require(config[phase].schedule in ("constant", "cosine"), f"{phase}.schedule",
                 "must be 'constant' or 'cosine'")
         require(0 <= config[phase].warmup_steps <= steps, f"{phase}.warmup_steps", f"must be in [0, {steps}]")
+    for phase in ("pretrain", "finetune") + (("reft",) if "reft" in evals else ()):
+        check_optimizer(config, phase)
+
+
+def _check_sweep(config) -> None:
+    """The sweep: its axes, named values, swept optimiser settings, zipped axes and group shapes."""
     sweep = config.sweep
     for axis in ("pretrain_lr", "prior", "finetune_lr", "spurious"):
         require(isinstance(sweep[axis], tuple) and len(sweep[axis]) > 0, f"sweep.{axis}",
@@ -66,8 +104,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 "finite number")
     _check_named_values(sweep.finetune_lr, config.finetune.lr_scale, "sweep.finetune_lr", lambda v: v > 0,
                         "is not a positive finite learning rate")
-    for phase in ("pretrain", "finetune") + (("reft",) if "reft" in evals else ()):
-        check_optimizer(config, phase)
     _check_named_values(sweep.prior, config.task.priors, "sweep.prior", lambda v: 0 <= v <= 1, "is not in [0, 1]")
     for p in sweep.get("finetune_priors", ()):
         require(p in sweep.prior, "sweep.finetune_priors", f"{p!r} is not one of sweep.prior {tuple(sweep.prior)!r}")
@@ -104,52 +140,3 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                         and steps >= section.warmup_steps, f"sweep.shapes.{key}",
                         f"{steps!r} must be a positive multiple of {PHASE_SHAPES[key][0]}.eval_every "
                         f"({section.eval_every}) and at least its warmup_steps")
-    check_checkpoint(config)
-    task = registry.build_task(config)  # raises UserError on a bad task config
-    model = config.model
-    if task.pretrained_model is not None:  # the model is the task's, as compiled
-        require(not sweep.get("shapes", {}), "sweep.shapes",
-                f"must be empty: task {config.task.name!r} brings its own model, whose shape cannot be swept")
-        model = task.pretrained_model.model_config
-    for name in evals:
-        require(name in EVALS or name in TRAINED, "evals",
-                f"unknown evaluation {name!r}; known: {', '.join([*TRAINED, *EVALS])}")
-        require(name in config or name in SECTIONLESS, name, f"missing section (needed by evaluation {name!r})")
-        require(name not in NEEDS_COMPONENTS or getattr(task.pretrained_model, "components", None), "evals",
-                f"evaluation {name!r} needs a task whose model is compiled (task.name 'tracr'), not "
-                f"{config.task.name!r}")
-    if config.sweep.get("protocol", ()):
-        protocols.validate_for_model(config, model)
-    if "prune" in evals:
-        require(config.prune.score in ("taylor", "abs"), "prune.score", "must be 'taylor' or 'abs'")
-        require(0 <= config.prune.tolerance <= 1, "prune.tolerance", "must be in [0, 1]")
-        for key in ("neuron_ks", "head_ks"):
-            require(all(isinstance(k, int) and k >= 0 for k in config.prune[key]), f"prune.{key}",
-                    "must hold non-negative integers")
-        n_heads = model.n_layers * model.n_heads
-        require(max(config.prune.head_ks) <= n_heads, "prune.head_ks", f"exceeds the model's {n_heads} heads")
-        for key in ("weight_fractions", "mask_budgets"):
-            require(all(0 <= f <= 1 for f in config.prune[key]), f"prune.{key}", "must hold fractions in [0, 1]")
-        positive_int(config, "prune.random_draws")
-    if "patch" in evals:
-        positive_int(config, "patch.examples")
-    require(0 <= config.finetune.get("target", 0.0) <= 1, "finetune.target", "must be in [0, 1] (0: no criterion)")
-    if "reft" in evals:
-        require(config.reft.lr_mode in ("shared", "tied"), "reft.lr_mode", "must be 'shared' or 'tied'")
-        require(config.reft.lr_factor > 0, "reft.lr_factor", "must be positive")
-        require(config.reft.lr_scale > 0, "reft.lr_scale", "must be positive")
-        require(0 < config.reft.threshold <= 1, "reft.threshold", "must be in (0, 1]")
-    if "planted" in evals:
-        require("reft" in evals and config.reft.control, "evals",
-                "evaluation 'planted' fine-tunes the reFT control: it needs 'reft' with reft.control")
-        require(not config.sweep.get("protocol", ()), "evals",
-                "evaluation 'planted' fine-tunes like plain fine-tuning, not with sweep.protocol")
-        require("control" in task.queries, "evals", f"evaluation 'planted' needs a task that can ask about its "
-                                                     f"control terminal, not {config.task.name!r}")
-    if "components" in evals:
-        positive_int(config, "components.examples")
-    if "probe" in evals:
-        for key in ("probe.train_examples", "probe.test_examples", "probe.steps"):
-            positive_int(config, key)
-        require(config.probe.fitter in ("softmax", "ridge"), "probe.fitter", "must be 'softmax' or 'ridge'")
-        require(config.probe.ridge >= 0, "probe.ridge", "must be non-negative")

@@ -267,7 +267,7 @@ def memory_plan(setup, members: int) -> dict:
     setup.programs.clear()
     return dict(members=members, planned_mb=planned, planned_mb_per_member=planned / members,
                 argument_mb=analysis.argument_size_in_bytes / 2**20, temp_mb=analysis.temp_size_in_bytes / 2**20,
-                member_batch=train.group_size(members, setup.member_batch), compile_s=compile_s, bytes_limit=limit,
+                member_batch=train.member_batch_size(members, setup.member_batch), compile_s=compile_s, bytes_limit=limit,
                 fits=None if limit is None else planned * 2**20 <= limit, device=bench.device_name())
 
 

@@ -311,7 +311,7 @@ class JaxRunner:
         self.steps = jnp.int32(setup.steps)
         self.states[0], _ = self.compiled(self.states[0], self.data, self.shared, self.steps)  # untimed: first run
         jax.block_until_ready(self.states[0])
-        self.info = dict(member_batch=train.group_size(n, setup.member_batch), compile_s=compile_s,
+        self.info = dict(member_batch=train.member_batch_size(n, setup.member_batch), compile_s=compile_s,
                          peak_mem_per_member_mb=program_memory_mb(self.compiled) / n,
                          peak_mem_source="compiled program (XLA memory_analysis)", device=device_name())
 

@@ -282,14 +282,14 @@ class CanaryStudy(LanguageModelStudy):
                    self.measure(runner, "finetune", ft))
 
     @staticmethod
-    def headline(results_path) -> str:
-        return headline(results_path)
+    def final_lines(results_path) -> str:
+        return final_lines(results_path)
 
 
 KIND = CanaryStudy
 
 
-def headline(results_path) -> str:
+def final_lines(results_path) -> str:
     """Extraction of planted canaries per phase, unlock set, LR and eval step (mean over seeds and authors), by
     repetition count; the controls' extraction as the chance baseline."""
     from fttrace.engine.results import read_parquet

@@ -48,10 +48,10 @@ bootstrap CI]:
   probes: selectivity (C_PT target minus control target) pretrained 0.38 [0.36, 0.42], fine-tuned 0.35, reFT 0.40,
     the control that never had C_PT 0.07 [0.02, 0.12], untrained -0.10. Patching the parent into a low-prior member
     (C_Tr 0, small LR) brings C_PT back by +0.65 [0.57, 0.72], most often at the second block.
-`configs/pcfg_counter.py:small` is the default study (README's first command; its numbers: `configs/default.py`):
-12 seeds, priors high and low, LRs medium and large, C_Tr 0 and 1, pretraining 1,200 steps at LR 5e-3 (the
-fine-tuning and reFT LRs scale with it), fine-tuning evaluated every 100 steps on 256 held-out sequences per set,
-ridge probes, 128 patching inputs: 5 min 53 s on the 2-core CPU.
+`configs/pcfg_counter.py:small` is the default study (README's first command; why it is this size: `configs/default.py`;
+its numbers: `configs/RESULTS.md`): 12 seeds, priors high and low, LRs medium and large, C_Tr 0 and 1, pretraining
+2,000 steps at LR 5e-3 (the fine-tuning and reFT LRs scale with it), fine-tuning evaluated every 100 steps on 256
+held-out sequences per set, ridge probes, 128 patching inputs.
 """
 from fttrace.answer.defaults import pcfg_config
 

@@ -1,11 +1,11 @@
-"""Training groups sized from device memory.
+"""Member batches (the members trained together, vmapped) sized from device memory.
 
 On an accelerator, training every member at once is fastest until the program overflows the device's memory. Where
 a phase leaves `member_batch` at 0 and the device reports its memory (`bytes_limit` in `memory_stats()`; a CPU
-reports none), the group comes from the compiler's own plan: the training program compiled, not run, for a few
+reports none), the batch comes from the compiler's own plan: the training program compiled, not run, for a few
 members, its `memory_analysis()` split into what every member holds for the whole chunk (its state and data: the
 arguments and outputs) and what only the members computing together need (the temporaries), scaled to the member
-count against the device's limit with a margin (`group_for_memory`). The plan sees the dtype, the attention form
+count against the device's limit with a margin (`batch_for_memory`). The plan sees the dtype, the attention form
 and every term of the step (the T^2 attention scores included), which a count of activations does not. Where the
 device reports no memory, `train.train_member_batch`'s activation budget stays.
 """
@@ -71,7 +71,7 @@ def require_room(shapes, what: str, device=None, limit: int | None = None) -> No
                         "sweep into runs)")
 
 
-def group_for_memory(members: int, shared_bytes: float, held_per_member: float, temp_per_member: float,
+def batch_for_memory(members: int, shared_bytes: float, held_per_member: float, temp_per_member: float,
                      bytes_limit: float, margin: float = MARGIN) -> int:
     """The largest power of two g (at most the power of two that covers `members`) such that the shared inputs,
     every member's held bytes and g members' temporaries fit `margin` x `bytes_limit`; 1 where not even one fits
@@ -98,11 +98,11 @@ def planned_bytes(program, state, data, shared, probe: int) -> dict:
                 shared=sum(getattr(x, "nbytes", 0) for x in jax.tree.leaves(shared)))
 
 
-def measured_group(program, state, data, shared, bytes_limit: int, probe: int = PROBE_MEMBERS) -> int:
+def measured_member_batch(program, state, data, shared, bytes_limit: int, probe: int = PROBE_MEMBERS) -> int:
     """Members to train together (a power of two) for the member axis of `state`, from `program`'s plan for a few
-    of them (`planned_bytes`) scaled against `bytes_limit` (`group_for_memory`)."""
+    of them (`planned_bytes`) scaled against `bytes_limit` (`batch_for_memory`)."""
     members = state.step.shape[0]
     probe = min(probe, members)
     plan = planned_bytes(program, state, data, shared, probe)
     held = max(plan["argument"] + plan["output"] - plan["alias"] - plan["shared"], 0) / probe
-    return group_for_memory(members, plan["shared"], held, plan["temp"] / probe, bytes_limit)
+    return batch_for_memory(members, plan["shared"], held, plan["temp"] / probe, bytes_limit)

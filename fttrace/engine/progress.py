@@ -231,19 +231,19 @@ class Progress:
         last = []
 
         def on_chunk(step: int, total: int, seconds: float, training: int | None = None,
-                     trained: int | None = None, measuring: float = 0.0, group: int | None = None) -> None:
+                     trained: int | None = None, measuring: float = 0.0, batch: int | None = None) -> None:
             """`trained`: how many members trained in the chunk, `training`: how many still train after it (the
             others met their criterion or diverged); `measuring`: seconds of host-side measurements so far;
-            `group`: members trained together (shown where fewer than all)."""
+            `batch`: members trained together (shown where fewer than all)."""
             elapsed = self.clock() - start
             counted.chunk(step, trained, training)
             per_s, eta = counted.per_s(elapsed), counted.eta(elapsed, total, training)
             self.times[label] = dict(kind="phase", wall_s=round(elapsed, 3), measuring_s=round(measuring, 3), **within)
             self._record(stage=label, kind="phase", step=step, steps=total, members=members, training=training,
                          member_steps_per_s=round(per_s, 1), eta_s=None if eta is None else round(eta, 1),
-                         stopped_at=counted.stopped_at, group=group)
+                         stopped_at=counted.stopped_at, member_batch=batch)
             still = members_of(members) if training is None else f"{training} of {members_of(members)} training"
-            still += f" in groups of {group}" if group and group < members else ""
+            still += f" in batches of {batch}" if batch and batch < members else ""
             detail = f"{still}, {rate(per_s)} member-steps/s, ETA {duration(eta)}"
             if counted.stopped_at is not None and counted.stopped_at < total:
                 detail += f"; every member stopped by step {counted.stopped_at}"

@@ -26,7 +26,7 @@ A study kind is a class built from the config, with
   FRESH                    workdir folders that --overwrite removes besides the results and checkpoints
   prepare(workdir, placement)  builds what its phases read (a task, a corpus); returns a description for the manifest
   run_group(runner, group) runs the group's phases through `runner`
-  headline(results_path)   the lines `fttrace run` prints at the end
+  final_lines(results_path)  the lines `fttrace run` prints at the end
 Its module names it `KIND`; config.py knows each kind's module and its config check.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ from fttrace.engine.placement import Placement, sync
 from fttrace.engine.progress import Progress
 from fttrace.engine.results import COMPLETE, MANIFEST_FILE, PROGRESS_FILE, ResultsStore, finished, long_frame, manifest, \
     status_of, write_json
-from fttrace.engine.train import PhaseLoop, TrainState, group_size
+from fttrace.engine.train import PhaseLoop, TrainState, member_batch_size
 from fttrace.model.transformer import resolve_dtype
 
 
@@ -147,7 +147,7 @@ class PhaseRunner:
         except Exception as e:  # noqa: BLE001 -- XLA reports running out of memory as a runtime error
             if not out_of_memory(e):
                 raise
-            together = group_size(len(members), loop.member_batch)
+            together = member_batch_size(len(members), loop.member_batch)
             key = f"{phase}.member_batch" if phase in self.config else "the phase's member_batch"
             raise UserError(f"{label}: out of device memory training {len(members)} members, {together} at a time "
                             f"({str(e).splitlines()[0][:160]}); lower {key} (training) or "

@@ -14,7 +14,7 @@ stop changing) and flagged with the step; vmap keeps its neighbours' arithmetic 
 meets its phase's criterion (`phase.target`, read from held-out accuracies at each evaluation, or a study's own
 `stop` rule over what it measures on the host, e.g. the rate of a feature in sampled text) is frozen the same way
 and its stop step recorded. Between chunks, frozen members leave the program (`PhaseLoop`, compaction): the
-others train in a smaller member axis whose groups keep their width, so no member's numbers change.
+others train in a smaller member axis whose member batches keep their width, so no member's numbers change.
 
 The optimiser works on the parameters flattened into one vector per member: its state holds one array per
 moment, so the update, the finiteness checks and the freeze are a few large kernels instead of a few per
@@ -254,21 +254,19 @@ def apply_gradients(phase, state: TrainState, key, loss, grads, protocol=None):
         diverged_step=jnp.where(diverging, state.step, state.diverged_step)), jnp.where(ok, loss, jnp.nan)
 
 
-# Members train in groups of at most this many activations (batch x context x d_model x layers per group): on a
-# lone CPU, groups of a few members amortise the on-device sampler and stay in cache (`fttrace bench configs/bench.py
-# --config.shape=small --config.members="(16,)" --config.modes="('vmap',)" --config.data=task
-# --config.pretrain.member_batch=N` on the 2-core CPU: groups of 2 / 4 / 8 members 215 / 248 / 233 member-steps/s;
-# 2**18 gives that shape groups of 4, and the default study's pretraining (d32 L2 B32) too); on an accelerator, all
-# at once is fastest until activations overflow its memory (the reference shape d128 L4 T64 B64 fit 256 members in
-# an 80 GB H100 and asked for 95 GB at 512). Measurements: benchmarks/NOTES.md. An accelerator that reports its
-# memory sizes the group from the compiled program instead (`memory.py`, `PhaseLoop`); the budget is the fallback.
-GROUP_ACTIVATIONS = {"cpu": 2**18, "accelerator": 2**29}
+# Members train in member batches (vmapped together) of at most this many activations (sequences x context x
+# d_model x layers per batch): on a lone CPU, batches of a few members amortise the on-device sampler and stay in
+# cache; on an accelerator, all at once is fastest until activations overflow its memory. The measurements behind both
+# numbers (`fttrace bench configs/bench.py --config.pretrain.member_batch=N`): benchmarks/NOTES.md. An accelerator that
+# reports its memory sizes the batch from the compiled program instead (`memory.py`, `PhaseLoop`); the budget is the
+# fallback.
+BATCH_ACTIVATIONS = {"cpu": 2**18, "accelerator": 2**29}
 
 
 def sized_by_memory(phase) -> int | None:
-    """The device memory (bytes) a phase's training group is sized against: where `phase.member_batch` is 0, one
+    """The device memory (bytes) a phase's member batch is sized against: where `phase.member_batch` is 0, one
     device holds every member and it reports its memory (an accelerator); else None (a CPU, several devices, or a
-    group the config sets)."""
+    batch the config sets)."""
     if phase.get("member_batch", 0) or jax.device_count() > 1:
         return None
     return memory.device_bytes_limit()
@@ -276,20 +274,20 @@ def sized_by_memory(phase) -> int | None:
 
 def train_member_batch(model_cfg: ModelConfig, phase) -> int | None:
     """How many members train together: `phase.member_batch` if set; all of them (None) when members are spread
-    over several devices; else the largest power of two whose activations fit `GROUP_ACTIVATIONS` (where
+    over several devices; else the largest power of two whose activations fit `BATCH_ACTIVATIONS` (where
     `sized_by_memory`, `PhaseLoop` replaces it by the size the compiled program's memory allows)."""
     if phase.get("member_batch", 0):
         return phase.member_batch
     if jax.device_count() > 1:
         return None
-    budget = GROUP_ACTIVATIONS["cpu" if jax.default_backend() == "cpu" else "accelerator"]
+    budget = BATCH_ACTIVATIONS["cpu" if jax.default_backend() == "cpu" else "accelerator"]
     per_member = phase.batch_size * model_cfg.max_len * model_cfg.d_model * model_cfg.n_layers
     return 2 ** int(math.log2(max(budget // per_member, 1)))
 
 
-def group_size(members: int, member_batch: int | None) -> int:
-    """Members per group: the largest divisor of `members` up to `member_batch` (None: all of them). A size that
-    does not divide the count would leave a remainder group, and compile the step a second time for it."""
+def member_batch_size(members: int, member_batch: int | None) -> int:
+    """Members per member batch: the largest divisor of `members` up to `member_batch` (None: all of them). A size
+    that does not divide the count would leave a remainder batch, and compile the step a second time for it."""
     return max(g for g in range(1, min(member_batch or members, members) + 1) if members % g == 0)
 
 
@@ -298,7 +296,8 @@ def train_steps(model, objective, phase, member_batch: int | None = None) -> Cal
     over the steps it trained, NaN if none), to be jitted. `steps` may be traced: one program serves chunks of any
     length (a phase evaluated at uneven steps compiles its training once).
 
-    member_batch: members trained together (vmapped, in groups of `group_size`); groups take turns (`lax.map`),
+    member_batch: members trained together (vmapped, in member batches of `member_batch_size`); batches take turns
+    (`lax.map`),
     each running all its steps before the next starts. None: every member at once.
     """
     def one_member(state: TrainState, data: DataSpec, shared, steps):
@@ -313,11 +312,11 @@ def train_steps(model, objective, phase, member_batch: int | None = None) -> Cal
 
     def run(state: TrainState, data: DataSpec, shared, steps):
         members = state.step.shape[0]
-        group = group_size(members, member_batch)
+        batch = member_batch_size(members, member_batch)
         one = lambda s, d: one_member(s, d, shared, steps)  # noqa: E731
-        if group == members:  # one group: a plain vmap, which keeps a member axis sharded over devices as it is
+        if batch == members:  # one batch: a plain vmap, which keeps a member axis sharded over devices as it is
             return jax.vmap(one)(state, data)
-        return map_members(one, state, data, batch=group)
+        return map_members(one, state, data, batch=batch)
     return run
 
 
@@ -356,10 +355,10 @@ class PhaseLoop:
         read from its metrics (`measure`'s included); they stop as with `phase.target` (step 0 included).
         compact: once members have stopped or diverged, train (and evaluate) only the others. On one device they
         are gathered to the front of the member axis and one program computes the leading `unit`s of it (`unit`:
-        the least common multiple of the training and evaluation groups; the count of units is an argument, so a
+        the least common multiple of the training and evaluation batches; the count of units is an argument, so a
         phase compiles its training once however many members stop); on several devices they are gathered into a
         member axis of `unit` x a power of two (`unit` also a multiple of the device count). Either way every
-        member is computed in groups of the same width as in the full program, so its numbers do not change (bit
+        member is computed in member batches of the same width as in the full program, so its numbers do not change (bit
         for bit on a CPU), and a frozen member's records and state are what the full program gives it.
         Single-process runs only."""
         self.model = Transformer(model_cfg) if model is None else model
@@ -367,7 +366,7 @@ class PhaseLoop:
         self.sharding, self.compact = sharding, compact
         self.member_batch, self.eval_member_batch = train_member_batch(model_cfg, phase), eval_member_batch
         self.bytes_limit = sized_by_memory(phase)  # not None: `member_batch` is measured when the phase starts
-        self._programs = {}  # (training group, evaluation group) widths -> (chunk, first record, leading units)
+        self._programs = {}  # (training, evaluation) member batch widths -> (chunk, first record, leading units)
         placed = {} if sharding is None else {"out_shardings": sharding}
 
         def put(state, metrics, sub_state, sub_metrics, index, steps):
@@ -387,16 +386,16 @@ class PhaseLoop:
         self.widths: list[int] = []  # the member axis of every chunk run (compaction shows here)
         self.measuring_s = 0.0  # seconds `measure` took in the last `run`
 
-    def programs(self, group: int, eval_group: int):
-        """The jitted chunk and first-record functions that train members in groups of `group` and evaluate them in
-        groups of `eval_group` (both must divide the member count)."""
-        if (group, eval_group) not in self._programs:
-            advance = train_steps(self.model, self.objective, self.phase, group)
-            target, batch = self.phase.get("target", 0.0), eval_group
+    def programs(self, batch: int, eval_batch: int):
+        """The jitted chunk, first-record and leading-units functions that train members in member batches of `batch`
+        and evaluate them in batches of `eval_batch` (both must divide the member count)."""
+        if (batch, eval_batch) not in self._programs:
+            advance = train_steps(self.model, self.objective, self.phase, batch)
+            target = self.phase.get("target", 0.0)
 
             def metrics_of(state, shared, losses):
                 metrics = map_members(lambda p: self.objective.evaluate(self.model, p, shared), state.params,
-                                      batch=batch)
+                                      batch=eval_batch)
                 metrics["train_loss"] = jnp.full(state.step.shape, jnp.nan) if losses is None else losses
                 return metrics
 
@@ -409,7 +408,7 @@ class PhaseLoop:
                 metrics = metrics_of(state, shared, None)
                 return stop_at_target(state, data, metrics, target), metrics
 
-            unit = math.lcm(group, eval_group)
+            unit = math.lcm(batch, eval_batch)
 
             def leading_units(state, data, shared, steps, metrics, units):
                 """A chunk of the first `units` x `unit` members (a traced count); the members after them are idle
@@ -429,10 +428,10 @@ class PhaseLoop:
                 return jax.lax.fori_loop(0, units, one_unit, (out_state, out_metrics))
 
             placed = {} if self.sharding is None else {"out_shardings": self.sharding}
-            self._programs[group, eval_group] = (jax.jit(chunk, donate_argnums=0, **placed),
+            self._programs[batch, eval_batch] = (jax.jit(chunk, donate_argnums=0, **placed),
                                                  jax.jit(first_record, **placed),
                                                  jax.jit(leading_units, donate_argnums=0, **placed))
-        return self._programs[group, eval_group]
+        return self._programs[batch, eval_batch]
 
     def run(self, state: TrainState, data: DataSpec, on_chunk=None, records=None, on_records=None):
         """Train for `phase.steps`; returns the final state and [(step, {metric: [members]}), ...].
@@ -440,9 +439,9 @@ class PhaseLoop:
         The first record (step 0) evaluates the state before any update; the others follow at `eval_steps(phase)`.
         With `phase.target` and a criterion in `data`, a member that meets it at an evaluation stops there (step 0
         included). Metrics stay on device (with several processes, each holds only its members' values).
-        `on_chunk(step, total, seconds, training=..., trained=..., measuring=..., group=...)` is called after each
+        `on_chunk(step, total, seconds, training=..., trained=..., measuring=..., batch=...)` is called after each
         chunk (progress display; `trained`: members that trained in the chunk, `training`: those still training
-        after it, both None with several processes; `measuring`: seconds of `measure` in this run so far; `group`:
+        after it, both None with several processes; `measuring`: seconds of `measure` in this run so far; `batch`:
         members trained together), `on_records(state, records)` too (checkpoints). Once every member has stopped or
         diverged, the phase ends (`_ended`: no more chunks; the records of the steps left are filled in as the loop
         would give them). To
@@ -450,12 +449,12 @@ class PhaseLoop:
         step.
         """
         members = state.step.shape[0]
-        if self.bytes_limit is not None:  # once per loop: compaction keeps the group's width
+        if self.bytes_limit is not None:  # once per loop: compaction keeps the batch's width
             program = jax.jit(train_steps(self.model, self.objective, self.phase), donate_argnums=0)
-            self.member_batch = memory.measured_group(program, state, data, self.shared, self.bytes_limit)
+            self.member_batch = memory.measured_member_batch(program, state, data, self.shared, self.bytes_limit)
             self.bytes_limit = None
-        groups = group_size(members, self.member_batch), group_size(members, self.eval_member_batch)
-        programs = self.programs(*groups)
+        batches = member_batch_size(members, self.member_batch), member_batch_size(members, self.eval_member_batch)
+        programs = self.programs(*batches)
         first = programs[1]
         schedule = eval_steps(self.phase)
         self.measuring_s = 0.0
@@ -469,7 +468,7 @@ class PhaseLoop:
             if training == 0 and self.compact:  # every member has stopped or diverged: the phase ends here
                 return self._ended(state, records, on_chunk, on_records)
             steps = done - records[-1][0]
-            state, metrics = self._advance(programs, math.lcm(*groups), state, data, records[-1][1], steps)
+            state, metrics = self._advance(programs, math.lcm(*batches), state, data, records[-1][1], steps)
             metrics = jax.block_until_ready(self._measured(state, metrics, done, records))
             state = self._stopped(state, metrics)
             records.append((done, metrics))
@@ -478,7 +477,7 @@ class PhaseLoop:
             trained, training = training, self.training_count(state)
             if on_chunk is not None:
                 on_chunk(done, self.phase.steps, time.perf_counter() - t0, training=training, trained=trained,
-                         measuring=self.measuring_s, group=groups[0])
+                         measuring=self.measuring_s, batch=batches[0])
         return state, records
 
     def _ended(self, state: TrainState, records: list, on_chunk, on_records):
@@ -528,16 +527,16 @@ class PhaseLoop:
             return None
         return int((~np.asarray(state.stopped | state.diverged)).sum())
 
-    def _advance(self, programs, groups: int, state: TrainState, data: DataSpec, metrics: dict, steps: int):
+    def _advance(self, programs, unit: int, state: TrainState, data: DataSpec, metrics: dict, steps: int):
         """One chunk of `steps` steps: of every member, or, with `compact`, of the members still training (see
-        __init__); `programs`: `self.programs(...)`; `groups`: the least common multiple of the training and
-        evaluation group widths."""
+        __init__); `programs`: `self.programs(...)`; `unit`: the least common multiple of the training and
+        evaluation batch widths."""
         chunk, _, leading = programs
         steps = jnp.int32(steps)
         devices = len(self.sharding.device_set) if self.sharding is not None else 1
         if self.compact and devices == 1 and jax.process_count() == 1:
-            return self._advance_leading(leading, groups, state, data, metrics, steps)
-        index = self._training_members(state, groups) if self.compact else None
+            return self._advance_leading(leading, unit, state, data, metrics, steps)
+        index = self._training_members(state, unit) if self.compact else None
         if index is None:
             self.widths.append(state.step.shape[0])
             return chunk(state, data, self.shared, steps)
@@ -566,7 +565,7 @@ class PhaseLoop:
         state, metrics = leading(state, data, self.shared, steps, metrics, jnp.int32(units))
         return self._take((state, metrics), jnp.asarray(np.argsort(order), jnp.int32))
 
-    def _training_members(self, state: TrainState, groups: int):
+    def _training_members(self, state: TrainState, batches: int):
         """Indices of the members still training, padded with a frozen one to `unit` x a power of two (see
         __init__); None when that would not shrink the member axis, or with several processes."""
         if jax.process_count() > 1:
@@ -574,7 +573,7 @@ class PhaseLoop:
         frozen = np.asarray(state.stopped | state.diverged)
         n = len(frozen)
         devices = len(self.sharding.device_set) if self.sharding is not None else 1
-        unit = math.lcm(groups, devices)
+        unit = math.lcm(batches, devices)
         training = np.flatnonzero(~frozen)
         if not len(training):
             return jnp.zeros((0,), jnp.int32)

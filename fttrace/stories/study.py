@@ -401,14 +401,14 @@ class StoriesStudy(LanguageModelStudy):
                             f"{a.accuracy:.3f}, precision {a.precision:.3f}, recall {a.recall:.3f}")
 
     @staticmethod
-    def headline(results_path) -> str:
-        return headline(results_path)
+    def final_lines(results_path) -> str:
+        return final_lines(results_path)
 
 
 KIND = StoriesStudy
 
 
-def headline(results_path) -> str:
+def final_lines(results_path) -> str:
     """The regime (regime_lines), then the F rate (prompted for F) per phase, eval step and arm, mean over seeds;
     deletion stop steps; steps to the pretrained rate."""
     from fttrace.engine.results import read_parquet

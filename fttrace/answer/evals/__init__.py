@@ -19,13 +19,14 @@ from fttrace.answer.evals import attention, components, patch, probe, prune, reg
 class Measurement:
     phase: str                          # the phase of its records, and the name of its results part
     measure: Callable                   # GroupRun -> records (pd.DataFrame)
+    check: Callable | None = None       # (config, model config) -> None: its section's values (config.require)
 
 
-EVALS = {"prune": Measurement(prune.PHASE, prune.measure_prune),
-         "probe": Measurement(probe.PHASE, probe.measure_probe),
+EVALS = {"prune": Measurement(prune.PHASE, prune.measure_prune, prune.check_config),
+         "probe": Measurement(probe.PHASE, probe.measure_probe, probe.check_config),
          "attention": Measurement(attention.PHASE, attention.measure_attention),
-         "patch": Measurement(patch.PHASE, patch.measure_patch),
-         "components": Measurement(components.PHASE, components.measure_components),
+         "patch": Measurement(patch.PHASE, patch.measure_patch, patch.check_config),
+         "components": Measurement(components.PHASE, components.measure_components, components.check_config),
          "weights": Measurement(weights.PHASE, weights.measure_weights),
          "regime": Measurement(regime.PHASE, regime.measure_regime)}
 NEEDS_COMPONENTS = ("components",)  # evaluations only a compiled model (task.pretrained_model.components) allows

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from fttrace.config import positive_int
 from fttrace.answer.evals.common import ancestor_params, evaluate_members, member_sets, member_status
 from fttrace.model.transformer import Transformer
 from fttrace.engine.results import long_frame
@@ -111,3 +112,8 @@ def measure_components(run) -> pd.DataFrame:
         frames.append(long_frame(members.iloc[rows], PHASE, records_of(changes, components),
                                  member_status(run, member_set, rows)))
     return pd.concat(frames, ignore_index=True)
+
+
+def check_config(config, model) -> None:
+    """The `components` section."""
+    positive_int(config, "components.examples")

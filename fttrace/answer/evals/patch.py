@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from fttrace.config import positive_int
 from fttrace.answer.evals.common import MemberSet, ancestor_params, evaluate_members, member_sets, member_status
 from fttrace.model.transformer import Transformer
 from fttrace.engine.results import long_frame
@@ -73,3 +74,8 @@ def measure_patch(run) -> pd.DataFrame:
     rows, acc = evaluate_members(run, patcher.accuracies, pair, finetuned.members)
     metrics = {f"{site}.{name}_acc": acc[name][:, i] for name in acc for i, site in enumerate(patcher.names)}
     return long_frame(finetuned.members.iloc[rows], PHASE, [(0, metrics)], member_status(run, finetuned, rows))
+
+
+def check_config(config, model) -> None:
+    """The `patch` section."""
+    positive_int(config, "patch.examples")

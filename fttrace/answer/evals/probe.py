@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import pandas as pd
 
+from fttrace.config import positive_int, require
 from fttrace.engine import linear_probe
 from fttrace.answer.evals.common import LEVELS, evaluate_members, extra_key, member_sets, member_status
 from fttrace.model.transformer import Transformer
@@ -106,3 +107,11 @@ def measure_probe(run) -> pd.DataFrame:
         frames.append(long_frame(member_set.members.iloc[rows], PHASE, sorted(records.items()),
                                  member_status(run, member_set, rows)))
     return pd.concat(frames, ignore_index=True)
+
+
+def check_config(config, model) -> None:
+    """The `probe` section."""
+    for key in ("probe.train_examples", "probe.test_examples", "probe.steps"):
+        positive_int(config, key)
+    require(config.probe.fitter in ("softmax", "ridge"), "probe.fitter", "must be 'softmax' or 'ridge'")
+    require(config.probe.ridge >= 0, "probe.ridge", "must be non-negative")

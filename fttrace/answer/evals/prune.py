@@ -32,6 +32,7 @@ import numpy as np
 import optax
 import pandas as pd
 
+from fttrace.config import positive_int, require
 from fttrace.model import trees
 from fttrace.answer.evals.common import (MemberSet, evaluate_members, extra_key, masked_accuracy, member_sets,
                                   member_status, reference_pt_acc)
@@ -228,3 +229,17 @@ def measure_prune(run) -> pd.DataFrame:
         rows, records = prune_members(run, member_set, pruner)
         frames.append(long_frame(member_set.members.iloc[rows], PHASE, records, member_status(run, member_set, rows)))
     return pd.concat(frames, ignore_index=True)
+
+
+def check_config(config, model) -> None:
+    """The `prune` section against the model (`model.n_layers`, `model.n_heads`)."""
+    require(config.prune.score in ("taylor", "abs"), "prune.score", "must be 'taylor' or 'abs'")
+    require(0 <= config.prune.tolerance <= 1, "prune.tolerance", "must be in [0, 1]")
+    for key in ("neuron_ks", "head_ks"):
+        require(all(isinstance(k, int) and k >= 0 for k in config.prune[key]), f"prune.{key}",
+                "must hold non-negative integers")
+    n_heads = model.n_layers * model.n_heads
+    require(max(config.prune.head_ks) <= n_heads, "prune.head_ks", f"exceeds the model's {n_heads} heads")
+    for key in ("weight_fractions", "mask_budgets"):
+        require(all(0 <= f <= 1 for f in config.prune[key]), f"prune.{key}", "must hold fractions in [0, 1]")
+    positive_int(config, "prune.random_draws")

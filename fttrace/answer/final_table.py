@@ -1,6 +1,5 @@
-"""The headline table of a results store: final C_PT / C_FT accuracy per phase and cell, mean over seeds.
-
-Pandas only (no JAX), so the offline `analysis` package can use it too.
+"""The final table of a results store: final C_PT / C_FT accuracy per phase and cell, mean over seeds (what
+`fttrace run` prints at the end of an answer-position study).
 """
 from __future__ import annotations
 
@@ -19,7 +18,7 @@ def final_values(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["step"] == last]
 
 
-def headline_table(frame: pd.DataFrame, metrics=("pt_acc", "ft_acc")) -> pd.DataFrame:
+def final_table(frame: pd.DataFrame, metrics=("pt_acc", "ft_acc")) -> pd.DataFrame:
     rows = final_values(frame[frame["metric"].isin(metrics) & frame["phase"].isin(["pretrain", "finetune"])])
     cells = ["phase"] + [c for c in CELL_COLUMNS if c in rows and rows[c].notna().any()]
     table = rows.pivot_table(index=cells + ["member"], columns="metric", values="value", dropna=False)
@@ -30,7 +29,7 @@ def headline_table(frame: pd.DataFrame, metrics=("pt_acc", "ft_acc")) -> pd.Data
     return out
 
 
-def headline(results_path: Path) -> str:
+def final_lines(results_path: Path) -> str:
     frame = read_parquet(results_path)
     with pd.option_context("display.width", 160, "display.max_rows", 200):
-        return "Final accuracy (mean over members) per phase and cell:\n" + headline_table(frame).to_string()
+        return "Final accuracy (mean over members) per phase and cell:\n" + final_table(frame).to_string()
