@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -112,10 +113,12 @@ def evaluate_members(run, fn, params, members: pd.DataFrame) -> tuple[np.ndarray
     else:
         width = batch * run.placement.device_count
         slices = -(-n // width)
-        host = jax.tree.map(lambda x: np.asarray(x)[:n], params)
-        padded = jax.tree.map(lambda x: np.concatenate([x, np.repeat(x[:1], slices * width - n, axis=0)]), host)
-        outs = [jax.tree.map(np.asarray, program(run.placement.place(
-            jax.tree.map(lambda x: x[k * width:(k + 1) * width], padded)))) for k in range(slices)]
+        # on the device, parameters never cross to the host: padded once, then sliced by a traced start
+        padded = jax.jit(lambda tree: jax.tree.map(
+            lambda x: jnp.concatenate([x[:n], jnp.repeat(x[:1], slices * width - n, axis=0)]), tree))(params)
+        take = jax.jit(lambda tree, start: jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, width), tree))
+        outs = [jax.tree.map(np.asarray, program(run.placement.place(take(padded, k * width))))
+                for k in range(slices)]
         rows = np.arange(n)
         out = jax.tree.map(lambda *parts: np.concatenate(parts)[:n], *outs)
     run.progress.done(n)
