@@ -458,10 +458,15 @@ class PhaseLoop:
         first = programs[1]
         schedule = eval_steps(self.phase)
         self.measuring_s = 0.0
+        self._chunk_names = None  # the metrics a chunk computes (None: every metric; a `measure` adds its own)
         if records is None:
             state, metrics = first(state, data, self.shared)
+            if self.measure is not None:
+                self._chunk_names = set(metrics)
             metrics = self._measured(state, metrics, 0, [])
             state, records = self._stopped(state, metrics), [(0, metrics)]
+        elif self.measure is not None:
+            self._chunk_names = set(jax.eval_shape(first, state, data, self.shared)[1])
         records, training = list(records), self.training_count(state)
         for done in [s for s in schedule if s > records[-1][0]]:
             t0 = time.perf_counter()
@@ -558,8 +563,10 @@ class PhaseLoop:
         self.widths.append(units * unit)
         if not len(training):  # every member has stopped or diverged: nothing to compute
             return self._idle(state, metrics, steps)
-        if not frozen.any():
-            return leading(state, data, self.shared, steps, metrics, jnp.int32(units))
+        if not frozen.any():  # every member computed: the chunk's metrics only, as the full program gives them
+            state, metrics = leading(state, data, self.shared, steps, metrics, jnp.int32(units))
+            return state, metrics if self._chunk_names is None else {
+                name: value for name, value in metrics.items() if name in self._chunk_names}
         order = np.concatenate([training, np.flatnonzero(frozen)])
         state, data, metrics = self._take((state, data, metrics), jnp.asarray(order, jnp.int32))
         state, metrics = leading(state, data, self.shared, steps, metrics, jnp.int32(units))
