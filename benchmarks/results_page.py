@@ -6,8 +6,8 @@ For each workdir: the command that made it (the config, the XLA flags), the mach
 its manifest records them, then what `python -m analysis summary WORKDIR` prints. Two or more workdirs of one config
 (the same run on other machines, or with other XLA code) are also set side by side with `python -m analysis compare`,
 which says which verdicts a change of machine flips. `--shared WORKDIR` marks a workdir whose run shared the
-machine with other work: its wall time is printed as such, not as the machine's. The config files' docstrings say what a study is and why; the
-numbers live here, each one printed by a command on a named machine.
+machine with other work: its wall time is printed as such, not as the machine's. The config files' docstrings say
+what a study is and why; the numbers live here, each one printed by a command on a named machine.
 """
 from __future__ import annotations
 
