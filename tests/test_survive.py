@@ -5,6 +5,7 @@ diverges at once; one fine-tuning child per lineage), sharing one compilation ca
 are configured alike, so both phases run one compiled program; the runs on 8 devices and on 2 processes start
 first, in the background, because they compile their own programs.
 """
+import asyncio
 import json
 import os
 import pathlib
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import flax.traverse_util
 import jax.numpy as jnp
@@ -665,20 +667,40 @@ def test_launch_slurm_array_runs_shard_per_task_then_merges():
         f"/shared/s/shard-{i}" for i in range(4)) + " --out /shared/s/merged"
 
 
+def late_completion(loop):
+    """The error, and its traceback from `call_soon_threadsafe` in, that a read completing into `loop` reports."""
+    try:
+        loop.call_soon_threadsafe(print)
+    except RuntimeError as error:
+        return error, error.__traceback__.tb_next  # as reported from C: call_soon_threadsafe is the outermost frame
+    raise AssertionError("the loop is open")
+
+
 def test_late_reads_of_an_abandoned_checkpoint_stay_quiet(monkeypatch):
-    """tensorstore's I/O threads report a closed event loop through sys.excepthook; only that report is dropped."""
+    """tensorstore's threads report a closed event loop through sys.unraisablehook or sys.excepthook, on any thread
+    and up to the interpreter's exit; only that report is dropped."""
     seen = []
-    monkeypatch.setattr(sys, "excepthook", lambda kind, error, tb: seen.append((kind, str(error))))
+    monkeypatch.setattr(sys, "excepthook", lambda kind, error, tb: seen.append(("except", kind, str(error))))
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: seen.append(("unraisable", u.exc_type, str(u.exc_value))))
     ignore_abandoned_reads()
-    ignore_abandoned_reads()  # idempotent: one filter, not two
+    ignore_abandoned_reads()  # idempotent: one filter each, not two
+    loop = asyncio.new_event_loop()
+    loop.close()
+    late, late_traceback = late_completion(loop)
 
-    def report(error):
-        sys.excepthook(type(error), error, None)
+    def report(error, traceback):
+        sys.excepthook(type(error), error, traceback)
+        sys.unraisablehook(types.SimpleNamespace(exc_type=type(error), exc_value=error, exc_traceback=traceback,
+                                                 err_msg=None, object=None))
 
-    for error in (RuntimeError("Event loop is closed"), RuntimeError("other"), ValueError("Event loop is closed")):
-        thread = threading.Thread(target=report, args=(error,))
+    for error, traceback in ((late, late_traceback), (RuntimeError("other"), late_traceback),
+                             (ValueError("Event loop is closed"), late_traceback), (late, late.__traceback__),
+                             (RuntimeError("Event loop is closed"), None)):
+        thread = threading.Thread(target=report, args=(error, traceback))
         thread.start()
         thread.join()
-    report(RuntimeError("Event loop is closed"))  # on the main thread it is not an abandoned read
-    assert seen == [(RuntimeError, "other"), (ValueError, "Event loop is closed"),
-                    (RuntimeError, "Event loop is closed")]
+    report(late, late_traceback)  # on the main thread too (the interpreter's exit)
+    reported = [(kind, str(error)) for kind, error in
+                ((RuntimeError, "other"), (ValueError, "Event loop is closed"), (RuntimeError, "Event loop is closed"),
+                 (RuntimeError, "Event loop is closed"))]
+    assert seen == [(hook, *r) for r in reported for hook in ("except", "unraisable")]

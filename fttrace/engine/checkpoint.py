@@ -142,27 +142,39 @@ def restore_failure(path, error: Exception, unreadable: str) -> Exception:
     return error
 
 
+def _abandoned_read(kind, error, traceback) -> bool:
+    """Whether an error is a late completion of an abandoned read: `Event loop is closed`, raised where tensorstore
+    calls asyncio's `call_soon_threadsafe` from C (the outermost frame of its traceback)."""
+    return (kind is RuntimeError and str(error) == "Event loop is closed" and traceback is not None
+            and traceback.tb_frame.f_code.co_name == "call_soon_threadsafe"
+            and traceback.tb_frame.f_globals.get("__name__") == "asyncio.base_events")
+
+
 def ignore_abandoned_reads() -> None:
     """Keep late completions of an abandoned checkpoint read from printing tracebacks.
 
     When one array of a checkpoint cannot be read, orbax gives up and closes its event loop while tensorstore
-    still has reads of the other arrays in flight. As they complete, tensorstore's I/O threads call into the
-    closed loop and print the resulting `RuntimeError: Event loop is closed` (through `sys.excepthook`), racing
-    the one-line error that explains the damaged checkpoint. Only that error, raised off the main thread, is
-    dropped; everything else still reaches the previous hook. Installing it twice is harmless.
+    still has reads of the other arrays in flight. As they complete (up to the interpreter's exit), tensorstore's
+    threads call into the closed loop and report the resulting `RuntimeError: Event loop is closed` through
+    `sys.unraisablehook` or `sys.excepthook`, racing the one-line error that explains the damaged checkpoint. Only
+    that error, raised by `call_soon_threadsafe` called from outside Python, is dropped; everything else still
+    reaches the previous hooks. Installing it twice is harmless.
     """
-    previous = sys.excepthook
-    if getattr(previous, "ignores_abandoned_reads", False):
-        return
+    previous, previous_unraisable = sys.excepthook, sys.unraisablehook
+    if not getattr(previous, "ignores_abandoned_reads", False):
+        def hook(kind, error, traceback):
+            if not _abandoned_read(kind, error, traceback):
+                previous(kind, error, traceback)
 
-    def hook(kind, error, traceback):
-        if (kind is RuntimeError and str(error) == "Event loop is closed"
-                and threading.current_thread() is not threading.main_thread()):
-            return
-        previous(kind, error, traceback)
+        hook.ignores_abandoned_reads = True
+        sys.excepthook = hook
+    if not getattr(previous_unraisable, "ignores_abandoned_reads", False):
+        def unraisable_hook(report):
+            if not _abandoned_read(report.exc_type, report.exc_value, report.exc_traceback):
+                previous_unraisable(report)
 
-    hook.ignores_abandoned_reads = True
-    sys.excepthook = hook
+        unraisable_hook.ignores_abandoned_reads = True
+        sys.unraisablehook = unraisable_hook
 
 
 THREAD_ERROR = "_SignalingThread.run() raised an exception"  # how orbax logs a failure of one of its save threads
