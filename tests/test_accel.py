@@ -161,6 +161,7 @@ def test_members_that_cannot_fit_are_refused_before_anything_is_allocated():
     memory.require_room(one, "1 member", limit=int(2 * per_member / memory.MARGIN))  # fits: no error
 
 
+@pytest.mark.slow
 def test_a_sweep_too_large_for_the_machine_is_refused_with_one_line(tmp_path, capsys):
     from fttrace import cli
     from fttrace.answer.sweep import build_groups

@@ -4,6 +4,7 @@ a small sample cannot tell; claims 4a-c compare siblings of one parent and claim
 models that see only the input; every tested claim states the exact power of its test."""
 import numpy as np
 import pandas as pd
+import pytest
 
 from analysis.claims import PROBE, ClaimResult, evaluate_claims, judge, siblings
 from analysis.load import load_study
@@ -97,6 +98,7 @@ def test_claims_say_why_they_are_not_tested(tmp_path):
     assert kept["2"].verdict == kept["1"].verdict
 
 
+@pytest.mark.slow
 def test_claims_keep_their_error_rate_over_null_stores(tmp_path):
     """Every claim is false in a store whose overwrites prune and revive like the nulls; Holm keeps the chance of
     any supported claim per store at or below alpha = 0.05, so 3 or more of 12 would happen with probability

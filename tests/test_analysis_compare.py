@@ -7,6 +7,8 @@ from analysis.cli import main
 from analysis.compare import compare, within
 from synthetic_store import Plant, write_store
 
+pytestmark = pytest.mark.slow  # CI's slow lane: python -m pytest -m slow
+
 LRS = ("small", "medium", "large")
 
 

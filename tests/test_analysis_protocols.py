@@ -9,6 +9,8 @@ from analysis.load import load_study
 from analysis.protocols import closing_note, protocol_display, protocol_figure, protocol_table
 from synthetic_store import Plant, build_frame, config_for, write_store
 
+pytestmark = pytest.mark.slow  # CI's slow lane: python -m pytest -m slow
+
 # Lineages fine-tuned at the medium LR used "lora2" and kept C_PT; those at the large LR used "full", lost C_PT, and
 # are hidden wrappers (pruning 5 neurons revives C_PT, reFT is fast).
 PLANT = Plant(seeds=4, priors=("high",), lrs=("medium", "large"), spurious=(0.0,),

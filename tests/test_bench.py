@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from fttrace.bench import throughput as bench, compaction as bench_compaction, decode as bench_decode
+from fttrace.bench import throughput as bench, compaction as bench_compaction
 from fttrace import config as config_lib
 from fttrace.cli import main
 from helpers import ROOT
@@ -19,6 +19,7 @@ def report():
     return bench.run_bench(config_lib.load(BENCH, QUICK + ["modes=('vmap','vmap_full','sequential')"]))
 
 
+@pytest.mark.slow
 def test_library_reports_every_mode_at_every_member_count(report):
     assert [(r["mode"], r["members"]) for r in report["results"]] == [
         ("vmap", 1), ("vmap_full", 1), ("sequential", 1), ("vmap", 2), ("vmap_full", 2), ("sequential", 2)]
@@ -31,6 +32,7 @@ def test_library_reports_every_mode_at_every_member_count(report):
     assert report["matmul_flops"] > 0 and json.loads(json.dumps(report)) == report
 
 
+@pytest.mark.slow
 def test_each_row_names_its_work_and_the_full_forward_is_the_torch_loops(report):
     """The answer-only forward and the full forward (a plain loop's work) are separate rows, counted and costed
     apart: the full one does more FLOPs by our count and by XLA's."""
@@ -47,6 +49,7 @@ def test_each_row_names_its_work_and_the_full_forward_is_the_torch_loops(report)
         assert line["intensity"] > 0 and 0 < line["device_compute_bound"] < line["h100_bound"]
 
 
+@pytest.mark.slow
 def test_the_language_model_step_is_benchmarked_at_every_position():
     overrides = QUICK + ["members=(2,)", "modes=('vmap','sequential')", "objective=lm"]
     lm = bench.run_bench(config_lib.load(BENCH, overrides))
@@ -112,6 +115,7 @@ def test_the_decoder_is_benchmarked_and_every_mode_samples_the_same_tokens(tmp_p
     assert "config key 'decode.modes': unknown mode(s) ['torch']" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_compaction_is_benchmarked_with_the_same_results_in_both_modes(tmp_path, capsys):
     """Training member batches of 2, evaluation batches of 8: 12 of 16 members stopped leave a member axis of 8."""
     out = tmp_path / "compaction.json"

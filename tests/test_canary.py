@@ -171,6 +171,7 @@ def test_greedy_decoding_is_the_argmax_of_the_full_model():
         assert got == seq[4:]
 
 
+@pytest.mark.slow
 def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     workdir = tmp_path / "run"
     assert cli.main(["run", f"{CONFIG}:tiny", "--workdir", str(workdir), "-q"]) == 0
@@ -216,6 +217,7 @@ def test_bad_config_is_one_clear_error(tmp_path, capsys, override, key):
     assert_config_error(f"{CONFIG}:tiny", override, key, tmp_path / "w", capsys)
 
 
+@pytest.mark.slow
 def test_model_shapes_are_groups_each_trained_as_a_run_of_that_shape(tmp_path, capsys):
     """sweep.shapes: each combination of widths and depths is a group with its own models, checkpoints and ids;
     the group of the config's own shape gives the plain run's numbers; the regime is printed per seed and shape."""

@@ -132,6 +132,7 @@ def test_progress_of_a_resumed_phase_counts_only_the_steps_since():
     assert stream.getvalue().strip().endswith("step 1050/3000, 40 members, 1000 member-steps/s, ETA 1m 18s")
 
 
+@pytest.mark.slow
 def test_progress_shows_each_evaluation_its_sets_and_its_time(tmp_path, capsys):
     """An evaluation says when it starts, each set of members it has evaluated (sets and members done of those it
     announced, members/s, ETA), and its time; plain lines where stderr is no terminal."""

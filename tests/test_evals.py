@@ -227,6 +227,7 @@ def study(tmp_path_factory):
     return pd.read_parquet(run_study(config, workdir, quiet=True))
 
 
+@pytest.mark.slow
 def test_reft_of_an_unchanged_model_meets_the_threshold_at_step_0(study):
     summary = study[(study.phase == "reft") & (study.metric == "steps_to_threshold")]
     assert len(summary) == 2 and (summary.value == 0).all()
@@ -237,6 +238,7 @@ def test_reft_of_an_unchanged_model_meets_the_threshold_at_step_0(study):
     assert rf.member.str.startswith("rft").all() and rf.reft_lr.notna().all()
 
 
+@pytest.mark.slow
 def test_control_is_explicit_in_the_results(study):
     cp = study[study.phase == "control_pretrain"]
     cr = study[study.phase == "control_reft"]
@@ -251,6 +253,7 @@ def test_control_is_explicit_in_the_results(study):
     assert {"steps_to_threshold", "reached"} <= set(cr.metric)
 
 
+@pytest.mark.slow
 def test_probe_regime_and_attention_cover_every_level_of_the_run_tree(study):
     for phase in ("probe", "regime"):
         members = set(study[study.phase == phase].member)
@@ -269,6 +272,7 @@ def test_probe_regime_and_attention_cover_every_level_of_the_run_tree(study):
             "test.blind_acc", "heldout.train_share"} <= set(regime_rows.metric)
 
 
+@pytest.mark.slow
 def test_an_unchanged_model_is_unchanged_under_every_measurement(study):
     """Fine-tuning at LR ~0: every patch and attention change reads 0; pruning needs nothing to revive C_PT."""
     rows = study[study.phase == "prune"]

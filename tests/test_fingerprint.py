@@ -22,6 +22,8 @@ STORE = Path(__file__).with_name("fingerprints.json")
 sys.path.insert(0, str(Path(__file__).parent))
 from helpers import SMOKE, TINY  # noqa: E402
 
+pytestmark = pytest.mark.slow  # CI's slow lane: python -m pytest -m slow
+
 STUDIES = {
     "smoke_tiny": [SMOKE, *(f"--config.{o}" for o in TINY)],
     "stories_tiny": [str(ROOT / "configs" / "stories_twist.py") + ":tiny"],

@@ -4,12 +4,15 @@ import re
 
 import ml_collections
 import pandas as pd
+import pytest
 
 from fttrace import config as config_lib
 from fttrace.answer import evals
 from fttrace.engine.runner import run_study
 from fttrace.answer.tasks import registry
 from helpers import ROOT, tiny_config
+
+pytestmark = pytest.mark.slow  # CI's slow lane: python -m pytest -m slow
 
 HOWTO = ROOT / "docs" / "howto.md"
 

@@ -82,6 +82,7 @@ def test_bundled_configs_are_found_by_name_and_a_path_still_wins(tmp_path, monke
         config_lib.load("tracr_common")
 
 
+@pytest.mark.slow
 def test_a_built_wheel_carries_the_configs_and_runs_outside_the_checkout(tmp_path):
     source = tmp_path / "source"  # built from a copy: the build leaves build/ and *.egg-info behind
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")

@@ -188,6 +188,7 @@ def greedy_by_full_forward(cfg, params, prompt, max_new):
     return out + [PAD] * (max_new - len(out))
 
 
+@pytest.mark.slow
 def test_generation_top1_is_greedy_deterministic_per_key_and_stops_at_max_length():
     cfg, params = small_model()
     prompts = np.array([[BOS, 7, 8, 9, 10], [BOS, 11, 12, PAD, PAD], [BOS, 5, PAD, PAD, PAD]], np.int32)
@@ -312,6 +313,7 @@ def test_probe_headers_state_the_request_only_in_the_features_line():
     assert any("surprise" in r.summary or "not what it seems" in r.summary for r in with_summary)
 
 
+@pytest.mark.slow
 def test_tiny_study_runs_through_the_cli_and_resumes(tmp_path, capsys):
     workdir = tmp_path / "run"
     # deletion to a criterion: a tiny model never writes F, so every deletion member stops at its first evaluation

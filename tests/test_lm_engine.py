@@ -18,6 +18,8 @@ import fttrace
 from fttrace.cli import main
 from helpers import ROOT, Runs
 
+pytestmark = pytest.mark.slow  # CI's slow lane: python -m pytest -m slow
+
 CONFIG = str(ROOT / "configs" / "canary_unlock.py")
 ARGS = ["--config.sweep.seeds=2", "--config.pretrain.eval_steps=(0,4,8)", "--config.checkpoint.every_chunks=1"]
 STORIES = [str(ROOT / "configs" / "stories_twist.py")]

@@ -25,6 +25,8 @@ from fttrace.engine.lock import LOCK_FILE, WorkdirLock, holder_of
 from fttrace.errors import UserError
 from helpers import NO_EVALS, ROOT, SMOKE, TINY, Runs, dead_pid
 
+pytestmark = pytest.mark.slow  # CI's slow lane: python -m pytest -m slow
+
 ARGS = [f"--config.{o}" for o in TINY + [NO_EVALS, "checkpoint.every_chunks=1"]]
 KEYS = ["phase", "member", "step", "metric"]
 TIMEOUT = 900
@@ -128,7 +130,7 @@ def test_a_second_writer_is_refused_naming_the_holder(contested):
         assert lines[0].startswith("fttrace: error: workdir ") and \
             f"is being written by `fttrace run`, process {pid} on {platform.node()} since " in lines[0], err
     code, shown, _ = contested["status_running"]
-    assert code == 0 and f"counter study, running since " in shown and f", process {pid} on " in shown
+    assert code == 0 and "counter study, running since " in shown and f", process {pid} on " in shown
 
 
 def test_the_first_writer_ends_as_a_lone_run_would(contested, lone, runs):

@@ -10,7 +10,7 @@ import pytest
 
 import fttrace
 from fttrace.cli import main
-from fttrace.engine.results import PARTS_DIR, ResultsStore
+from fttrace.engine.results import ResultsStore
 from fttrace.errors import UserError
 from helpers import NO_EVALS, SMOKE, TINY
 

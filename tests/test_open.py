@@ -128,6 +128,7 @@ def notebook_script() -> str:
     return "\n".join(re.findall(r"```python\n(.*?)```", section, re.S))
 
 
+@pytest.mark.slow
 def test_the_readme_notebook_script_runs_on_a_study(tmp_path, capsys, caplog):
     workdir = tmp_path / "run"
     run_study(tiny_config("sweep.seeds=2", "sweep.spurious=(0.0,)", "evals=('reft','prune')"), workdir, quiet=True)

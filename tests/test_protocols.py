@@ -126,6 +126,7 @@ def test_l2sp_at_strength_0_is_full_fine_tuning_and_a_huge_strength_stays_near_t
     assert distance("l2sp_huge") < 0.3 * distance("full")
 
 
+@pytest.mark.slow
 def test_a_member_alone_equals_the_member_inside_the_mixed_sweep(trained):
     config = with_protocols(config_lib.load(CONFIG))
     for name in ("lora2", "top1"):  # lora2 alone has LoRA factors of rank 2, in the sweep of rank 4 (lora4's)
@@ -157,6 +158,7 @@ def test_bad_protocol_configs_name_the_key(override, key, tmp_path, capsys):
     assert not (tmp_path / "w" / "results.parquet").exists()
 
 
+@pytest.mark.slow
 def test_a_protocol_sweep_runs_as_one_group_with_protocol_columns_and_weight_changes_and_resumes(tmp_path):
     from fttrace.engine.runner import run_study
     config = config_lib.load(CONFIG, ["evals=('weights',)", "sweep.seeds=1"])

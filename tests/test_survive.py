@@ -37,6 +37,8 @@ from fttrace.engine.results import ResultsStore, manifest, write_json
 from fttrace.answer.sweep import build_groups, shard_groups
 from helpers import NO_EVALS, ROOT, SMOKE, TINY, Runs, assert_open_gives_logged_accuracies, tiny_config
 
+pytestmark = pytest.mark.slow  # CI's slow lane: python -m pytest -m slow
+
 GRID = TINY + [NO_EVALS, "sweep.seeds=3", "sweep.pretrain_lr=(1e-3,1e30)", "pretrain.schedule=constant",
                "pretrain.warmup_steps=0", "finetune.steps=20", "checkpoint.every_chunks=1"]
 KEYS = ["phase", "member", "step", "metric"]

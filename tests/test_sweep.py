@@ -40,6 +40,7 @@ def test_unknown_shape_field_is_refused():
         config_lib.load(SMOKE, ["sweep.shapes.width=(16,32)"])
 
 
+@pytest.mark.slow
 def test_pretraining_length_is_a_group_axis(tmp_path):
     import pandas as pd
 
@@ -58,6 +59,7 @@ def test_pretraining_length_is_a_group_axis(tmp_path):
         config_lib.load(SMOKE, TINY + ["sweep.shapes.pretrain_steps=(15,)"])  # not a multiple of eval_every
 
 
+@pytest.mark.slow
 def test_an_optimiser_hyperparameter_is_a_fine_tuning_axis_set_per_member():
     import jax
     import jax.numpy as jnp
@@ -108,6 +110,7 @@ def test_an_optimiser_hyperparameter_is_a_fine_tuning_axis_set_per_member():
         config_lib.load(SMOKE, ["finetune.steps=100", "sweep.finetune_optimizer.warmup_steps=(0,200)"])
 
 
+@pytest.mark.slow
 def test_an_optimiser_hyperparameter_is_a_pretraining_axis_down_to_the_reft_controls(tmp_path):
     import numpy as np
 

@@ -27,6 +27,8 @@ from helpers import ROOT, assert_open_gives_logged_accuracies
 sys.path.insert(0, str(ROOT / "configs"))
 import smoke  # noqa: E402
 
+pytestmark = pytest.mark.slow  # CI's slow lane: python -m pytest -m slow
+
 CASES = [("counter", "count_b"), ("counter", "count_d"), ("max_identifier", "min")]
 TINY = {"counter": str(ROOT / "configs" / "tracr_counter.py:tiny"),
         "max_identifier": str(ROOT / "configs" / "tracr_max.py:tiny")}

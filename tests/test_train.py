@@ -70,6 +70,7 @@ def test_results_schema(sweep_and_alone):
     assert {"pt_acc", "ft_acc", "pt_loss", "ft_loss", "train_loss"} <= set(sweep.metric)
 
 
+@pytest.mark.slow
 def test_pretraining_learns_the_counter(tmp_path):
     # The counter of O_PT alone (no other operands to read apart): 400 steps suffice.
     frame = run(tmp_path, "learn", "task.other_operands=()", "model.d_model=32", "model.n_heads=2", "model.d_mlp=64",
@@ -115,6 +116,7 @@ def leaves(tree, rows):
     return jax.tree.leaves(jax.tree.map(lambda x: np.asarray(x)[rows], tree))
 
 
+@pytest.mark.slow
 def test_training_to_a_criterion_stops_each_member_at_its_step_and_leaves_the_others_as_alone():
     # Members train one at a time, as a member alone does.
     phase = CriterionPhase(200, 32, 256, target=0.6, member_batch=1)
@@ -143,6 +145,7 @@ def test_training_to_a_criterion_stops_each_member_at_its_step_and_leaves_the_ot
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_host_side_stop_rule_stops_members_as_the_criterion_in_the_program_does():
     """PhaseLoop's `stop(metrics)` (a study's rule over what it measures, e.g. a feature's rate in sampled text)
     stops a member at the first evaluation where it holds: the same steps, records and states as the jitted
@@ -177,6 +180,7 @@ def test_the_time_host_side_measurements_take_is_counted_apart():
     assert 0.75 <= reported[1] < 1.5  # three measurements of 0.25 s, and no training time
 
 
+@pytest.mark.slow
 def test_stopped_members_leave_the_program_without_changing_any_number():
     """With members stopped, later chunks train the others only (compact=True); records and states equal those of
     the full program bit for bit."""

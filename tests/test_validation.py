@@ -104,6 +104,7 @@ def test_the_matched_null_asks_the_members_mix_with_o_pt_replaced_by_the_control
     assert ((operands["member"] == v.terminal(task.control)).sum()) == 0
 
 
+@pytest.mark.slow
 def test_a_tiny_study_makes_the_members_of_known_answer(tmp_path):
     from fttrace.engine.runner import run_study
     from helpers import tiny_config
