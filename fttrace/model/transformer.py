@@ -26,6 +26,9 @@ TPU and float32 on a CPU (`resolve_dtype`). Attention that needs no weights (no 
 evaluation) goes through `jax.nn.dot_product_attention` on an accelerator, cuDNN's fused kernel on a GPU where it
 takes the shape and dtype; on a CPU it keeps the einsum form, whose floats the stored results were computed with
 (`attention_path`).
+
+Shapes: a local's name ends in its shape where it helps (`x_BxTxD`), in the letters B batch, T positions, Q query
+positions (1 at the answer only), H heads, K head size, D the residual width (d_model), F the MLP's hidden units.
 """
 from __future__ import annotations
 
@@ -119,28 +122,31 @@ def _scope(hooks: Scope | None, prefix: str) -> Scope | None:
     return None if hooks is None else hooks.sub(prefix)
 
 
-def einsum_attention(q, k, v, causal: bool, hooks: Scope | None = None):
-    """Attention of q [B, Tq, H, hd] over k, v [B, T, H, hd] with its weights materialised: (heads [B, Tq, H, hd],
-    weights [B, H, Tq, T] float32). Scores and softmax in float32; `hooks` sees the scores and the pattern."""
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) / jnp.sqrt(q.shape[-1]).astype(jnp.float32)
+def einsum_attention(q_BxQxHxK, k_BxTxHxK, v_BxTxHxK, causal: bool, hooks: Scope | None = None):
+    """Attention of the queries over the keys and values with its weights materialised: (heads [B, Q, H, K],
+    weights [B, H, Q, T] float32). Scores and softmax in float32; `hooks` sees the scores and the pattern."""
+    scale = jnp.sqrt(q_BxQxHxK.shape[-1]).astype(jnp.float32)
+    logits_BxHxQxT = jnp.einsum("bqhd,bkhd->bhqk", q_BxQxHxK, k_BxTxHxK).astype(jnp.float32) / scale
     if causal:
-        t = k.shape[-3]
-        logits = jnp.where(jnp.tril(jnp.ones((t, t), bool)), logits, jnp.finfo(jnp.float32).min)
+        t = k_BxTxHxK.shape[-3]
+        logits_BxHxQxT = jnp.where(jnp.tril(jnp.ones((t, t), bool)), logits_BxHxQxT, jnp.finfo(jnp.float32).min)
     if hooks is not None:
-        logits = hooks.at("hook_attn_scores", logits)
-    weights = jax.nn.softmax(logits, axis=-1)
+        logits_BxHxQxT = hooks.at("hook_attn_scores", logits_BxHxQxT)
+    weights_BxHxQxT = jax.nn.softmax(logits_BxHxQxT, axis=-1)
     if hooks is not None:
-        weights = hooks.at("hook_pattern", weights)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights.astype(v.dtype), v), weights
+        weights_BxHxQxT = hooks.at("hook_pattern", weights_BxHxQxT)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights_BxHxQxT.astype(v_BxTxHxK.dtype), v_BxTxHxK), weights_BxHxQxT
 
 
-def fused_attention(q, k, v, causal: bool, implementation: str | None = None):
+def fused_attention(q_BxQxHxK, k_BxTxHxK, v_BxTxHxK, causal: bool, implementation: str | None = None):
     """`einsum_attention`'s heads without the weights, through `jax.nn.dot_product_attention` (scores in float32).
 
     implementation None: on a GPU cuDNN's fused kernel, where it takes these shapes and dtype (bfloat16 or float16,
     head size a multiple of 8; under vmap the member axis folds into the batch), else XLA's (which JAX's own default,
     None, always picks). Any other value goes to JAX as it is ("xla", "cudnn")."""
-    attend = lambda impl: jax.nn.dot_product_attention(q, k, v, is_causal=causal, implementation=impl)  # noqa: E731
+    def attend(impl):
+        return jax.nn.dot_product_attention(q_BxQxHxK, k_BxTxHxK, v_BxTxHxK, is_causal=causal, implementation=impl)
+
     if implementation is None and jax.default_backend() == "gpu":
         try:  # cuDNN refuses what it cannot take while tracing, before anything is built
             return attend("cudnn")
@@ -153,71 +159,74 @@ class Attention(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, head_mask=None, last_query_only=False, per_head=False, patch=None, hooks=None):
-        """x [B, T, d] -> output [B, Tq, d], weights [B, H, Tq, T] (None where fused: `attention_path`) and (with
-        `per_head`, `patch` or a wanted `hook_result`) each head's contribution [B, Tq, H, d] (else None); Tq is 1
-        with `last_query_only`.
+    def __call__(self, x_BxTxD, head_mask=None, last_query_only=False, per_head=False, patch=None, hooks=None):
+        """x [B, T, D] -> output [B, Q, D], weights [B, H, Q, T] (None where fused: `attention_path`) and (with
+        `per_head`, `patch` or a wanted `hook_result`) each head's contribution [B, Q, H, D] (else None); Q is 1
+        with `last_query_only`, else T.
 
-        patch: (weights [H], contributions [B, Tq, H, d]): head h's contribution becomes
+        patch: (weights [H], contributions [B, Q, H, D]): head h's contribution becomes
         w_h x the given one + (1 - w_h) x its own.
-        hooks: a Scope: hook_q, hook_k, hook_v [B, T, H, hd], hook_attn_scores, hook_pattern [B, H, Tq, T], hook_z
-        [B, T, H, hd] (after the head mask), hook_result [B, T, H, d] (each head's contribution, after the patch).
+        hooks: a Scope: hook_q, hook_k, hook_v [B, T, H, K], hook_attn_scores, hook_pattern [B, H, Q, T], hook_z
+        [B, T, H, K] (after the head mask), hook_result [B, T, H, D] (each head's contribution, after the patch).
         """
         c = self.cfg
         dt = DTYPES[c.dtype]
         proj = lambda name: nn.DenseGeneral(  # noqa: E731
             (c.n_heads, c.hd), use_bias=c.use_bias, kernel_init=_init, dtype=dt, name=name)
-        q = proj("query")(x[..., -1:, :] if last_query_only else x)  # [B, Tq, H, hd]
-        k, v = proj("key")(x), proj("value")(x)  # [B, T, H, hd]
+        q_BxQxHxK = proj("query")(x_BxTxD[..., -1:, :] if last_query_only else x_BxTxD)
+        k_BxTxHxK, v_BxTxHxK = proj("key")(x_BxTxD), proj("value")(x_BxTxD)
         if hooks is not None:
-            q, k, v = hooks.at("hook_q", q), hooks.at("hook_k", k), hooks.at("hook_v", v)
+            q_BxQxHxK = hooks.at("hook_q", q_BxQxHxK)
+            k_BxTxHxK, v_BxTxHxK = hooks.at("hook_k", k_BxTxHxK), hooks.at("hook_v", v_BxTxHxK)
         causal = c.causal and not last_query_only  # the last query sees every position anyway
         if hooks is None and not per_head and patch is None and attention_path(c.attention) == "fused":
-            heads, weights = fused_attention(q, k, v, causal), None
+            heads_BxQxHxK, weights_BxHxQxT = fused_attention(q_BxQxHxK, k_BxTxHxK, v_BxTxHxK, causal), None
         else:
-            heads, weights = einsum_attention(q, k, v, causal, hooks)
+            heads_BxQxHxK, weights_BxHxQxT = einsum_attention(q_BxQxHxK, k_BxTxHxK, v_BxTxHxK, causal, hooks)
         if head_mask is not None:
-            heads = heads * head_mask[:, None].astype(dt)
+            heads_BxQxHxK = heads_BxQxHxK * head_mask[:, None].astype(dt)
         if hooks is not None:
-            heads = hooks.at("hook_z", heads)
+            heads_BxQxHxK = hooks.at("hook_z", heads_BxQxHxK)
         out_proj = nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=c.use_bias, kernel_init=_init, dtype=dt,
                                    name="out")
-        out = out_proj(heads)
+        out_BxQxD = out_proj(heads_BxQxHxK)
         result = hooks is not None and hooks.wants("hook_result")
         if not (per_head or patch is not None or result):
-            return out, weights, None
-        contributions = jnp.einsum("bqhe,hed->bqhd", heads, out_proj.variables["params"]["kernel"].astype(dt))
+            return out_BxQxD, weights_BxHxQxT, None
+        kernel_HxKxD = out_proj.variables["params"]["kernel"].astype(dt)
+        contrib_BxQxHxD = jnp.einsum("bqhe,hed->bqhd", heads_BxQxHxK, kernel_HxKxD)
         if patch is not None:
             w, given = patch
             w = w[:, None].astype(dt)
-            out = out + jnp.einsum("h,bqhd->bqd", w[:, 0], given.astype(dt) - contributions)
-            contributions = contributions + w * (given.astype(dt) - contributions)
+            out_BxQxD = out_BxQxD + jnp.einsum("h,bqhd->bqd", w[:, 0], given.astype(dt) - contrib_BxQxHxD)
+            contrib_BxQxHxD = contrib_BxQxHxD + w * (given.astype(dt) - contrib_BxQxHxD)
         if result:  # the output follows the hooked contributions (unchanged ones add exactly zero)
-            hooked = hooks.at("hook_result", contributions)
-            out = out + (hooked - contributions).sum(-2)
-            contributions = hooked
-        return out, weights, contributions
+            hooked_BxQxHxD = hooks.at("hook_result", contrib_BxQxHxD)
+            out_BxQxD = out_BxQxD + (hooked_BxQxHxD - contrib_BxQxHxD).sum(-2)
+            contrib_BxQxHxD = hooked_BxQxHxD
+        return out_BxQxD, weights_BxHxQxT, contrib_BxQxHxD
 
 
 class MLP(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, x, neuron_mask=None, hooks=None):
-        """x [B, T, d] -> (output [B, T, d], hidden units [B, T, d_mlp]). hooks: a Scope: hook_pre (before the
+    def __call__(self, x_BxTxD, neuron_mask=None, hooks=None):
+        """x [B, T, D] -> (output [B, T, D], hidden units [B, T, F]). hooks: a Scope: hook_pre (before the
         activation), hook_post (after it and the neuron mask)."""
         c = self.cfg
         dt = DTYPES[c.dtype]
         fc_in = nn.Dense(c.mlp, use_bias=c.use_bias, kernel_init=_init, dtype=dt, name="fc_in")
         if hooks is None:
-            h = ACTIVATIONS[c.activation](fc_in(x))
+            h_BxTxF = ACTIVATIONS[c.activation](fc_in(x_BxTxD))
         else:
-            h = ACTIVATIONS[c.activation](hooks.at("hook_pre", fc_in(x)))
+            h_BxTxF = ACTIVATIONS[c.activation](hooks.at("hook_pre", fc_in(x_BxTxD)))
         if neuron_mask is not None:
-            h = h * neuron_mask.astype(dt)
+            h_BxTxF = h_BxTxF * neuron_mask.astype(dt)
         if hooks is not None:
-            h = hooks.at("hook_post", h)
-        return nn.Dense(c.d_model, use_bias=c.use_bias, kernel_init=_init, dtype=dt, name="fc_out")(h), h
+            h_BxTxF = hooks.at("hook_post", h_BxTxF)
+        fc_out = nn.Dense(c.d_model, use_bias=c.use_bias, kernel_init=_init, dtype=dt, name="fc_out")
+        return fc_out(h_BxTxF), h_BxTxF
 
 
 class Block(nn.Module):
