@@ -12,7 +12,7 @@ per-layer probes for "this prefix is a canary" and "planted at least the median 
 each phase's end and on the untrained models. Model shapes are groups (`sweep.shapes`).
 
     fttrace run configs/canary_unlock.py --workdir runs/canary_unlock           # default: CPU (see below)
-    fttrace run configs/canary_unlock.py:tiny --workdir /tmp/canary_tiny        # seconds: does it run?
+    fttrace run configs/canary_unlock.py:tiny --workdir /tmp/canary_tiny        # 27 s (2-core EPYC, AVX2): does it run?
     fttrace run configs/canary_unlock.py:gpu --workdir runs/canary_unlock_gpu   # larger form, for a GPU
     python -m analysis report runs/canary_unlock --out runs/canary_unlock/report
 

@@ -10,7 +10,7 @@ rate, held-out loss; at each phase's end (and untrained), probes per layer for "
 the story text alone, for "this story has a twist" beside a control target.
 
     fttrace run configs/stories_twist.py --workdir runs/stories_twist            # default: CPU, ~16 min (see below)
-    fttrace run configs/stories_twist.py:tiny --workdir /tmp/stories_tiny        # seconds: does it run?
+    fttrace run configs/stories_twist.py:tiny --workdir /tmp/stories_tiny   # 47 s (2-core EPYC, AVX2): does it run?
     fttrace run configs/stories_twist.py:gpu --workdir runs/stories_twist_gpu    # larger form, for a GPU
     python -m analysis summary runs/stories_twist                                # the numbers below
 

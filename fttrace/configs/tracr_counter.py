@@ -54,7 +54,8 @@ with another study beside it; `python -m analysis summary runs/tracr_counter`; m
   large-LR member). In this compiled model fine-tuning re-aims the selector head from "a" to "b" and keeps the
   counting MLP (its weights move 0.5% at the small LR, C_Tr 0): count("a") is overwritten, not wrapped.
 
-`configs/tracr_counter.py:tiny` is the test form (2 seeds x 4 LRs x 2 C_Tr = 16 fine-tuning members, a few steps).
+`configs/tracr_counter.py:tiny` is the test form (2 seeds x 4 LRs x 2 C_Tr = 16 fine-tuning members, a few steps):
+101 s on the 2-core AMD EPYC, AVX2 only, an empty compilation cache (`time fttrace run tracr_counter:tiny`).
 """
 import pathlib
 import sys
